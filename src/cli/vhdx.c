@@ -1,0 +1,1239 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vhdx: a command line tool to inspect, check, map, read and convert
+ * Hyper-V VHDX virtual disk images.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <glib.h>
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+
+#include "vhdx-check.h"
+#include "vhdx-reader.h"
+
+#define EXIT_CORRUPT 2
+
+/* Large enough for fast sequential reads, small enough to keep memory low. */
+#define CHUNK_SIZE (4 * VHDX_MiB)
+
+typedef int (*CommandFunc) (int argc, char **argv);
+
+typedef struct {
+        const char *name;
+        const char *summary;
+        CommandFunc func;
+} Command;
+
+static int cmd_info (int argc, char **argv);
+static int cmd_check (int argc, char **argv);
+static int cmd_map (int argc, char **argv);
+static int cmd_cat (int argc, char **argv);
+static int cmd_convert (int argc, char **argv);
+
+static const Command commands[] = {
+        { "info", N_("Show what an image is made of"), cmd_info },
+        { "check", N_("Check an image for corruption"), cmd_check },
+        { "map", N_("Show which parts of the virtual disk hold data"), cmd_map },
+        { "cat", N_("Write virtual disk bytes to standard output"), cmd_cat },
+        { "convert", N_("Convert an image to a sparse raw disk image"), cmd_convert },
+};
+
+/*
+ * The temporary file that `convert` is writing.  A fatal signal removes it,
+ * so an interrupted conversion never leaves a half-written file behind.
+ */
+static char cleanup_path[PATH_MAX];
+static volatile sig_atomic_t cleanup_armed = 0;
+
+static const int cleanup_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+/* The command being run, for the hint that follows a usage error. */
+static const char *current_command = NULL;
+
+/* Error output */
+
+static void
+print_line_error (const char *subject, const char *message)
+{
+        g_autofree char *flat = g_strdup (message);
+
+        /* Keep every failure on exactly one line. */
+        g_strdelimit (flat, "\r\n", ' ');
+        if (subject != NULL)
+                g_printerr ("vhdx: %s: %s\n", subject, flat);
+        else
+                g_printerr ("vhdx: %s\n", flat);
+}
+
+static void
+print_file_error (const char *path, const GError *error)
+{
+        g_autofree char *display = g_filename_display_name (path);
+
+        print_line_error (display, error->message);
+}
+
+static int
+usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
+
+static int
+usage_error (const char *format, ...)
+{
+        va_list args;
+        g_autofree char *message = NULL;
+
+        va_start (args, format);
+        message = g_strdup_vprintf (format, args);
+        va_end (args);
+
+        print_line_error (NULL, message);
+        if (current_command != NULL)
+                g_printerr (_("Try 'vhdx %s --help' for more information.\n"),
+                            current_command);
+        else
+                g_printerr (_("Try 'vhdx --help' for more information.\n"));
+        return EXIT_FAILURE;
+}
+
+static void
+set_error_from_errno (GError **error, int saved_errno)
+{
+        g_set_error_literal (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                             g_strerror (saved_errno));
+}
+
+/* Option parsing */
+
+static GOptionContext *
+command_context_new (const char *command, const char *parameters, const char *summary,
+                     const char *description, const GOptionEntry *entries)
+{
+        GOptionContext *context;
+        g_autofree char *prgname = g_strdup_printf ("vhdx %s", command);
+
+        g_set_prgname (prgname);
+        current_command = command;
+        context = g_option_context_new (parameters);
+        g_option_context_set_translation_domain (context, GETTEXT_PACKAGE);
+        g_option_context_set_summary (context, summary);
+        if (description != NULL)
+                g_option_context_set_description (context, description);
+        g_option_context_add_main_entries (context, entries, GETTEXT_PACKAGE);
+        return context;
+}
+
+/* Parses the options of a command; prints a usage error and returns FALSE on failure. */
+static gboolean
+parse_command_line (GOptionContext *context, int argc, char **argv)
+{
+        g_autoptr (GError) error = NULL;
+
+        if (!g_option_context_parse (context, &argc, &argv, &error)) {
+                usage_error ("%s", error->message);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static gboolean
+check_arguments (const char *command, char **args, guint n_args)
+{
+        guint n_given = args != NULL ? g_strv_length (args) : 0;
+
+        if (n_given < n_args) {
+                usage_error (_("%s: missing argument"), command);
+                return FALSE;
+        }
+        if (n_given > n_args) {
+                g_autofree char *display = g_filename_display_name (args[n_args]);
+
+                usage_error (_("%s: unexpected argument '%s'"), command, display);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Opening images */
+
+static VhdxFile *
+open_image (const char *path, struct stat *st, GError **error)
+{
+        struct stat local_st;
+        int fd;
+        VhdxIo *io;
+
+        fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) {
+                set_error_from_errno (error, errno);
+                return NULL;
+        }
+        if (fstat (fd, &local_st) < 0) {
+                set_error_from_errno (error, errno);
+                close (fd);
+                return NULL;
+        }
+        if (S_ISDIR (local_st.st_mode)) {
+                set_error_from_errno (error, EISDIR);
+                close (fd);
+                return NULL;
+        }
+        if (st != NULL)
+                *st = local_st;
+
+        io = vhdx_io_new_fd (fd, TRUE);
+        return vhdx_file_open (io, VHDX_OPEN_FLAGS_NONE, error);
+}
+
+/* Output helpers */
+
+static char *
+format_size (guint64 bytes)
+{
+        return g_format_size_full (bytes,
+                                   G_FORMAT_SIZE_IEC_UNITS | G_FORMAT_SIZE_LONG_FORMAT);
+}
+
+static gboolean
+print_json (JsonNode *root)
+{
+        g_autoptr (JsonGenerator) generator = json_generator_new ();
+        g_autofree char *text = NULL;
+
+        json_generator_set_pretty (generator, TRUE);
+        json_generator_set_indent (generator, 4);
+        json_generator_set_root (generator, root);
+        text = json_generator_to_data (generator, NULL);
+
+        /* JSON is UTF-8 whatever the locale says: bypass g_print's conversion. */
+        fputs (text, stdout);
+        fputc ('\n', stdout);
+        return TRUE;
+}
+
+typedef struct {
+        char *label;
+        char *value;
+} Field;
+
+static void
+field_clear (Field *field)
+{
+        g_free (field->label);
+        g_free (field->value);
+}
+
+static void
+fields_add (GArray *fields, const char *label, char *value)
+{
+        Field field = { g_strdup (label), value };
+
+        g_array_append_val (fields, field);
+}
+
+/* Prints "label: value" lines with the values in one column. */
+static void
+fields_print (GArray *fields)
+{
+        glong width = 0;
+
+        for (guint i = 0; i < fields->len; i++) {
+                const Field *field = &g_array_index (fields, Field, i);
+
+                width = MAX (width, g_utf8_strlen (field->label, -1));
+        }
+        for (guint i = 0; i < fields->len; i++) {
+                const Field *field = &g_array_index (fields, Field, i);
+                glong pad = width - g_utf8_strlen (field->label, -1);
+
+                g_print ("%s:%*s %s\n", field->label, (int) pad, "", field->value);
+        }
+}
+
+/* vhdx info */
+
+static JsonNode *
+info_to_json (const char *path, const VhdxInfo *info, const struct stat *st,
+              guint64 allocated)
+{
+        g_autoptr (JsonBuilder) builder = json_builder_new ();
+        g_autofree char *display = g_filename_display_name (path);
+        g_autofree char *virtual_disk_id = vhdx_guid_to_string (&info->virtual_disk_id);
+        g_autofree char *data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
+        g_autofree char *file_write_guid = vhdx_guid_to_string (&info->file_write_guid);
+
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "filename");
+        json_builder_add_string_value (builder, display);
+        json_builder_set_member_name (builder, "format");
+        json_builder_add_string_value (builder, "vhdx");
+        json_builder_set_member_name (builder, "virtual-size");
+        json_builder_add_int_value (builder, (gint64) info->virtual_size);
+        json_builder_set_member_name (builder, "actual-size");
+        json_builder_add_int_value (builder, (gint64) st->st_blocks * 512);
+        json_builder_set_member_name (builder, "cluster-size");
+        json_builder_add_int_value (builder, info->block_size);
+        json_builder_set_member_name (builder, "dirty-flag");
+        json_builder_add_boolean_value (builder, info->log_state != VHDX_LOG_STATE_CLEAN);
+
+        json_builder_set_member_name (builder, "format-specific");
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "type");
+        json_builder_add_string_value (builder, "vhdx");
+        json_builder_set_member_name (builder, "data");
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "disk-type");
+        json_builder_add_string_value (builder, vhdx_disk_type_to_string (info->disk_type));
+        json_builder_set_member_name (builder, "logical-sector-size");
+        json_builder_add_int_value (builder, info->logical_sector_size);
+        json_builder_set_member_name (builder, "physical-sector-size");
+        json_builder_add_int_value (builder, info->physical_sector_size);
+        json_builder_set_member_name (builder, "virtual-disk-id");
+        json_builder_add_string_value (builder, virtual_disk_id);
+        json_builder_set_member_name (builder, "data-write-guid");
+        json_builder_add_string_value (builder, data_write_guid);
+        json_builder_set_member_name (builder, "file-write-guid");
+        json_builder_add_string_value (builder, file_write_guid);
+        json_builder_set_member_name (builder, "creator");
+        json_builder_add_string_value (builder, info->creator != NULL ? info->creator : "");
+        json_builder_set_member_name (builder, "log-state");
+        json_builder_add_string_value (builder, vhdx_log_state_to_string (info->log_state));
+        json_builder_set_member_name (builder, "allocated-bytes");
+        json_builder_add_int_value (builder, (gint64) allocated);
+        json_builder_set_member_name (builder, "header-sequence");
+        json_builder_add_int_value (builder, (gint64) info->header_sequence);
+        json_builder_end_object (builder);
+        json_builder_end_object (builder);
+
+        json_builder_end_object (builder);
+        return json_builder_get_root (builder);
+}
+
+static void
+info_print_text (const char *path, const VhdxInfo *info, const struct stat *st,
+                 guint64 allocated)
+{
+        g_autoptr (GArray) fields = g_array_new (FALSE, FALSE, sizeof (Field));
+
+        g_array_set_clear_func (fields, (GDestroyNotify) field_clear);
+        fields_add (fields, _("Image"), g_filename_display_name (path));
+        fields_add (fields, _("Format"), g_strdup ("vhdx"));
+        fields_add (fields, _("Disk type"),
+                    g_strdup (vhdx_disk_type_to_string (info->disk_type)));
+        fields_add (fields, _("Virtual size"), format_size (info->virtual_size));
+        fields_add (fields, _("Disk size"), format_size ((guint64) st->st_blocks * 512));
+        fields_add (fields, _("Allocated"), format_size (allocated));
+        fields_add (fields, _("Block size"), format_size (info->block_size));
+        fields_add (fields, _("Logical sector size"),
+                    g_strdup_printf ("%u", info->logical_sector_size));
+        fields_add (fields, _("Physical sector size"),
+                    g_strdup_printf ("%u", info->physical_sector_size));
+        fields_add (fields, _("Virtual disk ID"), vhdx_guid_to_string (&info->virtual_disk_id));
+        fields_add (fields, _("Data write GUID"), vhdx_guid_to_string (&info->data_write_guid));
+        fields_add (fields, _("File write GUID"), vhdx_guid_to_string (&info->file_write_guid));
+        fields_add (fields, _("Creator"), g_strdup (info->creator != NULL ? info->creator : ""));
+        fields_add (fields, _("Log state"),
+                    g_strdup (vhdx_log_state_to_string (info->log_state)));
+        fields_add (fields, _("Dirty"),
+                    g_strdup (info->log_state != VHDX_LOG_STATE_CLEAN ? _("yes") : _("no")));
+        fields_add (fields, _("Header sequence"),
+                    /* TRANSLATORS: sequence number, then which header (1 or 2) is current */
+                    g_strdup_printf (_("%llu (header %u)"),
+                                     (unsigned long long) info->header_sequence,
+                                     info->header_index));
+        fields_print (fields);
+}
+
+static int
+cmd_info (int argc, char **argv)
+{
+        gboolean json = FALSE;
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
+                  NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        const VhdxInfo *info;
+        struct stat st;
+        guint64 allocated = 0;
+
+        context = command_context_new (
+                "info", _("IMAGE"), _("Show what an image is made of."),
+                _("With --json, prints one object with the keys filename, format,\n"
+                  "virtual-size, actual-size (bytes the file occupies on disk),\n"
+                  "cluster-size (the block size), dirty-flag and format-specific\n"
+                  "(type \"vhdx\"; data: disk-type, logical-sector-size,\n"
+                  "physical-sector-size, virtual-disk-id, data-write-guid,\n"
+                  "file-write-guid, creator, log-state, allocated-bytes,\n"
+                  "header-sequence).  Sizes are in bytes.\n"
+                  "\n"
+                  "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!parse_command_line (context, argc, argv))
+                return EXIT_FAILURE;
+        if (!check_arguments ("info", args, 1))
+                return EXIT_FAILURE;
+
+        file = open_image (args[0], &st, &error);
+        if (file == NULL) {
+                print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+        info = vhdx_file_get_info (file);
+        if (!vhdx_file_get_allocated_bytes (file, &allocated, &error)) {
+                print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+
+        if (json) {
+                g_autoptr (JsonNode) root = info_to_json (args[0], info, &st, allocated);
+
+                print_json (root);
+        } else {
+                info_print_text (args[0], info, &st, allocated);
+        }
+        return EXIT_SUCCESS;
+}
+
+/* vhdx check */
+
+static gboolean
+error_is_corruption (const GError *error)
+{
+        return g_error_matches (error, VHDX_ERROR, VHDX_ERROR_INVALID) ||
+               g_error_matches (error, VHDX_ERROR, VHDX_ERROR_CHECKSUM) ||
+               g_error_matches (error, VHDX_ERROR, VHDX_ERROR_TRUNCATED) ||
+               g_error_matches (error, VHDX_ERROR, VHDX_ERROR_LOG);
+}
+
+static JsonNode *
+problems_to_json (const char *path, GPtrArray *problems, guint n_errors, guint n_warnings)
+{
+        g_autoptr (JsonBuilder) builder = json_builder_new ();
+        g_autofree char *display = g_filename_display_name (path);
+
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "filename");
+        json_builder_add_string_value (builder, display);
+        json_builder_set_member_name (builder, "format");
+        json_builder_add_string_value (builder, "vhdx");
+        json_builder_set_member_name (builder, "check-errors");
+        json_builder_add_int_value (builder, n_errors);
+        json_builder_set_member_name (builder, "warnings");
+        json_builder_add_int_value (builder, n_warnings);
+        json_builder_set_member_name (builder, "problems");
+        json_builder_begin_array (builder);
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxProblem *problem = g_ptr_array_index (problems, i);
+
+                json_builder_begin_object (builder);
+                json_builder_set_member_name (builder, "severity");
+                json_builder_add_string_value (builder,
+                                               vhdx_severity_to_string (problem->severity));
+                json_builder_set_member_name (builder, "structure");
+                json_builder_add_string_value (builder, problem->structure);
+                json_builder_set_member_name (builder, "offset");
+                json_builder_add_int_value (builder, (gint64) problem->offset);
+                json_builder_set_member_name (builder, "message");
+                json_builder_add_string_value (builder, problem->message);
+                json_builder_end_object (builder);
+        }
+        json_builder_end_array (builder);
+        json_builder_set_member_name (builder, "corruptions-fixed");
+        json_builder_add_int_value (builder, 0);
+        json_builder_end_object (builder);
+        return json_builder_get_root (builder);
+}
+
+static void
+problems_print_text (GPtrArray *problems, guint n_errors, guint n_warnings)
+{
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxProblem *problem = g_ptr_array_index (problems, i);
+
+                /* TRANSLATORS: severity, structure, file offset, message */
+                g_print (_("%s: %s at offset %llu: %s\n"),
+                         vhdx_severity_to_string (problem->severity), problem->structure,
+                         (unsigned long long) problem->offset, problem->message);
+        }
+
+        if (n_errors == 0 && n_warnings == 0) {
+                g_print ("%s\n", _("No errors were found on the image."));
+        } else if (n_errors == 0) {
+                g_print (g_dngettext (GETTEXT_PACKAGE,
+                                      "No errors and %u warning were found on the image.\n",
+                                      "No errors and %u warnings were found on the image.\n",
+                                      n_warnings),
+                         n_warnings);
+        } else {
+                g_autofree char *errors = g_strdup_printf (
+                        g_dngettext (GETTEXT_PACKAGE, "%u error", "%u errors", n_errors),
+                        n_errors);
+                g_autofree char *warnings = g_strdup_printf (
+                        g_dngettext (GETTEXT_PACKAGE, "%u warning", "%u warnings", n_warnings),
+                        n_warnings);
+
+                /* TRANSLATORS: "3 errors and 1 warning were found on the image." */
+                g_print (_("%s and %s were found on the image.\n"), errors, warnings);
+        }
+}
+
+static int
+cmd_check (int argc, char **argv)
+{
+        gboolean json = FALSE;
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
+                  NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GPtrArray) problems = NULL;
+        guint n_errors = 0;
+        guint n_warnings = 0;
+
+        context = command_context_new (
+                "check", _("IMAGE"), _("Check an image for corruption."),
+                _("Validates the headers, region tables, metadata, log and every BAT\n"
+                  "entry, and prints one line per problem found, then a summary.\n"
+                  "\n"
+                  "With --json, prints one object with the keys filename, format,\n"
+                  "check-errors (problems of severity error), warnings, problems\n"
+                  "(an array of objects with severity, structure, offset and message)\n"
+                  "and corruptions-fixed (always 0: the image is opened read-only).\n"
+                  "\n"
+                  "Exit status: 0 if no error was found (warnings are allowed),\n"
+                  "1 if the image could not be checked, 2 if it is corrupt."),
+                entries);
+        if (!parse_command_line (context, argc, argv))
+                return EXIT_FAILURE;
+        if (!check_arguments ("check", args, 1))
+                return EXIT_FAILURE;
+
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
+        file = open_image (args[0], NULL, &error);
+        if (file == NULL) {
+                if (!error_is_corruption (error)) {
+                        print_file_error (args[0], error);
+                        return EXIT_FAILURE;
+                }
+                /* The image is too damaged to open: that is the finding. */
+                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, _("image"), 0, "%s",
+                                   error->message);
+        } else {
+                GPtrArray *open_problems = vhdx_file_get_open_problems (file);
+
+                for (guint i = 0; open_problems != NULL && i < open_problems->len; i++) {
+                        const VhdxProblem *problem = g_ptr_array_index (open_problems, i);
+
+                        g_ptr_array_add (problems,
+                                         vhdx_problem_new (problem->severity,
+                                                           problem->structure,
+                                                           problem->offset,
+                                                           problem->message));
+                }
+                if (!vhdx_file_check (file, problems, &error)) {
+                        print_file_error (args[0], error);
+                        return EXIT_FAILURE;
+                }
+        }
+
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxProblem *problem = g_ptr_array_index (problems, i);
+
+                if (problem->severity == VHDX_SEVERITY_ERROR)
+                        n_errors++;
+                else
+                        n_warnings++;
+        }
+
+        if (json) {
+                g_autoptr (JsonNode) root =
+                        problems_to_json (args[0], problems, n_errors, n_warnings);
+
+                print_json (root);
+        } else {
+                problems_print_text (problems, n_errors, n_warnings);
+        }
+        return vhdx_problems_have_errors (problems) ? EXIT_CORRUPT : EXIT_SUCCESS;
+}
+
+/* vhdx map */
+
+static const char *
+extent_kind_name (const VhdxExtent *extent)
+{
+        if (extent->kind == VHDX_EXTENT_DATA)
+                return _("data");
+        if (extent->present)
+                return _("zero");
+        return _("unallocated");
+}
+
+static JsonNode *
+extents_to_json (GArray *extents)
+{
+        g_autoptr (JsonBuilder) builder = json_builder_new ();
+
+        json_builder_begin_array (builder);
+        for (guint i = 0; i < extents->len; i++) {
+                const VhdxExtent *extent = &g_array_index (extents, VhdxExtent, i);
+                gboolean data = extent->kind == VHDX_EXTENT_DATA;
+
+                json_builder_begin_object (builder);
+                json_builder_set_member_name (builder, "start");
+                json_builder_add_int_value (builder, (gint64) extent->offset);
+                json_builder_set_member_name (builder, "length");
+                json_builder_add_int_value (builder, (gint64) extent->length);
+                json_builder_set_member_name (builder, "depth");
+                json_builder_add_int_value (builder, extent->depth);
+                json_builder_set_member_name (builder, "present");
+                json_builder_add_boolean_value (builder, data || extent->present);
+                json_builder_set_member_name (builder, "zero");
+                json_builder_add_boolean_value (builder, !data);
+                json_builder_set_member_name (builder, "data");
+                json_builder_add_boolean_value (builder, data);
+                if (data) {
+                        json_builder_set_member_name (builder, "offset");
+                        json_builder_add_int_value (builder, (gint64) extent->file_offset);
+                }
+                json_builder_end_object (builder);
+        }
+        json_builder_end_array (builder);
+        return json_builder_get_root (builder);
+}
+
+static void
+print_padded (const char *text, glong width)
+{
+        glong pad = width - g_utf8_strlen (text, -1);
+
+        g_print ("%s%*s", text, (int) MAX (pad, 1), "");
+}
+
+static void
+extents_print_text (GArray *extents)
+{
+        const glong width = 20;
+        const glong kind_width = 13;
+
+        print_padded (_("Offset"), width);
+        print_padded (_("Length"), width);
+        print_padded (_("Kind"), kind_width);
+        g_print ("%s\n", _("File-offset"));
+
+        for (guint i = 0; i < extents->len; i++) {
+                const VhdxExtent *extent = &g_array_index (extents, VhdxExtent, i);
+                g_autofree char *start = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
+                                                          extent->offset);
+                g_autofree char *length = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
+                                                           extent->length);
+
+                print_padded (start, width);
+                print_padded (length, width);
+                print_padded (extent_kind_name (extent), kind_width);
+                if (extent->kind == VHDX_EXTENT_DATA)
+                        g_print ("0x%" G_GINT64_MODIFIER "x\n", extent->file_offset);
+                else
+                        g_print ("-\n");
+        }
+}
+
+static int
+cmd_map (int argc, char **argv)
+{
+        gboolean json = FALSE;
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "json", 0, 0, G_OPTION_ARG_NONE, &json,
+                  N_("Print a JSON array like qemu-img map --output=json"), NULL },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
+                  NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GArray) extents = NULL;
+
+        context = command_context_new (
+                "map", _("IMAGE"), _("Show which parts of the virtual disk hold data."),
+                _("Prints the virtual disk as a list of extents, from offset 0 to the\n"
+                  "virtual size: data (stored in the file at File-offset), zero\n"
+                  "(allocated but reads as zeros) or unallocated.\n"
+                  "\n"
+                  "With --json, prints an array of objects with the keys start,\n"
+                  "length, depth, present, zero, data and, for data, offset (the file\n"
+                  "offset), as qemu-img map --output=json does.\n"
+                  "\n"
+                  "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!parse_command_line (context, argc, argv))
+                return EXIT_FAILURE;
+        if (!check_arguments ("map", args, 1))
+                return EXIT_FAILURE;
+
+        file = open_image (args[0], NULL, &error);
+        if (file == NULL) {
+                print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+        extents = vhdx_file_map (file, 0, vhdx_file_get_info (file)->virtual_size, &error);
+        if (extents == NULL) {
+                print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+
+        if (json) {
+                g_autoptr (JsonNode) root = extents_to_json (extents);
+
+                print_json (root);
+        } else {
+                extents_print_text (extents);
+        }
+        return EXIT_SUCCESS;
+}
+
+/* vhdx cat */
+
+static gboolean
+write_all (int fd, const guint8 *buf, gsize count, GError **error)
+{
+        while (count > 0) {
+                ssize_t n = write (fd, buf, MIN (count, (gsize) G_MAXSSIZE));
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                if (n == 0) {
+                        set_error_from_errno (error, EIO);
+                        return FALSE;
+                }
+                buf += n;
+                count -= (gsize) n;
+        }
+        return TRUE;
+}
+
+static gboolean
+parse_size_option (const char *name, const char *text, guint64 *value)
+{
+        g_autoptr (GError) error = NULL;
+
+        if (!g_ascii_string_to_unsigned (text, 10, 0, G_MAXUINT64, value, &error)) {
+                usage_error ("--%s: %s", name, error->message);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static int
+cmd_cat (int argc, char **argv)
+{
+        g_autofree char *offset_text = NULL;
+        g_autofree char *length_text = NULL;
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "offset", 0, 0, G_OPTION_ARG_STRING, &offset_text,
+                  N_("Start at byte N of the virtual disk (default 0)"), N_("N") },
+                { "length", 0, 0, G_OPTION_ARG_STRING, &length_text,
+                  N_("Write N bytes (default: up to the end of the disk)"), N_("N") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
+                  NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autofree guint8 *buf = NULL;
+        guint64 virtual_size;
+        guint64 offset = 0;
+        guint64 length = 0;
+        guint64 end;
+
+        context = command_context_new (
+                "cat", _("IMAGE"), _("Write virtual disk bytes to standard output."),
+                _("Writes the bytes of the virtual disk, as a guest would read them,\n"
+                  "from --offset for --length bytes.  Both are plain byte counts and\n"
+                  "must lie inside the virtual disk.\n"
+                  "\n"
+                  "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!parse_command_line (context, argc, argv))
+                return EXIT_FAILURE;
+        if (!check_arguments ("cat", args, 1))
+                return EXIT_FAILURE;
+        if (offset_text != NULL && !parse_size_option ("offset", offset_text, &offset))
+                return EXIT_FAILURE;
+        if (length_text != NULL && !parse_size_option ("length", length_text, &length))
+                return EXIT_FAILURE;
+
+        file = open_image (args[0], NULL, &error);
+        if (file == NULL) {
+                print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+        virtual_size = vhdx_file_get_info (file)->virtual_size;
+
+        if (offset > virtual_size) {
+                g_autofree char *message = g_strdup_printf (
+                        _("offset %llu is beyond the end of the virtual disk (%llu bytes)"),
+                        (unsigned long long) offset, (unsigned long long) virtual_size);
+
+                print_line_error (args[0], message);
+                return EXIT_FAILURE;
+        }
+        if (length_text == NULL)
+                length = virtual_size - offset;
+        if (!vhdx_add_u64 (offset, length, &end) || end > virtual_size) {
+                g_autofree char *message = g_strdup_printf (
+                        _("range of %llu bytes at offset %llu goes beyond the end of the "
+                          "virtual disk (%llu bytes)"),
+                        (unsigned long long) length, (unsigned long long) offset,
+                        (unsigned long long) virtual_size);
+
+                print_line_error (args[0], message);
+                return EXIT_FAILURE;
+        }
+
+        /* See a closed pipe as EPIPE from write() instead of being killed. */
+        signal (SIGPIPE, SIG_IGN);
+
+        buf = g_malloc (MIN (length, CHUNK_SIZE) + 1);
+        while (offset < end) {
+                gsize n = (gsize) MIN (end - offset, CHUNK_SIZE);
+
+                if (!vhdx_file_read (file, offset, buf, n, &error)) {
+                        print_file_error (args[0], error);
+                        return EXIT_FAILURE;
+                }
+                if (!write_all (STDOUT_FILENO, buf, n, &error)) {
+                        /* The reader went away: stop quietly, as killed by SIGPIPE. */
+                        if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE))
+                                print_line_error (_("standard output"), error->message);
+                        return EXIT_FAILURE;
+                }
+                offset += n;
+        }
+        return EXIT_SUCCESS;
+}
+
+/* vhdx convert */
+
+static void
+handle_fatal_signal (int signum)
+{
+        if (cleanup_armed)
+                unlink (cleanup_path);
+        /* SA_RESETHAND restored the default action: die of the same signal. */
+        raise (signum);
+}
+
+static void
+install_cleanup_handlers (void)
+{
+        struct sigaction action;
+
+        memset (&action, 0, sizeof action);
+        action.sa_handler = handle_fatal_signal;
+        action.sa_flags = SA_RESETHAND;
+        sigemptyset (&action.sa_mask);
+        for (gsize i = 0; i < G_N_ELEMENTS (cleanup_signals); i++)
+                sigaction (cleanup_signals[i], &action, NULL);
+}
+
+static void
+block_cleanup_signals (gboolean block, sigset_t *old)
+{
+        sigset_t set;
+
+        if (block) {
+                sigemptyset (&set);
+                for (gsize i = 0; i < G_N_ELEMENTS (cleanup_signals); i++)
+                        sigaddset (&set, cleanup_signals[i]);
+                sigprocmask (SIG_BLOCK, &set, old);
+        } else {
+                sigprocmask (SIG_SETMASK, old, NULL);
+        }
+}
+
+static void
+disarm_cleanup (void)
+{
+        sigset_t old;
+
+        block_cleanup_signals (TRUE, &old);
+        cleanup_armed = 0;
+        block_cleanup_signals (FALSE, &old);
+}
+
+/* Creates the temporary file next to @dst and arms its removal on signals. */
+static int
+create_temporary (const char *dst, char **out_path, GError **error)
+{
+        g_autofree char *path = g_strdup_printf ("%s.XXXXXX", dst);
+        sigset_t old;
+        int fd;
+
+        if (strlen (path) >= sizeof cleanup_path) {
+                set_error_from_errno (error, ENAMETOOLONG);
+                return -1;
+        }
+
+        block_cleanup_signals (TRUE, &old);
+        fd = g_mkstemp_full (path, O_RDWR | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+                memcpy (cleanup_path, path, strlen (path) + 1);
+                cleanup_armed = 1;
+        } else {
+                set_error_from_errno (error, errno);
+        }
+        block_cleanup_signals (FALSE, &old);
+
+        if (fd >= 0)
+                *out_path = g_steal_pointer (&path);
+        return fd;
+}
+
+static gboolean
+pwrite_all (int fd, const guint8 *buf, gsize count, guint64 offset, GError **error)
+{
+        while (count > 0) {
+                ssize_t n = pwrite (fd, buf, MIN (count, (gsize) G_MAXSSIZE), (off_t) offset);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                if (n == 0) {
+                        set_error_from_errno (error, EIO);
+                        return FALSE;
+                }
+                buf += n;
+                count -= (gsize) n;
+                offset += (guint64) n;
+        }
+        return TRUE;
+}
+
+static gboolean
+buffer_is_zero (const guint8 *buf, gsize count)
+{
+        return count == 0 || (buf[0] == 0 && memcmp (buf, buf + 1, count - 1) == 0);
+}
+
+typedef struct {
+        gboolean enabled;
+        guint64 total;
+        guint64 done;
+        int last_shown; /* hundredths of a percent, -1 before the first update */
+} Progress;
+
+static void
+progress_update (Progress *progress, guint64 done)
+{
+        int hundredths;
+
+        progress->done = done;
+        if (!progress->enabled)
+                return;
+        hundredths = progress->total == 0
+                ? 10000
+                : (int) ((double) done * 10000.0 / (double) progress->total);
+        if (hundredths == progress->last_shown)
+                return;
+        progress->last_shown = hundredths;
+        fprintf (stderr, "    (%d.%02d/100%%)\r", hundredths / 100, hundredths % 100);
+        fflush (stderr);
+}
+
+static void
+progress_finish (Progress *progress)
+{
+        if (!progress->enabled)
+                return;
+        progress_update (progress, progress->total);
+        fputc ('\n', stderr);
+}
+
+/* Copies the data extents of @file into @fd, leaving holes wherever the disk reads as zeros. */
+static gboolean
+copy_data (VhdxFile *file, const char *src, int fd, const char *dst, Progress *progress)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GArray) extents = NULL;
+        g_autofree guint8 *buf = NULL;
+        guint64 virtual_size = vhdx_file_get_info (file)->virtual_size;
+
+        extents = vhdx_file_map (file, 0, virtual_size, &error);
+        if (extents == NULL) {
+                print_file_error (src, error);
+                return FALSE;
+        }
+
+        buf = g_malloc (CHUNK_SIZE);
+        for (guint i = 0; i < extents->len; i++) {
+                const VhdxExtent *extent = &g_array_index (extents, VhdxExtent, i);
+                guint64 offset = extent->offset;
+                guint64 end = extent->offset + extent->length;
+
+                if (extent->kind != VHDX_EXTENT_DATA) {
+                        progress_update (progress, end);
+                        continue;
+                }
+                while (offset < end) {
+                        gsize n = (gsize) MIN (end - offset, CHUNK_SIZE);
+
+                        if (!vhdx_file_read (file, offset, buf, n, &error)) {
+                                print_file_error (src, error);
+                                return FALSE;
+                        }
+                        if (!buffer_is_zero (buf, n) &&
+                            !pwrite_all (fd, buf, n, offset, &error)) {
+                                print_file_error (dst, error);
+                                return FALSE;
+                        }
+                        offset += n;
+                        progress_update (progress, offset);
+                }
+        }
+        return TRUE;
+}
+
+static gboolean
+same_file (const char *path, const struct stat *st)
+{
+        struct stat other;
+
+        return g_stat (path, &other) == 0 && other.st_dev == st->st_dev &&
+               other.st_ino == st->st_ino;
+}
+
+static void
+sync_directory (const char *path)
+{
+        g_autofree char *dir = g_path_get_dirname (path);
+        int fd = g_open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+
+        /* Best effort: the data itself was synced before the rename. */
+        if (fd >= 0) {
+                fsync (fd);
+                close (fd);
+        }
+}
+
+static int
+cmd_convert (int argc, char **argv)
+{
+        gboolean show_progress = FALSE;
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
+                  N_("Show progress on a terminal"), NULL },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
+                  NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autofree char *temp_path = NULL;
+        Progress progress = { FALSE, 0, 0, -1 };
+        struct stat st;
+        const char *src;
+        const char *dst;
+        guint64 virtual_size;
+        sigset_t old;
+        int fd;
+
+        context = command_context_new (
+                "convert", _("SOURCE DESTINATION"),
+                _("Convert an image to a sparse raw disk image."),
+                _("Writes the virtual disk of SOURCE to DESTINATION as a raw image.\n"
+                  "Parts of the disk that read as zeros are left as holes, so the\n"
+                  "result takes no more space than the data it holds.  DESTINATION\n"
+                  "is written under a temporary name in the same directory and renamed\n"
+                  "into place only when complete; an existing DESTINATION is replaced.\n"
+                  "\n"
+                  "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!parse_command_line (context, argc, argv))
+                return EXIT_FAILURE;
+        if (!check_arguments ("convert", args, 2))
+                return EXIT_FAILURE;
+        src = args[0];
+        dst = args[1];
+
+        file = open_image (src, &st, &error);
+        if (file == NULL) {
+                print_file_error (src, error);
+                return EXIT_FAILURE;
+        }
+        if (same_file (dst, &st)) {
+                print_line_error (dst, _("destination is the source image"));
+                return EXIT_FAILURE;
+        }
+        virtual_size = vhdx_file_get_info (file)->virtual_size;
+
+        install_cleanup_handlers ();
+        fd = create_temporary (dst, &temp_path, &error);
+        if (fd < 0) {
+                print_file_error (dst, error);
+                return EXIT_FAILURE;
+        }
+
+        progress.enabled = show_progress && isatty (STDERR_FILENO);
+        progress.total = virtual_size;
+        progress_update (&progress, 0);
+
+        if (ftruncate (fd, (off_t) virtual_size) < 0) {
+                set_error_from_errno (&error, errno);
+                print_file_error (dst, error);
+                goto fail;
+        }
+        if (!copy_data (file, src, fd, dst, &progress))
+                goto fail;
+        if (fsync (fd) < 0 || close (fd) < 0) {
+                set_error_from_errno (&error, errno);
+                fd = -1;
+                print_file_error (dst, error);
+                goto fail;
+        }
+        fd = -1;
+
+        block_cleanup_signals (TRUE, &old);
+        if (rename (temp_path, dst) < 0) {
+                set_error_from_errno (&error, errno);
+                block_cleanup_signals (FALSE, &old);
+                print_file_error (dst, error);
+                goto fail;
+        }
+        cleanup_armed = 0;
+        block_cleanup_signals (FALSE, &old);
+
+        sync_directory (dst);
+        progress_finish (&progress);
+        return EXIT_SUCCESS;
+
+fail:
+        if (fd >= 0)
+                close (fd);
+        g_unlink (temp_path);
+        disarm_cleanup ();
+        if (progress.enabled)
+                fputc ('\n', stderr);
+        return EXIT_FAILURE;
+}
+
+/* Top level */
+
+static void
+print_help (void)
+{
+        g_print ("%s\n  vhdx %s\n\n", _("Usage:"), _("COMMAND [OPTION…] ARGUMENTS"));
+        g_print ("%s\n\n", _("Read Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n", _("Commands:"));
+        for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+                g_print ("  %-10s%s\n", commands[i].name, _(commands[i].summary));
+        g_print ("  %-10s%s\n", "help", _("Show help for a command"));
+        g_print ("\n%s\n", _("Options:"));
+        g_print ("  %-18s%s\n", "-h, --help", _("Show this help"));
+        g_print ("  %-18s%s\n", "--version", _("Show the version"));
+        g_print ("\n%s\n", _("Run 'vhdx COMMAND --help' for the options of a command."));
+}
+
+static const Command *
+find_command (const char *name)
+{
+        for (gsize i = 0; i < G_N_ELEMENTS (commands); i++) {
+                if (g_str_equal (commands[i].name, name))
+                        return &commands[i];
+        }
+        return NULL;
+}
+
+static gboolean
+flush_stdout (void)
+{
+        if (fflush (stdout) != 0 || ferror (stdout)) {
+                int saved_errno = errno != 0 ? errno : EIO;
+
+                if (saved_errno != EPIPE)
+                        print_line_error (_("standard output"), g_strerror (saved_errno));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+int
+main (int argc, char **argv)
+{
+        const Command *command;
+        int status;
+
+        setlocale (LC_ALL, "");
+        bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
+        bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
+        textdomain (GETTEXT_PACKAGE);
+        g_set_prgname ("vhdx");
+
+        if (argc < 2)
+                return usage_error (_("no command given"));
+
+        if (g_str_equal (argv[1], "--help") || g_str_equal (argv[1], "-h") ||
+            g_str_equal (argv[1], "-?") || (g_str_equal (argv[1], "help") && argc == 2)) {
+                print_help ();
+                return flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
+        }
+        if (g_str_equal (argv[1], "--version")) {
+                g_print ("vhdx (libvhdx) %s\n", PACKAGE_VERSION);
+                return flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
+        }
+        if (g_str_equal (argv[1], "help")) {
+                /* "vhdx help COMMAND" is "vhdx COMMAND --help". */
+                char *help_argv[] = { argv[2], (char *) "--help", NULL };
+
+                command = find_command (argv[2]);
+                if (command == NULL)
+                        return usage_error (_("unknown command '%s'"), argv[2]);
+                return command->func (2, help_argv);
+        }
+        if (argv[1][0] == '-')
+                return usage_error (_("unknown option '%s'"), argv[1]);
+
+        command = find_command (argv[1]);
+        if (command == NULL)
+                return usage_error (_("unknown command '%s'"), argv[1]);
+
+        status = command->func (argc - 1, argv + 1);
+        if (!flush_stdout () && status == EXIT_SUCCESS)
+                status = EXIT_FAILURE;
+        return status;
+}

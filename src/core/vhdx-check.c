@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "vhdx-check.h"
+
+#include "vhdx-header.h"
+#include "vhdx-private.h"
+#include "vhdx-reader-private.h"
+
+/* A byte range of the file that belongs to one structure. */
+typedef struct {
+        guint64 start;
+        guint64 end;
+        guint64 entry_offset; /* where the structure is described */
+        char *name;
+} Extent;
+
+static void
+extent_clear (gpointer data)
+{
+        Extent *e = data;
+
+        g_free (e->name);
+}
+
+static int
+compare_extents (gconstpointer a, gconstpointer b)
+{
+        const Extent *ea = a, *eb = b;
+
+        if (ea->start != eb->start)
+                return ea->start < eb->start ? -1 : 1;
+        return ea->end < eb->end ? -1 : ea->end > eb->end;
+}
+
+static void
+add_extent (GArray *extents, guint64 start, guint64 length, guint64 entry_offset, char *name)
+{
+        Extent e = { start, start + length, entry_offset, name };
+
+        g_array_append_val (extents, e);
+}
+
+/* The second copy of the region table is not read at open when the first is
+ * good; a damaged or different copy would be used after damage to the first. */
+static gboolean
+check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
+{
+        guint other = file->info.region_table_index == 1 ? 2 : 1;
+        guint64 offset = other == 1 ? VHDX_REGION_TABLE1_OFFSET : VHDX_REGION_TABLE2_OFFSET;
+        g_autofree char *name = g_strdup_printf (_("region table %u"), other);
+        g_autofree guint8 *buf = g_malloc (VHDX_REGION_TABLE_SIZE);
+        g_autoptr(GError) local_error = NULL;
+        VhdxRegionTable copy = { 0 };
+
+        if (file->info.region_table_index == 2)
+                return TRUE; /* table 1 was damaged: already reported at open */
+        if (!vhdx_io_read_exact (file->io, buf, VHDX_REGION_TABLE_SIZE, offset, name,
+                                 &local_error) ||
+            !vhdx_region_table_parse (buf, VHDX_REGION_TABLE_SIZE, offset, name,
+                                      file->info.file_size, &copy, &local_error)) {
+                if (local_error->domain != VHDX_ERROR) {
+                        g_propagate_error (error, g_steal_pointer (&local_error));
+                        return FALSE;
+                }
+                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, offset, "%s",
+                                   local_error->message);
+                return TRUE;
+        }
+        if (copy.bat.file_offset != file->regions.bat.file_offset ||
+            copy.bat.length != file->regions.bat.length ||
+            copy.metadata.file_offset != file->regions.metadata.file_offset ||
+            copy.metadata.length != file->regions.metadata.length)
+                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, offset,
+                                   _("describes other BAT or metadata regions than region "
+                                     "table 1"));
+        vhdx_region_table_clear (&copy);
+        return TRUE;
+}
+
+static gboolean
+check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
+{
+        const VhdxInfo *info = &file->info;
+        for (guint64 index = 0; index < info->bat_entries; index++) {
+                guint64 entry_offset = info->bat_offset + index * VHDX_BAT_ENTRY_SIZE;
+                gboolean is_bitmap = (index + 1) % (info->chunk_ratio + 1) == 0;
+                guint64 entry, offset, block, length, end;
+                guint state;
+                g_autofree char *name = NULL;
+
+                if (!vhdx_bat_get (file->bat, index, &entry, error))
+                        return FALSE;
+                state = vhdx_bat_entry_state (entry);
+                offset = vhdx_bat_entry_offset (entry);
+                name = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+
+                if (is_bitmap) {
+                        if (state != VHDX_SB_NOT_PRESENT)
+                                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, name,
+                                                   entry_offset,
+                                                   _("sector bitmap state %u in a disk "
+                                                     "without a parent (expected 0)"),
+                                                   state);
+                        continue;
+                }
+                if (entry & VHDX_BAT_RESERVED_MASK)
+                        vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, name, entry_offset,
+                                           _("reserved bits are set (0x%" G_GINT64_MODIFIER
+                                             "x)"),
+                                           entry & VHDX_BAT_RESERVED_MASK);
+                block = index - index / (info->chunk_ratio + 1);
+                switch (state) {
+                case VHDX_PAYLOAD_NOT_PRESENT:
+                case VHDX_PAYLOAD_UNDEFINED:
+                case VHDX_PAYLOAD_ZERO:
+                case VHDX_PAYLOAD_UNMAPPED:
+                        if (info->disk_type == VHDX_DISK_TYPE_FIXED)
+                                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, name,
+                                                   entry_offset,
+                                                   _("block %" G_GUINT64_FORMAT
+                                                     " of a fixed disk is not allocated "
+                                                     "(state %u)"),
+                                                   block, state);
+                        continue;
+                case VHDX_PAYLOAD_FULLY_PRESENT:
+                        break;
+                default:
+                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
+                                           _("state %u is not a valid payload block state "
+                                             "for a %s disk"),
+                                           state, vhdx_disk_type_to_string (info->disk_type));
+                        continue;
+                }
+                length = vhdx_file_block_length (file, block);
+                if (offset < VHDX_HEADER_SECTION_SIZE) {
+                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
+                                           _("block %" G_GUINT64_FORMAT " at file offset %"
+                                             G_GUINT64_FORMAT " lies in the header section"),
+                                           block, offset);
+                        continue;
+                }
+                if (!vhdx_add_u64 (offset, length, &end) || end > info->file_size) {
+                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
+                                           _("block %" G_GUINT64_FORMAT " at file offset %"
+                                             G_GUINT64_FORMAT " ends past the end of the file "
+                                             "(%" G_GUINT64_FORMAT " bytes)"),
+                                           block, offset, info->file_size);
+                        continue;
+                }
+                add_extent (extents, offset, length, entry_offset,
+                            g_strdup_printf (_("block %" G_GUINT64_FORMAT), block));
+        }
+        return TRUE;
+}
+
+static void
+check_overlaps (GArray *extents, GPtrArray *problems)
+{
+        const Extent *reach = NULL; /* the extent reaching furthest so far */
+
+        g_array_sort (extents, compare_extents);
+        for (guint i = 0; i < extents->len; i++) {
+                const Extent *e = &g_array_index (extents, Extent, i);
+
+                if (reach != NULL && e->start < reach->end) {
+                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, e->name,
+                                           e->entry_offset,
+                                           _("file bytes %" G_GUINT64_FORMAT " to %"
+                                             G_GUINT64_FORMAT " overlap %s"),
+                                           e->start, e->end, reach->name);
+                }
+                if (reach == NULL || e->end > reach->end)
+                        reach = e;
+        }
+}
+
+gboolean
+vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
+{
+        const VhdxInfo *info;
+        g_autoptr(GArray) extents = NULL;
+
+        g_return_val_if_fail (file != NULL, FALSE);
+        g_return_val_if_fail (problems != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        info = &file->info;
+        extents = g_array_new (FALSE, TRUE, sizeof (Extent));
+        g_array_set_clear_func (extents, extent_clear);
+
+        if (!check_region_table_copy (file, problems, error))
+                return FALSE;
+
+        add_extent (extents, 0, VHDX_HEADER_SECTION_SIZE, 0, g_strdup (_("the header section")));
+        if (info->log_length > 0)
+                add_extent (extents, info->log_offset, info->log_length,
+                            info->header_index == 1 ? VHDX_HEADER1_OFFSET : VHDX_HEADER2_OFFSET,
+                            g_strdup (_("the log")));
+        for (guint i = 0; i < file->regions.entries->len; i++) {
+                const VhdxRegionEntry *r = &g_array_index (file->regions.entries,
+                                                           VhdxRegionEntry, i);
+                char guid[VHDX_GUID_STRING_LENGTH + 1];
+                vhdx_guid_to_string_buf (&r->guid, guid);
+                add_extent (extents, r->file_offset, r->length,
+                            (info->region_table_index == 1 ? VHDX_REGION_TABLE1_OFFSET
+                                                           : VHDX_REGION_TABLE2_OFFSET) +
+                                    VHDX_REGION_HEADER_SIZE + (guint64) i * VHDX_REGION_ENTRY_SIZE,
+                            g_strdup_printf (_("region %s"), guid));
+        }
+        if (!check_bat (file, extents, problems, error))
+                return FALSE;
+        check_overlaps (extents, problems);
+        return TRUE;
+}
+
+gboolean
+vhdx_problems_have_errors (GPtrArray *problems)
+{
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxProblem *p = g_ptr_array_index (problems, i);
+                if (p->severity == VHDX_SEVERITY_ERROR)
+                        return TRUE;
+        }
+        return FALSE;
+}

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/*
+ * CRC-32C (Castagnoli, reflected polynomial 0x82F63B78).  Start with @crc = 0
+ * and chain calls over consecutive pieces; the pre- and post-inversion are
+ * applied inside, so vhdx_crc32c (0, "123456789", 9) == 0xE3069283.
+ */
+guint32 vhdx_crc32c (guint32 crc, const void *data, gsize len);
+
+/* CRC of a structure of @len bytes whose 4-byte checksum field at @checksum_offset
+ * is taken as zero. */
+guint32 vhdx_crc32c_with_zero_field (const guint8 *data, gsize len, gsize checksum_offset);
+
+G_END_DECLS

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The file identifier and the two headers of the header section. */
+#pragma once
+
+#include "vhdx-format.h"
+#include "vhdx-io.h"
+
+G_BEGIN_DECLS
+
+typedef struct {
+        guint64 sequence;
+        VhdxGuid file_write_guid;
+        VhdxGuid data_write_guid;
+        VhdxGuid log_guid;
+        guint16 log_version;
+        guint16 version;
+        guint32 log_length;
+        guint64 log_offset;
+} VhdxHeader;
+
+/* Parse the file identifier from the first @len bytes of the file; returns the
+ * creator text (may be empty) in @creator. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_identifier_parse (const guint8 *buf, gsize len,
+                                                               char **creator, GError **error);
+
+/* Parse one 4 KiB header read from @file_offset: signature and checksum. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_header_parse (const guint8 *buf, gsize len,
+                                                      guint64 file_offset, const char *name,
+                                                      VhdxHeader *out, GError **error);
+
+/*
+ * Read both headers and select the current one: the only valid one, or the
+ * valid one with the larger sequence number; two byte-identical headers with
+ * the same sequence number are accepted.  Damage to one copy next to a good
+ * other copy is appended to @problems.  The current header's version and log
+ * fields are checked against @file_size.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_read (VhdxIo *io, guint64 file_size,
+                                                      VhdxHeader *current, guint *index,
+                                                      GPtrArray *problems, GError **error);
+
+G_END_DECLS

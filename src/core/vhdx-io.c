@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "vhdx-io.h"
+
+#include <errno.h>
+#include <gio/gio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vhdx-private.h"
+
+/* The file descriptor backend.  Only pread()/pwrite() are used, never the
+ * file position, so one descriptor serves many threads at once. */
+typedef struct {
+        VhdxIo parent;
+        int fd;
+        gboolean close_fd;
+} VhdxIoFd;
+
+static void
+set_errno_error (GError **error, int saved_errno, const char *what)
+{
+        g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno), "%s: %s", what,
+                     g_strerror (saved_errno));
+}
+
+static gboolean
+fd_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        guint8 *p = buf;
+        gsize done = 0;
+
+        while (done < count) {
+                ssize_t n;
+
+                if (offset + done > (guint64) G_MAXINT64) {
+                        break;
+                }
+                n = pread (self->fd, p + done, MIN (count - done, (gsize) G_MAXSSIZE),
+                           (off_t) (offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        set_errno_error (error, errno, _("Could not read the image"));
+                        return FALSE;
+                }
+                if (n == 0)
+                        break;
+                done += (gsize) n;
+        }
+        *n_read = done;
+        return TRUE;
+}
+
+static gboolean
+fd_pwrite (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        const guint8 *p = buf;
+        gsize done = 0;
+
+        while (done < count) {
+                ssize_t n = pwrite (self->fd, p + done, count - done, (off_t) (offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        set_errno_error (error, errno, _("Could not write the image"));
+                        return FALSE;
+                }
+                done += (gsize) n;
+        }
+        return TRUE;
+}
+
+static gboolean
+fd_get_size (VhdxIo *io, guint64 *size, GError **error)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        struct stat st;
+
+        if (fstat (self->fd, &st) < 0) {
+                set_errno_error (error, errno, _("Could not get the size of the image"));
+                return FALSE;
+        }
+        if (S_ISBLK (st.st_mode)) {
+                off_t end = lseek (self->fd, 0, SEEK_END);
+                if (end < 0) {
+                        set_errno_error (error, errno,
+                                         _("Could not get the size of the image"));
+                        return FALSE;
+                }
+                *size = (guint64) end;
+                return TRUE;
+        }
+        *size = (guint64) st.st_size;
+        return TRUE;
+}
+
+static gboolean
+fd_flush (VhdxIo *io, GError **error)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+
+        if (fdatasync (self->fd) < 0) {
+                set_errno_error (error, errno, _("Could not flush the image"));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static void
+fd_free (VhdxIo *io)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+
+        if (self->close_fd)
+                close (self->fd);
+        g_free (self);
+}
+
+static const VhdxIoVTable fd_vtable = {
+        .pread = fd_pread,
+        .get_size = fd_get_size,
+        .pwrite = fd_pwrite,
+        .flush = fd_flush,
+        .free = fd_free,
+};
+
+VhdxIo *
+vhdx_io_new_fd (int fd, gboolean close_fd)
+{
+        VhdxIoFd *self;
+
+        g_return_val_if_fail (fd >= 0, NULL);
+
+        self = g_new0 (VhdxIoFd, 1);
+        self->parent.vtable = &fd_vtable;
+        self->fd = fd;
+        self->close_fd = close_fd;
+        return &self->parent;
+}
+
+/* The memory backend: a read-only view of a GBytes, for tests and the fuzzer. */
+typedef struct {
+        VhdxIo parent;
+        GBytes *bytes;
+} VhdxIoMemory;
+
+static gboolean
+memory_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
+              GError **error)
+{
+        VhdxIoMemory *self = (VhdxIoMemory *) io;
+        gsize size;
+        const guint8 *data = g_bytes_get_data (self->bytes, &size);
+
+        if (offset >= size) {
+                *n_read = 0;
+                return TRUE;
+        }
+        *n_read = MIN (count, size - (gsize) offset);
+        memcpy (buf, data + offset, *n_read);
+        return TRUE;
+}
+
+static gboolean
+memory_get_size (VhdxIo *io, guint64 *size, GError **error)
+{
+        VhdxIoMemory *self = (VhdxIoMemory *) io;
+
+        *size = g_bytes_get_size (self->bytes);
+        return TRUE;
+}
+
+static void
+memory_free (VhdxIo *io)
+{
+        VhdxIoMemory *self = (VhdxIoMemory *) io;
+
+        g_bytes_unref (self->bytes);
+        g_free (self);
+}
+
+static const VhdxIoVTable memory_vtable = {
+        .pread = memory_pread,
+        .get_size = memory_get_size,
+        .free = memory_free,
+};
+
+VhdxIo *
+vhdx_io_new_memory (GBytes *bytes)
+{
+        VhdxIoMemory *self;
+
+        g_return_val_if_fail (bytes != NULL, NULL);
+
+        self = g_new0 (VhdxIoMemory, 1);
+        self->parent.vtable = &memory_vtable;
+        self->bytes = g_bytes_ref (bytes);
+        return &self->parent;
+}
+
+void
+vhdx_io_free (VhdxIo *io)
+{
+        if (io != NULL)
+                io->vtable->free (io);
+}
+
+gboolean
+vhdx_io_get_size (VhdxIo *io, guint64 *size, GError **error)
+{
+        return io->vtable->get_size (io, size, error);
+}
+
+gboolean
+vhdx_io_read_exact (VhdxIo *io, void *buf, gsize count, guint64 offset, const char *structure,
+                    GError **error)
+{
+        gsize n_read = 0;
+
+        if (!io->vtable->pread (io, buf, count, offset, &n_read, error))
+                return FALSE;
+        if (n_read < count) {
+                vhdx_set_error (error, VHDX_ERROR_TRUNCATED, structure, offset,
+                                _("the file ends at byte %" G_GUINT64_FORMAT
+                                  " but the structure needs %" G_GSIZE_FORMAT " bytes here"),
+                                offset + n_read, count);
+                return FALSE;
+        }
+        return TRUE;
+}

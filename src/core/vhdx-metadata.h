@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The metadata region: its table and the known items. */
+#pragma once
+
+#include "vhdx-format.h"
+#include "vhdx-io.h"
+
+G_BEGIN_DECLS
+
+typedef struct {
+        guint32 block_size;
+        gboolean leave_block_allocated;
+        gboolean has_parent;
+        guint64 virtual_size;
+        VhdxGuid virtual_disk_id;
+        guint32 logical_sector_size;
+        guint32 physical_sector_size;
+        /* The parent locator item, if present: file offset and length. */
+        gboolean has_parent_locator;
+        guint64 parent_locator_offset;
+        guint32 parent_locator_length;
+} VhdxMetadata;
+
+/*
+ * Parse the metadata table of the region at @region_offset (@region_length
+ * bytes) and every known item; refuse unknown required items and check that
+ * every required item is present and holds an allowed value.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_metadata_read (VhdxIo *io, guint64 region_offset,
+                                                       guint32 region_length, VhdxMetadata *out,
+                                                       GError **error);
+
+G_END_DECLS

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "vhdx-problem.h"
+
+VhdxProblem *
+vhdx_problem_new (VhdxSeverity severity, const char *structure, guint64 offset,
+                  const char *message)
+{
+        VhdxProblem *problem = g_new0 (VhdxProblem, 1);
+
+        problem->severity = severity;
+        problem->structure = g_strdup (structure);
+        problem->offset = offset;
+        problem->message = g_strdup (message);
+        return problem;
+}
+
+void
+vhdx_problem_free (VhdxProblem *problem)
+{
+        if (problem == NULL)
+                return;
+        g_free (problem->structure);
+        g_free (problem->message);
+        g_free (problem);
+}
+
+void
+vhdx_problems_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
+                   guint64 offset, const char *format, ...)
+{
+        g_autofree char *message = NULL;
+        va_list args;
+
+        va_start (args, format);
+        message = g_strdup_vprintf (format, args);
+        va_end (args);
+        g_ptr_array_add (problems, vhdx_problem_new (severity, structure, offset, message));
+}

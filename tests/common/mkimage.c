@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vhdx-mkimage: writes crafted VHDX images, and the raw disk they must read
+ * back as, for shell and Python tests.  Not installed.
+ */
+#include <errno.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vhdx-gen.h"
+
+#define DEMO_TEXT "libvhdx demo\n"
+
+/*
+ * The demo image: dynamic, 64 MiB, 1 MiB blocks, 512-byte logical and
+ * 4096-byte physical sectors.
+ *   blocks 0 and 10       "libvhdx demo\n" repeated over the whole block
+ *   3 MiB + 4096, 64 KiB  pattern, seed 1
+ *   7.9 MiB .. 8.1 MiB    pattern, seed 2 (crosses the boundary of blocks 7 and 8)
+ *   40 MiB, 2 MiB         pattern, seed 3 (blocks 40 and 41)
+ *   last 4096 bytes       pattern, seed 4 (block 63)
+ * Every other block is unallocated.
+ */
+static void
+write_demo (VhdxGen *gen)
+{
+        const guint64 text_blocks[] = {0, 10};
+        const gsize text_len = strlen (DEMO_TEXT);
+        g_autofree guint8 *block = g_malloc (VHDX_MiB);
+        gsize i;
+
+        for (i = 0; i < VHDX_MiB; i++)
+                block[i] = (guint8) DEMO_TEXT[i % text_len];
+        for (i = 0; i < G_N_ELEMENTS (text_blocks); i++)
+                vhdx_gen_write (gen, text_blocks[i] * VHDX_MiB, block, VHDX_MiB);
+
+        vhdx_gen_fill_pattern (gen, 3 * VHDX_MiB + 4096, 64 * VHDX_KiB, 1);
+        vhdx_gen_fill_pattern (gen, 8 * VHDX_MiB - 100 * VHDX_KiB, 200 * VHDX_KiB, 2);
+        vhdx_gen_fill_pattern (gen, 40 * VHDX_MiB, 2 * VHDX_MiB, 3);
+        vhdx_gen_fill_pattern (gen, 64 * VHDX_MiB - 4096, 4096, 4);
+}
+
+/* A decimal or 0x number with an optional K, M, G or T (binary) suffix. */
+static gboolean
+parse_size (const char *text, guint64 *out)
+{
+        char *end = NULL;
+        guint64 value, unit = 1;
+
+        if (text == NULL || *text == '\0' || *text == '-')
+                return FALSE;
+        errno = 0;
+        value = g_ascii_strtoull (text, &end, 0);
+        if (errno != 0 || end == text)
+                return FALSE;
+        switch (g_ascii_toupper (*end)) {
+        case '\0':
+                break;
+        case 'K':
+                unit = VHDX_KiB;
+                break;
+        case 'M':
+                unit = VHDX_MiB;
+                break;
+        case 'G':
+                unit = VHDX_GiB;
+                break;
+        case 'T':
+                unit = VHDX_TiB;
+                break;
+        default:
+                return FALSE;
+        }
+        if (*end != '\0') {
+                end++;
+                if (g_ascii_toupper (*end) == 'I' && g_ascii_toupper (end[1]) == 'B')
+                        end += 2;
+                else if (g_ascii_toupper (*end) == 'B')
+                        end++;
+        }
+        if (*end != '\0' || value > G_MAXUINT64 / unit)
+                return FALSE;
+        *out = value * unit;
+        return TRUE;
+}
+
+static gboolean
+parse_size_u32 (const char *option, const char *text, guint32 *out, GError **error)
+{
+        guint64 value;
+
+        if (!parse_size (text, &value) || value > G_MAXUINT32) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "%s: not a valid size: \"%s\"", option, text);
+                return FALSE;
+        }
+        *out = (guint32) value;
+        return TRUE;
+}
+
+typedef struct {
+        guint64 offset;
+        guint64 length;
+        guint32 seed;
+} PatternSpec;
+
+static gboolean
+parse_pattern (const char *text, PatternSpec *spec, GError **error)
+{
+        g_auto (GStrv) parts = g_strsplit (text, ":", -1);
+        guint64 seed;
+
+        if (g_strv_length (parts) != 3 || !parse_size (parts[0], &spec->offset) ||
+            !parse_size (parts[1], &spec->length) || !parse_size (parts[2], &seed) ||
+            seed > G_MAXUINT32) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--pattern: expected OFFSET:LENGTH:SEED, got \"%s\"", text);
+                return FALSE;
+        }
+        spec->seed = (guint32) seed;
+        return TRUE;
+}
+
+static gboolean
+check_params (const VhdxGenParams *params, GError **error)
+{
+        guint32 bs = params->block_size;
+
+        if (bs < VHDX_MIN_BLOCK_SIZE || bs > VHDX_MAX_BLOCK_SIZE || (bs & (bs - 1)) != 0) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--block-size must be a power of two from 1 MiB to 256 MiB");
+                return FALSE;
+        }
+        if ((params->logical_sector_size != 512 && params->logical_sector_size != 4096) ||
+            (params->physical_sector_size != 512 && params->physical_sector_size != 4096)) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "sector sizes must be 512 or 4096");
+                return FALSE;
+        }
+        if (params->virtual_size == 0 || params->virtual_size > VHDX_MAX_VIRTUAL_SIZE ||
+            params->virtual_size % params->logical_sector_size != 0) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--size must be a non-zero multiple of the logical sector size, "
+                             "at most 64 TiB");
+                return FALSE;
+        }
+        if (params->log_size < VHDX_MiB || params->log_size % VHDX_MiB != 0) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--log-size must be a non-zero multiple of 1 MiB");
+                return FALSE;
+        }
+        return TRUE;
+}
+
+int
+main (int argc, char **argv)
+{
+        gboolean demo = FALSE;
+        gboolean metadata_first = FALSE;
+        gboolean identical_headers = FALSE;
+        gboolean shuffle = FALSE;
+        gboolean zero_state = FALSE;
+        g_autofree char *type = NULL;
+        g_autofree char *size = NULL;
+        g_autofree char *block_size = NULL;
+        g_autofree char *logical = NULL;
+        g_autofree char *physical = NULL;
+        g_autofree char *log_size = NULL;
+        g_autofree char *raw_path = NULL;
+        g_auto (GStrv) patterns = NULL;
+        gint seed = -1;
+        const GOptionEntry entries[] = {
+                {"demo", 0, 0, G_OPTION_ARG_NONE, &demo,
+                 "Write the demo image (dynamic, 64 MiB, 1 MiB blocks, fixed content)", NULL},
+                {"type", 't', 0, G_OPTION_ARG_STRING, &type, "Disk type (default dynamic)",
+                 "fixed|dynamic"},
+                {"size", 's', 0, G_OPTION_ARG_STRING, &size,
+                 "Virtual size, with an optional K/M/G/T suffix (default 1G)", "N"},
+                {"block-size", 'b', 0, G_OPTION_ARG_STRING, &block_size,
+                 "Block size (default 32M)", "N"},
+                {"logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &logical,
+                 "Logical sector size, 512 or 4096 (default 512)", "N"},
+                {"physical-sector-size", 0, 0, G_OPTION_ARG_STRING, &physical,
+                 "Physical sector size, 512 or 4096 (default 4096)", "N"},
+                {"log-size", 0, 0, G_OPTION_ARG_STRING, &log_size, "Log size (default 1M)",
+                 "N"},
+                {"pattern", 'p', 0, G_OPTION_ARG_STRING_ARRAY, &patterns,
+                 "Fill LENGTH bytes at OFFSET with the pseudo-random pattern SEED (repeatable)",
+                 "OFFSET:LENGTH:SEED"},
+                {"metadata-first", 0, 0, G_OPTION_ARG_NONE, &metadata_first,
+                 "List the metadata region before the BAT in the region table", NULL},
+                {"identical-headers", 0, 0, G_OPTION_ARG_NONE, &identical_headers,
+                 "Write two identical headers with sequence number 1", NULL},
+                {"shuffle", 0, 0, G_OPTION_ARG_NONE, &shuffle,
+                 "Store payload blocks out of order", NULL},
+                {"zero-state", 0, 0, G_OPTION_ARG_NONE, &zero_state,
+                 "Mark unwritten blocks ZERO instead of NOT_PRESENT", NULL},
+                {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Seed of the GUIDs and the shuffle",
+                 "N"},
+                {"raw", 'r', 0, G_OPTION_ARG_FILENAME, &raw_path,
+                 "Also write the expected raw virtual disk (sparse) to FILE", "FILE"},
+                G_OPTION_ENTRY_NULL,
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        VhdxGenParams params;
+        guint i;
+
+        setlocale (LC_ALL, "");
+
+        context = g_option_context_new ("OUT.vhdx");
+        g_option_context_set_summary (context,
+                                      "Write a crafted VHDX image and optionally its raw disk.");
+        g_option_context_add_main_entries (context, entries, NULL);
+        if (!g_option_context_parse (context, &argc, &argv, &error))
+                goto fail;
+        if (argc != 2) {
+                g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                             "expected exactly one output file name");
+                goto fail;
+        }
+
+        vhdx_gen_params_init (&params);
+        if (demo) {
+                params.virtual_size = 64 * VHDX_MiB;
+                params.block_size = 1 * VHDX_MiB;
+        }
+        if (type != NULL) {
+                if (g_strcmp0 (type, "fixed") == 0)
+                        params.disk_type = VHDX_DISK_TYPE_FIXED;
+                else if (g_strcmp0 (type, "dynamic") == 0)
+                        params.disk_type = VHDX_DISK_TYPE_DYNAMIC;
+                else {
+                        g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                                     "--type must be fixed or dynamic");
+                        goto fail;
+                }
+        }
+        if (size != NULL && !parse_size (size, &params.virtual_size)) {
+                g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--size: not a valid size: \"%s\"", size);
+                goto fail;
+        }
+        if ((block_size != NULL &&
+             !parse_size_u32 ("--block-size", block_size, &params.block_size, &error)) ||
+            (logical != NULL && !parse_size_u32 ("--logical-sector-size", logical,
+                                                 &params.logical_sector_size, &error)) ||
+            (physical != NULL && !parse_size_u32 ("--physical-sector-size", physical,
+                                                  &params.physical_sector_size, &error)) ||
+            (log_size != NULL && !parse_size_u32 ("--log-size", log_size, &params.log_size,
+                                                  &error)))
+                goto fail;
+        params.metadata_region_first = metadata_first;
+        params.identical_headers = identical_headers;
+        params.shuffle_blocks = shuffle;
+        params.zero_state = zero_state ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_NOT_PRESENT;
+        if (seed >= 0)
+                params.seed = (guint32) seed;
+        if (!check_params (&params, &error))
+                goto fail;
+
+        gen = vhdx_gen_new (&params);
+        if (demo)
+                write_demo (gen);
+        for (i = 0; patterns != NULL && patterns[i] != NULL; i++) {
+                PatternSpec spec;
+
+                if (!parse_pattern (patterns[i], &spec, &error))
+                        goto fail;
+                if (spec.offset > params.virtual_size ||
+                    spec.length > params.virtual_size - spec.offset) {
+                        g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                                     "--pattern %s lies outside the %" G_GUINT64_FORMAT
+                                     "-byte disk",
+                                     patterns[i], params.virtual_size);
+                        goto fail;
+                }
+                vhdx_gen_fill_pattern (gen, spec.offset, spec.length, spec.seed);
+        }
+
+        if (!vhdx_gen_write_file (gen, argv[1], &error))
+                goto fail;
+        if (raw_path != NULL && !vhdx_gen_write_raw_file (gen, raw_path, &error))
+                goto fail;
+        return EXIT_SUCCESS;
+
+fail:
+        g_printerr ("%s: %s\n", g_get_prgname (), error->message);
+        return EXIT_FAILURE;
+}

@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# End-to-end tests of the `vhdx` tool, printed as TAP.
+#
+# The oracle is QEMU: qemu-img creates the images, qemu-io writes known
+# patterns into them, and `qemu-img convert -O raw` gives the expected bytes.
+# Without qemu-img the tests that need it are skipped.
+#
+# Environment: VHDX_TOOL (the tool under test, required), VHDX_SHARED_DIR
+# (optional; its samples/ directory holds real-world images).
+
+import bz2
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+import uuid
+
+MiB = 1024 * 1024
+KiB = 1024
+
+GUID_RE = re.compile(r'^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$')
+BAT_REGION_GUID = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
+REGION_TABLE_OFFSET = 192 * KiB
+HEADER1_OFFSET = 64 * KiB
+PAYLOAD_FULLY_PRESENT = 6
+
+TOOL = os.environ.get('VHDX_TOOL')
+QEMU_IMG = shutil.which('qemu-img')
+QEMU_IO = shutil.which('qemu-io')
+TOOL_ENV = dict(os.environ, LC_ALL='C.UTF-8')
+
+
+class Skip(Exception):
+    pass
+
+
+def run(args, **kwargs):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=TOOL_ENV, timeout=120, **kwargs)
+
+
+def vhdx(*args):
+    return run([TOOL] + [str(a) for a in args])
+
+
+def check_ok(result, what):
+    if result.returncode != 0:
+        raise AssertionError('%s exited with %d: %s' % (
+            what, result.returncode, result.stderr.decode(errors='replace').strip()))
+    return result
+
+
+def expect_equal(found, expected, what):
+    if found != expected:
+        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
+
+
+def expect(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def expect_one_error_line(result, path, status=1):
+    """A failure is one line on stderr, 'vhdx: PATH: message', and exit status 1."""
+    stderr = result.stderr.decode(errors='replace')
+    expect_equal(result.returncode, status, 'exit status')
+    lines = stderr.splitlines()
+    expect(len(lines) == 1, 'expected one line on stderr, found %r' % stderr)
+    prefix = 'vhdx: %s: ' % path
+    expect(lines[0].startswith(prefix) and len(lines[0]) > len(prefix),
+           'stderr %r does not start with %r' % (lines[0], prefix))
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(MiB), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_of_output(args):
+    """sha256 of a command's standard output, streamed (the disks can be large)."""
+    h = hashlib.sha256()
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=TOOL_ENV) as proc:
+        for block in iter(lambda: proc.stdout.read(MiB), b''):
+            h.update(block)
+        stderr = proc.stderr.read()
+        proc.wait()
+    if proc.returncode != 0:
+        raise AssertionError('%s exited with %d: %s' % (
+            ' '.join(args), proc.returncode, stderr.decode(errors='replace').strip()))
+    return h.hexdigest()
+
+
+class Image:
+    """A qemu-made VHDX image and the facts we know about it from making it."""
+
+    def __init__(self, workdir, name, subformat, size, block_size, writes):
+        self.path = os.path.join(workdir, name + '.vhdx')
+        self.raw_path = os.path.join(workdir, name + '.qemu.raw')
+        self.subformat = subformat
+        self.size = size
+        self.block_size = block_size
+        self.writes = writes  # (pattern, offset, length)
+
+        options = 'subformat=%s' % subformat
+        if block_size is not None:
+            options += ',block_size=%d' % block_size
+        check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o', options,
+                      self.path, str(size)]), 'qemu-img create')
+        if writes:
+            commands = []
+            for pattern, offset, length in writes:
+                commands += ['-c', 'write -P 0x%02x %d %d' % (pattern, offset, length)]
+            check_ok(run([QEMU_IO, '-f', 'vhdx'] + commands + [self.path]), 'qemu-io')
+        check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', self.path,
+                      self.raw_path]), 'qemu-img convert')
+        self.qemu_info = json.loads(check_ok(
+            run([QEMU_IMG, 'info', '--output=json', '-f', 'vhdx', self.path]),
+            'qemu-img info').stdout)
+        if self.block_size is None:
+            self.block_size = self.qemu_info['cluster-size']
+        self.sha256 = sha256_file(self.path)
+        with open(self.raw_path, 'rb') as f:
+            self.raw = f.read()
+
+    def written_blocks(self):
+        blocks = set()
+        for _, offset, length in self.writes:
+            first = offset // self.block_size
+            last = (offset + length - 1) // self.block_size
+            blocks.update(range(first, last + 1))
+        return blocks
+
+
+class Tests:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self._images = None
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def images(self):
+        if QEMU_IMG is None or QEMU_IO is None:
+            raise Skip('qemu-img or qemu-io not installed')
+        if self._images is None:
+            self._images = {
+                'dynamic': Image(self.workdir, 'dynamic', 'dynamic', 40 * MiB, MiB, [
+                    (0xa5, 3 * MiB, 1500 * KiB),
+                    (0x3c, 20 * MiB, 4 * KiB),
+                    (0x00, 10 * MiB, 64 * KiB),  # allocates a block of zeros
+                    (0x5e, 39 * MiB + 512, 4 * KiB),
+                ]),
+                'fixed': Image(self.workdir, 'fixed', 'fixed', 24 * MiB, None, [
+                    (0x5a, 5 * MiB, 2 * MiB),
+                ]),
+                'odd': Image(self.workdir, 'odd', 'dynamic', 70 * MiB, 32 * MiB, [
+                    (0x42, 0, 512),
+                    (0x77, 64 * MiB + 4 * KiB, 6 * MiB - 8 * KiB),
+                ]),
+            }
+        return self._images
+
+    def image(self, name):
+        return self.images()[name]
+
+    # info
+
+    def info_json(self, name):
+        img = self.image(name)
+        info = json.loads(check_ok(vhdx('info', '--json', img.path), 'info').stdout)
+        data = info['format-specific']['data']
+        expect_equal(info['format'], 'vhdx', 'format')
+        expect_equal(info['format-specific']['type'], 'vhdx', 'format-specific type')
+        expect_equal(info['filename'], img.path, 'filename')
+        expect_equal(info['virtual-size'], img.qemu_info['virtual-size'], 'virtual-size')
+        expect_equal(info['virtual-size'], img.size, 'virtual-size')
+        expect_equal(info['cluster-size'], img.qemu_info.get('cluster-size', img.block_size),
+                     'cluster-size')
+        expect_equal(info['cluster-size'], img.block_size, 'cluster-size')
+        expect_equal(info['dirty-flag'], False, 'dirty-flag')
+        expect_equal(info['actual-size'], os.stat(img.path).st_blocks * 512, 'actual-size')
+        expect_equal(data['disk-type'], img.subformat, 'disk-type')
+        expect_equal(data['log-state'], 'clean', 'log-state')
+        expect_equal(data['logical-sector-size'], 512, 'logical-sector-size')
+        expect(data['physical-sector-size'] in (512, 4096), 'physical-sector-size')
+        for key in ('virtual-disk-id', 'data-write-guid', 'file-write-guid'):
+            expect(GUID_RE.match(data[key]), '%s %r is not a lowercase GUID' % (key, data[key]))
+        expect(isinstance(data['creator'], str), 'creator')
+        expect(isinstance(data['header-sequence'], int), 'header-sequence')
+        # QEMU marks the blocks of a fixed image that were never written as ZERO,
+        # so fixed and dynamic images alike store exactly the blocks written.
+        whole = len(img.written_blocks()) * img.block_size
+        if img.size % img.block_size == 0:
+            expect_equal(data['allocated-bytes'], whole, 'allocated-bytes')
+        else:
+            # The last, partial block may be counted whole or up to the end of the disk.
+            n_blocks = -(-img.size // img.block_size)
+            short = whole - (n_blocks * img.block_size - img.size)
+            expect(data['allocated-bytes'] in (whole, short),
+                   'allocated-bytes %d' % data['allocated-bytes'])
+
+    def test_info_json_dynamic(self):
+        self.info_json('dynamic')
+
+    def test_info_json_fixed(self):
+        self.info_json('fixed')
+
+    def test_info_json_odd_size(self):
+        self.info_json('odd')
+
+    def test_info_text(self):
+        img = self.image('dynamic')
+        out = check_ok(vhdx('info', img.path), 'info').stdout.decode()
+        out = out.replace('\u00a0', ' ')  # GLib separates numbers and units with NBSP
+        expect('41943040' in out, 'virtual size in bytes missing from %r' % out)
+        expect('40 MiB' in out or '40.0 MiB' in out, 'humanised virtual size missing')
+        expect('dynamic' in out, 'disk type missing')
+
+    # cat
+
+    def cat_whole(self, name):
+        img = self.image(name)
+        found = sha256_of_output([TOOL, 'cat', img.path])
+        expect_equal(found, hashlib.sha256(img.raw).hexdigest(), 'sha256 of cat')
+
+    def test_cat_dynamic(self):
+        self.cat_whole('dynamic')
+
+    def test_cat_fixed(self):
+        self.cat_whole('fixed')
+
+    def test_cat_odd_size(self):
+        self.cat_whole('odd')
+
+    def test_cat_range(self):
+        img = self.image('dynamic')
+        out = check_ok(vhdx('cat', '--offset=3145000', '--length=1000000', img.path),
+                       'cat').stdout
+        expect(out == img.raw[3145000:3145000 + 1000000], 'cat slice differs from qemu')
+        out = check_ok(vhdx('cat', '--offset=%d' % (img.size - 100), img.path), 'cat').stdout
+        expect(out == img.raw[-100:], 'cat tail differs from qemu')
+
+    def test_cat_out_of_range(self):
+        img = self.image('dynamic')
+        expect_one_error_line(vhdx('cat', '--offset=%d' % (img.size + 1), img.path), img.path)
+        expect_one_error_line(vhdx('cat', '--offset=%d' % (img.size - 10), '--length=11',
+                                   img.path), img.path)
+        result = vhdx('cat', '--offset=12x', img.path)
+        expect_equal(result.returncode, 1, 'exit status for a bad number')
+
+    # convert
+
+    def convert(self, name, sparse):
+        img = self.image(name)
+        out = self.path(name + '.converted.raw')
+        check_ok(vhdx('convert', img.path, out), 'convert')
+        with open(out, 'rb') as f:
+            expect(f.read() == img.raw, 'converted bytes differ from qemu-img convert')
+        st = os.stat(out)
+        expect_equal(st.st_size, img.size, 'size of the raw file')
+        if sparse:
+            expect(st.st_blocks * 512 < img.size,
+                   'raw file is not sparse: %d bytes allocated' % (st.st_blocks * 512))
+            # The block of zeros written by qemu-io must be a hole as well.
+            data_blocks = len(img.written_blocks()) * img.block_size
+            expect(st.st_blocks * 512 < data_blocks,
+                   'zero-filled data blocks were written: %d bytes allocated' %
+                   (st.st_blocks * 512))
+        leftovers = [n for n in os.listdir(self.workdir)
+                     if n.startswith(os.path.basename(out) + '.')]
+        expect(not leftovers, 'temporary files left: %r' % leftovers)
+
+    def test_convert_dynamic(self):
+        self.convert('dynamic', True)
+
+    def test_convert_fixed(self):
+        self.convert('fixed', False)
+
+    def test_convert_odd_size(self):
+        self.convert('odd', True)
+
+    def test_convert_missing_directory(self):
+        img = self.image('dynamic')
+        missing = self.path('no-such-dir')
+        out = os.path.join(missing, 'out.raw')
+        expect_one_error_line(vhdx('convert', img.path, out), out)
+        expect(not os.path.exists(missing), 'directory was created')
+
+    def test_convert_not_vhdx(self):
+        src = self.random_file()
+        outdir = self.path('convert-not-vhdx')
+        os.mkdir(outdir)
+        out = os.path.join(outdir, 'out.raw')
+        expect_one_error_line(vhdx('convert', src, out), src)
+        expect_equal(os.listdir(outdir), [], 'files left in the destination directory')
+
+    # map
+
+    def map_json(self, name):
+        img = self.image(name)
+        extents = json.loads(check_ok(vhdx('map', '--json', img.path), 'map').stdout)
+        expect(isinstance(extents, list) and extents, 'map output is not a list')
+        position = 0
+        data_blocks = set()
+        for e in extents:
+            expect_equal(e['start'], position, 'start of extent %r' % e)
+            expect(e['length'] > 0, 'empty extent %r' % e)
+            expect_equal(e['depth'], 0, 'depth')
+            if e['data']:
+                expect(e['present'] and not e['zero'] and isinstance(e.get('offset'), int),
+                       'inconsistent data extent %r' % e)
+                expect(e['start'] % img.block_size == 0, 'unaligned data extent %r' % e)
+                last = -(-(e['start'] + e['length']) // img.block_size)
+                data_blocks.update(range(e['start'] // img.block_size, last))
+            else:
+                expect(e['zero'] and 'offset' not in e, 'inconsistent zero extent %r' % e)
+            position += e['length']
+        expect_equal(position, img.size, 'end of the last extent')
+        expect_equal(sorted(data_blocks), sorted(img.written_blocks()), 'data blocks')
+
+    def test_map_json_dynamic(self):
+        self.map_json('dynamic')
+
+    def test_map_json_fixed(self):
+        self.map_json('fixed')
+
+    def test_map_json_odd_size(self):
+        self.map_json('odd')
+
+    def test_map_text(self):
+        img = self.image('dynamic')
+        out = check_ok(vhdx('map', img.path), 'map').stdout.decode()
+        lines = out.splitlines()
+        expect(lines[0].split()[:2] == ['Offset', 'Length'], 'header %r' % lines[0])
+        expect(any(line.startswith('0x300000 ') for line in lines),
+               'no extent at 0x300000 in %r' % out)
+
+    # check
+
+    def test_check_clean(self):
+        img = self.image('dynamic')
+        result = check_ok(vhdx('check', img.path), 'check')
+        expect('No errors were found on the image.' in result.stdout.decode(),
+               'summary missing from %r' % result.stdout)
+        report = json.loads(check_ok(vhdx('check', '--json', img.path), 'check').stdout)
+        expect_equal(report['check-errors'], 0, 'check-errors')
+        expect_equal(report['problems'], [], 'problems')
+
+    def damaged_bat_image(self):
+        img = self.image('dynamic')
+        bad = self.path('bad-bat.vhdx')
+        shutil.copyfile(img.path, bad)
+        with open(bad, 'r+b') as f:
+            f.seek(REGION_TABLE_OFFSET)
+            table = f.read(64 * KiB)
+            expect(table[:4] == b'regi', 'no region table')
+            (count,) = struct.unpack_from('<I', table, 8)
+            bat_offset = None
+            for i in range(count):
+                entry = 16 + 32 * i
+                if table[entry:entry + 16] == BAT_REGION_GUID:
+                    (bat_offset,) = struct.unpack_from('<Q', table, entry + 16)
+            expect(bat_offset is not None, 'no BAT region')
+            f.seek(bat_offset)
+            f.write(struct.pack('<Q', 0x7fff00000 | PAYLOAD_FULLY_PRESENT))
+        return bad
+
+    def test_check_damaged_bat(self):
+        bad = self.damaged_bat_image()
+        result = vhdx('check', bad)
+        expect_equal(result.returncode, 2, 'exit status of check')
+        report = json.loads(vhdx('check', '--json', bad).stdout)
+        expect(report['check-errors'] >= 1, 'check-errors is %r' % report['check-errors'])
+
+    def test_cat_damaged_bat(self):
+        bad = self.damaged_bat_image()
+        expect_one_error_line(vhdx('cat', bad), bad)
+
+    def test_check_damaged_header1(self):
+        img = self.image('dynamic')
+        bad = self.path('bad-header1.vhdx')
+        shutil.copyfile(img.path, bad)
+        with open(bad, 'r+b') as f:
+            f.seek(HEADER1_OFFSET + 1000)  # reserved bytes covered by the checksum
+            f.write(b'\xff')
+        result = vhdx('check', bad)
+        expect_equal(result.returncode, 0, 'exit status of check')
+        report = json.loads(check_ok(vhdx('check', '--json', bad), 'check').stdout)
+        expect_equal(report['check-errors'], 0, 'check-errors')
+        expect(report['warnings'] >= 1, 'no warning about header 1')
+        out = check_ok(vhdx('cat', bad), 'cat').stdout
+        expect(out == img.raw, 'data read through header 2 differs')
+
+    # errors
+
+    def random_file(self):
+        path = self.path('random.bin')
+        if not os.path.exists(path):
+            with open(path, 'wb') as f:
+                f.write(os.urandom(2 * MiB))
+        return path
+
+    def test_missing_file(self):
+        path = self.path('does-not-exist.vhdx')
+        for command in ('info', 'check', 'map', 'cat'):
+            expect_one_error_line(vhdx(command, path), path)
+
+    def test_not_vhdx(self):
+        path = self.random_file()
+        for command in ('info', 'map', 'cat'):
+            expect_one_error_line(vhdx(command, path), path)
+
+    def test_usage(self):
+        result = vhdx('frobnicate')
+        expect_equal(result.returncode, 1, 'exit status for an unknown command')
+        expect(result.stderr.startswith(b'vhdx: '), 'usage error %r' % result.stderr)
+        result = vhdx('info')
+        expect_equal(result.returncode, 1, 'exit status for a missing argument')
+        result = check_ok(vhdx('--help'), '--help')
+        for command in ('info', 'check', 'map', 'cat', 'convert'):
+            expect(command in result.stdout.decode(), '%s missing from --help' % command)
+        check_ok(vhdx('help'), 'help')
+        check_ok(vhdx('check', '--help'), 'check --help')
+        result = check_ok(vhdx('--version'), '--version')
+        expect(re.search(rb'\d+\.\d+', result.stdout), 'no version in %r' % result.stdout)
+
+    # real-world samples
+
+    def test_samples(self):
+        shared = os.environ.get('VHDX_SHARED_DIR')
+        samples = os.path.join(shared, 'samples') if shared else None
+        if not samples or not os.path.isdir(samples):
+            raise Skip('no samples directory')
+        expected = {}
+        with open(os.path.join(samples, 'README.md'), encoding='utf-8') as f:
+            for line in f:
+                cells = [c.strip() for c in line.strip().strip('|').split('|')]
+                if len(cells) >= 2 and re.fullmatch(r'[0-9a-f]{64}', cells[-1]):
+                    expected[cells[0]] = cells[-1]
+        names = sorted(n for n in os.listdir(samples) if n.endswith('.vhdx.bz2'))
+        if not names:
+            raise Skip('no samples')
+        for name in names:
+            expect(name in expected, '%s has no checksum in README.md' % name)
+            path = self.path(name[:-len('.bz2')])
+            with bz2.open(os.path.join(samples, name), 'rb') as src, open(path, 'wb') as dst:
+                shutil.copyfileobj(src, dst, MiB)
+            before = sha256_file(path)
+            expect_equal(sha256_of_output([TOOL, 'cat', path]), expected[name],
+                         'sha256 of %s' % name)
+            check_ok(vhdx('info', '--json', path), 'info of %s' % name)
+            check_ok(vhdx('map', '--json', path), 'map of %s' % name)
+            expect_equal(sha256_file(path), before, '%s modified' % name)
+            os.unlink(path)
+
+    # must run last: every command above has read the images
+
+    def test_images_unchanged(self):
+        for img in self.images().values():
+            vhdx('check', img.path)
+            expect_equal(sha256_file(img.path), img.sha256, '%s modified' % img.path)
+
+
+def main():
+    if not TOOL:
+        print('Bail out! VHDX_TOOL is not set')
+        return 1
+
+    names = [n for n in Tests.__dict__ if n.startswith('test_')]
+    last = 'test_images_unchanged'
+    names.remove(last)
+    names.append(last)
+
+    print('1..%d' % len(names))
+    sys.stdout.flush()
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix='vhdx-test-cli-') as workdir:
+        tests = Tests(workdir)
+        for number, name in enumerate(names, 1):
+            title = name[len('test_'):].replace('_', ' ')
+            try:
+                getattr(tests, name)()
+            except Skip as e:
+                print('ok %d - %s # SKIP %s' % (number, title, e))
+            except Exception:
+                failed += 1
+                print('not ok %d - %s' % (number, title))
+                for line in traceback.format_exc().splitlines():
+                    print('# ' + line)
+            else:
+                print('ok %d - %s' % (number, title))
+            sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
