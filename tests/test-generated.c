@@ -19,14 +19,14 @@
 static VhdxFile *
 open_generated (VhdxGen *gen)
 {
-        g_autoptr (GError) error = NULL;
+        g_autoptr(GError) error = NULL;
         VhdxGenLayout layout;
         VhdxFile *file;
         VhdxIo *io;
 
         vhdx_gen_get_layout (gen, &layout);
         if (layout.file_size <= MAX_MEMORY_FILE) {
-                g_autoptr (GBytes) bytes = vhdx_gen_build (gen);
+                g_autoptr(GBytes) bytes = vhdx_gen_build (gen);
 
                 g_assert_nonnull (bytes);
                 g_assert_cmpuint (g_bytes_get_size (bytes), ==, layout.file_size);
@@ -69,7 +69,7 @@ assert_bytes_equal (const guint8 *found, const guint8 *expected, gsize len, guin
 static void
 assert_range (VhdxFile *file, VhdxGen *gen, guint64 offset, gsize len)
 {
-        g_autoptr (GError) error = NULL;
+        g_autoptr(GError) error = NULL;
         g_autofree guint8 *found = g_malloc (MAX (len, 1));
         g_autofree guint8 *expected = g_malloc (MAX (len, 1));
 
@@ -88,8 +88,8 @@ assert_whole_disk (VhdxFile *file, VhdxGen *gen)
         guint64 offset;
 
         if (params->virtual_size <= MAX_WHOLE_READ) {
-                g_autoptr (GError) error = NULL;
-                g_autoptr (GBytes) raw = vhdx_gen_build_raw (gen);
+                g_autoptr(GError) error = NULL;
+                g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
                 g_autofree guint8 *found = g_malloc (params->virtual_size);
 
                 g_assert_true (vhdx_file_read (file, 0, found, params->virtual_size, &error));
@@ -142,8 +142,8 @@ static void
 assert_map (VhdxFile *file, VhdxGen *gen)
 {
         const VhdxGenParams *params = vhdx_gen_get_params (gen);
-        g_autoptr (GError) error = NULL;
-        g_autoptr (GArray) extents = vhdx_file_map (file, 0, params->virtual_size, &error);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GArray) extents = vhdx_file_map (file, 0, params->virtual_size, &error);
         guint64 expected_offset = 0;
         guint64 allocated = 0, engine_allocated = 0;
         guint i;
@@ -151,7 +151,7 @@ assert_map (VhdxFile *file, VhdxGen *gen)
         g_assert_no_error (error);
         g_assert_nonnull (extents);
         for (i = 0; i < extents->len; i++) {
-                const VhdxExtent *e = &g_array_index (extents, VhdxExtent, i);
+                const VhdxMapExtent *e = &g_array_index (extents, VhdxMapExtent, i);
                 guint64 pos;
 
                 g_assert_cmpuint (e->offset, ==, expected_offset);
@@ -219,13 +219,13 @@ assert_info (VhdxFile *file, VhdxGen *gen)
                          params->disk_type == VHDX_DISK_TYPE_FIXED);
         g_assert_false (info->has_parent);
         g_assert_cmpstr (info->creator, ==, VHDX_GEN_CREATOR);
-        g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
+        g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 0);
 }
 
 static void
 check_image (VhdxGen *gen, guint n_random_reads)
 {
-        g_autoptr (VhdxFile) file = open_generated (gen);
+        g_autoptr(VhdxFile) file = open_generated (gen);
 
         assert_info (file, gen);
         assert_whole_disk (file, gen);
@@ -280,7 +280,7 @@ static void
 test_matrix (gconstpointer data)
 {
         const MatrixCase *c = data;
-        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
         VhdxGenParams params;
 
         vhdx_gen_params_init (&params);
@@ -315,7 +315,7 @@ static void
 test_metadata_first (void)
 {
         VhdxGenParams params = {0};
-        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
 
         vhdx_gen_params_init (&params);
         params.block_size = 2 * VHDX_MiB;
@@ -329,8 +329,8 @@ static void
 test_identical_headers (void)
 {
         VhdxGenParams params = {0};
-        g_autoptr (VhdxGen) gen = NULL;
-        g_autoptr (GBytes) bytes = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr(GBytes) bytes = NULL;
         VhdxGenLayout layout;
         const guint8 *data;
 
@@ -352,7 +352,7 @@ static void
 test_shuffled (gconstpointer data)
 {
         VhdxGenParams params = {0};
-        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
         guint64 block, previous = 0;
         gboolean out_of_order = FALSE;
 
@@ -380,10 +380,10 @@ static void
 test_zero_state (void)
 {
         VhdxGenParams params = {0};
-        g_autoptr (VhdxGen) gen = NULL;
-        g_autoptr (VhdxFile) file = NULL;
-        g_autoptr (GArray) extents = NULL;
-        g_autoptr (GError) error = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr(GArray) extents = NULL;
+        g_autoptr(GError) error = NULL;
 
         vhdx_gen_params_init (&params);
         params.block_size = VHDX_MiB;
@@ -397,7 +397,7 @@ test_zero_state (void)
         extents = vhdx_file_map (file, 2 * VHDX_MiB + 10, 100, &error);
         g_assert_no_error (error);
         g_assert_cmpuint (extents->len, ==, 1);
-        g_assert_cmpint (g_array_index (extents, VhdxExtent, 0).kind, ==, VHDX_EXTENT_ZERO);
+        g_assert_cmpint (g_array_index (extents, VhdxMapExtent, 0).kind, ==, VHDX_EXTENT_ZERO);
 }
 
 /* Windows around every boundary near @blocks, then random reads. */
@@ -427,8 +427,8 @@ test_multi_chunk_4k (gconstpointer data)
 {
         const guint64 blocks[] = {0, 32767, 32768, 32770};
         VhdxGenParams params;
-        g_autoptr (VhdxGen) gen = NULL;
-        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr(VhdxFile) file = NULL;
         VhdxGenLayout layout;
 
         vhdx_gen_params_init (&params);
@@ -462,8 +462,8 @@ test_multi_chunk_512 (gconstpointer data)
 {
         const guint64 blocks[] = {4095, 4096, 4097, 8193, 8194};
         VhdxGenParams params;
-        g_autoptr (VhdxGen) gen = NULL;
-        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr(VhdxFile) file = NULL;
 
         vhdx_gen_params_init (&params);
         params.disk_type = GPOINTER_TO_INT (data);
@@ -485,9 +485,9 @@ static void
 test_out_of_range (void)
 {
         VhdxGenParams params = {0};
-        g_autoptr (VhdxGen) gen = small_gen (&params);
-        g_autoptr (VhdxFile) file = open_generated (gen);
-        g_autoptr (GError) error = NULL;
+        g_autoptr(VhdxGen) gen = small_gen (&params);
+        g_autoptr(VhdxFile) file = open_generated (gen);
+        g_autoptr(GError) error = NULL;
         guint8 buf[16];
         GArray *extents;
 

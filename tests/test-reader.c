@@ -209,7 +209,7 @@ test_map (gconstpointer data)
         raw_fd = open (m->raw, O_RDONLY | O_CLOEXEC);
 
         for (guint i = 0; i < extents->len; i++) {
-                const VhdxExtent *e = &g_array_index (extents, VhdxExtent, i);
+                const VhdxMapExtent *e = &g_array_index (extents, VhdxMapExtent, i);
                 g_assert_cmpuint (e->offset, ==, expect);
                 g_assert_cmpuint (e->length, >, 0);
                 expect = e->offset + e->length;

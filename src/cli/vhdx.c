@@ -170,13 +170,14 @@ check_arguments (const char *command, char **args, guint n_args)
 /* Opening images */
 
 static VhdxFile *
-open_image (const char *path, struct stat *st, GError **error)
+open_image_with_flags (const char *path, VhdxOpenFlags flags, struct stat *st, GError **error)
 {
         struct stat local_st;
         int fd;
         VhdxIo *io;
 
-        fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+        fd = g_open (path, ((flags & VHDX_OPEN_FLAGS_READ_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC,
+                     0);
         if (fd < 0) {
                 set_error_from_errno (error, errno);
                 return NULL;
@@ -195,7 +196,13 @@ open_image (const char *path, struct stat *st, GError **error)
                 *st = local_st;
 
         io = vhdx_io_new_fd (fd, TRUE);
-        return vhdx_file_open (io, VHDX_OPEN_FLAGS_NONE, error);
+        return vhdx_file_open (io, flags, error);
+}
+
+static VhdxFile *
+open_image (const char *path, struct stat *st, GError **error)
+{
+        return open_image_with_flags (path, VHDX_OPEN_FLAGS_NONE, st, error);
 }
 
 /* Output helpers */
@@ -425,7 +432,8 @@ error_is_corruption (const GError *error)
 }
 
 static JsonNode *
-problems_to_json (const char *path, GPtrArray *problems, guint n_errors, guint n_warnings)
+problems_to_json (const char *path, GPtrArray *problems, guint n_errors, guint n_warnings,
+                  const VhdxInfo *info)
 {
         g_autoptr (JsonBuilder) builder = json_builder_new ();
         g_autofree char *display = g_filename_display_name (path);
@@ -442,7 +450,7 @@ problems_to_json (const char *path, GPtrArray *problems, guint n_errors, guint n
         json_builder_set_member_name (builder, "problems");
         json_builder_begin_array (builder);
         for (guint i = 0; i < problems->len; i++) {
-                const VhdxProblem *problem = g_ptr_array_index (problems, i);
+                const VhdxFinding *problem = g_ptr_array_index (problems, i);
 
                 json_builder_begin_object (builder);
                 json_builder_set_member_name (builder, "severity");
@@ -457,8 +465,19 @@ problems_to_json (const char *path, GPtrArray *problems, guint n_errors, guint n
                 json_builder_end_object (builder);
         }
         json_builder_end_array (builder);
-        json_builder_set_member_name (builder, "corruptions-fixed");
-        json_builder_add_int_value (builder, 0);
+        json_builder_set_member_name (builder, "log-replayed");
+        if (info != NULL && info->log_state == VHDX_LOG_STATE_REPLAYED) {
+                json_builder_begin_object (builder);
+                json_builder_set_member_name (builder, "entries");
+                json_builder_add_int_value (builder, info->log_entries_replayed);
+                json_builder_set_member_name (builder, "writes");
+                json_builder_add_int_value (builder, info->log_writes_replayed);
+                json_builder_set_member_name (builder, "header-sequence");
+                json_builder_add_int_value (builder, (gint64) info->header_sequence);
+                json_builder_end_object (builder);
+        } else {
+                json_builder_add_null_value (builder);
+        }
         json_builder_end_object (builder);
         return json_builder_get_root (builder);
 }
@@ -467,7 +486,7 @@ static void
 problems_print_text (GPtrArray *problems, guint n_errors, guint n_warnings)
 {
         for (guint i = 0; i < problems->len; i++) {
-                const VhdxProblem *problem = g_ptr_array_index (problems, i);
+                const VhdxFinding *problem = g_ptr_array_index (problems, i);
 
                 /* TRANSLATORS: severity, structure, file offset, message */
                 g_print (_("%s: %s at offset %llu: %s\n"),
@@ -500,9 +519,12 @@ static int
 cmd_check (int argc, char **argv)
 {
         gboolean json = FALSE;
+        gboolean repair = FALSE;
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
+                { "repair", 0, 0, G_OPTION_ARG_NONE, &repair,
+                  N_("Replay a pending log onto the image (opens it for writing)"), NULL },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
                   NULL },
                 G_OPTION_ENTRY_NULL
@@ -522,7 +544,14 @@ cmd_check (int argc, char **argv)
                   "With --json, prints one object with the keys filename, format,\n"
                   "check-errors (problems of severity error), warnings, problems\n"
                   "(an array of objects with severity, structure, offset and message)\n"
-                  "and corruptions-fixed (always 0: the image is opened read-only).\n"
+                  "and log-replayed (the entries and writes replayed onto the file\n"
+                  "with --repair, or null).\n"
+                  "\n"
+                  "Without --repair the image is opened read-only: a log that still\n"
+                  "has to be replayed is reported as a warning and the image is\n"
+                  "checked as it reads after replaying it in memory.  With --repair\n"
+                  "the log is replayed onto the file and the headers are updated,\n"
+                  "so that every reader sees a clean image.\n"
                   "\n"
                   "Exit status: 0 if no error was found (warnings are allowed),\n"
                   "1 if the image could not be checked, 2 if it is corrupt."),
@@ -532,24 +561,26 @@ cmd_check (int argc, char **argv)
         if (!check_arguments ("check", args, 1))
                 return EXIT_FAILURE;
 
-        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
-        file = open_image (args[0], NULL, &error);
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        file = open_image_with_flags (args[0],
+                                      repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
+                                      NULL, &error);
         if (file == NULL) {
                 if (!error_is_corruption (error)) {
                         print_file_error (args[0], error);
                         return EXIT_FAILURE;
                 }
                 /* The image is too damaged to open: that is the finding. */
-                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, _("image"), 0, "%s",
+                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, _("image"), 0, "%s",
                                    error->message);
         } else {
-                GPtrArray *open_problems = vhdx_file_get_open_problems (file);
+                GPtrArray *open_findings = vhdx_file_get_open_findings (file);
 
-                for (guint i = 0; open_problems != NULL && i < open_problems->len; i++) {
-                        const VhdxProblem *problem = g_ptr_array_index (open_problems, i);
+                for (guint i = 0; open_findings != NULL && i < open_findings->len; i++) {
+                        const VhdxFinding *problem = g_ptr_array_index (open_findings, i);
 
                         g_ptr_array_add (problems,
-                                         vhdx_problem_new (problem->severity,
+                                         vhdx_finding_new (problem->severity,
                                                            problem->structure,
                                                            problem->offset,
                                                            problem->message));
@@ -561,7 +592,7 @@ cmd_check (int argc, char **argv)
         }
 
         for (guint i = 0; i < problems->len; i++) {
-                const VhdxProblem *problem = g_ptr_array_index (problems, i);
+                const VhdxFinding *problem = g_ptr_array_index (problems, i);
 
                 if (problem->severity == VHDX_SEVERITY_ERROR)
                         n_errors++;
@@ -570,20 +601,29 @@ cmd_check (int argc, char **argv)
         }
 
         if (json) {
-                g_autoptr (JsonNode) root =
-                        problems_to_json (args[0], problems, n_errors, n_warnings);
+                g_autoptr (JsonNode) root = problems_to_json (
+                        args[0], problems, n_errors, n_warnings,
+                        file != NULL ? vhdx_file_get_info (file) : NULL);
 
                 print_json (root);
         } else {
+                if (file != NULL &&
+                    vhdx_file_get_info (file)->log_state == VHDX_LOG_STATE_REPLAYED) {
+                        const VhdxInfo *info = vhdx_file_get_info (file);
+                        g_print (_("The log was replayed onto the image: %u entries, %u "
+                                   "writes; header sequence number now %llu.\n"),
+                                 info->log_entries_replayed, info->log_writes_replayed,
+                                 (unsigned long long) info->header_sequence);
+                }
                 problems_print_text (problems, n_errors, n_warnings);
         }
-        return vhdx_problems_have_errors (problems) ? EXIT_CORRUPT : EXIT_SUCCESS;
+        return vhdx_findings_have_errors (problems) ? EXIT_CORRUPT : EXIT_SUCCESS;
 }
 
 /* vhdx map */
 
 static const char *
-extent_kind_name (const VhdxExtent *extent)
+extent_kind_name (const VhdxMapExtent *extent)
 {
         if (extent->kind == VHDX_EXTENT_DATA)
                 return _("data");
@@ -599,7 +639,7 @@ extents_to_json (GArray *extents)
 
         json_builder_begin_array (builder);
         for (guint i = 0; i < extents->len; i++) {
-                const VhdxExtent *extent = &g_array_index (extents, VhdxExtent, i);
+                const VhdxMapExtent *extent = &g_array_index (extents, VhdxMapExtent, i);
                 gboolean data = extent->kind == VHDX_EXTENT_DATA;
 
                 json_builder_begin_object (builder);
@@ -645,7 +685,7 @@ extents_print_text (GArray *extents)
         g_print ("%s\n", _("File-offset"));
 
         for (guint i = 0; i < extents->len; i++) {
-                const VhdxExtent *extent = &g_array_index (extents, VhdxExtent, i);
+                const VhdxMapExtent *extent = &g_array_index (extents, VhdxMapExtent, i);
                 g_autofree char *start = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
                                                           extent->offset);
                 g_autofree char *length = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
@@ -1000,7 +1040,7 @@ copy_data (VhdxFile *file, const char *src, int fd, const char *dst, Progress *p
 
         buf = g_malloc (CHUNK_SIZE);
         for (guint i = 0; i < extents->len; i++) {
-                const VhdxExtent *extent = &g_array_index (extents, VhdxExtent, i);
+                const VhdxMapExtent *extent = &g_array_index (extents, VhdxMapExtent, i);
                 guint64 offset = extent->offset;
                 guint64 end = extent->offset + extent->length;
 

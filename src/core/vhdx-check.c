@@ -61,7 +61,7 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
                         g_propagate_error (error, g_steal_pointer (&local_error));
                         return FALSE;
                 }
-                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, offset, "%s",
+                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, offset, "%s",
                                    local_error->message);
                 return TRUE;
         }
@@ -69,7 +69,7 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
             copy.bat.length != file->regions.bat.length ||
             copy.metadata.file_offset != file->regions.metadata.file_offset ||
             copy.metadata.length != file->regions.metadata.length)
-                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, offset,
+                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, offset,
                                    _("describes other BAT or metadata regions than region "
                                      "table 1"));
         vhdx_region_table_clear (&copy);
@@ -95,7 +95,7 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
 
                 if (is_bitmap) {
                         if (state != VHDX_SB_NOT_PRESENT)
-                                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, name,
+                                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, name,
                                                    entry_offset,
                                                    _("sector bitmap state %u in a disk "
                                                      "without a parent (expected 0)"),
@@ -103,7 +103,7 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
                         continue;
                 }
                 if (entry & VHDX_BAT_RESERVED_MASK)
-                        vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, name, entry_offset,
+                        vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, name, entry_offset,
                                            _("reserved bits are set (0x%" G_GINT64_MODIFIER
                                              "x)"),
                                            entry & VHDX_BAT_RESERVED_MASK);
@@ -114,7 +114,7 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
                 case VHDX_PAYLOAD_ZERO:
                 case VHDX_PAYLOAD_UNMAPPED:
                         if (info->disk_type == VHDX_DISK_TYPE_FIXED)
-                                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, name,
+                                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, name,
                                                    entry_offset,
                                                    _("block %" G_GUINT64_FORMAT
                                                      " of a fixed disk is not allocated "
@@ -124,7 +124,7 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
                 case VHDX_PAYLOAD_FULLY_PRESENT:
                         break;
                 default:
-                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
+                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
                                            _("state %u is not a valid payload block state "
                                              "for a %s disk"),
                                            state, vhdx_disk_type_to_string (info->disk_type));
@@ -132,14 +132,14 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
                 }
                 length = vhdx_file_block_length (file, block);
                 if (offset < VHDX_HEADER_SECTION_SIZE) {
-                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
+                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
                                            _("block %" G_GUINT64_FORMAT " at file offset %"
                                              G_GUINT64_FORMAT " lies in the header section"),
                                            block, offset);
                         continue;
                 }
                 if (!vhdx_add_u64 (offset, length, &end) || end > info->file_size) {
-                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
+                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
                                            _("block %" G_GUINT64_FORMAT " at file offset %"
                                              G_GUINT64_FORMAT " ends past the end of the file "
                                              "(%" G_GUINT64_FORMAT " bytes)"),
@@ -162,7 +162,7 @@ check_overlaps (GArray *extents, GPtrArray *problems)
                 const Extent *e = &g_array_index (extents, Extent, i);
 
                 if (reach != NULL && e->start < reach->end) {
-                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, e->name,
+                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, e->name,
                                            e->entry_offset,
                                            _("file bytes %" G_GUINT64_FORMAT " to %"
                                              G_GUINT64_FORMAT " overlap %s"),
@@ -213,10 +213,10 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
 }
 
 gboolean
-vhdx_problems_have_errors (GPtrArray *problems)
+vhdx_findings_have_errors (GPtrArray *problems)
 {
         for (guint i = 0; i < problems->len; i++) {
-                const VhdxProblem *p = g_ptr_array_index (problems, i);
+                const VhdxFinding *p = g_ptr_array_index (problems, i);
                 if (p->severity == VHDX_SEVERITY_ERROR)
                         return TRUE;
         }

@@ -14,6 +14,6 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check (VhdxFile *file, GPtrArray *p
                                                     GError **error);
 
 /* TRUE if @problems holds a problem of severity error. */
-gboolean vhdx_problems_have_errors (GPtrArray *problems);
+gboolean vhdx_findings_have_errors (GPtrArray *problems);
 
 G_END_DECLS

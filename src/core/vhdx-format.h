@@ -78,6 +78,38 @@ G_BEGIN_DECLS
 
 /* Log */
 #define VHDX_LOG_SECTOR_SIZE (4 * VHDX_KiB)
+#define VHDX_LOG_ENTRY_SIGNATURE "loge"
+#define VHDX_LOG_ENTRY_HEADER_SIZE 64
+#define VHDX_LOG_OFF_SIGNATURE 0
+#define VHDX_LOG_OFF_CHECKSUM 4
+#define VHDX_LOG_OFF_ENTRY_LENGTH 8
+#define VHDX_LOG_OFF_TAIL 12
+#define VHDX_LOG_OFF_SEQUENCE 16
+#define VHDX_LOG_OFF_DESCRIPTOR_COUNT 24
+#define VHDX_LOG_OFF_LOG_GUID 32
+#define VHDX_LOG_OFF_FLUSHED_FILE_OFFSET 48
+#define VHDX_LOG_OFF_LAST_FILE_OFFSET 56
+#define VHDX_LOG_DESCRIPTOR_SIZE 32
+#define VHDX_LOG_ZERO_SIGNATURE "zero"
+#define VHDX_LOG_DATA_DESCRIPTOR_SIGNATURE "desc"
+#define VHDX_LOG_DESC_OFF_SIGNATURE 0
+#define VHDX_LOG_DESC_OFF_TRAILING_BYTES 4  /* data descriptor */
+#define VHDX_LOG_DESC_OFF_LEADING_BYTES 8   /* data descriptor */
+#define VHDX_LOG_DESC_OFF_ZERO_LENGTH 8     /* zero descriptor */
+#define VHDX_LOG_DESC_OFF_FILE_OFFSET 16
+#define VHDX_LOG_DESC_OFF_SEQUENCE 24
+#define VHDX_LOG_DATA_SIGNATURE "data"
+#define VHDX_LOG_DATA_OFF_SEQUENCE_HIGH 4
+#define VHDX_LOG_DATA_OFF_DATA 8
+#define VHDX_LOG_DATA_OFF_SEQUENCE_LOW 4092
+#define VHDX_LOG_LEADING_BYTES 8
+#define VHDX_LOG_TRAILING_BYTES 4
+/* The largest log read into memory for replay (Hyper-V writes 1 MiB logs). */
+#define VHDX_LOG_MAX_LENGTH (256 * VHDX_MiB)
+/* No structure of a valid file lies past this: 64 TiB of payload plus its
+ * BAT, bitmaps and metadata fit with room to spare.  Log descriptors beyond
+ * it are treated as corrupt. */
+#define VHDX_LOG_MAX_FILE_OFFSET (2 * VHDX_MAX_VIRTUAL_SIZE)
 
 /* BAT */
 #define VHDX_BAT_ENTRY_SIZE 8
@@ -182,6 +214,7 @@ void vhdx_guid_to_string_buf (const VhdxGuid *g, char out[VHDX_GUID_STRING_LENGT
 G_GNUC_WARN_UNUSED_RESULT char *vhdx_guid_to_string (const VhdxGuid *g);
 /* Accepts the text form with or without braces, any case. */
 gboolean vhdx_guid_from_string (const char *text, VhdxGuid *out);
+void vhdx_guid_new_random (VhdxGuid *out);
 
 /* Overflow-checked a + b; FALSE on overflow. */
 static inline gboolean

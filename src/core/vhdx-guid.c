@@ -115,3 +115,12 @@ vhdx_guid_from_string (const char *text, VhdxGuid *out)
                 out->bytes[10 + i] = (guint8) (v[4] >> (8 * (5 - i)));
         return TRUE;
 }
+
+void
+vhdx_guid_new_random (VhdxGuid *out)
+{
+        g_autofree char *text = g_uuid_string_random ();
+
+        if (!vhdx_guid_from_string (text, out))
+                g_assert_not_reached ();
+}

@@ -3,7 +3,7 @@
 
 #include "vhdx-crc32c.h"
 #include "vhdx-private.h"
-#include "vhdx-problem.h"
+#include "vhdx-finding.h"
 
 gboolean
 vhdx_file_identifier_parse (const guint8 *buf, gsize len, char **creator, GError **error)
@@ -170,7 +170,7 @@ headers_select (VhdxIo *io, guint64 file_size, VhdxHeader *current, guint *index
         }
         if (errors[0] != NULL || errors[1] != NULL) {
                 guint bad = errors[0] != NULL ? 0 : 1;
-                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, names[bad], offsets[bad],
+                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, names[bad], offsets[bad],
                                    _("damaged, the other copy is used: %s"),
                                    errors[bad]->message);
                 chosen = 1 - bad;
@@ -195,5 +195,49 @@ headers_select (VhdxIo *io, guint64 file_size, VhdxHeader *current, guint *index
                 return FALSE;
         *current = headers[chosen];
         *index = chosen + 1;
+        return TRUE;
+}
+
+void
+vhdx_header_serialize (const VhdxHeader *header, guint8 *buf)
+{
+        memset (buf, 0, VHDX_HEADER_SIZE);
+        memcpy (buf + VHDX_HEADER_OFF_SIGNATURE, VHDX_HEADER_SIGNATURE, 4);
+        vhdx_put_le64 (buf + VHDX_HEADER_OFF_SEQUENCE, header->sequence);
+        memcpy (buf + VHDX_HEADER_OFF_FILE_WRITE_GUID, header->file_write_guid.bytes, 16);
+        memcpy (buf + VHDX_HEADER_OFF_DATA_WRITE_GUID, header->data_write_guid.bytes, 16);
+        memcpy (buf + VHDX_HEADER_OFF_LOG_GUID, header->log_guid.bytes, 16);
+        vhdx_put_le16 (buf + VHDX_HEADER_OFF_LOG_VERSION, header->log_version);
+        vhdx_put_le16 (buf + VHDX_HEADER_OFF_VERSION, header->version);
+        vhdx_put_le32 (buf + VHDX_HEADER_OFF_LOG_LENGTH, header->log_length);
+        vhdx_put_le64 (buf + VHDX_HEADER_OFF_LOG_OFFSET, header->log_offset);
+        vhdx_put_le32 (buf + VHDX_HEADER_OFF_CHECKSUM,
+                       vhdx_crc32c_with_zero_field (buf, VHDX_HEADER_SIZE,
+                                                    VHDX_HEADER_OFF_CHECKSUM));
+}
+
+gboolean
+vhdx_headers_write (VhdxIo *io, VhdxHeader *header, guint current_index, GError **error)
+{
+        static const guint64 offsets[2] = { VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET };
+        g_autofree guint8 *buf = g_malloc (VHDX_HEADER_SIZE);
+        guint other = current_index == 1 ? 1 : 0; /* array index of the non-current copy */
+        guint64 sequence = header->sequence;
+
+        g_return_val_if_fail (current_index == 1 || current_index == 2, FALSE);
+
+        if (io->vtable->pwrite == NULL || io->vtable->flush == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _("The image was not opened for writing"));
+                return FALSE;
+        }
+        for (guint step = 0; step < 2; step++) {
+                guint index = step == 0 ? other : 1 - other;
+                header->sequence = sequence + 1 + step;
+                vhdx_header_serialize (header, buf);
+                if (!io->vtable->pwrite (io, buf, VHDX_HEADER_SIZE, offsets[index], error) ||
+                    !io->vtable->flush (io, error))
+                        return FALSE;
+        }
         return TRUE;
 }

@@ -39,4 +39,16 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_read (VhdxIo *io, guint64 file_s
                                                       VhdxHeader *current, guint *index,
                                                       GPtrArray *problems, GError **error);
 
+/* Serialise @header into a 4 KiB buffer with its checksum. */
+void vhdx_header_serialize (const VhdxHeader *header, guint8 *buf);
+
+/*
+ * The header update protocol of the specification: write @header with the
+ * sequence number of @current + 1 over the non-current copy, flush, then with
+ * + 2 over the other copy, flush.  @current_index (1 or 2) is the copy that
+ * was current; on success @header's sequence number is the new one.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_write (VhdxIo *io, VhdxHeader *header,
+                                                       guint current_index, GError **error);
+
 G_END_DECLS

@@ -2,6 +2,7 @@
 #include "vhdx-io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gio/gio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -118,13 +119,53 @@ fd_free (VhdxIo *io)
         g_free (self);
 }
 
+static gboolean
+fd_identify (VhdxIo *io, guint64 *device, guint64 *inode)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        struct stat st;
+
+        if (fstat (self->fd, &st) < 0)
+                return FALSE;
+        *device = (guint64) st.st_dev;
+        *inode = (guint64) st.st_ino;
+        return TRUE;
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
         .pwrite = fd_pwrite,
         .flush = fd_flush,
         .free = fd_free,
+        .identify = fd_identify,
 };
+
+VhdxIo *
+vhdx_io_open_file (const char *path, GError **error)
+{
+        int fd;
+        struct stat st;
+
+        g_return_val_if_fail (path != NULL, NULL);
+
+        fd = open (path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                int saved_errno = errno;
+                g_autofree char *display = g_filename_display_name (path);
+                g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno), "%s: %s",
+                             display, g_strerror (saved_errno));
+                return NULL;
+        }
+        if (fstat (fd, &st) == 0 && S_ISDIR (st.st_mode)) {
+                g_autofree char *display = g_filename_display_name (path);
+                close (fd);
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_IS_DIRECTORY, "%s: %s", display,
+                             g_strerror (EISDIR));
+                return NULL;
+        }
+        return vhdx_io_new_fd (fd, TRUE);
+}
 
 VhdxIo *
 vhdx_io_new_fd (int fd, gboolean close_fd)
@@ -205,6 +246,12 @@ vhdx_io_free (VhdxIo *io)
 {
         if (io != NULL)
                 io->vtable->free (io);
+}
+
+gboolean
+vhdx_io_identify (VhdxIo *io, guint64 *device, guint64 *inode)
+{
+        return io->vtable->identify != NULL && io->vtable->identify (io, device, inode);
 }
 
 gboolean

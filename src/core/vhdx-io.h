@@ -21,6 +21,9 @@ typedef struct {
                             GError **error);
         gboolean (*flush) (VhdxIo *io, GError **error);
         void (*free) (VhdxIo *io);
+        /* Optional: the identity of the underlying file (device and inode), so
+         * that a parent chain can recognise a loop. */
+        gboolean (*identify) (VhdxIo *io, guint64 *device, guint64 *inode);
 } VhdxIoVTable;
 
 struct _VhdxIo {
@@ -30,6 +33,8 @@ struct _VhdxIo {
 /* The descriptor is not closed by vhdx_io_free() unless @close_fd is TRUE. */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_fd (int fd, gboolean close_fd);
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_memory (GBytes *bytes);
+/* Open @path read-only (O_RDONLY) with the file descriptor backend. */
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_open_file (const char *path, GError **error);
 void vhdx_io_free (VhdxIo *io);
 
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_get_size (VhdxIo *io, guint64 *size, GError **error);
@@ -41,6 +46,9 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_get_size (VhdxIo *io, guint64 *size, 
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_read_exact (VhdxIo *io, void *buf, gsize count,
                                                        guint64 offset, const char *structure,
                                                        GError **error);
+
+/* FALSE when the backend cannot tell. */
+gboolean vhdx_io_identify (VhdxIo *io, guint64 *device, guint64 *inode);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxIo, vhdx_io_free)
 

@@ -14,7 +14,10 @@ struct _VhdxFile {
         VhdxInfo info;
         VhdxRegionTable regions;
         VhdxBat *bat;
-        GPtrArray *open_problems;
+        GPtrArray *open_findings;
+        VhdxFile *parent;
+        char *parent_path;
+        GPtrArray *locator; /* VhdxLocatorEntry */
 };
 
 /* Bytes of the virtual disk that payload block @block covers (the last block

@@ -2,6 +2,7 @@
 #include "vhdx-reader.h"
 
 #include "vhdx-header.h"
+#include "vhdx-log.h"
 #include "vhdx-metadata.h"
 #include "vhdx-private.h"
 #include "vhdx-reader-private.h"
@@ -12,8 +13,11 @@ vhdx_file_free (VhdxFile *file)
         if (file == NULL)
                 return;
         vhdx_bat_free (file->bat);
+        vhdx_file_free (file->parent);
+        g_free (file->parent_path);
+        g_clear_pointer (&file->locator, g_ptr_array_unref);
         vhdx_region_table_clear (&file->regions);
-        g_clear_pointer (&file->open_problems, g_ptr_array_unref);
+        g_clear_pointer (&file->open_findings, g_ptr_array_unref);
         g_free (file->info.creator);
         vhdx_io_free (file->io);
         g_free (file);
@@ -39,6 +43,54 @@ read_file_identifier (VhdxFile *file, GError **error)
         return vhdx_file_identifier_parse (buf, n, &file->info.creator, error);
 }
 
+/*
+ * The log must be replayed before anything but the headers and the log is
+ * read.  Read-only: every later read goes through an overlay of the replayed
+ * file.  Read-write: the log is replayed onto the file and LogGuid cleared.
+ */
+static gboolean
+replay_log (VhdxFile *file, VhdxHeader *header, GError **error)
+{
+        VhdxInfo *info = &file->info;
+        guint64 header_offset = info->header_index == 1 ? VHDX_HEADER1_OFFSET
+                                                        : VHDX_HEADER2_OFFSET;
+        g_autoptr(VhdxLogSequence) sequence = NULL;
+
+        sequence = vhdx_log_find_active (file->io, info->file_size, header, header_offset, error);
+        if (sequence == NULL)
+                return FALSE;
+        info->log_entries_replayed = sequence->n_entries;
+        info->log_writes_replayed = sequence->writes->len;
+        info->log_head_sequence = sequence->head_sequence;
+
+        if (file->flags & VHDX_OPEN_FLAGS_READ_WRITE) {
+                if (!vhdx_log_replay_to_file (file->io, sequence, error))
+                        return FALSE;
+                header->log_guid = vhdx_guid_zero;
+                vhdx_guid_new_random (&header->file_write_guid);
+                if (!vhdx_headers_write (file->io, header, info->header_index, error))
+                        return FALSE;
+                info->header_sequence = header->sequence;
+                info->file_write_guid = header->file_write_guid;
+                info->log_guid = header->log_guid;
+                info->log_state = VHDX_LOG_STATE_REPLAYED;
+                return vhdx_io_get_size (file->io, &info->file_size, error);
+        }
+
+        vhdx_findings_add (file->open_findings, VHDX_SEVERITY_WARNING, _("log"),
+                           header->log_offset,
+                           _("the log holds %u entries (%u writes, head sequence number %"
+                             G_GUINT64_FORMAT ") that were not replayed onto the file; "
+                             "they were replayed in memory"),
+                           sequence->n_entries, sequence->writes->len,
+                           sequence->head_sequence);
+        file->io = vhdx_io_new_log_overlay (file->io, g_steal_pointer (&sequence), error);
+        if (file->io == NULL)
+                return FALSE;
+        info->log_state = VHDX_LOG_STATE_REPLAYED_IN_MEMORY;
+        return vhdx_io_get_size (file->io, &info->file_size, error);
+}
+
 static gboolean
 open_structures (VhdxFile *file, GError **error)
 {
@@ -53,7 +105,7 @@ open_structures (VhdxFile *file, GError **error)
                 return FALSE;
 
         if (!vhdx_headers_read (file->io, info->file_size, &header, &info->header_index,
-                                file->open_problems, error))
+                                file->open_findings, error))
                 return FALSE;
         info->header_sequence = header.sequence;
         info->file_write_guid = header.file_write_guid;
@@ -62,18 +114,11 @@ open_structures (VhdxFile *file, GError **error)
         info->log_offset = header.log_offset;
         info->log_length = header.log_length;
         info->log_state = VHDX_LOG_STATE_CLEAN;
-        if (!vhdx_guid_is_zero (&header.log_guid)) {
-                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED,
-                                info->header_index == 1 ? _("header 1") : _("header 2"),
-                                info->header_index == 1 ? VHDX_HEADER1_OFFSET
-                                                        : VHDX_HEADER2_OFFSET,
-                                _("the log must be replayed before the image can be read, "
-                                  "and log replay is not supported yet"));
+        if (!vhdx_guid_is_zero (&header.log_guid) && !replay_log (file, &header, error))
                 return FALSE;
-        }
 
         if (!vhdx_region_tables_read (file->io, info->file_size, &file->regions,
-                                      &info->region_table_index, file->open_problems, error))
+                                      &info->region_table_index, file->open_findings, error))
                 return FALSE;
         info->bat_offset = file->regions.bat.file_offset;
         info->bat_length = file->regions.bat.length;
@@ -124,6 +169,37 @@ open_structures (VhdxFile *file, GError **error)
 VhdxFile *
 vhdx_file_open (VhdxIo *io, VhdxOpenFlags flags, GError **error)
 {
+        return vhdx_file_open_full (io, flags, NULL, error);
+}
+
+VhdxFile *
+vhdx_file_get_parent (VhdxFile *file)
+{
+        return file->parent;
+}
+
+const char *
+vhdx_file_get_parent_path (VhdxFile *file)
+{
+        return file->parent_path;
+}
+
+guint
+vhdx_file_get_chain_depth (VhdxFile *file)
+{
+        return file->parent != NULL ? 1 + vhdx_file_get_chain_depth (file->parent) : 0;
+}
+
+GPtrArray *
+vhdx_file_get_parent_locator (VhdxFile *file)
+{
+        return file->locator;
+}
+
+VhdxFile *
+vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options,
+                     GError **error)
+{
         g_autoptr(VhdxFile) file = NULL;
 
         g_return_val_if_fail (io != NULL, NULL);
@@ -132,11 +208,12 @@ vhdx_file_open (VhdxIo *io, VhdxOpenFlags flags, GError **error)
         file = g_new0 (VhdxFile, 1);
         file->io = io;
         file->flags = flags;
-        file->open_problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
+        file->open_findings = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
 
-        if (flags & VHDX_OPEN_FLAGS_READ_WRITE) {
+        if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) &&
+            (io->vtable->pwrite == NULL || io->vtable->flush == NULL)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _("Opening images for writing is not supported yet"));
+                             _("This image cannot be opened for writing"));
                 return NULL;
         }
         if (!open_structures (file, error))
@@ -151,9 +228,9 @@ vhdx_file_get_info (VhdxFile *file)
 }
 
 GPtrArray *
-vhdx_file_get_open_problems (VhdxFile *file)
+vhdx_file_get_open_findings (VhdxFile *file)
 {
-        return file->open_problems;
+        return file->open_findings;
 }
 
 gboolean
@@ -271,10 +348,10 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
 }
 
 static void
-append_extent (GArray *extents, const VhdxExtent *e)
+append_extent (GArray *extents, const VhdxMapExtent *e)
 {
         if (extents->len > 0) {
-                VhdxExtent *last = &g_array_index (extents, VhdxExtent, extents->len - 1);
+                VhdxMapExtent *last = &g_array_index (extents, VhdxMapExtent, extents->len - 1);
                 if (last->kind == e->kind && last->present == e->present &&
                     last->depth == e->depth && last->offset + last->length == e->offset &&
                     (e->kind != VHDX_EXTENT_DATA ||
@@ -297,12 +374,12 @@ vhdx_file_map (VhdxFile *file, guint64 offset, guint64 length, GError **error)
         if (!check_range (file, offset, length, error))
                 return NULL;
 
-        extents = g_array_new (FALSE, TRUE, sizeof (VhdxExtent));
+        extents = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
         while (length > 0) {
                 guint64 block = offset / file->info.block_size;
                 guint64 in_block = offset % file->info.block_size;
                 guint64 n = MIN (length, file->info.block_size - in_block);
-                VhdxExtent e = { .offset = offset, .length = n, .depth = 0 };
+                VhdxMapExtent e = { .offset = offset, .length = n, .depth = 0 };
                 guint state;
                 guint64 block_offset;
 

@@ -9,7 +9,7 @@
 #include "vhdx-error.h"
 #include "vhdx-format.h"
 #include "vhdx-io.h"
-#include "vhdx-problem.h"
+#include "vhdx-finding.h"
 #include "vhdx-types.h"
 
 G_BEGIN_DECLS
@@ -28,6 +28,10 @@ typedef struct {
         guint64 log_offset;
         guint32 log_length;
         VhdxLogState log_state;
+        /* When the log was replayed (in memory or onto the file): */
+        guint log_entries_replayed;
+        guint log_writes_replayed;
+        guint64 log_head_sequence;
 
         guint region_table_index; /* 1 or 2: the copy in use */
         guint64 bat_offset;
@@ -52,31 +56,76 @@ typedef struct {
 typedef enum {
         VHDX_EXTENT_DATA,   /* stored in this file at file_offset */
         VHDX_EXTENT_ZERO,   /* reads as zeros */
-} VhdxExtentKind;
+} VhdxMapExtentKind;
 
 typedef struct {
         guint64 offset; /* virtual disk offset */
         guint64 length;
-        VhdxExtentKind kind;
+        VhdxMapExtentKind kind;
         gboolean present;     /* FALSE: the block is not stored at all (holes) */
         guint64 file_offset;  /* VHDX_EXTENT_DATA only */
         guint depth;          /* member of the chain supplying it; 0 = this file */
-} VhdxExtent;
+} VhdxMapExtent;
 
-/* Takes ownership of @io, also on failure. */
+/*
+ * Opens a parent named by a locator or by the caller, read-only.  Returns
+ * NULL with G_IO_ERROR_NOT_FOUND when there is no such file (the next
+ * candidate is tried), or with any other error to stop.
+ */
+typedef VhdxIo *(*VhdxOpenFunc) (const char *path, gpointer user_data, GError **error);
+
+/* The chain limit: a differencing image may have at most this many ancestors. */
+#define VHDX_MAX_CHAIN_DEPTH 64
+
+typedef struct {
+        /* Path of the image itself, to resolve its parent locator against
+         * (relative_path is relative to its directory); NULL when it has none. */
+        const char *path;
+        /* An explicit parent, tried instead of the locator's paths. */
+        const char *parent_path;
+        /* Accept a parent whose DataWriteGuid matches neither linkage GUID. */
+        gboolean allow_parent_mismatch;
+        /* How parents are opened; NULL: vhdx_io_open_file(). */
+        VhdxOpenFunc open_func;
+        gpointer open_data;
+} VhdxOpenOptions;
+
+/* Takes ownership of @io, also on failure.  Differencing images need
+ * vhdx_file_open_full() to find their parent. */
 G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open (VhdxIo *io, VhdxOpenFlags flags,
                                                     GError **error);
+/* Takes ownership of @io, also on failure.  @options may be NULL. */
+G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags,
+                                                         const VhdxOpenOptions *options,
+                                                         GError **error);
+
+/* The parent of a differencing image (owned by @file), or NULL. */
+VhdxFile *vhdx_file_get_parent (VhdxFile *file);
+/* The path the parent was opened from (owned by @file), or NULL. */
+const char *vhdx_file_get_parent_path (VhdxFile *file);
+/* Ancestors below this image: 0 for an image without a parent. */
+guint vhdx_file_get_chain_depth (VhdxFile *file);
+
+/* One key/value pair of the parent locator. */
+typedef struct {
+        char *key;
+        char *value;
+} VhdxLocatorEntry;
+
+/* The parent locator's entries in file order (a GPtrArray of VhdxLocatorEntry
+ * owned by @file), or NULL when the image has no locator. */
+GPtrArray *vhdx_file_get_parent_locator (VhdxFile *file);
 void vhdx_file_free (VhdxFile *file);
 
 const VhdxInfo *vhdx_file_get_info (VhdxFile *file);
 
 /* Problems noticed while opening (e.g. a damaged first header next to a good second one). */
-GPtrArray *vhdx_file_get_open_problems (VhdxFile *file);
+GPtrArray *vhdx_file_get_open_findings (VhdxFile *file);
 
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_read (VhdxFile *file, guint64 offset, void *buf,
                                                    gsize count, GError **error);
 
-/* A GArray of VhdxExtent covering [offset, offset + length), adjacent extents merged. */
+/* A GArray of VhdxMapExtent covering [offset, offset + length), adjacent extents merged. */
 G_GNUC_WARN_UNUSED_RESULT GArray *vhdx_file_map (VhdxFile *file, guint64 offset,
                                                  guint64 length, GError **error);
 

@@ -3,7 +3,7 @@
 
 #include "vhdx-crc32c.h"
 #include "vhdx-private.h"
-#include "vhdx-problem.h"
+#include "vhdx-finding.h"
 
 void
 vhdx_region_table_clear (VhdxRegionTable *table)
@@ -175,7 +175,7 @@ vhdx_region_tables_read (VhdxIo *io, guint64 file_size, VhdxRegionTable *out, gu
                                 &second_error) &&
             vhdx_region_table_parse (buf, VHDX_REGION_TABLE_SIZE, offsets[1], names[1],
                                      file_size, out, &second_error)) {
-                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, names[0], offsets[0],
+                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, names[0], offsets[0],
                                    _("damaged, the other copy is used: %s"),
                                    first_error->message);
                 *index = 2;

@@ -109,7 +109,7 @@ typedef struct {
 static gboolean
 parse_pattern (const char *text, PatternSpec *spec, GError **error)
 {
-        g_auto (GStrv) parts = g_strsplit (text, ":", -1);
+        g_auto(GStrv) parts = g_strsplit (text, ":", -1);
         guint64 seed;
 
         if (g_strv_length (parts) != 3 || !parse_size (parts[0], &spec->offset) ||
@@ -169,7 +169,7 @@ main (int argc, char **argv)
         g_autofree char *physical = NULL;
         g_autofree char *log_size = NULL;
         g_autofree char *raw_path = NULL;
-        g_auto (GStrv) patterns = NULL;
+        g_auto(GStrv) patterns = NULL;
         gint seed = -1;
         const GOptionEntry entries[] = {
                 {"demo", 0, 0, G_OPTION_ARG_NONE, &demo,
@@ -203,9 +203,9 @@ main (int argc, char **argv)
                  "Also write the expected raw virtual disk (sparse) to FILE", "FILE"},
                 G_OPTION_ENTRY_NULL,
         };
-        g_autoptr (GOptionContext) context = NULL;
-        g_autoptr (GError) error = NULL;
-        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr(GOptionContext) context = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VhdxGen) gen = NULL;
         VhdxGenParams params;
         guint i;
 

@@ -821,7 +821,7 @@ foreach_payload_page (VhdxGen *gen, const VhdxGenLayout *layout, PageFunc func,
 
 static gboolean
 copy_page_to_buffer (guint64 file_offset, const guint8 *data, gsize len, gpointer user_data,
-                     GError **error)
+                     G_GNUC_UNUSED GError **error)
 {
         memcpy ((guint8 *) user_data + file_offset, data, len);
         return TRUE;

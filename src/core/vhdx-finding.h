@@ -11,17 +11,17 @@ typedef struct {
         char *structure; /* e.g. "header 1", "BAT entry 17" */
         guint64 offset;  /* file offset of the structure */
         char *message;
-} VhdxProblem;
+} VhdxFinding;
 
-G_GNUC_WARN_UNUSED_RESULT VhdxProblem *vhdx_problem_new (VhdxSeverity severity,
+G_GNUC_WARN_UNUSED_RESULT VhdxFinding *vhdx_finding_new (VhdxSeverity severity,
                                                          const char *structure, guint64 offset,
                                                          const char *message);
-void vhdx_problem_free (VhdxProblem *problem);
+void vhdx_finding_free (VhdxFinding *problem);
 
-/* Appends a problem to @problems (a GPtrArray owning VhdxProblem). */
-void vhdx_problems_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
+/* Appends a problem to @problems (a GPtrArray owning VhdxFinding). */
+void vhdx_findings_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
                         guint64 offset, const char *format, ...) G_GNUC_PRINTF (5, 6);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxProblem, vhdx_problem_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxFinding, vhdx_finding_free)
 
 G_END_DECLS

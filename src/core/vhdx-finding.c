@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "vhdx-problem.h"
+#include "vhdx-finding.h"
 
-VhdxProblem *
-vhdx_problem_new (VhdxSeverity severity, const char *structure, guint64 offset,
+VhdxFinding *
+vhdx_finding_new (VhdxSeverity severity, const char *structure, guint64 offset,
                   const char *message)
 {
-        VhdxProblem *problem = g_new0 (VhdxProblem, 1);
+        VhdxFinding *problem = g_new0 (VhdxFinding, 1);
 
         problem->severity = severity;
         problem->structure = g_strdup (structure);
@@ -15,7 +15,7 @@ vhdx_problem_new (VhdxSeverity severity, const char *structure, guint64 offset,
 }
 
 void
-vhdx_problem_free (VhdxProblem *problem)
+vhdx_finding_free (VhdxFinding *problem)
 {
         if (problem == NULL)
                 return;
@@ -25,7 +25,7 @@ vhdx_problem_free (VhdxProblem *problem)
 }
 
 void
-vhdx_problems_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
+vhdx_findings_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
                    guint64 offset, const char *format, ...)
 {
         g_autofree char *message = NULL;
@@ -34,5 +34,5 @@ vhdx_problems_add (GPtrArray *problems, VhdxSeverity severity, const char *struc
         va_start (args, format);
         message = g_strdup_vprintf (format, args);
         va_end (args);
-        g_ptr_array_add (problems, vhdx_problem_new (severity, structure, offset, message));
+        g_ptr_array_add (problems, vhdx_finding_new (severity, structure, offset, message));
 }

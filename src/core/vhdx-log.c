@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "vhdx-log.h"
+
+#include "vhdx-crc32c.h"
+#include "vhdx-private.h"
+
+/* One entry of the ring that passed every check. */
+typedef struct {
+        guint32 position;
+        guint32 length;
+        guint32 tail;
+        guint64 sequence;
+        guint64 flushed_file_offset;
+        guint64 last_file_offset;
+} Entry;
+
+static void
+log_write_clear (gpointer data)
+{
+        VhdxLogWrite *w = data;
+
+        g_free (w->data);
+}
+
+void
+vhdx_log_sequence_free (VhdxLogSequence *sequence)
+{
+        if (sequence == NULL)
+                return;
+        g_clear_pointer (&sequence->writes, g_array_unref);
+        g_free (sequence);
+}
+
+/* The bytes of an entry, contiguous even when it wraps past the end of the ring. */
+static const guint8 *
+entry_bytes (const guint8 *log, guint32 log_length, guint32 position, guint32 length,
+             guint8 **scratch)
+{
+        guint32 first;
+
+        if ((guint64) position + length <= log_length)
+                return log + position;
+        first = log_length - position;
+        g_free (*scratch);
+        *scratch = g_malloc (length);
+        memcpy (*scratch, log + position, first);
+        memcpy (*scratch + first, log, length - first);
+        return *scratch;
+}
+
+static guint32
+descriptor_sectors (guint32 count)
+{
+        guint64 bytes = VHDX_LOG_ENTRY_HEADER_SIZE + (guint64) count * VHDX_LOG_DESCRIPTOR_SIZE;
+
+        return (guint32) ((bytes + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE);
+}
+
+/*
+ * Check the entry at @position against every rule of the specification:
+ * signature, lengths, checksum, a non-zero sequence number, the LogGuid, and
+ * the sequence number in each descriptor and data sector.  Invalid entries
+ * are an ordinary part of the ring, so this reports no error.  When @writes is
+ * not NULL, the entry's updates are appended to it.
+ */
+static gboolean
+parse_entry (const guint8 *log, guint32 log_length, guint32 position, const VhdxGuid *log_guid,
+             Entry *out, GArray *writes, gboolean *stale)
+{
+        g_autofree guint8 *scratch = NULL;
+        const guint8 *h = log + position;
+        const guint8 *e;
+        guint32 length, tail, count, n_desc_sectors, n_data = 0;
+        guint64 sequence;
+        VhdxGuid guid;
+
+        *stale = FALSE;
+        if (memcmp (h + VHDX_LOG_OFF_SIGNATURE, VHDX_LOG_ENTRY_SIGNATURE, 4) != 0)
+                return FALSE;
+        length = vhdx_get_le32 (h + VHDX_LOG_OFF_ENTRY_LENGTH);
+        tail = vhdx_get_le32 (h + VHDX_LOG_OFF_TAIL);
+        sequence = vhdx_get_le64 (h + VHDX_LOG_OFF_SEQUENCE);
+        count = vhdx_get_le32 (h + VHDX_LOG_OFF_DESCRIPTOR_COUNT);
+        guid = vhdx_get_guid (h + VHDX_LOG_OFF_LOG_GUID);
+        if (length == 0 || length % VHDX_LOG_SECTOR_SIZE != 0 || length > log_length ||
+            tail % VHDX_LOG_SECTOR_SIZE != 0 || tail >= log_length || sequence == 0)
+                return FALSE;
+        n_desc_sectors = descriptor_sectors (count);
+        if ((guint64) n_desc_sectors * VHDX_LOG_SECTOR_SIZE > length)
+                return FALSE;
+
+        e = entry_bytes (log, log_length, position, length, &scratch);
+        if (vhdx_get_le32 (e + VHDX_LOG_OFF_CHECKSUM) !=
+            vhdx_crc32c_with_zero_field (e, length, VHDX_LOG_OFF_CHECKSUM))
+                return FALSE;
+        if (!vhdx_guid_equal (&guid, log_guid)) {
+                /* Left behind by an earlier session of the file. */
+                *stale = TRUE;
+                return FALSE;
+        }
+
+        for (guint32 i = 0; i < count; i++) {
+                const guint8 *d = e + VHDX_LOG_ENTRY_HEADER_SIZE + (gsize) i * VHDX_LOG_DESCRIPTOR_SIZE;
+                guint64 file_offset = vhdx_get_le64 (d + VHDX_LOG_DESC_OFF_FILE_OFFSET);
+
+                if (vhdx_get_le64 (d + VHDX_LOG_DESC_OFF_SEQUENCE) != sequence ||
+                    file_offset % VHDX_LOG_SECTOR_SIZE != 0)
+                        return FALSE;
+                if (memcmp (d, VHDX_LOG_ZERO_SIGNATURE, 4) == 0) {
+                        guint64 zero_length = vhdx_get_le64 (d + VHDX_LOG_DESC_OFF_ZERO_LENGTH);
+                        guint64 end;
+                        if (zero_length % VHDX_LOG_SECTOR_SIZE != 0 ||
+                            !vhdx_add_u64 (file_offset, zero_length, &end) ||
+                            end > VHDX_LOG_MAX_FILE_OFFSET)
+                                return FALSE;
+                        if (writes != NULL) {
+                                VhdxLogWrite w = { file_offset, zero_length, NULL };
+                                g_array_append_val (writes, w);
+                        }
+                } else if (memcmp (d, VHDX_LOG_DATA_DESCRIPTOR_SIGNATURE, 4) == 0) {
+                        guint64 data_offset = (guint64) (n_desc_sectors + n_data) *
+                                              VHDX_LOG_SECTOR_SIZE;
+                        const guint8 *s;
+                        if (data_offset + VHDX_LOG_SECTOR_SIZE > length ||
+                            file_offset + VHDX_LOG_SECTOR_SIZE > VHDX_LOG_MAX_FILE_OFFSET)
+                                return FALSE;
+                        s = e + data_offset;
+                        if (memcmp (s, VHDX_LOG_DATA_SIGNATURE, 4) != 0 ||
+                            vhdx_get_le32 (s + VHDX_LOG_DATA_OFF_SEQUENCE_HIGH) !=
+                                    (guint32) (sequence >> 32) ||
+                            vhdx_get_le32 (s + VHDX_LOG_DATA_OFF_SEQUENCE_LOW) !=
+                                    (guint32) sequence)
+                                return FALSE;
+                        n_data++;
+                        if (writes != NULL) {
+                                VhdxLogWrite w = { file_offset, VHDX_LOG_SECTOR_SIZE,
+                                                   g_malloc (VHDX_LOG_SECTOR_SIZE) };
+                                /* The first 8 and last 4 bytes of the sector travel in
+                                 * the descriptor; the data sector holds the rest. */
+                                memcpy (w.data, d + VHDX_LOG_DESC_OFF_LEADING_BYTES,
+                                        VHDX_LOG_LEADING_BYTES);
+                                memcpy (w.data + VHDX_LOG_LEADING_BYTES,
+                                        s + VHDX_LOG_DATA_OFF_DATA,
+                                        VHDX_LOG_SECTOR_SIZE - VHDX_LOG_LEADING_BYTES -
+                                                VHDX_LOG_TRAILING_BYTES);
+                                memcpy (w.data + VHDX_LOG_SECTOR_SIZE - VHDX_LOG_TRAILING_BYTES,
+                                        d + VHDX_LOG_DESC_OFF_TRAILING_BYTES,
+                                        VHDX_LOG_TRAILING_BYTES);
+                                g_array_append_val (writes, w);
+                        }
+                } else {
+                        return FALSE;
+                }
+        }
+
+        out->position = position;
+        out->length = length;
+        out->tail = tail;
+        out->sequence = sequence;
+        out->flushed_file_offset = vhdx_get_le64 (e + VHDX_LOG_OFF_FLUSHED_FILE_OFFSET);
+        out->last_file_offset = vhdx_get_le64 (e + VHDX_LOG_OFF_LAST_FILE_OFFSET);
+        return TRUE;
+}
+
+/* The chain of valid entries with consecutive sequence numbers starting at
+ * @start, never longer than the ring itself. */
+static GArray *
+read_chain (const guint8 *log, guint32 log_length, guint32 start, const VhdxGuid *log_guid,
+            guint *n_stale)
+{
+        GArray *chain = g_array_new (FALSE, FALSE, sizeof (Entry));
+        guint64 covered = 0;
+        guint32 position = start;
+
+        while (covered < log_length) {
+                Entry entry;
+                gboolean stale;
+
+                if (!parse_entry (log, log_length, position, log_guid, &entry, NULL, &stale)) {
+                        if (stale && chain->len == 0)
+                                (*n_stale)++;
+                        break;
+                }
+                if (chain->len > 0 &&
+                    entry.sequence != g_array_index (chain, Entry, chain->len - 1).sequence + 1)
+                        break;
+                if (covered + entry.length > log_length)
+                        break;
+                g_array_append_val (chain, entry);
+                covered += entry.length;
+                position = (guint32) (((guint64) position + entry.length) % log_length);
+        }
+        return chain;
+}
+
+/* Index in @chain of the entry the head points to as its tail, or -1. */
+static int
+chain_tail_index (GArray *chain)
+{
+        const Entry *head = &g_array_index (chain, Entry, chain->len - 1);
+
+        for (guint i = 0; i < chain->len; i++) {
+                if (g_array_index (chain, Entry, i).position == head->tail)
+                        return (int) i;
+        }
+        return -1;
+}
+
+VhdxLogSequence *
+vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
+                      guint64 header_offset, GError **error)
+{
+        g_autofree guint8 *log = NULL;
+        g_autoptr(GArray) best = NULL;
+        g_autoptr(VhdxLogSequence) sequence = NULL;
+        const guint32 log_length = header->log_length;
+        guint32 current_tail = 0, old_tail = 0;
+        int best_tail = -1;
+        guint n_stale = 0;
+        const Entry *head;
+
+        if (log_length > VHDX_LOG_MAX_LENGTH) {
+                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, _("log"), header->log_offset,
+                                _("length %u exceeds the supported %u bytes"), log_length,
+                                (guint) VHDX_LOG_MAX_LENGTH);
+                return NULL;
+        }
+        if (log_length == 0) {
+                vhdx_set_error (error, VHDX_ERROR_LOG, _("log"), header_offset,
+                                _("LogGuid is set but the log is empty"));
+                return NULL;
+        }
+        log = g_malloc (log_length);
+        if (!vhdx_io_read_exact (io, log, log_length, header->log_offset, _("log"), error))
+                return NULL;
+
+        /* The scan of the specification (MS-VHDX 2.3.3): try each 4 KiB offset
+         * as the tail of a sequence, skip over the sequences found, and keep the
+         * valid one whose head has the highest sequence number. */
+        for (guint64 steps = 0; steps <= log_length / VHDX_LOG_SECTOR_SIZE; steps++) {
+                g_autoptr(GArray) chain = read_chain (log, log_length, current_tail,
+                                                      &header->log_guid, &n_stale);
+                int tail_index = chain->len > 0 ? chain_tail_index (chain) : -1;
+
+                if (tail_index >= 0 &&
+                    (best == NULL || g_array_index (chain, Entry, chain->len - 1).sequence >
+                                             g_array_index (best, Entry, best->len - 1).sequence)) {
+                        g_clear_pointer (&best, g_array_unref);
+                        best = g_array_ref (chain);
+                        best_tail = tail_index;
+                }
+                if (tail_index < 0) {
+                        current_tail += VHDX_LOG_SECTOR_SIZE;
+                        if (current_tail == log_length)
+                                current_tail = 0;
+                } else {
+                        const Entry *last = &g_array_index (chain, Entry, chain->len - 1);
+                        current_tail = (guint32) (((guint64) last->position + last->length) %
+                                                  log_length);
+                }
+                if (current_tail <= old_tail && steps > 0)
+                        break;
+                old_tail = current_tail;
+        }
+
+        if (best == NULL) {
+                vhdx_set_error (error, VHDX_ERROR_LOG, _("log"), header->log_offset,
+                                _("LogGuid is set but no valid log sequence was found "
+                                  "(%u stale entries of another LogGuid)"),
+                                n_stale);
+                return NULL;
+        }
+        head = &g_array_index (best, Entry, best->len - 1);
+        if (file_size < head->flushed_file_offset) {
+                vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _("log entry"),
+                                header->log_offset + head->position,
+                                _("the file has %" G_GUINT64_FORMAT " bytes but the log says "
+                                  "it had at least %" G_GUINT64_FORMAT),
+                                file_size, head->flushed_file_offset);
+                return NULL;
+        }
+
+        sequence = g_new0 (VhdxLogSequence, 1);
+        sequence->writes = g_array_new (FALSE, FALSE, sizeof (VhdxLogWrite));
+        g_array_set_clear_func (sequence->writes, log_write_clear);
+        for (guint i = (guint) best_tail; i < best->len; i++) {
+                const Entry *entry = &g_array_index (best, Entry, i);
+                Entry again;
+                gboolean stale;
+                if (!parse_entry (log, log_length, entry->position, &header->log_guid, &again,
+                                  sequence->writes, &stale))
+                        g_assert_not_reached ();
+        }
+        sequence->n_entries = best->len - (guint) best_tail;
+        sequence->tail = head->tail;
+        sequence->head = head->position;
+        sequence->head_sequence = head->sequence;
+        sequence->flushed_file_offset = head->flushed_file_offset;
+        sequence->last_file_offset = head->last_file_offset;
+        sequence->n_stale_entries = n_stale;
+        return g_steal_pointer (&sequence);
+}
+
+guint64
+vhdx_log_sequence_replayed_size (const VhdxLogSequence *sequence, guint64 file_size)
+{
+        guint64 size = MAX (file_size, sequence->last_file_offset);
+
+        for (guint i = 0; i < sequence->writes->len; i++) {
+                const VhdxLogWrite *w = &g_array_index (sequence->writes, VhdxLogWrite, i);
+                size = MAX (size, w->file_offset + w->length);
+        }
+        return size;
+}
+
+/* The overlay: reads come from the base file, then every logged write that
+ * touches the range is applied over them in log order. */
+typedef struct {
+        VhdxIo parent;
+        VhdxIo *base;
+        VhdxLogSequence *sequence;
+        guint64 base_size;
+        guint64 size;
+        guint64 writes_start; /* the range any logged write touches */
+        guint64 writes_end;
+} VhdxIoOverlay;
+
+static gboolean
+overlay_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
+               GError **error)
+{
+        VhdxIoOverlay *self = (VhdxIoOverlay *) io;
+        guint8 *out = buf;
+        guint64 end;
+        gsize from_base = 0;
+
+        if (offset >= self->size) {
+                *n_read = 0;
+                return TRUE;
+        }
+        count = (gsize) MIN ((guint64) count, self->size - offset);
+        end = offset + count;
+        if (offset < self->base_size) {
+                gsize want = (gsize) MIN ((guint64) count, self->base_size - offset);
+                if (!self->base->vtable->pread (self->base, out, want, offset, &from_base,
+                                                error))
+                        return FALSE;
+        }
+        /* Past the end of the base file the replayed file holds zeros. */
+        memset (out + from_base, 0, count - from_base);
+
+        if (end > self->writes_start && offset < self->writes_end) {
+                for (guint i = 0; i < self->sequence->writes->len; i++) {
+                        const VhdxLogWrite *w =
+                                &g_array_index (self->sequence->writes, VhdxLogWrite, i);
+                        guint64 lo = MAX (offset, w->file_offset);
+                        guint64 hi = MIN (end, w->file_offset + w->length);
+                        if (lo >= hi)
+                                continue;
+                        if (w->data != NULL)
+                                memcpy (out + (lo - offset), w->data + (lo - w->file_offset),
+                                        hi - lo);
+                        else
+                                memset (out + (lo - offset), 0, hi - lo);
+                }
+        }
+        *n_read = count;
+        return TRUE;
+}
+
+static gboolean
+overlay_get_size (VhdxIo *io, guint64 *size, GError **error)
+{
+        *size = ((VhdxIoOverlay *) io)->size;
+        return TRUE;
+}
+
+static void
+overlay_free (VhdxIo *io)
+{
+        VhdxIoOverlay *self = (VhdxIoOverlay *) io;
+
+        vhdx_io_free (self->base);
+        vhdx_log_sequence_free (self->sequence);
+        g_free (self);
+}
+
+static const VhdxIoVTable overlay_vtable = {
+        .pread = overlay_pread,
+        .get_size = overlay_get_size,
+        .free = overlay_free,
+};
+
+VhdxIo *
+vhdx_io_new_log_overlay (VhdxIo *base, VhdxLogSequence *sequence, GError **error)
+{
+        VhdxIoOverlay *self;
+        guint64 base_size;
+
+        if (!vhdx_io_get_size (base, &base_size, error)) {
+                vhdx_io_free (base);
+                vhdx_log_sequence_free (sequence);
+                return NULL;
+        }
+        self = g_new0 (VhdxIoOverlay, 1);
+        self->parent.vtable = &overlay_vtable;
+        self->base = base;
+        self->sequence = sequence;
+        self->base_size = base_size;
+        self->size = vhdx_log_sequence_replayed_size (sequence, base_size);
+        self->writes_start = G_MAXUINT64;
+        for (guint i = 0; i < sequence->writes->len; i++) {
+                const VhdxLogWrite *w = &g_array_index (sequence->writes, VhdxLogWrite, i);
+                self->writes_start = MIN (self->writes_start, w->file_offset);
+                self->writes_end = MAX (self->writes_end, w->file_offset + w->length);
+        }
+        return &self->parent;
+}
+
+static gboolean
+io_write (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error)
+{
+        if (io->vtable->pwrite == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _("The image was not opened for writing"));
+                return FALSE;
+        }
+        return io->vtable->pwrite (io, buf, count, offset, error);
+}
+
+static gboolean
+io_flush (VhdxIo *io, GError **error)
+{
+        return io->vtable->flush == NULL || io->vtable->flush (io, error);
+}
+
+gboolean
+vhdx_log_replay_to_file (VhdxIo *io, const VhdxLogSequence *sequence, GError **error)
+{
+        g_autofree guint8 *zeros = g_malloc0 (VHDX_MiB);
+        guint64 size;
+
+        for (guint i = 0; i < sequence->writes->len; i++) {
+                const VhdxLogWrite *w = &g_array_index (sequence->writes, VhdxLogWrite, i);
+
+                if (w->data != NULL) {
+                        if (!io_write (io, w->data, w->length, w->file_offset, error))
+                                return FALSE;
+                        continue;
+                }
+                for (guint64 done = 0; done < w->length;) {
+                        gsize n = (gsize) MIN (w->length - done, VHDX_MiB);
+                        if (!io_write (io, zeros, n, w->file_offset + done, error))
+                                return FALSE;
+                        done += n;
+                }
+        }
+        if (!io_flush (io, error))
+                return FALSE;
+        if (!vhdx_io_get_size (io, &size, error))
+                return FALSE;
+        if (size < sequence->last_file_offset) {
+                /* Extend the file: everything past its old end reads as zeros. */
+                if (!io_write (io, zeros, 1, sequence->last_file_offset - 1, error) ||
+                    !io_flush (io, error))
+                        return FALSE;
+        }
+        return TRUE;
+}
