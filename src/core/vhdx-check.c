@@ -94,12 +94,38 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
                 name = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
 
                 if (is_bitmap) {
-                        if (state != VHDX_SB_NOT_PRESENT)
-                                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, name,
+                        if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING) {
+                                if (state != VHDX_SB_NOT_PRESENT)
+                                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
+                                                           entry_offset,
+                                                           _("sector bitmap state %u in a disk "
+                                                             "without a parent (expected 0)"),
+                                                           state);
+                                continue;
+                        }
+                        if (state == VHDX_SB_NOT_PRESENT)
+                                continue;
+                        if (state != VHDX_SB_PRESENT) {
+                                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
                                                    entry_offset,
-                                                   _("sector bitmap state %u in a disk "
-                                                     "without a parent (expected 0)"),
+                                                   _("state %u is not a valid sector bitmap "
+                                                     "state"),
                                                    state);
+                                continue;
+                        }
+                        if (offset < VHDX_HEADER_SECTION_SIZE ||
+                            !vhdx_add_u64 (offset, VHDX_MiB, &end) || end > info->file_size) {
+                                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
+                                                   entry_offset,
+                                                   _("the sector bitmap at file offset %"
+                                                     G_GUINT64_FORMAT " is not inside the "
+                                                     "file's payload area"),
+                                                   offset);
+                                continue;
+                        }
+                        add_extent (extents, offset, VHDX_MiB, entry_offset,
+                                    g_strdup_printf (_("sector bitmap %" G_GUINT64_FORMAT),
+                                                     index / (info->chunk_ratio + 1)));
                         continue;
                 }
                 if (entry & VHDX_BAT_RESERVED_MASK)
@@ -113,16 +139,29 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
                 case VHDX_PAYLOAD_UNDEFINED:
                 case VHDX_PAYLOAD_ZERO:
                 case VHDX_PAYLOAD_UNMAPPED:
-                        if (info->disk_type == VHDX_DISK_TYPE_FIXED)
-                                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, name,
-                                                   entry_offset,
-                                                   _("block %" G_GUINT64_FORMAT
-                                                     " of a fixed disk is not allocated "
-                                                     "(state %u)"),
-                                                   block, state);
                         continue;
                 case VHDX_PAYLOAD_FULLY_PRESENT:
                         break;
+                case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+                        if (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
+                                guint64 bitmap_entry;
+                                guint64 chunk = block / info->chunk_ratio;
+                                guint64 bitmap_index = vhdx_bat_bitmap_index (chunk,
+                                                                              info->chunk_ratio);
+                                if (!vhdx_bat_get (file->bat, bitmap_index, &bitmap_entry,
+                                                   error))
+                                        return FALSE;
+                                if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
+                                        vhdx_findings_add (
+                                                problems, VHDX_SEVERITY_ERROR, name,
+                                                entry_offset,
+                                                _("block %" G_GUINT64_FORMAT " is partially "
+                                                  "present but the sector bitmap of chunk %"
+                                                  G_GUINT64_FORMAT " is not"),
+                                                block, chunk);
+                                break;
+                        }
+                        G_GNUC_FALLTHROUGH;
                 default:
                         vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
                                            _("state %u is not a valid payload block state "
@@ -209,6 +248,23 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
         if (!check_bat (file, extents, problems, error))
                 return FALSE;
         check_overlaps (extents, problems);
+
+        /* Every member of the chain is checked; its findings name it. */
+        if (file->parent != NULL) {
+                g_autoptr(GPtrArray) parent_problems = g_ptr_array_new_with_free_func (
+                        (GDestroyNotify) vhdx_finding_free);
+                g_autofree char *display = g_filename_display_name (file->parent_path);
+
+                if (!vhdx_file_check (file->parent, parent_problems, error))
+                        return FALSE;
+                for (guint i = 0; i < parent_problems->len; i++) {
+                        const VhdxFinding *p = g_ptr_array_index (parent_problems, i);
+                        g_autofree char *structure = g_strdup_printf (_("%s of parent %s"),
+                                                                      p->structure, display);
+                        g_ptr_array_add (problems, vhdx_finding_new (p->severity, structure,
+                                                                     p->offset, p->message));
+                }
+        }
         return TRUE;
 }
 

@@ -18,6 +18,10 @@ struct _VhdxFile {
         VhdxFile *parent;
         char *parent_path;
         GPtrArray *locator; /* VhdxLocatorEntry */
+        /* Sector bitmaps of PARTIALLY_PRESENT blocks: block number -> GBytes. */
+        GMutex bitmaps_lock;
+        GHashTable *bitmaps;
+        gsize bitmaps_bytes;
 };
 
 /* Bytes of the virtual disk that payload block @block covers (the last block

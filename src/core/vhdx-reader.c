@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "vhdx-reader.h"
 
+#include <gio/gio.h>
+
 #include "vhdx-header.h"
 #include "vhdx-log.h"
 #include "vhdx-metadata.h"
+#include "vhdx-parent.h"
 #include "vhdx-private.h"
 #include "vhdx-reader-private.h"
 
@@ -14,6 +17,8 @@ vhdx_file_free (VhdxFile *file)
                 return;
         vhdx_bat_free (file->bat);
         vhdx_file_free (file->parent);
+        g_clear_pointer (&file->bitmaps, g_hash_table_unref);
+        g_mutex_clear (&file->bitmaps_lock);
         g_free (file->parent_path);
         g_clear_pointer (&file->locator, g_ptr_array_unref);
         vhdx_region_table_clear (&file->regions);
@@ -142,18 +147,22 @@ open_structures (VhdxFile *file, GError **error)
         else
                 info->disk_type = VHDX_DISK_TYPE_DYNAMIC;
 
-        if (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
-                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, _("metadata item “file parameters”"),
-                                info->metadata_offset,
-                                _("the image is a differencing disk, and differencing disks are "
-                                  "not supported yet"));
-                return FALSE;
+        if (metadata.has_parent) {
+                file->locator = vhdx_parent_locator_read (file->io, metadata.parent_locator_offset,
+                                                          metadata.parent_locator_length, error);
+                if (file->locator == NULL)
+                        return FALSE;
         }
 
         /* Chunk ratio: payload blocks described by one sector bitmap block. */
         info->chunk_ratio = ((guint64) 1 << 23) * info->logical_sector_size / info->block_size;
         info->payload_blocks = (info->virtual_size + info->block_size - 1) / info->block_size;
-        info->bat_entries = info->payload_blocks + (info->payload_blocks - 1) / info->chunk_ratio;
+        if (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING)
+                info->bat_entries = (info->payload_blocks + info->chunk_ratio - 1) /
+                                    info->chunk_ratio * (info->chunk_ratio + 1);
+        else
+                info->bat_entries = info->payload_blocks +
+                                    (info->payload_blocks - 1) / info->chunk_ratio;
         bat_bytes = info->bat_entries * VHDX_BAT_ENTRY_SIZE;
         if (bat_bytes > info->bat_length) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, _("BAT region"), info->bat_offset,
@@ -196,19 +205,171 @@ vhdx_file_get_parent_locator (VhdxFile *file)
         return file->locator;
 }
 
-VhdxFile *
-vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options,
-                     GError **error)
+/* (device, inode) of every member of a chain being opened, to detect loops. */
+typedef struct {
+        guint64 device;
+        guint64 inode;
+} Identity;
+
+static VhdxFile *open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options,
+                                guint depth, GArray *identities, GError **error);
+
+static VhdxIo *
+default_open_func (const char *path, gpointer user_data, GError **error)
+{
+        return vhdx_io_open_file (path, error);
+}
+
+static gboolean
+linkage_matches (VhdxFile *file, VhdxFile *parent, GError **error)
+{
+        static const char *const keys[] = { "parent_linkage", "parent_linkage2" };
+
+        for (guint i = 0; i < G_N_ELEMENTS (keys); i++) {
+                const char *text = vhdx_parent_locator_lookup (file->locator, keys[i]);
+                VhdxGuid guid;
+
+                if (text == NULL)
+                        continue;
+                if (!vhdx_guid_from_string (text, &guid)) {
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator"), 0,
+                                        _("%s “%s” is not a GUID"), keys[i], text);
+                        return FALSE;
+                }
+                if (vhdx_guid_equal (&guid, &parent->info.data_write_guid))
+                        return TRUE;
+        }
+        return FALSE;
+}
+
+/*
+ * Find and open the parent of a differencing image: the explicit parent or
+ * the locator's paths in order.  A path that does not exist is skipped; one
+ * that opens but is not the image's parent (DataWriteGuid differs from the
+ * linkage) is remembered and skipped; anything else wrong with a parent that
+ * exists stops the search.
+ */
+static gboolean
+open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray *identities,
+             GError **error)
+{
+        g_autoptr(GPtrArray) candidates = vhdx_parent_candidates (
+                file->locator, options != NULL ? options->path : NULL,
+                options != NULL ? options->parent_path : NULL);
+        g_autoptr(GString) tried = g_string_new (NULL);
+        g_autoptr(GError) mismatch = NULL;
+        VhdxOpenFunc open_func = options != NULL && options->open_func != NULL
+                                         ? options->open_func
+                                         : default_open_func;
+        gpointer open_data = options != NULL ? options->open_data : NULL;
+        gboolean allow_mismatch = options != NULL && options->allow_parent_mismatch;
+
+        if (depth + 1 > VHDX_MAX_CHAIN_DEPTH) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("The chain of parents is longer than %u images"),
+                             (guint) VHDX_MAX_CHAIN_DEPTH);
+                return FALSE;
+        }
+
+        for (guint i = 0; i < candidates->len; i++) {
+                const char *path = g_ptr_array_index (candidates, i);
+                g_autofree char *display = g_filename_display_name (path);
+                g_autoptr(GError) local_error = NULL;
+                VhdxOpenOptions parent_options = {
+                        .path = path,
+                        .allow_parent_mismatch = allow_mismatch,
+                        .open_func = open_func,
+                        .open_data = open_data,
+                };
+                VhdxFile *parent;
+                VhdxIo *io;
+
+                g_string_append_printf (tried, "%s%s", tried->len > 0 ? ", " : "", display);
+                io = open_func (path, open_data, &local_error);
+                if (io == NULL) {
+                        if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND))
+                                continue;
+                        g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
+                                                    _("Parent %s: "), display);
+                        return FALSE;
+                }
+                parent = open_internal (io, VHDX_OPEN_FLAGS_NONE, &parent_options, depth + 1,
+                                        identities, &local_error);
+                if (parent == NULL) {
+                        g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
+                                                    _("Parent %s: "), display);
+                        return FALSE;
+                }
+                if (!linkage_matches (file, parent, &local_error)) {
+                        char found[VHDX_GUID_STRING_LENGTH + 1];
+                        if (local_error != NULL) {
+                                vhdx_file_free (parent);
+                                g_propagate_error (error, g_steal_pointer (&local_error));
+                                return FALSE;
+                        }
+                        if (!allow_mismatch) {
+                                const char *linkage2 = vhdx_parent_locator_lookup (
+                                        file->locator, "parent_linkage2");
+                                vhdx_guid_to_string_buf (&parent->info.data_write_guid, found);
+                                g_clear_error (&mismatch);
+                                g_set_error (&mismatch, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
+                                             _("Parent %s has DataWriteGuid %s, but the image "
+                                               "was made from %s%s%s"),
+                                             display, found,
+                                             vhdx_parent_locator_lookup (file->locator,
+                                                                         "parent_linkage"),
+                                             linkage2 != NULL ? _(" or ") : "",
+                                             linkage2 != NULL ? linkage2 : "");
+                                vhdx_file_free (parent);
+                                continue;
+                        }
+                }
+                if (parent->info.logical_sector_size != file->info.logical_sector_size) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
+                                     _("Parent %s has %u-byte logical sectors, the image %u"),
+                                     display, parent->info.logical_sector_size,
+                                     file->info.logical_sector_size);
+                        vhdx_file_free (parent);
+                        return FALSE;
+                }
+                file->parent = parent;
+                file->parent_path = g_strdup (path);
+                return TRUE;
+        }
+
+        if (mismatch != NULL) {
+                g_propagate_error (error, g_steal_pointer (&mismatch));
+                return FALSE;
+        }
+        if (candidates->len == 0) {
+                const char *relative = vhdx_parent_locator_lookup (file->locator,
+                                                                   "relative_path");
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
+                             _("The parent of this differencing image cannot be found: no "
+                               "path to look in (relative_path “%s”) and no parent was given"),
+                             relative != NULL ? relative : "");
+        } else
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
+                             _("The parent of this differencing image cannot be found; tried: "
+                               "%s"),
+                             tried->str);
+        return FALSE;
+}
+
+static VhdxFile *
+open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options, guint depth,
+               GArray *identities, GError **error)
 {
         g_autoptr(VhdxFile) file = NULL;
-
-        g_return_val_if_fail (io != NULL, NULL);
-        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+        Identity identity;
 
         file = g_new0 (VhdxFile, 1);
         file->io = io;
         file->flags = flags;
         file->open_findings = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        g_mutex_init (&file->bitmaps_lock);
+        file->bitmaps = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
+                                               (GDestroyNotify) g_bytes_unref);
 
         if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) &&
             (io->vtable->pwrite == NULL || io->vtable->flush == NULL)) {
@@ -216,9 +377,36 @@ vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *opt
                              _("This image cannot be opened for writing"));
                 return NULL;
         }
+        if (vhdx_io_identify (io, &identity.device, &identity.inode)) {
+                for (guint i = 0; i < identities->len; i++) {
+                        const Identity *seen = &g_array_index (identities, Identity, i);
+                        if (seen->device == identity.device && seen->inode == identity.inode) {
+                                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                                             _("The chain of parents loops back to an image "
+                                               "already in it"));
+                                return NULL;
+                        }
+                }
+                g_array_append_val (identities, identity);
+        }
         if (!open_structures (file, error))
                 return NULL;
+        if (file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
+            !open_parent (file, options, depth, identities, error))
+                return NULL;
         return g_steal_pointer (&file);
+}
+
+VhdxFile *
+vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options,
+                     GError **error)
+{
+        g_autoptr(GArray) identities = g_array_new (FALSE, FALSE, sizeof (Identity));
+
+        g_return_val_if_fail (io != NULL, NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        return open_internal (io, flags, options, 0, identities, error);
 }
 
 const VhdxInfo *
@@ -233,26 +421,82 @@ vhdx_file_get_open_findings (VhdxFile *file)
         return file->open_findings;
 }
 
+/* The structure that the file bytes [start, end) would overlap, or NULL. */
+static const char *
+overlapped_structure (VhdxFile *file, guint64 start, guint64 end)
+{
+        if (start < VHDX_HEADER_SECTION_SIZE)
+                return _("the header section");
+        if (file->info.log_length > 0 && start < file->info.log_offset + file->info.log_length &&
+            end > file->info.log_offset)
+                return _("the log");
+        for (guint i = 0; i < file->regions.entries->len; i++) {
+                const VhdxRegionEntry *r = &g_array_index (file->regions.entries,
+                                                           VhdxRegionEntry, i);
+                if (start < r->file_offset + r->length && end > r->file_offset)
+                        return vhdx_guid_equal (&r->guid, &vhdx_guid_region_bat)
+                                       ? _("the BAT")
+                                       : vhdx_guid_equal (&r->guid, &vhdx_guid_region_metadata)
+                                                 ? _("the metadata region")
+                                                 : _("a region");
+        }
+        return NULL;
+}
+
+/* Check that a block of @length bytes at @offset, named by BAT entry @index,
+ * lies inside the file and on no other structure. */
+static gboolean
+check_stored_block (VhdxFile *file, guint64 index, guint64 offset, guint64 length,
+                    GError **error)
+{
+        guint64 end;
+        const char *overlapped;
+
+        if (!vhdx_add_u64 (offset, length, &end) || end > file->info.file_size) {
+                g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what,
+                                file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _("the block at file offset %" G_GUINT64_FORMAT
+                                  " ends past the end of the file (%" G_GUINT64_FORMAT
+                                  " bytes)"),
+                                offset, file->info.file_size);
+                return FALSE;
+        }
+        overlapped = overlapped_structure (file, offset, end);
+        if (overlapped != NULL) {
+                g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what,
+                                file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _("the block at file offset %" G_GUINT64_FORMAT " overlaps %s"),
+                                offset, overlapped);
+                return FALSE;
+        }
+        return TRUE;
+}
+
 gboolean
 vhdx_file_lookup_block (VhdxFile *file, guint64 block, guint *state, guint64 *file_offset,
                         GError **error)
 {
         guint64 index = vhdx_bat_payload_index (block, file->info.chunk_ratio);
-        guint64 entry, offset, end;
+        guint64 entry;
 
         if (!vhdx_bat_get (file->bat, index, &entry, error))
                 return FALSE;
         *state = vhdx_bat_entry_state (entry);
-        offset = vhdx_bat_entry_offset (entry);
+        *file_offset = 0;
         switch (*state) {
         case VHDX_PAYLOAD_NOT_PRESENT:
         case VHDX_PAYLOAD_UNDEFINED:
         case VHDX_PAYLOAD_ZERO:
         case VHDX_PAYLOAD_UNMAPPED:
-                *file_offset = 0;
                 return TRUE;
         case VHDX_PAYLOAD_FULLY_PRESENT:
                 break;
+        case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+                if (file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
+                        break;
+                G_GNUC_FALLTHROUGH;
         default: {
                 g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
@@ -262,20 +506,97 @@ vhdx_file_lookup_block (VhdxFile *file, guint64 block, guint *state, guint64 *fi
                 return FALSE;
         }
         }
-        if (offset < VHDX_HEADER_SECTION_SIZE ||
-            !vhdx_add_u64 (offset, vhdx_file_block_length (file, block), &end) ||
-            end > file->info.file_size) {
+        if (!check_stored_block (file, index, vhdx_bat_entry_offset (entry),
+                                 vhdx_file_block_length (file, block), error))
+                return FALSE;
+        *file_offset = vhdx_bat_entry_offset (entry);
+        return TRUE;
+}
+
+/* Cached sector bitmaps take at most this much memory; then the cache starts over. */
+#define BITMAP_CACHE_MAX_BYTES (16 * VHDX_MiB)
+
+/*
+ * The part of its chunk's sector bitmap that covers payload block @block of a
+ * differencing image: one bit per logical sector, least significant first,
+ * 1 = stored in this file.
+ */
+static GBytes *
+get_block_bitmap (VhdxFile *file, guint64 block, GError **error)
+{
+        const VhdxInfo *info = &file->info;
+        guint64 chunk = block / info->chunk_ratio;
+        guint64 index = vhdx_bat_bitmap_index (chunk, info->chunk_ratio);
+        guint64 sectors_per_block = info->block_size / info->logical_sector_size;
+        guint64 first_bit = (block % info->chunk_ratio) * sectors_per_block;
+        gsize length = (gsize) (sectors_per_block / 8);
+        guint64 entry, offset;
+        g_autofree guint8 *bits = NULL;
+        GBytes *bytes;
+        guint64 key = block;
+
+        g_mutex_lock (&file->bitmaps_lock);
+        bytes = g_hash_table_lookup (file->bitmaps, &key);
+        if (bytes != NULL)
+                g_bytes_ref (bytes);
+        g_mutex_unlock (&file->bitmaps_lock);
+        if (bytes != NULL)
+                return bytes;
+
+        if (!vhdx_bat_get (file->bat, index, &entry, error))
+                return NULL;
+        if (vhdx_bat_entry_state (entry) != VHDX_SB_PRESENT) {
                 g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
-                                file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("block %" G_GUINT64_FORMAT " at file offset %" G_GUINT64_FORMAT
-                                  " is not inside the payload area of the file (1 MiB to %"
-                                  G_GUINT64_FORMAT ")"),
-                                block, offset, file->info.file_size);
-                return FALSE;
+                                info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _("block %" G_GUINT64_FORMAT " is partially present but the "
+                                  "sector bitmap of its chunk is not (state %u)"),
+                                block, vhdx_bat_entry_state (entry));
+                return NULL;
         }
-        *file_offset = offset;
-        return TRUE;
+        offset = vhdx_bat_entry_offset (entry);
+        if (!check_stored_block (file, index, offset, VHDX_MiB, error))
+                return NULL;
+        bits = g_malloc (length);
+        if (!vhdx_io_read_exact (file->io, bits, length, offset + first_bit / 8,
+                                 _("sector bitmap"), error))
+                return NULL;
+        bytes = g_bytes_new_take (g_steal_pointer (&bits), length);
+
+        g_mutex_lock (&file->bitmaps_lock);
+        if (file->bitmaps_bytes + length > BITMAP_CACHE_MAX_BYTES) {
+                g_hash_table_remove_all (file->bitmaps);
+                file->bitmaps_bytes = 0;
+        }
+        if (!g_hash_table_contains (file->bitmaps, &key)) {
+                g_hash_table_insert (file->bitmaps, g_memdup2 (&key, sizeof key),
+                                     g_bytes_ref (bytes));
+                file->bitmaps_bytes += length;
+        }
+        g_mutex_unlock (&file->bitmaps_lock);
+        return bytes;
+}
+
+static gboolean
+bitmap_bit (const guint8 *bits, guint64 sector)
+{
+        return (bits[sector / 8] >> (sector % 8)) & 1;
+}
+
+/* The end (a block-relative byte offset, at most @end) of the run of sectors
+ * that starts at @pos and whose bits all equal the bit of @pos's sector. */
+static guint64
+bitmap_run_end (const guint8 *bits, guint32 sector_size, guint64 pos, guint64 end,
+                gboolean *present)
+{
+        guint64 sector = pos / sector_size;
+
+        *present = bitmap_bit (bits, sector);
+        for (sector++; sector * sector_size < end; sector++) {
+                if (bitmap_bit (bits, sector) != *present)
+                        return sector * sector_size;
+        }
+        return end;
 }
 
 static gboolean
@@ -289,6 +610,51 @@ check_range (VhdxFile *file, guint64 offset, guint64 length, GError **error)
                                " lies outside the virtual disk (%" G_GUINT64_FORMAT " bytes)"),
                              offset, length, file->info.virtual_size);
                 return FALSE;
+        }
+        return TRUE;
+}
+
+/* Read a range that this file does not store: from the parent, zeros where
+ * the parent is smaller or there is none. */
+static gboolean
+read_from_parent (VhdxFile *file, guint64 offset, guint8 *out, gsize count, GError **error)
+{
+        gsize from_parent = 0;
+
+        if (file->parent != NULL && offset < file->parent->info.virtual_size) {
+                from_parent = (gsize) MIN ((guint64) count,
+                                           file->parent->info.virtual_size - offset);
+                if (!vhdx_file_read (file->parent, offset, out, from_parent, error))
+                        return FALSE;
+        }
+        memset (out + from_parent, 0, count - from_parent);
+        return TRUE;
+}
+
+static gboolean
+read_partial_block (VhdxFile *file, guint64 block, guint64 block_offset, guint64 in_block,
+                    guint8 *out, gsize count, GError **error)
+{
+        g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+        const guint8 *bits;
+        guint64 pos = in_block, end = in_block + count;
+        guint64 block_start = block * file->info.block_size;
+
+        if (bitmap == NULL)
+                return FALSE;
+        bits = g_bytes_get_data (bitmap, NULL);
+        while (pos < end) {
+                gboolean present;
+                guint64 run_end = bitmap_run_end (bits, file->info.logical_sector_size, pos, end,
+                                                  &present);
+                guint8 *dest = out + (pos - in_block);
+                gsize n = (gsize) (run_end - pos);
+
+                if (present ? !vhdx_io_read_exact (file->io, dest, n, block_offset + pos,
+                                                   _("payload block"), error)
+                            : !read_from_parent (file, block_start + pos, dest, n, error))
+                        return FALSE;
+                pos = run_end;
         }
         return TRUE;
 }
@@ -315,6 +681,7 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
                 gsize n = (gsize) MIN ((guint64) count, file->info.block_size - in_block);
                 guint state;
                 guint64 block_offset;
+                gboolean ok = TRUE;
 
                 if (!vhdx_file_lookup_block (file, block, &state, &block_offset, error))
                         return FALSE;
@@ -328,13 +695,26 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
                                                  run_file_offset, _("payload block"), error))
                                 return FALSE;
                         run_length = 0;
-                        if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
+                        switch (state) {
+                        case VHDX_PAYLOAD_FULLY_PRESENT:
                                 run_buf = out;
                                 run_file_offset = block_offset + in_block;
                                 run_length = n;
-                        } else {
+                                break;
+                        case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+                                ok = read_partial_block (file, block, block_offset, in_block,
+                                                         out, n, error);
+                                break;
+                        case VHDX_PAYLOAD_NOT_PRESENT:
+                                /* Absent from a differencing image: the parent has it. */
+                                ok = read_from_parent (file, offset, out, n, error);
+                                break;
+                        default:
                                 memset (out, 0, n);
+                                break;
                         }
+                        if (!ok)
+                                return FALSE;
                 }
                 out += n;
                 offset += n;
@@ -363,6 +743,94 @@ append_extent (GArray *extents, const VhdxMapExtent *e)
         g_array_append_val (extents, *e);
 }
 
+static gboolean map_range (VhdxFile *file, guint64 offset, guint64 length, guint depth,
+                           GArray *extents, GError **error);
+
+/* Extents for a range this file does not store: the parent's, one level
+ * deeper; holes where the parent is smaller or there is none. */
+static gboolean
+map_from_parent (VhdxFile *file, guint64 offset, guint64 length, guint depth, GArray *extents,
+                 GError **error)
+{
+        guint64 from_parent = 0;
+
+        if (file->parent != NULL && offset < file->parent->info.virtual_size) {
+                from_parent = MIN (length, file->parent->info.virtual_size - offset);
+                if (!map_range (file->parent, offset, from_parent, depth + 1, extents, error))
+                        return FALSE;
+        }
+        if (from_parent < length) {
+                VhdxMapExtent hole = { .offset = offset + from_parent,
+                                       .length = length - from_parent,
+                                       .kind = VHDX_EXTENT_ZERO,
+                                       .present = FALSE,
+                                       .depth = depth };
+                append_extent (extents, &hole);
+        }
+        return TRUE;
+}
+
+static gboolean
+map_range (VhdxFile *file, guint64 offset, guint64 length, guint depth, GArray *extents,
+           GError **error)
+{
+        while (length > 0) {
+                guint64 block = offset / file->info.block_size;
+                guint64 in_block = offset % file->info.block_size;
+                guint64 n = MIN (length, file->info.block_size - in_block);
+                VhdxMapExtent e = { .offset = offset, .length = n, .depth = depth };
+                guint state;
+                guint64 block_offset;
+
+                if (!vhdx_file_lookup_block (file, block, &state, &block_offset, error))
+                        return FALSE;
+                if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
+                        e.kind = VHDX_EXTENT_DATA;
+                        e.present = TRUE;
+                        e.file_offset = block_offset + in_block;
+                        append_extent (extents, &e);
+                } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+                        g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+                        guint64 pos = in_block, end = in_block + n;
+
+                        if (bitmap == NULL)
+                                return FALSE;
+                        while (pos < end) {
+                                gboolean present;
+                                guint64 run_end = bitmap_run_end (
+                                        g_bytes_get_data (bitmap, NULL),
+                                        file->info.logical_sector_size, pos, end, &present);
+                                guint64 at = block * file->info.block_size + pos;
+                                if (present) {
+                                        VhdxMapExtent d = { .offset = at,
+                                                            .length = run_end - pos,
+                                                            .kind = VHDX_EXTENT_DATA,
+                                                            .present = TRUE,
+                                                            .file_offset = block_offset + pos,
+                                                            .depth = depth };
+                                        append_extent (extents, &d);
+                                } else if (!map_from_parent (file, at, run_end - pos, depth,
+                                                             extents, error)) {
+                                        return FALSE;
+                                }
+                                pos = run_end;
+                        }
+                } else if (state == VHDX_PAYLOAD_NOT_PRESENT && file->parent != NULL) {
+                        if (!map_from_parent (file, offset, n, depth, extents, error))
+                                return FALSE;
+                } else {
+                        e.kind = VHDX_EXTENT_ZERO;
+                        /* Explicitly zeroed blocks are allocated zeros; the others
+                         * are holes in the image. */
+                        e.present = state == VHDX_PAYLOAD_ZERO;
+                        append_extent (extents, &e);
+                }
+                offset += n;
+                length -= n;
+        }
+        return TRUE;
+}
+
 GArray *
 vhdx_file_map (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 {
@@ -373,32 +841,9 @@ vhdx_file_map (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 
         if (!check_range (file, offset, length, error))
                 return NULL;
-
         extents = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
-        while (length > 0) {
-                guint64 block = offset / file->info.block_size;
-                guint64 in_block = offset % file->info.block_size;
-                guint64 n = MIN (length, file->info.block_size - in_block);
-                VhdxMapExtent e = { .offset = offset, .length = n, .depth = 0 };
-                guint state;
-                guint64 block_offset;
-
-                if (!vhdx_file_lookup_block (file, block, &state, &block_offset, error))
-                        return NULL;
-                if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
-                        e.kind = VHDX_EXTENT_DATA;
-                        e.present = TRUE;
-                        e.file_offset = block_offset + in_block;
-                } else {
-                        e.kind = VHDX_EXTENT_ZERO;
-                        /* Explicitly zeroed blocks are allocated zeros; the others
-                         * are holes in the image. */
-                        e.present = state == VHDX_PAYLOAD_ZERO;
-                }
-                append_extent (extents, &e);
-                offset += n;
-                length -= n;
-        }
+        if (!map_range (file, offset, length, 0, extents, error))
+                return NULL;
         return g_steal_pointer (&extents);
 }
 
@@ -416,8 +861,20 @@ vhdx_file_get_allocated_bytes (VhdxFile *file, guint64 *allocated, GError **erro
 
                 if (!vhdx_file_lookup_block (file, block, &state, &block_offset, error))
                         return FALSE;
-                if (state == VHDX_PAYLOAD_FULLY_PRESENT)
+                if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
                         total += vhdx_file_block_length (file, block);
+                } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+                        g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+                        guint64 sectors = vhdx_file_block_length (file, block) /
+                                          file->info.logical_sector_size;
+                        const guint8 *bits;
+
+                        if (bitmap == NULL)
+                                return FALSE;
+                        bits = g_bytes_get_data (bitmap, NULL);
+                        for (guint64 s = 0; s < sectors; s++)
+                                total += bitmap_bit (bits, s) ? file->info.logical_sector_size : 0;
+                }
         }
         *allocated = total;
         return TRUE;

@@ -4,29 +4,11 @@
 
 #include <glib.h>
 
+/* VhdxDiskType, VhdxLogState, VhdxOpenFlags and VhdxSeverity are public:
+ * the library installs their definitions. */
+#include "vhdx-enums.h"
+
 G_BEGIN_DECLS
-
-typedef enum {
-        VHDX_DISK_TYPE_FIXED,
-        VHDX_DISK_TYPE_DYNAMIC,
-        VHDX_DISK_TYPE_DIFFERENCING,
-} VhdxDiskType;
-
-typedef enum {
-        VHDX_LOG_STATE_CLEAN,
-        VHDX_LOG_STATE_REPLAYED_IN_MEMORY,
-        VHDX_LOG_STATE_REPLAYED,
-} VhdxLogState;
-
-typedef enum {
-        VHDX_OPEN_FLAGS_NONE = 0,
-        VHDX_OPEN_FLAGS_READ_WRITE = 1 << 0,
-} VhdxOpenFlags;
-
-typedef enum {
-        VHDX_SEVERITY_WARNING,
-        VHDX_SEVERITY_ERROR,
-} VhdxSeverity;
 
 const char *vhdx_disk_type_to_string (VhdxDiskType type);
 const char *vhdx_log_state_to_string (VhdxLogState state);

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "vhdx-parent.h"
+
+#include "vhdx-private.h"
+#include "vhdx-reader.h"
+
+const VhdxGuid vhdx_guid_locator_vhdx = { {
+        0xB7, 0xEF, 0x4A, 0xB0, 0x9E, 0xD1, 0x81, 0x4A,
+        0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13,
+} };
+
+static void
+locator_entry_free (gpointer data)
+{
+        VhdxLocatorEntry *entry = data;
+
+        g_free (entry->key);
+        g_free (entry->value);
+        g_free (entry);
+}
+
+static char *
+decode_utf16 (const guint8 *item, guint32 length, guint32 offset, guint16 size,
+              const char *what, guint64 entry_offset, GError **error)
+{
+        g_autofree gunichar2 *text = NULL;
+        g_autoptr(GError) local_error = NULL;
+        char *utf8;
+
+        if ((guint64) offset + size > length || size % 2 != 0) {
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
+                                entry_offset,
+                                _("the %s (offset %u, length %u) is not an even number of "
+                                  "bytes inside the %u-byte locator"),
+                                what, offset, size, length);
+                return NULL;
+        }
+        text = g_new (gunichar2, size / 2 + 1);
+        for (guint i = 0; i < size / 2u; i++)
+                text[i] = vhdx_get_le16 (item + offset + 2 * i);
+        utf8 = g_utf16_to_utf8 (text, size / 2, NULL, NULL, &local_error);
+        if (utf8 == NULL) {
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
+                                entry_offset, _("the %s is not valid UTF-16: %s"), what,
+                                local_error->message);
+                return NULL;
+        }
+        return utf8;
+}
+
+GPtrArray *
+vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GError **error)
+{
+        g_autofree guint8 *item = NULL;
+        g_autoptr(GPtrArray) entries = NULL;
+        VhdxGuid type;
+        guint16 count;
+        const char *what = _("parent locator");
+
+        if (length < VHDX_LOCATOR_HEADER_SIZE) {
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,
+                                _("length %u is shorter than its %u-byte header"), length,
+                                (guint) VHDX_LOCATOR_HEADER_SIZE);
+                return NULL;
+        }
+        item = g_malloc (length);
+        if (!vhdx_io_read_exact (io, item, length, file_offset, what, error))
+                return NULL;
+        type = vhdx_get_guid (item + VHDX_LOCATOR_OFF_TYPE);
+        if (!vhdx_guid_equal (&type, &vhdx_guid_locator_vhdx)) {
+                char text[VHDX_GUID_STRING_LENGTH + 1];
+                vhdx_guid_to_string_buf (&type, text);
+                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, what, file_offset,
+                                _("locator type %s is not the VHDX locator type"), text);
+                return NULL;
+        }
+        count = vhdx_get_le16 (item + VHDX_LOCATOR_OFF_COUNT);
+        if (VHDX_LOCATOR_HEADER_SIZE + (guint64) count * VHDX_LOCATOR_ENTRY_SIZE > length) {
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,
+                                _("%u entries do not fit in %u bytes"), count, length);
+                return NULL;
+        }
+
+        entries = g_ptr_array_new_with_free_func (locator_entry_free);
+        for (guint i = 0; i < count; i++) {
+                const guint8 *e = item + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
+                guint64 entry_offset = file_offset + VHDX_LOCATOR_HEADER_SIZE +
+                                       (guint64) i * VHDX_LOCATOR_ENTRY_SIZE;
+                guint16 key_length = vhdx_get_le16 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH);
+                guint16 value_length = vhdx_get_le16 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH);
+                g_autofree char *key = NULL;
+                g_autofree char *value = NULL;
+                VhdxLocatorEntry *entry;
+
+                if (key_length == 0 || value_length == 0) {
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
+                                        entry_offset, _("an empty key or value"));
+                        return NULL;
+                }
+                key = decode_utf16 (item, length,
+                                    vhdx_get_le32 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET),
+                                    key_length, _("key"), entry_offset, error);
+                if (key == NULL)
+                        return NULL;
+                value = decode_utf16 (item, length,
+                                      vhdx_get_le32 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET),
+                                      value_length, _("value"), entry_offset, error);
+                if (value == NULL)
+                        return NULL;
+                if (vhdx_parent_locator_lookup (entries, key) != NULL) {
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
+                                        entry_offset, _("the key “%s” appears twice"), key);
+                        return NULL;
+                }
+                entry = g_new0 (VhdxLocatorEntry, 1);
+                entry->key = g_steal_pointer (&key);
+                entry->value = g_steal_pointer (&value);
+                g_ptr_array_add (entries, entry);
+        }
+        if (vhdx_parent_locator_lookup (entries, "parent_linkage") == NULL) {
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,
+                                _("the required key “parent_linkage” is missing"));
+                return NULL;
+        }
+        return g_steal_pointer (&entries);
+}
+
+const char *
+vhdx_parent_locator_lookup (GPtrArray *locator, const char *key)
+{
+        for (guint i = 0; locator != NULL && i < locator->len; i++) {
+                const VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
+                if (g_strcmp0 (entry->key, key) == 0)
+                        return entry->value;
+        }
+        return NULL;
+}
+
+static void
+add_candidate (GPtrArray *candidates, char *path)
+{
+        for (guint i = 0; i < candidates->len; i++) {
+                if (g_str_equal (g_ptr_array_index (candidates, i), path)) {
+                        g_free (path);
+                        return;
+                }
+        }
+        g_ptr_array_add (candidates, path);
+}
+
+/* The last component of a Windows path: after the last backslash or slash. */
+static const char *
+windows_basename (const char *path)
+{
+        const char *slash = strrchr (path, '\\');
+        const char *forward = strrchr (path, '/');
+
+        if (forward != NULL && (slash == NULL || forward > slash))
+                slash = forward;
+        return slash != NULL ? slash + 1 : path;
+}
+
+GPtrArray *
+vhdx_parent_candidates (GPtrArray *locator, const char *child_path, const char *explicit_path)
+{
+        GPtrArray *candidates = g_ptr_array_new_with_free_func (g_free);
+        g_autofree char *dir = child_path != NULL ? g_path_get_dirname (child_path) : NULL;
+        static const char *const by_name[] = { "absolute_win32_path", "volume_path" };
+        const char *relative;
+
+        if (explicit_path != NULL) {
+                g_ptr_array_add (candidates, g_strdup (explicit_path));
+                return candidates;
+        }
+        if (dir == NULL)
+                return candidates;
+
+        relative = vhdx_parent_locator_lookup (locator, "relative_path");
+        if (relative != NULL && *relative != '\0') {
+                g_autofree char *unix_path = g_strdelimit (g_strdup (relative), "\\", '/');
+                if (g_path_is_absolute (unix_path))
+                        add_candidate (candidates, g_steal_pointer (&unix_path));
+                else
+                        add_candidate (candidates, g_build_filename (dir, unix_path, NULL));
+        }
+        for (guint i = 0; i < G_N_ELEMENTS (by_name); i++) {
+                const char *value = vhdx_parent_locator_lookup (locator, by_name[i]);
+                const char *name = value != NULL ? windows_basename (value) : NULL;
+                if (name != NULL && *name != '\0' && strcmp (name, ".") != 0 &&
+                    strcmp (name, "..") != 0)
+                        add_candidate (candidates, g_build_filename (dir, name, NULL));
+        }
+        return candidates;
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The parent locator of a differencing image, and finding the parent it names. */
+#pragma once
+
+#include "vhdx-format.h"
+#include "vhdx-io.h"
+
+G_BEGIN_DECLS
+
+#define VHDX_LOCATOR_HEADER_SIZE 20
+#define VHDX_LOCATOR_OFF_TYPE 0
+#define VHDX_LOCATOR_OFF_COUNT 18
+#define VHDX_LOCATOR_ENTRY_SIZE 12
+#define VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET 0
+#define VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET 4
+#define VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH 8
+#define VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH 10
+
+extern const VhdxGuid vhdx_guid_locator_vhdx;
+
+/*
+ * Parse the parent locator item at @file_offset (@length bytes): the VHDX
+ * locator type, the key/value table with every offset and length checked
+ * against the item, UTF-16LE text, no duplicate keys, and a parent_linkage
+ * key.  Returns a GPtrArray of VhdxLocatorEntry.
+ */
+G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset,
+                                                               guint32 length, GError **error);
+
+/* The value of @key in @locator (case-sensitive, as the specification names them), or NULL. */
+const char *vhdx_parent_locator_lookup (GPtrArray *locator, const char *key);
+
+/*
+ * The paths to try for the parent, in order: @explicit_path if given, else
+ * relative_path (backslashes made slashes) relative to the directory of
+ * @child_path, then the file names of absolute_win32_path and volume_path in
+ * that directory.  Duplicates are dropped.
+ */
+G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_candidates (GPtrArray *locator,
+                                                             const char *child_path,
+                                                             const char *explicit_path);
+
+G_END_DECLS

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The enumerations and the error domain of libvhdx.  Plain C: the format
+ * engine includes this header too, so the engine, the tools and the GObject
+ * library share one definition of every value.
+ */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/**
+ * VhdxDiskType:
+ * @VHDX_DISK_TYPE_FIXED: every block of the virtual disk is allocated in the file
+ * @VHDX_DISK_TYPE_DYNAMIC: blocks are allocated in the file when first written
+ * @VHDX_DISK_TYPE_DIFFERENCING: blocks not stored in the file are read from a parent image
+ *
+ * The kind of a VHDX image.
+ *
+ * Since: 0.1
+ */
+typedef enum {
+        VHDX_DISK_TYPE_FIXED,
+        VHDX_DISK_TYPE_DYNAMIC,
+        VHDX_DISK_TYPE_DIFFERENCING,
+} VhdxDiskType;
+
+/**
+ * VhdxLogState:
+ * @VHDX_LOG_STATE_CLEAN: the image had no log to replay
+ * @VHDX_LOG_STATE_REPLAYED_IN_MEMORY: the image has a pending log; it was
+ *   replayed in memory so that reads see the current data, and the file
+ *   was left unchanged
+ * @VHDX_LOG_STATE_REPLAYED: the pending log was replayed onto the file
+ *   (the image was opened with %VHDX_OPEN_FLAGS_READ_WRITE)
+ *
+ * What opening an image did with its log.
+ *
+ * Since: 0.1
+ */
+typedef enum {
+        VHDX_LOG_STATE_CLEAN,
+        VHDX_LOG_STATE_REPLAYED_IN_MEMORY,
+        VHDX_LOG_STATE_REPLAYED,
+} VhdxLogState;
+
+/**
+ * VhdxOpenFlags:
+ * @VHDX_OPEN_FLAGS_NONE: open read-only; a pending log is replayed in memory
+ * @VHDX_OPEN_FLAGS_READ_WRITE: open the file for writing and replay a pending
+ *   log onto it
+ *
+ * How an image is opened.
+ *
+ * Since: 0.1
+ */
+typedef enum /*< flags >*/ {
+        VHDX_OPEN_FLAGS_NONE = 0,
+        VHDX_OPEN_FLAGS_READ_WRITE = 1 << 0,
+} VhdxOpenFlags;
+
+/**
+ * VhdxSeverity:
+ * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
+ *   the specification says it should be
+ * @VHDX_SEVERITY_ERROR: the image is corrupt
+ *
+ * How serious a problem found by [method@Vhdx.Image.check] is.
+ *
+ * Since: 0.1
+ */
+typedef enum {
+        VHDX_SEVERITY_WARNING,
+        VHDX_SEVERITY_ERROR,
+} VhdxSeverity;
+
+/**
+ * VHDX_ERROR:
+ *
+ * Error domain for VHDX format errors.  Errors in this domain come from
+ * the [error@Vhdx.Error] enumeration.  Failures of the underlying file stay
+ * in the `G_IO_ERROR` domain.
+ *
+ * Since: 0.1
+ */
+#define VHDX_ERROR (vhdx_error_quark ())
+
+/**
+ * VhdxError:
+ * @VHDX_ERROR_INVALID: a structure is corrupt or inconsistent
+ * @VHDX_ERROR_CHECKSUM: a structure's CRC-32C does not match its contents
+ * @VHDX_ERROR_NOT_SUPPORTED: the image uses a feature this version cannot handle
+ * @VHDX_ERROR_TRUNCATED: the file ends before a structure it must contain
+ * @VHDX_ERROR_PARENT_NOT_FOUND: the parent of a differencing image cannot be found
+ * @VHDX_ERROR_PARENT_MISMATCH: the parent found is not the one the image was made from
+ * @VHDX_ERROR_LOG: the log is corrupt or cannot be replayed
+ * @VHDX_ERROR_OUT_OF_RANGE: a request lies outside the virtual disk
+ *
+ * Error codes in the `VHDX_ERROR` domain, whose quark string is
+ * `vhdx-error-quark`.
+ *
+ * Since: 0.1
+ */
+typedef enum {
+        VHDX_ERROR_INVALID,
+        VHDX_ERROR_CHECKSUM,
+        VHDX_ERROR_NOT_SUPPORTED,
+        VHDX_ERROR_TRUNCATED,
+        VHDX_ERROR_PARENT_NOT_FOUND,
+        VHDX_ERROR_PARENT_MISMATCH,
+        VHDX_ERROR_LOG,
+        VHDX_ERROR_OUT_OF_RANGE,
+} VhdxError;
+
+/**
+ * vhdx_error_quark:
+ *
+ * The quark of the [error@Vhdx.Error] domain.
+ *
+ * Returns: the error domain, `vhdx-error-quark`
+ *
+ * Since: 0.1
+ */
+GQuark vhdx_error_quark (void);
+
+G_END_DECLS
