@@ -299,7 +299,11 @@ class Tests:
         expect(not os.path.exists(missing), 'directory was created')
 
     def test_convert_not_vhdx(self):
+        # A file that claims to be a VHDX but is damaged beyond the signature:
+        # an error, and nothing left behind.
         src = self.random_file()
+        with open(src, 'r+b') as f:
+            f.write(b'vhdxfile')
         outdir = self.path('convert-not-vhdx')
         os.mkdir(outdir)
         out = os.path.join(outdir, 'out.raw')

@@ -22,8 +22,11 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#include <vhdx.h>
+
 #include "vhdx-check.h"
 #include "vhdx-reader.h"
+#include "vhdx-writer.h"
 
 #define EXIT_CORRUPT 2
 
@@ -43,13 +46,15 @@ static int cmd_check (int argc, char **argv);
 static int cmd_map (int argc, char **argv);
 static int cmd_cat (int argc, char **argv);
 static int cmd_convert (int argc, char **argv);
+static int cmd_create (int argc, char **argv);
 
 static const Command commands[] = {
         { "info", N_("Show what an image is made of"), cmd_info },
         { "check", N_("Check an image for corruption"), cmd_check },
         { "map", N_("Show which parts of the virtual disk hold data"), cmd_map },
         { "cat", N_("Write virtual disk bytes to standard output"), cmd_cat },
-        { "convert", N_("Convert an image to a sparse raw disk image"), cmd_convert },
+        { "convert", N_("Convert an image to a sparse raw image or to VHDX"), cmd_convert },
+        { "create", N_("Create a new VHDX image"), cmd_create },
 };
 
 /*
@@ -170,8 +175,10 @@ check_arguments (const char *command, char **args, guint n_args)
 /* Opening images */
 
 static VhdxFile *
-open_image_with_flags (const char *path, VhdxOpenFlags flags, struct stat *st, GError **error)
+open_image_full (const char *path, VhdxOpenFlags flags, const char *parent, struct stat *st,
+                 GError **error)
 {
+        VhdxOpenOptions options = { .path = path, .parent_path = parent };
         struct stat local_st;
         int fd;
         VhdxIo *io;
@@ -196,7 +203,13 @@ open_image_with_flags (const char *path, VhdxOpenFlags flags, struct stat *st, G
                 *st = local_st;
 
         io = vhdx_io_new_fd (fd, TRUE);
-        return vhdx_file_open (io, flags, error);
+        return vhdx_file_open_full (io, flags, &options, error);
+}
+
+static VhdxFile *
+open_image_with_flags (const char *path, VhdxOpenFlags flags, struct stat *st, GError **error)
+{
+        return open_image_full (path, flags, NULL, st, error);
 }
 
 static VhdxFile *
@@ -272,63 +285,6 @@ fields_print (GArray *fields)
 
 /* vhdx info */
 
-static JsonNode *
-info_to_json (const char *path, const VhdxInfo *info, const struct stat *st,
-              guint64 allocated)
-{
-        g_autoptr (JsonBuilder) builder = json_builder_new ();
-        g_autofree char *display = g_filename_display_name (path);
-        g_autofree char *virtual_disk_id = vhdx_guid_to_string (&info->virtual_disk_id);
-        g_autofree char *data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
-        g_autofree char *file_write_guid = vhdx_guid_to_string (&info->file_write_guid);
-
-        json_builder_begin_object (builder);
-        json_builder_set_member_name (builder, "filename");
-        json_builder_add_string_value (builder, display);
-        json_builder_set_member_name (builder, "format");
-        json_builder_add_string_value (builder, "vhdx");
-        json_builder_set_member_name (builder, "virtual-size");
-        json_builder_add_int_value (builder, (gint64) info->virtual_size);
-        json_builder_set_member_name (builder, "actual-size");
-        json_builder_add_int_value (builder, (gint64) st->st_blocks * 512);
-        json_builder_set_member_name (builder, "cluster-size");
-        json_builder_add_int_value (builder, info->block_size);
-        json_builder_set_member_name (builder, "dirty-flag");
-        json_builder_add_boolean_value (builder, info->log_state != VHDX_LOG_STATE_CLEAN);
-
-        json_builder_set_member_name (builder, "format-specific");
-        json_builder_begin_object (builder);
-        json_builder_set_member_name (builder, "type");
-        json_builder_add_string_value (builder, "vhdx");
-        json_builder_set_member_name (builder, "data");
-        json_builder_begin_object (builder);
-        json_builder_set_member_name (builder, "disk-type");
-        json_builder_add_string_value (builder, vhdx_disk_type_to_string (info->disk_type));
-        json_builder_set_member_name (builder, "logical-sector-size");
-        json_builder_add_int_value (builder, info->logical_sector_size);
-        json_builder_set_member_name (builder, "physical-sector-size");
-        json_builder_add_int_value (builder, info->physical_sector_size);
-        json_builder_set_member_name (builder, "virtual-disk-id");
-        json_builder_add_string_value (builder, virtual_disk_id);
-        json_builder_set_member_name (builder, "data-write-guid");
-        json_builder_add_string_value (builder, data_write_guid);
-        json_builder_set_member_name (builder, "file-write-guid");
-        json_builder_add_string_value (builder, file_write_guid);
-        json_builder_set_member_name (builder, "creator");
-        json_builder_add_string_value (builder, info->creator != NULL ? info->creator : "");
-        json_builder_set_member_name (builder, "log-state");
-        json_builder_add_string_value (builder, vhdx_log_state_to_string (info->log_state));
-        json_builder_set_member_name (builder, "allocated-bytes");
-        json_builder_add_int_value (builder, (gint64) allocated);
-        json_builder_set_member_name (builder, "header-sequence");
-        json_builder_add_int_value (builder, (gint64) info->header_sequence);
-        json_builder_end_object (builder);
-        json_builder_end_object (builder);
-
-        json_builder_end_object (builder);
-        return json_builder_get_root (builder);
-}
-
 static void
 info_print_text (const char *path, const VhdxInfo *info, const struct stat *st,
                  guint64 allocated)
@@ -399,6 +355,26 @@ cmd_info (int argc, char **argv)
         if (!check_arguments ("info", args, 1))
                 return EXIT_FAILURE;
 
+        if (json) {
+                /* The library describes images for every program: one JSON for all. */
+                g_autoptr (GFile) gfile = g_file_new_for_path (args[0]);
+                g_autoptr (VhdxImage) image = NULL;
+                g_autoptr (JsonNode) root = NULL;
+                g_autofree char *display = g_filename_display_name (args[0]);
+
+                image = vhdx_image_new (gfile, VHDX_OPEN_FLAGS_NONE, NULL, &error);
+                if (image != NULL)
+                        root = vhdx_image_to_json (image, NULL, &error);
+                if (root == NULL) {
+                        print_file_error (args[0], error);
+                        return EXIT_FAILURE;
+                }
+                /* The image as it was named, as qemu-img prints it. */
+                json_object_set_string_member (json_node_get_object (root), "filename", display);
+                print_json (root);
+                return EXIT_SUCCESS;
+        }
+
         file = open_image (args[0], &st, &error);
         if (file == NULL) {
                 print_file_error (args[0], error);
@@ -409,14 +385,7 @@ cmd_info (int argc, char **argv)
                 print_file_error (args[0], error);
                 return EXIT_FAILURE;
         }
-
-        if (json) {
-                g_autoptr (JsonNode) root = info_to_json (args[0], info, &st, allocated);
-
-                print_json (root);
-        } else {
-                info_print_text (args[0], info, &st, allocated);
-        }
+        info_print_text (args[0], info, &st, allocated);
         return EXIT_SUCCESS;
 }
 
@@ -521,10 +490,15 @@ cmd_check (int argc, char **argv)
         gboolean json = FALSE;
         gboolean repair = FALSE;
         g_auto (GStrv) args = NULL;
+        g_autofree char *parent = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
                 { "repair", 0, 0, G_OPTION_ARG_NONE, &repair,
                   N_("Replay a pending log onto the image (opens it for writing)"), NULL },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
+                  N_("Use PARENT as the parent of a differencing image instead of the one its "
+                     "locator names"),
+                  N_("PARENT") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
                   NULL },
                 G_OPTION_ENTRY_NULL
@@ -562,9 +536,9 @@ cmd_check (int argc, char **argv)
                 return EXIT_FAILURE;
 
         problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
-        file = open_image_with_flags (args[0],
-                                      repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
-                                      NULL, &error);
+        file = open_image_full (args[0],
+                                repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
+                                parent, NULL, &error);
         if (file == NULL) {
                 if (!error_is_corruption (error)) {
                         print_file_error (args[0], error);
@@ -706,9 +680,14 @@ cmd_map (int argc, char **argv)
 {
         gboolean json = FALSE;
         g_auto (GStrv) args = NULL;
+        g_autofree char *parent = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json,
                   N_("Print a JSON array like qemu-img map --output=json"), NULL },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
+                  N_("Use PARENT as the parent of a differencing image instead of the one its "
+                     "locator names"),
+                  N_("PARENT") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
                   NULL },
                 G_OPTION_ENTRY_NULL
@@ -735,7 +714,7 @@ cmd_map (int argc, char **argv)
         if (!check_arguments ("map", args, 1))
                 return EXIT_FAILURE;
 
-        file = open_image (args[0], NULL, &error);
+        file = open_image_full (args[0], VHDX_OPEN_FLAGS_NONE, parent, NULL, &error);
         if (file == NULL) {
                 print_file_error (args[0], error);
                 return EXIT_FAILURE;
@@ -798,11 +777,16 @@ cmd_cat (int argc, char **argv)
         g_autofree char *offset_text = NULL;
         g_autofree char *length_text = NULL;
         g_auto (GStrv) args = NULL;
+        g_autofree char *parent = NULL;
         const GOptionEntry entries[] = {
                 { "offset", 0, 0, G_OPTION_ARG_STRING, &offset_text,
                   N_("Start at byte N of the virtual disk (default 0)"), N_("N") },
                 { "length", 0, 0, G_OPTION_ARG_STRING, &length_text,
                   N_("Write N bytes (default: up to the end of the disk)"), N_("N") },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
+                  N_("Use PARENT as the parent of a differencing image instead of the one its "
+                     "locator names"),
+                  N_("PARENT") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
                   NULL },
                 G_OPTION_ENTRY_NULL
@@ -833,7 +817,7 @@ cmd_cat (int argc, char **argv)
         if (length_text != NULL && !parse_size_option ("length", length_text, &length))
                 return EXIT_FAILURE;
 
-        file = open_image (args[0], NULL, &error);
+        file = open_image_full (args[0], VHDX_OPEN_FLAGS_NONE, parent, NULL, &error);
         if (file == NULL) {
                 print_file_error (args[0], error);
                 return EXIT_FAILURE;
@@ -1023,50 +1007,6 @@ progress_finish (Progress *progress)
         fputc ('\n', stderr);
 }
 
-/* Copies the data extents of @file into @fd, leaving holes wherever the disk reads as zeros. */
-static gboolean
-copy_data (VhdxFile *file, const char *src, int fd, const char *dst, Progress *progress)
-{
-        g_autoptr (GError) error = NULL;
-        g_autoptr (GArray) extents = NULL;
-        g_autofree guint8 *buf = NULL;
-        guint64 virtual_size = vhdx_file_get_info (file)->virtual_size;
-
-        extents = vhdx_file_map (file, 0, virtual_size, &error);
-        if (extents == NULL) {
-                print_file_error (src, error);
-                return FALSE;
-        }
-
-        buf = g_malloc (CHUNK_SIZE);
-        for (guint i = 0; i < extents->len; i++) {
-                const VhdxMapExtent *extent = &g_array_index (extents, VhdxMapExtent, i);
-                guint64 offset = extent->offset;
-                guint64 end = extent->offset + extent->length;
-
-                if (extent->kind != VHDX_EXTENT_DATA) {
-                        progress_update (progress, end);
-                        continue;
-                }
-                while (offset < end) {
-                        gsize n = (gsize) MIN (end - offset, CHUNK_SIZE);
-
-                        if (!vhdx_file_read (file, offset, buf, n, &error)) {
-                                print_file_error (src, error);
-                                return FALSE;
-                        }
-                        if (!buffer_is_zero (buf, n) &&
-                            !pwrite_all (fd, buf, n, offset, &error)) {
-                                print_file_error (dst, error);
-                                return FALSE;
-                        }
-                        offset += n;
-                        progress_update (progress, offset);
-                }
-        }
-        return TRUE;
-}
-
 static gboolean
 same_file (const char *path, const struct stat *st)
 {
@@ -1089,58 +1029,725 @@ sync_directory (const char *path)
         }
 }
 
+/* A source for convert: a VHDX image or a raw disk image, told apart by content. */
+typedef struct {
+        const char *path;
+        VhdxFile *vhdx; /* NULL for a raw image */
+        int fd;         /* raw images */
+        guint64 size;
+        struct stat st;
+} Source;
+
+static void
+source_clear (Source *source)
+{
+        g_clear_pointer (&source->vhdx, vhdx_file_free);
+        if (source->fd >= 0)
+                close (source->fd);
+        source->fd = -1;
+}
+
+static gboolean
+source_open (Source *source, const char *path, const char *parent, GError **error)
+{
+        char signature[8] = { 0 };
+        ssize_t n;
+
+        source->path = path;
+        source->fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+        if (source->fd < 0 || fstat (source->fd, &source->st) < 0) {
+                set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        if (S_ISDIR (source->st.st_mode)) {
+                set_error_from_errno (error, EISDIR);
+                return FALSE;
+        }
+        n = pread (source->fd, signature, sizeof signature, 0);
+        if (n == (ssize_t) sizeof signature && memcmp (signature, VHDX_FILE_ID_SIGNATURE, 8) == 0) {
+                VhdxOpenOptions options = { .path = path, .parent_path = parent };
+                VhdxIo *io = vhdx_io_new_fd (source->fd, TRUE);
+
+                source->fd = -1;
+                source->vhdx = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, error);
+                if (source->vhdx == NULL)
+                        return FALSE;
+                source->size = vhdx_file_get_info (source->vhdx)->virtual_size;
+                return TRUE;
+        }
+        if (S_ISBLK (source->st.st_mode)) {
+                off_t end = lseek (source->fd, 0, SEEK_END);
+                if (end < 0) {
+                        set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                source->size = (guint64) end;
+        } else {
+                source->size = (guint64) source->st.st_size;
+        }
+        return TRUE;
+}
+
+static gboolean
+source_read (Source *source, guint64 offset, guint8 *buf, gsize count, GError **error)
+{
+        gsize done = 0;
+
+        if (source->vhdx != NULL)
+                return vhdx_file_read (source->vhdx, offset, buf, count, error);
+        while (done < count) {
+                ssize_t n = pread (source->fd, buf + done, count - done, (off_t) (offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                if (n == 0)
+                        break;
+                done += (gsize) n;
+        }
+        /* Past the end of a raw image (rounded up to whole sectors): zeros. */
+        memset (buf + done, 0, count - done);
+        return TRUE;
+}
+
+/* The data extents of a whole image. */
+static GArray *
+data_extents (VhdxFile *file, GError **error)
+{
+        g_autoptr (GArray) extents = vhdx_file_map (file, 0, vhdx_file_get_info (file)->virtual_size,
+                                                    error);
+        GArray *ranges;
+
+        if (extents == NULL)
+                return NULL;
+        ranges = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
+        for (guint i = 0; i < extents->len; i++) {
+                const VhdxMapExtent *e = &g_array_index (extents, VhdxMapExtent, i);
+                if (e->kind == VHDX_EXTENT_DATA)
+                        g_array_append_val (ranges, *e);
+        }
+        return ranges;
+}
+
+/* The ranges of the source that may hold data: the image's data extents, or a
+ * raw file's data segments (all of it where the file system cannot tell). */
+static GArray *
+source_data_ranges (Source *source, GError **error)
+{
+        g_autoptr (GArray) ranges = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
+        off_t pos = 0;
+
+        if (source->vhdx != NULL)
+                return data_extents (source->vhdx, error);
+        while ((guint64) pos < source->size) {
+                off_t data = lseek (source->fd, pos, SEEK_DATA);
+                off_t hole;
+                VhdxMapExtent e = { .kind = VHDX_EXTENT_DATA, .present = TRUE };
+
+                if (data < 0) {
+                        if (errno == ENXIO)
+                                break; /* only a hole is left */
+                        /* No SEEK_DATA here: treat the rest as data. */
+                        e.offset = (guint64) pos;
+                        e.length = source->size - (guint64) pos;
+                        g_array_append_val (ranges, e);
+                        break;
+                }
+                hole = lseek (source->fd, data, SEEK_HOLE);
+                if (hole < 0)
+                        hole = (off_t) source->size;
+                e.offset = (guint64) data;
+                e.length = MIN ((guint64) hole, source->size) - (guint64) data;
+                if (e.length > 0)
+                        g_array_append_val (ranges, e);
+                pos = hole;
+        }
+        return g_steal_pointer (&ranges);
+}
+
+/* TRUE if [start, end) meets a range of @ranges; *cursor walks forward only. */
+static gboolean
+ranges_intersect (GArray *ranges, guint *cursor, guint64 start, guint64 end)
+{
+        while (*cursor < ranges->len) {
+                const VhdxMapExtent *e = &g_array_index (ranges, VhdxMapExtent, *cursor);
+                if (e->offset + e->length <= start) {
+                        (*cursor)++;
+                        continue;
+                }
+                return e->offset < end;
+        }
+        return FALSE;
+}
+
+/* Copies the data of @source into the raw file @fd, leaving holes wherever the disk reads as zeros. */
+static gboolean
+convert_to_raw (Source *source, int fd, const char *dst, Progress *progress)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GArray) ranges = source_data_ranges (source, &error);
+        g_autofree guint8 *buf = g_malloc (CHUNK_SIZE);
+
+        if (ranges == NULL) {
+                print_file_error (source->path, error);
+                return FALSE;
+        }
+        if (ftruncate (fd, (off_t) source->size) < 0) {
+                set_error_from_errno (&error, errno);
+                print_file_error (dst, error);
+                return FALSE;
+        }
+        for (guint i = 0; i < ranges->len; i++) {
+                const VhdxMapExtent *e = &g_array_index (ranges, VhdxMapExtent, i);
+                guint64 offset = e->offset, end = e->offset + e->length;
+
+                while (offset < end) {
+                        gsize n = (gsize) MIN (end - offset, CHUNK_SIZE);
+
+                        if (!source_read (source, offset, buf, n, &error)) {
+                                print_file_error (source->path, error);
+                                return FALSE;
+                        }
+                        if (!buffer_is_zero (buf, n) && !pwrite_all (fd, buf, n, offset, &error)) {
+                                print_file_error (dst, error);
+                                return FALSE;
+                        }
+                        offset += n;
+                        progress_update (progress, offset);
+                }
+        }
+        return TRUE;
+}
+
+/* The locator's relative_path: @parent as seen from the directory of @child. */
+static char *
+relative_path_to (const char *child, const char *parent)
+{
+        g_autofree char *child_abs = g_canonicalize_filename (child, NULL);
+        g_autofree char *parent_abs = g_canonicalize_filename (parent, NULL);
+        g_autofree char *child_dir = g_path_get_dirname (child_abs);
+        g_auto (GStrv) from = g_strsplit (child_dir, G_DIR_SEPARATOR_S, -1);
+        g_auto (GStrv) to = g_strsplit (parent_abs, G_DIR_SEPARATOR_S, -1);
+        g_autoptr (GString) out = g_string_new (NULL);
+        guint common = 0;
+
+        while (from[common] != NULL && to[common] != NULL && to[common + 1] != NULL &&
+               g_str_equal (from[common], to[common]))
+                common++;
+        for (guint i = common; from[i] != NULL; i++) {
+                if (*from[i] != '\0')
+                        g_string_append (out, "../");
+        }
+        for (guint i = common; to[i] != NULL; i++) {
+                g_string_append (out, to[i]);
+                if (to[i + 1] != NULL)
+                        g_string_append_c (out, '/');
+        }
+        return g_string_free (g_steal_pointer (&out), FALSE);
+}
+
+/* Options that shape a new VHDX image. */
+typedef struct {
+        char *type;
+        char *parent;
+        char *block_size;
+        char *logical_sector_size;
+        char *physical_sector_size;
+        char *log_size;
+} CreateOptions;
+
+static void
+create_options_clear (CreateOptions *o)
+{
+        g_free (o->type);
+        g_free (o->parent);
+        g_free (o->block_size);
+        g_free (o->logical_sector_size);
+        g_free (o->physical_sector_size);
+        g_free (o->log_size);
+}
+
+/* A size with an optional K, M, G or T suffix (powers of 1024). */
+static gboolean
+parse_size_with_suffix (const char *name, const char *text, guint64 *value)
+{
+        g_autofree char *number = g_strdup (text);
+        gsize len = strlen (number);
+        guint shift = 0;
+        guint64 v;
+        g_autoptr (GError) error = NULL;
+
+        if (len > 0) {
+                switch (g_ascii_toupper (number[len - 1])) {
+                case 'K':
+                        shift = 10;
+                        break;
+                case 'M':
+                        shift = 20;
+                        break;
+                case 'G':
+                        shift = 30;
+                        break;
+                case 'T':
+                        shift = 40;
+                        break;
+                default:
+                        break;
+                }
+                if (shift > 0)
+                        number[len - 1] = '\0';
+        }
+        if (!g_ascii_string_to_unsigned (number, 10, 1, G_MAXUINT64 >> shift, &v, &error)) {
+                usage_error ("%s: %s", name, error->message);
+                return FALSE;
+        }
+        *value = v << shift;
+        return TRUE;
+}
+
+static gboolean
+size_option_u32 (const char *name, const char *text, guint32 *value)
+{
+        guint64 v;
+
+        if (text == NULL)
+                return TRUE;
+        if (!parse_size_with_suffix (name, text, &v))
+                return FALSE;
+        if (v > G_MAXUINT32) {
+                usage_error (_("%s: %s is too large"), name, text);
+                return FALSE;
+        }
+        *value = (guint32) v;
+        return TRUE;
+}
+
+/*
+ * Fill @params from the options; with a parent, it is opened into @parent
+ * and the image becomes its differencing child, taking its sector size.
+ */
+static gboolean
+create_params_from_options (const CreateOptions *o, const char *dst, VhdxCreateParams *params,
+                            VhdxFile **parent, gboolean for_convert)
+{
+        g_autoptr (GError) error = NULL;
+
+        memset (params, 0, sizeof *params);
+        params->disk_type = o->parent != NULL ? VHDX_DISK_TYPE_DIFFERENCING : VHDX_DISK_TYPE_DYNAMIC;
+        if (o->type != NULL) {
+                if (g_str_equal (o->type, "dynamic"))
+                        params->disk_type = VHDX_DISK_TYPE_DYNAMIC;
+                else if (g_str_equal (o->type, "fixed"))
+                        params->disk_type = VHDX_DISK_TYPE_FIXED;
+                else if (g_str_equal (o->type, "differencing") && !for_convert)
+                        params->disk_type = VHDX_DISK_TYPE_DIFFERENCING;
+                else {
+                        usage_error (_("--type: unknown type “%s”"), o->type);
+                        return FALSE;
+                }
+        }
+        if ((params->disk_type == VHDX_DISK_TYPE_DIFFERENCING) != (o->parent != NULL)) {
+                usage_error ("%s", _("--parent makes a differencing image, and a differencing "
+                                     "image needs --parent"));
+                return FALSE;
+        }
+        if (!size_option_u32 ("--block-size", o->block_size, &params->block_size) ||
+            !size_option_u32 ("--logical-sector-size", o->logical_sector_size,
+                              &params->logical_sector_size) ||
+            !size_option_u32 ("--physical-sector-size", o->physical_sector_size,
+                              &params->physical_sector_size) ||
+            !size_option_u32 ("--log-size", o->log_size, &params->log_size))
+                return FALSE;
+
+        if (o->parent != NULL) {
+                const VhdxInfo *info;
+                g_autofree char *relative = NULL;
+                g_autofree char *absolute = NULL;
+
+                *parent = open_image_full (o->parent, VHDX_OPEN_FLAGS_NONE, NULL, NULL, &error);
+                if (*parent == NULL) {
+                        print_file_error (o->parent, error);
+                        return FALSE;
+                }
+                info = vhdx_file_get_info (*parent);
+                if (params->logical_sector_size != 0 &&
+                    params->logical_sector_size != info->logical_sector_size) {
+                        usage_error (_("--logical-sector-size: a differencing image has its "
+                                       "parent's (%u)"),
+                                     info->logical_sector_size);
+                        return FALSE;
+                }
+                params->logical_sector_size = info->logical_sector_size;
+                if (params->physical_sector_size == 0)
+                        params->physical_sector_size = info->physical_sector_size;
+                if (params->block_size == 0 && !for_convert)
+                        params->block_size = info->block_size;
+                params->virtual_size = info->virtual_size;
+                params->parent_data_write_guid = info->data_write_guid;
+                /* Interned: the locator strings live as long as the process. */
+                relative = relative_path_to (dst, o->parent);
+                absolute = g_canonicalize_filename (o->parent, NULL);
+                params->parent_relative_path = g_intern_string (relative);
+                params->parent_absolute_path = g_intern_string (absolute);
+        }
+        return TRUE;
+}
+
+/* Runs of sectors of @buf (at virtual @offset) that differ from @base are
+ * written to @writer; equal sectors are left to the parent. */
+static gboolean
+write_differing_sectors (VhdxWriter *writer, guint64 offset, const guint8 *buf,
+                         const guint8 *base, gsize count, guint32 sector_size, GError **error)
+{
+        gsize pos = 0;
+
+        while (pos < count) {
+                gsize start;
+
+                while (pos < count && memcmp (buf + pos, base + pos, sector_size) == 0)
+                        pos += sector_size;
+                start = pos;
+                while (pos < count && memcmp (buf + pos, base + pos, sector_size) != 0)
+                        pos += sector_size;
+                if (pos > start &&
+                    !vhdx_writer_write (writer, offset + start, buf + start, pos - start, error))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
+/*
+ * Write @source into a new VHDX image on @fd: only units (at most a block,
+ * at most CHUNK_SIZE) that are not all zeros, or, for a differencing image,
+ * only the sectors that differ from @parent.
+ */
+static gboolean
+convert_to_vhdx (Source *source, int fd, const char *dst, VhdxCreateParams *params,
+                 VhdxFile *parent, Progress *progress)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxIo) io = vhdx_io_new_fd (fd, FALSE);
+        g_autoptr (VhdxWriter) writer = NULL;
+        g_autoptr (GArray) ranges = source_data_ranges (source, &error);
+        g_autoptr (GArray) parent_ranges = NULL;
+        g_autofree guint8 *buf = NULL;
+        g_autofree guint8 *base = NULL;
+        guint cursor = 0, parent_cursor = 0;
+        guint64 unit;
+
+        if (ranges == NULL) {
+                print_file_error (source->path, error);
+                return FALSE;
+        }
+        if (parent == NULL) {
+                guint32 lss = params->logical_sector_size != 0 ? params->logical_sector_size : 512;
+                params->virtual_size = (source->size + lss - 1) / lss * lss;
+        } else {
+                params->virtual_size = source->size;
+                parent_ranges = data_extents (parent, &error);
+                if (parent_ranges == NULL) {
+                        print_file_error (params->parent_absolute_path, error);
+                        return FALSE;
+                }
+        }
+        writer = vhdx_writer_new (io, params, &error);
+        if (writer == NULL) {
+                print_file_error (dst, error);
+                return FALSE;
+        }
+        unit = MIN ((guint64) params->block_size != 0 ? params->block_size : VHDX_DEFAULT_BLOCK_SIZE,
+                    (guint64) CHUNK_SIZE);
+        buf = g_malloc (unit);
+        if (parent != NULL)
+                base = g_malloc (unit);
+
+        for (guint64 offset = 0; offset < params->virtual_size; offset += unit) {
+                gsize n = (gsize) MIN (unit, params->virtual_size - offset);
+                gboolean has_data = ranges_intersect (ranges, &cursor, offset, offset + n);
+                gboolean parent_data = FALSE;
+
+                if (parent != NULL) {
+                        guint64 parent_size = vhdx_file_get_info (parent)->virtual_size;
+                        /* Holes of the parent read as zeros too: only its data matters. */
+                        parent_data = ranges_intersect (parent_ranges, &parent_cursor, offset,
+                                                        offset + n);
+                        if (parent_data) {
+                                gsize from_parent = offset < parent_size
+                                        ? (gsize) MIN ((guint64) n, parent_size - offset) : 0;
+                                if (!vhdx_file_read (parent, offset, base, from_parent, &error)) {
+                                        print_file_error (params->parent_absolute_path, error);
+                                        return FALSE;
+                                }
+                                memset (base + from_parent, 0, n - from_parent);
+                        }
+                }
+                if (!has_data && !parent_data) {
+                        progress_update (progress, offset + n);
+                        continue;
+                }
+                if (has_data) {
+                        if (!source_read (source, offset, buf, n, &error)) {
+                                print_file_error (source->path, error);
+                                return FALSE;
+                        }
+                } else {
+                        memset (buf, 0, n);
+                }
+                if (parent != NULL) {
+                        if (!parent_data)
+                                memset (base, 0, n);
+                        if (!write_differing_sectors (writer, offset, buf, base, n,
+                                                      params->logical_sector_size, &error)) {
+                                print_file_error (dst, error);
+                                return FALSE;
+                        }
+                } else if (!buffer_is_zero (buf, n) &&
+                           !vhdx_writer_write (writer, offset, buf, n, &error)) {
+                        print_file_error (dst, error);
+                        return FALSE;
+                }
+                progress_update (progress, offset + n);
+        }
+        if (!vhdx_writer_finish (writer, &error)) {
+                print_file_error (dst, error);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Put the finished temporary file in place of @dst. */
+static gboolean
+commit_temporary (int fd, const char *temp_path, const char *dst)
+{
+        g_autoptr (GError) error = NULL;
+        sigset_t old;
+
+        if (fsync (fd) < 0 || close (fd) < 0) {
+                set_error_from_errno (&error, errno);
+                print_file_error (dst, error);
+                return FALSE;
+        }
+        block_cleanup_signals (TRUE, &old);
+        if (rename (temp_path, dst) < 0) {
+                set_error_from_errno (&error, errno);
+                block_cleanup_signals (FALSE, &old);
+                print_file_error (dst, error);
+                return FALSE;
+        }
+        cleanup_armed = 0;
+        block_cleanup_signals (FALSE, &old);
+        sync_directory (dst);
+        return TRUE;
+}
+
+static gboolean
+name_is_vhdx (const char *path)
+{
+        g_autofree char *lower = g_ascii_strdown (path, -1);
+
+        return g_str_has_suffix (lower, ".vhdx") || g_str_has_suffix (lower, ".avhdx");
+}
+
 static int
 cmd_convert (int argc, char **argv)
 {
         gboolean show_progress = FALSE;
+        g_autofree char *output_format = NULL;
+        g_autofree char *source_parent = NULL;
+        CreateOptions create = { 0 };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
                   N_("Show progress on a terminal"), NULL },
+                { "output-format", 'O', 0, G_OPTION_ARG_STRING, &output_format,
+                  N_("raw or vhdx (default: vhdx when DESTINATION ends in .vhdx or .avhdx)"),
+                  N_("FORMAT") },
+                { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
+                  N_("dynamic (default) or fixed, for VHDX output"), N_("TYPE") },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
+                  N_("Make DESTINATION a differencing image of PARENT storing only the sectors "
+                     "that differ"),
+                  N_("PARENT") },
+                { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
+                  N_("Block size of VHDX output (default 32M)"), N_("SIZE") },
+                { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
+                  N_("512 (default) or 4096, for VHDX output"), N_("N") },
+                { "source-parent", 0, 0, G_OPTION_ARG_FILENAME, &source_parent,
+                  N_("Use PARENT as the parent of a differencing SOURCE instead of the one "
+                     "its locator names"),
+                  N_("PARENT") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
                   NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
         g_autoptr (GError) error = NULL;
-        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (VhdxFile) parent = NULL;
         g_autofree char *temp_path = NULL;
+        Source source = { .fd = -1 };
         Progress progress = { FALSE, 0, 0, -1 };
-        struct stat st;
+        VhdxCreateParams params;
+        gboolean to_vhdx;
+        gboolean ok;
         const char *src;
         const char *dst;
-        guint64 virtual_size;
-        sigset_t old;
         int fd;
 
         context = command_context_new (
                 "convert", _("SOURCE DESTINATION"),
-                _("Convert an image to a sparse raw disk image."),
-                _("Writes the virtual disk of SOURCE to DESTINATION as a raw image.\n"
-                  "Parts of the disk that read as zeros are left as holes, so the\n"
-                  "result takes no more space than the data it holds.  DESTINATION\n"
-                  "is written under a temporary name in the same directory and renamed\n"
+                _("Convert a VHDX or raw image to a sparse raw image or to a VHDX image."),
+                _("Reads SOURCE, a VHDX image or a raw disk image (told apart by content),\n"
+                  "and writes its virtual disk to DESTINATION.  Raw output leaves holes\n"
+                  "where the disk reads as zeros.  VHDX output stores only blocks that\n"
+                  "are not all zeros; with --parent it is a differencing image that\n"
+                  "stores only the sectors that differ from PARENT.  DESTINATION is\n"
+                  "written under a temporary name in the same directory and renamed\n"
                   "into place only when complete; an existing DESTINATION is replaced.\n"
                   "\n"
                   "Exit status: 0 on success, 1 on failure."),
                 entries);
-        if (!parse_command_line (context, argc, argv))
+        if (!parse_command_line (context, argc, argv) || !check_arguments ("convert", args, 2)) {
+                create_options_clear (&create);
                 return EXIT_FAILURE;
-        if (!check_arguments ("convert", args, 2))
-                return EXIT_FAILURE;
+        }
         src = args[0];
         dst = args[1];
+        if (output_format == NULL)
+                to_vhdx = name_is_vhdx (dst) || create.parent != NULL || create.type != NULL;
+        else if (g_str_equal (output_format, "vhdx"))
+                to_vhdx = TRUE;
+        else if (g_str_equal (output_format, "raw"))
+                to_vhdx = FALSE;
+        else {
+                create_options_clear (&create);
+                return usage_error (_("--output-format: unknown format “%s”"), output_format);
+        }
+        if (!to_vhdx && (create.parent != NULL || create.type != NULL ||
+                         create.block_size != NULL || create.logical_sector_size != NULL)) {
+                create_options_clear (&create);
+                return usage_error ("%s", _("--type, --parent, --block-size and "
+                                            "--logical-sector-size need VHDX output"));
+        }
 
-        file = open_image (src, &st, &error);
-        if (file == NULL) {
+        if (!source_open (&source, src, source_parent, &error)) {
                 print_file_error (src, error);
+                source_clear (&source);
+                create_options_clear (&create);
                 return EXIT_FAILURE;
         }
-        if (same_file (dst, &st)) {
+        if (same_file (dst, &source.st)) {
                 print_line_error (dst, _("destination is the source image"));
+                source_clear (&source);
+                create_options_clear (&create);
                 return EXIT_FAILURE;
         }
-        virtual_size = vhdx_file_get_info (file)->virtual_size;
+        if (to_vhdx && !create_params_from_options (&create, dst, &params, &parent, TRUE)) {
+                source_clear (&source);
+                create_options_clear (&create);
+                return EXIT_FAILURE;
+        }
+        create_options_clear (&create);
+
+        install_cleanup_handlers ();
+        fd = create_temporary (dst, &temp_path, &error);
+        if (fd < 0) {
+                print_file_error (dst, error);
+                source_clear (&source);
+                return EXIT_FAILURE;
+        }
+        progress.enabled = show_progress && isatty (STDERR_FILENO);
+        progress.total = source.size;
+        progress_update (&progress, 0);
+
+        ok = to_vhdx ? convert_to_vhdx (&source, fd, dst, &params, parent, &progress)
+                     : convert_to_raw (&source, fd, dst, &progress);
+        source_clear (&source);
+        if (ok && commit_temporary (fd, temp_path, dst)) {
+                progress_finish (&progress);
+                return EXIT_SUCCESS;
+        }
+        if (!ok)
+                close (fd);
+        g_unlink (temp_path);
+        disarm_cleanup ();
+        if (progress.enabled)
+                fputc ('\n', stderr);
+        return EXIT_FAILURE;
+}
+
+static int
+cmd_create (int argc, char **argv)
+{
+        CreateOptions create = { 0 };
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
+                  N_("dynamic (default), fixed or differencing"), N_("TYPE") },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
+                  N_("Make a differencing image of PARENT"), N_("PARENT") },
+                { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
+                  N_("Block size (default 32M, a differencing image: its parent's)"),
+                  N_("SIZE") },
+                { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
+                  N_("512 (default) or 4096"), N_("N") },
+                { "physical-sector-size", 0, 0, G_OPTION_ARG_STRING,
+                  &create.physical_sector_size, N_("512 or 4096 (default)"), N_("N") },
+                { "log-size", 0, 0, G_OPTION_ARG_STRING, &create.log_size,
+                  N_("Log size (default 1M)"), N_("SIZE") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
+                  NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) parent = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxWriter) writer = NULL;
+        g_autofree char *temp_path = NULL;
+        VhdxCreateParams params;
+        guint n_args;
+        const char *dst;
+        int fd;
+
+        context = command_context_new (
+                "create", _("IMAGE [SIZE]"), _("Create a new VHDX image."),
+                _("Creates IMAGE, a new empty VHDX image of SIZE bytes (a K, M, G or T\n"
+                  "suffix multiplies by powers of 1024).  A differencing image (--parent)\n"
+                  "takes its size and logical sector size from its parent, and its\n"
+                  "locator names the parent by DataWriteGuid and relative path.\n"
+                  "\n"
+                  "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!parse_command_line (context, argc, argv)) {
+                create_options_clear (&create);
+                return EXIT_FAILURE;
+        }
+        n_args = args != NULL ? g_strv_length (args) : 0;
+        if (n_args < 1 || n_args > 2) {
+                create_options_clear (&create);
+                return usage_error ("%s", _("expected IMAGE and, without --parent, SIZE"));
+        }
+        dst = args[0];
+        if (!create_params_from_options (&create, dst, &params, &parent, FALSE)) {
+                create_options_clear (&create);
+                return EXIT_FAILURE;
+        }
+        if (create.parent == NULL) {
+                if (n_args != 2) {
+                        create_options_clear (&create);
+                        return usage_error ("%s", _("expected the SIZE of the new image"));
+                }
+                if (!parse_size_with_suffix ("SIZE", args[1], &params.virtual_size)) {
+                        create_options_clear (&create);
+                        return EXIT_FAILURE;
+                }
+        } else if (n_args == 2) {
+                create_options_clear (&create);
+                return usage_error ("%s", _("a differencing image has its parent's size"));
+        }
+        create_options_clear (&create);
 
         install_cleanup_handlers ();
         fd = create_temporary (dst, &temp_path, &error);
@@ -1148,48 +1755,21 @@ cmd_convert (int argc, char **argv)
                 print_file_error (dst, error);
                 return EXIT_FAILURE;
         }
-
-        progress.enabled = show_progress && isatty (STDERR_FILENO);
-        progress.total = virtual_size;
-        progress_update (&progress, 0);
-
-        if (ftruncate (fd, (off_t) virtual_size) < 0) {
-                set_error_from_errno (&error, errno);
+        io = vhdx_io_new_fd (fd, FALSE);
+        writer = vhdx_writer_new (io, &params, &error);
+        if (writer == NULL || !vhdx_writer_finish (writer, &error)) {
                 print_file_error (dst, error);
-                goto fail;
-        }
-        if (!copy_data (file, src, fd, dst, &progress))
-                goto fail;
-        if (fsync (fd) < 0 || close (fd) < 0) {
-                set_error_from_errno (&error, errno);
-                fd = -1;
-                print_file_error (dst, error);
-                goto fail;
-        }
-        fd = -1;
-
-        block_cleanup_signals (TRUE, &old);
-        if (rename (temp_path, dst) < 0) {
-                set_error_from_errno (&error, errno);
-                block_cleanup_signals (FALSE, &old);
-                print_file_error (dst, error);
-                goto fail;
-        }
-        cleanup_armed = 0;
-        block_cleanup_signals (FALSE, &old);
-
-        sync_directory (dst);
-        progress_finish (&progress);
-        return EXIT_SUCCESS;
-
-fail:
-        if (fd >= 0)
                 close (fd);
-        g_unlink (temp_path);
-        disarm_cleanup ();
-        if (progress.enabled)
-                fputc ('\n', stderr);
-        return EXIT_FAILURE;
+                g_unlink (temp_path);
+                disarm_cleanup ();
+                return EXIT_FAILURE;
+        }
+        if (!commit_temporary (fd, temp_path, dst)) {
+                g_unlink (temp_path);
+                disarm_cleanup ();
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
 }
 
 /* Top level */
@@ -1236,10 +1816,14 @@ int
 main (int argc, char **argv)
 {
         const Command *command;
+        const char *localedir = secure_getenv ("VHDX_LOCALEDIR");
         int status;
 
         setlocale (LC_ALL, "");
-        bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
+        /* VHDX_LOCALEDIR: the catalogs of a build tree, for its tests.  The
+         * library reads it too, so both bind the domain to the same place. */
+        bindtextdomain (GETTEXT_PACKAGE,
+                        localedir != NULL && localedir[0] != '\0' ? localedir : LOCALEDIR);
         bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
         textdomain (GETTEXT_PACKAGE);
         g_set_prgname ("vhdx");

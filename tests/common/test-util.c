@@ -79,7 +79,12 @@ test_open_path (const char *path, GError **error)
                              path, g_strerror (errno));
                 return NULL;
         }
-        return vhdx_file_open (vhdx_io_new_fd (fd, TRUE), VHDX_OPEN_FLAGS_NONE, error);
+        {
+                /* With its path, so that a differencing image finds its parent. */
+                VhdxOpenOptions options = { .path = path };
+                return vhdx_file_open_full (vhdx_io_new_fd (fd, TRUE), VHDX_OPEN_FLAGS_NONE,
+                                            &options, error);
+        }
 }
 
 char *

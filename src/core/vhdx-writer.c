@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "config.h"
+
+#include "vhdx-writer.h"
+
+#include <gio/gio.h>
+
+#include "vhdx-bat.h"
+#include "vhdx-crc32c.h"
+#include "vhdx-header.h"
+#include "vhdx-parent.h"
+#include "vhdx-private.h"
+
+#define CREATOR "libvhdx " PACKAGE_VERSION
+
+/* Where the pieces go: header section, log, metadata, BAT, then payload. */
+#define LOG_OFFSET VHDX_HEADER_SECTION_SIZE
+#define METADATA_LENGTH (1 * VHDX_MiB)
+#define METADATA_ITEMS_OFFSET VHDX_METADATA_TABLE_SIZE
+
+struct _VhdxWriter {
+        VhdxIo *io;
+        VhdxCreateParams params;
+        guint64 chunk_ratio;
+        guint64 payload_blocks;
+        guint64 bat_entries;
+        guint64 *bat;
+        guint64 metadata_offset;
+        guint64 bat_offset;
+        guint32 bat_length;
+        guint64 next_free;     /* where the next allocated block goes */
+        GHashTable *bitmaps;   /* chunk -> 1 MiB sector bitmap (differencing) */
+        gboolean finished;
+};
+
+static gboolean
+is_power_of_two (guint64 v)
+{
+        return v != 0 && (v & (v - 1)) == 0;
+}
+
+gboolean
+vhdx_create_params_resolve (VhdxCreateParams *p, GError **error)
+{
+        if (p->block_size == 0)
+                p->block_size = VHDX_DEFAULT_BLOCK_SIZE;
+        if (p->logical_sector_size == 0)
+                p->logical_sector_size = 512;
+        if (p->physical_sector_size == 0)
+                p->physical_sector_size = 4096;
+        if (p->log_size == 0)
+                p->log_size = VHDX_DEFAULT_LOG_SIZE;
+
+        if (p->disk_type != VHDX_DISK_TYPE_FIXED && p->disk_type != VHDX_DISK_TYPE_DYNAMIC &&
+            p->disk_type != VHDX_DISK_TYPE_DIFFERENCING) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID, _("Unknown disk type %d"),
+                             (int) p->disk_type);
+                return FALSE;
+        }
+        if (!is_power_of_two (p->block_size) || p->block_size < VHDX_MIN_BLOCK_SIZE ||
+            p->block_size > VHDX_MAX_BLOCK_SIZE) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("The block size %u is not a power of two from 1 MiB to 256 MiB"),
+                             p->block_size);
+                return FALSE;
+        }
+        if ((p->logical_sector_size != 512 && p->logical_sector_size != 4096) ||
+            (p->physical_sector_size != 512 && p->physical_sector_size != 4096)) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("Sector sizes must be 512 or 4096 (logical %u, physical %u)"),
+                             p->logical_sector_size, p->physical_sector_size);
+                return FALSE;
+        }
+        if (p->virtual_size == 0 || p->virtual_size > VHDX_MAX_VIRTUAL_SIZE ||
+            p->virtual_size % p->logical_sector_size != 0) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("The virtual size %" G_GUINT64_FORMAT " is not a non-zero "
+                               "multiple of the logical sector size (%u) up to 64 TiB"),
+                             p->virtual_size, p->logical_sector_size);
+                return FALSE;
+        }
+        if (p->log_size % VHDX_MiB != 0) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("The log size %u is not a multiple of 1 MiB"), p->log_size);
+                return FALSE;
+        }
+        if (p->disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
+            (p->parent_relative_path == NULL || vhdx_guid_is_zero (&p->parent_data_write_guid))) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("A differencing image needs its parent's path and "
+                               "DataWriteGuid"));
+                return FALSE;
+        }
+        if (vhdx_guid_is_zero (&p->data_write_guid))
+                vhdx_guid_new_random (&p->data_write_guid);
+        if (vhdx_guid_is_zero (&p->virtual_disk_id))
+                vhdx_guid_new_random (&p->virtual_disk_id);
+        return TRUE;
+}
+
+static void
+writer_clear_bitmap (gpointer data)
+{
+        g_free (data);
+}
+
+VhdxWriter *
+vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
+{
+        g_autoptr(VhdxWriter) w = g_new0 (VhdxWriter, 1);
+        guint64 bat_bytes;
+
+        g_return_val_if_fail (io != NULL && params != NULL, NULL);
+
+        w->io = io;
+        w->params = *params;
+        if (!vhdx_create_params_resolve (&w->params, error))
+                return NULL;
+        if (io->vtable->pwrite == NULL || io->vtable->flush == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _("The new image was not opened for writing"));
+                return NULL;
+        }
+        w->chunk_ratio = ((guint64) 1 << 23) * w->params.logical_sector_size /
+                         w->params.block_size;
+        w->payload_blocks = (w->params.virtual_size + w->params.block_size - 1) /
+                            w->params.block_size;
+        if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
+                w->bat_entries = (w->payload_blocks + w->chunk_ratio - 1) / w->chunk_ratio *
+                                 (w->chunk_ratio + 1);
+        else
+                w->bat_entries = w->payload_blocks + (w->payload_blocks - 1) / w->chunk_ratio;
+        bat_bytes = w->bat_entries * VHDX_BAT_ENTRY_SIZE;
+        if (bat_bytes > G_MAXUINT32 - VHDX_MiB) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
+                             _("A BAT of %" G_GUINT64_FORMAT " bytes is too large; use "
+                               "larger blocks"),
+                             bat_bytes);
+                return NULL;
+        }
+        w->bat = g_try_new0 (guint64, w->bat_entries);
+        if (w->bat == NULL) {
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                             _("Not enough memory for a BAT of %" G_GUINT64_FORMAT " entries"),
+                             w->bat_entries);
+                return NULL;
+        }
+        w->metadata_offset = LOG_OFFSET + w->params.log_size;
+        w->bat_offset = w->metadata_offset + METADATA_LENGTH;
+        w->bat_length = (guint32) ((bat_bytes + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB);
+        w->next_free = w->bat_offset + w->bat_length;
+        w->bitmaps = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
+                                            writer_clear_bitmap);
+
+        if (w->params.disk_type == VHDX_DISK_TYPE_FIXED) {
+                /* Every block is stored, in order. */
+                for (guint64 b = 0; b < w->payload_blocks; b++) {
+                        w->bat[vhdx_bat_payload_index (b, w->chunk_ratio)] =
+                                w->next_free | VHDX_PAYLOAD_FULLY_PRESENT;
+                        w->next_free += w->params.block_size;
+                }
+        }
+        return g_steal_pointer (&w);
+}
+
+void
+vhdx_writer_free (VhdxWriter *writer)
+{
+        if (writer == NULL)
+                return;
+        g_free (writer->bat);
+        g_clear_pointer (&writer->bitmaps, g_hash_table_unref);
+        g_free (writer);
+}
+
+static guint8 *
+chunk_bitmap (VhdxWriter *w, guint64 chunk)
+{
+        guint8 *bits = g_hash_table_lookup (w->bitmaps, &chunk);
+
+        if (bits == NULL) {
+                bits = g_malloc0 (VHDX_MiB);
+                g_hash_table_insert (w->bitmaps, g_memdup2 (&chunk, sizeof chunk), bits);
+        }
+        return bits;
+}
+
+static void
+mark_present (VhdxWriter *w, guint64 block, guint64 in_block, guint64 length)
+{
+        guint32 lss = w->params.logical_sector_size;
+        guint64 first = (block % w->chunk_ratio) * (w->params.block_size / lss) + in_block / lss;
+        guint8 *bits = chunk_bitmap (w, block / w->chunk_ratio);
+
+        for (guint64 s = first; s < first + length / lss; s++)
+                bits[s / 8] |= (guint8) (1u << (s % 8));
+}
+
+gboolean
+vhdx_writer_write (VhdxWriter *w, guint64 offset, const void *buf, gsize count, GError **error)
+{
+        const guint8 *in = buf;
+        guint64 end;
+
+        g_return_val_if_fail (!w->finished, FALSE);
+
+        if (offset % w->params.logical_sector_size != 0 ||
+            count % w->params.logical_sector_size != 0 ||
+            !vhdx_add_u64 (offset, count, &end) || end > w->params.virtual_size) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE,
+                             _("The write %" G_GUINT64_FORMAT "+%" G_GSIZE_FORMAT " is not "
+                               "whole sectors inside the virtual disk"),
+                             offset, count);
+                return FALSE;
+        }
+        while (count > 0) {
+                guint64 block = offset / w->params.block_size;
+                guint64 in_block = offset % w->params.block_size;
+                gsize n = (gsize) MIN ((guint64) count, w->params.block_size - in_block);
+                guint64 *entry = &w->bat[vhdx_bat_payload_index (block, w->chunk_ratio)];
+
+                if (vhdx_bat_entry_state (*entry) == VHDX_PAYLOAD_NOT_PRESENT) {
+                        *entry = w->next_free | (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING
+                                                         ? VHDX_PAYLOAD_PARTIALLY_PRESENT
+                                                         : VHDX_PAYLOAD_FULLY_PRESENT);
+                        w->next_free += w->params.block_size;
+                }
+                if (!w->io->vtable->pwrite (w->io, in, n, vhdx_bat_entry_offset (*entry) + in_block,
+                                            error))
+                        return FALSE;
+                if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
+                        mark_present (w, block, in_block, n);
+                in += n;
+                offset += n;
+                count -= n;
+        }
+        return TRUE;
+}
+
+/* Differencing: blocks whose every sector was written become FULLY_PRESENT;
+ * chunks with PARTIALLY_PRESENT blocks get their sector bitmap written. */
+static gboolean
+finish_bitmaps (VhdxWriter *w, GError **error)
+{
+        guint32 lss = w->params.logical_sector_size;
+        guint64 sectors_per_block = w->params.block_size / lss;
+        guint64 n_chunks = (w->payload_blocks + w->chunk_ratio - 1) / w->chunk_ratio;
+
+        for (guint64 chunk = 0; chunk < n_chunks; chunk++) {
+                guint8 *bits = g_hash_table_lookup (w->bitmaps, &chunk);
+                gboolean need_bitmap = FALSE;
+
+                if (bits == NULL)
+                        continue;
+                for (guint64 b = chunk * w->chunk_ratio;
+                     b < MIN (w->payload_blocks, (chunk + 1) * w->chunk_ratio); b++) {
+                        guint64 *entry = &w->bat[vhdx_bat_payload_index (b, w->chunk_ratio)];
+                        guint64 first = (b % w->chunk_ratio) * sectors_per_block;
+                        guint64 length = MIN ((guint64) w->params.block_size,
+                                              w->params.virtual_size - b * w->params.block_size);
+                        gboolean all = TRUE;
+
+                        if (vhdx_bat_entry_state (*entry) != VHDX_PAYLOAD_PARTIALLY_PRESENT)
+                                continue;
+                        for (guint64 s = first; s < first + length / lss && all; s++)
+                                all = (bits[s / 8] >> (s % 8)) & 1;
+                        if (all)
+                                *entry = vhdx_bat_entry_offset (*entry) |
+                                         VHDX_PAYLOAD_FULLY_PRESENT;
+                        else
+                                need_bitmap = TRUE;
+                }
+                if (!need_bitmap)
+                        continue;
+                if (!w->io->vtable->pwrite (w->io, bits, VHDX_MiB, w->next_free, error))
+                        return FALSE;
+                w->bat[vhdx_bat_bitmap_index (chunk, w->chunk_ratio)] =
+                        w->next_free | VHDX_SB_PRESENT;
+                w->next_free += VHDX_MiB;
+        }
+        return TRUE;
+}
+
+static void
+put_utf16 (guint8 *out, const char *text, gsize *n_bytes)
+{
+        g_autofree gunichar2 *utf16 = NULL;
+        glong n = 0;
+
+        utf16 = g_utf8_to_utf16 (text, -1, NULL, &n, NULL);
+        for (glong i = 0; utf16 != NULL && i < n; i++)
+                vhdx_put_le16 (out + 2 * i, utf16[i]);
+        *n_bytes = utf16 != NULL ? (gsize) n * 2 : 0;
+}
+
+/* The parent locator item; returns its length. */
+static guint32
+build_locator (VhdxWriter *w, guint8 *item, gsize room)
+{
+        char linkage[VHDX_GUID_STRING_LENGTH + 3];
+        char guid[VHDX_GUID_STRING_LENGTH + 1];
+        g_autofree char *relative = NULL;
+        g_autofree char *absolute = NULL;
+        const char *keys[3], *values[3];
+        guint count = 0;
+        gsize data = VHDX_LOCATOR_HEADER_SIZE + 3 * VHDX_LOCATOR_ENTRY_SIZE;
+
+        vhdx_guid_to_string_buf (&w->params.parent_data_write_guid, guid);
+        g_snprintf (linkage, sizeof linkage, "{%s}", guid);
+        relative = g_strdelimit (g_strdup (w->params.parent_relative_path), "/", '\\');
+        keys[count] = "parent_linkage";
+        values[count++] = linkage;
+        keys[count] = "relative_path";
+        values[count++] = relative;
+        if (w->params.parent_absolute_path != NULL) {
+                absolute = g_strdelimit (g_strdup (w->params.parent_absolute_path), "/", '\\');
+                keys[count] = "absolute_win32_path";
+                values[count++] = absolute;
+        }
+
+        memcpy (item + VHDX_LOCATOR_OFF_TYPE, vhdx_guid_locator_vhdx.bytes, 16);
+        vhdx_put_le16 (item + VHDX_LOCATOR_OFF_COUNT, (guint16) count);
+        for (guint i = 0; i < count; i++) {
+                guint8 *e = item + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
+                gsize key_bytes, value_bytes;
+
+                g_assert (data + 2 * (strlen (keys[i]) + strlen (values[i])) * 2 < room);
+                put_utf16 (item + data, keys[i], &key_bytes);
+                vhdx_put_le32 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET, (guint32) data);
+                vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH, (guint16) key_bytes);
+                data += key_bytes;
+                put_utf16 (item + data, values[i], &value_bytes);
+                vhdx_put_le32 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET, (guint32) data);
+                vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH, (guint16) value_bytes);
+                data += value_bytes;
+        }
+        return (guint32) data;
+}
+
+static void
+put_metadata_entry (guint8 *table, guint index, const VhdxGuid *id, guint32 offset,
+                    guint32 length, guint32 flags)
+{
+        guint8 *e = table + VHDX_METADATA_HEADER_SIZE + index * VHDX_METADATA_ENTRY_SIZE;
+
+        memcpy (e + VHDX_METADATA_ENTRY_OFF_ITEM_ID, id->bytes, 16);
+        vhdx_put_le32 (e + VHDX_METADATA_ENTRY_OFF_OFFSET, offset);
+        vhdx_put_le32 (e + VHDX_METADATA_ENTRY_OFF_LENGTH, length);
+        vhdx_put_le32 (e + VHDX_METADATA_ENTRY_OFF_FLAGS, flags);
+}
+
+static gboolean
+write_metadata (VhdxWriter *w, GError **error)
+{
+        g_autofree guint8 *region = g_malloc0 (METADATA_LENGTH);
+        guint8 *items = region + METADATA_ITEMS_OFFSET;
+        const guint32 vd = VHDX_METADATA_FLAG_IS_VIRTUAL_DISK | VHDX_METADATA_FLAG_IS_REQUIRED;
+        guint32 flags = 0;
+        guint count = 5;
+
+        if (w->params.disk_type == VHDX_DISK_TYPE_FIXED)
+                flags |= VHDX_FILE_PARAMS_LEAVE_BLOCK_ALLOCATED;
+        if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
+                flags |= VHDX_FILE_PARAMS_HAS_PARENT;
+        vhdx_put_le32 (items + 0, w->params.block_size);
+        vhdx_put_le32 (items + 4, flags);
+        vhdx_put_le64 (items + 8, w->params.virtual_size);
+        memcpy (items + 16, w->params.virtual_disk_id.bytes, 16);
+        vhdx_put_le32 (items + 32, w->params.logical_sector_size);
+        vhdx_put_le32 (items + 36, w->params.physical_sector_size);
+
+        memcpy (region + VHDX_METADATA_OFF_SIGNATURE, VHDX_METADATA_SIGNATURE, 8);
+        put_metadata_entry (region, 0, &vhdx_guid_item_file_parameters, METADATA_ITEMS_OFFSET, 8,
+                            VHDX_METADATA_FLAG_IS_REQUIRED);
+        put_metadata_entry (region, 1, &vhdx_guid_item_virtual_disk_size,
+                            METADATA_ITEMS_OFFSET + 8, 8, vd);
+        put_metadata_entry (region, 2, &vhdx_guid_item_virtual_disk_id,
+                            METADATA_ITEMS_OFFSET + 16, 16, vd);
+        put_metadata_entry (region, 3, &vhdx_guid_item_logical_sector_size,
+                            METADATA_ITEMS_OFFSET + 32, 4, vd);
+        put_metadata_entry (region, 4, &vhdx_guid_item_physical_sector_size,
+                            METADATA_ITEMS_OFFSET + 36, 4, vd);
+        if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
+                guint32 length = build_locator (w, items + 40,
+                                                METADATA_LENGTH - METADATA_ITEMS_OFFSET - 40);
+                put_metadata_entry (region, count++, &vhdx_guid_item_parent_locator,
+                                    METADATA_ITEMS_OFFSET + 40, length,
+                                    VHDX_METADATA_FLAG_IS_REQUIRED);
+        }
+        vhdx_put_le16 (region + VHDX_METADATA_OFF_ENTRY_COUNT, (guint16) count);
+        return w->io->vtable->pwrite (w->io, region, METADATA_LENGTH, w->metadata_offset, error);
+}
+
+static gboolean
+write_header_section (VhdxWriter *w, GError **error)
+{
+        g_autofree guint8 *section = g_malloc0 (VHDX_REGION_TABLE2_OFFSET + VHDX_REGION_TABLE_SIZE);
+        guint8 *table = section + VHDX_REGION_TABLE1_OFFSET;
+        VhdxHeader header = { 0 };
+        gsize creator_bytes;
+
+        memcpy (section, VHDX_FILE_ID_SIGNATURE, 8);
+        put_utf16 (section + VHDX_FILE_ID_CREATOR_OFFSET, CREATOR, &creator_bytes);
+
+        vhdx_guid_new_random (&header.file_write_guid);
+        header.data_write_guid = w->params.data_write_guid;
+        header.version = VHDX_HEADER_VERSION;
+        header.log_version = VHDX_LOG_VERSION;
+        header.log_length = w->params.log_size;
+        header.log_offset = LOG_OFFSET;
+        for (guint i = 0; i < 2; i++) {
+                header.sequence = i + 1;
+                vhdx_header_serialize (&header, section + (i == 0 ? VHDX_HEADER1_OFFSET
+                                                                   : VHDX_HEADER2_OFFSET));
+        }
+
+        memcpy (table + VHDX_REGION_OFF_SIGNATURE, VHDX_REGION_TABLE_SIGNATURE, 4);
+        vhdx_put_le32 (table + VHDX_REGION_OFF_ENTRY_COUNT, 2);
+        {
+                guint8 *e = table + VHDX_REGION_HEADER_SIZE;
+                memcpy (e, vhdx_guid_region_bat.bytes, 16);
+                vhdx_put_le64 (e + VHDX_REGION_ENTRY_OFF_FILE_OFFSET, w->bat_offset);
+                vhdx_put_le32 (e + VHDX_REGION_ENTRY_OFF_LENGTH, w->bat_length);
+                vhdx_put_le32 (e + VHDX_REGION_ENTRY_OFF_REQUIRED, 1);
+                e += VHDX_REGION_ENTRY_SIZE;
+                memcpy (e, vhdx_guid_region_metadata.bytes, 16);
+                vhdx_put_le64 (e + VHDX_REGION_ENTRY_OFF_FILE_OFFSET, w->metadata_offset);
+                vhdx_put_le32 (e + VHDX_REGION_ENTRY_OFF_LENGTH, METADATA_LENGTH);
+                vhdx_put_le32 (e + VHDX_REGION_ENTRY_OFF_REQUIRED, 1);
+        }
+        vhdx_put_le32 (table + VHDX_REGION_OFF_CHECKSUM,
+                       vhdx_crc32c_with_zero_field (table, VHDX_REGION_TABLE_SIZE,
+                                                    VHDX_REGION_OFF_CHECKSUM));
+        memcpy (section + VHDX_REGION_TABLE2_OFFSET, table, VHDX_REGION_TABLE_SIZE);
+        return w->io->vtable->pwrite (w->io, section,
+                                      VHDX_REGION_TABLE2_OFFSET + VHDX_REGION_TABLE_SIZE, 0, error);
+}
+
+gboolean
+vhdx_writer_finish (VhdxWriter *w, GError **error)
+{
+        g_autofree guint8 *bat = NULL;
+        guint64 size;
+
+        g_return_val_if_fail (!w->finished, FALSE);
+        w->finished = TRUE;
+
+        if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING && !finish_bitmaps (w, error))
+                return FALSE;
+        /* Blocks hold zeros where nothing was written: make the file reach
+         * the end of the last one. */
+        if (!vhdx_io_get_size (w->io, &size, error))
+                return FALSE;
+        if (size < w->next_free && !w->io->vtable->pwrite (w->io, "", 1, w->next_free - 1, error))
+                return FALSE;
+
+        bat = g_malloc0 (w->bat_length);
+        for (guint64 i = 0; i < w->bat_entries; i++)
+                vhdx_put_le64 (bat + i * VHDX_BAT_ENTRY_SIZE, w->bat[i]);
+        if (!w->io->vtable->pwrite (w->io, bat, w->bat_length, w->bat_offset, error) ||
+            !write_metadata (w, error) || !w->io->vtable->flush (w->io, error))
+                return FALSE;
+        /* The headers and region tables last: only now is the file a VHDX. */
+        return write_header_section (w, error) && w->io->vtable->flush (w->io, error);
+}

@@ -1,0 +1,1854 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "config.h"
+
+#include "vhdx-image.h"
+
+#include <glib/gi18n-lib.h>
+#include <stdlib.h>
+
+#include "vhdx-check.h"
+#include "vhdx-enum-types.h"
+#include "vhdx-extent-private.h"
+#include "vhdx-gfile-io-private.h"
+#include "vhdx-input-stream.h"
+#include "vhdx-problem-private.h"
+#include "vhdx-reader.h"
+
+/**
+ * VhdxImage:
+ *
+ * An opened VHDX image: its properties, and the bytes of its virtual disk.
+ *
+ * Open an image with [ctor@Vhdx.Image.new] or, without blocking the main
+ * loop, [func@Vhdx.Image.new_async].  Any [iface@Gio.File] can be opened:
+ * local files are read through a file descriptor, others (such as
+ * `resource://` URIs) through a seekable [class@Gio.FileInputStream].
+ *
+ * The image's structures are checked when it is opened; a damaged image
+ * fails to open with an error in the `VHDX_ERROR` domain that names the
+ * structure, its offset in the file and what was expected.  Images opened
+ * read-only are never written to: a log that still has to be replayed is
+ * replayed in memory.
+ *
+ * Reads ([method@Vhdx.Image.read_bytes], [method@Vhdx.Image.read_bytes_async],
+ * [method@Vhdx.Image.open_stream]) may be made from several threads at once.
+ * Every asynchronous call runs in a worker thread, and every call that takes
+ * a [class@Gio.Cancellable] honours it, between chunks for long operations.
+ *
+ * The parent of a differencing image is found through its parent locator
+ * (relative to the image's own directory when the image is a local file)
+ * unless [property@Vhdx.Image:parent-file] names it.
+ *
+ * Since: 0.1
+ */
+
+/* Long reads look at their cancellable between chunks of this size. */
+#define READ_CHUNK_SIZE ((gsize) 8 * 1024 * 1024)
+
+/* get_extents() maps this many blocks between looks at its cancellable. */
+#define MAP_CHUNK_BLOCKS G_GUINT64_CONSTANT (65536)
+
+struct _VhdxImage {
+        GObject parent_instance;
+
+        GFile *file;
+        GFile *parent_file;
+        VhdxOpenFlags flags;
+
+        /* Set once, by initable_init() or when wrapping a parent; read-only after. */
+        VhdxFile *vfile;
+        /* For the image of a parent: the image whose VhdxFile owns ours. */
+        VhdxImage *owner;
+        char *virtual_disk_id;
+        char *data_write_guid;
+        char *file_write_guid;
+        GHashTable *parent_locator;
+
+        GMutex init_lock;
+        gboolean init_done;
+        GError *init_error;
+
+        GMutex allocated_lock;
+        gboolean allocated_known;
+        guint64 allocated;
+
+        /*
+         * The image of the parent, cached weakly: it holds a reference to
+         * its owner, so a strong reference here would be a cycle.
+         */
+        GMutex parent_lock;
+        GWeakRef parent_ref;
+};
+
+enum {
+        PROP_0,
+        PROP_FILE,
+        PROP_FLAGS,
+        PROP_PARENT_FILE,
+        PROP_VIRTUAL_SIZE,
+        PROP_BLOCK_SIZE,
+        PROP_LOGICAL_SECTOR_SIZE,
+        PROP_PHYSICAL_SECTOR_SIZE,
+        PROP_DISK_TYPE,
+        PROP_VIRTUAL_DISK_ID,
+        PROP_DATA_WRITE_GUID,
+        PROP_FILE_WRITE_GUID,
+        PROP_CREATOR,
+        PROP_LOG_STATE,
+        PROP_FILE_SIZE,
+        PROP_ALLOCATED_SIZE,
+        PROP_HAS_PARENT,
+        PROP_PARENT,
+        PROP_PARENT_LOCATOR,
+        PROP_CHAIN_DEPTH,
+        N_PROPS
+};
+
+static GParamSpec *props[N_PROPS];
+
+static void vhdx_image_initable_iface_init (GInitableIface *iface);
+static void vhdx_image_async_initable_iface_init (GAsyncInitableIface *iface);
+
+G_DEFINE_FINAL_TYPE_WITH_CODE (VhdxImage, vhdx_image, G_TYPE_OBJECT,
+                               G_IMPLEMENT_INTERFACE (G_TYPE_INITABLE,
+                                                      vhdx_image_initable_iface_init)
+                               G_IMPLEMENT_INTERFACE (G_TYPE_ASYNC_INITABLE,
+                                                      vhdx_image_async_initable_iface_init))
+
+static const VhdxInfo *
+image_info (VhdxImage *self)
+{
+        return self->vfile != NULL ? vhdx_file_get_info (self->vfile) : NULL;
+}
+
+/* Opening */
+
+typedef struct {
+        GCancellable *cancellable;
+} OpenContext;
+
+/* The engine's way of opening the parents: the same as the image itself, read-only. */
+static VhdxIo *
+open_parent_io (const char *name, gpointer user_data, GError **error)
+{
+        OpenContext *context = user_data;
+        g_autoptr (GFile) file = vhdx_gfile_io_file_for_name (name);
+
+        return vhdx_gfile_io_open (file, FALSE, context->cancellable, error);
+}
+
+static void
+image_cache_strings (VhdxImage *self)
+{
+        const VhdxInfo *info = image_info (self);
+        GPtrArray *locator = vhdx_file_get_parent_locator (self->vfile);
+
+        self->virtual_disk_id = vhdx_guid_to_string (&info->virtual_disk_id);
+        self->data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
+        self->file_write_guid = vhdx_guid_to_string (&info->file_write_guid);
+        if (locator != NULL) {
+                self->parent_locator = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                                              g_free);
+                for (guint i = 0; i < locator->len; i++) {
+                        const VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
+
+                        g_hash_table_insert (self->parent_locator, g_strdup (entry->key),
+                                             g_strdup (entry->value));
+                }
+        }
+}
+
+static gboolean
+image_open (VhdxImage *self, GCancellable *cancellable, GError **error)
+{
+        gboolean writable = (self->flags & VHDX_OPEN_FLAGS_READ_WRITE) != 0;
+        g_autofree char *path = NULL;
+        g_autofree char *parent_name = NULL;
+        OpenContext context = { cancellable };
+        VhdxOpenOptions options = { 0 };
+        VhdxIo *io;
+
+        if (self->file == NULL) {
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                     _("No image file was given"));
+                return FALSE;
+        }
+        io = vhdx_gfile_io_open (self->file, writable, cancellable, error);
+        if (io == NULL)
+                return FALSE;
+
+        /* Locator paths are relative to a local image's directory; other
+         * images can only find their parent through parent-file. */
+        path = g_file_get_path (self->file);
+        if (self->parent_file != NULL)
+                parent_name = vhdx_gfile_io_name (self->parent_file);
+        options.path = path;
+        options.parent_path = parent_name;
+        options.open_func = open_parent_io;
+        options.open_data = &context;
+
+        self->vfile = vhdx_file_open_full (io, self->flags, &options, error);
+        if (self->vfile == NULL)
+                return FALSE;
+        image_cache_strings (self);
+        return TRUE;
+}
+
+static gboolean
+vhdx_image_initable_init (GInitable *initable, GCancellable *cancellable, GError **error)
+{
+        VhdxImage *self = VHDX_IMAGE (initable);
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->init_lock);
+
+        /* Only the first call opens; later calls give the same result. */
+        if (!self->init_done) {
+                self->init_done = TRUE;
+                image_open (self, cancellable, &self->init_error);
+        }
+        if (self->init_error != NULL) {
+                g_propagate_error (error, g_error_copy (self->init_error));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static void
+vhdx_image_initable_iface_init (GInitableIface *iface)
+{
+        iface->init = vhdx_image_initable_init;
+}
+
+static void
+init_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
+{
+        GError *error = NULL;
+
+        if (!vhdx_image_initable_init (G_INITABLE (source_object), cancellable, &error))
+                g_task_return_error (task, error);
+        else
+                g_task_return_boolean (task, TRUE);
+}
+
+static void
+vhdx_image_async_initable_init_async (GAsyncInitable *initable, int io_priority,
+                                      GCancellable *cancellable, GAsyncReadyCallback callback,
+                                      gpointer user_data)
+{
+        g_autoptr (GTask) task = g_task_new (initable, cancellable, callback, user_data);
+
+        g_task_set_source_tag (task, vhdx_image_async_initable_init_async);
+        g_task_set_priority (task, io_priority);
+        g_task_run_in_thread (task, init_thread);
+}
+
+static gboolean
+vhdx_image_async_initable_init_finish (GAsyncInitable *initable, GAsyncResult *result,
+                                       GError **error)
+{
+        g_return_val_if_fail (g_task_is_valid (result, initable), FALSE);
+
+        return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+static void
+vhdx_image_async_initable_iface_init (GAsyncInitableIface *iface)
+{
+        iface->init_async = vhdx_image_async_initable_init_async;
+        iface->init_finish = vhdx_image_async_initable_init_finish;
+}
+
+/* The image of the parent of @child, sharing the VhdxFile that @child's chain owns. */
+static VhdxImage *
+image_new_for_parent (VhdxImage *child, VhdxFile *vfile, const char *name)
+{
+        g_autoptr (GFile) file = name != NULL ? vhdx_gfile_io_file_for_name (name) : NULL;
+        VhdxImage *self = g_object_new (VHDX_TYPE_IMAGE, "file", file, NULL);
+
+        self->owner = g_object_ref (child->owner != NULL ? child->owner : child);
+        self->vfile = vfile;
+        self->init_done = TRUE;
+        image_cache_strings (self);
+        return self;
+}
+
+/* GObject */
+
+static void
+vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
+{
+        VhdxImage *self = VHDX_IMAGE (object);
+
+        switch (prop_id) {
+        case PROP_FILE:
+                g_value_set_object (value, self->file);
+                break;
+        case PROP_FLAGS:
+                g_value_set_flags (value, self->flags);
+                break;
+        case PROP_PARENT_FILE:
+                g_value_set_object (value, self->parent_file);
+                break;
+        case PROP_VIRTUAL_SIZE:
+                g_value_set_uint64 (value, vhdx_image_get_virtual_size (self));
+                break;
+        case PROP_BLOCK_SIZE:
+                g_value_set_uint (value, vhdx_image_get_block_size (self));
+                break;
+        case PROP_LOGICAL_SECTOR_SIZE:
+                g_value_set_uint (value, vhdx_image_get_logical_sector_size (self));
+                break;
+        case PROP_PHYSICAL_SECTOR_SIZE:
+                g_value_set_uint (value, vhdx_image_get_physical_sector_size (self));
+                break;
+        case PROP_DISK_TYPE:
+                g_value_set_enum (value, vhdx_image_get_disk_type (self));
+                break;
+        case PROP_VIRTUAL_DISK_ID:
+                g_value_set_string (value, self->virtual_disk_id);
+                break;
+        case PROP_DATA_WRITE_GUID:
+                g_value_set_string (value, self->data_write_guid);
+                break;
+        case PROP_FILE_WRITE_GUID:
+                g_value_set_string (value, self->file_write_guid);
+                break;
+        case PROP_CREATOR:
+                g_value_set_string (value, vhdx_image_get_creator (self));
+                break;
+        case PROP_LOG_STATE:
+                g_value_set_enum (value, vhdx_image_get_log_state (self));
+                break;
+        case PROP_FILE_SIZE:
+                g_value_set_uint64 (value, vhdx_image_get_file_size (self));
+                break;
+        case PROP_ALLOCATED_SIZE:
+                g_value_set_uint64 (value, vhdx_image_get_allocated_size (self));
+                break;
+        case PROP_HAS_PARENT:
+                g_value_set_boolean (value, vhdx_image_has_parent (self));
+                break;
+        case PROP_PARENT:
+                g_value_take_object (value, vhdx_image_dup_parent (self));
+                break;
+        case PROP_PARENT_LOCATOR:
+                g_value_set_boxed (value, self->parent_locator);
+                break;
+        case PROP_CHAIN_DEPTH:
+                g_value_set_uint (value, vhdx_image_get_chain_depth (self));
+                break;
+        default:
+                G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+                break;
+        }
+}
+
+static void
+vhdx_image_set_property (GObject *object, guint prop_id, const GValue *value,
+                         GParamSpec *pspec)
+{
+        VhdxImage *self = VHDX_IMAGE (object);
+
+        switch (prop_id) {
+        case PROP_FILE:
+                g_set_object (&self->file, g_value_get_object (value));
+                break;
+        case PROP_FLAGS:
+                self->flags = g_value_get_flags (value);
+                break;
+        case PROP_PARENT_FILE:
+                g_set_object (&self->parent_file, g_value_get_object (value));
+                break;
+        default:
+                G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+                break;
+        }
+}
+
+static void
+vhdx_image_finalize (GObject *object)
+{
+        VhdxImage *self = VHDX_IMAGE (object);
+
+        g_weak_ref_clear (&self->parent_ref);
+        g_clear_pointer (&self->parent_locator, g_hash_table_unref);
+        g_free (self->virtual_disk_id);
+        g_free (self->data_write_guid);
+        g_free (self->file_write_guid);
+        /* The image of a parent only borrows its VhdxFile from the owner's chain. */
+        if (self->owner != NULL) {
+                self->vfile = NULL;
+                g_clear_object (&self->owner);
+        }
+        g_clear_pointer (&self->vfile, vhdx_file_free);
+        g_clear_error (&self->init_error);
+        g_clear_object (&self->parent_file);
+        g_clear_object (&self->file);
+        g_mutex_clear (&self->init_lock);
+        g_mutex_clear (&self->allocated_lock);
+        g_mutex_clear (&self->parent_lock);
+
+        G_OBJECT_CLASS (vhdx_image_parent_class)->finalize (object);
+}
+
+/* The catalog of the library's messages; VHDX_LOCALEDIR overrides where it
+ * is, so that tests can use the catalogs of the build tree. */
+static void
+vhdx_image_bind_textdomain (void)
+{
+        const char *localedir = secure_getenv ("VHDX_LOCALEDIR");
+
+        bindtextdomain (GETTEXT_PACKAGE,
+                        localedir != NULL && localedir[0] != '\0' ? localedir : LOCALEDIR);
+        bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
+}
+
+static void
+vhdx_image_class_init (VhdxImageClass *klass)
+{
+        GObjectClass *object_class = G_OBJECT_CLASS (klass);
+        const GParamFlags readable = G_PARAM_READABLE | G_PARAM_STATIC_STRINGS |
+                                     G_PARAM_EXPLICIT_NOTIFY;
+        const GParamFlags construct = G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY |
+                                      G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY;
+
+        vhdx_image_bind_textdomain ();
+
+        object_class->get_property = vhdx_image_get_property;
+        object_class->set_property = vhdx_image_set_property;
+        object_class->finalize = vhdx_image_finalize;
+
+        /**
+         * VhdxImage:file:
+         *
+         * The image file.
+         *
+         * Since: 0.1
+         */
+        props[PROP_FILE] = g_param_spec_object ("file", NULL, NULL, G_TYPE_FILE, construct);
+
+        /**
+         * VhdxImage:flags:
+         *
+         * How the image is opened: read-only unless
+         * %VHDX_OPEN_FLAGS_READ_WRITE is given.
+         *
+         * Since: 0.1
+         */
+        props[PROP_FLAGS] = g_param_spec_flags ("flags", NULL, NULL, VHDX_TYPE_OPEN_FLAGS,
+                                                VHDX_OPEN_FLAGS_NONE, construct);
+
+        /**
+         * VhdxImage:parent-file:
+         *
+         * The parent of a differencing image, to open instead of the
+         * files its parent locator names.  Ignored for other images.
+         *
+         * Since: 0.1
+         */
+        props[PROP_PARENT_FILE] = g_param_spec_object ("parent-file", NULL, NULL, G_TYPE_FILE,
+                                                       construct);
+
+        /**
+         * VhdxImage:virtual-size:
+         *
+         * The size in bytes of the virtual disk.
+         *
+         * Since: 0.1
+         */
+        props[PROP_VIRTUAL_SIZE] = g_param_spec_uint64 ("virtual-size", NULL, NULL, 0,
+                                                        G_MAXUINT64, 0, readable);
+
+        /**
+         * VhdxImage:block-size:
+         *
+         * The size in bytes of the payload blocks, the unit in which the
+         * image allocates space (1 MiB to 256 MiB).
+         *
+         * Since: 0.1
+         */
+        props[PROP_BLOCK_SIZE] = g_param_spec_uint ("block-size", NULL, NULL, 0, G_MAXUINT, 0,
+                                                    readable);
+
+        /**
+         * VhdxImage:logical-sector-size:
+         *
+         * The sector size in bytes that the virtual disk reports to a guest:
+         * 512 or 4096.
+         *
+         * Since: 0.1
+         */
+        props[PROP_LOGICAL_SECTOR_SIZE] = g_param_spec_uint (
+                "logical-sector-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
+
+        /**
+         * VhdxImage:physical-sector-size:
+         *
+         * The physical sector size in bytes of the virtual disk: 512 or 4096.
+         *
+         * Since: 0.1
+         */
+        props[PROP_PHYSICAL_SECTOR_SIZE] = g_param_spec_uint (
+                "physical-sector-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
+
+        /**
+         * VhdxImage:disk-type:
+         *
+         * Whether the image is fixed, dynamic or differencing.
+         *
+         * Since: 0.1
+         */
+        props[PROP_DISK_TYPE] = g_param_spec_enum ("disk-type", NULL, NULL,
+                                                   VHDX_TYPE_DISK_TYPE, VHDX_DISK_TYPE_FIXED,
+                                                   readable);
+
+        /**
+         * VhdxImage:virtual-disk-id:
+         *
+         * The GUID of the virtual disk, in lowercase, such as
+         * `2d4f8a1e-...`.
+         *
+         * Since: 0.1
+         */
+        props[PROP_VIRTUAL_DISK_ID] = g_param_spec_string ("virtual-disk-id", NULL, NULL, NULL,
+                                                           readable);
+
+        /**
+         * VhdxImage:data-write-guid:
+         *
+         * The GUID that changes whenever the virtual disk's data changes,
+         * in lowercase.  Differencing images name their parent by it.
+         *
+         * Since: 0.1
+         */
+        props[PROP_DATA_WRITE_GUID] = g_param_spec_string ("data-write-guid", NULL, NULL, NULL,
+                                                           readable);
+
+        /**
+         * VhdxImage:file-write-guid:
+         *
+         * The GUID that changes whenever the file is opened for writing,
+         * in lowercase.
+         *
+         * Since: 0.1
+         */
+        props[PROP_FILE_WRITE_GUID] = g_param_spec_string ("file-write-guid", NULL, NULL, NULL,
+                                                           readable);
+
+        /**
+         * VhdxImage:creator:
+         *
+         * The name of the program that made the image, as it recorded it;
+         * empty when it recorded none.
+         *
+         * Since: 0.1
+         */
+        props[PROP_CREATOR] = g_param_spec_string ("creator", NULL, NULL, NULL, readable);
+
+        /**
+         * VhdxImage:log-state:
+         *
+         * What opening the image did with its log.
+         *
+         * Since: 0.1
+         */
+        props[PROP_LOG_STATE] = g_param_spec_enum ("log-state", NULL, NULL,
+                                                   VHDX_TYPE_LOG_STATE, VHDX_LOG_STATE_CLEAN,
+                                                   readable);
+
+        /**
+         * VhdxImage:file-size:
+         *
+         * The size in bytes of the image file.
+         *
+         * Since: 0.1
+         */
+        props[PROP_FILE_SIZE] = g_param_spec_uint64 ("file-size", NULL, NULL, 0, G_MAXUINT64,
+                                                     0, readable);
+
+        /**
+         * VhdxImage:allocated-size:
+         *
+         * How many bytes of the virtual disk the image file stores itself
+         * (blocks of a differencing image's parents do not count).
+         * Counting them reads the whole block allocation table, once, when
+         * the property is first read; 0 if the table cannot be read, as
+         * [method@Vhdx.Image.check] then reports.
+         *
+         * Since: 0.1
+         */
+        props[PROP_ALLOCATED_SIZE] = g_param_spec_uint64 ("allocated-size", NULL, NULL, 0,
+                                                          G_MAXUINT64, 0, readable);
+
+        /**
+         * VhdxImage:has-parent:
+         *
+         * Whether the image is a differencing image, which has a parent.
+         *
+         * Since: 0.1
+         */
+        props[PROP_HAS_PARENT] = g_param_spec_boolean ("has-parent", NULL, NULL, FALSE,
+                                                       readable);
+
+        /**
+         * VhdxImage:parent:
+         *
+         * The parent of a differencing image, opened read-only, or %NULL.
+         *
+         * Since: 0.1
+         */
+        props[PROP_PARENT] = g_param_spec_object ("parent", NULL, NULL, VHDX_TYPE_IMAGE,
+                                                  readable);
+
+        /**
+         * VhdxImage:parent-locator: (type GLib.HashTable(utf8,utf8))
+         *
+         * The entries of a differencing image's parent locator, such as
+         * `parent_linkage`, `relative_path` and `absolute_win32_path`, or
+         * %NULL when the image has none.
+         *
+         * Since: 0.1
+         */
+        props[PROP_PARENT_LOCATOR] = g_param_spec_boxed ("parent-locator", NULL, NULL,
+                                                         G_TYPE_HASH_TABLE, readable);
+
+        /**
+         * VhdxImage:chain-depth:
+         *
+         * How many ancestors the image has: 0 for an image without a
+         * parent, 1 when the parent has none, and so on.
+         *
+         * Since: 0.1
+         */
+        props[PROP_CHAIN_DEPTH] = g_param_spec_uint ("chain-depth", NULL, NULL, 0, G_MAXUINT, 0,
+                                                     readable);
+
+        g_object_class_install_properties (object_class, N_PROPS, props);
+}
+
+static void
+vhdx_image_init (VhdxImage *self)
+{
+        g_mutex_init (&self->init_lock);
+        g_mutex_init (&self->allocated_lock);
+        g_mutex_init (&self->parent_lock);
+        g_weak_ref_init (&self->parent_ref, NULL);
+}
+
+/* Constructors */
+
+/**
+ * vhdx_image_new:
+ * @file: the image file
+ * @flags: how to open it
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Opens a VHDX image, and its parents if it is a differencing image.
+ *
+ * This reads and checks the image's headers, log, region tables and
+ * metadata; it blocks, so a program with a main loop should call
+ * [func@Vhdx.Image.new_async] instead.
+ *
+ * Returns: (transfer full): the image, or %NULL with @error set: in the
+ *   `VHDX_ERROR` domain when the image is damaged or not supported, in the
+ *   `G_IO_ERROR` domain when the file cannot be read
+ *
+ * Since: 0.1
+ */
+VhdxImage *
+vhdx_image_new (GFile *file, VhdxOpenFlags flags, GCancellable *cancellable, GError **error)
+{
+        g_return_val_if_fail (G_IS_FILE (file), NULL);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        return g_initable_new (VHDX_TYPE_IMAGE, cancellable, error, "file", file, "flags", flags,
+                               NULL);
+}
+
+/**
+ * vhdx_image_new_async:
+ * @file: the image file
+ * @flags: how to open it
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the image is open
+ * @user_data: (closure): data for @callback
+ *
+ * Opens a VHDX image in a worker thread, as [ctor@Vhdx.Image.new] does.
+ * Call [ctor@Vhdx.Image.new_finish] from @callback to get the image.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_new_async (GFile *file, VhdxOpenFlags flags, int io_priority,
+                      GCancellable *cancellable, GAsyncReadyCallback callback,
+                      gpointer user_data)
+{
+        g_return_if_fail (G_IS_FILE (file));
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        g_async_initable_new_async (VHDX_TYPE_IMAGE, io_priority, cancellable, callback,
+                                    user_data, "file", file, "flags", flags, NULL);
+}
+
+/**
+ * vhdx_image_new_finish:
+ * @result: the result passed to the callback of [func@Vhdx.Image.new_async]
+ * @error: return location for an error
+ *
+ * Finishes opening an image.
+ *
+ * Returns: (transfer full): the image, or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+VhdxImage *
+vhdx_image_new_finish (GAsyncResult *result, GError **error)
+{
+        g_autoptr (GObject) source = NULL;
+        GObject *object;
+
+        g_return_val_if_fail (G_IS_ASYNC_RESULT (result), NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        source = g_async_result_get_source_object (result);
+        g_return_val_if_fail (VHDX_IS_IMAGE (source), NULL);
+        object = g_async_initable_new_finish (G_ASYNC_INITABLE (source), result, error);
+        return object != NULL ? VHDX_IMAGE (object) : NULL;
+}
+
+/* Properties */
+
+/**
+ * vhdx_image_get_file:
+ * @self: an image
+ *
+ * Gets the image file.
+ *
+ * Returns: (transfer none) (nullable): the file of [property@Vhdx.Image:file]
+ *
+ * Since: 0.1
+ */
+GFile *
+vhdx_image_get_file (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return self->file;
+}
+
+/**
+ * vhdx_image_get_parent_file:
+ * @self: an image
+ *
+ * Gets the parent that was given with [property@Vhdx.Image:parent-file].
+ *
+ * Returns: (transfer none) (nullable): the file given, or %NULL
+ *
+ * Since: 0.1
+ */
+GFile *
+vhdx_image_get_parent_file (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return self->parent_file;
+}
+
+/**
+ * vhdx_image_get_flags:
+ * @self: an image
+ *
+ * Gets how the image was opened.
+ *
+ * Returns: the flags of [property@Vhdx.Image:flags]
+ *
+ * Since: 0.1
+ */
+VhdxOpenFlags
+vhdx_image_get_flags (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), VHDX_OPEN_FLAGS_NONE);
+
+        return self->flags;
+}
+
+/**
+ * vhdx_image_get_virtual_size:
+ * @self: an image
+ *
+ * Gets the size of the virtual disk.
+ *
+ * Returns: the size in bytes of the virtual disk
+ *
+ * Since: 0.1
+ */
+guint64
+vhdx_image_get_virtual_size (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        return self->vfile != NULL ? image_info (self)->virtual_size : 0;
+}
+
+/**
+ * vhdx_image_get_block_size:
+ * @self: an image
+ *
+ * Gets the size of the image's payload blocks.
+ *
+ * Returns: the block size in bytes
+ *
+ * Since: 0.1
+ */
+guint
+vhdx_image_get_block_size (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        return self->vfile != NULL ? image_info (self)->block_size : 0;
+}
+
+/**
+ * vhdx_image_get_logical_sector_size:
+ * @self: an image
+ *
+ * Gets the logical sector size of the virtual disk.
+ *
+ * Returns: 512 or 4096
+ *
+ * Since: 0.1
+ */
+guint
+vhdx_image_get_logical_sector_size (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        return self->vfile != NULL ? image_info (self)->logical_sector_size : 0;
+}
+
+/**
+ * vhdx_image_get_physical_sector_size:
+ * @self: an image
+ *
+ * Gets the physical sector size of the virtual disk.
+ *
+ * Returns: 512 or 4096
+ *
+ * Since: 0.1
+ */
+guint
+vhdx_image_get_physical_sector_size (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        return self->vfile != NULL ? image_info (self)->physical_sector_size : 0;
+}
+
+/**
+ * vhdx_image_get_disk_type:
+ * @self: an image
+ *
+ * Gets whether the image is fixed, dynamic or differencing.
+ *
+ * Returns: the disk type
+ *
+ * Since: 0.1
+ */
+VhdxDiskType
+vhdx_image_get_disk_type (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), VHDX_DISK_TYPE_FIXED);
+
+        return self->vfile != NULL ? image_info (self)->disk_type : VHDX_DISK_TYPE_FIXED;
+}
+
+/**
+ * vhdx_image_get_virtual_disk_id:
+ * @self: an image
+ *
+ * Gets the GUID of the virtual disk.
+ *
+ * Returns: (nullable): the GUID in lowercase, or %NULL before the image is open
+ *
+ * Since: 0.1
+ */
+const char *
+vhdx_image_get_virtual_disk_id (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return self->virtual_disk_id;
+}
+
+/**
+ * vhdx_image_get_data_write_guid:
+ * @self: an image
+ *
+ * Gets the GUID that changes whenever the virtual disk's data changes.
+ *
+ * Returns: (nullable): the GUID in lowercase, or %NULL before the image is open
+ *
+ * Since: 0.1
+ */
+const char *
+vhdx_image_get_data_write_guid (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return self->data_write_guid;
+}
+
+/**
+ * vhdx_image_get_file_write_guid:
+ * @self: an image
+ *
+ * Gets the GUID that changes whenever the file is opened for writing.
+ *
+ * Returns: (nullable): the GUID in lowercase, or %NULL before the image is open
+ *
+ * Since: 0.1
+ */
+const char *
+vhdx_image_get_file_write_guid (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return self->file_write_guid;
+}
+
+/**
+ * vhdx_image_get_creator:
+ * @self: an image
+ *
+ * Gets the name of the program that made the image.
+ *
+ * Returns: (nullable): the creator, empty if the image names none, or
+ *   %NULL before the image is open
+ *
+ * Since: 0.1
+ */
+const char *
+vhdx_image_get_creator (VhdxImage *self)
+{
+        const VhdxInfo *info;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        info = image_info (self);
+        if (info == NULL)
+                return NULL;
+        return info->creator != NULL ? info->creator : "";
+}
+
+/**
+ * vhdx_image_get_log_state:
+ * @self: an image
+ *
+ * Gets what opening the image did with its log.
+ *
+ * Returns: the state of the log
+ *
+ * Since: 0.1
+ */
+VhdxLogState
+vhdx_image_get_log_state (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), VHDX_LOG_STATE_CLEAN);
+
+        return self->vfile != NULL ? image_info (self)->log_state : VHDX_LOG_STATE_CLEAN;
+}
+
+/**
+ * vhdx_image_get_file_size:
+ * @self: an image
+ *
+ * Gets the size of the image file.
+ *
+ * Returns: the size in bytes of the file
+ *
+ * Since: 0.1
+ */
+guint64
+vhdx_image_get_file_size (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        return self->vfile != NULL ? image_info (self)->file_size : 0;
+}
+
+static gboolean
+image_get_allocated (VhdxImage *self, guint64 *allocated, GError **error)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->allocated_lock);
+
+        if (!self->allocated_known) {
+                if (!vhdx_file_get_allocated_bytes (self->vfile, &self->allocated, error))
+                        return FALSE;
+                self->allocated_known = TRUE;
+        }
+        *allocated = self->allocated;
+        return TRUE;
+}
+
+/**
+ * vhdx_image_get_allocated_size:
+ * @self: an image
+ *
+ * Gets how many bytes of the virtual disk the image file stores itself.
+ * The first call reads the whole block allocation table; later calls
+ * return the figure it found.
+ *
+ * Returns: the number of bytes, or 0 if the block allocation table
+ *   cannot be read
+ *
+ * Since: 0.1
+ */
+guint64
+vhdx_image_get_allocated_size (VhdxImage *self)
+{
+        g_autoptr (GError) error = NULL;
+        guint64 allocated = 0;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        if (self->vfile == NULL)
+                return 0;
+        if (!image_get_allocated (self, &allocated, &error)) {
+                g_debug ("Could not count the allocated bytes: %s", error->message);
+                return 0;
+        }
+        return allocated;
+}
+
+/**
+ * vhdx_image_has_parent:
+ * @self: an image
+ *
+ * Gets whether the image is a differencing image.
+ *
+ * Returns: %TRUE if the image has a parent
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_has_parent (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+
+        return self->vfile != NULL && image_info (self)->has_parent;
+}
+
+/**
+ * vhdx_image_dup_parent:
+ * @self: an image
+ *
+ * Gets the parent of a differencing image.  The parent was opened
+ * read-only with the image; it stays valid for as long as it is
+ * referenced, even after @self is released.
+ *
+ * Returns: (transfer full) (nullable): the parent, or %NULL when the
+ *   image has none
+ *
+ * Since: 0.1
+ */
+VhdxImage *
+vhdx_image_dup_parent (VhdxImage *self)
+{
+        g_autoptr (GMutexLocker) locker = NULL;
+        VhdxFile *parent_vfile;
+        VhdxImage *parent;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        if (self->vfile == NULL)
+                return NULL;
+        parent_vfile = vhdx_file_get_parent (self->vfile);
+        if (parent_vfile == NULL)
+                return NULL;
+
+        locker = g_mutex_locker_new (&self->parent_lock);
+        parent = g_weak_ref_get (&self->parent_ref);
+        if (parent == NULL) {
+                parent = image_new_for_parent (self, parent_vfile,
+                                               vhdx_file_get_parent_path (self->vfile));
+                g_weak_ref_set (&self->parent_ref, parent);
+        }
+        return parent;
+}
+
+/**
+ * vhdx_image_get_parent_locator:
+ * @self: an image
+ *
+ * Gets the entries of a differencing image's parent locator.
+ *
+ * Returns: (transfer none) (nullable) (element-type utf8 utf8): the
+ *   locator's keys and values, or %NULL when the image has no locator
+ *
+ * Since: 0.1
+ */
+GHashTable *
+vhdx_image_get_parent_locator (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return self->parent_locator;
+}
+
+/**
+ * vhdx_image_get_chain_depth:
+ * @self: an image
+ *
+ * Gets how many ancestors the image has.
+ *
+ * Returns: 0 for an image without a parent, 1 when the parent has none,
+ *   and so on
+ *
+ * Since: 0.1
+ */
+guint
+vhdx_image_get_chain_depth (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
+
+        return self->vfile != NULL ? vhdx_file_get_chain_depth (self->vfile) : 0;
+}
+
+/* Reading */
+
+static gboolean
+check_range (VhdxImage *self, guint64 offset, guint64 length, GError **error)
+{
+        guint64 size = vhdx_file_get_info (self->vfile)->virtual_size;
+
+        if (offset > size || length > size - offset) {
+                /* %llu, not G_GUINT64_FORMAT: xgettext must see the whole message. */
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                             _("The range of %llu bytes at offset %llu lies outside the "
+                               "virtual disk (%llu bytes)"),
+                             (unsigned long long) length, (unsigned long long) offset,
+                             (unsigned long long) size);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Reads a range known to lie inside the disk, a chunk at a time. */
+static gboolean
+read_chunked (VhdxImage *self, guint64 offset, guint8 *buffer, gsize count,
+              GCancellable *cancellable, GError **error)
+{
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return FALSE;
+        while (count > 0) {
+                gsize n = MIN (count, READ_CHUNK_SIZE);
+
+                if (!vhdx_file_read (self->vfile, offset, buffer, n, error))
+                        return FALSE;
+                offset += n;
+                buffer += n;
+                count -= n;
+                if (count > 0 && g_cancellable_set_error_if_cancelled (cancellable, error))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
+/**
+ * vhdx_image_read: (skip)
+ * @self: an image
+ * @offset: where to start reading in the virtual disk
+ * @buffer: where to put the bytes
+ * @count: how many bytes to read
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Reads @count bytes of the virtual disk from @offset into @buffer, as a
+ * guest would read them.  The range must lie inside the virtual disk:
+ * unlike [method@Vhdx.Image.read_bytes], this never reads fewer bytes than
+ * asked for.
+ *
+ * This may be called from several threads at once.  Bindings use
+ * [method@Vhdx.Image.read_bytes], which allocates the buffer.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set, with
+ *   %G_IO_ERROR_INVALID_ARGUMENT if the range goes beyond the end of the
+ *   virtual disk
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_read (VhdxImage *self, guint64 offset, void *buffer, gsize count,
+                 GCancellable *cancellable, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->vfile != NULL, FALSE);
+        g_return_val_if_fail (buffer != NULL || count == 0, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (!check_range (self, offset, count, error))
+                return FALSE;
+        return read_chunked (self, offset, buffer, count, cancellable, error);
+}
+
+/**
+ * vhdx_image_read_bytes:
+ * @self: an image
+ * @offset: where to start reading in the virtual disk
+ * @count: how many bytes to read at most
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Reads up to @count bytes of the virtual disk from @offset.  As with
+ * [method@Gio.InputStream.read_bytes], fewer bytes are returned when the
+ * range crosses the end of the disk, and an empty [struct@GLib.Bytes] at or
+ * past the end.
+ *
+ * This may be called from several threads at once; a program with a main
+ * loop should call [method@Vhdx.Image.read_bytes_async] instead.
+ *
+ * Returns: (transfer full): the bytes read, or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+GBytes *
+vhdx_image_read_bytes (VhdxImage *self, guint64 offset, gsize count, GCancellable *cancellable,
+                       GError **error)
+{
+        g_autofree guint8 *buffer = NULL;
+        guint64 size;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        size = vhdx_file_get_info (self->vfile)->virtual_size;
+        if (offset >= size || count == 0)
+                return g_bytes_new (NULL, 0);
+        count = (gsize) MIN ((guint64) count, size - offset);
+
+        buffer = g_try_malloc (count);
+        if (buffer == NULL) {
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                             _("Not enough memory to read %llu bytes"),
+                             (unsigned long long) count);
+                return NULL;
+        }
+        if (!read_chunked (self, offset, buffer, count, cancellable, error))
+                return NULL;
+        return g_bytes_new_take (g_steal_pointer (&buffer), count);
+}
+
+typedef struct {
+        guint64 offset;
+        guint64 length;
+        void *buffer;
+} RangeData;
+
+static RangeData *
+range_data_new (guint64 offset, guint64 length, void *buffer)
+{
+        RangeData *data = g_new0 (RangeData, 1);
+
+        data->offset = offset;
+        data->length = length;
+        data->buffer = buffer;
+        return data;
+}
+
+static void
+read_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
+{
+        RangeData *data = task_data;
+        GError *error = NULL;
+
+        if (!vhdx_image_read (source_object, data->offset, data->buffer, (gsize) data->length,
+                              cancellable, &error))
+                g_task_return_error (task, error);
+        else
+                g_task_return_boolean (task, TRUE);
+}
+
+/**
+ * vhdx_image_read_async: (skip)
+ * @self: an image
+ * @offset: where to start reading in the virtual disk
+ * @buffer: where to put the bytes; it must stay valid until @callback runs
+ * @count: how many bytes to read
+ * @io_priority: the I/O priority of the request
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the bytes are read
+ * @user_data: (closure): data for @callback
+ *
+ * Reads into @buffer in a worker thread, as [method@Vhdx.Image.read] does.
+ * Call [method@Vhdx.Image.read_finish] from @callback.  Bindings use
+ * [method@Vhdx.Image.read_bytes_async], which allocates the buffer.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_read_async (VhdxImage *self, guint64 offset, void *buffer, gsize count,
+                       int io_priority, GCancellable *cancellable, GAsyncReadyCallback callback,
+                       gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (buffer != NULL || count == 0);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = g_task_new (self, cancellable, callback, user_data);
+        g_task_set_source_tag (task, vhdx_image_read_async);
+        g_task_set_priority (task, io_priority);
+        g_task_set_task_data (task, range_data_new (offset, count, buffer), g_free);
+        g_task_run_in_thread (task, read_thread);
+}
+
+/**
+ * vhdx_image_read_finish: (skip)
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes a read started with [method@Vhdx.Image.read_async].
+ *
+ * Returns: %TRUE if @buffer holds the bytes; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_read_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+        g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == vhdx_image_read_async,
+                              FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+static void
+read_bytes_thread (GTask *task, gpointer source_object, gpointer task_data,
+                   GCancellable *cancellable)
+{
+        RangeData *data = task_data;
+        GError *error = NULL;
+        GBytes *bytes;
+
+        bytes = vhdx_image_read_bytes (source_object, data->offset, (gsize) data->length,
+                                       cancellable, &error);
+        if (bytes == NULL)
+                g_task_return_error (task, error);
+        else
+                g_task_return_pointer (task, bytes, (GDestroyNotify) g_bytes_unref);
+}
+
+/**
+ * vhdx_image_read_bytes_async:
+ * @self: an image
+ * @offset: where to start reading in the virtual disk
+ * @count: how many bytes to read at most
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the bytes are read
+ * @user_data: (closure): data for @callback
+ *
+ * Reads up to @count bytes of the virtual disk from @offset in a worker
+ * thread, as [method@Vhdx.Image.read_bytes] does.  Call
+ * [method@Vhdx.Image.read_bytes_finish] from @callback to get them.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_read_bytes_async (VhdxImage *self, guint64 offset, gsize count, int io_priority,
+                             GCancellable *cancellable, GAsyncReadyCallback callback,
+                             gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = g_task_new (self, cancellable, callback, user_data);
+        g_task_set_source_tag (task, vhdx_image_read_bytes_async);
+        g_task_set_priority (task, io_priority);
+        g_task_set_task_data (task, range_data_new (offset, count, NULL), g_free);
+        g_task_run_in_thread (task, read_bytes_thread);
+}
+
+/**
+ * vhdx_image_read_bytes_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes a read started with [method@Vhdx.Image.read_bytes_async].
+ *
+ * Returns: (transfer full): the bytes read, or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+GBytes *
+vhdx_image_read_bytes_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+        g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
+                                      vhdx_image_read_bytes_async,
+                              NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        return g_task_propagate_pointer (G_TASK (result), error);
+}
+
+/**
+ * vhdx_image_open_stream:
+ * @self: an image
+ *
+ * Opens a stream over the virtual disk, positioned at its start.  The
+ * stream can seek; several streams of one image may be read at once.
+ *
+ * Returns: (transfer full): a [class@Vhdx.InputStream]
+ *
+ * Since: 0.1
+ */
+GInputStream *
+vhdx_image_open_stream (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (self->vfile != NULL, NULL);
+
+        return g_object_new (VHDX_TYPE_INPUT_STREAM, "image", self, NULL);
+}
+
+/* Extents */
+
+/* Appends @extent, merged into the last one when it continues it, as the
+ * engine merges the extents of one call. */
+static void
+map_append (GArray *map, const VhdxMapExtent *extent)
+{
+        if (map->len > 0) {
+                VhdxMapExtent *last = &g_array_index (map, VhdxMapExtent, map->len - 1);
+
+                if (last->kind == extent->kind && last->present == extent->present &&
+                    last->depth == extent->depth &&
+                    last->offset + last->length == extent->offset &&
+                    (extent->kind != VHDX_EXTENT_DATA ||
+                     last->file_offset + last->length == extent->file_offset)) {
+                        last->length += extent->length;
+                        return;
+                }
+        }
+        g_array_append_val (map, *extent);
+}
+
+/**
+ * vhdx_image_get_extents:
+ * @self: an image
+ * @offset: where the range starts in the virtual disk
+ * @length: the length of the range
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Tells where the bytes of a range of the virtual disk come from, without
+ * reading them: the extents returned cover the range in order, each
+ * either data stored in one file of the chain or zeros.
+ *
+ * Returns: (transfer container) (element-type VhdxExtent): the extents,
+ *   or %NULL with @error set, with %G_IO_ERROR_INVALID_ARGUMENT if the
+ *   range goes beyond the end of the virtual disk
+ *
+ * Since: 0.1
+ */
+GPtrArray *
+vhdx_image_get_extents (VhdxImage *self, guint64 offset, guint64 length,
+                        GCancellable *cancellable, GError **error)
+{
+        g_autoptr (GArray) merged = NULL;
+        GPtrArray *extents;
+        guint64 step;
+        guint64 end;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        if (!check_range (self, offset, length, error))
+                return NULL;
+        merged = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
+        step = MAP_CHUNK_BLOCKS * vhdx_file_get_info (self->vfile)->block_size;
+        end = offset + length;
+        while (offset < end) {
+                guint64 n = MIN (end - offset, step);
+                g_autoptr (GArray) map = NULL;
+
+                if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                        return NULL;
+                map = vhdx_file_map (self->vfile, offset, n, error);
+                if (map == NULL)
+                        return NULL;
+                for (guint i = 0; i < map->len; i++)
+                        map_append (merged, &g_array_index (map, VhdxMapExtent, i));
+                offset += n;
+        }
+
+        extents = g_ptr_array_new_full (merged->len, (GDestroyNotify) vhdx_extent_free);
+        for (guint i = 0; i < merged->len; i++)
+                g_ptr_array_add (extents,
+                                 vhdx_extent_new (&g_array_index (merged, VhdxMapExtent, i)));
+        return extents;
+}
+
+static void
+get_extents_thread (GTask *task, gpointer source_object, gpointer task_data,
+                    GCancellable *cancellable)
+{
+        RangeData *data = task_data;
+        GError *error = NULL;
+        GPtrArray *extents;
+
+        extents = vhdx_image_get_extents (source_object, data->offset, data->length,
+                                          cancellable, &error);
+        if (extents == NULL)
+                g_task_return_error (task, error);
+        else
+                g_task_return_pointer (task, extents, (GDestroyNotify) g_ptr_array_unref);
+}
+
+/**
+ * vhdx_image_get_extents_async:
+ * @self: an image
+ * @offset: where the range starts in the virtual disk
+ * @length: the length of the range
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the extents are known
+ * @user_data: (closure): data for @callback
+ *
+ * Finds the extents of a range in a worker thread, as
+ * [method@Vhdx.Image.get_extents] does.  Call
+ * [method@Vhdx.Image.get_extents_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_get_extents_async (VhdxImage *self, guint64 offset, guint64 length, int io_priority,
+                              GCancellable *cancellable, GAsyncReadyCallback callback,
+                              gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = g_task_new (self, cancellable, callback, user_data);
+        g_task_set_source_tag (task, vhdx_image_get_extents_async);
+        g_task_set_priority (task, io_priority);
+        g_task_set_task_data (task, range_data_new (offset, length, NULL), g_free);
+        g_task_run_in_thread (task, get_extents_thread);
+}
+
+/**
+ * vhdx_image_get_extents_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.get_extents_async].
+ *
+ * Returns: (transfer container) (element-type VhdxExtent): the extents,
+ *   or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+GPtrArray *
+vhdx_image_get_extents_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+        g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
+                                      vhdx_image_get_extents_async,
+                              NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        return g_task_propagate_pointer (G_TASK (result), error);
+}
+
+/* Checking */
+
+/**
+ * vhdx_image_check:
+ * @self: an image
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Validates every structure of the image and every entry of its block
+ * allocation table.  The problems noticed while opening the image (such
+ * as a damaged header next to a good one) come first.
+ *
+ * Corruption is reported as problems, not as an error: @error is set only
+ * when the check itself could not be made, such as when the file cannot
+ * be read.
+ *
+ * Returns: (transfer container) (element-type VhdxProblem): the problems
+ *   found, empty for a clean image, or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+GPtrArray *
+vhdx_image_check (VhdxImage *self, GCancellable *cancellable, GError **error)
+{
+        g_autoptr (GPtrArray) problems = NULL;
+        g_autoptr (GPtrArray) findings = NULL;
+        GPtrArray *open_findings;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
+        open_findings = vhdx_file_get_open_findings (self->vfile);
+        for (guint i = 0; open_findings != NULL && i < open_findings->len; i++)
+                g_ptr_array_add (problems, vhdx_problem_new (g_ptr_array_index (open_findings, i)));
+
+        findings = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        if (!vhdx_file_check (self->vfile, findings, error))
+                return NULL;
+        for (guint i = 0; i < findings->len; i++)
+                g_ptr_array_add (problems, vhdx_problem_new (g_ptr_array_index (findings, i)));
+        return g_steal_pointer (&problems);
+}
+
+static void
+check_thread (GTask *task, gpointer source_object, gpointer task_data,
+              GCancellable *cancellable)
+{
+        GError *error = NULL;
+        GPtrArray *problems;
+
+        problems = vhdx_image_check (source_object, cancellable, &error);
+        if (problems == NULL)
+                g_task_return_error (task, error);
+        else
+                g_task_return_pointer (task, problems, (GDestroyNotify) g_ptr_array_unref);
+}
+
+/**
+ * vhdx_image_check_async:
+ * @self: an image
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the check is done
+ * @user_data: (closure): data for @callback
+ *
+ * Checks the image in a worker thread, as [method@Vhdx.Image.check] does.
+ * Call [method@Vhdx.Image.check_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_check_async (VhdxImage *self, int io_priority, GCancellable *cancellable,
+                        GAsyncReadyCallback callback, gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = g_task_new (self, cancellable, callback, user_data);
+        g_task_set_source_tag (task, vhdx_image_check_async);
+        g_task_set_priority (task, io_priority);
+        g_task_run_in_thread (task, check_thread);
+}
+
+/**
+ * vhdx_image_check_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.check_async].
+ *
+ * Returns: (transfer container) (element-type VhdxProblem): the problems
+ *   found, or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+GPtrArray *
+vhdx_image_check_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+        g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == vhdx_image_check_async,
+                              NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        return g_task_propagate_pointer (G_TASK (result), error);
+}
+
+/* JSON */
+
+/* The bytes the file occupies on its file system, or its size when that is unknown. */
+static gboolean
+image_get_actual_size (VhdxImage *self, guint64 *actual, GCancellable *cancellable,
+                       GError **error)
+{
+        g_autoptr (GFileInfo) info = NULL;
+
+        info = g_file_query_info (self->file, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE,
+                                  G_FILE_QUERY_INFO_NONE, cancellable, error);
+        if (info == NULL)
+                return FALSE;
+        if (g_file_info_has_attribute (info, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE))
+                *actual = g_file_info_get_attribute_uint64 (
+                        info, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE);
+        else
+                *actual = vhdx_file_get_info (self->vfile)->file_size;
+        return TRUE;
+}
+
+/* The parent as the image names it: the first of its locator's paths. */
+static const char *
+image_get_backing_name (VhdxImage *self, const char *resolved)
+{
+        static const char *const keys[] = { "relative_path", "absolute_win32_path",
+                                            "volume_path" };
+
+        for (gsize i = 0; self->parent_locator != NULL && i < G_N_ELEMENTS (keys); i++) {
+                const char *value = g_hash_table_lookup (self->parent_locator, keys[i]);
+
+                if (value != NULL)
+                        return value;
+        }
+        return resolved;
+}
+
+/**
+ * vhdx_image_to_json:
+ * @self: an image
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Describes the image as a JSON object, the one that `vhdx info --json`
+ * prints.  Where they overlap, the keys are those of
+ * `qemu-img info --output=json`:
+ *
+ * - `filename`: the image, a path for a local file, a URI otherwise
+ * - `format`: `"vhdx"`
+ * - `virtual-size`: the size of the virtual disk in bytes
+ * - `actual-size`: the bytes the file occupies on its file system
+ * - `cluster-size`: the block size
+ * - `dirty-flag`: whether the image had a log to replay
+ * - `backing-filename`, `full-backing-filename`: for a differencing image,
+ *   the parent as its locator names it and the file that was opened
+ * - `format-specific`: an object with `type` `"vhdx"` and `data`, an object
+ *   with the keys `disk-type`, `logical-sector-size`,
+ *   `physical-sector-size`, `virtual-disk-id`, `data-write-guid`,
+ *   `file-write-guid`, `creator`, `log-state`, `allocated-bytes` and
+ *   `header-sequence`
+ *
+ * This counts the allocated bytes, which reads the block allocation table.
+ *
+ * Returns: (transfer full): a JSON object, or %NULL with @error set
+ *
+ * Since: 0.1
+ */
+JsonNode *
+vhdx_image_to_json (VhdxImage *self, GCancellable *cancellable, GError **error)
+{
+        g_autoptr (JsonBuilder) builder = NULL;
+        g_autofree char *filename = NULL;
+        const VhdxInfo *info;
+        const char *parent_name;
+        guint64 actual = 0;
+        guint64 allocated = 0;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+        info = vhdx_file_get_info (self->vfile);
+        if (!image_get_actual_size (self, &actual, cancellable, error))
+                return NULL;
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        if (!image_get_allocated (self, &allocated, error))
+                return NULL;
+        filename = g_file_get_parse_name (self->file);
+        parent_name = vhdx_file_get_parent (self->vfile) != NULL
+                              ? vhdx_file_get_parent_path (self->vfile)
+                              : NULL;
+
+        builder = json_builder_new ();
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "filename");
+        json_builder_add_string_value (builder, filename);
+        json_builder_set_member_name (builder, "format");
+        json_builder_add_string_value (builder, "vhdx");
+        json_builder_set_member_name (builder, "virtual-size");
+        json_builder_add_int_value (builder, (gint64) info->virtual_size);
+        json_builder_set_member_name (builder, "actual-size");
+        json_builder_add_int_value (builder, (gint64) actual);
+        json_builder_set_member_name (builder, "cluster-size");
+        json_builder_add_int_value (builder, info->block_size);
+        json_builder_set_member_name (builder, "dirty-flag");
+        json_builder_add_boolean_value (builder, info->log_state != VHDX_LOG_STATE_CLEAN);
+        if (parent_name != NULL) {
+                g_autoptr (GFile) parent_file = vhdx_gfile_io_file_for_name (parent_name);
+                g_autofree char *full = g_file_get_parse_name (parent_file);
+
+                json_builder_set_member_name (builder, "backing-filename");
+                json_builder_add_string_value (builder, image_get_backing_name (self, full));
+                json_builder_set_member_name (builder, "full-backing-filename");
+                json_builder_add_string_value (builder, full);
+        }
+
+        json_builder_set_member_name (builder, "format-specific");
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "type");
+        json_builder_add_string_value (builder, "vhdx");
+        json_builder_set_member_name (builder, "data");
+        json_builder_begin_object (builder);
+        json_builder_set_member_name (builder, "disk-type");
+        json_builder_add_string_value (builder, vhdx_disk_type_to_string (info->disk_type));
+        json_builder_set_member_name (builder, "logical-sector-size");
+        json_builder_add_int_value (builder, info->logical_sector_size);
+        json_builder_set_member_name (builder, "physical-sector-size");
+        json_builder_add_int_value (builder, info->physical_sector_size);
+        json_builder_set_member_name (builder, "virtual-disk-id");
+        json_builder_add_string_value (builder, self->virtual_disk_id);
+        json_builder_set_member_name (builder, "data-write-guid");
+        json_builder_add_string_value (builder, self->data_write_guid);
+        json_builder_set_member_name (builder, "file-write-guid");
+        json_builder_add_string_value (builder, self->file_write_guid);
+        json_builder_set_member_name (builder, "creator");
+        json_builder_add_string_value (builder, info->creator != NULL ? info->creator : "");
+        json_builder_set_member_name (builder, "log-state");
+        json_builder_add_string_value (builder, vhdx_log_state_to_string (info->log_state));
+        json_builder_set_member_name (builder, "allocated-bytes");
+        json_builder_add_int_value (builder, (gint64) allocated);
+        json_builder_set_member_name (builder, "header-sequence");
+        json_builder_add_int_value (builder, (gint64) info->header_sequence);
+        json_builder_end_object (builder);
+        json_builder_end_object (builder);
+
+        json_builder_end_object (builder);
+        return json_builder_get_root (builder);
+}

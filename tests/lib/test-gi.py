@@ -1,0 +1,610 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# libvhdx-1.0 through GObject introspection, as a Python program uses it,
+# printed as TAP.
+#
+# The oracle is QEMU: qemu-img creates the images, qemu-io writes known
+# patterns into them, `qemu-img info` describes them and
+# `qemu-img convert -O raw` gives the expected bytes.  Without qemu-img the
+# tests that need it are skipped.
+#
+# Environment: GI_TYPELIB_PATH and LD_LIBRARY_PATH (the built library),
+# VHDX_TOOL (the vhdx tool), VHDX_CAT_EXAMPLE and VHDX_CAT_PY_EXAMPLE (the
+# examples), GLIB_COMPILE_RESOURCES (optional, for resource:// files).
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import gi
+gi.require_version('Vhdx', '1.0')
+gi.require_version('Json', '1.0')
+from gi.repository import GLib, Gio, Json, Vhdx  # noqa: E402
+
+MiB = 1024 * 1024
+KiB = 1024
+
+GUID_RE = re.compile(r'^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$')
+QEMU_IMG = shutil.which('qemu-img')
+QEMU_IO = shutil.which('qemu-io')
+TOOL = os.environ.get('VHDX_TOOL')
+ENV = dict(os.environ, LC_ALL='C.UTF-8')
+
+
+class Skip(Exception):
+    pass
+
+
+def run(args, **kwargs):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                          timeout=300, **kwargs)
+
+
+def check_ok(result, what):
+    if result.returncode != 0:
+        raise AssertionError('%s exited with %d: %s' % (
+            what, result.returncode, result.stderr.decode(errors='replace').strip()))
+    return result
+
+
+def expect_equal(found, expected, what):
+    if found != expected:
+        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
+
+
+def expect(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def expect_error(function, domain, code, what):
+    """Call function; it must raise GLib.Error with domain (a quark string) and code."""
+    try:
+        function()
+    except GLib.Error as error:
+        expect_equal((error.domain, error.code), (domain, int(code)),
+                     '%s: error %r' % (what, error.message))
+        return error
+    raise AssertionError('%s: no error raised' % what)
+
+
+def run_loop(start):
+    """Run a main loop; start(done) begins an asynchronous call and done(value) ends it."""
+    loop = GLib.MainLoop()
+    outcome = {}
+    timed_out = []
+
+    def done(value=None, error=None):
+        if not outcome:
+            outcome.update(value=value, error=error)
+        loop.quit()
+
+    def on_timeout():
+        timed_out.append(True)
+        done(error=AssertionError('timed out'))
+        return GLib.SOURCE_REMOVE
+
+    start(done)
+    source = GLib.timeout_add_seconds(120, on_timeout)
+    loop.run()
+    if not timed_out:
+        GLib.source_remove(source)
+    if outcome['error'] is not None:
+        raise outcome['error']
+    return outcome['value']
+
+
+def finisher(finish, done):
+    """An async callback that calls finish(result) and passes its value or error to done."""
+    def callback(source, result, *user_data):
+        try:
+            value = finish(source, result)
+        except GLib.Error as error:
+            done(error=error)
+        else:
+            done(value)
+    return callback
+
+
+def open_async(gfile, flags=Vhdx.OpenFlags.NONE, cancellable=None):
+    return run_loop(lambda done: Vhdx.Image.new_async(
+        gfile, flags, GLib.PRIORITY_DEFAULT, cancellable,
+        finisher(lambda source, result: Vhdx.Image.new_finish(result), done)))
+
+
+def read_all_async(image, chunk=8 * MiB):
+    """The whole virtual disk, read with read_bytes_async in chunks, in a main loop."""
+    loop = GLib.MainLoop()
+    state = {'offset': 0, 'parts': [], 'error': None}
+
+    def next_chunk():
+        image.read_bytes_async(state['offset'], chunk, GLib.PRIORITY_DEFAULT, None, got)
+
+    def got(source, result):
+        try:
+            data = source.read_bytes_finish(result).get_data()
+        except GLib.Error as error:
+            state['error'] = error
+            loop.quit()
+            return
+        if not data:
+            loop.quit()
+            return
+        state['parts'].append(data)
+        state['offset'] += len(data)
+        next_chunk()
+
+    next_chunk()
+    loop.run()
+    if state['error'] is not None:
+        raise state['error']
+    return b''.join(state['parts'])
+
+
+class Image:
+    """A qemu-made VHDX image and the facts we know about it from making it."""
+
+    def __init__(self, workdir, name, subformat, size, block_size, writes):
+        self.path = os.path.join(workdir, name + '.vhdx')
+        raw_path = os.path.join(workdir, name + '.raw')
+        self.subformat = subformat
+        self.size = size
+        self.writes = writes
+        options = 'subformat=%s' % subformat
+        if block_size is not None:
+            options += ',block_size=%d' % block_size
+        check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o', options, self.path,
+                      str(size)]), 'qemu-img create')
+        if writes:
+            commands = []
+            for pattern, offset, length in writes:
+                commands += ['-c', 'write -P 0x%02x %d %d' % (pattern, offset, length)]
+            check_ok(run([QEMU_IO, '-f', 'vhdx'] + commands + [self.path]), 'qemu-io')
+        check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', self.path, raw_path]),
+                 'qemu-img convert')
+        with open(raw_path, 'rb') as f:
+            self.raw = f.read()
+        os.unlink(raw_path)
+        self.qemu_info = json.loads(check_ok(
+            run([QEMU_IMG, 'info', '--output=json', '-f', 'vhdx', self.path]),
+            'qemu-img info').stdout)
+        self.block_size = block_size or self.qemu_info['cluster-size']
+
+    def gfile(self):
+        return Gio.File.new_for_path(self.path)
+
+    def open(self):
+        return Vhdx.Image.new(self.gfile(), Vhdx.OpenFlags.NONE, None)
+
+    def allocated_bytes(self):
+        blocks = set()
+        for _, offset, length in self.writes:
+            blocks.update(range(offset // self.block_size,
+                                (offset + length - 1) // self.block_size + 1))
+        return sum(min(self.block_size, self.size - b * self.block_size) for b in blocks)
+
+
+class Tests:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self._images = None
+
+    def images(self):
+        if QEMU_IMG is None or QEMU_IO is None:
+            raise Skip('qemu-img or qemu-io not installed')
+        if self._images is None:
+            self._images = {
+                'dynamic': Image(self.workdir, 'dynamic', 'dynamic', 40 * MiB, MiB, [
+                    (0xa5, 3 * MiB, 1500 * KiB),
+                    (0x3c, 20 * MiB, 4 * KiB),
+                    (0x5e, 39 * MiB + 512, 4 * KiB),
+                ]),
+                'fixed': Image(self.workdir, 'fixed', 'fixed', 24 * MiB, None, [
+                    (0x5a, 5 * MiB, 2 * MiB),
+                ]),
+                'odd': Image(self.workdir, 'odd', 'dynamic', 70 * MiB, 32 * MiB, [
+                    (0x42, 0, 512),
+                    (0x77, 64 * MiB + 4 * KiB, 6 * MiB - 8 * KiB),
+                ]),
+            }
+        return self._images
+
+    def image(self, name):
+        return self.images()[name]
+
+    # opening and properties
+
+    def check_properties(self, img, image):
+        props = image.props
+        expect_equal(props.virtual_size, img.qemu_info['virtual-size'], 'virtual-size')
+        expect_equal(props.block_size, img.qemu_info['cluster-size'], 'block-size')
+        expect_equal(props.disk_type.value_nick, img.subformat, 'disk-type')
+        expect_equal(props.log_state, Vhdx.LogState.CLEAN, 'log-state')
+        expect_equal(props.logical_sector_size, 512, 'logical-sector-size')
+        expect(props.physical_sector_size in (512, 4096), 'physical-sector-size')
+        for name in ('virtual_disk_id', 'data_write_guid', 'file_write_guid'):
+            value = getattr(props, name)
+            expect(GUID_RE.match(value), '%s %r is not a lowercase GUID' % (name, value))
+        expect(props.creator.startswith('QEMU'), 'creator %r' % props.creator)
+        expect_equal(props.file_size, os.stat(img.path).st_size, 'file-size')
+        expect_equal(props.allocated_size, img.allocated_bytes(), 'allocated-size')
+        expect_equal(props.has_parent, False, 'has-parent')
+        expect_equal(props.parent, None, 'parent')
+        expect_equal(props.parent_locator, None, 'parent-locator')
+        expect_equal(props.chain_depth, 0, 'chain-depth')
+        expect_equal(props.file.get_path(), img.path, 'file')
+        expect_equal(props.flags, Vhdx.OpenFlags.NONE, 'flags')
+        expect_equal(props.parent_file, None, 'parent-file')
+        expect_equal(image.get_virtual_size(), props.virtual_size, 'get_virtual_size()')
+        expect_equal(image.dup_parent(), None, 'dup_parent()')
+
+    def test_open_sync(self):
+        for img in self.images().values():
+            self.check_properties(img, img.open())
+
+    def test_open_async(self):
+        for img in self.images().values():
+            self.check_properties(img, open_async(img.gfile()))
+
+    def test_open_async_initable(self):
+        img = self.image('fixed')
+        image = Vhdx.Image(file=img.gfile())
+        run_loop(lambda done: image.init_async(
+            GLib.PRIORITY_DEFAULT, None,
+            finisher(lambda source, result: source.init_finish(result), done)))
+        self.check_properties(img, image)
+
+    def test_open_read_write(self):
+        img = self.image('dynamic')
+        copy = os.path.join(self.workdir, 'writable.vhdx')
+        shutil.copyfile(img.path, copy)
+        image = Vhdx.Image.new(Gio.File.new_for_path(copy), Vhdx.OpenFlags.READ_WRITE, None)
+        expect_equal(image.props.flags, Vhdx.OpenFlags.READ_WRITE, 'flags')
+        expect_equal(image.read_bytes(0, img.size, None).get_data(), img.raw, 'data')
+
+    # errors
+
+    def test_errors(self):
+        missing = Gio.File.new_for_path(os.path.join(self.workdir, 'missing.vhdx'))
+        expect_error(lambda: Vhdx.Image.new(missing, Vhdx.OpenFlags.NONE, None),
+                     'g-io-error-quark', Gio.IOErrorEnum.NOT_FOUND, 'missing file')
+
+        junk = os.path.join(self.workdir, 'junk.vhdx')
+        with open(junk, 'wb') as f:
+            f.write(os.urandom(2 * MiB))
+        error = expect_error(
+            lambda: Vhdx.Image.new(Gio.File.new_for_path(junk), Vhdx.OpenFlags.NONE, None),
+            'vhdx-error-quark', Vhdx.Error.INVALID, 'random bytes')
+        expect(error.matches(Vhdx.Error.quark(), Vhdx.Error.INVALID), 'matches()')
+        expect(error.matches(Vhdx.error_quark(), Vhdx.Error.INVALID), 'error_quark()')
+        expect('file identifier' in error.message, 'message %r' % error.message)
+
+        # The same error through the asynchronous path.
+        expect_error(lambda: open_async(Gio.File.new_for_path(junk)),
+                     'vhdx-error-quark', Vhdx.Error.INVALID, 'random bytes, async')
+
+        empty = os.path.join(self.workdir, 'empty.vhdx')
+        open(empty, 'wb').close()
+        expect_error(
+            lambda: Vhdx.Image.new(Gio.File.new_for_path(empty), Vhdx.OpenFlags.NONE, None),
+            'vhdx-error-quark', Vhdx.Error.TRUNCATED, 'empty file')
+
+        image = self.image('dynamic').open()
+        expect_error(lambda: image.get_extents(39 * MiB, 2 * MiB, None),
+                     'g-io-error-quark', Gio.IOErrorEnum.INVALID_ARGUMENT, 'extents past the end')
+
+    # reading
+
+    def test_read_bytes_async(self):
+        for img in self.images().values():
+            image = img.open()
+            data = read_all_async(image)
+            expect(data == img.raw, '%s: the disk read differs from qemu-img convert' % img.path)
+            # One read of the whole disk.
+            whole = run_loop(lambda done: image.read_bytes_async(
+                0, img.size, GLib.PRIORITY_DEFAULT, None,
+                finisher(lambda source, result: source.read_bytes_finish(result), done)))
+            expect(whole.get_data() == img.raw, '%s: one whole read differs' % img.path)
+
+    def test_read_bytes_ranges(self):
+        img = self.image('dynamic')
+        image = img.open()
+        for offset, count in ((3 * MiB - 5, 10), (39 * MiB + 511, 3 * KiB), (0, 1),
+                              (20 * MiB, 4 * KiB)):
+            found = image.read_bytes(offset, count, None).get_data()
+            expect_equal(found, img.raw[offset:offset + count], 'read at %d' % offset)
+        # Short at the end, empty at and past it.
+        expect_equal(image.read_bytes(img.size - 100, 4096, None).get_data(), img.raw[-100:],
+                     'read across the end')
+        expect_equal(image.read_bytes(img.size, 4096, None).get_size(), 0, 'read at the end')
+        expect_equal(image.read_bytes(img.size + MiB, 1, None).get_size(), 0, 'read past it')
+
+    def test_cancellation(self):
+        img = self.image('dynamic')
+        image = img.open()
+        cancellable = Gio.Cancellable()
+        cancellable.cancel()
+        cancelled = ('g-io-error-quark', Gio.IOErrorEnum.CANCELLED)
+        expect_error(lambda: run_loop(lambda done: image.read_bytes_async(
+            0, img.size, GLib.PRIORITY_DEFAULT, cancellable,
+            finisher(lambda source, result: source.read_bytes_finish(result), done))),
+            *cancelled, 'read_bytes_async')
+        expect_error(lambda: image.read_bytes(0, img.size, cancellable), *cancelled,
+                     'read_bytes')
+        expect_error(lambda: open_async(img.gfile(), cancellable=cancellable), *cancelled,
+                     'new_async')
+        expect_error(lambda: run_loop(lambda done: image.get_extents_async(
+            0, img.size, GLib.PRIORITY_DEFAULT, cancellable,
+            finisher(lambda source, result: source.get_extents_finish(result), done))),
+            *cancelled, 'get_extents_async')
+        expect_error(lambda: run_loop(lambda done: image.check_async(
+            GLib.PRIORITY_DEFAULT, cancellable,
+            finisher(lambda source, result: source.check_finish(result), done))),
+            *cancelled, 'check_async')
+        error = expect_error(lambda: image.check(cancellable), *cancelled, 'check')
+        expect(error.matches(Gio.io_error_quark(), Gio.IOErrorEnum.CANCELLED), 'matches()')
+
+    def test_stream(self):
+        img = self.image('odd')
+        stream = img.open().open_stream()
+        expect(isinstance(stream, Gio.InputStream), 'not an input stream')
+        expect(stream.can_seek() and not stream.can_truncate(), 'seek/truncate')
+        stream.seek(64 * MiB, GLib.SeekType.SET, None)
+        expect_equal(stream.read_bytes(8 * KiB, None).get_data(),
+                     img.raw[64 * MiB:64 * MiB + 8 * KiB], 'read after seek')
+        expect_equal(stream.tell(), 64 * MiB + 8 * KiB, 'tell')
+        stream.seek(-10, GLib.SeekType.END, None)
+        expect_equal(stream.read_bytes(100, None).get_data(), img.raw[-10:], 'read at the end')
+        expect_equal(stream.read_bytes(100, None).get_size(), 0, 'read past the end')
+        stream.seek(0, GLib.SeekType.SET, None)
+        found = run_loop(lambda done: stream.read_bytes_async(
+            MiB, GLib.PRIORITY_DEFAULT, None,
+            finisher(lambda source, result: source.read_bytes_finish(result), done)))
+        expect_equal(found.get_data(), img.raw[:MiB], 'read_bytes_async')
+        expect_error(lambda: stream.truncate(0, None), 'g-io-error-quark',
+                     Gio.IOErrorEnum.NOT_SUPPORTED, 'truncate')
+        stream.close(None)
+
+    # extents
+
+    def test_extents(self):
+        # qemu-img map reports every range of a VHDX image as data, without
+        # file offsets, so the oracle is what was written: the data extents
+        # are the blocks written to, and the file holds their bytes at the
+        # file offsets given.
+        for img in self.images().values():
+            image = img.open()
+            extents = image.get_extents(0, img.size, None)
+            written = set()
+            for _, offset, length in img.writes:
+                written.update(range(offset // img.block_size,
+                                     (offset + length - 1) // img.block_size + 1))
+            position = 0
+            data_blocks = set()
+            with open(img.path, 'rb') as f:
+                for e in extents:
+                    start, length = e.get_offset(), e.get_length()
+                    expect_equal(start, position, 'extents leave no gap')
+                    expect_equal(e.get_depth(), 0, 'depth')
+                    position = start + length
+                    if e.get_kind() != Vhdx.ExtentKind.DATA:
+                        expect_equal(e.get_file_offset(), 0, 'file offset of zeros')
+                        expect(img.raw[start:start + length] == bytes(length),
+                               'zero extent at %d holds data' % start)
+                        continue
+                    expect(e.is_present(), 'data extent not present')
+                    data_blocks.update(range(start // img.block_size,
+                                             (position - 1) // img.block_size + 1))
+                    f.seek(e.get_file_offset())
+                    expect(f.read(length) == img.raw[start:start + length],
+                           'file bytes at %d differ from the disk at %d' % (
+                               e.get_file_offset(), start))
+            expect_equal(position, img.size, 'extents cover the disk')
+            expect_equal(data_blocks, written, '%s: blocks holding data' % img.path)
+            asynchronous = run_loop(lambda done: image.get_extents_async(
+                0, img.size, GLib.PRIORITY_DEFAULT, None,
+                finisher(lambda source, result: source.get_extents_finish(result), done)))
+            expect_equal([(e.get_offset(), e.get_length()) for e in asynchronous],
+                         [(e.get_offset(), e.get_length()) for e in extents], 'async extents')
+
+    def test_check(self):
+        image = self.image('dynamic').open()
+        expect_equal(list(image.check(None)), [], 'problems of a clean image')
+        problems = run_loop(lambda done: image.check_async(
+            GLib.PRIORITY_DEFAULT, None,
+            finisher(lambda source, result: source.check_finish(result), done)))
+        expect_equal(list(problems), [], 'problems found asynchronously')
+
+    # JSON
+
+    def test_to_json(self):
+        if not TOOL:
+            raise Skip('VHDX_TOOL not set')
+        for img in self.images().values():
+            node = img.open().to_json(None)
+            found = json.loads(Json.to_string(node, False))
+            tool = json.loads(check_ok(run([TOOL, 'info', '--json', img.path]),
+                                       'vhdx info').stdout)
+            expect_equal(found.pop('filename'), img.path, 'filename')
+            tool.pop('filename')
+            expect_equal(found, tool, '%s: to_json and vhdx info --json' % img.path)
+            expect_equal(found['virtual-size'], img.qemu_info['virtual-size'], 'virtual-size')
+            expect_equal(found['actual-size'], os.stat(img.path).st_blocks * 512,
+                         'actual-size')
+
+    # other GFiles
+
+    def test_resource_file(self):
+        compiler = os.environ.get('GLIB_COMPILE_RESOURCES')
+        if not compiler:
+            raise Skip('glib-compile-resources not found')
+        img = self.image('dynamic')
+        xml = os.path.join(self.workdir, 'images.gresource.xml')
+        bundle = os.path.join(self.workdir, 'images.gresource')
+        with open(xml, 'w') as f:
+            f.write('<?xml version="1.0" encoding="UTF-8"?>\n<gresources>\n'
+                    '  <gresource prefix="/org/libvhdx/test">\n'
+                    '    <file>dynamic.vhdx</file>\n'
+                    '  </gresource>\n</gresources>\n')
+        check_ok(run([compiler, '--sourcedir', self.workdir, '--target', bundle, xml]),
+                 'glib-compile-resources')
+        resource = Gio.Resource.load(bundle)
+        resource._register()
+        try:
+            gfile = Gio.File.new_for_uri('resource:///org/libvhdx/test/dynamic.vhdx')
+            expect(gfile.get_path() is None, 'a resource has no local path')
+            image = Vhdx.Image.new(gfile, Vhdx.OpenFlags.NONE, None)
+            expect_equal(image.props.virtual_size, img.size, 'virtual-size')
+            expect_equal(image.props.file_size, os.stat(img.path).st_size, 'file-size')
+            expect(read_all_async(image) == img.raw, 'data read through resource://')
+            expect(open_async(gfile).read_bytes(3 * MiB, 4, None).get_data() == b'\xa5' * 4,
+                   'async open of resource://')
+            stream = image.open_stream()
+            stream.seek(20 * MiB, GLib.SeekType.SET, None)
+            expect_equal(stream.read_bytes(4 * KiB, None).get_data(),
+                         img.raw[20 * MiB:20 * MiB + 4 * KiB], 'stream over resource://')
+            expect_error(lambda: Vhdx.Image.new(gfile, Vhdx.OpenFlags.READ_WRITE, None),
+                         'g-io-error-quark', Gio.IOErrorEnum.NOT_SUPPORTED, 'writing')
+            missing = Gio.File.new_for_uri('resource:///org/libvhdx/test/missing.vhdx')
+            expect_error(lambda: Vhdx.Image.new(missing, Vhdx.OpenFlags.NONE, None),
+                         'g-io-error-quark', Gio.IOErrorEnum.NOT_FOUND, 'missing resource')
+            found = json.loads(Json.to_string(image.to_json(None), False))
+            expect_equal(found['filename'], 'resource:///org/libvhdx/test/dynamic.vhdx',
+                         'filename')
+        finally:
+            resource._unregister()
+
+    # differencing images
+
+    def make_child(self):
+        """An empty differencing image of the dynamic image, made by the vhdx tool."""
+        if not TOOL:
+            raise Skip('VHDX_TOOL not set')
+        img = self.image('dynamic')
+        base_dir = os.path.join(self.workdir, 'chain')
+        os.makedirs(base_dir, exist_ok=True)
+        base = os.path.join(base_dir, 'base.vhdx')
+        child = os.path.join(base_dir, 'child.avhdx')
+        for path in (base, child):
+            if os.path.exists(path):
+                os.unlink(path)
+        shutil.copyfile(img.path, base)
+        result = run([TOOL, 'create', '--parent', base, child])
+        if result.returncode != 0:
+            raise Skip('vhdx create --parent: %s' % result.stderr.decode(errors='replace'))
+        return img, base, child
+
+    def test_parent(self):
+        img, base, child = self.make_child()
+        try:
+            image = Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE, None)
+        except GLib.Error as error:
+            if error.matches(Vhdx.error_quark(), Vhdx.Error.NOT_SUPPORTED):
+                raise Skip(error.message)
+            raise
+        base_image = Vhdx.Image.new(Gio.File.new_for_path(base), Vhdx.OpenFlags.NONE, None)
+        props = image.props
+        expect_equal(props.has_parent, True, 'has-parent')
+        expect_equal(props.disk_type, Vhdx.DiskType.DIFFERENCING, 'disk-type')
+        expect_equal(props.chain_depth, 1, 'chain-depth')
+        expect_equal(props.virtual_size, img.size, 'virtual-size')
+        locator = props.parent_locator
+        expect(isinstance(locator, dict), 'parent-locator %r' % (locator,))
+        # The locator's values are as stored: a GUID in braces, in any case.
+        expect_equal(locator.get('parent_linkage', '').strip('{}').lower(),
+                     base_image.props.data_write_guid, 'parent_linkage')
+        expect_equal(image.get_parent_locator(), locator, 'get_parent_locator()')
+        parent = props.parent
+        expect_equal(parent.props.file.get_path(), base, 'parent file')
+        expect_equal(parent.props.data_write_guid, base_image.props.data_write_guid,
+                     'parent data-write-guid')
+        expect_equal(parent.props.has_parent, False, 'parent has-parent')
+        expect(image.dup_parent() == parent, 'the parent object is shared')
+        expect(read_all_async(image) == img.raw, 'data read through the parent')
+        depths = {e.get_depth() for e in image.get_extents(0, img.size, None)
+                  if e.get_kind() == Vhdx.ExtentKind.DATA}
+        expect_equal(depths, {1}, 'depths of the data extents')
+        found = json.loads(Json.to_string(image.to_json(None), False))
+        expect_equal(found['full-backing-filename'], base, 'full-backing-filename')
+        expect('backing-filename' in found, 'backing-filename')
+        # The parent outlives the child.
+        del image
+        expect_equal(parent.read_bytes(3 * MiB, 4, None).get_data(), b'\xa5' * 4,
+                     'reading the parent after the child is gone')
+
+    def test_parent_file(self):
+        img, base, child = self.make_child()
+        moved = os.path.join(self.workdir, 'moved-base.vhdx')
+        os.replace(base, moved)
+        try:
+            Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE, None)
+        except GLib.Error as error:
+            if error.matches(Vhdx.error_quark(), Vhdx.Error.NOT_SUPPORTED):
+                raise Skip(error.message)
+            expect(error.matches(Vhdx.error_quark(), Vhdx.Error.PARENT_NOT_FOUND),
+                   'error %r' % error.message)
+        else:
+            raise AssertionError('opened a child whose parent is gone')
+        image = Vhdx.Image(file=Gio.File.new_for_path(child),
+                           parent_file=Gio.File.new_for_path(moved))
+        image.init(None)
+        expect_equal(image.props.parent.props.file.get_path(), moved, 'parent file')
+        expect(image.read_bytes(0, img.size, None).get_data() == img.raw, 'data')
+
+    # the examples
+
+    def test_example_c(self):
+        example = os.environ.get('VHDX_CAT_EXAMPLE')
+        if not example:
+            raise Skip('VHDX_CAT_EXAMPLE not set')
+        for img in self.images().values():
+            out = check_ok(run([example, img.path]), 'vhdx-cat').stdout
+            expect(hashlib.sha256(out).hexdigest() == hashlib.sha256(img.raw).hexdigest(),
+                   '%s: vhdx-cat differs from qemu-img convert' % img.path)
+
+    def test_example_python(self):
+        example = os.environ.get('VHDX_CAT_PY_EXAMPLE')
+        if not example:
+            raise Skip('VHDX_CAT_PY_EXAMPLE not set')
+        for img in self.images().values():
+            out = check_ok(run([sys.executable, example, img.path]), 'vhdx-cat.py').stdout
+            expect(hashlib.sha256(out).hexdigest() == hashlib.sha256(img.raw).hexdigest(),
+                   '%s: vhdx-cat.py differs from qemu-img convert' % img.path)
+        result = run([sys.executable, example, os.path.join(self.workdir, 'missing.vhdx')])
+        expect_equal(result.returncode, 1, 'exit status for a missing image')
+        expect(b'No such file' in result.stderr, 'stderr %r' % result.stderr)
+
+
+def main():
+    names = [n for n in Tests.__dict__ if n.startswith('test_')]
+    print('1..%d' % len(names))
+    sys.stdout.flush()
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix='vhdx-test-gi-') as workdir:
+        tests = Tests(workdir)
+        for number, name in enumerate(names, 1):
+            title = name[len('test_'):].replace('_', ' ')
+            try:
+                getattr(tests, name)()
+            except Skip as e:
+                print('ok %d - %s # SKIP %s' % (number, title, e))
+            except Exception:
+                failed += 1
+                print('not ok %d - %s' % (number, title))
+                for line in traceback.format_exc().splitlines():
+                    print('# ' + line)
+            else:
+                print('ok %d - %s' % (number, title))
+            sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

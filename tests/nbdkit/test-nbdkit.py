@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# End-to-end tests of nbdkit-vhdx-plugin, printed as TAP.
+#
+# Each image is served by nbdkit through the plugin and read back by NBD
+# clients: nbdcopy (the bytes, over several connections at once), nbdinfo
+# (the extents and the export's properties), qemu-img (compare, and map,
+# which asks for one extent at a time).  The expected bytes come from
+# `qemu-img convert -O raw` for images QEMU makes, and from the test
+# generator's raw disk for those it cannot (4 KiB sectors, ZERO blocks, a
+# dirty log); the expected extents from `vhdx map --json`.
+#
+# With --libguestfs, the one test is libguestfs reading files from an ext4
+# filesystem in a VHDX image through the plugin.
+#
+# Environment: VHDX_NBDKIT_PLUGIN (the plugin under test), VHDX_TOOL,
+# VHDX_MKIMAGE, VHDX_MAKE_DIRTY, VHDX_VERSION; VHDX_ASAN_RUNTIME when the
+# plugin is built with AddressSanitizer (nbdkit is not, so the runtime must
+# be preloaded into it).
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+MiB = 1024 * 1024
+KiB = 1024
+
+PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
+TOOL = os.environ.get('VHDX_TOOL')
+MKIMAGE = os.environ.get('VHDX_MKIMAGE')
+MAKE_DIRTY = os.environ.get('VHDX_MAKE_DIRTY')
+ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME', '')
+NBDKIT = shutil.which('nbdkit')
+NBDCOPY = shutil.which('nbdcopy')
+NBDINFO = shutil.which('nbdinfo')
+QEMU_IMG = shutil.which('qemu-img')
+QEMU_IO = shutil.which('qemu-io')
+GUESTFISH = shutil.which('guestfish')
+CLIENT_ENV = dict(os.environ, LC_ALL='C.UTF-8')
+CLIENT_ENV.pop('LD_PRELOAD', None)
+
+EXTENT_HOLE = 1
+EXTENT_ZERO = 2
+
+
+class Skip(Exception):
+    pass
+
+
+def run(args, timeout=300, env=None, **kwargs):
+    return subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env or CLIENT_ENV, timeout=timeout,
+                          **kwargs)
+
+
+def check_ok(result, what):
+    if result.returncode != 0:
+        raise AssertionError('%s exited with %d: %s' % (
+            what, result.returncode, result.stderr.decode(errors='replace').strip()))
+    return result
+
+
+def expect_equal(found, expected, what):
+    if found != expected:
+        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
+
+
+def expect(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def need(*programs):
+    for name, path in programs:
+        if path is None:
+            raise Skip('%s not installed' % name)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(MiB), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def nbdkit_env():
+    env = dict(os.environ)
+    if ASAN_RUNTIME:
+        env['LD_PRELOAD'] = ASAN_RUNTIME
+        # nbdkit itself is not built with the sanitizer: its own allocations
+        # at exit are not ours to judge.
+        env['ASAN_OPTIONS'] = 'detect_leaks=0:abort_on_error=1'
+    return env
+
+
+def sanitizer_reports(text):
+    return [line for line in text.splitlines()
+            if 'AddressSanitizer' in line or 'runtime error:' in line
+            or 'LeakSanitizer' in line]
+
+
+class Server:
+    """nbdkit serving one image through the plugin, in the foreground of a
+    child process, on a Unix socket."""
+
+    counter = 0
+
+    def __init__(self, workdir, params):
+        Server.counter += 1
+        name = 'nbdkit-%d' % Server.counter
+        self.socket = os.path.join(workdir, name + '.sock')
+        self.pidfile = os.path.join(workdir, name + '.pid')
+        self.log = os.path.join(workdir, name + '.log')
+        self.uri = 'nbd+unix:///?socket=' + self.socket
+        args = [NBDKIT, '-f', '-U', self.socket, '-P', self.pidfile, '--exit-with-parent',
+                PLUGIN] + [str(p) for p in params]
+        with open(self.log, 'wb') as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         env=nbdkit_env())
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.pidfile):
+            if self.proc.poll() is not None:
+                raise AssertionError('nbdkit exited with %d: %s' % (
+                    self.proc.returncode, self.output().strip()))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError('nbdkit did not start: %s' % self.output().strip())
+            time.sleep(0.05)
+
+    def output(self):
+        with open(self.log, 'rb') as f:
+            return f.read().decode(errors='replace')
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        """Stop the server; it must not have crashed or reported memory errors."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError('nbdkit did not stop')
+        output = self.output()
+        reports = sanitizer_reports(output)
+        expect(not reports, 'sanitizer reports from nbdkit: %s' % output)
+        expect_equal(self.proc.returncode, 0, 'nbdkit exit status (output: %s)' % output)
+        return output
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.stop()
+        elif self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Image:
+    """A VHDX image, the raw disk it must read as, and its sector size."""
+
+    def __init__(self, path, raw_path, logical_sector_size=512, block_size=None):
+        self.path = path
+        self.raw_path = raw_path
+        self.logical_sector_size = logical_sector_size
+        info = json.loads(check_ok(run([TOOL, 'info', '--json', path]), 'vhdx info').stdout)
+        self.size = info['virtual-size']
+        self.block_size = info['cluster-size']
+        expect_equal(info['format-specific']['data']['logical-sector-size'],
+                     logical_sector_size, 'logical sector size of %s' % path)
+        self.raw_sha256 = sha256_file(raw_path)
+
+    def expected_extents(self):
+        """(offset, length, NBD type) from `vhdx map --json`, merged."""
+        found = json.loads(check_ok(run([TOOL, 'map', '--json', self.path]),
+                                    'vhdx map').stdout)
+        return merge_extents((e['start'], e['length'],
+                              (EXTENT_ZERO if e['zero'] else 0) |
+                              (0 if e['present'] else EXTENT_HOLE)) for e in found)
+
+
+def merge_extents(extents):
+    merged = []
+    for offset, length, kind in extents:
+        if merged and merged[-1][2] == kind and merged[-1][0] + merged[-1][1] == offset:
+            merged[-1] = (merged[-1][0], merged[-1][1] + length, kind)
+        else:
+            merged.append((offset, length, kind))
+    return merged
+
+
+def qemu_image(workdir, name, subformat, size, block_size, writes):
+    """An image made and written by QEMU; QEMU's raw conversion is the truth."""
+    need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO))
+    path = os.path.join(workdir, name + '.vhdx')
+    raw = os.path.join(workdir, name + '.raw')
+    options = 'subformat=%s' % subformat
+    if block_size:
+        options += ',block_size=%d' % block_size
+    check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o', options, path, size]),
+             'qemu-img create')
+    commands = []
+    for pattern, offset, length in writes:
+        commands += ['-c', 'write -P 0x%02x %d %d' % (pattern, offset, length)]
+    if commands:
+        check_ok(run([QEMU_IO, '-f', 'vhdx'] + commands + [path]), 'qemu-io')
+    check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', path, raw]),
+             'qemu-img convert')
+    return Image(path, raw)
+
+
+def generated_image(workdir, name, options, logical_sector_size=512):
+    """An image from the project's generator, with the raw disk it writes."""
+    path = os.path.join(workdir, name + '.vhdx')
+    raw = os.path.join(workdir, name + '.raw')
+    check_ok(run([MKIMAGE] + options + ['--raw', raw, path]), 'vhdx-mkimage')
+    return Image(path, raw, logical_sector_size)
+
+
+def expect_served_correctly(workdir, image, bare_file_param=False):
+    """Every client reads @image through the plugin as its raw disk."""
+    need(('nbdcopy', NBDCOPY), ('nbdinfo', NBDINFO))
+    params = [image.path] if bare_file_param else ['file=' + image.path]
+    copy = os.path.join(workdir, 'copy.raw')
+    with Server(workdir, params) as server:
+        info = json.loads(check_ok(run([NBDINFO, '--json', server.uri]), 'nbdinfo').stdout)
+        export = info['exports'][0]
+        expect_equal(export['export-size'], image.size, 'export size')
+        expect_equal(export['is_read_only'], True, 'is_read_only')
+        expect_equal(export['can_multi_conn'], True, 'can_multi_conn')
+        expect_equal(export['block_size_minimum'], image.logical_sector_size,
+                     'minimum block size')
+        expect_equal(export['block_size_preferred'], min(image.block_size, 32 * MiB),
+                     'preferred block size')
+        expect_equal(export['block_size_maximum'], 0xffffffff, 'maximum block size')
+
+        # nbdcopy reads over four connections with several requests in flight.
+        if os.path.exists(copy):
+            os.unlink(copy)
+        check_ok(run([NBDCOPY, '--connections=4', '--requests=16', server.uri, copy]),
+                 'nbdcopy')
+        expect_equal(sha256_file(copy), image.raw_sha256, 'sha256 of the copy')
+        os.unlink(copy)
+
+        found = json.loads(check_ok(run([NBDINFO, '--map', '--json', server.uri]),
+                                    'nbdinfo --map').stdout)
+        expect_equal(merge_extents((e['offset'], e['length'], e['type']) for e in found),
+                     image.expected_extents(), 'extents')
+
+        if QEMU_IMG is not None:
+            check_ok(run([QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', server.uri,
+                          image.raw_path]), 'qemu-img compare')
+            # QEMU asks for one extent at a time (NBD_CMD_FLAG_REQ_ONE).
+            qemu_map = json.loads(check_ok(
+                run([QEMU_IMG, 'map', '--output=json', '-f', 'raw', server.uri]),
+                'qemu-img map').stdout)
+            expect_equal(
+                merge_extents((e['start'], e['length'], (e['data'], e['zero']))
+                              for e in qemu_map),
+                merge_extents((o, n, (not t & EXTENT_HOLE, bool(t & EXTENT_ZERO)))
+                              for o, n, t in image.expected_extents()),
+                'extents seen by qemu-img map')
+
+        # A read-only export: a client cannot write to it.
+        result = run([NBDCOPY, image.raw_path, server.uri])
+        expect(result.returncode != 0, 'nbdcopy wrote to the export')
+        expect(server.alive(), 'nbdkit died')
+
+
+class Tests:
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def test_dump_plugin(self):
+        result = check_ok(run([NBDKIT, PLUGIN, '--dump-plugin'], env=nbdkit_env()),
+                          'nbdkit --dump-plugin')
+        lines = result.stdout.decode().splitlines()
+        expect('vhdx_version=%s' % os.environ.get('VHDX_VERSION', '') in lines,
+               'no vhdx_version=%s in %r' % (os.environ.get('VHDX_VERSION'), lines))
+        expect('thread_model=parallel' in lines, 'thread model is not parallel: %r' % lines)
+        expect('name=vhdx' in lines, 'plugin name is not vhdx')
+
+    def test_file_parameter_required(self):
+        result = run([NBDKIT, '-U', self.path('none.sock'), PLUGIN], env=nbdkit_env())
+        expect(result.returncode != 0, 'nbdkit started without file=')
+        expect(b'file=' in result.stderr, 'no mention of file= in %r' % result.stderr)
+
+    def test_fixed(self):
+        image = qemu_image(self.workdir, 'fixed', 'fixed', 24 * MiB, None, [
+            (0x5a, 5 * MiB, 2 * MiB),
+            (0xc3, 24 * MiB - 4 * KiB, 4 * KiB),
+        ])
+        expect_served_correctly(self.workdir, image, bare_file_param=True)
+
+    def test_dynamic(self):
+        image = qemu_image(self.workdir, 'dynamic', 'dynamic', 40 * MiB, MiB, [
+            (0xa5, 3 * MiB, 1500 * KiB),
+            (0x3c, 20 * MiB, 4 * KiB),
+            (0x00, 10 * MiB, 64 * KiB),  # allocates a block of zeros
+            (0x5e, 39 * MiB + 512, 4 * KiB),
+        ])
+        expect_served_correctly(self.workdir, image)
+
+    def test_dynamic_32m_blocks(self):
+        image = qemu_image(self.workdir, 'big-blocks', 'dynamic', 70 * MiB, 32 * MiB, [
+            (0x42, 0, 512),
+            (0x77, 64 * MiB + 4 * KiB, 6 * MiB - 8 * KiB),
+        ])
+        expect_served_correctly(self.workdir, image)
+
+    def test_4k_sectors(self):
+        image = generated_image(self.workdir, '4k', [
+            '--type', 'dynamic', '--size', '48M', '--block-size', '1M',
+            '--logical-sector-size', '4096', '--physical-sector-size', '4096',
+            '--pattern', '0:8K:1', '--pattern', '3M:2M:2', '--pattern', '47M:1M:3',
+        ], logical_sector_size=4096)
+        expect_served_correctly(self.workdir, image)
+
+    def test_zero_blocks(self):
+        # Untouched blocks in the ZERO state are allocated zeros, not holes.
+        image = generated_image(self.workdir, 'zero-state', [
+            '--type', 'dynamic', '--size', '16M', '--block-size', '1M', '--zero-state',
+            '--pattern', '2M:1M:4', '--pattern', '9M:100K:5',
+        ])
+        kinds = {t for _, _, t in image.expected_extents()}
+        expect(EXTENT_ZERO in kinds, 'no allocated zero extents in %r' % kinds)
+        expect_served_correctly(self.workdir, image)
+
+    def test_fixed_generated(self):
+        image = generated_image(self.workdir, 'fixed-gen', [
+            '--type', 'fixed', '--size', '20M', '--block-size', '1M', '--shuffle',
+            '--pattern', '1M:3M:6', '--pattern', '19M:1M:7',
+        ])
+        expect_served_correctly(self.workdir, image)
+
+    def test_dirty_log(self):
+        if not MAKE_DIRTY:
+            raise Skip('VHDX_MAKE_DIRTY not set')
+        options = ['--type', 'dynamic', '--size', '16M', '--block-size', '1M',
+                   '--pattern', '0:2M:1', '--pattern', '10M:1M:2']
+        image = generated_image(self.workdir, 'dirty', options)
+        # Block 5 is allocated by the log alone; the expected disk is the
+        # generator's with the same pattern written there.
+        check_ok(run([MAKE_DIRTY, image.path, 5, 9]), 'vhdx-make-dirty')
+        expected = generated_image(self.workdir, 'dirty-expected',
+                                   options + ['--pattern', '5M:1M:9'])
+        info = json.loads(check_ok(run([TOOL, 'info', '--json', image.path]),
+                                   'vhdx info').stdout)
+        expect_equal(info['format-specific']['data']['log-state'], 'replayed-in-memory',
+                     'log state of the dirty image')
+        before = sha256_file(image.path)
+        image.raw_path = expected.raw_path
+        image.raw_sha256 = expected.raw_sha256
+        expect_served_correctly(self.workdir, image)
+        expect_equal(sha256_file(image.path), before, 'the dirty image was modified')
+
+        # QEMU replays the log when it opens the image read-write.
+        if QEMU_IMG is not None and QEMU_IO is not None:
+            replayed = self.path('dirty-qemu.vhdx')
+            shutil.copyfile(image.path, replayed)
+            check_ok(run([QEMU_IO, '-f', 'vhdx', '-c', 'read 0 512', replayed]),
+                     'qemu-io (replay)')
+            check_ok(run([QEMU_IMG, 'compare', '-f', 'vhdx', '-F', 'raw', replayed,
+                          expected.raw_path]), 'qemu-img compare after QEMU\'s replay')
+
+    def test_malformed_image_refused(self):
+        image = generated_image(self.workdir, 'malformed', ['--size', '8M'])
+        with open(image.path, 'r+b') as f:
+            for header in (64 * KiB, 128 * KiB):
+                f.seek(header + 100)
+                byte = f.read(1)
+                f.seek(header + 100)
+                f.write(bytes([byte[0] ^ 0xff]))
+        result = run([TOOL, 'info', image.path])
+        expect(result.returncode != 0, 'vhdx info accepted the malformed image')
+        message = result.stderr.decode().strip().split(': ', 2)[-1]
+        expect(message, 'no message from vhdx info')
+
+        result = run([NBDKIT, '-U', self.path('malformed.sock'), PLUGIN,
+                      'file=' + image.path], env=nbdkit_env())
+        stderr = result.stderr.decode(errors='replace')
+        expect(result.returncode != 0, 'nbdkit served the malformed image')
+        expect(message in stderr, 'engine message %r not in %r' % (message, stderr))
+        expect(not sanitizer_reports(stderr), 'sanitizer reports: %s' % stderr)
+
+    def test_missing_parent_refused(self):
+        image = generated_image(self.workdir, 'no-parent', ['--size', '8M'])
+        result = run([NBDKIT, '-U', self.path('parent.sock'), PLUGIN,
+                      'file=' + image.path, 'parent=' + self.path('does-not-exist.vhdx')],
+                     env=nbdkit_env())
+        expect(result.returncode != 0, 'nbdkit accepted a parent that does not exist')
+        expect(b'does-not-exist.vhdx' in result.stderr, 'error does not name the parent')
+
+    def test_read_error_while_serving(self):
+        need(('qemu-io', QEMU_IO), ('nbdcopy', NBDCOPY))
+        image = generated_image(self.workdir, 'truncated', [
+            '--type', 'dynamic', '--size', '16M', '--block-size', '1M',
+            '--pattern', '0:1M:1', '--pattern', '15M:1M:2',
+        ])
+        found = json.loads(check_ok(run([TOOL, 'map', '--json', image.path]),
+                                    'vhdx map').stdout)
+        last = [e for e in found if e['data'] and e['start'] == 15 * MiB]
+        expect(last, 'block 15 is not stored: %r' % found)
+        with Server(self.workdir, ['file=' + image.path]) as server:
+            # The last block now lies partly past the end of the file.
+            os.truncate(image.path, last[0]['offset'] + 512)
+            result = run([QEMU_IO, '-f', 'raw', '-r', '-c', 'read %d 4096' % (15 * MiB),
+                          server.uri])
+            output = (result.stdout + result.stderr).decode(errors='replace')
+            expect('Input/output error' in output,
+                   'qemu-io did not get EIO: %s' % output)
+            result = run([NBDCOPY, server.uri, 'null:'])
+            expect(result.returncode != 0, 'nbdcopy read a truncated image without error')
+            # The server goes on serving what can be read.
+            check_ok(run([QEMU_IO, '-f', 'raw', '-r', '-c', 'read -P 0 %d 4096' % (5 * MiB),
+                          server.uri]), 'qemu-io after the error')
+            expect(server.alive(), 'nbdkit died after a read error')
+        log = server.output()
+        expect(image.path in log and 'error' in log,
+               'the engine\'s message was not logged: %s' % log)
+
+
+def libguestfs_env():
+    env = dict(CLIENT_ENV)
+    env.setdefault('LIBGUESTFS_BACKEND', 'direct')
+    # KVM can hang the appliance on some hosts (a CPU MSR it cannot set);
+    # emulation is slower but always works.  Set the variable to override.
+    env.setdefault('LIBGUESTFS_BACKEND_SETTINGS', 'force_tcg')
+    return env
+
+
+def guestfish(args, timeout=600, env=None):
+    return run([GUESTFISH] + args, timeout=timeout, env=env or libguestfs_env())
+
+
+class LibguestfsTests:
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def make_disk(self):
+        """A raw disk with an MBR partition table and an ext4 filesystem in
+        partition 1 holding known files, made without an appliance."""
+        sfdisk = shutil.which('sfdisk') or shutil.which('/usr/sbin/sfdisk')
+        mkfs = shutil.which('mkfs.ext4') or shutil.which('/usr/sbin/mkfs.ext4')
+        need(('sfdisk', sfdisk), ('mkfs.ext4', mkfs))
+        root = self.path('root')
+        os.makedirs(os.path.join(root, 'docs'))
+        files = {
+            'hello.txt': b'Hello from a VHDX disk\n',
+            'docs/numbers.txt': b''.join(b'%d\n' % i for i in range(20000)),
+            'random.bin': os.urandom(3 * MiB + 123),
+        }
+        for name, data in files.items():
+            with open(os.path.join(root, name), 'wb') as f:
+                f.write(data)
+        raw = self.path('disk.raw')
+        with open(raw, 'wb') as f:
+            f.truncate(64 * MiB)
+        check_ok(run([sfdisk, '-q', raw], input=b'label: dos\nstart=2048, type=83\n'),
+                 'sfdisk')
+        check_ok(run([mkfs, '-q', '-F', '-L', 'vhdxtest', '-d', root,
+                      '-E', 'offset=%d' % MiB, raw, '%dk' % (63 * 1024)]), 'mkfs.ext4')
+        return raw, files
+
+    def test_guestfish_reads_files(self):
+        need(('guestfish', GUESTFISH), ('qemu-img', QEMU_IMG))
+        raw, files = self.make_disk()
+        vhdx = self.path('disk.vhdx')
+        check_ok(run([QEMU_IMG, 'convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic',
+                      raw, vhdx]), 'qemu-img convert')
+        with Server(self.workdir, ['file=' + vhdx]) as server:
+            uri = 'nbd://?socket=' + server.socket
+            result = guestfish(['--ro', '--format=raw', '-a', uri, '-m', '/dev/sda1',
+                                '--', 'ls', '/', ':', 'cat', '/hello.txt', ':',
+                                'checksum', 'sha256', '/random.bin', ':',
+                                'checksum', 'sha256', '/docs/numbers.txt'])
+            if result.returncode != 0:
+                # Tell a broken appliance from a broken plugin: try without NBD.
+                probe = guestfish(['--ro', '-a', '/dev/null', 'run'])
+                if probe.returncode != 0:
+                    lines = probe.stderr.decode(errors='replace').strip().splitlines()
+                    raise Skip('libguestfs cannot run its appliance here: %s' % (
+                        ' / '.join(lines[-3:]) or 'exit status %d' % probe.returncode))
+                check_ok(result, 'guestfish')
+        out = result.stdout.decode()
+        print('# guestfish output:')
+        for line in out.splitlines():
+            print('#   ' + line)
+        # ls prints one name a line; cat, the file and a newline.
+        lines = out.splitlines()
+        listing = lines[:4]
+        expect_equal(listing, ['docs', 'hello.txt', 'lost+found', 'random.bin'], 'ls /')
+        expect_equal('\n'.join(lines[4:-2]) + '\n', files['hello.txt'].decode() + '\n',
+                     'cat /hello.txt')
+        expect_equal(lines[-2], hashlib.sha256(files['random.bin']).hexdigest(),
+                     'sha256 of /random.bin')
+        expect_equal(lines[-1], hashlib.sha256(files['docs/numbers.txt']).hexdigest(),
+                     'sha256 of /docs/numbers.txt')
+
+
+def main():
+    if not PLUGIN or not TOOL or not MKIMAGE:
+        print('Bail out! VHDX_NBDKIT_PLUGIN, VHDX_TOOL and VHDX_MKIMAGE must be set')
+        return 1
+    if NBDKIT is None:
+        print('1..0 # SKIP nbdkit is not installed')
+        return 0
+    if ASAN_RUNTIME and not os.path.isabs(ASAN_RUNTIME):
+        print('1..0 # SKIP no AddressSanitizer runtime to preload into nbdkit (%s)'
+              % ASAN_RUNTIME)
+        return 0
+
+    suite = LibguestfsTests if '--libguestfs' in sys.argv[1:] else Tests
+    names = [n for n in suite.__dict__ if n.startswith('test_')]
+    print('1..%d' % len(names))
+    sys.stdout.flush()
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix='vhdx-test-nbdkit-') as workdir:
+        tests = suite(workdir)
+        for number, name in enumerate(names, 1):
+            title = name[len('test_'):].replace('_', ' ')
+            try:
+                getattr(tests, name)()
+            except Skip as e:
+                print('ok %d - %s # SKIP %s' % (number, title, e))
+            except Exception:
+                failed += 1
+                print('not ok %d - %s' % (number, title))
+                for line in traceback.format_exc().splitlines():
+                    print('# ' + line)
+            else:
+                print('ok %d - %s' % (number, title))
+            sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
