@@ -17,6 +17,6 @@ vhdx_set_error (GError **error, VhdxError code, const char *structure, guint64 o
         va_end (args);
         /* TRANSLATORS: the first %s is a structure such as "header 1", then a
          * file offset in bytes, then what was wrong with it. */
-        g_set_error (error, VHDX_ERROR, code, _("%s at offset %" G_GUINT64_FORMAT ": %s"),
-                     structure, offset, details);
+        g_set_error (error, VHDX_ERROR, code, _("%s at offset %llu: %s"), structure,
+                     (unsigned long long) offset, details);
 }

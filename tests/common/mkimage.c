@@ -9,7 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "vhdx-gen.h"
+#include "vhdx-header.h"
+#include "vhdx-log-writer.h"
+#include "vhdx-finding.h"
 
 #define DEMO_TEXT "libvhdx demo\n"
 
@@ -154,6 +160,75 @@ check_params (const VhdxGenParams *params, GError **error)
         return TRUE;
 }
 
+/*
+ * Make the image at @path dirty: allocate its first unallocated block as the
+ * engine would, the payload written in place at the end of the file and the
+ * BAT update only in the log, with LogGuid set.  The generator then gets the
+ * same data, so that its raw disk is what the image reads as once the log is
+ * replayed.
+ */
+static gboolean
+make_dirty (VhdxGen *gen, const char *path, GError **error)
+{
+        const VhdxGenParams *params = vhdx_gen_get_params (gen);
+        g_autoptr(GPtrArray) findings = g_ptr_array_new_with_free_func (
+                (GDestroyNotify) vhdx_finding_free);
+        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr(VhdxLogWriter) writer = NULL;
+        g_autofree guint8 *payload = NULL;
+        guint8 sector[VHDX_LOG_SECTOR_SIZE];
+        VhdxGenLayout layout;
+        VhdxHeader header;
+        VhdxGuid log_guid;
+        guint64 block, size, at, entry_at, sector_at, length;
+        guint index;
+        int fd;
+
+        for (block = 0; vhdx_gen_block_is_allocated (gen, block); block++)
+                ;
+        if (block * params->block_size >= params->virtual_size) {
+                g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--dirty needs an unallocated block");
+                return FALSE;
+        }
+        vhdx_gen_get_layout (gen, &layout);
+        fd = open (path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno), "%s: %s",
+                             path, g_strerror (errno));
+                return FALSE;
+        }
+        io = vhdx_io_new_fd (fd, TRUE);
+        if (!vhdx_io_get_size (io, &size, error))
+                return FALSE;
+        at = (size + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB;
+        length = MIN ((guint64) params->block_size,
+                      params->virtual_size - block * params->block_size);
+        payload = g_malloc (length);
+        vhdx_gen_pattern_fill_buffer (payload, block * params->block_size, length, 4242);
+        if (!io->vtable->pwrite (io, payload, length, at, error))
+                return FALSE;
+
+        entry_at = vhdx_gen_layout_bat_entry_offset (&layout, vhdx_gen_block_bat_index (gen, block));
+        sector_at = entry_at - entry_at % VHDX_LOG_SECTOR_SIZE;
+        if (!vhdx_io_read_exact (io, sector, sizeof sector, sector_at, "BAT", error))
+                return FALSE;
+        vhdx_put_le64 (sector + (entry_at - sector_at), at | VHDX_PAYLOAD_FULLY_PRESENT);
+
+        vhdx_guid_new_random (&log_guid);
+        writer = vhdx_log_writer_new (io, layout.log_offset, layout.log_length, &log_guid, 0, 1);
+        vhdx_log_writer_add_data (writer, sector_at, sector);
+        if (!vhdx_log_writer_commit (writer, size, at + params->block_size, error))
+                return FALSE;
+        if (!vhdx_headers_read (io, size, &header, &index, findings, error))
+                return FALSE;
+        header.log_guid = log_guid;
+        if (!vhdx_headers_write (io, &header, index, error))
+                return FALSE;
+        vhdx_gen_fill_pattern (gen, block * params->block_size, length, 4242);
+        return TRUE;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -162,6 +237,7 @@ main (int argc, char **argv)
         gboolean identical_headers = FALSE;
         gboolean shuffle = FALSE;
         gboolean zero_state = FALSE;
+        gboolean dirty = FALSE;
         g_autofree char *type = NULL;
         g_autofree char *size = NULL;
         g_autofree char *block_size = NULL;
@@ -199,6 +275,9 @@ main (int argc, char **argv)
                  "Mark unwritten blocks ZERO instead of NOT_PRESENT", NULL},
                 {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Seed of the GUIDs and the shuffle",
                  "N"},
+                {"dirty", 0, 0, G_OPTION_ARG_NONE, &dirty,
+                 "Allocate one more block through the log and leave the log to be replayed",
+                 NULL},
                 {"raw", 'r', 0, G_OPTION_ARG_FILENAME, &raw_path,
                  "Also write the expected raw virtual disk (sparse) to FILE", "FILE"},
                 G_OPTION_ENTRY_NULL,
@@ -282,6 +361,8 @@ main (int argc, char **argv)
         }
 
         if (!vhdx_gen_write_file (gen, argv[1], &error))
+                goto fail;
+        if (dirty && !make_dirty (gen, argv[1], &error))
                 goto fail;
         if (raw_path != NULL && !vhdx_gen_write_raw_file (gen, raw_path, &error))
                 goto fail;

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# End-to-end tests of the `vhdx` tool on images it creates and on dirty and
+# differencing images, printed as TAP.
+#
+# Oracles: the raw bytes the tests write themselves; the test generator
+# (vhdx-mkimage), which writes an image and, independently, the raw disk it
+# must read as; qemu-img check/compare/convert for fixed and dynamic images.
+#
+# Environment: VHDX_TOOL and VHDX_MKIMAGE (required).
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+
+MiB = 1024 * 1024
+
+TOOL = os.environ.get('VHDX_TOOL')
+MKIMAGE = os.environ.get('VHDX_MKIMAGE')
+QEMU_IMG = shutil.which('qemu-img')
+ENV = dict(os.environ, LC_ALL='C.UTF-8')
+
+
+class Skip(Exception):
+    pass
+
+
+def run(args):
+    return subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=ENV, timeout=300)
+
+
+def ok(args):
+    result = run(args)
+    if result.returncode != 0:
+        raise AssertionError('%s exited with %d: %s' % (
+            ' '.join(str(a) for a in args), result.returncode,
+            result.stderr.decode(errors='replace').strip()))
+    return result
+
+
+def vhdx(*args):
+    return run([TOOL] + list(args))
+
+
+def expect(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def expect_equal(found, expected, what):
+    if found != expected:
+        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(MiB), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cat_sha256(*args):
+    return hashlib.sha256(ok([TOOL, 'cat'] + list(args)).stdout).hexdigest()
+
+
+def need_qemu():
+    if QEMU_IMG is None:
+        raise Skip('qemu-img is not installed')
+
+
+def write_random_raw(path, size, regions, seed):
+    """A sparse raw file with random data in (offset, length) regions."""
+    rng = random.Random(seed)
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for offset, length in regions:
+            f.seek(offset)
+            f.write(rng.randbytes(length))
+
+
+class Tests:
+    def __init__(self, tmp):
+        self.tmp = tmp
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    # Dirty logs
+
+    def dirty(self, name):
+        img, raw = self.path(name + '.vhdx'), self.path(name + '.raw')
+        ok([MKIMAGE, '--size', '64M', '--block-size', '1M', '--pattern', '0:3M:1',
+            '--pattern', '9M:4096:2', '--dirty', '--raw', raw, img])
+        return img, raw
+
+    def test_dirty_read_only(self):
+        img, raw = self.dirty('dirty-ro')
+        before = (sha256(img), os.stat(img).st_mtime_ns)
+        info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
+        expect_equal(info['dirty-flag'], True, 'dirty-flag')
+        expect_equal(info['format-specific']['data']['log-state'], 'replayed-in-memory',
+                     'log-state')
+        expect_equal(cat_sha256(img), sha256(raw), 'cat of a dirty image')
+        out = self.path('dirty-ro.out')
+        ok([TOOL, 'convert', img, out])
+        expect_equal(sha256(out), sha256(raw), 'convert of a dirty image')
+        extents = json.loads(ok([TOOL, 'map', '--json', img]).stdout)
+        expect_equal(sum(e['length'] for e in extents), 64 * MiB, 'map covers the disk')
+        # The block the log allocated is data.
+        expect(any(e['data'] for e in extents if e['start'] >= 3 * MiB), 'logged block mapped')
+        result = vhdx('check', img)
+        expect_equal(result.returncode, 0, 'check exit status')
+        expect(b'log' in result.stdout, 'check reports the log')
+        expect_equal((sha256(img), os.stat(img).st_mtime_ns), before, 'image unchanged')
+
+    def test_dirty_repair(self):
+        img, raw = self.dirty('dirty-rw')
+        result = ok([TOOL, 'check', '--json', '--repair', img])
+        report = json.loads(result.stdout)
+        expect_equal(report['log-replayed']['entries'], 1, 'entries replayed')
+        expect_equal(report['check-errors'], 0, 'check errors')
+        info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
+        expect_equal(info['format-specific']['data']['log-state'], 'clean', 'log-state')
+        expect_equal(info['dirty-flag'], False, 'dirty-flag')
+        expect_equal(cat_sha256(img), sha256(raw), 'cat after repair')
+        if QEMU_IMG is not None:
+            ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
+            out = self.path('dirty-rw.qemu')
+            ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', img, out])
+            expect_equal(sha256(out), sha256(raw), 'qemu-img reads the repaired image')
+
+    # Creating images
+
+    def test_create(self):
+        need_qemu()
+        for kind in ('dynamic', 'fixed'):
+            img = self.path('new-%s.vhdx' % kind)
+            ok([TOOL, 'create', '--type=' + kind, '--block-size=2M', img, '100M'])
+            ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
+            qinfo = json.loads(ok([QEMU_IMG, 'info', '--output=json', img]).stdout)
+            expect_equal(qinfo['virtual-size'], 100 * MiB, 'qemu-img virtual-size')
+            info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
+            expect_equal(info['format-specific']['data']['disk-type'], kind, 'disk type')
+            expect_equal(info['cluster-size'], 2 * MiB, 'block size')
+            zeros = hashlib.sha256(bytes(100 * MiB)).hexdigest()
+            expect_equal(cat_sha256(img), zeros, 'a new image reads as zeros')
+        img = self.path('new-4k.vhdx')
+        ok([TOOL, 'create', '--logical-sector-size=4096', img, '1G'])
+        info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
+        expect_equal(info['format-specific']['data']['logical-sector-size'], 4096, 'sectors')
+        expect_equal(info['cluster-size'], 32 * MiB, 'default block size')
+        result = vhdx('create', self.path('bad.vhdx'), '100M', '--block-size=3M')
+        expect_equal(result.returncode, 1, 'a bad block size fails')
+        expect(not os.path.exists(self.path('bad.vhdx')), 'no file is left')
+
+    def test_round_trips(self):
+        size = 70 * MiB + 3 * 4096  # not a multiple of any block size
+        raw = self.path('rt.raw')
+        write_random_raw(raw, size, [(0, 4096), (5 * MiB - 100, 300 * 1024),
+                                     (33 * MiB, 2 * MiB), (size - 8192, 8192)], 1)
+        want = sha256(raw)
+        for kind in ('dynamic', 'fixed'):
+            for block in ('1M', '2M', '32M', '256M'):
+                for sector in ('512', '4096'):
+                    img = self.path('rt-%s-%s-%s.vhdx' % (kind, block, sector))
+                    back = self.path('rt.back')
+                    ok([TOOL, 'convert', '--type=' + kind, '--block-size=' + block,
+                        '--logical-sector-size=' + sector, raw, img])
+                    ok([TOOL, 'convert', img, back])
+                    expect_equal(sha256(back), want, 'round trip %s %s %s' % (kind, block, sector))
+                    ok([TOOL, 'check', img])
+                    if QEMU_IMG is not None and sector == '512':
+                        ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
+                        ok([QEMU_IMG, 'compare', '-f', 'vhdx', '-F', 'raw', img, raw])
+                    os.unlink(img)
+        # A dynamic image stores only blocks that hold data.
+        img = self.path('rt-sparse.vhdx')
+        ok([TOOL, 'convert', '--block-size=1M', raw, img])
+        info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
+        # Blocks 0, 4, 5, 33 and 34, and the 12 KiB last block 70.
+        expect_equal(info['format-specific']['data']['allocated-bytes'], 5 * MiB + 12288,
+                     'allocated bytes')
+
+    # Differencing images
+
+    def differencing(self):
+        base_raw, mod_raw = self.path('base.raw'), self.path('mod.raw')
+        write_random_raw(base_raw, 64 * MiB, [(0, 10 * MiB), (40 * MiB, 1 * MiB)], 2)
+        shutil.copy(base_raw, mod_raw)
+        with open(mod_raw, 'r+b') as f:
+            f.seek(5000 * 512)
+            f.write(b'changed sector')          # one sector inside base data
+            f.seek(40 * MiB + 4096)
+            f.write(bytes(8192))                 # zeros over base data
+            f.seek(50 * MiB)
+            f.write(random.Random(3).randbytes(3 * MiB))  # where the base is empty
+        base = self.path('base.vhdx')
+        child = self.path('child.avhdx')
+        ok([TOOL, 'convert', '--block-size=2M', base_raw, base])
+        ok([TOOL, 'convert', '--parent', base, mod_raw, child])
+        return base, child, base_raw, mod_raw
+
+    def test_differencing_convert(self):
+        base, child, base_raw, mod_raw = self.differencing()
+        expect_equal(cat_sha256(child), sha256(mod_raw), 'child reads as the modified disk')
+        expect_equal(cat_sha256(base), sha256(base_raw), 'the parent is untouched')
+        info = json.loads(ok([TOOL, 'info', '--json', child]).stdout)
+        data = info['format-specific']['data']
+        expect_equal(data['disk-type'], 'differencing', 'disk type')
+        # Only the differing sectors are stored: 1 + 16 + 6144 sectors.
+        expect_equal(data['allocated-bytes'], (1 + 16 + 6144) * 512, 'allocated bytes')
+        expect(os.stat(child).st_blocks * 512 < 8 * MiB, 'the child file is small')
+        extents = json.loads(ok([TOOL, 'map', '--json', child]).stdout)
+        own = [e for e in extents if e['data'] and e['depth'] == 0]
+        expect_equal(sum(e['length'] for e in own), data['allocated-bytes'],
+                     'extents of depth 0')
+        expect(any(e['data'] and e['depth'] == 1 for e in extents), 'parent extents')
+        ok([TOOL, 'check', child])
+
+    def test_differencing_parent_override(self):
+        base, child, base_raw, mod_raw = self.differencing()
+        moved = self.path('moved-base.vhdx')
+        os.rename(base, moved)
+        result = vhdx('cat', child)
+        expect_equal(result.returncode, 1, 'no parent: exit status')
+        expect(b'cannot be found' in result.stderr and base.encode() in result.stderr,
+               'the message lists the paths tried: %r' % result.stderr)
+        result = vhdx('check', child)
+        expect_equal(result.returncode, 1, 'check without the parent cannot check')
+        expect_equal(cat_sha256('--parent', moved, child), sha256(mod_raw), '--parent')
+        ok([TOOL, 'map', '--parent', moved, child])
+        ok([TOOL, 'check', '--parent', moved, child])
+        out = self.path('override.raw')
+        ok([TOOL, 'convert', '--source-parent', moved, child, out])
+        expect_equal(sha256(out), sha256(mod_raw), 'convert --source-parent')
+        # Another image in the parent's place is refused.
+        ok([TOOL, 'create', base, '64M'])
+        result = vhdx('cat', child)
+        expect_equal(result.returncode, 1, 'wrong parent: exit status')
+        expect(b'DataWriteGuid' in result.stderr, 'mismatch message: %r' % result.stderr)
+
+    def test_create_differencing(self):
+        base, child, base_raw, mod_raw = self.differencing()
+        empty = self.path('empty-child.vhdx')
+        ok([TOOL, 'create', '--parent', base, empty])
+        expect_equal(cat_sha256(empty), sha256(base_raw), 'an empty child reads as its parent')
+        info = json.loads(ok([TOOL, 'info', '--json', empty]).stdout)
+        expect_equal(info['virtual-size'], 64 * MiB, 'the parent\'s size')
+        expect_equal(info['cluster-size'], 2 * MiB, 'the parent\'s block size')
+        # A grandchild of the child.
+        grand = self.path('sub/grandchild.vhdx')
+        os.mkdir(self.path('sub'))
+        ok([TOOL, 'create', '--parent', child, grand])
+        expect_equal(cat_sha256(grand), sha256(mod_raw), 'a grandchild reads through the chain')
+
+
+def main():
+    if TOOL is None or MKIMAGE is None:
+        print('1..0 # SKIP VHDX_TOOL and VHDX_MKIMAGE must be set')
+        return 0
+    names = sorted(n for n in dir(Tests) if n.startswith('test_'))
+    print('1..%d' % len(names))
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix='vhdx-cli-images-') as tmp:
+        tests = Tests(tmp)
+        for number, name in enumerate(names, 1):
+            label = name[len('test_'):].replace('_', ' ')
+            try:
+                getattr(tests, name)()
+                print('ok %d - %s' % (number, label))
+            except Skip as e:
+                print('ok %d - %s # SKIP %s' % (number, label, e))
+            except Exception:
+                failed += 1
+                print('not ok %d - %s' % (number, label))
+                for line in traceback.format_exc().splitlines():
+                    print('# ' + line)
+            sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
