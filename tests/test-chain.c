@@ -547,6 +547,42 @@ test_many_chunks (void)
         }
 }
 
+#ifdef HAVE_LIBVHDI
+/* Fixed and dynamic images from the writer, read by libvhdi (kept below one
+ * chunk: libvhdi skips the BAT interleaving of fixed images). */
+static void
+test_writer_libvhdi (void)
+{
+        static const VhdxDiskType types[] = { VHDX_DISK_TYPE_FIXED, VHDX_DISK_TYPE_DYNAMIC };
+
+        for (guint t = 0; t < G_N_ELEMENTS (types); t++) {
+                g_autoptr(Chain) c = chain_new (30 * MiB + 512, 2 * MiB, 512);
+                g_autoptr(GRand) rand = g_rand_new_with_seed (40 + t);
+                g_autoptr(GError) error = NULL;
+                g_autoptr(VhdxWriter) w = NULL;
+                g_autoptr(VhdxIo) io = NULL;
+                Level *l = level_new (c, "image.vhdx");
+                VhdxCreateParams params = {
+                        .disk_type = types[t],
+                        .virtual_size = c->virtual_size,
+                        .block_size = c->block_size,
+                };
+
+                w = writer_for (l->path, &params, &io);
+                write_runs (c, w, l, 0, rand, 25, 1);
+                g_assert_true (vhdx_writer_finish (w, &error));
+                g_assert_no_error (error);
+                if (types[t] == VHDX_DISK_TYPE_FIXED) {
+                        /* A fixed image stores every block. */
+                        for (guint64 b = 0; b * c->block_size < c->virtual_size; b++)
+                                g_hash_table_add (l->allocated, g_memdup2 (&b, sizeof b));
+                }
+                g_ptr_array_add (c->levels, l);
+                check_chain (c);
+        }
+}
+#endif
+
 /* ---- Errors ---- */
 
 static Chain *
@@ -749,6 +785,9 @@ main (int argc, char **argv)
         g_test_add_data_func ("/chain/depth-16", GUINT_TO_POINTER (16), test_depth);
         g_test_add_func ("/chain/4k-sectors-every-state", test_4k_sectors);
         g_test_add_func ("/chain/many-chunks", test_many_chunks);
+#ifdef HAVE_LIBVHDI
+        g_test_add_func ("/chain/writer-libvhdi", test_writer_libvhdi);
+#endif
         g_test_add_func ("/chain/error/parent-missing", test_parent_missing);
         g_test_add_func ("/chain/error/parent-explicit", test_parent_explicit);
         g_test_add_func ("/chain/error/parent-mismatch", test_parent_mismatch);

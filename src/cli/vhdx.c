@@ -656,6 +656,7 @@ extents_print_text (GArray *extents)
         print_padded (_("Offset"), width);
         print_padded (_("Length"), width);
         print_padded (_("Kind"), kind_width);
+        print_padded (_("Depth"), 7);
         g_print ("%s\n", _("File-offset"));
 
         for (guint i = 0; i < extents->len; i++) {
@@ -664,10 +665,12 @@ extents_print_text (GArray *extents)
                                                           extent->offset);
                 g_autofree char *length = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
                                                            extent->length);
+                g_autofree char *depth = g_strdup_printf ("%u", extent->depth);
 
                 print_padded (start, width);
                 print_padded (length, width);
                 print_padded (extent_kind_name (extent), kind_width);
+                print_padded (depth, 7);
                 if (extent->kind == VHDX_EXTENT_DATA)
                         g_print ("0x%" G_GINT64_MODIFIER "x\n", extent->file_offset);
                 else
