@@ -652,7 +652,10 @@ test_parent_mismatch (void)
         g_assert_null (file);
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH);
         vhdx_guid_to_string_buf (&base->data_write_guid, guid);
-        g_assert_nonnull (strstr (g_ascii_strdown (error->message, -1), guid));
+        {
+                g_autofree char *message = g_ascii_strdown (error->message, -1);
+                g_assert_nonnull (strstr (message, guid));
+        }
         g_clear_error (&error);
         /* Unless the caller allows it. */
         {
