@@ -81,3 +81,17 @@ vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry, GError **error)
         *entry = entries[index % VHDX_BAT_PAGE_ENTRIES];
         return TRUE;
 }
+
+gboolean
+vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries,
+                     GError **error)
+{
+        g_return_val_if_fail (first <= bat->n_entries && count <= bat->n_entries - first, FALSE);
+
+        if (!vhdx_io_read_exact (bat->io, entries, count * VHDX_BAT_ENTRY_SIZE,
+                                 bat->file_offset + first * VHDX_BAT_ENTRY_SIZE, _("BAT"), error))
+                return FALSE;
+        for (gsize i = 0; i < count; i++)
+                entries[i] = GUINT64_FROM_LE (entries[i]);
+        return TRUE;
+}

@@ -23,6 +23,18 @@ void vhdx_bat_free (VhdxBat *bat);
 
 guint64 vhdx_bat_get_n_entries (VhdxBat *bat);
 
+/*
+ * Read @count entries from @first into @entries (host order) straight from the
+ * file, without filling the cache: for scans of the whole table (allocation
+ * figures, check) that must not keep a large BAT in memory.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_read_range (VhdxBat *bat, guint64 first,
+                                                        gsize count, guint64 *entries,
+                                                        GError **error);
+
+/* Entries per step of a streaming scan (1 MiB of BAT). */
+#define VHDX_BAT_SCAN_ENTRIES (128 * 1024)
+
 /* The raw 64-bit entry @index, loading its page on first use. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry,
                                                  GError **error);

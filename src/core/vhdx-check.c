@@ -6,10 +6,18 @@
 #include "vhdx-reader-private.h"
 
 /* A byte range of the file that belongs to one structure. */
+typedef enum {
+        EXTENT_NAMED,   /* name holds the structure's name */
+        EXTENT_BLOCK,   /* payload block number */
+        EXTENT_BITMAP,  /* sector bitmap of chunk number */
+} ExtentKind;
+
 typedef struct {
         guint64 start;
         guint64 end;
         guint64 entry_offset; /* where the structure is described */
+        ExtentKind kind;
+        guint64 number;
         char *name;
 } Extent;
 
@@ -19,6 +27,20 @@ extent_clear (gpointer data)
         Extent *e = data;
 
         g_free (e->name);
+}
+
+static char *
+extent_name (const Extent *e)
+{
+        switch (e->kind) {
+        case EXTENT_BLOCK:
+                return g_strdup_printf (_("block %" G_GUINT64_FORMAT), e->number);
+        case EXTENT_BITMAP:
+                return g_strdup_printf (_("sector bitmap %" G_GUINT64_FORMAT), e->number);
+        case EXTENT_NAMED:
+        default:
+                return g_strdup (e->name);
+        }
 }
 
 static int
@@ -34,7 +56,16 @@ compare_extents (gconstpointer a, gconstpointer b)
 static void
 add_extent (GArray *extents, guint64 start, guint64 length, guint64 entry_offset, char *name)
 {
-        Extent e = { start, start + length, entry_offset, name };
+        Extent e = { start, start + length, entry_offset, EXTENT_NAMED, 0, name };
+
+        g_array_append_val (extents, e);
+}
+
+static void
+add_numbered_extent (GArray *extents, guint64 start, guint64 length, guint64 entry_offset,
+                     ExtentKind kind, guint64 number)
+{
+        Extent e = { start, start + length, entry_offset, kind, number, NULL };
 
         g_array_append_val (extents, e);
 }
@@ -76,117 +107,166 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
         return TRUE;
 }
 
+/* Report a problem with BAT entry @index; its name is made only when needed. */
+static void entry_problem (GPtrArray *problems, VhdxSeverity severity, const VhdxInfo *info,
+                           guint64 index, const char *format, ...) G_GNUC_PRINTF (5, 6);
+
+static void
+entry_problem (GPtrArray *problems, VhdxSeverity severity, const VhdxInfo *info, guint64 index,
+               const char *format, ...)
+{
+        g_autofree char *name = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+        g_autofree char *message = NULL;
+        va_list args;
+
+        va_start (args, format);
+        message = g_strdup_vprintf (format, args);
+        va_end (args);
+        g_ptr_array_add (problems, vhdx_finding_new (severity, name,
+                                                     info->bat_offset +
+                                                             index * VHDX_BAT_ENTRY_SIZE,
+                                                     message));
+}
+
+/* Check sector bitmap entry @index; stored bitmaps go into @extents. */
+static void
+check_bitmap_entry (VhdxFile *file, guint64 index, guint64 entry, GArray *extents,
+                    GPtrArray *problems)
+{
+        const VhdxInfo *info = &file->info;
+        guint state = vhdx_bat_entry_state (entry);
+        guint64 offset = vhdx_bat_entry_offset (entry), end;
+
+        if (state == VHDX_SB_NOT_PRESENT)
+                return;
+        if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING) {
+                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                   _("sector bitmap state %u in a disk without a parent "
+                                     "(expected 0)"),
+                                   state);
+                return;
+        }
+        if (state != VHDX_SB_PRESENT) {
+                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                   _("state %u is not a valid sector bitmap state"), state);
+                return;
+        }
+        if (offset < VHDX_HEADER_SECTION_SIZE || !vhdx_add_u64 (offset, VHDX_MiB, &end) ||
+            end > info->file_size) {
+                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                   _("the sector bitmap at file offset %" G_GUINT64_FORMAT
+                                     " is not inside the file's payload area"),
+                                   offset);
+                return;
+        }
+        add_numbered_extent (extents, offset, VHDX_MiB,
+                             info->bat_offset + index * VHDX_BAT_ENTRY_SIZE, EXTENT_BITMAP,
+                             index / (info->chunk_ratio + 1));
+}
+
+/* Check payload entry @index (block @block); stored blocks go into @extents. */
+static gboolean
+check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry,
+                     GArray *extents, GPtrArray *problems, GError **error)
+{
+        const VhdxInfo *info = &file->info;
+        guint state = vhdx_bat_entry_state (entry);
+        guint64 offset = vhdx_bat_entry_offset (entry), length, end;
+
+        if (entry & VHDX_BAT_RESERVED_MASK)
+                entry_problem (problems, VHDX_SEVERITY_WARNING, info, index,
+                                   _("reserved bits are set (0x%" G_GINT64_MODIFIER "x)"),
+                                   entry & VHDX_BAT_RESERVED_MASK);
+        if (block >= info->payload_blocks) {
+                /* The padding of a differencing image's last chunk. */
+                if (state != VHDX_PAYLOAD_NOT_PRESENT)
+                        entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                           _("state %u past the end of the virtual disk "
+                                             "(expected 0)"),
+                                           state);
+                return TRUE;
+        }
+        switch (state) {
+        case VHDX_PAYLOAD_NOT_PRESENT:
+        case VHDX_PAYLOAD_UNDEFINED:
+        case VHDX_PAYLOAD_ZERO:
+        case VHDX_PAYLOAD_UNMAPPED:
+                return TRUE;
+        case VHDX_PAYLOAD_FULLY_PRESENT:
+                break;
+        case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+                if (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
+                        guint64 chunk = block / info->chunk_ratio;
+                        guint64 bitmap_entry;
+
+                        /* Read directly: a scan must not fill the BAT cache. */
+                        if (!vhdx_bat_read_range (file->bat,
+                                                  vhdx_bat_bitmap_index (chunk, info->chunk_ratio),
+                                                  1, &bitmap_entry, error))
+                                return FALSE;
+                        if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
+                                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                                   _("block %" G_GUINT64_FORMAT " is partially "
+                                                     "present but the sector bitmap of chunk %"
+                                                     G_GUINT64_FORMAT " is not"),
+                                                   block, chunk);
+                        break;
+                }
+                G_GNUC_FALLTHROUGH;
+        default:
+                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                   _("state %u is not a valid payload block state for a %s "
+                                     "disk"),
+                                   state, vhdx_disk_type_to_string (info->disk_type));
+                return TRUE;
+        }
+        length = vhdx_file_block_length (file, block);
+        if (offset < VHDX_HEADER_SECTION_SIZE) {
+                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                   _("block %" G_GUINT64_FORMAT " at file offset %"
+                                     G_GUINT64_FORMAT " lies in the header section"),
+                                   block, offset);
+                return TRUE;
+        }
+        if (!vhdx_add_u64 (offset, length, &end) || end > info->file_size) {
+                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                   _("block %" G_GUINT64_FORMAT " at file offset %"
+                                     G_GUINT64_FORMAT " ends past the end of the file (%"
+                                     G_GUINT64_FORMAT " bytes)"),
+                                   block, offset, info->file_size);
+                return TRUE;
+        }
+        add_numbered_extent (extents, offset, length, info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
+                             EXTENT_BLOCK, block);
+        return TRUE;
+}
+
+/* Every entry of the BAT, read in a streaming scan. */
 static gboolean
 check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
 {
         const VhdxInfo *info = &file->info;
-        for (guint64 index = 0; index < info->bat_entries; index++) {
-                guint64 entry_offset = info->bat_offset + index * VHDX_BAT_ENTRY_SIZE;
-                gboolean is_bitmap = (index + 1) % (info->chunk_ratio + 1) == 0;
-                guint64 entry, offset, block, length, end;
-                guint state;
-                g_autofree char *name = NULL;
+        g_autofree guint64 *entries = g_new (guint64, VHDX_BAT_SCAN_ENTRIES);
 
-                if (!vhdx_bat_get (file->bat, index, &entry, error))
+        for (guint64 first = 0; first < info->bat_entries; first += VHDX_BAT_SCAN_ENTRIES) {
+                gsize n = (gsize) MIN ((guint64) VHDX_BAT_SCAN_ENTRIES, info->bat_entries - first);
+
+                if (!vhdx_bat_read_range (file->bat, first, n, entries, error))
                         return FALSE;
-                state = vhdx_bat_entry_state (entry);
-                offset = vhdx_bat_entry_offset (entry);
-                name = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                for (gsize i = 0; i < n; i++) {
+                        guint64 index = first + i;
 
-                if (is_bitmap) {
-                        if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING) {
-                                if (state != VHDX_SB_NOT_PRESENT)
-                                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
-                                                           entry_offset,
-                                                           _("sector bitmap state %u in a disk "
-                                                             "without a parent (expected 0)"),
-                                                           state);
+                        if ((index + 1) % (info->chunk_ratio + 1) == 0) {
+                                check_bitmap_entry (file, index, entries[i], extents, problems);
                                 continue;
                         }
-                        if (state == VHDX_SB_NOT_PRESENT)
-                                continue;
-                        if (state != VHDX_SB_PRESENT) {
-                                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
-                                                   entry_offset,
-                                                   _("state %u is not a valid sector bitmap "
-                                                     "state"),
-                                                   state);
-                                continue;
-                        }
-                        if (offset < VHDX_HEADER_SECTION_SIZE ||
-                            !vhdx_add_u64 (offset, VHDX_MiB, &end) || end > info->file_size) {
-                                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
-                                                   entry_offset,
-                                                   _("the sector bitmap at file offset %"
-                                                     G_GUINT64_FORMAT " is not inside the "
-                                                     "file's payload area"),
-                                                   offset);
-                                continue;
-                        }
-                        add_extent (extents, offset, VHDX_MiB, entry_offset,
-                                    g_strdup_printf (_("sector bitmap %" G_GUINT64_FORMAT),
-                                                     index / (info->chunk_ratio + 1)));
-                        continue;
+                        if (entries[i] == 0)
+                                continue; /* NOT_PRESENT, the common case */
+                        if (!check_payload_entry (file, index,
+                                                  index - index / (info->chunk_ratio + 1),
+                                                  entries[i], extents, problems, error))
+                                return FALSE;
                 }
-                if (entry & VHDX_BAT_RESERVED_MASK)
-                        vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, name, entry_offset,
-                                           _("reserved bits are set (0x%" G_GINT64_MODIFIER
-                                             "x)"),
-                                           entry & VHDX_BAT_RESERVED_MASK);
-                block = index - index / (info->chunk_ratio + 1);
-                switch (state) {
-                case VHDX_PAYLOAD_NOT_PRESENT:
-                case VHDX_PAYLOAD_UNDEFINED:
-                case VHDX_PAYLOAD_ZERO:
-                case VHDX_PAYLOAD_UNMAPPED:
-                        continue;
-                case VHDX_PAYLOAD_FULLY_PRESENT:
-                        break;
-                case VHDX_PAYLOAD_PARTIALLY_PRESENT:
-                        if (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
-                                guint64 bitmap_entry;
-                                guint64 chunk = block / info->chunk_ratio;
-                                guint64 bitmap_index = vhdx_bat_bitmap_index (chunk,
-                                                                              info->chunk_ratio);
-                                if (!vhdx_bat_get (file->bat, bitmap_index, &bitmap_entry,
-                                                   error))
-                                        return FALSE;
-                                if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
-                                        vhdx_findings_add (
-                                                problems, VHDX_SEVERITY_ERROR, name,
-                                                entry_offset,
-                                                _("block %" G_GUINT64_FORMAT " is partially "
-                                                  "present but the sector bitmap of chunk %"
-                                                  G_GUINT64_FORMAT " is not"),
-                                                block, chunk);
-                                break;
-                        }
-                        G_GNUC_FALLTHROUGH;
-                default:
-                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
-                                           _("state %u is not a valid payload block state "
-                                             "for a %s disk"),
-                                           state, vhdx_disk_type_to_string (info->disk_type));
-                        continue;
-                }
-                length = vhdx_file_block_length (file, block);
-                if (offset < VHDX_HEADER_SECTION_SIZE) {
-                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
-                                           _("block %" G_GUINT64_FORMAT " at file offset %"
-                                             G_GUINT64_FORMAT " lies in the header section"),
-                                           block, offset);
-                        continue;
-                }
-                if (!vhdx_add_u64 (offset, length, &end) || end > info->file_size) {
-                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, entry_offset,
-                                           _("block %" G_GUINT64_FORMAT " at file offset %"
-                                             G_GUINT64_FORMAT " ends past the end of the file "
-                                             "(%" G_GUINT64_FORMAT " bytes)"),
-                                           block, offset, info->file_size);
-                        continue;
-                }
-                add_extent (extents, offset, length, entry_offset,
-                            g_strdup_printf (_("block %" G_GUINT64_FORMAT), block));
         }
         return TRUE;
 }
@@ -201,11 +281,13 @@ check_overlaps (GArray *extents, GPtrArray *problems)
                 const Extent *e = &g_array_index (extents, Extent, i);
 
                 if (reach != NULL && e->start < reach->end) {
-                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, e->name,
+                        g_autofree char *name = extent_name (e);
+                        g_autofree char *other = extent_name (reach);
+                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
                                            e->entry_offset,
                                            _("file bytes %" G_GUINT64_FORMAT " to %"
                                              G_GUINT64_FORMAT " overlap %s"),
-                                           e->start, e->end, reach->name);
+                                           e->start, e->end, other);
                 }
                 if (reach == NULL || e->end > reach->end)
                         reach = e;

@@ -475,14 +475,11 @@ check_stored_block (VhdxFile *file, guint64 index, guint64 offset, guint64 lengt
 }
 
 gboolean
-vhdx_file_lookup_block (VhdxFile *file, guint64 block, guint *state, guint64 *file_offset,
-                        GError **error)
+vhdx_file_check_payload_entry (VhdxFile *file, guint64 block, guint64 entry, guint *state,
+                               guint64 *file_offset, GError **error)
 {
         guint64 index = vhdx_bat_payload_index (block, file->info.chunk_ratio);
-        guint64 entry;
 
-        if (!vhdx_bat_get (file->bat, index, &entry, error))
-                return FALSE;
         *state = vhdx_bat_entry_state (entry);
         *file_offset = 0;
         switch (*state) {
@@ -511,6 +508,18 @@ vhdx_file_lookup_block (VhdxFile *file, guint64 block, guint *state, guint64 *fi
                 return FALSE;
         *file_offset = vhdx_bat_entry_offset (entry);
         return TRUE;
+}
+
+gboolean
+vhdx_file_lookup_block (VhdxFile *file, guint64 block, guint *state, guint64 *file_offset,
+                        GError **error)
+{
+        guint64 entry;
+
+        if (!vhdx_bat_get (file->bat, vhdx_bat_payload_index (block, file->info.chunk_ratio),
+                           &entry, error))
+                return FALSE;
+        return vhdx_file_check_payload_entry (file, block, entry, state, file_offset, error);
 }
 
 /* Cached sector bitmaps take at most this much memory; then the cache starts over. */
@@ -850,30 +859,49 @@ vhdx_file_map (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 gboolean
 vhdx_file_get_allocated_bytes (VhdxFile *file, guint64 *allocated, GError **error)
 {
+        const VhdxInfo *info = &file->info;
+        g_autofree guint64 *entries = NULL;
         guint64 total = 0;
 
         g_return_val_if_fail (file != NULL, FALSE);
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-        for (guint64 block = 0; block < file->info.payload_blocks; block++) {
-                guint state;
-                guint64 block_offset;
+        /* A streaming scan: a 64 TiB image has a 512 MiB BAT that must not
+         * end up in the cache. */
+        entries = g_new (guint64, VHDX_BAT_SCAN_ENTRIES);
+        for (guint64 first = 0; first < info->bat_entries; first += VHDX_BAT_SCAN_ENTRIES) {
+                gsize n = (gsize) MIN ((guint64) VHDX_BAT_SCAN_ENTRIES, info->bat_entries - first);
 
-                if (!vhdx_file_lookup_block (file, block, &state, &block_offset, error))
+                if (!vhdx_bat_read_range (file->bat, first, n, entries, error))
                         return FALSE;
-                if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
-                        total += vhdx_file_block_length (file, block);
-                } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
-                        g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
-                        guint64 sectors = vhdx_file_block_length (file, block) /
-                                          file->info.logical_sector_size;
-                        const guint8 *bits;
+                for (gsize i = 0; i < n; i++) {
+                        guint64 index = first + i;
+                        guint64 block = index - index / (info->chunk_ratio + 1);
+                        guint state;
+                        guint64 block_offset;
 
-                        if (bitmap == NULL)
+                        /* Sector bitmap entries and the padding of the last chunk. */
+                        if ((index + 1) % (info->chunk_ratio + 1) == 0 ||
+                            block >= info->payload_blocks)
+                                continue;
+                        if (!vhdx_file_check_payload_entry (file, block, entries[i], &state,
+                                                            &block_offset, error))
                                 return FALSE;
-                        bits = g_bytes_get_data (bitmap, NULL);
-                        for (guint64 s = 0; s < sectors; s++)
-                                total += bitmap_bit (bits, s) ? file->info.logical_sector_size : 0;
+                        if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
+                                total += vhdx_file_block_length (file, block);
+                        } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+                                g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+                                guint64 sectors = vhdx_file_block_length (file, block) /
+                                                  info->logical_sector_size;
+                                const guint8 *bits;
+
+                                if (bitmap == NULL)
+                                        return FALSE;
+                                bits = g_bytes_get_data (bitmap, NULL);
+                                for (guint64 s = 0; s < sectors; s++)
+                                        total += bitmap_bit (bits, s) ? info->logical_sector_size
+                                                                      : 0;
+                        }
                 }
         }
         *allocated = total;

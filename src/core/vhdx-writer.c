@@ -454,11 +454,23 @@ vhdx_writer_finish (VhdxWriter *w, GError **error)
         if (size < w->next_free && !w->io->vtable->pwrite (w->io, "", 1, w->next_free - 1, error))
                 return FALSE;
 
-        bat = g_malloc0 (w->bat_length);
-        for (guint64 i = 0; i < w->bat_entries; i++)
-                vhdx_put_le64 (bat + i * VHDX_BAT_ENTRY_SIZE, w->bat[i]);
-        if (!w->io->vtable->pwrite (w->io, bat, w->bat_length, w->bat_offset, error) ||
-            !write_metadata (w, error) || !w->io->vtable->flush (w->io, error))
+        /* The BAT in 1 MiB pieces; all-zero pieces are left as holes, so a
+         * large empty image takes little space. */
+        bat = g_malloc (VHDX_MiB);
+        for (guint64 done = 0; done < w->bat_length; done += VHDX_MiB) {
+                guint64 first = done / VHDX_BAT_ENTRY_SIZE;
+                gboolean zero = TRUE;
+
+                memset (bat, 0, VHDX_MiB);
+                for (guint64 i = first; i < w->bat_entries && i < first + VHDX_MiB / 8; i++) {
+                        vhdx_put_le64 (bat + (i - first) * VHDX_BAT_ENTRY_SIZE, w->bat[i]);
+                        zero = zero && w->bat[i] == 0;
+                }
+                if (!zero && !w->io->vtable->pwrite (w->io, bat, VHDX_MiB, w->bat_offset + done,
+                                                     error))
+                        return FALSE;
+        }
+        if (!write_metadata (w, error) || !w->io->vtable->flush (w->io, error))
                 return FALSE;
         /* The headers and region tables last: only now is the file a VHDX. */
         return write_header_section (w, error) && w->io->vtable->flush (w->io, error);
