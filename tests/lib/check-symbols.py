@@ -79,9 +79,9 @@ def main():
     else:
         found = library_symbols(library_path)
         if found != exported:
-            print('not ok 3 - %s exports %s, the .map file %s' % (
+            print('not ok 3 - %s differs from the .map file: exports %s; lacks %s' % (
                 library_path, ', '.join(sorted(found - exported)) or 'nothing more',
-                ', '.join(sorted(exported - found)) or 'nothing more'))
+                ', '.join(sorted(exported - found)) or 'nothing'))
             status = 1
         else:
             print('ok 3 - the library exports exactly the symbols of the .map file')
