@@ -256,11 +256,20 @@ class Tests:
         info = json.loads(ok([TOOL, 'info', '--json', empty]).stdout)
         expect_equal(info['virtual-size'], 64 * MiB, 'the parent\'s size')
         expect_equal(info['cluster-size'], 2 * MiB, 'the parent\'s block size')
-        # A grandchild of the child.
+        # A grandchild of the child, in another directory.
         grand = self.path('sub/grandchild.vhdx')
         os.mkdir(self.path('sub'))
         ok([TOOL, 'create', '--parent', child, grand])
         expect_equal(cat_sha256(grand), sha256(mod_raw), 'a grandchild reads through the chain')
+        chain = json.loads(ok([TOOL, 'info', '--json', '--backing-chain', grand]).stdout)
+        expect_equal(len(chain), 3, 'images in the chain')
+        expect_equal(chain[0]['full-backing-filename'], os.path.realpath(child), 'first parent')
+        expect_equal(chain[1]['full-backing-filename'], os.path.realpath(base), 'second parent')
+        expect('full-backing-filename' not in chain[2], 'the base has no parent')
+        expect_equal([c['format-specific']['data']['disk-type'] for c in chain],
+                     ['differencing', 'differencing', 'dynamic'], 'disk types')
+        text = ok([TOOL, 'info', '--backing-chain', grand]).stdout.decode()
+        expect_equal(text.count('Disk type:'), 3, 'text output of the chain')
 
 
 def main():

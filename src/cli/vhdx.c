@@ -206,17 +206,7 @@ open_image_full (const char *path, VhdxOpenFlags flags, const char *parent, stru
         return vhdx_file_open_full (io, flags, &options, error);
 }
 
-static VhdxFile *
-open_image_with_flags (const char *path, VhdxOpenFlags flags, struct stat *st, GError **error)
-{
-        return open_image_full (path, flags, NULL, st, error);
-}
 
-static VhdxFile *
-open_image (const char *path, struct stat *st, GError **error)
-{
-        return open_image_with_flags (path, VHDX_OPEN_FLAGS_NONE, st, error);
-}
 
 /* Output helpers */
 
@@ -320,13 +310,54 @@ info_print_text (const char *path, const VhdxInfo *info, const struct stat *st,
         fields_print (fields);
 }
 
+/* The image (and with @chain, each of its parents) as JSON, from the library. */
+static JsonNode *
+info_json (const char *path, const char *parent, gboolean chain, GError **error)
+{
+        g_autoptr (GFile) gfile = g_file_new_for_path (path);
+        g_autoptr (GFile) parent_file = parent != NULL ? g_file_new_for_path (parent) : NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (JsonArray) array = json_array_new ();
+        g_autofree char *display = g_filename_display_name (path);
+
+        image = g_initable_new (VHDX_TYPE_IMAGE, NULL, error, "file", gfile, "flags",
+                                VHDX_OPEN_FLAGS_NONE, "parent-file", parent_file, NULL);
+        if (image == NULL)
+                return NULL;
+        for (VhdxImage *member = g_object_ref (image); member != NULL;) {
+                g_autoptr (VhdxImage) current = member;
+                JsonNode *node = vhdx_image_to_json (current, NULL, error);
+
+                if (node == NULL)
+                        return NULL;
+                if (current == image)
+                        /* The image as it was named, as qemu-img prints it. */
+                        json_object_set_string_member (json_node_get_object (node), "filename",
+                                                       display);
+                if (!chain)
+                        return node;
+                json_array_add_element (array, node);
+                member = vhdx_image_dup_parent (current);
+        }
+        return json_node_init_array (json_node_alloc (), array);
+}
+
 static int
 cmd_info (int argc, char **argv)
 {
         gboolean json = FALSE;
+        gboolean chain = FALSE;
+        g_autofree char *parent = NULL;
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
+                { "backing-chain", 0, 0, G_OPTION_ARG_NONE, &chain,
+                  N_("Show every image of a differencing image's chain, down to the base"),
+                  NULL },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
+                  N_("Use PARENT as the parent of a differencing image instead of the one its "
+                     "locator names"),
+                  N_("PARENT") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
                   NULL },
                 G_OPTION_ENTRY_NULL
@@ -334,9 +365,7 @@ cmd_info (int argc, char **argv)
         g_autoptr (GOptionContext) context = NULL;
         g_autoptr (GError) error = NULL;
         g_autoptr (VhdxFile) file = NULL;
-        const VhdxInfo *info;
         struct stat st;
-        guint64 allocated = 0;
 
         context = command_context_new (
                 "info", _("IMAGE"), _("Show what an image is made of."),
@@ -346,7 +375,10 @@ cmd_info (int argc, char **argv)
                   "(type \"vhdx\"; data: disk-type, logical-sector-size,\n"
                   "physical-sector-size, virtual-disk-id, data-write-guid,\n"
                   "file-write-guid, creator, log-state, allocated-bytes,\n"
-                  "header-sequence).  Sizes are in bytes.\n"
+                  "header-sequence), and for a differencing image backing-filename\n"
+                  "and full-backing-filename (its parent's path).  Sizes are in bytes.\n"
+                  "With --backing-chain, one such object for each image of the chain,\n"
+                  "in an array.\n"
                   "\n"
                   "Exit status: 0 on success, 1 on failure."),
                 entries);
@@ -356,36 +388,44 @@ cmd_info (int argc, char **argv)
                 return EXIT_FAILURE;
 
         if (json) {
-                /* The library describes images for every program: one JSON for all. */
-                g_autoptr (GFile) gfile = g_file_new_for_path (args[0]);
-                g_autoptr (VhdxImage) image = NULL;
-                g_autoptr (JsonNode) root = NULL;
-                g_autofree char *display = g_filename_display_name (args[0]);
+                g_autoptr (JsonNode) root = info_json (args[0], parent, chain, &error);
 
-                image = vhdx_image_new (gfile, VHDX_OPEN_FLAGS_NONE, NULL, &error);
-                if (image != NULL)
-                        root = vhdx_image_to_json (image, NULL, &error);
                 if (root == NULL) {
                         print_file_error (args[0], error);
                         return EXIT_FAILURE;
                 }
-                /* The image as it was named, as qemu-img prints it. */
-                json_object_set_string_member (json_node_get_object (root), "filename", display);
                 print_json (root);
                 return EXIT_SUCCESS;
         }
 
-        file = open_image (args[0], &st, &error);
+        file = open_image_full (args[0], VHDX_OPEN_FLAGS_NONE, parent, &st, &error);
         if (file == NULL) {
                 print_file_error (args[0], error);
                 return EXIT_FAILURE;
         }
-        info = vhdx_file_get_info (file);
-        if (!vhdx_file_get_allocated_bytes (file, &allocated, &error)) {
-                print_file_error (args[0], error);
-                return EXIT_FAILURE;
+        for (VhdxFile *member = file, *child = NULL; member != NULL;
+             child = member, member = vhdx_file_get_parent (member)) {
+                const char *path = child == NULL ? args[0] : vhdx_file_get_parent_path (child);
+                guint64 allocated = 0;
+
+                if (child != NULL) {
+                        g_print ("\n");
+                        if (g_stat (path, &st) < 0)
+                                memset (&st, 0, sizeof st);
+                }
+                if (!vhdx_file_get_allocated_bytes (member, &allocated, &error)) {
+                        print_file_error (path, error);
+                        return EXIT_FAILURE;
+                }
+                info_print_text (path, vhdx_file_get_info (member), &st, allocated);
+                if (vhdx_file_get_parent (member) != NULL) {
+                        g_autofree char *display =
+                                g_filename_display_name (vhdx_file_get_parent_path (member));
+                        g_print ("%-22s%s\n", _("Parent:"), display);
+                }
+                if (!chain)
+                        break;
         }
-        info_print_text (args[0], info, &st, allocated);
         return EXIT_SUCCESS;
 }
 
