@@ -18,6 +18,7 @@
 
 #include <gio/gio.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -701,9 +702,9 @@ extents_print_text (GArray *extents)
 
         for (guint i = 0; i < extents->len; i++) {
                 const VhdxMapExtent *extent = &g_array_index (extents, VhdxMapExtent, i);
-                g_autofree char *start = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
+                g_autofree char *start = g_strdup_printf ("0x%" PRIx64,
                                                           extent->offset);
-                g_autofree char *length = g_strdup_printf ("0x%" G_GINT64_MODIFIER "x",
+                g_autofree char *length = g_strdup_printf ("0x%" PRIx64,
                                                            extent->length);
                 g_autofree char *depth = g_strdup_printf ("%u", extent->depth);
 

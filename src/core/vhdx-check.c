@@ -34,9 +34,9 @@ extent_name (const Extent *e)
 {
         switch (e->kind) {
         case EXTENT_BLOCK:
-                return g_strdup_printf (_("block %" G_GUINT64_FORMAT), e->number);
+                return g_strdup_printf (_("block %" PRIu64), e->number);
         case EXTENT_BITMAP:
-                return g_strdup_printf (_("sector bitmap %" G_GUINT64_FORMAT), e->number);
+                return g_strdup_printf (_("sector bitmap %" PRIu64), e->number);
         case EXTENT_NAMED:
         default:
                 return g_strdup (e->name);
@@ -115,7 +115,7 @@ static void
 entry_problem (GPtrArray *problems, VhdxSeverity severity, const VhdxInfo *info, guint64 index,
                const char *format, ...)
 {
-        g_autofree char *name = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+        g_autofree char *name = g_strdup_printf (_("BAT entry %" PRIu64), index);
         g_autofree char *message = NULL;
         va_list args;
 
@@ -154,7 +154,7 @@ check_bitmap_entry (VhdxFile *file, guint64 index, guint64 entry, GArray *extent
         if (offset < VHDX_HEADER_SECTION_SIZE || !vhdx_add_u64 (offset, VHDX_MiB, &end) ||
             end > info->file_size) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("the sector bitmap at file offset %" G_GUINT64_FORMAT
+                                   _("the sector bitmap at file offset %" PRIu64
                                      " is not inside the file's payload area"),
                                    offset);
                 return;
@@ -206,9 +206,9 @@ check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry
                                 return FALSE;
                         if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
                                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                                   _("block %" G_GUINT64_FORMAT " is partially "
+                                                   _("block %" PRIu64 " is partially "
                                                      "present but the sector bitmap of chunk %"
-                                                     G_GUINT64_FORMAT " is not"),
+                                                     PRIu64 " is not"),
                                                    block, chunk);
                         break;
                 }
@@ -223,16 +223,16 @@ check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry
         length = vhdx_file_block_length (file, block);
         if (offset < VHDX_HEADER_SECTION_SIZE) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("block %" G_GUINT64_FORMAT " at file offset %"
-                                     G_GUINT64_FORMAT " lies in the header section"),
+                                   _("block %" PRIu64 " at file offset %"
+                                     PRIu64 " lies in the header section"),
                                    block, offset);
                 return TRUE;
         }
         if (!vhdx_add_u64 (offset, length, &end) || end > info->file_size) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("block %" G_GUINT64_FORMAT " at file offset %"
-                                     G_GUINT64_FORMAT " ends past the end of the file (%"
-                                     G_GUINT64_FORMAT " bytes)"),
+                                   _("block %" PRIu64 " at file offset %"
+                                     PRIu64 " ends past the end of the file (%"
+                                     PRIu64 " bytes)"),
                                    block, offset, info->file_size);
                 return TRUE;
         }
@@ -285,8 +285,8 @@ check_overlaps (GArray *extents, GPtrArray *problems)
                         g_autofree char *other = extent_name (reach);
                         vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
                                            e->entry_offset,
-                                           _("file bytes %" G_GUINT64_FORMAT " to %"
-                                             G_GUINT64_FORMAT " overlap %s"),
+                                           _("file bytes %" PRIu64 " to %"
+                                             PRIu64 " overlap %s"),
                                            e->start, e->end, other);
                 }
                 if (reach == NULL || e->end > reach->end)

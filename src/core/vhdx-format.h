@@ -104,8 +104,16 @@ G_BEGIN_DECLS
 #define VHDX_LOG_DATA_OFF_SEQUENCE_LOW 4092
 #define VHDX_LOG_LEADING_BYTES 8
 #define VHDX_LOG_TRAILING_BYTES 4
-/* The largest log read into memory for replay (Hyper-V writes 1 MiB logs). */
-#define VHDX_LOG_MAX_LENGTH (256 * VHDX_MiB)
+/* The largest log read into memory for replay (Hyper-V and QEMU write 1 MiB
+ * logs).  A read-only open of a dirty image holds the log and the sectors it
+ * replays, about twice this at its peak, so it is kept well below what a
+ * hostile file could otherwise make every open allocate. */
+#define VHDX_LOG_MAX_LENGTH (32 * VHDX_MiB)
+/* The most log entry bytes checksummed while looking for the active
+ * sequence.  Entries of real logs do not overlap, so their lengths add up to
+ * about the log's length; entries crafted to overlap each other could
+ * otherwise make the scan checksum the log once per 4 KiB of it. */
+#define VHDX_LOG_MAX_SCAN_BYTES (256 * VHDX_MiB)
 /* No structure of a valid file lies past this: 64 TiB of payload plus its
  * BAT, bitmaps and metadata fit with room to spare.  Log descriptors beyond
  * it are treated as corrupt. */

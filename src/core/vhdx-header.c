@@ -13,7 +13,7 @@ vhdx_file_identifier_parse (const guint8 *buf, gsize len, char **creator, GError
 
         if (len < VHDX_FILE_ID_CREATOR_OFFSET + VHDX_FILE_ID_CREATOR_SIZE) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _("file identifier"), 0,
-                                _("expected %u bytes, found %" G_GSIZE_FORMAT),
+                                _("expected %u bytes, found %zu"),
                                 (guint) (VHDX_FILE_ID_CREATOR_OFFSET + VHDX_FILE_ID_CREATOR_SIZE),
                                 len);
                 return FALSE;
@@ -46,7 +46,7 @@ vhdx_header_parse (const guint8 *buf, gsize len, guint64 file_offset, const char
 
         if (len < VHDX_HEADER_SIZE) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, name, file_offset,
-                                _("expected %u bytes, found %" G_GSIZE_FORMAT),
+                                _("expected %u bytes, found %zu"),
                                 (guint) VHDX_HEADER_SIZE, len);
                 return FALSE;
         }
@@ -104,15 +104,15 @@ check_current_header (const VhdxHeader *h, const char *name, guint64 file_offset
         if (h->log_offset < VHDX_HEADER_SECTION_SIZE ||
             h->log_offset % VHDX_STRUCTURE_ALIGNMENT != 0) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, name, file_offset,
-                                _("log offset %" G_GUINT64_FORMAT
+                                _("log offset %" PRIu64
                                   " is not 1 MiB-aligned past the header section"),
                                 h->log_offset);
                 return FALSE;
         }
         if (!vhdx_add_u64 (h->log_offset, h->log_length, &log_end) || log_end > file_size) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, name, file_offset,
-                                _("the log (offset %" G_GUINT64_FORMAT ", length %u) ends past "
-                                  "the end of the file (%" G_GUINT64_FORMAT " bytes)"),
+                                _("the log (offset %" PRIu64 ", length %u) ends past "
+                                  "the end of the file (%" PRIu64 " bytes)"),
                                 h->log_offset, h->log_length, file_size);
                 return FALSE;
         }
@@ -184,7 +184,7 @@ headers_select (VhdxIo *io, guint64 file_size, VhdxHeader *current, guint *index
                 chosen = 0;
         } else {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, _("header 2"), VHDX_HEADER2_OFFSET,
-                                _("same sequence number %" G_GUINT64_FORMAT
+                                _("same sequence number %" PRIu64
                                   " as header 1 but different contents"),
                                 headers[1].sequence);
                 return FALSE;

@@ -270,8 +270,8 @@ vhdx_io_read_exact (VhdxIo *io, void *buf, gsize count, guint64 offset, const ch
                 return FALSE;
         if (n_read < count) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, structure, offset,
-                                _("the file ends at byte %" G_GUINT64_FORMAT
-                                  " but the structure needs %" G_GSIZE_FORMAT " bytes here"),
+                                _("the file ends at byte %" PRIu64
+                                  " but the structure needs %zu bytes here"),
                                 offset + n_read, count);
                 return FALSE;
         }

@@ -116,7 +116,7 @@ vhdx_log_writer_commit (VhdxLogWriter *writer, guint64 flushed_file_offset,
         length = (guint64) (n_desc_sectors + n_data) * VHDX_LOG_SECTOR_SIZE;
         if (length > writer->log_length) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_LOG,
-                             _("A log entry of %" G_GUINT64_FORMAT " bytes does not fit in a "
+                             _("A log entry of %" PRIu64 " bytes does not fit in a "
                                "log of %u bytes"),
                              length, writer->log_length);
                 return FALSE;

@@ -121,8 +121,10 @@ parse_entry (const guint8 *log, guint32 log_length, guint32 position, const Vhdx
                         guint64 data_offset = (guint64) (n_desc_sectors + n_data) *
                                               VHDX_LOG_SECTOR_SIZE;
                         const guint8 *s;
+                        /* Compared this way round so that a file offset near
+                         * 2^64 cannot wrap past the limit. */
                         if (data_offset + VHDX_LOG_SECTOR_SIZE > length ||
-                            file_offset + VHDX_LOG_SECTOR_SIZE > VHDX_LOG_MAX_FILE_OFFSET)
+                            file_offset > VHDX_LOG_MAX_FILE_OFFSET - VHDX_LOG_SECTOR_SIZE)
                                 return FALSE;
                         s = e + data_offset;
                         if (memcmp (s, VHDX_LOG_DATA_SIGNATURE, 4) != 0 ||
@@ -162,11 +164,45 @@ parse_entry (const guint8 *log, guint32 log_length, guint32 position, const Vhdx
         return TRUE;
 }
 
+/* What parse_entry() found at one 4 KiB position of the ring.  The scan
+ * builds a chain from every position, and without this would checksum the
+ * entries of a long chain once for each of its positions: quadratic in the
+ * length of the log. */
+typedef enum {
+        PARSED_UNKNOWN,
+        PARSED_INVALID,
+        PARSED_STALE,
+        PARSED_VALID,
+} ParsedState;
+
+typedef struct {
+        ParsedState state;
+        Entry entry;
+} Parsed;
+
+static gboolean
+parse_entry_once (const guint8 *log, guint32 log_length, guint32 position,
+                  const VhdxGuid *log_guid, Parsed *parsed, Entry *out, gboolean *stale)
+{
+        Parsed *p = &parsed[position / VHDX_LOG_SECTOR_SIZE];
+
+        if (p->state == PARSED_UNKNOWN) {
+                gboolean is_stale;
+                if (parse_entry (log, log_length, position, log_guid, &p->entry, NULL, &is_stale))
+                        p->state = PARSED_VALID;
+                else
+                        p->state = is_stale ? PARSED_STALE : PARSED_INVALID;
+        }
+        *stale = p->state == PARSED_STALE;
+        *out = p->entry;
+        return p->state == PARSED_VALID;
+}
+
 /* The chain of valid entries with consecutive sequence numbers starting at
  * @start, never longer than the ring itself. */
 static GArray *
 read_chain (const guint8 *log, guint32 log_length, guint32 start, const VhdxGuid *log_guid,
-            guint *n_stale)
+            Parsed *parsed, guint *n_stale)
 {
         GArray *chain = g_array_new (FALSE, FALSE, sizeof (Entry));
         guint64 covered = 0;
@@ -176,7 +212,8 @@ read_chain (const guint8 *log, guint32 log_length, guint32 start, const VhdxGuid
                 Entry entry;
                 gboolean stale;
 
-                if (!parse_entry (log, log_length, position, log_guid, &entry, NULL, &stale)) {
+                if (!parse_entry_once (log, log_length, position, log_guid, parsed, &entry,
+                                       &stale)) {
                         if (stale && chain->len == 0)
                                 (*n_stale)++;
                         break;
@@ -211,12 +248,14 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
                       guint64 header_offset, GError **error)
 {
         g_autofree guint8 *log = NULL;
+        g_autofree Parsed *parsed = NULL;
         g_autoptr(GArray) best = NULL;
         g_autoptr(VhdxLogSequence) sequence = NULL;
         const guint32 log_length = header->log_length;
         guint32 current_tail = 0, old_tail = 0;
         int best_tail = -1;
         guint n_stale = 0;
+        guint64 claimed = 0;
         const Entry *head;
 
         if (log_length > VHDX_LOG_MAX_LENGTH) {
@@ -234,12 +273,28 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
         if (!vhdx_io_read_exact (io, log, log_length, header->log_offset, _("log"), error))
                 return NULL;
 
+        /* Every position is checksummed at most once (see parse_entry_once), over
+         * the length its entry header claims: bound the sum before starting. */
+        for (guint32 pos = 0; pos < log_length; pos += VHDX_LOG_SECTOR_SIZE) {
+                guint32 length = vhdx_get_le32 (log + pos + VHDX_LOG_OFF_ENTRY_LENGTH);
+                if (memcmp (log + pos, VHDX_LOG_ENTRY_SIGNATURE, 4) == 0 && length <= log_length)
+                        claimed += length;
+        }
+        if (claimed > VHDX_LOG_MAX_SCAN_BYTES) {
+                vhdx_set_error (error, VHDX_ERROR_LOG, _("log"), header->log_offset,
+                                _("its entries overlap each other: together they claim %"
+                                  PRIu64 " bytes of a %u-byte log"),
+                                claimed, log_length);
+                return NULL;
+        }
+        parsed = g_new0 (Parsed, log_length / VHDX_LOG_SECTOR_SIZE);
+
         /* The scan of the specification (MS-VHDX 2.3.3): try each 4 KiB offset
          * as the tail of a sequence, skip over the sequences found, and keep the
          * valid one whose head has the highest sequence number. */
         for (guint64 steps = 0; steps <= log_length / VHDX_LOG_SECTOR_SIZE; steps++) {
                 g_autoptr(GArray) chain = read_chain (log, log_length, current_tail,
-                                                      &header->log_guid, &n_stale);
+                                                      &header->log_guid, parsed, &n_stale);
                 int tail_index = chain->len > 0 ? chain_tail_index (chain) : -1;
 
                 if (tail_index >= 0 &&
@@ -274,8 +329,8 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
         if (file_size < head->flushed_file_offset) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _("log entry"),
                                 header->log_offset + head->position,
-                                _("the file has %" G_GUINT64_FORMAT " bytes but the log says "
-                                  "it had at least %" G_GUINT64_FORMAT),
+                                _("the file has %" PRIu64 " bytes but the log says "
+                                  "it had at least %" PRIu64),
                                 file_size, head->flushed_file_offset);
                 return NULL;
         }

@@ -198,7 +198,7 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
             out->virtual_size % out->logical_sector_size != 0) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, _("metadata item “virtual disk size”"),
                                 items[ITEM_VIRTUAL_DISK_SIZE].file_offset,
-                                _("size %" G_GUINT64_FORMAT " is not a non-zero multiple of "
+                                _("size %" PRIu64 " is not a non-zero multiple of "
                                   "the logical sector size (%u) up to 64 TiB"),
                                 out->virtual_size, out->logical_sector_size);
                 return FALSE;

@@ -53,8 +53,10 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
 {
         g_autofree guint8 *item = NULL;
         g_autoptr(GPtrArray) entries = NULL;
+        g_autoptr(GHashTable) keys = NULL;
         VhdxGuid type;
         guint16 count;
+        guint64 text_bytes = 0;
         const char *what = _("parent locator");
 
         if (length < VHDX_LOCATOR_HEADER_SIZE) {
@@ -82,6 +84,7 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
         }
 
         entries = g_ptr_array_new_with_free_func (locator_entry_free);
+        keys = g_hash_table_new (g_str_hash, g_str_equal);
         for (guint i = 0; i < count; i++) {
                 const guint8 *e = item + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
                 guint64 entry_offset = file_offset + VHDX_LOCATOR_HEADER_SIZE +
@@ -97,6 +100,17 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
                                         entry_offset, _("an empty key or value"));
                         return NULL;
                 }
+                /* Entries may point at the same bytes; without this bound, 65535
+                 * of them sharing one 64 KiB value would decode gigabytes. */
+                text_bytes += (guint64) key_length + value_length;
+                if (text_bytes > length) {
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
+                                        entry_offset,
+                                        _("the keys and values take more than the %u bytes "
+                                          "of the locator"),
+                                        length);
+                        return NULL;
+                }
                 key = decode_utf16 (item, length,
                                     vhdx_get_le32 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET),
                                     key_length, _("key"), entry_offset, error);
@@ -107,7 +121,8 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
                                       value_length, _("value"), entry_offset, error);
                 if (value == NULL)
                         return NULL;
-                if (vhdx_parent_locator_lookup (entries, key) != NULL) {
+                /* A hash table: a linear lookup per key is quadratic in the count. */
+                if (g_hash_table_contains (keys, key)) {
                         vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
                                         entry_offset, _("the key “%s” appears twice"), key);
                         return NULL;
@@ -116,6 +131,7 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
                 entry->key = g_steal_pointer (&key);
                 entry->value = g_steal_pointer (&value);
                 g_ptr_array_add (entries, entry);
+                g_hash_table_add (keys, entry->key);
         }
         if (vhdx_parent_locator_lookup (entries, "parent_linkage") == NULL) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,

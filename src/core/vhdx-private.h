@@ -4,6 +4,7 @@
 
 #include <glib.h>
 #include <glib/gi18n-lib.h>
+#include <inttypes.h>
 
 #include "vhdx-error.h"
 

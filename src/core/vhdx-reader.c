@@ -40,7 +40,7 @@ read_file_identifier (VhdxFile *file, GError **error)
                 return vhdx_file_identifier_parse (buf, n, &file->info.creator, error);
         if (file->info.file_size < VHDX_HEADER_SECTION_SIZE) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _("header section"), 0,
-                                _("the file has %" G_GUINT64_FORMAT
+                                _("the file has %" PRIu64
                                   " bytes, fewer than the 1 MiB header section"),
                                 file->info.file_size);
                 return FALSE;
@@ -85,7 +85,7 @@ replay_log (VhdxFile *file, VhdxHeader *header, GError **error)
         vhdx_findings_add (file->open_findings, VHDX_SEVERITY_WARNING, _("log"),
                            header->log_offset,
                            _("the log holds %u entries (%u writes, head sequence number %"
-                             G_GUINT64_FORMAT ") that were not replayed onto the file; "
+                             PRIu64 ") that were not replayed onto the file; "
                              "they were replayed in memory"),
                            sequence->n_entries, sequence->writes->len,
                            sequence->head_sequence);
@@ -166,8 +166,8 @@ open_structures (VhdxFile *file, GError **error)
         bat_bytes = info->bat_entries * VHDX_BAT_ENTRY_SIZE;
         if (bat_bytes > info->bat_length) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, _("BAT region"), info->bat_offset,
-                                _("length %u is too small for %" G_GUINT64_FORMAT
-                                  " entries (%" G_GUINT64_FORMAT " bytes)"),
+                                _("length %u is too small for %" PRIu64
+                                  " entries (%" PRIu64 " bytes)"),
                                 info->bat_length, info->bat_entries, bat_bytes);
                 return FALSE;
         }
@@ -453,21 +453,21 @@ check_stored_block (VhdxFile *file, guint64 index, guint64 offset, guint64 lengt
         const char *overlapped;
 
         if (!vhdx_add_u64 (offset, length, &end) || end > file->info.file_size) {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("the block at file offset %" G_GUINT64_FORMAT
-                                  " ends past the end of the file (%" G_GUINT64_FORMAT
+                                _("the block at file offset %" PRIu64
+                                  " ends past the end of the file (%" PRIu64
                                   " bytes)"),
                                 offset, file->info.file_size);
                 return FALSE;
         }
         overlapped = overlapped_structure (file, offset, end);
         if (overlapped != NULL) {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("the block at file offset %" G_GUINT64_FORMAT " overlaps %s"),
+                                _("the block at file offset %" PRIu64 " overlaps %s"),
                                 offset, overlapped);
                 return FALSE;
         }
@@ -495,7 +495,7 @@ vhdx_file_check_payload_entry (VhdxFile *file, guint64 block, guint64 entry, gui
                         break;
                 G_GNUC_FALLTHROUGH;
         default: {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
                                 _("state %u is not a valid payload block state for a %s disk"),
@@ -555,10 +555,10 @@ get_block_bitmap (VhdxFile *file, guint64 block, GError **error)
         if (!vhdx_bat_get (file->bat, index, &entry, error))
                 return NULL;
         if (vhdx_bat_entry_state (entry) != VHDX_SB_PRESENT) {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" G_GUINT64_FORMAT), index);
+                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("block %" G_GUINT64_FORMAT " is partially present but the "
+                                _("block %" PRIu64 " is partially present but the "
                                   "sector bitmap of its chunk is not (state %u)"),
                                 block, vhdx_bat_entry_state (entry));
                 return NULL;
@@ -615,8 +615,8 @@ check_range (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 
         if (!vhdx_add_u64 (offset, length, &end) || end > file->info.virtual_size) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE,
-                             _("The range %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
-                               " lies outside the virtual disk (%" G_GUINT64_FORMAT " bytes)"),
+                             _("The range %" PRIu64 "+%" PRIu64
+                               " lies outside the virtual disk (%" PRIu64 " bytes)"),
                              offset, length, file->info.virtual_size);
                 return FALSE;
         }

@@ -30,7 +30,7 @@ vhdx_region_table_parse (const guint8 *buf, gsize len, guint64 file_offset, cons
 
         if (len < VHDX_REGION_TABLE_SIZE) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, name, file_offset,
-                                _("expected %u bytes, found %" G_GSIZE_FORMAT),
+                                _("expected %u bytes, found %zu"),
                                 (guint) VHDX_REGION_TABLE_SIZE, len);
                 return FALSE;
         }
@@ -84,7 +84,7 @@ vhdx_region_table_parse (const guint8 *buf, gsize len, guint64 file_offset, cons
                 if (r.file_offset < VHDX_HEADER_SECTION_SIZE ||
                     r.file_offset % VHDX_STRUCTURE_ALIGNMENT != 0) {
                         vhdx_set_error (error, VHDX_ERROR_INVALID, what, entry_offset,
-                                        _("region %s offset %" G_GUINT64_FORMAT
+                                        _("region %s offset %" PRIu64
                                           " is not 1 MiB-aligned past the header section"),
                                         guid, r.file_offset);
                         return FALSE;
@@ -98,9 +98,9 @@ vhdx_region_table_parse (const guint8 *buf, gsize len, guint64 file_offset, cons
                 }
                 if (!vhdx_add_u64 (r.file_offset, r.length, &end) || end > file_size) {
                         vhdx_set_error (error, VHDX_ERROR_TRUNCATED, what, entry_offset,
-                                        _("region %s (offset %" G_GUINT64_FORMAT
+                                        _("region %s (offset %" PRIu64
                                           ", length %u) ends past the end of the file "
-                                          "(%" G_GUINT64_FORMAT " bytes)"),
+                                          "(%" PRIu64 " bytes)"),
                                         guid, r.file_offset, r.length, file_size);
                         return FALSE;
                 }
@@ -129,7 +129,7 @@ vhdx_region_table_parse (const guint8 *buf, gsize len, guint64 file_offset, cons
                         vhdx_guid_to_string_buf (&b->guid, gb);
                         vhdx_set_error (error, VHDX_ERROR_INVALID, name, file_offset,
                                         _("regions %s and %s overlap at file offset "
-                                          "%" G_GUINT64_FORMAT),
+                                          "%" PRIu64),
                                         ga, gb, b->file_offset);
                         return FALSE;
                 }

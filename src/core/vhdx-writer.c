@@ -74,7 +74,7 @@ vhdx_create_params_resolve (VhdxCreateParams *p, GError **error)
         if (p->virtual_size == 0 || p->virtual_size > VHDX_MAX_VIRTUAL_SIZE ||
             p->virtual_size % p->logical_sector_size != 0) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("The virtual size %" G_GUINT64_FORMAT " is not a non-zero "
+                             _("The virtual size %" PRIu64 " is not a non-zero "
                                "multiple of the logical sector size (%u) up to 64 TiB"),
                              p->virtual_size, p->logical_sector_size);
                 return FALSE;
@@ -133,7 +133,7 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
         bat_bytes = w->bat_entries * VHDX_BAT_ENTRY_SIZE;
         if (bat_bytes > G_MAXUINT32 - VHDX_MiB) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("A BAT of %" G_GUINT64_FORMAT " bytes is too large; use "
+                             _("A BAT of %" PRIu64 " bytes is too large; use "
                                "larger blocks"),
                              bat_bytes);
                 return NULL;
@@ -141,7 +141,7 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
         w->bat = g_try_new0 (guint64, w->bat_entries);
         if (w->bat == NULL) {
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
-                             _("Not enough memory for a BAT of %" G_GUINT64_FORMAT " entries"),
+                             _("Not enough memory for a BAT of %" PRIu64 " entries"),
                              w->bat_entries);
                 return NULL;
         }
@@ -208,7 +208,7 @@ vhdx_writer_write (VhdxWriter *w, guint64 offset, const void *buf, gsize count, 
             count % w->params.logical_sector_size != 0 ||
             !vhdx_add_u64 (offset, count, &end) || end > w->params.virtual_size) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE,
-                             _("The write %" G_GUINT64_FORMAT "+%" G_GSIZE_FORMAT " is not "
+                             _("The write %" PRIu64 "+%zu is not "
                                "whole sectors inside the virtual disk"),
                              offset, count);
                 return FALSE;

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "config.h"
 
+#include <inttypes.h>
+
 #include "vhdx-image.h"
 
 #include <glib/gi18n-lib.h>
@@ -1124,7 +1126,7 @@ check_range (VhdxImage *self, guint64 offset, guint64 length, GError **error)
         guint64 size = vhdx_file_get_info (self->vfile)->virtual_size;
 
         if (offset > size || length > size - offset) {
-                /* %llu, not G_GUINT64_FORMAT: xgettext must see the whole message. */
+                /* %llu, not PRIu64: xgettext must see the whole message. */
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                              _("The range of %llu bytes at offset %llu lies outside the "
                                "virtual disk (%llu bytes)"),
