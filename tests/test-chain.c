@@ -685,6 +685,33 @@ test_sector_size_mismatch (void)
 }
 
 static void
+test_depth_limit (void)
+{
+        g_autoptr(Chain) c = chain_new (4 * MiB, MiB, 512);
+        g_autoptr(GRand) rand = g_rand_new_with_seed (13);
+        g_autoptr(GError) error = NULL;
+
+        add_base (c, rand, 1, 0);
+        for (guint i = 0; i < VHDX_MAX_CHAIN_DEPTH; i++)
+                add_child (c, rand, 1, 0);
+        /* The longest chain allowed opens and reads... */
+        {
+                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_assert_no_error (error);
+                g_assert_cmpuint (vhdx_file_get_chain_depth (file), ==, VHDX_MAX_CHAIN_DEPTH);
+                assert_reads (c, file, 0, c->virtual_size);
+        }
+        /* ...one more is refused. */
+        add_child (c, rand, 1, 0);
+        {
+                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_assert_null (file);
+                g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
+                g_assert_nonnull (strstr (error->message, "longer than"));
+        }
+}
+
+static void
 test_loop (void)
 {
         g_autoptr(Chain) c = chain_new (8 * MiB, MiB, 512);
@@ -796,6 +823,7 @@ main (int argc, char **argv)
         g_test_add_func ("/chain/error/parent-mismatch", test_parent_mismatch);
         g_test_add_func ("/chain/error/sector-size-mismatch", test_sector_size_mismatch);
         g_test_add_func ("/chain/error/loop", test_loop);
+        g_test_add_func ("/chain/error/depth-limit", test_depth_limit);
         g_test_add_func ("/chain/error/locator", test_locator_damage);
         return g_test_run ();
 }
