@@ -175,7 +175,7 @@ check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry
 
         if (entry & VHDX_BAT_RESERVED_MASK)
                 entry_problem (problems, VHDX_SEVERITY_WARNING, info, index,
-                                   _("reserved bits are set (0x%" G_GINT64_MODIFIER "x)"),
+                                   _("reserved bits are set (0x%" PRIx64 ")"),
                                    entry & VHDX_BAT_RESERVED_MASK);
         if (block >= info->payload_blocks) {
                 /* The padding of a differencing image's last chunk. */
@@ -248,7 +248,10 @@ check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
         const VhdxInfo *info = &file->info;
         g_autofree guint64 *entries = g_new (guint64, VHDX_BAT_SCAN_ENTRIES);
 
-        for (guint64 first = 0; first < info->bat_entries; first += VHDX_BAT_SCAN_ENTRIES) {
+        /* Entries in holes of a sparse BAT are zero: NOT_PRESENT, nothing to
+         * check.  They are skipped unread. */
+        for (guint64 first = vhdx_bat_skip_zeros (file->bat, 0); first < info->bat_entries;
+             first = vhdx_bat_skip_zeros (file->bat, first + VHDX_BAT_SCAN_ENTRIES)) {
                 gsize n = (gsize) MIN ((guint64) VHDX_BAT_SCAN_ENTRIES, info->bat_entries - first);
 
                 if (!vhdx_bat_read_range (file->bat, first, n, entries, error))
