@@ -33,14 +33,14 @@ static char *image_path;  /* absolute: nbdkit may change directory */
 static char *parent_path; /* absolute, or NULL: follow the parent locator */
 static VhdxFile *image;
 
-/* The errno an NBD client receives for a failed engine call. */
+/* The errno an NBD client receives for a failed engine call: a request
+ * outside the disk is the client's mistake, anything else (a damaged BAT
+ * entry, a block past the end of the file, a failed pread) is an I/O error. */
 static int
 errno_from_error (const GError *error)
 {
         if (g_error_matches (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE))
                 return EINVAL;
-        if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE))
-                return ENOSPC;
         return EIO;
 }
 
@@ -48,8 +48,8 @@ errno_from_error (const GError *error)
 static void
 report_error (const char *operation, uint32_t count, uint64_t offset, const GError *error)
 {
-        nbdkit_error ("%s: %s %" PRIu32 " bytes at offset %" PRIu64 ": %s", image_path,
-                      operation, count, offset, error->message);
+        nbdkit_error ("%s: %s %" PRIu32 " bytes at offset %" PRIu64 ": %s", image_path, operation,
+                      count, offset, error->message);
         nbdkit_set_error (errno_from_error (error));
 }
 
@@ -106,10 +106,10 @@ vhdx_plugin_config_complete (void)
         return 0;
 }
 
-#define vhdx_plugin_config_help                                                                   \
-        "[file=]<DISK.vhdx>   (required) The VHDX image to serve, read-only.\n"                 \
-        "parent=<PARENT.vhdx>            The parent of a differencing image, instead of\n"      \
-        "                                the one its parent locator names."
+#define vhdx_plugin_config_help                                                                    \
+        "[file=]DISK.vhdx     (required) The VHDX image to serve, read-only.\n"                    \
+        "parent=PARENT.vhdx   The parent of a differencing image, instead of\n"                    \
+        "                     the one its parent locator names."
 
 /*
  * Open the image before nbdkit forks and starts serving, so that a damaged
@@ -118,10 +118,10 @@ vhdx_plugin_config_complete (void)
 static int
 vhdx_plugin_get_ready (void)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxOpenOptions options = {
-                .path = image_path,
-                .parent_path = parent_path,
+            .path = image_path,
+            .parent_path = parent_path,
         };
         const VhdxInfo *info;
         GPtrArray *findings;
@@ -142,15 +142,15 @@ vhdx_plugin_get_ready (void)
         for (guint i = 0; findings != NULL && i < findings->len; i++) {
                 const VhdxFinding *finding = g_ptr_array_index (findings, i);
 
-                nbdkit_debug ("%s: %s: %s (file offset %" G_GUINT64_FORMAT "): %s",
-                              image_path, vhdx_severity_to_string (finding->severity),
-                              finding->structure, finding->offset, finding->message);
+                nbdkit_debug ("%s: %s: %s (file offset %" G_GUINT64_FORMAT "): %s", image_path,
+                              vhdx_severity_to_string (finding->severity), finding->structure,
+                              finding->offset, finding->message);
         }
         info = vhdx_file_get_info (image);
         nbdkit_debug ("%s: %s disk, %" G_GUINT64_FORMAT " bytes, %" G_GUINT32_FORMAT
                       "-byte blocks, %" G_GUINT32_FORMAT "-byte sectors, log %s",
-                      image_path, vhdx_disk_type_to_string (info->disk_type),
-                      info->virtual_size, info->block_size, info->logical_sector_size,
+                      image_path, vhdx_disk_type_to_string (info->disk_type), info->virtual_size,
+                      info->block_size, info->logical_sector_size,
                       vhdx_log_state_to_string (info->log_state));
         return 0;
 }
@@ -165,12 +165,11 @@ vhdx_plugin_open (int readonly)
 static int64_t
 vhdx_plugin_get_size (void *handle)
 {
-        return (int64_t) vhdx_file_get_info (image)->virtual_size;
+        return (int64_t)vhdx_file_get_info (image)->virtual_size;
 }
 
 static int
-vhdx_plugin_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
-                        uint32_t *maximum)
+vhdx_plugin_block_size (void *handle, uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
 {
         const VhdxInfo *info = vhdx_file_get_info (image);
 
@@ -201,7 +200,7 @@ vhdx_plugin_can_extents (void *handle)
 static int
 vhdx_plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         if (!vhdx_file_read (image, offset, buf, count, &error)) {
                 report_error ("reading", count, offset, error);
@@ -213,21 +212,17 @@ vhdx_plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uin
 static uint32_t
 extent_type (const VhdxMapExtent *extent)
 {
-        uint32_t type = 0;
-
-        if (extent->kind == VHDX_EXTENT_ZERO)
-                type |= NBDKIT_EXTENT_ZERO;
-        if (!extent->present)
-                type |= NBDKIT_EXTENT_HOLE;
-        return type;
+        /* Zero extents take no space in the image, whether unallocated or in
+         * the ZERO state: both are holes that read as zeros. */
+        return extent->kind == VHDX_EXTENT_ZERO ? NBDKIT_EXTENT_ZERO | NBDKIT_EXTENT_HOLE : 0;
 }
 
 static int
-vhdx_plugin_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
-                     struct nbdkit_extents *extents)
+vhdx_plugin_extents (
+    void *handle, uint32_t count, uint64_t offset, uint32_t flags, struct nbdkit_extents *extents)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GArray) map = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GArray) map = NULL;
         const VhdxInfo *info = vhdx_file_get_info (image);
         gboolean req_one = (flags & NBDKIT_FLAG_REQ_ONE) != 0;
         guint64 length = count;
@@ -254,26 +249,26 @@ vhdx_plugin_extents (void *handle, uint32_t count, uint64_t offset, uint32_t fla
 }
 
 static struct nbdkit_plugin plugin = {
-        .name = "vhdx",
-        .longname = "nbdkit VHDX plugin",
-        .version = PACKAGE_VERSION,
-        .description = "Serves the virtual disk of a Hyper-V VHDX image, read-only.",
-        .load = vhdx_plugin_load,
-        .unload = vhdx_plugin_unload,
-        .dump_plugin = vhdx_plugin_dump_plugin,
-        .config = vhdx_plugin_config,
-        .config_complete = vhdx_plugin_config_complete,
-        .config_help = vhdx_plugin_config_help,
-        .magic_config_key = "file",
-        .get_ready = vhdx_plugin_get_ready,
-        .open = vhdx_plugin_open,
-        .get_size = vhdx_plugin_get_size,
-        .block_size = vhdx_plugin_block_size,
-        .can_write = vhdx_plugin_can_write,
-        .can_multi_conn = vhdx_plugin_can_multi_conn,
-        .can_extents = vhdx_plugin_can_extents,
-        .pread = vhdx_plugin_pread,
-        .extents = vhdx_plugin_extents,
+    .name = "vhdx",
+    .longname = "nbdkit VHDX plugin",
+    .version = PACKAGE_VERSION,
+    .description = "Serves the virtual disk of a Hyper-V VHDX image, read-only.",
+    .load = vhdx_plugin_load,
+    .unload = vhdx_plugin_unload,
+    .dump_plugin = vhdx_plugin_dump_plugin,
+    .config = vhdx_plugin_config,
+    .config_complete = vhdx_plugin_config_complete,
+    .config_help = vhdx_plugin_config_help,
+    .magic_config_key = "file",
+    .get_ready = vhdx_plugin_get_ready,
+    .open = vhdx_plugin_open,
+    .get_size = vhdx_plugin_get_size,
+    .block_size = vhdx_plugin_block_size,
+    .can_write = vhdx_plugin_can_write,
+    .can_multi_conn = vhdx_plugin_can_multi_conn,
+    .can_extents = vhdx_plugin_can_extents,
+    .pread = vhdx_plugin_pread,
+    .extents = vhdx_plugin_extents,
 };
 
 NBDKIT_REGISTER_PLUGIN (plugin)

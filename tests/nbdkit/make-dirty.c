@@ -48,11 +48,11 @@ set_error_from_errno (GError **error, const char *what)
 static gboolean
 make_dirty (const char *path, guint64 block, guint32 seed, GError **error)
 {
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_finding_free);
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxLogWriter) writer = NULL;
+        g_autoptr (GPtrArray) problems =
+            g_ptr_array_new_with_free_func ((GDestroyNotify)vhdx_finding_free);
         g_autofree guint8 *payload = NULL;
         guint8 sector[SECTOR];
         const VhdxInfo *info;
@@ -95,13 +95,13 @@ make_dirty (const char *path, guint64 block, guint32 seed, GError **error)
         new_block = (file_size + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB;
         payload = g_malloc (block_size);
         vhdx_gen_pattern_fill_buffer (payload, block * block_size, block_size, seed);
-        if (pwrite (fd, payload, block_size, (off_t) new_block) != (ssize_t) block_size)
+        if (pwrite (fd, payload, block_size, (off_t)new_block) != (ssize_t)block_size)
                 return set_error_from_errno (error, "writing the payload block");
 
         /* The BAT sector that points at it, only in the log. */
         entry_at = bat_offset + vhdx_bat_payload_index (block, chunk_ratio) * 8;
         sector_at = entry_at - entry_at % SECTOR;
-        if (pread (fd, sector, SECTOR, (off_t) sector_at) != SECTOR)
+        if (pread (fd, sector, SECTOR, (off_t)sector_at) != SECTOR)
                 return set_error_from_errno (error, "reading the BAT");
         vhdx_put_le64 (sector + entry_at % SECTOR, new_block | VHDX_PAYLOAD_FULLY_PRESENT);
 
@@ -121,7 +121,7 @@ make_dirty (const char *path, guint64 block, guint32 seed, GError **error)
 int
 main (int argc, char **argv)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         guint64 block, seed;
 
         if (argc != 4 || !parse_u64 (argv[2], &block) || !parse_u64 (argv[3], &seed) ||
@@ -129,7 +129,7 @@ main (int argc, char **argv)
                 g_printerr ("usage: vhdx-make-dirty IMAGE BLOCK SEED\n");
                 return EXIT_FAILURE;
         }
-        if (!make_dirty (argv[1], block, (guint32) seed, &error)) {
+        if (!make_dirty (argv[1], block, (guint32)seed, &error)) {
                 g_printerr ("vhdx-make-dirty: %s\n", error->message);
                 return EXIT_FAILURE;
         }
