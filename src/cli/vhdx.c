@@ -1254,9 +1254,15 @@ convert_to_raw (Source *source, int fd, const char *dst, Progress *progress)
                                 print_file_error (source->path, error);
                                 return FALSE;
                         }
-                        if (!buffer_is_zero (buf, n) && !pwrite_all (fd, buf, n, offset, &error)) {
-                                print_file_error (dst, error);
-                                return FALSE;
+                        if (!buffer_is_zero (buf, n)) {
+                                if (!pwrite_all (fd, buf, n, offset, &error)) {
+                                        print_file_error (dst, error);
+                                        return FALSE;
+                                }
+                                /* Write back now: the disk works while the next chunks
+                                 * are copied, and the final fsync() waits for less. */
+                                (void) sync_file_range (fd, (off_t) offset, (off_t) n,
+                                                        SYNC_FILE_RANGE_WRITE);
                         }
                         offset += n;
                         progress_update (progress, offset);

@@ -95,3 +95,18 @@ vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries,
                 entries[i] = GUINT64_FROM_LE (entries[i]);
         return TRUE;
 }
+
+guint64
+vhdx_bat_skip_zeros (VhdxBat *bat, guint64 first)
+{
+        guint64 offset, data;
+
+        if (first >= bat->n_entries)
+                return bat->n_entries;
+        offset = bat->file_offset + first * VHDX_BAT_ENTRY_SIZE;
+        data = vhdx_io_next_data (bat->io, offset);
+        if (data <= offset)
+                return first;
+        /* The entry that holds @data may be non-zero; those before it are zeros. */
+        return MIN (first + (data - offset) / VHDX_BAT_ENTRY_SIZE, bat->n_entries);
+}

@@ -32,6 +32,13 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_read_range (VhdxBat *bat, guint64 fi
                                                         gsize count, guint64 *entries,
                                                         GError **error);
 
+/*
+ * The first entry at or after @first that may be non-zero, or the number of
+ * entries: the entries in between lie in a hole of the file (a sparse BAT)
+ * and are zero, NOT_PRESENT.  Scans skip them without reading.
+ */
+guint64 vhdx_bat_skip_zeros (VhdxBat *bat, guint64 first);
+
 /* Entries per step of a streaming scan (1 MiB of BAT). */
 #define VHDX_BAT_SCAN_ENTRIES (128 * 1024)
 

@@ -132,6 +132,26 @@ fd_identify (VhdxIo *io, guint64 *device, guint64 *inode)
         return TRUE;
 }
 
+static guint64
+fd_next_data (VhdxIo *io, guint64 offset)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        struct stat st;
+        off_t data;
+
+        if (offset > (guint64) G_MAXINT64)
+                return offset;
+        data = lseek (self->fd, (off_t) offset, SEEK_DATA);
+        if (data >= 0)
+                return MAX ((guint64) data, offset);
+        /* ENXIO: only a hole is left before the end of the file.  Any other
+         * error (no SEEK_DATA here): assume data. */
+        if (errno == ENXIO && fstat (self->fd, &st) == 0 && S_ISREG (st.st_mode) &&
+            (guint64) st.st_size > offset)
+                return (guint64) st.st_size;
+        return offset;
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
@@ -139,6 +159,7 @@ static const VhdxIoVTable fd_vtable = {
         .flush = fd_flush,
         .free = fd_free,
         .identify = fd_identify,
+        .next_data = fd_next_data,
 };
 
 VhdxIo *
@@ -182,6 +203,8 @@ vhdx_io_new_fd (int fd, gboolean close_fd)
 }
 
 /* The memory backend: a read-only view of a GBytes, for tests and the fuzzer. */
+#define MEMORY_PAGE_SIZE ((guint64) 4096)
+
 typedef struct {
         VhdxIo parent;
         GBytes *bytes;
@@ -222,10 +245,33 @@ memory_free (VhdxIo *io)
         g_free (self);
 }
 
+/* Skips whole zero pages, so that the scans of the BAT take the same
+ * path over a memory image as over a sparse file. */
+static guint64
+memory_next_data (VhdxIo *io, guint64 offset)
+{
+        VhdxIoMemory *self = (VhdxIoMemory *) io;
+        gsize size;
+        const guint8 *data = g_bytes_get_data (self->bytes, &size);
+        guint64 pos = offset;
+
+        while (pos < size) {
+                guint64 end = MIN ((pos | (MEMORY_PAGE_SIZE - 1)) + 1, (guint64) size);
+
+                for (guint64 i = pos; i < end; i++) {
+                        if (data[i] != 0)
+                                return pos;
+                }
+                pos = end;
+        }
+        return MAX (pos, offset);
+}
+
 static const VhdxIoVTable memory_vtable = {
         .pread = memory_pread,
         .get_size = memory_get_size,
         .free = memory_free,
+        .next_data = memory_next_data,
 };
 
 VhdxIo *
@@ -252,6 +298,12 @@ gboolean
 vhdx_io_identify (VhdxIo *io, guint64 *device, guint64 *inode)
 {
         return io->vtable->identify != NULL && io->vtable->identify (io, device, inode);
+}
+
+guint64
+vhdx_io_next_data (VhdxIo *io, guint64 offset)
+{
+        return io->vtable->next_data != NULL ? io->vtable->next_data (io, offset) : offset;
 }
 
 gboolean

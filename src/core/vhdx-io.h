@@ -24,13 +24,19 @@ typedef struct {
         /* Optional: the identity of the underlying file (device and inode), so
          * that a parent chain can recognise a loop. */
         gboolean (*identify) (VhdxIo *io, guint64 *device, guint64 *inode);
+        /* Optional: the first offset at or after @offset where the file may
+         * hold something other than zeros, as lseek (SEEK_DATA) finds it.
+         * Every byte from @offset up to the result lies inside the file and
+         * reads as zero.  Returns @offset when the backend cannot tell. */
+        guint64 (*next_data) (VhdxIo *io, guint64 offset);
 } VhdxIoVTable;
 
 struct _VhdxIo {
         const VhdxIoVTable *vtable;
 };
 
-/* The descriptor is not closed by vhdx_io_free() unless @close_fd is TRUE. */
+/* The descriptor is not closed by vhdx_io_free() unless @close_fd is TRUE.
+ * Reads use pread(); finding data with SEEK_DATA moves the file position. */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_fd (int fd, gboolean close_fd);
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_memory (GBytes *bytes);
 /* Open @path read-only (O_RDONLY) with the file descriptor backend. */
@@ -49,6 +55,10 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_read_exact (VhdxIo *io, void *buf, gs
 
 /* FALSE when the backend cannot tell. */
 gboolean vhdx_io_identify (VhdxIo *io, guint64 *device, guint64 *inode);
+
+/* The backend's next_data(), or @offset when it has none: every byte in
+ * [@offset, result) reads as zero. */
+guint64 vhdx_io_next_data (VhdxIo *io, guint64 offset);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxIo, vhdx_io_free)
 

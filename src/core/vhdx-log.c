@@ -400,6 +400,13 @@ overlay_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read
                 if (!self->base->vtable->pread (self->base, out, want, offset, &from_base,
                                                 error))
                         return FALSE;
+                /* The base ended early (it shrank, or its backend failed to read
+                 * everything): pass the short read on.  Filling the rest with
+                 * zeros would present bytes that were never read as data. */
+                if (from_base < want) {
+                        count = from_base;
+                        end = offset + count;
+                }
         }
         /* Past the end of the base file the replayed file holds zeros. */
         memset (out + from_base, 0, count - from_base);
@@ -440,10 +447,26 @@ overlay_free (VhdxIo *io)
         g_free (self);
 }
 
+/* The base file's zeros, up to the first logged write. */
+static guint64
+overlay_next_data (VhdxIo *io, guint64 offset)
+{
+        VhdxIoOverlay *self = (VhdxIoOverlay *) io;
+        guint64 data;
+
+        if (offset >= self->writes_start && offset < self->writes_end)
+                return offset;
+        data = vhdx_io_next_data (self->base, offset);
+        if (offset < self->writes_start)
+                data = MIN (data, self->writes_start);
+        return data;
+}
+
 static const VhdxIoVTable overlay_vtable = {
         .pread = overlay_pread,
         .get_size = overlay_get_size,
         .free = overlay_free,
+        .next_data = overlay_next_data,
 };
 
 VhdxIo *

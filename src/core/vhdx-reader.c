@@ -121,6 +121,15 @@ open_structures (VhdxFile *file, GError **error)
         info->log_state = VHDX_LOG_STATE_CLEAN;
         if (!vhdx_guid_is_zero (&header.log_guid) && !replay_log (file, &header, error))
                 return FALSE;
+        if (info->log_state != VHDX_LOG_STATE_CLEAN) {
+                /* A log may write anywhere, the file identifier included.  What
+                 * is opened is the file as replayed: check the identifier again,
+                 * or a read-only open would accept an image that, replayed onto
+                 * the file, is no VHDX file any more. */
+                g_clear_pointer (&info->creator, g_free);
+                if (!read_file_identifier (file, error))
+                        return FALSE;
+        }
 
         if (!vhdx_region_tables_read (file->io, info->file_size, &file->regions,
                                       &info->region_table_index, file->open_findings, error))
@@ -608,6 +617,24 @@ bitmap_run_end (const guint8 *bits, guint32 sector_size, guint64 pos, guint64 en
         return end;
 }
 
+/*
+ * Read stored payload bytes.  Payload reads are the hot path, and gettext
+ * takes a lock in the C library: the name of the structure is translated
+ * only when a short read has to be reported (by reading again through
+ * vhdx_io_read_exact(), which names it).
+ */
+static gboolean
+read_payload (VhdxFile *file, void *buf, gsize count, guint64 offset, GError **error)
+{
+        gsize n_read = 0;
+
+        if (!file->io->vtable->pread (file->io, buf, count, offset, &n_read, error))
+                return FALSE;
+        if (G_LIKELY (n_read == count))
+                return TRUE;
+        return vhdx_io_read_exact (file->io, buf, count, offset, _("payload block"), error);
+}
+
 static gboolean
 check_range (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 {
@@ -659,8 +686,7 @@ read_partial_block (VhdxFile *file, guint64 block, guint64 block_offset, guint64
                 guint8 *dest = out + (pos - in_block);
                 gsize n = (gsize) (run_end - pos);
 
-                if (present ? !vhdx_io_read_exact (file->io, dest, n, block_offset + pos,
-                                                   _("payload block"), error)
+                if (present ? !read_payload (file, dest, n, block_offset + pos, error)
                             : !read_from_parent (file, block_start + pos, dest, n, error))
                         return FALSE;
                 pos = run_end;
@@ -700,8 +726,7 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
                         run_length += n;
                 } else {
                         if (run_length > 0 &&
-                            !vhdx_io_read_exact (file->io, run_buf, run_length,
-                                                 run_file_offset, _("payload block"), error))
+                            !read_payload (file, run_buf, run_length, run_file_offset, error))
                                 return FALSE;
                         run_length = 0;
                         switch (state) {
@@ -730,8 +755,7 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
                 count -= n;
         }
         if (run_length > 0 &&
-            !vhdx_io_read_exact (file->io, run_buf, run_length, run_file_offset,
-                                 _("payload block"), error))
+            !read_payload (file, run_buf, run_length, run_file_offset, error))
                 return FALSE;
         return TRUE;
 }
@@ -867,9 +891,11 @@ vhdx_file_get_allocated_bytes (VhdxFile *file, guint64 *allocated, GError **erro
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
         /* A streaming scan: a 64 TiB image has a 512 MiB BAT that must not
-         * end up in the cache. */
+         * end up in the cache.  Holes in a sparse BAT are NOT_PRESENT
+         * entries, which count nothing: they are skipped unread. */
         entries = g_new (guint64, VHDX_BAT_SCAN_ENTRIES);
-        for (guint64 first = 0; first < info->bat_entries; first += VHDX_BAT_SCAN_ENTRIES) {
+        for (guint64 first = vhdx_bat_skip_zeros (file->bat, 0); first < info->bat_entries;
+             first = vhdx_bat_skip_zeros (file->bat, first + VHDX_BAT_SCAN_ENTRIES)) {
                 gsize n = (gsize) MIN ((guint64) VHDX_BAT_SCAN_ENTRIES, info->bat_entries - first);
 
                 if (!vhdx_bat_read_range (file->bat, first, n, entries, error))

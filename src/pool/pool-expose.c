@@ -1,0 +1,777 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vhdx-pool expose: a read-only FUSE file system that shows every VHDX image
+ * of a directory as a raw file of the image's virtual size.  Anything that
+ * reads raw files can then use the images, and a libvirt `dir` pool on the
+ * mount point lists each one with its real size.  SEEK_DATA and SEEK_HOLE
+ * are answered from the image's extents, so sparse-aware readers (qemu-img,
+ * cp, libvirt's sparse streams) skip what the image does not store.
+ *
+ * The directory is scanned again when it is listed and when a name is looked
+ * up that the mount does not have; an image stays open for as long as a
+ * handle on it is.
+ */
+#include "config.h"
+
+#define FUSE_USE_VERSION 31
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fuse.h>
+
+#include <gio/gio.h>
+#include <glib.h>
+#include <glib/gi18n.h>
+
+#include <vhdx.h>
+
+#include "pool-scan.h"
+#include "pool-util.h"
+
+/* Misses rescan the directory at most this often (microseconds). */
+#define RESCAN_INTERVAL_US (G_USEC_PER_SEC / 2)
+#define EXTENT_WINDOW (G_GUINT64_CONSTANT (4) << 30)
+
+static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+typedef struct {
+        char *source;
+        dev_t dev;
+        ino_t ino;
+        struct timespec mtime;
+        struct timespec ctime;
+        off_t source_size;
+        VhdxImage *image;
+        guint64 size;
+        GMutex lock;
+        gboolean data_bytes_known;
+        guint64 data_bytes;
+} Exposed;
+
+typedef struct {
+        char *dir;
+        GMutex lock;
+        GHashTable *by_name;
+        /* Files that are not images that can be opened, by path, with the
+         * identity they had: reported once. */
+        GHashTable *rejected;
+        gint64 last_scan;
+        uid_t uid;
+        gid_t gid;
+} Exposer;
+
+static void
+exposed_clear (Exposed *exposed)
+{
+        g_free (exposed->source);
+        g_clear_object (&exposed->image);
+        g_mutex_clear (&exposed->lock);
+}
+
+static Exposed *
+exposed_ref (Exposed *exposed)
+{
+        return g_atomic_rc_box_acquire (exposed);
+}
+
+static void
+exposed_unref (Exposed *exposed)
+{
+        g_atomic_rc_box_release_full (exposed, (GDestroyNotify) exposed_clear);
+}
+
+static gboolean
+same_identity (const Exposed *exposed, const struct stat *st)
+{
+        return exposed->dev == st->st_dev && exposed->ino == st->st_ino &&
+               exposed->source_size == st->st_size &&
+               exposed->mtime.tv_sec == st->st_mtim.tv_sec &&
+               exposed->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static char *
+identity_key (const struct stat *st)
+{
+        return g_strdup_printf ("%ju:%ju:%jd:%jd.%09ld", (uintmax_t) st->st_dev,
+                                (uintmax_t) st->st_ino, (intmax_t) st->st_size,
+                                (intmax_t) st->st_mtim.tv_sec, (long) st->st_mtim.tv_nsec);
+}
+
+/* disk.vhdx and disk.avhdx become disk.raw. */
+static char *
+exposed_name (const char *source_name)
+{
+        g_autofree char *lower = g_ascii_strdown (source_name, -1);
+        gsize length = strlen (source_name);
+
+        if (g_str_has_suffix (lower, ".avhdx"))
+                length -= strlen (".avhdx");
+        else if (g_str_has_suffix (lower, ".vhdx"))
+                length -= strlen (".vhdx");
+        if (length == 0)
+                length = strlen (source_name);
+        return g_strdup_printf ("%.*s.raw", (int) length, source_name);
+}
+
+static Exposed *
+exposed_open (const char *source, const struct stat *st, GError **error)
+{
+        g_autoptr (GFile) file = g_file_new_for_path (source);
+        VhdxImage *image;
+        Exposed *exposed;
+
+        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_NONE, NULL, error);
+        if (image == NULL)
+                return NULL;
+        exposed = g_atomic_rc_box_new0 (Exposed);
+        g_mutex_init (&exposed->lock);
+        exposed->source = g_strdup (source);
+        exposed->dev = st->st_dev;
+        exposed->ino = st->st_ino;
+        exposed->mtime = st->st_mtim;
+        exposed->ctime = st->st_ctim;
+        exposed->source_size = st->st_size;
+        exposed->image = image;
+        exposed->size = vhdx_image_get_virtual_size (image);
+        return exposed;
+}
+
+static int
+compare_strings (gconstpointer a, gconstpointer b)
+{
+        return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* Scans the directory again; call with the lock held. */
+static void
+exposer_scan_locked (Exposer *exposer)
+{
+        g_autoptr (GHashTable) by_source = g_hash_table_new (g_str_hash, g_str_equal);
+        g_autoptr (GHashTable) by_name = NULL;
+        g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+        g_autoptr (GDir) dir = NULL;
+        g_autoptr (GError) error = NULL;
+        GHashTableIter iter;
+        gpointer value;
+        const char *entry;
+
+        exposer->last_scan = g_get_monotonic_time ();
+        dir = g_dir_open (exposer->dir, 0, &error);
+        if (dir == NULL) {
+                pool_print_error ("%s", error->message);
+                return;
+        }
+        while ((entry = g_dir_read_name (dir)) != NULL)
+                g_ptr_array_add (names, g_strdup (entry));
+        /* Sorted, so that names that clash resolve the same way each time. */
+        g_ptr_array_sort (names, compare_strings);
+
+        g_hash_table_iter_init (&iter, exposer->by_name);
+        while (g_hash_table_iter_next (&iter, NULL, &value)) {
+                Exposed *exposed = value;
+
+                g_hash_table_insert (by_source, exposed->source, exposed);
+        }
+
+        by_name = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                         (GDestroyNotify) exposed_unref);
+        for (guint i = 0; i < names->len; i++) {
+                const char *source_name = g_ptr_array_index (names, i);
+                g_autofree char *source = g_build_filename (exposer->dir, source_name, NULL);
+                g_autofree char *key = NULL;
+                g_autofree char *name = NULL;
+                Exposed *exposed;
+                struct stat st;
+                gboolean is_vhdx = FALSE;
+
+                if (stat (source, &st) < 0 || !S_ISREG (st.st_mode))
+                        continue;
+                exposed = g_hash_table_lookup (by_source, source);
+                if (exposed != NULL && same_identity (exposed, &st)) {
+                        exposed = exposed_ref (exposed);
+                } else {
+                        g_autoptr (GError) open_error = NULL;
+
+                        key = identity_key (&st);
+                        if (g_strcmp0 (g_hash_table_lookup (exposer->rejected, source), key) == 0)
+                                continue;
+                        if (!pool_file_is_vhdx (source, &is_vhdx, &open_error) || !is_vhdx) {
+                                g_hash_table_insert (exposer->rejected, g_strdup (source),
+                                                     g_steal_pointer (&key));
+                                continue;
+                        }
+                        exposed = exposed_open (source, &st, &open_error);
+                        if (exposed == NULL) {
+                                g_autofree char *display = g_filename_display_name (source);
+
+                                pool_print_error ("%s: %s", display, open_error->message);
+                                g_hash_table_insert (exposer->rejected, g_strdup (source),
+                                                     g_steal_pointer (&key));
+                                continue;
+                        }
+                        g_hash_table_remove (exposer->rejected, source);
+                }
+                name = exposed_name (source_name);
+                if (g_hash_table_contains (by_name, name)) {
+                        g_free (name);
+                        name = g_strconcat (source_name, ".raw", NULL);
+                }
+                if (g_hash_table_contains (by_name, name)) {
+                        exposed_unref (exposed);
+                        continue;
+                }
+                g_hash_table_insert (by_name, g_steal_pointer (&name), exposed);
+        }
+        g_hash_table_unref (exposer->by_name);
+        exposer->by_name = g_steal_pointer (&by_name);
+}
+
+static Exposer *
+get_exposer (void)
+{
+        return fuse_get_context ()->private_data;
+}
+
+/* The image shown as @path, or NULL; rescans on a miss, at most so often. */
+static Exposed *
+exposer_lookup (Exposer *exposer, const char *path)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&exposer->lock);
+        Exposed *exposed;
+
+        if (path[0] != '/' || strchr (path + 1, '/') != NULL)
+                return NULL;
+        exposed = g_hash_table_lookup (exposer->by_name, path + 1);
+        if (exposed == NULL &&
+            g_get_monotonic_time () - exposer->last_scan >= RESCAN_INTERVAL_US) {
+                exposer_scan_locked (exposer);
+                exposed = g_hash_table_lookup (exposer->by_name, path + 1);
+        }
+        return exposed != NULL ? exposed_ref (exposed) : NULL;
+}
+
+/* Bytes of the virtual disk that hold data: what the raw file would store. */
+static guint64
+exposed_data_bytes (Exposed *exposed)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&exposed->lock);
+        guint64 total = 0;
+
+        if (exposed->data_bytes_known)
+                return exposed->data_bytes;
+        for (guint64 offset = 0; offset < exposed->size;) {
+                guint64 length = MIN (exposed->size - offset, EXTENT_WINDOW);
+                g_autoptr (GPtrArray) extents = NULL;
+
+                extents = vhdx_image_get_extents (exposed->image, offset, length, NULL, NULL);
+                if (extents == NULL)
+                        return exposed->size;
+                for (guint i = 0; i < extents->len; i++) {
+                        const VhdxExtent *extent = g_ptr_array_index (extents, i);
+
+                        if (vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA)
+                                total += vhdx_extent_get_length (extent);
+                }
+                offset += length;
+        }
+        exposed->data_bytes = total;
+        exposed->data_bytes_known = TRUE;
+        return total;
+}
+
+/* File system operations */
+
+static void *
+expose_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+        /* An image may change under the mount: do not keep its pages. */
+        cfg->kernel_cache = 0;
+        cfg->entry_timeout = 1.0;
+        cfg->attr_timeout = 1.0;
+        cfg->negative_timeout = 0.0;
+        return get_exposer ();
+}
+
+static int
+expose_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+        Exposer *exposer = get_exposer ();
+        Exposed *exposed;
+
+        memset (st, 0, sizeof *st);
+        if (g_str_equal (path, "/")) {
+                struct stat dir_st;
+
+                if (stat (exposer->dir, &dir_st) < 0)
+                        return -errno;
+                st->st_mode = S_IFDIR | 0555;
+                st->st_nlink = 2;
+                st->st_uid = exposer->uid;
+                st->st_gid = exposer->gid;
+                st->st_mtim = dir_st.st_mtim;
+                st->st_ctim = dir_st.st_ctim;
+                st->st_atim = dir_st.st_atim;
+                return 0;
+        }
+        exposed = fi != NULL && fi->fh != 0 ? exposed_ref ((Exposed *) (uintptr_t) fi->fh)
+                                            : exposer_lookup (exposer, path);
+        if (exposed == NULL)
+                return -ENOENT;
+        st->st_mode = S_IFREG | 0444;
+        st->st_nlink = 1;
+        st->st_uid = exposer->uid;
+        st->st_gid = exposer->gid;
+        st->st_size = (off_t) exposed->size;
+        st->st_blksize = 4096;
+        st->st_blocks = (blkcnt_t) ((exposed_data_bytes (exposed) + 511) / 512);
+        st->st_mtim = exposed->mtime;
+        st->st_ctim = exposed->ctime;
+        st->st_atim = exposed->mtime;
+        exposed_unref (exposed);
+        return 0;
+}
+
+static int
+expose_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+                struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+        Exposer *exposer = get_exposer ();
+        g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+
+        if (!g_str_equal (path, "/"))
+                return -ENOTDIR;
+        {
+                g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&exposer->lock);
+                GHashTableIter iter;
+                gpointer key;
+
+                exposer_scan_locked (exposer);
+                g_hash_table_iter_init (&iter, exposer->by_name);
+                while (g_hash_table_iter_next (&iter, &key, NULL))
+                        g_ptr_array_add (names, g_strdup (key));
+        }
+        g_ptr_array_sort (names, compare_strings);
+        filler (buf, ".", NULL, 0, 0);
+        filler (buf, "..", NULL, 0, 0);
+        for (guint i = 0; i < names->len; i++) {
+                if (filler (buf, g_ptr_array_index (names, i), NULL, 0, 0) != 0)
+                        break;
+        }
+        return 0;
+}
+
+static int
+expose_open (const char *path, struct fuse_file_info *fi)
+{
+        Exposed *exposed;
+
+        if ((fi->flags & O_ACCMODE) != O_RDONLY)
+                return -EROFS;
+        exposed = exposer_lookup (get_exposer (), path);
+        if (exposed == NULL)
+                return -ENOENT;
+        fi->fh = (uint64_t) (uintptr_t) exposed;
+        return 0;
+}
+
+static int
+expose_release (const char *path, struct fuse_file_info *fi)
+{
+        exposed_unref ((Exposed *) (uintptr_t) fi->fh);
+        fi->fh = 0;
+        return 0;
+}
+
+static int
+expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+        Exposed *exposed = (Exposed *) (uintptr_t) fi->fh;
+        g_autoptr (GError) error = NULL;
+        gsize count;
+
+        if (offset < 0)
+                return -EINVAL;
+        if ((guint64) offset >= exposed->size)
+                return 0;
+        count = (gsize) MIN ((guint64) size, exposed->size - (guint64) offset);
+        if (!vhdx_image_read (exposed->image, (guint64) offset, buf, count, NULL, &error)) {
+                g_autofree char *display = g_filename_display_name (exposed->source);
+
+                pool_print_error ("%s: %s", display, error->message);
+                return -EIO;
+        }
+        return (int) count;
+}
+
+/* SEEK_DATA and SEEK_HOLE, from the extents; the kernel does the rest. */
+static off_t
+expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info *fi)
+{
+        Exposed *exposed = (Exposed *) (uintptr_t) fi->fh;
+        gboolean want_data;
+
+        if (whence != SEEK_DATA && whence != SEEK_HOLE)
+                return -EINVAL;
+        if (offset < 0)
+                return -ENXIO;
+        if ((guint64) offset >= exposed->size)
+                return -ENXIO;
+        want_data = whence == SEEK_DATA;
+        for (guint64 start = (guint64) offset; start < exposed->size;) {
+                guint64 length = MIN (exposed->size - start, EXTENT_WINDOW);
+                g_autoptr (GPtrArray) extents = NULL;
+
+                extents = vhdx_image_get_extents (exposed->image, start, length, NULL, NULL);
+                if (extents == NULL)
+                        return -EIO;
+                for (guint i = 0; i < extents->len; i++) {
+                        const VhdxExtent *extent = g_ptr_array_index (extents, i);
+                        gboolean is_data = vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA;
+
+                        if (is_data == want_data)
+                                return (off_t) MAX (vhdx_extent_get_offset (extent),
+                                                    (guint64) offset);
+                }
+                start += length;
+        }
+        /* No data after @offset; the implicit hole at the end. */
+        return want_data ? -ENXIO : (off_t) exposed->size;
+}
+
+static int
+expose_statfs (const char *path, struct statvfs *st)
+{
+        Exposer *exposer = get_exposer ();
+
+        if (statvfs (exposer->dir, st) < 0)
+                return -errno;
+        st->f_flag |= ST_RDONLY;
+        return 0;
+}
+
+static const struct fuse_operations expose_operations = {
+        .init = expose_init,
+        .getattr = expose_getattr,
+        .readdir = expose_readdir,
+        .open = expose_open,
+        .release = expose_release,
+        .read = expose_read,
+        .lseek = expose_lseek,
+        .statfs = expose_statfs,
+};
+
+/* The libvirt pool on the mount point */
+
+typedef struct {
+        char *uri;
+        char *name;
+        char *mountpoint;
+        virConnectPtr conn;
+        virStoragePoolPtr pool;
+        gboolean defined;
+        gboolean started;
+        gboolean ready;
+        GError *error;
+        guint n_images;
+} PoolSetup;
+
+static char *
+pool_target (virStoragePoolPtr pool)
+{
+        char *xml = virStoragePoolGetXMLDesc (pool, 0);
+        char *target = pool_xml_get (xml, "pool/target/path", NULL);
+
+        free (xml);
+        return target;
+}
+
+/* Runs while the file system is served: libvirt reads the mount point. */
+static gpointer
+set_up_pool (gpointer user_data)
+{
+        PoolSetup *setup = user_data;
+        virStoragePoolPtr pool = virStoragePoolLookupByName (setup->conn, setup->name);
+
+        if (pool != NULL) {
+                g_autofree char *target = pool_target (pool);
+                g_autofree char *canonical = target != NULL ? pool_canonical_path (target) : NULL;
+                int active = virStoragePoolIsActive (pool);
+
+                setup->pool = pool;
+                if (g_strcmp0 (canonical, setup->mountpoint) != 0) {
+                        g_set_error (&setup->error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                                     _("storage pool '%s' already exists, on %s"), setup->name,
+                                     target != NULL ? target : "?");
+                        goto out;
+                }
+                if (active == 1) {
+                        if (virStoragePoolRefresh (pool, 0) < 0) {
+                                pool_set_libvirt_error (&setup->error,
+                                                        _("cannot refresh storage pool '%s'"),
+                                                        setup->name);
+                                goto out;
+                        }
+                } else if (virStoragePoolCreate (pool, 0) < 0) {
+                        pool_set_libvirt_error (&setup->error,
+                                                _("cannot start storage pool '%s'"), setup->name);
+                        goto out;
+                } else {
+                        setup->started = TRUE;
+                }
+        } else {
+                g_autofree char *name = pool_xml_escape (setup->name);
+                g_autofree char *path = pool_xml_escape (setup->mountpoint);
+                g_autofree char *xml = g_strdup_printf ("<pool type='dir'>\n"
+                                                        "  <name>%s</name>\n"
+                                                        "  <target>\n"
+                                                        "    <path>%s</path>\n"
+                                                        "  </target>\n"
+                                                        "</pool>\n",
+                                                        name, path);
+
+                setup->pool = virStoragePoolDefineXML (setup->conn, xml, 0);
+                if (setup->pool == NULL) {
+                        pool_set_libvirt_error (&setup->error,
+                                                _("cannot define storage pool '%s'"),
+                                                setup->name);
+                        goto out;
+                }
+                setup->defined = TRUE;
+                if (virStoragePoolCreate (setup->pool, 0) < 0) {
+                        pool_set_libvirt_error (&setup->error,
+                                                _("cannot start storage pool '%s'"), setup->name);
+                        goto out;
+                }
+                setup->started = TRUE;
+        }
+        setup->ready = TRUE;
+out:
+        if (setup->error != NULL) {
+                /* Stop serving: the signal wakes the main thread's loop. */
+                kill (getpid (), SIGTERM);
+        } else {
+                g_print (g_dngettext (GETTEXT_PACKAGE,
+                                      "Storage pool '%s' is started with %u image\n",
+                                      "Storage pool '%s' is started with %u images\n",
+                                      setup->n_images),
+                         setup->name, setup->n_images);
+                fflush (stdout);
+        }
+        return NULL;
+}
+
+/* Leaves libvirt as it was: stops the pool if it started it, and removes
+ * it if it defined it. */
+static void
+tear_down_pool (PoolSetup *setup)
+{
+        g_autoptr (GError) error = NULL;
+
+        if (setup->pool == NULL)
+                return;
+        if (setup->started && virStoragePoolDestroy (setup->pool) < 0)
+                pool_set_libvirt_error (&error, _("cannot stop storage pool '%s'"), setup->name);
+        else if (!setup->started && virStoragePoolIsActive (setup->pool) == 1)
+                /* It was running already: forget the volumes of the mount. */
+                virStoragePoolRefresh (setup->pool, 0);
+        if (error == NULL && setup->defined && virStoragePoolUndefine (setup->pool) < 0)
+                pool_set_libvirt_error (&error, _("cannot remove storage pool '%s'"),
+                                        setup->name);
+        if (error != NULL)
+                pool_print_error ("%s", error->message);
+        virStoragePoolFree (setup->pool);
+        setup->pool = NULL;
+}
+
+static void
+block_stop_signals (gboolean block)
+{
+        sigset_t set;
+
+        sigemptyset (&set);
+        for (gsize i = 0; i < G_N_ELEMENTS (stop_signals); i++)
+                sigaddset (&set, stop_signals[i]);
+        pthread_sigmask (block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+static gboolean
+check_directory (const char *path)
+{
+        struct stat st;
+        int saved_errno = 0;
+
+        if (stat (path, &st) < 0)
+                saved_errno = errno;
+        else if (!S_ISDIR (st.st_mode))
+                saved_errno = ENOTDIR;
+        if (saved_errno != 0) {
+                g_autofree char *display = g_filename_display_name (path);
+
+                pool_print_error ("%s: %s", display, g_strerror (saved_errno));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+int
+pool_cmd_expose (int argc, char **argv)
+{
+        g_autofree char *uri = NULL;
+        g_autofree char *define_pool = NULL;
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri,
+                  N_("Connect to the hypervisor at URI, as virsh does"), N_("URI") },
+                { "define-pool", 0, 0, G_OPTION_ARG_STRING, &define_pool,
+                  N_("Define and start a libvirt 'dir' pool NAME on MOUNTPOINT"), N_("NAME") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autofree char *dir = NULL;
+        g_autofree char *mountpoint = NULL;
+        g_autofree char *display = NULL;
+        char *fuse_argv[] = { (char *) "vhdx-pool", (char *) "-o",
+                              (char *) "ro,default_permissions,fsname=vhdx-pool,subtype=vhdx",
+                              NULL };
+        struct fuse_args fuse_arguments = FUSE_ARGS_INIT (3, fuse_argv);
+        Exposer exposer = { 0 };
+        PoolSetup setup = { 0 };
+        GThread *setup_thread = NULL;
+        struct fuse *fuse;
+        int status = EXIT_SUCCESS;
+        int loop_result;
+
+        context = pool_command_context_new (
+                "expose", _("DIR MOUNTPOINT"),
+                _("Show the VHDX images of a directory as raw files."),
+                _("Mounts a read-only FUSE file system on MOUNTPOINT in which each VHDX\n"
+                  "image of DIR (told by content) is a raw file of its virtual size, named\n"
+                  "like the image with .raw for .vhdx or .avhdx.  Images added to DIR appear\n"
+                  "when the mount point is listed.  With --define-pool, a libvirt 'dir' pool\n"
+                  "on MOUNTPOINT is defined (unless it exists) and started, so that virsh and\n"
+                  "virt-manager list each disk with its real size; it is stopped, and removed\n"
+                  "if it was defined here, when the file system is unmounted.\n"
+                  "\n"
+                  "Runs until SIGTERM or SIGINT, or until MOUNTPOINT is unmounted.\n"
+                  "\n"
+                  "Exit status: 0 when stopped, 1 on failure."),
+                entries);
+        if (!pool_parse_command_line (context, &argc, &argv))
+                return EXIT_FAILURE;
+        if (args == NULL || g_strv_length (args) != 2)
+                return pool_usage_error ("%s", _("expected DIR and MOUNTPOINT"));
+        if (!check_directory (args[0]) || !check_directory (args[1]))
+                return EXIT_FAILURE;
+        dir = pool_canonical_path (args[0]);
+        mountpoint = pool_canonical_path (args[1]);
+        display = g_filename_display_name (mountpoint);
+
+        if (access ("/dev/fuse", R_OK | W_OK) < 0) {
+                int saved_errno = errno;
+
+                pool_print_error (_("/dev/fuse is not available (%s): FUSE file systems cannot "
+                                    "be mounted here"),
+                                  g_strerror (saved_errno));
+                return EXIT_FAILURE;
+        }
+
+        if (define_pool != NULL) {
+                /* Fail before mounting when libvirt cannot be reached. */
+                setup.conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
+                if (setup.conn == NULL) {
+                        pool_print_error ("%s", error->message);
+                        return EXIT_FAILURE;
+                }
+                setup.name = define_pool;
+                setup.mountpoint = mountpoint;
+        }
+
+        /* Only the main thread takes the signals that stop the loop: a
+         * signal taken by another thread would not wake it. */
+        block_stop_signals (TRUE);
+
+        exposer.dir = dir;
+        g_mutex_init (&exposer.lock);
+        exposer.by_name = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                                 (GDestroyNotify) exposed_unref);
+        exposer.rejected = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+        exposer.uid = getuid ();
+        exposer.gid = getgid ();
+        g_mutex_lock (&exposer.lock);
+        exposer_scan_locked (&exposer);
+        setup.n_images = g_hash_table_size (exposer.by_name);
+        g_mutex_unlock (&exposer.lock);
+
+        fuse = fuse_new (&fuse_arguments, &expose_operations, sizeof expose_operations, &exposer);
+        if (fuse == NULL) {
+                pool_print_error ("%s", _("cannot set up the FUSE file system"));
+                status = EXIT_FAILURE;
+                goto out;
+        }
+        if (fuse_mount (fuse, mountpoint) != 0) {
+                pool_print_error (_("cannot mount a FUSE file system on %s: FUSE mounts are not "
+                                    "permitted here"),
+                                  display);
+                fuse_destroy (fuse);
+                status = EXIT_FAILURE;
+                goto out;
+        }
+        if (fuse_set_signal_handlers (fuse_get_session (fuse)) != 0) {
+                pool_print_error ("%s", _("cannot install signal handlers"));
+                fuse_unmount (fuse);
+                fuse_destroy (fuse);
+                status = EXIT_FAILURE;
+                goto out;
+        }
+
+        if (define_pool != NULL) {
+                setup_thread = g_thread_new ("define-pool", set_up_pool, &setup);
+        } else {
+                g_print (g_dngettext (GETTEXT_PACKAGE, "Exposing %u image of %s on %s\n",
+                                      "Exposing %u images of %s on %s\n", setup.n_images),
+                         setup.n_images, dir, mountpoint);
+                fflush (stdout);
+        }
+
+        block_stop_signals (FALSE);
+        loop_result = fuse_loop_mt (fuse, 0);
+        block_stop_signals (TRUE);
+        if (loop_result < 0) {
+                pool_print_error ("%s: %s", display, g_strerror (-loop_result));
+                status = EXIT_FAILURE;
+        }
+
+        fuse_remove_signal_handlers (fuse_get_session (fuse));
+        /* Unmount first: libvirt must not find a mount that nobody serves. */
+        fuse_unmount (fuse);
+        if (setup_thread != NULL)
+                g_thread_join (setup_thread);
+        if (setup.error != NULL) {
+                pool_print_error ("%s", setup.error->message);
+                g_clear_error (&setup.error);
+                status = EXIT_FAILURE;
+        }
+        tear_down_pool (&setup);
+        fuse_destroy (fuse);
+out:
+        fuse_opt_free_args (&fuse_arguments);
+        if (setup.conn != NULL)
+                virConnectClose (setup.conn);
+        g_hash_table_unref (exposer.by_name);
+        g_hash_table_unref (exposer.rejected);
+        g_mutex_clear (&exposer.lock);
+        /* The stop signals stay blocked: one still pending would now kill
+         * the process instead of ending the loop. */
+        return status;
+}

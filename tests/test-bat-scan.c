@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Scans of the whole BAT (allocation figures, check) skip the holes of a
+ * sparse BAT with the backends' next_data().  They must give exactly what a
+ * scan that reads every entry gives: each image here is scanned through its
+ * backend and again through a wrapper without next_data(), and the two must
+ * agree.  The wrappers also count the bytes read, to show that the holes
+ * were skipped.
+ */
+#include "test-util.h"
+#include "vhdx-header.h"
+#include "vhdx-log-writer.h"
+#include "vhdx-writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MiB (G_GUINT64_CONSTANT (1) << 20)
+#define TiB (G_GUINT64_CONSTANT (1) << 40)
+#define SECTOR 4096
+
+/* A wrapper that counts the bytes read, and forwards next_data() or not. */
+typedef struct {
+        VhdxIo parent;
+        VhdxIo *inner;
+        guint64 bytes_read;
+} CountingIo;
+
+static gboolean
+counting_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
+                GError **error)
+{
+        CountingIo *self = (CountingIo *) io;
+
+        self->bytes_read += count;
+        return self->inner->vtable->pread (self->inner, buf, count, offset, n_read, error);
+}
+
+static gboolean
+counting_get_size (VhdxIo *io, guint64 *size, GError **error)
+{
+        return vhdx_io_get_size (((CountingIo *) io)->inner, size, error);
+}
+
+static void
+counting_free (VhdxIo *io)
+{
+        vhdx_io_free (((CountingIo *) io)->inner);
+        g_free (io);
+}
+
+static guint64
+counting_next_data (VhdxIo *io, guint64 offset)
+{
+        return vhdx_io_next_data (((CountingIo *) io)->inner, offset);
+}
+
+static const VhdxIoVTable skipping_vtable = {
+        .pread = counting_pread,
+        .get_size = counting_get_size,
+        .free = counting_free,
+        .next_data = counting_next_data,
+};
+
+static const VhdxIoVTable reading_vtable = {
+        .pread = counting_pread,
+        .get_size = counting_get_size,
+        .free = counting_free,
+};
+
+static CountingIo *
+counting_io_new (VhdxIo *inner, gboolean skip)
+{
+        CountingIo *io = g_new0 (CountingIo, 1);
+
+        io->parent.vtable = skip ? &skipping_vtable : &reading_vtable;
+        io->inner = inner;
+        return io;
+}
+
+static VhdxIo *
+open_fd_io (const char *path, int flags)
+{
+        int fd = open (path, flags | O_CLOEXEC);
+
+        g_assert_cmpint (fd, >=, 0);
+        return vhdx_io_new_fd (fd, TRUE);
+}
+
+/* What the scans say of an image: allocated bytes and check's findings. */
+typedef struct {
+        guint64 allocated;
+        char *findings;
+        guint64 bytes_read; /* by both scans */
+} ScanResult;
+
+static void
+scan_result_clear (ScanResult *r)
+{
+        g_free (r->findings);
+}
+
+static void
+scan (const char *path, gboolean skip, ScanResult *r)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
+                (GDestroyNotify) vhdx_finding_free);
+        g_autoptr(GString) text = g_string_new (NULL);
+        CountingIo *io = counting_io_new (open_fd_io (path, O_RDONLY), skip);
+        guint64 before;
+
+        file = vhdx_file_open (&io->parent, VHDX_OPEN_FLAGS_NONE, &error);
+        g_assert_no_error (error);
+        before = io->bytes_read;
+        g_assert_true (vhdx_file_get_allocated_bytes (file, &r->allocated, &error));
+        g_assert_no_error (error);
+        g_assert_true (vhdx_file_check (file, problems, &error));
+        g_assert_no_error (error);
+        r->bytes_read = io->bytes_read - before;
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxFinding *p = g_ptr_array_index (problems, i);
+                g_string_append_printf (text, "%d %s %" G_GUINT64_FORMAT " %s\n", p->severity,
+                                        p->structure, p->offset, p->message);
+        }
+        r->findings = g_string_free (g_steal_pointer (&text), FALSE);
+}
+
+/* Both scans agree; returns the bytes the skipping one read. */
+static guint64
+assert_scans_agree (const char *path, guint64 expected_allocated)
+{
+        ScanResult skipping = { 0 }, reading = { 0 };
+        guint64 bytes_read;
+
+        scan (path, TRUE, &skipping);
+        scan (path, FALSE, &reading);
+        g_assert_cmpuint (skipping.allocated, ==, expected_allocated);
+        g_assert_cmpuint (reading.allocated, ==, expected_allocated);
+        g_assert_cmpstr (skipping.findings, ==, reading.findings);
+        g_assert_cmpuint (skipping.bytes_read, <=, reading.bytes_read);
+        bytes_read = skipping.bytes_read;
+        scan_result_clear (&skipping);
+        scan_result_clear (&reading);
+        return bytes_read;
+}
+
+/* A dynamic image with 1 MiB blocks and data in @blocks, by the writer. */
+static void
+write_image (const char *path, guint64 virtual_size, const guint64 *blocks, guint n_blocks)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VhdxWriter) writer = NULL;
+        g_autofree guint8 *data = g_malloc (SECTOR);
+        VhdxCreateParams params = {
+                .disk_type = VHDX_DISK_TYPE_DYNAMIC,
+                .virtual_size = virtual_size,
+                .block_size = MiB,
+        };
+        VhdxIo *io = open_fd_io (path, O_RDWR | O_CREAT | O_TRUNC);
+
+        memset (data, 0xa5, SECTOR);
+        g_assert_true (vhdx_create_params_resolve (&params, &error));
+        writer = vhdx_writer_new (io, &params, &error);
+        g_assert_no_error (error);
+        for (guint i = 0; i < n_blocks; i++) {
+                g_assert_true (vhdx_writer_write (writer, blocks[i] * MiB, data, SECTOR, &error));
+                g_assert_no_error (error);
+        }
+        g_assert_true (vhdx_writer_finish (writer, &error));
+        g_assert_no_error (error);
+        g_clear_pointer (&writer, vhdx_writer_free);
+        vhdx_io_free (io);
+}
+
+/* TRUE when the file system reports the byte at @offset of @path as a hole. */
+static gboolean
+is_hole (const char *path, guint64 offset)
+{
+        int fd = open (path, O_RDONLY | O_CLOEXEC);
+        off_t data = lseek (fd, (off_t) offset, SEEK_DATA);
+        int saved_errno = errno;
+
+        close (fd);
+        return data > (off_t) offset || (data < 0 && saved_errno == ENXIO);
+}
+
+static void
+test_sparse_64t (void)
+{
+        g_autofree char *dir = test_tmpdir_new ();
+        g_autofree char *path = g_build_filename (dir, "sparse.vhdx", NULL);
+        const guint64 blocks[] = { 0, 1, 4095, 4096, 17 * 1024 * 1024 + 5,
+                                   64 * 1024 * 1024 - 1 };
+        guint64 bytes_read;
+
+        write_image (path, 64 * TiB, blocks, G_N_ELEMENTS (blocks));
+        bytes_read = assert_scans_agree (path, G_N_ELEMENTS (blocks) * MiB);
+        g_test_message ("the scans read %" G_GUINT64_FORMAT " bytes of a 512 MiB BAT",
+                        bytes_read);
+        if (is_hole (path, 2 * MiB + 256 * MiB))
+                g_assert_cmpuint (bytes_read, <, 64 * MiB);
+        test_tmpdir_free (g_steal_pointer (&dir));
+}
+
+static void
+test_empty_64t (void)
+{
+        g_autofree char *dir = test_tmpdir_new ();
+        g_autofree char *path = g_build_filename (dir, "empty.vhdx", NULL);
+        guint64 bytes_read;
+
+        write_image (path, 64 * TiB, NULL, 0);
+        bytes_read = assert_scans_agree (path, 0);
+        /* Only check's second region table copy, none of the BAT. */
+        if (is_hole (path, 2 * MiB + 256 * MiB))
+                g_assert_cmpuint (bytes_read, <=, VHDX_REGION_TABLE_SIZE);
+        test_tmpdir_free (g_steal_pointer (&dir));
+}
+
+/*
+ * A dirty log that allocates a block whose BAT entry lies in a hole of the
+ * file: the read-only open replays it in memory, and the scans through the
+ * overlay must not skip the logged sector.
+ */
+static void
+test_log_overlay (void)
+{
+        g_autofree char *dir = test_tmpdir_new ();
+        g_autofree char *path = g_build_filename (dir, "dirty.vhdx", NULL);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VhdxLogWriter) log = NULL;
+        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
+                (GDestroyNotify) vhdx_finding_free);
+        g_autofree guint8 *sector = g_malloc0 (SECTOR);
+        const guint64 blocks[] = { 0 };
+        const guint64 block = 500000;
+        guint64 size, new_block, entry_offset, sector_offset;
+        VhdxInfo info;
+        VhdxHeader header;
+        VhdxGuid log_guid;
+        guint header_index;
+        VhdxIo *io;
+        struct stat st;
+
+        write_image (path, TiB, blocks, G_N_ELEMENTS (blocks));
+        {
+                g_autoptr(VhdxFile) file = test_open_path (path, &error);
+                g_assert_no_error (error);
+                info = *vhdx_file_get_info (file);
+                info.creator = NULL;
+        }
+        g_assert_cmpint (stat (path, &st), ==, 0);
+        size = (guint64) st.st_size;
+        new_block = (size + MiB - 1) / MiB * MiB;
+        entry_offset = info.bat_offset + (block + block / info.chunk_ratio) * 8;
+        sector_offset = entry_offset - entry_offset % SECTOR;
+        if (!is_hole (path, sector_offset))
+                g_test_message ("the BAT sector is not a hole here: the overlay is not "
+                                "the one that decides");
+
+        /* The entry in the log only, pointing at a new block past the end of
+         * the file, whose first sector the log writes too. */
+        vhdx_put_le64 (sector + entry_offset % SECTOR, new_block | VHDX_PAYLOAD_FULLY_PRESENT);
+        io = open_fd_io (path, O_RDWR);
+        vhdx_guid_new_random (&log_guid);
+        log = vhdx_log_writer_new (io, info.log_offset, info.log_length, &log_guid, 0, 1);
+        vhdx_log_writer_add_data (log, sector_offset, sector);
+        memset (sector, 0x5a, SECTOR);
+        vhdx_log_writer_add_data (log, new_block, sector);
+        g_assert_true (vhdx_log_writer_commit (log, size, new_block + MiB, &error));
+        g_assert_no_error (error);
+        g_assert_true (vhdx_headers_read (io, size, &header, &header_index, problems, &error));
+        g_assert_no_error (error);
+        header.log_guid = log_guid;
+        g_assert_true (vhdx_headers_write (io, &header, header_index, &error));
+        g_assert_no_error (error);
+        g_clear_pointer (&log, vhdx_log_writer_free);
+        vhdx_io_free (io);
+
+        assert_scans_agree (path, 2 * MiB);
+        test_tmpdir_free (g_steal_pointer (&dir));
+}
+
+/* The fd backend's answer is a promise: zeros up to it, inside the file. */
+static void
+assert_next_data_promise (VhdxIo *io, const guint8 *contents, guint64 size, guint64 offset)
+{
+        guint64 data = vhdx_io_next_data (io, offset);
+
+        g_assert_cmpuint (data, >=, offset);
+        g_assert_cmpuint (data, <=, MAX (offset, size));
+        for (guint64 i = offset; i < data; i++)
+                g_assert_cmpuint (contents[i], ==, 0);
+}
+
+static void
+test_next_data_fd (void)
+{
+        g_autofree char *dir = test_tmpdir_new ();
+        g_autofree char *path = g_build_filename (dir, "holes", NULL);
+        const guint64 size = 3 * MiB;
+        g_autofree guint8 *contents = g_malloc0 (size);
+        g_autoptr(VhdxIo) io = NULL;
+        int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+        g_assert_cmpint (fd, >=, 0);
+        memset (contents, 1, 64 * 1024);
+        memset (contents + 2 * MiB, 2, SECTOR);
+        g_assert_cmpint (pwrite (fd, contents, 64 * 1024, 0), ==, 64 * 1024);
+        g_assert_cmpint (pwrite (fd, contents + 2 * MiB, SECTOR, 2 * MiB), ==, SECTOR);
+        g_assert_cmpint (ftruncate (fd, (off_t) size), ==, 0);
+        io = vhdx_io_new_fd (fd, TRUE);
+        for (guint64 offset = 0; offset <= size + MiB; offset += 256 * 1024 + 512)
+                assert_next_data_promise (io, contents, size, offset);
+        assert_next_data_promise (io, contents, size, 2 * MiB + SECTOR);
+        assert_next_data_promise (io, contents, size, size);
+        /* Data is never skipped. */
+        g_assert_cmpuint (vhdx_io_next_data (io, 100), ==, 100);
+        g_assert_cmpuint (vhdx_io_next_data (io, 2 * MiB + 10), ==, 2 * MiB + 10);
+        test_tmpdir_free (g_steal_pointer (&dir));
+}
+
+static void
+test_next_data_memory (void)
+{
+        const gsize size = 5 * SECTOR + 100;
+        guint8 *contents = g_malloc0 (size);
+        g_autoptr(GBytes) bytes = NULL;
+        g_autoptr(VhdxIo) io = NULL;
+
+        contents[SECTOR + 7] = 1;
+        contents[3 * SECTOR] = 1;
+        bytes = g_bytes_new_take (contents, size);
+        io = vhdx_io_new_memory (bytes);
+        g_assert_cmpuint (vhdx_io_next_data (io, 0), ==, SECTOR);
+        g_assert_cmpuint (vhdx_io_next_data (io, 10), ==, SECTOR);
+        g_assert_cmpuint (vhdx_io_next_data (io, SECTOR + 8), ==, 3 * SECTOR);
+        g_assert_cmpuint (vhdx_io_next_data (io, SECTOR + 3), ==, SECTOR + 3);
+        g_assert_cmpuint (vhdx_io_next_data (io, 3 * SECTOR + 1), ==, size);
+        g_assert_cmpuint (vhdx_io_next_data (io, 4 * SECTOR), ==, size);
+        g_assert_cmpuint (vhdx_io_next_data (io, size + 5), ==, size + 5);
+}
+
+int
+main (int argc, char **argv)
+{
+        g_test_init (&argc, &argv, NULL);
+        g_test_add_func ("/bat-scan/next-data/fd", test_next_data_fd);
+        g_test_add_func ("/bat-scan/next-data/memory", test_next_data_memory);
+        g_test_add_func ("/bat-scan/empty-64t", test_empty_64t);
+        g_test_add_func ("/bat-scan/sparse-64t", test_sparse_64t);
+        g_test_add_func ("/bat-scan/log-overlay", test_log_overlay);
+        return g_test_run ();
+}
