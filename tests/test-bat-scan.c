@@ -116,10 +116,8 @@ scan (const char *path, gboolean skip, ScanResult *r)
         file = vhdx_file_open (&io->parent, VHDX_OPEN_FLAGS_NONE, &error);
         g_assert_no_error (error);
         before = io->bytes_read;
-        g_assert_true (vhdx_file_get_allocated_bytes (file, &r->allocated, &error));
-        g_assert_no_error (error);
-        g_assert_true (vhdx_file_check (file, problems, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_get_allocated_bytes (file, &r->allocated, &error), error);
+        test_assert_ok (vhdx_file_check (file, problems, &error), error);
         r->bytes_read = io->bytes_read - before;
         for (guint i = 0; i < problems->len; i++) {
                 const VhdxFinding *p = g_ptr_array_index (problems, i);
@@ -163,15 +161,13 @@ write_image (const char *path, guint64 virtual_size, const guint64 *blocks, guin
         VhdxIo *io = open_fd_io (path, O_RDWR | O_CREAT | O_TRUNC);
 
         memset (data, 0xa5, SECTOR);
-        g_assert_true (vhdx_create_params_resolve (&params, &error));
+        test_assert_ok (vhdx_create_params_resolve (&params, &error), error);
         writer = vhdx_writer_new (io, &params, &error);
         g_assert_no_error (error);
         for (guint i = 0; i < n_blocks; i++) {
-                g_assert_true (vhdx_writer_write (writer, blocks[i] * MiB, data, SECTOR, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_writer_write (writer, blocks[i] * MiB, data, SECTOR, &error), error);
         }
-        g_assert_true (vhdx_writer_finish (writer, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_finish (writer, &error), error);
         g_clear_pointer (&writer, vhdx_writer_free);
         vhdx_io_free (io);
 }
@@ -271,13 +267,10 @@ test_log_overlay (void)
         vhdx_log_writer_add_data (log, sector_offset, sector);
         memset (sector, 0x5a, SECTOR);
         vhdx_log_writer_add_data (log, new_block, sector);
-        g_assert_true (vhdx_log_writer_commit (log, size, new_block + MiB, &error));
-        g_assert_no_error (error);
-        g_assert_true (vhdx_headers_read (io, size, &header, &header_index, problems, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_log_writer_commit (log, size, new_block + MiB, &error), error);
+        test_assert_ok (vhdx_headers_read (io, size, &header, &header_index, problems, &error), error);
         header.log_guid = log_guid;
-        g_assert_true (vhdx_headers_write (io, &header, header_index, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_headers_write (io, &header, header_index, &error), error);
         g_clear_pointer (&log, vhdx_log_writer_free);
         vhdx_io_free (io);
 

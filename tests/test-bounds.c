@@ -72,8 +72,7 @@ write_image (const char *dir, guint32 log_size, VhdxGenLayout *layout)
         gen = vhdx_gen_new (&params);
         vhdx_gen_fill_pattern (gen, 0, 4096, 1);
         vhdx_gen_get_layout (gen, layout);
-        g_assert_true (vhdx_gen_write_file (gen, path, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_gen_write_file (gen, path, &error), error);
         return path;
 }
 
@@ -169,8 +168,7 @@ test_huge_virtual_disk (void)
 
         /* Reads load the BAT pages they need, not the BAT. */
         measure_start (&m);
-        g_assert_true (vhdx_file_read (file, 64 * VHDX_TiB - MiB, buf, MiB, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 64 * VHDX_TiB - MiB, buf, MiB, &error), error);
         measure_end (&m, OPEN_BUDGET, "read the end of a 64 TiB disk");
         test_tmpdir_free (g_steal_pointer (&dir));
 }
@@ -467,9 +465,8 @@ test_log_at_limit (void)
         writer = vhdx_log_writer_new (io, d->layout.log_offset, log_length, &d->log_guid, 0, 1);
         for (guint i = 0; i < n; i++)
                 vhdx_log_writer_add_data (writer, target + (guint64) i * 4096, sector);
-        g_assert_true (vhdx_log_writer_commit (writer, d->layout.file_size,
-                                               target + (guint64) n * 4096, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_log_writer_commit (writer, d->layout.file_size,
+                                               target + (guint64) n * 4096, &error), error);
 
         measure_start (&m);
         file = open_path (d->path, &error);

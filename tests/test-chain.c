@@ -198,8 +198,7 @@ write_runs (Chain *c, VhdxWriter *w, Level *l, guint level, GRand *rand, guint c
                 }
                 buf = g_malloc (r.length);
                 vhdx_gen_pattern_fill_buffer (buf, r.offset, r.length, level_seed (level));
-                g_assert_true (vhdx_writer_write (w, r.offset, buf, r.length, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_writer_write (w, r.offset, buf, r.length, &error), error);
                 g_array_append_val (l->runs, r);
                 if (l->allocated != NULL) {
                         for (guint64 b = r.offset / c->block_size;
@@ -239,8 +238,7 @@ add_base (Chain *c, GRand *rand, guint runs, guint full_blocks)
         l->data_write_guid = params.data_write_guid;
         w = writer_for (l->path, &params, &io);
         write_runs (c, w, l, 0, rand, runs, full_blocks);
-        g_assert_true (vhdx_writer_finish (w, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_finish (w, &error), error);
         g_ptr_array_add (c->levels, l);
 }
 
@@ -270,8 +268,7 @@ add_child (Chain *c, GRand *rand, guint runs, guint full_blocks)
         l->data_write_guid = params.data_write_guid;
         w = writer_for (l->path, &params, &io);
         write_runs (c, w, l, level, rand, runs, full_blocks);
-        g_assert_true (vhdx_writer_finish (w, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_finish (w, &error), error);
         g_ptr_array_add (c->levels, l);
 }
 
@@ -293,8 +290,7 @@ assert_reads (Chain *c, VhdxFile *file, guint64 offset, gsize count)
         g_autofree guint8 *got = g_malloc (count);
         g_autofree guint8 *want = g_malloc (count);
 
-        g_assert_true (vhdx_file_read (file, offset, got, count, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, offset, got, count, &error), error);
         model_fill (c, offset, want, count);
         if (memcmp (got, want, count) != 0) {
                 for (gsize i = 0; i < count; i++)
@@ -500,11 +496,11 @@ test_many_chunks (void)
                         g_autofree guint8 *buf = g_malloc (runs[i].length);
                         vhdx_gen_pattern_fill_buffer (buf, runs[i].offset, runs[i].length,
                                                       level_seed (1));
-                        g_assert_true (vhdx_writer_write (w, runs[i].offset, buf, runs[i].length,
-                                                          &error));
+                        test_assert_ok (vhdx_writer_write (w, runs[i].offset, buf, runs[i].length,
+                                                          &error), error);
                         g_array_append_val (child->runs, runs[i]);
                 }
-                g_assert_true (vhdx_writer_finish (w, &error));
+                test_assert_ok (vhdx_writer_finish (w, &error), error);
                 g_ptr_array_add (c->levels, child);
         }
         {
@@ -570,8 +566,7 @@ test_writer_libvhdi (void)
 
                 w = writer_for (l->path, &params, &io);
                 write_runs (c, w, l, 0, rand, 25, 1);
-                g_assert_true (vhdx_writer_finish (w, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_writer_finish (w, &error), error);
                 if (types[t] == VHDX_DISK_TYPE_FIXED) {
                         /* A fixed image stores every block. */
                         for (guint64 b = 0; b * c->block_size < c->virtual_size; b++)
@@ -731,7 +726,7 @@ test_loop (void)
         vhdx_guid_new_random (&params.data_write_guid);
         params.parent_data_write_guid = params.data_write_guid;
         w = writer_for (l->path, &params, &io);
-        g_assert_true (vhdx_writer_finish (w, &error));
+        test_assert_ok (vhdx_writer_finish (w, &error), error);
         g_ptr_array_add (c->levels, l);
         file = open_top (c, &error);
         g_assert_null (file);

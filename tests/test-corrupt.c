@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "test-util.h"
 #include "vhdx-gen.h"
 #include "vhdx-reader.h"
 
@@ -135,8 +136,7 @@ assert_reads_back (VhdxFile *file, VhdxGen *gen)
         g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
         g_autofree guint8 *found = g_malloc (params->virtual_size);
 
-        g_assert_true (vhdx_file_read (file, 0, found, params->virtual_size, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 0, found, params->virtual_size, &error), error);
         g_assert_cmpmem (found, params->virtual_size, g_bytes_get_data (raw, NULL),
                          g_bytes_get_size (raw));
 }
@@ -705,8 +705,7 @@ assert_block_fails (Image *image, guint64 block)
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
         g_clear_error (&error);
 
-        g_assert_true (vhdx_file_read (file, 0, buf, VHDX_MiB, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 0, buf, VHDX_MiB, &error), error);
         g_assert_cmpuint (buf[1000], ==, vhdx_gen_pattern_byte (1000, 1));
 }
 
@@ -792,9 +791,8 @@ test_bat_states_reading_zeros (void)
                 set_bat_entry (image, 2, stored_block_offset (image, 2) | states[i]);
                 file = image_open (image, &error);
                 g_assert_no_error (error);
-                g_assert_true (vhdx_file_read (file, 2 * VHDX_MiB + 4096, buf, sizeof buf,
-                                               &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, 2 * VHDX_MiB + 4096, buf, sizeof buf,
+                                               &error), error);
                 g_assert_cmpmem (buf, sizeof buf, zeros, sizeof zeros);
         }
 }

@@ -418,9 +418,8 @@ scenario_add (Scenario *s, const char *name, GBytes *bytes)
 
         g_ptr_array_add (s->names, g_strdup (name));
         g_ptr_array_add (s->images, g_bytes_ref (bytes));
-        g_assert_true (g_file_set_contents (path, g_bytes_get_data (bytes, NULL),
-                                            (gssize) g_bytes_get_size (bytes), &error));
-        g_assert_no_error (error);
+        test_assert_ok (g_file_set_contents (path, g_bytes_get_data (bytes, NULL),
+                                            (gssize) g_bytes_get_size (bytes), &error), error);
 }
 
 static Scenario *
@@ -461,13 +460,11 @@ scenario_finish (Scenario *s)
         g_assert_no_error (error);
         size = vhdx_file_get_info (file)->virtual_size;
         buf = g_malloc (size);
-        g_assert_true (vhdx_file_read (file, 0, buf, size, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 0, buf, size, &error), error);
         s->disk = g_bytes_new_take (buf, size);
         s->extents = vhdx_file_map (file, 0, size, &error);
         g_assert_no_error (error);
-        g_assert_true (vhdx_file_get_allocated_bytes (file, &s->allocated, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_get_allocated_bytes (file, &s->allocated, &error), error);
 }
 
 static Scenario *
@@ -510,11 +507,9 @@ write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs)
         for (guint i = 0; i < n_runs; i++) {
                 g_autofree guint8 *buf = g_malloc (runs[2 * i + 1]);
                 vhdx_gen_pattern_fill_buffer (buf, runs[2 * i], runs[2 * i + 1], 50 + i);
-                g_assert_true (vhdx_writer_write (w, runs[2 * i], buf, runs[2 * i + 1], &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_writer_write (w, runs[2 * i], buf, runs[2 * i + 1], &error), error);
         }
-        g_assert_true (vhdx_writer_finish (w, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_finish (w, &error), error);
         bytes = memfd_bytes (fd);
         close (fd);
         return bytes;
@@ -590,11 +585,9 @@ scenario_dirty (void)
         vhdx_log_writer_add_data (writer, layout.bat_offset, sector);
         memset (sector, 0x3c, sizeof sector);
         vhdx_log_writer_add_data (writer, block0 + 4096, sector);
-        g_assert_true (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error), error);
         vhdx_log_writer_add_zero (writer, block0 + 16384, 8192);
-        g_assert_true (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error), error);
         for (guint h = 0; h < 2; h++) {
                 guint8 header[VHDX_HEADER_SIZE];
                 guint64 o = layout.header_offset[h];

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Unit tests of the parsers on crafted buffers, built here field by field
  * from the specification's layout. */
+#include "test-util.h"
 #include "vhdx-crc32c.h"
 #include "vhdx-error.h"
 #include "vhdx-header.h"
@@ -41,8 +42,7 @@ test_file_identifier (void)
         memcpy (buf, "vhdxfile", 8);
         for (guint i = 0; creator[i]; i++)
                 vhdx_put_le16 (buf + 8 + 2 * i, (guint16) creator[i]);
-        g_assert_true (vhdx_file_identifier_parse (buf, sizeof buf, &text, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_identifier_parse (buf, sizeof buf, &text, &error), error);
         g_assert_cmpstr (text, ==, "Hyper-V");
 
         buf[3] = 'X';
@@ -75,8 +75,7 @@ test_header_parse (void)
         VhdxHeader h;
 
         make_header (buf, 42);
-        g_assert_true (vhdx_header_parse (buf, VHDX_HEADER_SIZE, 65536, "header 1", &h, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_header_parse (buf, VHDX_HEADER_SIZE, 65536, "header 1", &h, &error), error);
         g_assert_cmpuint (h.sequence, ==, 42);
         g_assert_cmpuint (h.version, ==, 1);
         g_assert_cmpuint (h.log_length, ==, 1 << 20);
@@ -134,9 +133,8 @@ test_region_table_parse (void)
         put_region (t, 0, &vhdx_guid_region_metadata, 2 << 20, 1 << 20, 1);
         put_region (t, 1, &vhdx_guid_region_bat, 3 << 20, 1 << 20, 1);
         seal_region_table (t, 2);
-        g_assert_true (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                file_size, &table, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
+                                                file_size, &table, &error), error);
         g_assert_cmpuint (table.bat.file_offset, ==, 3 << 20);
         g_assert_cmpuint (table.metadata.file_offset, ==, 2 << 20);
         g_assert_cmpuint (table.entries->len, ==, 2);
@@ -146,8 +144,8 @@ test_region_table_parse (void)
         g_assert_true (vhdx_guid_from_string ("01234567-89ab-cdef-0123-456789abcdef", &unknown));
         put_region (t, 2, &unknown, 4 << 20, 1 << 20, 0);
         seal_region_table (t, 3);
-        g_assert_true (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                file_size, &table, &error));
+        test_assert_ok (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
+                                                file_size, &table, &error), error);
         vhdx_region_table_clear (&table);
         put_region (t, 2, &unknown, 4 << 20, 1 << 20, 1);
         seal_region_table (t, 3);

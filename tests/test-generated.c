@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "test-util.h"
 #include "vhdx-gen.h"
 #include "vhdx-reader.h"
 
@@ -37,8 +38,7 @@ open_generated (VhdxGen *gen)
 
                 g_assert_no_error (error);
                 close (fd);
-                g_assert_true (vhdx_gen_write_file (gen, path, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_gen_write_file (gen, path, &error), error);
                 fd = open (path, O_RDONLY | O_CLOEXEC);
                 g_assert_cmpint (fd, >=, 0);
                 unlink (path);
@@ -74,8 +74,7 @@ assert_range (VhdxFile *file, VhdxGen *gen, guint64 offset, gsize len)
         g_autofree guint8 *expected = g_malloc (MAX (len, 1));
 
         memset (found, 0xa5, len);
-        g_assert_true (vhdx_file_read (file, offset, found, len, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, offset, found, len, &error), error);
         vhdx_gen_read_raw (gen, offset, expected, len);
         assert_bytes_equal (found, expected, len, offset);
 }
@@ -92,8 +91,7 @@ assert_whole_disk (VhdxFile *file, VhdxGen *gen)
                 g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
                 g_autofree guint8 *found = g_malloc (params->virtual_size);
 
-                g_assert_true (vhdx_file_read (file, 0, found, params->virtual_size, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, 0, found, params->virtual_size, &error), error);
                 assert_bytes_equal (found, g_bytes_get_data (raw, NULL), params->virtual_size, 0);
                 return;
         }
@@ -182,8 +180,7 @@ assert_map (VhdxFile *file, VhdxGen *gen)
         }
         g_assert_cmpuint (expected_offset, ==, params->virtual_size);
 
-        g_assert_true (vhdx_file_get_allocated_bytes (file, &engine_allocated, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_get_allocated_bytes (file, &engine_allocated, &error), error);
         g_assert_cmpuint (engine_allocated, ==, allocated);
 }
 
@@ -503,11 +500,9 @@ test_out_of_range (void)
         g_clear_error (&error);
 
         /* The last byte and an empty read at the end are inside. */
-        g_assert_true (vhdx_file_read (file, params.virtual_size - 1, buf, 1, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, params.virtual_size - 1, buf, 1, &error), error);
         g_assert_cmpuint (buf[0], ==, vhdx_gen_pattern_byte (params.virtual_size - 1, 4));
-        g_assert_true (vhdx_file_read (file, params.virtual_size, buf, 0, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, params.virtual_size, buf, 0, &error), error);
 }
 
 /* The generator's GUIDs, encoded from their text, agree with the engine's constants. */

@@ -107,12 +107,10 @@ set_log_guid (const char *path, const VhdxGuid *guid)
         VhdxHeader header;
         guint index;
 
-        g_assert_true (vhdx_headers_read (io, file_size (path), &header, &index, problems,
-                                          &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_headers_read (io, file_size (path), &header, &index, problems,
+                                          &error), error);
         header.log_guid = *guid;
-        g_assert_true (vhdx_headers_write (io, &header, index, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_headers_write (io, &header, index, &error), error);
 }
 
 static void
@@ -159,8 +157,7 @@ scenario_new (Shape shape)
         s->dir = test_tmpdir_new ();
         s->clean = g_build_filename (s->dir, "clean.vhdx", NULL);
         s->dirty = g_build_filename (s->dir, "dirty.vhdx", NULL);
-        g_assert_true (vhdx_gen_write_file (gen, s->clean, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_gen_write_file (gen, s->clean, &error), error);
         raw = vhdx_gen_build_raw (gen);
         s->expect = g_byte_array_sized_new (VIRTUAL_SIZE);
         g_byte_array_append (s->expect, g_bytes_get_data (raw, NULL), VIRTUAL_SIZE);
@@ -183,7 +180,7 @@ scenario_new (Shape shape)
                 bat_sector_with (fd, &s->layout, 5, new_block_offset | 6, sector, &sector_offset);
                 writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 1);
                 vhdx_log_writer_add_data (writer, sector_offset, sector);
-                g_assert_true (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error));
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error), error);
                 fill_expected_block (s->expect, 5, payload, BLOCK_SIZE);
                 break;
 
@@ -203,9 +200,9 @@ scenario_new (Shape shape)
                         stale = vhdx_log_writer_new (io, s->layout.log_offset, log_length,
                                                      &old_guid, 0, 500);
                         vhdx_log_writer_add_zero (stale, s->layout.bat_offset, SECTOR);
-                        g_assert_true (vhdx_log_writer_commit (stale, size, size, &error));
+                        test_assert_ok (vhdx_log_writer_commit (stale, size, size, &error), error);
                         vhdx_log_writer_add_zero (stale, s->layout.bat_offset, SECTOR);
-                        g_assert_true (vhdx_log_writer_commit (stale, size, size, &error));
+                        test_assert_ok (vhdx_log_writer_commit (stale, size, size, &error), error);
                 }
                 g_assert_cmpint (pread (fd, sector, SECTOR, s->layout.bat_offset), ==, SECTOR);
                 for (guint i = 0; i < 3; i++) {
@@ -214,7 +211,7 @@ scenario_new (Shape shape)
                         g_assert_cmpint (pwrite (fd, payload, BLOCK_SIZE, at), ==, BLOCK_SIZE);
                         vhdx_put_le64 (sector + (5 + i) * 8, at | 6);
                         vhdx_log_writer_add_data (writer, s->layout.bat_offset, sector);
-                        g_assert_true (vhdx_log_writer_commit (writer, size, at + MiB, &error));
+                        test_assert_ok (vhdx_log_writer_commit (writer, size, at + MiB, &error), error);
                         fill_expected_block (s->expect, 5 + i, payload, BLOCK_SIZE);
                 }
                 if (shape == SHAPE_STALE_ENTRIES) {
@@ -222,7 +219,7 @@ scenario_new (Shape shape)
                         g_autoptr(VhdxLogWriter) after = vhdx_log_writer_new (
                                 io, s->layout.log_offset, log_length, &old_guid, behind, 600);
                         vhdx_log_writer_add_zero (after, s->layout.bat_offset, SECTOR);
-                        g_assert_true (vhdx_log_writer_commit (after, size, size, &error));
+                        test_assert_ok (vhdx_log_writer_commit (after, size, size, &error), error);
                 }
                 break;
 
@@ -235,7 +232,7 @@ scenario_new (Shape shape)
                 writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid,
                                               8 * SECTOR, 3);
                 vhdx_log_writer_add_data (writer, sector_offset, sector);
-                g_assert_true (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error));
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error), error);
                 fill_expected_block (s->expect, 5, payload, BLOCK_SIZE);
                 {
                         guint32 torn = vhdx_log_writer_get_position (writer);
@@ -243,8 +240,8 @@ scenario_new (Shape shape)
                         vhdx_put_le64 (sector + 6 * 8, (new_block_offset + MiB) | 6);
                         vhdx_log_writer_start_sequence (writer);
                         vhdx_log_writer_add_data (writer, sector_offset, sector);
-                        g_assert_true (vhdx_log_writer_commit (writer, size, new_block_offset + 2 * MiB,
-                                                               &error));
+                        test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + 2 * MiB,
+                                                               &error), error);
                         /* Tear its data sector. */
                         g_assert_cmpint (pread (fd, &byte, 1, s->layout.log_offset + torn + SECTOR + 100), ==, 1);
                         byte ^= 0x40;
@@ -264,7 +261,7 @@ scenario_new (Shape shape)
                         memcpy (sector + 10 * 8, entry, 8);
                 }
                 vhdx_log_writer_add_data (writer, s->layout.bat_offset, sector);
-                g_assert_true (vhdx_log_writer_commit (writer, size, size, &error));
+                test_assert_ok (vhdx_log_writer_commit (writer, size, size, &error), error);
                 memset (s->expect->data, 0, 10 * MiB);
                 memset (s->expect->data + 11 * MiB, 0, VIRTUAL_SIZE - 11 * MiB);
                 break;
@@ -277,7 +274,7 @@ scenario_new (Shape shape)
                 writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 9);
                 vhdx_log_writer_add_data (writer, sector_offset, sector);
                 vhdx_log_writer_add_data (writer, new_block_offset, payload);
-                g_assert_true (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error));
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error), error);
                 fill_expected_block (s->expect, 20, payload, SECTOR);
                 break;
 
@@ -298,8 +295,7 @@ assert_virtual_disk (VhdxFile *file, const GByteArray *expect)
         g_autofree guint8 *buf = g_malloc (VIRTUAL_SIZE);
 
         g_assert_cmpuint (vhdx_file_get_info (file)->virtual_size, ==, VIRTUAL_SIZE);
-        g_assert_true (vhdx_file_read (file, 0, buf, VIRTUAL_SIZE, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 0, buf, VIRTUAL_SIZE, &error), error);
         for (guint64 block = 0; block < VIRTUAL_SIZE / BLOCK_SIZE; block++) {
                 if (memcmp (buf + block * BLOCK_SIZE, expect->data + block * BLOCK_SIZE,
                             BLOCK_SIZE) != 0)
@@ -349,7 +345,7 @@ test_shape (gconstpointer data)
                                  VHDX_LOG_STATE_REPLAYED_IN_MEMORY);
                 g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 1);
                 assert_virtual_disk (file, s->expect);
-                g_assert_true (vhdx_file_check (file, problems, &error));
+                test_assert_ok (vhdx_file_check (file, problems, &error), error);
                 g_assert_false (vhdx_findings_have_errors (problems));
         }
         {
@@ -430,7 +426,7 @@ test_flushed_beyond_end (void)
         writer = vhdx_log_writer_new (io, s->layout.log_offset, s->layout.log_length, &guid,
                                       16 * SECTOR, 50);
         vhdx_log_writer_add_zero (writer, size - SECTOR, SECTOR);
-        g_assert_true (vhdx_log_writer_commit (writer, size + 8 * MiB, size + 8 * MiB, &error));
+        test_assert_ok (vhdx_log_writer_commit (writer, size + 8 * MiB, size + 8 * MiB, &error), error);
         set_log_guid (s->dirty, &guid);
 
         file = test_open_path (s->dirty, &error);

@@ -217,8 +217,7 @@ writer_write (VhdxWriter *w, guint64 offset, gsize len, guint32 seed)
         g_autoptr(GError) error = NULL;
 
         vhdx_gen_pattern_fill_buffer (buf, offset, len, seed);
-        g_assert_true (vhdx_writer_write (w, offset, buf, len, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_write (w, offset, buf, len, &error), error);
 }
 
 static GBytes *
@@ -249,8 +248,7 @@ build_with_writer (VhdxCreateParams *params, guint level)
                 writer_write (w, 3 * MiB + 4096, 4096, 122);
                 break;
         }
-        g_assert_true (vhdx_writer_finish (w, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_finish (w, &error), error);
         bytes = memfd_bytes (fd);
         close (fd);
         return bytes;
@@ -322,16 +320,14 @@ build_dirty (void)
         at = 2 * VHDX_BAT_ENTRY_SIZE;
         vhdx_put_le64 (sector + at, new_block | VHDX_PAYLOAD_FULLY_PRESENT);
         vhdx_log_writer_add_data (writer, bat_offset, sector);
-        g_assert_true (vhdx_log_writer_commit (writer, size, new_block + MiB, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_log_writer_commit (writer, size, new_block + MiB, &error), error);
 
         {
                 guint64 block0 = vhdx_get_le64 (data + bat_offset) & VHDX_BAT_OFFSET_MASK;
                 vhdx_log_writer_add_zero (writer, block0 + 8192, 8192);
                 memset (sector, 0xa5, sizeof sector);
                 vhdx_log_writer_add_data (writer, block0 + 65536, sector);
-                g_assert_true (vhdx_log_writer_commit (writer, size, new_block + MiB, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block + MiB, &error), error);
         }
 
         /* LogGuid in both headers makes the log pending. */
@@ -475,10 +471,8 @@ read_expect (Base *base)
         base->virtual_size = vhdx_file_get_info (file)->virtual_size;
         g_assert_cmpuint (base->virtual_size, <=, READ_LIMIT);
         buf = g_malloc (base->virtual_size);
-        g_assert_true (vhdx_file_read (file, 0, buf, base->virtual_size, &error));
-        g_assert_no_error (error);
-        g_assert_true (vhdx_file_check (file, problems, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 0, buf, base->virtual_size, &error), error);
+        test_assert_ok (vhdx_file_check (file, problems, &error), error);
         g_assert_false (vhdx_findings_have_errors (problems));
         return g_bytes_new_take (buf, base->virtual_size);
 }
@@ -1489,10 +1483,9 @@ test_read_only (void)
                         const Image *img = g_ptr_array_index (base->images, i);
                         g_autoptr(GError) error = NULL;
                         char *path = g_build_filename (ctx.dir, img->name, NULL);
-                        g_assert_true (g_file_set_contents (
+                        test_assert_ok (g_file_set_contents (
                                 path, g_bytes_get_data (img->bytes, NULL),
-                                (gssize) g_bytes_get_size (img->bytes), &error));
-                        g_assert_no_error (error);
+                                (gssize) g_bytes_get_size (img->bytes), &error), error);
                         g_ptr_array_add (ctx.paths, path);
                 }
                 for (guint image = 0; image < base->images->len; image++)

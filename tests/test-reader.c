@@ -297,14 +297,13 @@ test_one_pread_per_run (void)
         file = vhdx_file_open (&io->parent, VHDX_OPEN_FLAGS_NONE, &error);
         g_assert_no_error (error);
         /* Load the BAT page first. */
-        g_assert_true (vhdx_file_read (file, 0, buf, 1, &error));
+        test_assert_ok (vhdx_file_read (file, 0, buf, 1, &error), error);
         io->n_preads = 0;
-        g_assert_true (vhdx_file_read (file, 3 * MiB + 100, buf, 3 * MiB - 200, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, 3 * MiB + 100, buf, 3 * MiB - 200, &error), error);
         g_assert_cmpint (io->n_preads, ==, 1);
         /* Blocks 2 to 6 are not all stored: the stored run is one pread, the rest zeros. */
         io->n_preads = 0;
-        g_assert_true (vhdx_file_read (file, 2 * MiB, buf, 5 * MiB, &error));
+        test_assert_ok (vhdx_file_read (file, 2 * MiB, buf, 5 * MiB, &error), error);
         g_assert_cmpint (io->n_preads, ==, 1);
 
         raw_fd = open (m->raw, O_RDONLY | O_CLOEXEC);
@@ -380,9 +379,8 @@ test_out_of_range (void)
         g_assert_false (vhdx_file_read (file, G_MAXUINT64 - 4, buf, 16, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
         g_clear_error (&error);
-        g_assert_true (vhdx_file_read (file, fixtures[0].virtual_size - 16, buf, 16, &error));
-        g_assert_true (vhdx_file_read (file, fixtures[0].virtual_size, buf, 0, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, fixtures[0].virtual_size - 16, buf, 16, &error), error);
+        test_assert_ok (vhdx_file_read (file, fixtures[0].virtual_size, buf, 0, &error), error);
 }
 
 int

@@ -80,10 +80,9 @@ exercise (const char *path)
         sum = test_sha256_virtual_disk (file);
         extents = vhdx_file_map (file, 0, vhdx_file_get_info (file)->virtual_size, &error);
         g_assert_no_error (error);
-        g_assert_true (vhdx_file_get_allocated_bytes (file, &allocated, &error));
+        test_assert_ok (vhdx_file_get_allocated_bytes (file, &allocated, &error), error);
         problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
-        g_assert_true (vhdx_file_check (file, problems, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_check (file, problems, &error), error);
         g_assert_false (vhdx_findings_have_errors (problems));
 }
 

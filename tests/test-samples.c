@@ -60,8 +60,7 @@ test_sample (gconstpointer data)
         g_assert_cmpstr (sum, ==, s->sha256);
 
         problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
-        g_assert_true (vhdx_file_check (file, problems, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_check (file, problems, &error), error);
         for (guint i = 0; i < problems->len; i++) {
                 VhdxFinding *p = g_ptr_array_index (problems, i);
                 g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s",

@@ -116,8 +116,7 @@ worker_run (gpointer data)
                         g_assert_cmpuint (extents->len, >, 0);
                         continue;
                 }
-                g_assert_true (vhdx_file_read (w->file, r->offset + skip, buf, len, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (w->file, r->offset + skip, buf, len, &error), error);
                 if (memcmp (buf, r->expect + skip, len) != 0)
                         g_error ("%s: %" G_GSIZE_FORMAT " bytes at %" G_GUINT64_FORMAT
                                  " differ from a single-threaded read",
@@ -171,8 +170,7 @@ scenario_set_regions (Scenario *s, const guint64 *starts, guint n_starts, guint6
                                  virtual_size - REGION_SIZE);
                 r->length = REGION_SIZE;
                 r->expect = g_malloc (r->length);
-                g_assert_true (vhdx_file_read (file, r->offset, r->expect, r->length, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, r->offset, r->expect, r->length, &error), error);
                 for (gsize k = 0; k < r->length; k++) {
                         if (r->expect[k] != 0) {
                                 with_data++;
@@ -227,8 +225,7 @@ scenario_dynamic (void)
                 vhdx_gen_fill_pattern (gen, starts[i], 512 * 1024, i + 1);
         }
         s->path = g_build_filename (s->dir, "dynamic.vhdx", NULL);
-        g_assert_true (vhdx_gen_write_file (gen, s->path, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_gen_write_file (gen, s->path, &error), error);
         scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size);
         return s;
 }
@@ -249,11 +246,9 @@ write_level (const char *path, VhdxCreateParams *params, const guint64 *starts, 
         g_assert_no_error (error);
         for (guint i = 0; i < n; i++) {
                 vhdx_gen_pattern_fill_buffer (buf, starts[i], run, seed + i);
-                g_assert_true (vhdx_writer_write (w, starts[i], buf, run, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_writer_write (w, starts[i], buf, run, &error), error);
         }
-        g_assert_true (vhdx_writer_finish (w, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_finish (w, &error), error);
 }
 
 /* base <- child: 6 GiB (two chunks of sector bitmaps), runs of sectors
@@ -315,8 +310,7 @@ scenario_dirty (void)
         }
         vhdx_gen_get_layout (gen, &layout);
         s->path = g_build_filename (s->dir, "dirty.vhdx", NULL);
-        g_assert_true (vhdx_gen_write_file (gen, s->path, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_gen_write_file (gen, s->path, &error), error);
 
         fd = open (s->path, O_RDWR | O_CLOEXEC);
         g_assert_cmpint (fd, >=, 0);
@@ -331,9 +325,8 @@ scenario_dirty (void)
                         vhdx_log_writer_add_data (writer, block + k * 3 * 4096, sector);
                 }
                 vhdx_log_writer_add_zero (writer, block + 256 * 1024, 64 * 1024);
-                g_assert_true (vhdx_log_writer_commit (writer, layout.file_size,
-                                                       layout.file_size, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size,
+                                                       layout.file_size, &error), error);
         }
         for (guint h = 0; h < 2; h++) {
                 guint8 header[VHDX_HEADER_SIZE];

@@ -114,8 +114,7 @@ test_sha256_virtual_disk (VhdxFile *file)
         for (guint64 offset = 0; offset < info->virtual_size;) {
                 g_autoptr(GError) error = NULL;
                 gsize n = (gsize) MIN ((guint64) chunk, info->virtual_size - offset);
-                g_assert_true (vhdx_file_read (file, offset, buf, n, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, offset, buf, n, &error), error);
                 g_checksum_update (sum, buf, n);
                 offset += n;
         }
@@ -130,8 +129,7 @@ test_assert_range_equal (VhdxFile *file, int raw_fd, guint64 offset, gsize lengt
         g_autofree guint8 *want = g_malloc0 (MAX (length, 1));
         gsize done = 0;
 
-        g_assert_true (vhdx_file_read (file, offset, got, length, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_file_read (file, offset, got, length, &error), error);
         while (done < length) {
                 ssize_t n = pread (raw_fd, want + done, length - done, (off_t) (offset + done));
                 g_assert_cmpint (n, >=, 0);

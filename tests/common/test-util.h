@@ -9,6 +9,19 @@
 
 G_BEGIN_DECLS
 
+/*
+ * Assert that @call, which reports failure through the GError @error,
+ * succeeded: the error is asserted first, so that a failure shows its message.
+ */
+#define test_assert_ok(call, error)                                                        \
+        G_STMT_START                                                                       \
+        {                                                                                  \
+                gboolean test_ok_ = (call);                                                \
+                g_assert_no_error (error);                                                 \
+                g_assert_true (test_ok_);                                                  \
+        }                                                                                  \
+        G_STMT_END
+
 /* A temporary directory removed (with its files) by test_tmpdir_free(). */
 G_GNUC_WARN_UNUSED_RESULT char *test_tmpdir_new (void);
 void test_tmpdir_free (char *path);

@@ -55,8 +55,7 @@ fixture_set_up_with (Fixture *fixture, const VhdxGenParams *params)
         vhdx_gen_fill_pattern (fixture->gen, 40 * MiB, 2 * MiB, 12);
         vhdx_gen_fill_pattern (fixture->gen, params->virtual_size - 4096, 4096, 13);
         vhdx_gen_get_layout (fixture->gen, &fixture->layout);
-        g_assert_true (vhdx_gen_write_file (fixture->gen, fixture->path, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_gen_write_file (fixture->gen, fixture->path, &error), error);
 }
 
 static void
@@ -237,8 +236,7 @@ write_file (const char *path, gsize size, guint8 seed)
 
         for (gsize i = 0; i < size; i++)
                 data[i] = (guint8) (i * 31 + seed);
-        g_assert_true (g_file_set_contents (path, (const char *) data, (gssize) size, &error));
-        g_assert_no_error (error);
+        test_assert_ok (g_file_set_contents (path, (const char *) data, (gssize) size, &error), error);
 }
 
 static void
@@ -300,9 +298,8 @@ test_open_init_twice (Fixture *fixture, gconstpointer data)
 
         opened = g_object_new (VHDX_TYPE_IMAGE, "file", good, NULL);
         g_assert_cmpuint (vhdx_image_get_virtual_size (opened), ==, 0);
-        g_assert_true (g_initable_init (G_INITABLE (opened), NULL, &error));
-        g_assert_no_error (error);
-        g_assert_true (g_initable_init (G_INITABLE (opened), NULL, &error));
+        test_assert_ok (g_initable_init (G_INITABLE (opened), NULL, &error), error);
+        test_assert_ok (g_initable_init (G_INITABLE (opened), NULL, &error), error);
         g_assert_cmpuint (vhdx_image_get_virtual_size (opened), ==, 64 * MiB);
 }
 
@@ -329,9 +326,8 @@ test_read_buffer (Fixture *fixture, gconstpointer data)
                 g_autofree guint8 *buf = g_malloc (MAX (ranges[i].length, 1));
 
                 memset (buf, 0xee, ranges[i].length);
-                g_assert_true (vhdx_image_read (image, ranges[i].offset, buf, ranges[i].length,
-                                                NULL, &error));
-                g_assert_no_error (error);
+                test_assert_ok (vhdx_image_read (image, ranges[i].offset, buf, ranges[i].length,
+                                                NULL, &error), error);
                 assert_raw_range (fixture->gen, buf, ranges[i].offset, ranges[i].length);
         }
 }
@@ -422,8 +418,7 @@ test_read_async (Fixture *fixture, gconstpointer data)
 
         vhdx_image_read_async (image, 1 * MiB, buf, 9 * MiB, G_PRIORITY_DEFAULT, NULL,
                                store_result, &result);
-        g_assert_true (vhdx_image_read_finish (image, wait_for_result (&result), &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_image_read_finish (image, wait_for_result (&result), &error), error);
         assert_raw_range (fixture->gen, buf, 1 * MiB, 9 * MiB);
         g_clear_object (&result);
 
@@ -514,8 +509,7 @@ test_read_cancelled_midway (void)
         make_dynamic (&params);
         params.virtual_size = size;
         gen = vhdx_gen_new (&params);
-        g_assert_true (vhdx_gen_write_file (gen, path, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_gen_write_file (gen, path, &error), error);
         image = open_path (path, &error);
         g_assert_no_error (error);
 
@@ -544,6 +538,7 @@ test_stream (Fixture *fixture, gconstpointer data)
         g_autoptr (GAsyncResult) result = NULL;
         guint8 buf[4096];
         gsize n_read = 0;
+        gssize n;
 
         g_assert_true (VHDX_IS_INPUT_STREAM (stream));
         g_assert_true (vhdx_input_stream_get_image (VHDX_INPUT_STREAM (stream)) == image);
@@ -551,26 +546,31 @@ test_stream (Fixture *fixture, gconstpointer data)
         g_assert_false (g_seekable_can_truncate (seekable));
         g_assert_cmpint (g_seekable_tell (seekable), ==, 0);
 
-        g_assert_true (g_seekable_seek (seekable, 3 * MiB + 100, G_SEEK_SET, NULL, &error));
-        g_assert_no_error (error);
-        g_assert_true (g_input_stream_read_all (stream, buf, sizeof buf, &n_read, NULL, &error));
-        g_assert_no_error (error);
+        test_assert_ok (g_seekable_seek (seekable, 3 * MiB + 100, G_SEEK_SET, NULL, &error), error);
+        test_assert_ok (g_input_stream_read_all (stream, buf, sizeof buf, &n_read, NULL, &error), error);
         g_assert_cmpuint (n_read, ==, sizeof buf);
         assert_raw_range (fixture->gen, buf, 3 * MiB + 100, sizeof buf);
         g_assert_cmpint (g_seekable_tell (seekable), ==, 3 * MiB + 100 + sizeof buf);
 
-        g_assert_true (g_seekable_seek (seekable, -1000, G_SEEK_CUR, NULL, &error));
-        g_assert_cmpint (g_input_stream_skip (stream, 10, NULL, &error), ==, 10);
+        test_assert_ok (g_seekable_seek (seekable, -1000, G_SEEK_CUR, NULL, &error), error);
+        n = g_input_stream_skip (stream, 10, NULL, &error);
+        g_assert_no_error (error);
+        g_assert_cmpint (n, ==, 10);
         g_assert_cmpint (g_seekable_tell (seekable), ==, 3 * MiB + 100 + sizeof buf - 990);
 
         /* The end: a short read, then nothing, also past the end. */
-        g_assert_true (g_seekable_seek (seekable, -100, G_SEEK_END, NULL, &error));
-        g_assert_cmpint (g_input_stream_read (stream, buf, sizeof buf, NULL, &error), ==, 100);
-        assert_raw_range (fixture->gen, buf, 64 * MiB - 100, 100);
-        g_assert_cmpint (g_input_stream_read (stream, buf, sizeof buf, NULL, &error), ==, 0);
-        g_assert_true (g_seekable_seek (seekable, 100 * MiB, G_SEEK_SET, NULL, &error));
-        g_assert_cmpint (g_input_stream_read (stream, buf, sizeof buf, NULL, &error), ==, 0);
+        test_assert_ok (g_seekable_seek (seekable, -100, G_SEEK_END, NULL, &error), error);
+        n = g_input_stream_read (stream, buf, sizeof buf, NULL, &error);
         g_assert_no_error (error);
+        g_assert_cmpint (n, ==, 100);
+        assert_raw_range (fixture->gen, buf, 64 * MiB - 100, 100);
+        n = g_input_stream_read (stream, buf, sizeof buf, NULL, &error);
+        g_assert_no_error (error);
+        g_assert_cmpint (n, ==, 0);
+        test_assert_ok (g_seekable_seek (seekable, 100 * MiB, G_SEEK_SET, NULL, &error), error);
+        n = g_input_stream_read (stream, buf, sizeof buf, NULL, &error);
+        g_assert_no_error (error);
+        g_assert_cmpint (n, ==, 0);
 
         g_assert_false (g_seekable_seek (seekable, -1, G_SEEK_SET, NULL, &error));
         g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
@@ -580,7 +580,7 @@ test_stream (Fixture *fixture, gconstpointer data)
         g_clear_error (&error);
 
         /* Asynchronous reads, in a worker thread. */
-        g_assert_true (g_seekable_seek (seekable, 40 * MiB - 10, G_SEEK_SET, NULL, &error));
+        test_assert_ok (g_seekable_seek (seekable, 40 * MiB - 10, G_SEEK_SET, NULL, &error), error);
         g_input_stream_read_bytes_async (stream, 2 * MiB, G_PRIORITY_DEFAULT, NULL, store_result,
                                          &result);
         bytes = g_input_stream_read_bytes_finish (stream, wait_for_result (&result), &error);
@@ -589,7 +589,7 @@ test_stream (Fixture *fixture, gconstpointer data)
         assert_raw_range (fixture->gen, g_bytes_get_data (bytes, NULL), 40 * MiB - 10, 2 * MiB);
         g_assert_cmpint (g_seekable_tell (seekable), ==, 42 * MiB - 10);
 
-        g_assert_true (g_input_stream_close (stream, NULL, &error));
+        test_assert_ok (g_input_stream_close (stream, NULL, &error), error);
         g_assert_false (g_seekable_seek (seekable, 0, G_SEEK_SET, NULL, &error));
         g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED);
 }
@@ -811,10 +811,8 @@ write_image (const char *path, const VhdxCreateParams *params, guint64 offset, g
         writer = vhdx_writer_new (io, params, &error);
         g_assert_no_error (error);
         vhdx_gen_pattern_fill_buffer (buf, offset, length, seed);
-        g_assert_true (vhdx_writer_write (writer, offset, buf, length, &error));
-        g_assert_no_error (error);
-        g_assert_true (vhdx_writer_finish (writer, &error));
-        g_assert_no_error (error);
+        test_assert_ok (vhdx_writer_write (writer, offset, buf, length, &error), error);
+        test_assert_ok (vhdx_writer_finish (writer, &error), error);
 }
 
 /* A base with a run of pattern 1, and a child with a run of pattern 2 over part of it. */
