@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* CRC-32C, the checksum of VHDX headers, region tables and log entries. */
 #pragma once
 
 #include <glib.h>
@@ -15,5 +16,10 @@ guint32 vhdx_crc32c (guint32 crc, const void *data, gsize len);
 /* CRC of a structure of @len bytes whose 4-byte checksum field at @checksum_offset
  * is taken as zero. */
 guint32 vhdx_crc32c_with_zero_field (const guint8 *data, gsize len, gsize checksum_offset);
+
+/* Bytes checksummed by this process so far, over all threads.  Tests bound
+ * the work of scans (the log's) with it: counting work holds on any machine,
+ * a duration does not. */
+guint64 vhdx_crc32c_get_bytes_checksummed (void);
 
 G_END_DECLS

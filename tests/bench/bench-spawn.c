@@ -8,9 +8,12 @@
  *   bench-spawn --each LIST PROGRAM ARGS...
  *       runs the command once per line of LIST, with "{}" in ARGS replaced by
  *       the line, and prints the total wall time
+ *   bench-spawn --status N ROUNDS PROGRAM ARGS...
+ *       as the first form, for a command that must exit with status N (a
+ *       command timed refusing an image)
  *
- * Standard output of the command goes to /dev/null; a failing command fails
- * the whole run.  This program is small and uses only libc on purpose: a
+ * Standard output and standard error of the command go to /dev/null; a
+ * command that exits with another status fails the whole run.  This program is small and uses only libc on purpose: a
  * forked child's peak RSS starts from its parent's.
  */
 
@@ -33,6 +36,9 @@ now (void)
         return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
+/* The exit status every run must have. */
+static int expected_status = 0;
+
 /* Runs @argv; returns its wall time and stores its peak RSS in KiB. */
 static double
 run (char **argv, long *max_rss_kib)
@@ -49,8 +55,11 @@ run (char **argv, long *max_rss_kib)
         if (pid == 0) {
                 int null = open ("/dev/null", O_WRONLY);
 
-                if (null >= 0)
+                if (null >= 0) {
                         dup2 (null, 1);
+                        if (expected_status != 0)
+                                dup2 (null, 2);
+                }
                 execvp (argv[0], argv);
                 fprintf (stderr, "bench-spawn: %s: %s\n", argv[0], strerror (errno));
                 _exit (127);
@@ -62,7 +71,7 @@ run (char **argv, long *max_rss_kib)
                 }
         }
         t = now () - t;
-        if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
+        if (!WIFEXITED (status) || WEXITSTATUS (status) != expected_status) {
                 fprintf (stderr, "bench-spawn: %s failed (status %d)\n", argv[0], status);
                 exit (1);
         }
@@ -117,8 +126,13 @@ main (int argc, char **argv)
 
         if (argc >= 4 && strcmp (argv[1], "--each") == 0)
                 return each (argv[2], argc - 3, argv + 3);
+        if (argc >= 3 && strcmp (argv[1], "--status") == 0) {
+                expected_status = atoi (argv[2]);
+                argc -= 2;
+                argv += 2;
+        }
         if (argc < 3 || (rounds = atoi (argv[1])) < 1) {
-                fprintf (stderr, "usage: bench-spawn ROUNDS PROGRAM ARGS...\n"
+                fprintf (stderr, "usage: bench-spawn [--status N] ROUNDS PROGRAM ARGS...\n"
                                  "       bench-spawn --each LIST PROGRAM ARGS...\n");
                 return 1;
         }
