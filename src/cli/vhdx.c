@@ -50,12 +50,12 @@ static int cmd_convert (int argc, char **argv);
 static int cmd_create (int argc, char **argv);
 
 static const Command commands[] = {
-        { "info", N_("Show what an image is made of"), cmd_info },
-        { "check", N_("Check an image for corruption"), cmd_check },
-        { "map", N_("Show which parts of the virtual disk hold data"), cmd_map },
-        { "cat", N_("Write virtual disk bytes to standard output"), cmd_cat },
-        { "convert", N_("Convert an image to a sparse raw image or to VHDX"), cmd_convert },
-        { "create", N_("Create a new VHDX image"), cmd_create },
+        { "info", N_ ("Show what an image is made of"), cmd_info },
+        { "check", N_ ("Check an image for corruption"), cmd_check },
+        { "map", N_ ("Show which parts of the virtual disk hold data"), cmd_map },
+        { "cat", N_ ("Write virtual disk bytes to standard output"), cmd_cat },
+        { "convert", N_ ("Convert an image to a sparse raw image or to VHDX"), cmd_convert },
+        { "create", N_ ("Create a new VHDX image"), cmd_create },
 };
 
 /*
@@ -93,8 +93,7 @@ print_file_error (const char *path, const GError *error)
         print_line_error (display, error->message);
 }
 
-static int
-usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
+static int usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
 
 static int
 usage_error (const char *format, ...)
@@ -108,10 +107,9 @@ usage_error (const char *format, ...)
 
         print_line_error (NULL, message);
         if (current_command != NULL)
-                g_printerr (_("Try 'vhdx %s --help' for more information.\n"),
-                            current_command);
+                g_printerr (_ ("Try 'vhdx %s --help' for more information.\n"), current_command);
         else
-                g_printerr (_("Try 'vhdx --help' for more information.\n"));
+                g_printerr (_ ("Try 'vhdx --help' for more information.\n"));
         return EXIT_FAILURE;
 }
 
@@ -125,8 +123,11 @@ set_error_from_errno (GError **error, int saved_errno)
 /* Option parsing */
 
 static GOptionContext *
-command_context_new (const char *command, const char *parameters, const char *summary,
-                     const char *description, const GOptionEntry *entries)
+command_context_new (const char *command,
+                     const char *parameters,
+                     const char *summary,
+                     const char *description,
+                     const GOptionEntry *entries)
 {
         GOptionContext *context;
         g_autofree char *prgname = g_strdup_printf ("vhdx %s", command);
@@ -161,13 +162,13 @@ check_arguments (const char *command, char **args, guint n_args)
         guint n_given = args != NULL ? g_strv_length (args) : 0;
 
         if (n_given < n_args) {
-                usage_error (_("%s: missing argument"), command);
+                usage_error (_ ("%s: missing argument"), command);
                 return FALSE;
         }
         if (n_given > n_args) {
                 g_autofree char *display = g_filename_display_name (args[n_args]);
 
-                usage_error (_("%s: unexpected argument '%s'"), command, display);
+                usage_error (_ ("%s: unexpected argument '%s'"), command, display);
                 return FALSE;
         }
         return TRUE;
@@ -176,7 +177,10 @@ check_arguments (const char *command, char **args, guint n_args)
 /* Opening images */
 
 static VhdxFile *
-open_image_full (const char *path, VhdxOpenFlags flags, const char *parent, struct stat *st,
+open_image_full (const char *path,
+                 VhdxOpenFlags flags,
+                 const char *parent,
+                 struct stat *st,
                  GError **error)
 {
         VhdxOpenOptions options = { .path = path, .parent_path = parent };
@@ -207,15 +211,12 @@ open_image_full (const char *path, VhdxOpenFlags flags, const char *parent, stru
         return vhdx_file_open_full (io, flags, &options, error);
 }
 
-
-
 /* Output helpers */
 
 static char *
 format_size (guint64 bytes)
 {
-        return g_format_size_full (bytes,
-                                   G_FORMAT_SIZE_IEC_UNITS | G_FORMAT_SIZE_LONG_FORMAT);
+        return g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS | G_FORMAT_SIZE_LONG_FORMAT);
 }
 
 static gboolean
@@ -277,35 +278,32 @@ fields_print (GArray *fields)
 /* vhdx info */
 
 static void
-info_print_text (const char *path, const VhdxInfo *info, const struct stat *st,
-                 guint64 allocated)
+info_print_text (const char *path, const VhdxInfo *info, const struct stat *st, guint64 allocated)
 {
         g_autoptr (GArray) fields = g_array_new (FALSE, FALSE, sizeof (Field));
 
         g_array_set_clear_func (fields, (GDestroyNotify) field_clear);
-        fields_add (fields, _("Image"), g_filename_display_name (path));
-        fields_add (fields, _("Format"), g_strdup ("vhdx"));
-        fields_add (fields, _("Disk type"),
-                    g_strdup (vhdx_disk_type_to_string (info->disk_type)));
-        fields_add (fields, _("Virtual size"), format_size (info->virtual_size));
-        fields_add (fields, _("Disk size"), format_size ((guint64) st->st_blocks * 512));
-        fields_add (fields, _("Allocated"), format_size (allocated));
-        fields_add (fields, _("Block size"), format_size (info->block_size));
-        fields_add (fields, _("Logical sector size"),
+        fields_add (fields, _ ("Image"), g_filename_display_name (path));
+        fields_add (fields, _ ("Format"), g_strdup ("vhdx"));
+        fields_add (fields, _ ("Disk type"), g_strdup (vhdx_disk_type_to_string (info->disk_type)));
+        fields_add (fields, _ ("Virtual size"), format_size (info->virtual_size));
+        fields_add (fields, _ ("Disk size"), format_size ((guint64) st->st_blocks * 512));
+        fields_add (fields, _ ("Allocated"), format_size (allocated));
+        fields_add (fields, _ ("Block size"), format_size (info->block_size));
+        fields_add (fields, _ ("Logical sector size"),
                     g_strdup_printf ("%u", info->logical_sector_size));
-        fields_add (fields, _("Physical sector size"),
+        fields_add (fields, _ ("Physical sector size"),
                     g_strdup_printf ("%u", info->physical_sector_size));
-        fields_add (fields, _("Virtual disk ID"), vhdx_guid_to_string (&info->virtual_disk_id));
-        fields_add (fields, _("Data write GUID"), vhdx_guid_to_string (&info->data_write_guid));
-        fields_add (fields, _("File write GUID"), vhdx_guid_to_string (&info->file_write_guid));
-        fields_add (fields, _("Creator"), g_strdup (info->creator != NULL ? info->creator : ""));
-        fields_add (fields, _("Log state"),
-                    g_strdup (vhdx_log_state_to_string (info->log_state)));
-        fields_add (fields, _("Dirty"),
-                    g_strdup (info->log_state != VHDX_LOG_STATE_CLEAN ? _("yes") : _("no")));
-        fields_add (fields, _("Header sequence"),
+        fields_add (fields, _ ("Virtual disk ID"), vhdx_guid_to_string (&info->virtual_disk_id));
+        fields_add (fields, _ ("Data write GUID"), vhdx_guid_to_string (&info->data_write_guid));
+        fields_add (fields, _ ("File write GUID"), vhdx_guid_to_string (&info->file_write_guid));
+        fields_add (fields, _ ("Creator"), g_strdup (info->creator != NULL ? info->creator : ""));
+        fields_add (fields, _ ("Log state"), g_strdup (vhdx_log_state_to_string (info->log_state)));
+        fields_add (fields, _ ("Dirty"),
+                    g_strdup (info->log_state != VHDX_LOG_STATE_CLEAN ? _ ("yes") : _ ("no")));
+        fields_add (fields, _ ("Header sequence"),
                     /* TRANSLATORS: sequence number, then which header (1 or 2) is current */
-                    g_strdup_printf (_("%llu (header %u)"),
+                    g_strdup_printf (_ ("%llu (header %u)"),
                                      (unsigned long long) info->header_sequence,
                                      info->header_index));
         fields_print (fields);
@@ -351,16 +349,14 @@ cmd_info (int argc, char **argv)
         g_autofree char *parent = NULL;
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
-                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
+                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON object"), NULL },
                 { "backing-chain", 0, 0, G_OPTION_ARG_NONE, &chain,
-                  N_("Show every image of a differencing image's chain, down to the base"),
-                  NULL },
+                  N_ ("Show every image of a differencing image's chain, down to the base"), NULL },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_("Use PARENT as the parent of a differencing image instead of the one its "
-                     "locator names"),
-                  N_("PARENT") },
-                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
-                  NULL },
+                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
+                      "locator names"),
+                  N_ ("PARENT") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
@@ -369,19 +365,19 @@ cmd_info (int argc, char **argv)
         struct stat st;
 
         context = command_context_new (
-                "info", _("IMAGE"), _("Show what an image is made of."),
-                _("With --json, prints one object with the keys filename, format,\n"
-                  "virtual-size, actual-size (bytes the file occupies on disk),\n"
-                  "cluster-size (the block size), dirty-flag and format-specific\n"
-                  "(type \"vhdx\"; data: disk-type, logical-sector-size,\n"
-                  "physical-sector-size, virtual-disk-id, data-write-guid,\n"
-                  "file-write-guid, creator, log-state, allocated-bytes,\n"
-                  "header-sequence), and for a differencing image backing-filename\n"
-                  "and full-backing-filename (its parent's path).  Sizes are in bytes.\n"
-                  "With --backing-chain, one such object for each image of the chain,\n"
-                  "in an array.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "info", _ ("IMAGE"), _ ("Show what an image is made of."),
+                _ ("With --json, prints one object with the keys filename, format,\n"
+                   "virtual-size, actual-size (bytes the file occupies on disk),\n"
+                   "cluster-size (the block size), dirty-flag and format-specific\n"
+                   "(type \"vhdx\"; data: disk-type, logical-sector-size,\n"
+                   "physical-sector-size, virtual-disk-id, data-write-guid,\n"
+                   "file-write-guid, creator, log-state, allocated-bytes,\n"
+                   "header-sequence), and for a differencing image backing-filename\n"
+                   "and full-backing-filename (its parent's path).  Sizes are in bytes.\n"
+                   "With --backing-chain, one such object for each image of the chain,\n"
+                   "in an array.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!parse_command_line (context, argc, argv))
                 return EXIT_FAILURE;
@@ -422,7 +418,7 @@ cmd_info (int argc, char **argv)
                 if (vhdx_file_get_parent (member) != NULL) {
                         g_autofree char *display =
                                 g_filename_display_name (vhdx_file_get_parent_path (member));
-                        g_print ("%-22s%s\n", _("Parent:"), display);
+                        g_print ("%-22s%s\n", _ ("Parent:"), display);
                 }
                 if (!chain)
                         break;
@@ -442,7 +438,10 @@ error_is_corruption (const GError *error)
 }
 
 static JsonNode *
-problems_to_json (const char *path, GPtrArray *problems, guint n_errors, guint n_warnings,
+problems_to_json (const char *path,
+                  GPtrArray *problems,
+                  guint n_errors,
+                  guint n_warnings,
                   const VhdxInfo *info)
 {
         g_autoptr (JsonBuilder) builder = json_builder_new ();
@@ -499,13 +498,13 @@ problems_print_text (GPtrArray *problems, guint n_errors, guint n_warnings)
                 const VhdxFinding *problem = g_ptr_array_index (problems, i);
 
                 /* TRANSLATORS: severity, structure, file offset, message */
-                g_print (_("%s: %s at offset %llu: %s\n"),
+                g_print (_ ("%s: %s at offset %llu: %s\n"),
                          vhdx_severity_to_string (problem->severity), problem->structure,
                          (unsigned long long) problem->offset, problem->message);
         }
 
         if (n_errors == 0 && n_warnings == 0) {
-                g_print ("%s\n", _("No errors were found on the image."));
+                g_print ("%s\n", _ ("No errors were found on the image."));
         } else if (n_errors == 0) {
                 g_print (g_dngettext (GETTEXT_PACKAGE,
                                       "No errors and %u warning were found on the image.\n",
@@ -513,15 +512,16 @@ problems_print_text (GPtrArray *problems, guint n_errors, guint n_warnings)
                                       n_warnings),
                          n_warnings);
         } else {
-                g_autofree char *errors = g_strdup_printf (
-                        g_dngettext (GETTEXT_PACKAGE, "%u error", "%u errors", n_errors),
-                        n_errors);
-                g_autofree char *warnings = g_strdup_printf (
-                        g_dngettext (GETTEXT_PACKAGE, "%u warning", "%u warnings", n_warnings),
-                        n_warnings);
+                g_autofree char *errors = g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "%u error",
+                                                                        "%u errors", n_errors),
+                                                           n_errors);
+                g_autofree char *warnings =
+                        g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "%u warning", "%u warnings",
+                                                      n_warnings),
+                                         n_warnings);
 
                 /* TRANSLATORS: "3 errors and 1 warning were found on the image." */
-                g_print (_("%s and %s were found on the image.\n"), errors, warnings);
+                g_print (_ ("%s and %s were found on the image.\n"), errors, warnings);
         }
 }
 
@@ -533,15 +533,14 @@ cmd_check (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         g_autofree char *parent = NULL;
         const GOptionEntry entries[] = {
-                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON object"), NULL },
+                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON object"), NULL },
                 { "repair", 0, 0, G_OPTION_ARG_NONE, &repair,
-                  N_("Replay a pending log onto the image (opens it for writing)"), NULL },
+                  N_ ("Replay a pending log onto the image (opens it for writing)"), NULL },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_("Use PARENT as the parent of a differencing image instead of the one its "
-                     "locator names"),
-                  N_("PARENT") },
-                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
-                  NULL },
+                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
+                      "locator names"),
+                  N_ ("PARENT") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
@@ -552,24 +551,24 @@ cmd_check (int argc, char **argv)
         guint n_warnings = 0;
 
         context = command_context_new (
-                "check", _("IMAGE"), _("Check an image for corruption."),
-                _("Validates the headers, region tables, metadata, log and every BAT\n"
-                  "entry, and prints one line per problem found, then a summary.\n"
-                  "\n"
-                  "With --json, prints one object with the keys filename, format,\n"
-                  "check-errors (problems of severity error), warnings, problems\n"
-                  "(an array of objects with severity, structure, offset and message)\n"
-                  "and log-replayed (the entries and writes replayed onto the file\n"
-                  "with --repair, or null).\n"
-                  "\n"
-                  "Without --repair the image is opened read-only: a log that still\n"
-                  "has to be replayed is reported as a warning and the image is\n"
-                  "checked as it reads after replaying it in memory.  With --repair\n"
-                  "the log is replayed onto the file and the headers are updated,\n"
-                  "so that every reader sees a clean image.\n"
-                  "\n"
-                  "Exit status: 0 if no error was found (warnings are allowed),\n"
-                  "1 if the image could not be checked, 2 if it is corrupt."),
+                "check", _ ("IMAGE"), _ ("Check an image for corruption."),
+                _ ("Validates the headers, region tables, metadata, log and every BAT\n"
+                   "entry, and prints one line per problem found, then a summary.\n"
+                   "\n"
+                   "With --json, prints one object with the keys filename, format,\n"
+                   "check-errors (problems of severity error), warnings, problems\n"
+                   "(an array of objects with severity, structure, offset and message)\n"
+                   "and log-replayed (the entries and writes replayed onto the file\n"
+                   "with --repair, or null).\n"
+                   "\n"
+                   "Without --repair the image is opened read-only: a log that still\n"
+                   "has to be replayed is reported as a warning and the image is\n"
+                   "checked as it reads after replaying it in memory.  With --repair\n"
+                   "the log is replayed onto the file and the headers are updated,\n"
+                   "so that every reader sees a clean image.\n"
+                   "\n"
+                   "Exit status: 0 if no error was found (warnings are allowed),\n"
+                   "1 if the image could not be checked, 2 if it is corrupt."),
                 entries);
         if (!parse_command_line (context, argc, argv))
                 return EXIT_FAILURE;
@@ -577,8 +576,7 @@ cmd_check (int argc, char **argv)
                 return EXIT_FAILURE;
 
         problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
-        file = open_image_full (args[0],
-                                repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
+        file = open_image_full (args[0], repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
                                 parent, NULL, &error);
         if (file == NULL) {
                 if (!error_is_corruption (error)) {
@@ -586,7 +584,7 @@ cmd_check (int argc, char **argv)
                         return EXIT_FAILURE;
                 }
                 /* The image is too damaged to open: that is the finding. */
-                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, _("image"), 0, "%s",
+                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, _ ("image"), 0, "%s",
                                    error->message);
         } else {
                 GPtrArray *open_findings = vhdx_file_get_open_findings (file);
@@ -595,10 +593,8 @@ cmd_check (int argc, char **argv)
                         const VhdxFinding *problem = g_ptr_array_index (open_findings, i);
 
                         g_ptr_array_add (problems,
-                                         vhdx_finding_new (problem->severity,
-                                                           problem->structure,
-                                                           problem->offset,
-                                                           problem->message));
+                                         vhdx_finding_new (problem->severity, problem->structure,
+                                                           problem->offset, problem->message));
                 }
                 if (!vhdx_file_check (file, problems, &error)) {
                         print_file_error (args[0], error);
@@ -616,17 +612,17 @@ cmd_check (int argc, char **argv)
         }
 
         if (json) {
-                g_autoptr (JsonNode) root = problems_to_json (
-                        args[0], problems, n_errors, n_warnings,
-                        file != NULL ? vhdx_file_get_info (file) : NULL);
+                g_autoptr (JsonNode) root =
+                        problems_to_json (args[0], problems, n_errors, n_warnings,
+                                          file != NULL ? vhdx_file_get_info (file) : NULL);
 
                 print_json (root);
         } else {
                 if (file != NULL &&
                     vhdx_file_get_info (file)->log_state == VHDX_LOG_STATE_REPLAYED) {
                         const VhdxInfo *info = vhdx_file_get_info (file);
-                        g_print (_("The log was replayed onto the image: %u entries, %u "
-                                   "writes; header sequence number now %llu.\n"),
+                        g_print (_ ("The log was replayed onto the image: %u entries, %u "
+                                    "writes; header sequence number now %llu.\n"),
                                  info->log_entries_replayed, info->log_writes_replayed,
                                  (unsigned long long) info->header_sequence);
                 }
@@ -641,10 +637,10 @@ static const char *
 extent_kind_name (const VhdxMapExtent *extent)
 {
         if (extent->kind == VHDX_EXTENT_DATA)
-                return _("data");
+                return _ ("data");
         if (extent->present)
-                return _("zero");
-        return _("unallocated");
+                return _ ("zero");
+        return _ ("unallocated");
 }
 
 static JsonNode *
@@ -694,18 +690,16 @@ extents_print_text (GArray *extents)
         const glong width = 20;
         const glong kind_width = 13;
 
-        print_padded (_("Offset"), width);
-        print_padded (_("Length"), width);
-        print_padded (_("Kind"), kind_width);
-        print_padded (_("Depth"), 7);
-        g_print ("%s\n", _("File-offset"));
+        print_padded (_ ("Offset"), width);
+        print_padded (_ ("Length"), width);
+        print_padded (_ ("Kind"), kind_width);
+        print_padded (_ ("Depth"), 7);
+        g_print ("%s\n", _ ("File-offset"));
 
         for (guint i = 0; i < extents->len; i++) {
                 const VhdxMapExtent *extent = &g_array_index (extents, VhdxMapExtent, i);
-                g_autofree char *start = g_strdup_printf ("0x%" PRIx64,
-                                                          extent->offset);
-                g_autofree char *length = g_strdup_printf ("0x%" PRIx64,
-                                                           extent->length);
+                g_autofree char *start = g_strdup_printf ("0x%" PRIx64, extent->offset);
+                g_autofree char *length = g_strdup_printf ("0x%" PRIx64, extent->length);
                 g_autofree char *depth = g_strdup_printf ("%u", extent->depth);
 
                 print_padded (start, width);
@@ -727,13 +721,12 @@ cmd_map (int argc, char **argv)
         g_autofree char *parent = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json,
-                  N_("Print a JSON array like qemu-img map --output=json"), NULL },
+                  N_ ("Print a JSON array like qemu-img map --output=json"), NULL },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_("Use PARENT as the parent of a differencing image instead of the one its "
-                     "locator names"),
-                  N_("PARENT") },
-                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
-                  NULL },
+                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
+                      "locator names"),
+                  N_ ("PARENT") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
@@ -742,16 +735,16 @@ cmd_map (int argc, char **argv)
         g_autoptr (GArray) extents = NULL;
 
         context = command_context_new (
-                "map", _("IMAGE"), _("Show which parts of the virtual disk hold data."),
-                _("Prints the virtual disk as a list of extents, from offset 0 to the\n"
-                  "virtual size: data (stored in the file at File-offset), zero\n"
-                  "(allocated but reads as zeros) or unallocated.\n"
-                  "\n"
-                  "With --json, prints an array of objects with the keys start,\n"
-                  "length, depth, present, zero, data and, for data, offset (the file\n"
-                  "offset), as qemu-img map --output=json does.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "map", _ ("IMAGE"), _ ("Show which parts of the virtual disk hold data."),
+                _ ("Prints the virtual disk as a list of extents, from offset 0 to the\n"
+                   "virtual size: data (stored in the file at File-offset), zero\n"
+                   "(allocated but reads as zeros) or unallocated.\n"
+                   "\n"
+                   "With --json, prints an array of objects with the keys start,\n"
+                   "length, depth, present, zero, data and, for data, offset (the file\n"
+                   "offset), as qemu-img map --output=json does.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!parse_command_line (context, argc, argv))
                 return EXIT_FAILURE;
@@ -824,15 +817,14 @@ cmd_cat (int argc, char **argv)
         g_autofree char *parent = NULL;
         const GOptionEntry entries[] = {
                 { "offset", 0, 0, G_OPTION_ARG_STRING, &offset_text,
-                  N_("Start at byte N of the virtual disk (default 0)"), N_("N") },
+                  N_ ("Start at byte N of the virtual disk (default 0)"), N_ ("N") },
                 { "length", 0, 0, G_OPTION_ARG_STRING, &length_text,
-                  N_("Write N bytes (default: up to the end of the disk)"), N_("N") },
+                  N_ ("Write N bytes (default: up to the end of the disk)"), N_ ("N") },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_("Use PARENT as the parent of a differencing image instead of the one its "
-                     "locator names"),
-                  N_("PARENT") },
-                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
-                  NULL },
+                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
+                      "locator names"),
+                  N_ ("PARENT") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
@@ -845,12 +837,12 @@ cmd_cat (int argc, char **argv)
         guint64 end;
 
         context = command_context_new (
-                "cat", _("IMAGE"), _("Write virtual disk bytes to standard output."),
-                _("Writes the bytes of the virtual disk, as a guest would read them,\n"
-                  "from --offset for --length bytes.  Both are plain byte counts and\n"
-                  "must lie inside the virtual disk.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "cat", _ ("IMAGE"), _ ("Write virtual disk bytes to standard output."),
+                _ ("Writes the bytes of the virtual disk, as a guest would read them,\n"
+                   "from --offset for --length bytes.  Both are plain byte counts and\n"
+                   "must lie inside the virtual disk.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!parse_command_line (context, argc, argv))
                 return EXIT_FAILURE;
@@ -870,7 +862,7 @@ cmd_cat (int argc, char **argv)
 
         if (offset > virtual_size) {
                 g_autofree char *message = g_strdup_printf (
-                        _("offset %llu is beyond the end of the virtual disk (%llu bytes)"),
+                        _ ("offset %llu is beyond the end of the virtual disk (%llu bytes)"),
                         (unsigned long long) offset, (unsigned long long) virtual_size);
 
                 print_line_error (args[0], message);
@@ -880,8 +872,8 @@ cmd_cat (int argc, char **argv)
                 length = virtual_size - offset;
         if (!vhdx_add_u64 (offset, length, &end) || end > virtual_size) {
                 g_autofree char *message = g_strdup_printf (
-                        _("range of %llu bytes at offset %llu goes beyond the end of the "
-                          "virtual disk (%llu bytes)"),
+                        _ ("range of %llu bytes at offset %llu goes beyond the end of the "
+                           "virtual disk (%llu bytes)"),
                         (unsigned long long) length, (unsigned long long) offset,
                         (unsigned long long) virtual_size);
 
@@ -903,7 +895,7 @@ cmd_cat (int argc, char **argv)
                 if (!write_all (STDOUT_FILENO, buf, n, &error)) {
                         /* The reader went away: stop quietly, as killed by SIGPIPE. */
                         if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE))
-                                print_line_error (_("standard output"), error->message);
+                                print_line_error (_ ("standard output"), error->message);
                         return EXIT_FAILURE;
                 }
                 offset += n;
@@ -1033,8 +1025,8 @@ progress_update (Progress *progress, guint64 done)
         if (!progress->enabled)
                 return;
         hundredths = progress->total == 0
-                ? 10000
-                : (int) ((double) done * 10000.0 / (double) progress->total);
+                             ? 10000
+                             : (int) ((double) done * 10000.0 / (double) progress->total);
         if (hundredths == progress->last_shown)
                 return;
         progress->last_shown = hundredths;
@@ -1160,8 +1152,8 @@ source_read (Source *source, guint64 offset, guint8 *buf, gsize count, GError **
 static GArray *
 data_extents (VhdxFile *file, GError **error)
 {
-        g_autoptr (GArray) extents = vhdx_file_map (file, 0, vhdx_file_get_info (file)->virtual_size,
-                                                    error);
+        g_autoptr (GArray) extents =
+                vhdx_file_map (file, 0, vhdx_file_get_info (file)->virtual_size, error);
         GArray *ranges;
 
         if (extents == NULL)
@@ -1226,7 +1218,8 @@ ranges_intersect (GArray *ranges, guint *cursor, guint64 start, guint64 end)
         return FALSE;
 }
 
-/* Copies the data of @source into the raw file @fd, leaving holes wherever the disk reads as zeros. */
+/* Copies the data of @source into the raw file @fd, leaving holes wherever the disk reads as zeros.
+ */
 static gboolean
 convert_to_raw (Source *source, int fd, const char *dst, Progress *progress)
 {
@@ -1367,7 +1360,7 @@ size_option_u32 (const char *name, const char *text, guint32 *value)
         if (!parse_size_with_suffix (name, text, &v))
                 return FALSE;
         if (v > G_MAXUINT32) {
-                usage_error (_("%s: %s is too large"), name, text);
+                usage_error (_ ("%s: %s is too large"), name, text);
                 return FALSE;
         }
         *value = (guint32) v;
@@ -1379,13 +1372,17 @@ size_option_u32 (const char *name, const char *text, guint32 *value)
  * and the image becomes its differencing child, taking its sector size.
  */
 static gboolean
-create_params_from_options (const CreateOptions *o, const char *dst, VhdxCreateParams *params,
-                            VhdxFile **parent, gboolean for_convert)
+create_params_from_options (const CreateOptions *o,
+                            const char *dst,
+                            VhdxCreateParams *params,
+                            VhdxFile **parent,
+                            gboolean for_convert)
 {
         g_autoptr (GError) error = NULL;
 
         memset (params, 0, sizeof *params);
-        params->disk_type = o->parent != NULL ? VHDX_DISK_TYPE_DIFFERENCING : VHDX_DISK_TYPE_DYNAMIC;
+        params->disk_type =
+                o->parent != NULL ? VHDX_DISK_TYPE_DIFFERENCING : VHDX_DISK_TYPE_DYNAMIC;
         if (o->type != NULL) {
                 if (g_str_equal (o->type, "dynamic"))
                         params->disk_type = VHDX_DISK_TYPE_DYNAMIC;
@@ -1394,13 +1391,13 @@ create_params_from_options (const CreateOptions *o, const char *dst, VhdxCreateP
                 else if (g_str_equal (o->type, "differencing") && !for_convert)
                         params->disk_type = VHDX_DISK_TYPE_DIFFERENCING;
                 else {
-                        usage_error (_("--type: unknown type “%s”"), o->type);
+                        usage_error (_ ("--type: unknown type “%s”"), o->type);
                         return FALSE;
                 }
         }
         if ((params->disk_type == VHDX_DISK_TYPE_DIFFERENCING) != (o->parent != NULL)) {
-                usage_error ("%s", _("--parent makes a differencing image, and a differencing "
-                                     "image needs --parent"));
+                usage_error ("%s", _ ("--parent makes a differencing image, and a differencing "
+                                      "image needs --parent"));
                 return FALSE;
         }
         if (!size_option_u32 ("--block-size", o->block_size, &params->block_size) ||
@@ -1424,8 +1421,8 @@ create_params_from_options (const CreateOptions *o, const char *dst, VhdxCreateP
                 info = vhdx_file_get_info (*parent);
                 if (params->logical_sector_size != 0 &&
                     params->logical_sector_size != info->logical_sector_size) {
-                        usage_error (_("--logical-sector-size: a differencing image has its "
-                                       "parent's (%u)"),
+                        usage_error (_ ("--logical-sector-size: a differencing image has its "
+                                        "parent's (%u)"),
                                      info->logical_sector_size);
                         return FALSE;
                 }
@@ -1448,8 +1445,13 @@ create_params_from_options (const CreateOptions *o, const char *dst, VhdxCreateP
 /* Runs of sectors of @buf (at virtual @offset) that differ from @base are
  * written to @writer; equal sectors are left to the parent. */
 static gboolean
-write_differing_sectors (VhdxWriter *writer, guint64 offset, const guint8 *buf,
-                         const guint8 *base, gsize count, guint32 sector_size, GError **error)
+write_differing_sectors (VhdxWriter *writer,
+                         guint64 offset,
+                         const guint8 *buf,
+                         const guint8 *base,
+                         gsize count,
+                         guint32 sector_size,
+                         GError **error)
 {
         gsize pos = 0;
 
@@ -1474,8 +1476,12 @@ write_differing_sectors (VhdxWriter *writer, guint64 offset, const guint8 *buf,
  * only the sectors that differ from @parent.
  */
 static gboolean
-convert_to_vhdx (Source *source, int fd, const char *dst, VhdxCreateParams *params,
-                 VhdxFile *parent, Progress *progress)
+convert_to_vhdx (Source *source,
+                 int fd,
+                 const char *dst,
+                 VhdxCreateParams *params,
+                 VhdxFile *parent,
+                 Progress *progress)
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (VhdxIo) io = vhdx_io_new_fd (fd, FALSE);
@@ -1507,7 +1513,8 @@ convert_to_vhdx (Source *source, int fd, const char *dst, VhdxCreateParams *para
                 print_file_error (dst, error);
                 return FALSE;
         }
-        unit = MIN ((guint64) params->block_size != 0 ? params->block_size : VHDX_DEFAULT_BLOCK_SIZE,
+        unit = MIN ((guint64) params->block_size != 0 ? params->block_size
+                                                      : VHDX_DEFAULT_BLOCK_SIZE,
                     (guint64) CHUNK_SIZE);
         buf = g_malloc (unit);
         if (parent != NULL)
@@ -1524,8 +1531,10 @@ convert_to_vhdx (Source *source, int fd, const char *dst, VhdxCreateParams *para
                         parent_data = ranges_intersect (parent_ranges, &parent_cursor, offset,
                                                         offset + n);
                         if (parent_data) {
-                                gsize from_parent = offset < parent_size
-                                        ? (gsize) MIN ((guint64) n, parent_size - offset) : 0;
+                                gsize from_parent =
+                                        offset < parent_size
+                                                ? (gsize) MIN ((guint64) n, parent_size - offset)
+                                                : 0;
                                 if (!vhdx_file_read (parent, offset, base, from_parent, &error)) {
                                         print_file_error (params->parent_absolute_path, error);
                                         return FALSE;
@@ -1610,26 +1619,25 @@ cmd_convert (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
-                  N_("Show progress on a terminal"), NULL },
+                  N_ ("Show progress on a terminal"), NULL },
                 { "output-format", 'O', 0, G_OPTION_ARG_STRING, &output_format,
-                  N_("raw or vhdx (default: vhdx when DESTINATION ends in .vhdx or .avhdx)"),
-                  N_("FORMAT") },
+                  N_ ("raw or vhdx (default: vhdx when DESTINATION ends in .vhdx or .avhdx)"),
+                  N_ ("FORMAT") },
                 { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
-                  N_("dynamic (default) or fixed, for VHDX output"), N_("TYPE") },
+                  N_ ("dynamic (default) or fixed, for VHDX output"), N_ ("TYPE") },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
-                  N_("Make DESTINATION a differencing image of PARENT storing only the sectors "
-                     "that differ"),
-                  N_("PARENT") },
+                  N_ ("Make DESTINATION a differencing image of PARENT storing only the sectors "
+                      "that differ"),
+                  N_ ("PARENT") },
                 { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
-                  N_("Block size of VHDX output (default 32M)"), N_("SIZE") },
+                  N_ ("Block size of VHDX output (default 32M)"), N_ ("SIZE") },
                 { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
-                  N_("512 (default) or 4096, for VHDX output"), N_("N") },
+                  N_ ("512 (default) or 4096, for VHDX output"), N_ ("N") },
                 { "source-parent", 0, 0, G_OPTION_ARG_FILENAME, &source_parent,
-                  N_("Use PARENT as the parent of a differencing SOURCE instead of the one "
-                     "its locator names"),
-                  N_("PARENT") },
-                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
-                  NULL },
+                  N_ ("Use PARENT as the parent of a differencing SOURCE instead of the one "
+                      "its locator names"),
+                  N_ ("PARENT") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
@@ -1646,17 +1654,17 @@ cmd_convert (int argc, char **argv)
         int fd;
 
         context = command_context_new (
-                "convert", _("SOURCE DESTINATION"),
-                _("Convert a VHDX or raw image to a sparse raw image or to a VHDX image."),
-                _("Reads SOURCE, a VHDX image or a raw disk image (told apart by content),\n"
-                  "and writes its virtual disk to DESTINATION.  Raw output leaves holes\n"
-                  "where the disk reads as zeros.  VHDX output stores only blocks that\n"
-                  "are not all zeros; with --parent it is a differencing image that\n"
-                  "stores only the sectors that differ from PARENT.  DESTINATION is\n"
-                  "written under a temporary name in the same directory and renamed\n"
-                  "into place only when complete; an existing DESTINATION is replaced.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "convert", _ ("SOURCE DESTINATION"),
+                _ ("Convert a VHDX or raw image to a sparse raw image or to a VHDX image."),
+                _ ("Reads SOURCE, a VHDX image or a raw disk image (told apart by content),\n"
+                   "and writes its virtual disk to DESTINATION.  Raw output leaves holes\n"
+                   "where the disk reads as zeros.  VHDX output stores only blocks that\n"
+                   "are not all zeros; with --parent it is a differencing image that\n"
+                   "stores only the sectors that differ from PARENT.  DESTINATION is\n"
+                   "written under a temporary name in the same directory and renamed\n"
+                   "into place only when complete; an existing DESTINATION is replaced.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!parse_command_line (context, argc, argv) || !check_arguments ("convert", args, 2)) {
                 create_options_clear (&create);
@@ -1672,13 +1680,13 @@ cmd_convert (int argc, char **argv)
                 to_vhdx = FALSE;
         else {
                 create_options_clear (&create);
-                return usage_error (_("--output-format: unknown format “%s”"), output_format);
+                return usage_error (_ ("--output-format: unknown format “%s”"), output_format);
         }
         if (!to_vhdx && (create.parent != NULL || create.type != NULL ||
                          create.block_size != NULL || create.logical_sector_size != NULL)) {
                 create_options_clear (&create);
-                return usage_error ("%s", _("--type, --parent, --block-size and "
-                                            "--logical-sector-size need VHDX output"));
+                return usage_error ("%s", _ ("--type, --parent, --block-size and "
+                                             "--logical-sector-size need VHDX output"));
         }
 
         if (!source_open (&source, src, source_parent, &error)) {
@@ -1688,7 +1696,7 @@ cmd_convert (int argc, char **argv)
                 return EXIT_FAILURE;
         }
         if (same_file (dst, &source.st)) {
-                print_line_error (dst, _("destination is the source image"));
+                print_line_error (dst, _ ("destination is the source image"));
                 source_clear (&source);
                 create_options_clear (&create);
                 return EXIT_FAILURE;
@@ -1734,20 +1742,19 @@ cmd_create (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
-                  N_("dynamic (default), fixed or differencing"), N_("TYPE") },
+                  N_ ("dynamic (default), fixed or differencing"), N_ ("TYPE") },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
-                  N_("Make a differencing image of PARENT"), N_("PARENT") },
+                  N_ ("Make a differencing image of PARENT"), N_ ("PARENT") },
                 { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
-                  N_("Block size (default 32M, a differencing image: its parent's)"),
-                  N_("SIZE") },
+                  N_ ("Block size (default 32M, a differencing image: its parent's)"),
+                  N_ ("SIZE") },
                 { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
-                  N_("512 (default) or 4096"), N_("N") },
-                { "physical-sector-size", 0, 0, G_OPTION_ARG_STRING,
-                  &create.physical_sector_size, N_("512 or 4096 (default)"), N_("N") },
+                  N_ ("512 (default) or 4096"), N_ ("N") },
+                { "physical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.physical_sector_size,
+                  N_ ("512 or 4096 (default)"), N_ ("N") },
                 { "log-size", 0, 0, G_OPTION_ARG_STRING, &create.log_size,
-                  N_("Log size (default 1M)"), N_("SIZE") },
-                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL,
-                  NULL },
+                  N_ ("Log size (default 1M)"), N_ ("SIZE") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
@@ -1762,13 +1769,13 @@ cmd_create (int argc, char **argv)
         int fd;
 
         context = command_context_new (
-                "create", _("IMAGE [SIZE]"), _("Create a new VHDX image."),
-                _("Creates IMAGE, a new empty VHDX image of SIZE bytes (a K, M, G or T\n"
-                  "suffix multiplies by powers of 1024).  A differencing image (--parent)\n"
-                  "takes its size and logical sector size from its parent, and its\n"
-                  "locator names the parent by DataWriteGuid and relative path.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "create", _ ("IMAGE [SIZE]"), _ ("Create a new VHDX image."),
+                _ ("Creates IMAGE, a new empty VHDX image of SIZE bytes (a K, M, G or T\n"
+                   "suffix multiplies by powers of 1024).  A differencing image (--parent)\n"
+                   "takes its size and logical sector size from its parent, and its\n"
+                   "locator names the parent by DataWriteGuid and relative path.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!parse_command_line (context, argc, argv)) {
                 create_options_clear (&create);
@@ -1777,7 +1784,7 @@ cmd_create (int argc, char **argv)
         n_args = args != NULL ? g_strv_length (args) : 0;
         if (n_args < 1 || n_args > 2) {
                 create_options_clear (&create);
-                return usage_error ("%s", _("expected IMAGE and, without --parent, SIZE"));
+                return usage_error ("%s", _ ("expected IMAGE and, without --parent, SIZE"));
         }
         dst = args[0];
         if (!create_params_from_options (&create, dst, &params, &parent, FALSE)) {
@@ -1787,7 +1794,7 @@ cmd_create (int argc, char **argv)
         if (create.parent == NULL) {
                 if (n_args != 2) {
                         create_options_clear (&create);
-                        return usage_error ("%s", _("expected the SIZE of the new image"));
+                        return usage_error ("%s", _ ("expected the SIZE of the new image"));
                 }
                 if (!parse_size_with_suffix ("SIZE", args[1], &params.virtual_size)) {
                         create_options_clear (&create);
@@ -1795,7 +1802,7 @@ cmd_create (int argc, char **argv)
                 }
         } else if (n_args == 2) {
                 create_options_clear (&create);
-                return usage_error ("%s", _("a differencing image has its parent's size"));
+                return usage_error ("%s", _ ("a differencing image has its parent's size"));
         }
         create_options_clear (&create);
 
@@ -1827,16 +1834,16 @@ cmd_create (int argc, char **argv)
 static void
 print_help (void)
 {
-        g_print ("%s\n  vhdx %s\n\n", _("Usage:"), _("COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _("Read Hyper-V VHDX virtual disk images."));
-        g_print ("%s\n", _("Commands:"));
+        g_print ("%s\n  vhdx %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION…] ARGUMENTS"));
+        g_print ("%s\n\n", _ ("Read Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n", _ ("Commands:"));
         for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-                g_print ("  %-10s%s\n", commands[i].name, _(commands[i].summary));
-        g_print ("  %-10s%s\n", "help", _("Show help for a command"));
-        g_print ("\n%s\n", _("Options:"));
-        g_print ("  %-18s%s\n", "-h, --help", _("Show this help"));
-        g_print ("  %-18s%s\n", "--version", _("Show the version"));
-        g_print ("\n%s\n", _("Run 'vhdx COMMAND --help' for the options of a command."));
+                g_print ("  %-10s%s\n", commands[i].name, _ (commands[i].summary));
+        g_print ("  %-10s%s\n", "help", _ ("Show help for a command"));
+        g_print ("\n%s\n", _ ("Options:"));
+        g_print ("  %-18s%s\n", "-h, --help", _ ("Show this help"));
+        g_print ("  %-18s%s\n", "--version", _ ("Show the version"));
+        g_print ("\n%s\n", _ ("Run 'vhdx COMMAND --help' for the options of a command."));
 }
 
 static const Command *
@@ -1856,7 +1863,7 @@ flush_stdout (void)
                 int saved_errno = errno != 0 ? errno : EIO;
 
                 if (saved_errno != EPIPE)
-                        print_line_error (_("standard output"), g_strerror (saved_errno));
+                        print_line_error (_ ("standard output"), g_strerror (saved_errno));
                 return FALSE;
         }
         return TRUE;
@@ -1879,7 +1886,7 @@ main (int argc, char **argv)
         g_set_prgname ("vhdx");
 
         if (argc < 2)
-                return usage_error (_("no command given"));
+                return usage_error (_ ("no command given"));
 
         if (g_str_equal (argv[1], "--help") || g_str_equal (argv[1], "-h") ||
             g_str_equal (argv[1], "-?") || (g_str_equal (argv[1], "help") && argc == 2)) {
@@ -1896,15 +1903,15 @@ main (int argc, char **argv)
 
                 command = find_command (argv[2]);
                 if (command == NULL)
-                        return usage_error (_("unknown command '%s'"), argv[2]);
+                        return usage_error (_ ("unknown command '%s'"), argv[2]);
                 return command->func (2, help_argv);
         }
         if (argv[1][0] == '-')
-                return usage_error (_("unknown option '%s'"), argv[1]);
+                return usage_error (_ ("unknown option '%s'"), argv[1]);
 
         command = find_command (argv[1]);
         if (command == NULL)
-                return usage_error (_("unknown command '%s'"), argv[1]);
+                return usage_error (_ ("unknown command '%s'"), argv[1]);
 
         status = command->func (argc - 1, argv + 1);
         if (!flush_stdout () && status == EXIT_SUCCESS)

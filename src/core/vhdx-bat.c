@@ -51,7 +51,7 @@ load_page (VhdxBat *bat, guint64 page, GError **error)
         guint64 offset = bat->file_offset + first * VHDX_BAT_ENTRY_SIZE;
         g_autofree guint64 *entries = g_new (guint64, n);
 
-        if (!vhdx_io_read_exact (bat->io, entries, n * VHDX_BAT_ENTRY_SIZE, offset, _("BAT"),
+        if (!vhdx_io_read_exact (bat->io, entries, n * VHDX_BAT_ENTRY_SIZE, offset, _ ("BAT"),
                                  error))
                 return NULL;
         for (gsize i = 0; i < n; i++)
@@ -83,13 +83,12 @@ vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry, GError **error)
 }
 
 gboolean
-vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries,
-                     GError **error)
+vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries, GError **error)
 {
         g_return_val_if_fail (first <= bat->n_entries && count <= bat->n_entries - first, FALSE);
 
         if (!vhdx_io_read_exact (bat->io, entries, count * VHDX_BAT_ENTRY_SIZE,
-                                 bat->file_offset + first * VHDX_BAT_ENTRY_SIZE, _("BAT"), error))
+                                 bat->file_offset + first * VHDX_BAT_ENTRY_SIZE, _ ("BAT"), error))
                 return FALSE;
         for (gsize i = 0; i < count; i++)
                 entries[i] = GUINT64_FROM_LE (entries[i]);

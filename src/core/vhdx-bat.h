@@ -17,7 +17,8 @@ typedef struct _VhdxBat VhdxBat;
 #define VHDX_BAT_PAGE_ENTRIES 4096
 
 /* @io is borrowed and must outlive the BAT. */
-G_GNUC_WARN_UNUSED_RESULT VhdxBat *vhdx_bat_new (VhdxIo *io, guint64 file_offset,
+G_GNUC_WARN_UNUSED_RESULT VhdxBat *vhdx_bat_new (VhdxIo *io,
+                                                 guint64 file_offset,
                                                  guint64 n_entries);
 void vhdx_bat_free (VhdxBat *bat);
 
@@ -28,9 +29,8 @@ guint64 vhdx_bat_get_n_entries (VhdxBat *bat);
  * file, without filling the cache: for scans of the whole table (allocation
  * figures, check) that must not keep a large BAT in memory.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_read_range (VhdxBat *bat, guint64 first,
-                                                        gsize count, guint64 *entries,
-                                                        GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean
+vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries, GError **error);
 
 /*
  * The first entry at or after @first that may be non-zero, or the number of
@@ -43,7 +43,9 @@ guint64 vhdx_bat_skip_zeros (VhdxBat *bat, guint64 first);
 #define VHDX_BAT_SCAN_ENTRIES (128 * 1024)
 
 /* The raw 64-bit entry @index, loading its page on first use. */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_get (VhdxBat *bat,
+                                                 guint64 index,
+                                                 guint64 *entry,
                                                  GError **error);
 
 static inline guint

@@ -7,9 +7,9 @@
 
 /* A byte range of the file that belongs to one structure. */
 typedef enum {
-        EXTENT_NAMED,   /* name holds the structure's name */
-        EXTENT_BLOCK,   /* payload block number */
-        EXTENT_BITMAP,  /* sector bitmap of chunk number */
+        EXTENT_NAMED,  /* name holds the structure's name */
+        EXTENT_BLOCK,  /* payload block number */
+        EXTENT_BITMAP, /* sector bitmap of chunk number */
 } ExtentKind;
 
 typedef struct {
@@ -34,9 +34,9 @@ extent_name (const Extent *e)
 {
         switch (e->kind) {
         case EXTENT_BLOCK:
-                return g_strdup_printf (_("block %" PRIu64), e->number);
+                return g_strdup_printf (_ ("block %" PRIu64), e->number);
         case EXTENT_BITMAP:
-                return g_strdup_printf (_("sector bitmap %" PRIu64), e->number);
+                return g_strdup_printf (_ ("sector bitmap %" PRIu64), e->number);
         case EXTENT_NAMED:
         default:
                 return g_strdup (e->name);
@@ -62,8 +62,12 @@ add_extent (GArray *extents, guint64 start, guint64 length, guint64 entry_offset
 }
 
 static void
-add_numbered_extent (GArray *extents, guint64 start, guint64 length, guint64 entry_offset,
-                     ExtentKind kind, guint64 number)
+add_numbered_extent (GArray *extents,
+                     guint64 start,
+                     guint64 length,
+                     guint64 entry_offset,
+                     ExtentKind kind,
+                     guint64 number)
 {
         Extent e = { start, start + length, entry_offset, kind, number, NULL };
 
@@ -77,9 +81,9 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
 {
         guint other = file->info.region_table_index == 1 ? 2 : 1;
         guint64 offset = other == 1 ? VHDX_REGION_TABLE1_OFFSET : VHDX_REGION_TABLE2_OFFSET;
-        g_autofree char *name = g_strdup_printf (_("region table %u"), other);
+        g_autofree char *name = g_strdup_printf (_ ("region table %u"), other);
         g_autofree guint8 *buf = g_malloc (VHDX_REGION_TABLE_SIZE);
-        g_autoptr(GError) local_error = NULL;
+        g_autoptr (GError) local_error = NULL;
         VhdxRegionTable copy = { 0 };
 
         if (file->info.region_table_index == 2)
@@ -101,21 +105,29 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
             copy.metadata.file_offset != file->regions.metadata.file_offset ||
             copy.metadata.length != file->regions.metadata.length)
                 vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, offset,
-                                   _("describes other BAT or metadata regions than region "
-                                     "table 1"));
+                                   _ ("describes other BAT or metadata regions than region "
+                                      "table 1"));
         vhdx_region_table_clear (&copy);
         return TRUE;
 }
 
 /* Report a problem with BAT entry @index; its name is made only when needed. */
-static void entry_problem (GPtrArray *problems, VhdxSeverity severity, const VhdxInfo *info,
-                           guint64 index, const char *format, ...) G_GNUC_PRINTF (5, 6);
+static void entry_problem (GPtrArray *problems,
+                           VhdxSeverity severity,
+                           const VhdxInfo *info,
+                           guint64 index,
+                           const char *format,
+                           ...) G_GNUC_PRINTF (5, 6);
 
 static void
-entry_problem (GPtrArray *problems, VhdxSeverity severity, const VhdxInfo *info, guint64 index,
-               const char *format, ...)
+entry_problem (GPtrArray *problems,
+               VhdxSeverity severity,
+               const VhdxInfo *info,
+               guint64 index,
+               const char *format,
+               ...)
 {
-        g_autofree char *name = g_strdup_printf (_("BAT entry %" PRIu64), index);
+        g_autofree char *name = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
         g_autofree char *message = NULL;
         va_list args;
 
@@ -123,14 +135,16 @@ entry_problem (GPtrArray *problems, VhdxSeverity severity, const VhdxInfo *info,
         message = g_strdup_vprintf (format, args);
         va_end (args);
         g_ptr_array_add (problems, vhdx_finding_new (severity, name,
-                                                     info->bat_offset +
-                                                             index * VHDX_BAT_ENTRY_SIZE,
+                                                     info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
                                                      message));
 }
 
 /* Check sector bitmap entry @index; stored bitmaps go into @extents. */
 static void
-check_bitmap_entry (VhdxFile *file, guint64 index, guint64 entry, GArray *extents,
+check_bitmap_entry (VhdxFile *file,
+                    guint64 index,
+                    guint64 entry,
+                    GArray *extents,
                     GPtrArray *problems)
 {
         const VhdxInfo *info = &file->info;
@@ -141,22 +155,22 @@ check_bitmap_entry (VhdxFile *file, guint64 index, guint64 entry, GArray *extent
                 return;
         if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("sector bitmap state %u in a disk without a parent "
-                                     "(expected 0)"),
-                                   state);
+                               _ ("sector bitmap state %u in a disk without a parent "
+                                  "(expected 0)"),
+                               state);
                 return;
         }
         if (state != VHDX_SB_PRESENT) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("state %u is not a valid sector bitmap state"), state);
+                               _ ("state %u is not a valid sector bitmap state"), state);
                 return;
         }
         if (offset < VHDX_HEADER_SECTION_SIZE || !vhdx_add_u64 (offset, VHDX_MiB, &end) ||
             end > info->file_size) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("the sector bitmap at file offset %" PRIu64
-                                     " is not inside the file's payload area"),
-                                   offset);
+                               _ ("the sector bitmap at file offset %" PRIu64
+                                  " is not inside the file's payload area"),
+                               offset);
                 return;
         }
         add_numbered_extent (extents, offset, VHDX_MiB,
@@ -166,8 +180,13 @@ check_bitmap_entry (VhdxFile *file, guint64 index, guint64 entry, GArray *extent
 
 /* Check payload entry @index (block @block); stored blocks go into @extents. */
 static gboolean
-check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry,
-                     GArray *extents, GPtrArray *problems, GError **error)
+check_payload_entry (VhdxFile *file,
+                     guint64 index,
+                     guint64 block,
+                     guint64 entry,
+                     GArray *extents,
+                     GPtrArray *problems,
+                     GError **error)
 {
         const VhdxInfo *info = &file->info;
         guint state = vhdx_bat_entry_state (entry);
@@ -175,15 +194,15 @@ check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry
 
         if (entry & VHDX_BAT_RESERVED_MASK)
                 entry_problem (problems, VHDX_SEVERITY_WARNING, info, index,
-                                   _("reserved bits are set (0x%" PRIx64 ")"),
-                                   entry & VHDX_BAT_RESERVED_MASK);
+                               _ ("reserved bits are set (0x%" PRIx64 ")"),
+                               entry & VHDX_BAT_RESERVED_MASK);
         if (block >= info->payload_blocks) {
                 /* The padding of a differencing image's last chunk. */
                 if (state != VHDX_PAYLOAD_NOT_PRESENT)
                         entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                           _("state %u past the end of the virtual disk "
-                                             "(expected 0)"),
-                                           state);
+                                       _ ("state %u past the end of the virtual disk "
+                                          "(expected 0)"),
+                                       state);
                 return TRUE;
         }
         switch (state) {
@@ -206,38 +225,37 @@ check_payload_entry (VhdxFile *file, guint64 index, guint64 block, guint64 entry
                                 return FALSE;
                         if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
                                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                                   _("block %" PRIu64 " is partially "
-                                                     "present but the sector bitmap of chunk %"
-                                                     PRIu64 " is not"),
-                                                   block, chunk);
+                                               _ ("block %" PRIu64 " is partially "
+                                                  "present but the sector bitmap of chunk %" PRIu64
+                                                  " is not"),
+                                               block, chunk);
                         break;
                 }
                 G_GNUC_FALLTHROUGH;
         default:
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("state %u is not a valid payload block state for a %s "
-                                     "disk"),
-                                   state, vhdx_disk_type_to_string (info->disk_type));
+                               _ ("state %u is not a valid payload block state for a %s "
+                                  "disk"),
+                               state, vhdx_disk_type_to_string (info->disk_type));
                 return TRUE;
         }
         length = vhdx_file_block_length (file, block);
         if (offset < VHDX_HEADER_SECTION_SIZE) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("block %" PRIu64 " at file offset %"
-                                     PRIu64 " lies in the header section"),
-                                   block, offset);
+                               _ ("block %" PRIu64 " at file offset %" PRIu64
+                                  " lies in the header section"),
+                               block, offset);
                 return TRUE;
         }
         if (!vhdx_add_u64 (offset, length, &end) || end > info->file_size) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                   _("block %" PRIu64 " at file offset %"
-                                     PRIu64 " ends past the end of the file (%"
-                                     PRIu64 " bytes)"),
-                                   block, offset, info->file_size);
+                               _ ("block %" PRIu64 " at file offset %" PRIu64
+                                  " ends past the end of the file (%" PRIu64 " bytes)"),
+                               block, offset, info->file_size);
                 return TRUE;
         }
-        add_numbered_extent (extents, offset, length, info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                             EXTENT_BLOCK, block);
+        add_numbered_extent (extents, offset, length,
+                             info->bat_offset + index * VHDX_BAT_ENTRY_SIZE, EXTENT_BLOCK, block);
         return TRUE;
 }
 
@@ -286,10 +304,8 @@ check_overlaps (GArray *extents, GPtrArray *problems)
                 if (reach != NULL && e->start < reach->end) {
                         g_autofree char *name = extent_name (e);
                         g_autofree char *other = extent_name (reach);
-                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name,
-                                           e->entry_offset,
-                                           _("file bytes %" PRIu64 " to %"
-                                             PRIu64 " overlap %s"),
+                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, e->entry_offset,
+                                           _ ("file bytes %" PRIu64 " to %" PRIu64 " overlap %s"),
                                            e->start, e->end, other);
                 }
                 if (reach == NULL || e->end > reach->end)
@@ -301,7 +317,7 @@ gboolean
 vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
 {
         const VhdxInfo *info;
-        g_autoptr(GArray) extents = NULL;
+        g_autoptr (GArray) extents = NULL;
 
         g_return_val_if_fail (file != NULL, FALSE);
         g_return_val_if_fail (problems != NULL, FALSE);
@@ -314,21 +330,21 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
         if (!check_region_table_copy (file, problems, error))
                 return FALSE;
 
-        add_extent (extents, 0, VHDX_HEADER_SECTION_SIZE, 0, g_strdup (_("the header section")));
+        add_extent (extents, 0, VHDX_HEADER_SECTION_SIZE, 0, g_strdup (_ ("the header section")));
         if (info->log_length > 0)
                 add_extent (extents, info->log_offset, info->log_length,
                             info->header_index == 1 ? VHDX_HEADER1_OFFSET : VHDX_HEADER2_OFFSET,
-                            g_strdup (_("the log")));
+                            g_strdup (_ ("the log")));
         for (guint i = 0; i < file->regions.entries->len; i++) {
-                const VhdxRegionEntry *r = &g_array_index (file->regions.entries,
-                                                           VhdxRegionEntry, i);
+                const VhdxRegionEntry *r =
+                        &g_array_index (file->regions.entries, VhdxRegionEntry, i);
                 char guid[VHDX_GUID_STRING_LENGTH + 1];
                 vhdx_guid_to_string_buf (&r->guid, guid);
                 add_extent (extents, r->file_offset, r->length,
                             (info->region_table_index == 1 ? VHDX_REGION_TABLE1_OFFSET
                                                            : VHDX_REGION_TABLE2_OFFSET) +
                                     VHDX_REGION_HEADER_SIZE + (guint64) i * VHDX_REGION_ENTRY_SIZE,
-                            g_strdup_printf (_("region %s"), guid));
+                            g_strdup_printf (_ ("region %s"), guid));
         }
         if (!check_bat (file, extents, problems, error))
                 return FALSE;
@@ -336,16 +352,16 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
 
         /* Every member of the chain is checked; its findings name it. */
         if (file->parent != NULL) {
-                g_autoptr(GPtrArray) parent_problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_finding_free);
+                g_autoptr (GPtrArray) parent_problems =
+                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
                 g_autofree char *display = g_filename_display_name (file->parent_path);
 
                 if (!vhdx_file_check (file->parent, parent_problems, error))
                         return FALSE;
                 for (guint i = 0; i < parent_problems->len; i++) {
                         const VhdxFinding *p = g_ptr_array_index (parent_problems, i);
-                        g_autofree char *structure = g_strdup_printf (_("%s of parent %s"),
-                                                                      p->structure, display);
+                        g_autofree char *structure =
+                                g_strdup_printf (_ ("%s of parent %s"), p->structure, display);
                         g_ptr_array_add (problems, vhdx_finding_new (p->severity, structure,
                                                                      p->offset, p->message));
                 }

@@ -10,7 +10,8 @@ G_BEGIN_DECLS
  * what is wrong to @problems.  Returns FALSE with @error only when checking
  * itself failed (an I/O error); corruption is reported as problems.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check (VhdxFile *file, GPtrArray *problems,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check (VhdxFile *file,
+                                                    GPtrArray *problems,
                                                     GError **error);
 
 /* TRUE if @problems holds a problem of severity error. */

@@ -2,8 +2,7 @@
 #include "vhdx-finding.h"
 
 VhdxFinding *
-vhdx_finding_new (VhdxSeverity severity, const char *structure, guint64 offset,
-                  const char *message)
+vhdx_finding_new (VhdxSeverity severity, const char *structure, guint64 offset, const char *message)
 {
         VhdxFinding *problem = g_new0 (VhdxFinding, 1);
 
@@ -25,8 +24,12 @@ vhdx_finding_free (VhdxFinding *problem)
 }
 
 void
-vhdx_findings_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
-                   guint64 offset, const char *format, ...)
+vhdx_findings_add (GPtrArray *problems,
+                   VhdxSeverity severity,
+                   const char *structure,
+                   guint64 offset,
+                   const char *format,
+                   ...)
 {
         g_autofree char *message = NULL;
         va_list args;

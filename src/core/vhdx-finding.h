@@ -14,13 +14,18 @@ typedef struct {
 } VhdxFinding;
 
 G_GNUC_WARN_UNUSED_RESULT VhdxFinding *vhdx_finding_new (VhdxSeverity severity,
-                                                         const char *structure, guint64 offset,
+                                                         const char *structure,
+                                                         guint64 offset,
                                                          const char *message);
 void vhdx_finding_free (VhdxFinding *problem);
 
 /* Appends a problem to @problems (a GPtrArray owning VhdxFinding). */
-void vhdx_findings_add (GPtrArray *problems, VhdxSeverity severity, const char *structure,
-                        guint64 offset, const char *format, ...) G_GNUC_PRINTF (5, 6);
+void vhdx_findings_add (GPtrArray *problems,
+                        VhdxSeverity severity,
+                        const char *structure,
+                        guint64 offset,
+                        const char *format,
+                        ...) G_GNUC_PRINTF (5, 6);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxFinding, vhdx_finding_free)
 

@@ -4,12 +4,14 @@
 #include <stdio.h>
 
 /* GUIDs in on-disk byte order: Data1..Data3 little-endian, Data4 as is. */
-#define GUID_BYTES(d1, d2, d3, b0, b1, b2, b3, b4, b5, b6, b7)                                   \
-        { {                                                                                      \
-                (d1) & 0xff, ((d1) >> 8) & 0xff, ((d1) >> 16) & 0xff, ((d1) >> 24) & 0xff,       \
-                (d2) & 0xff, ((d2) >> 8) & 0xff, (d3) & 0xff, ((d3) >> 8) & 0xff,                \
-                b0, b1, b2, b3, b4, b5, b6, b7,                                                  \
-        } }
+#define GUID_BYTES(d1, d2, d3, b0, b1, b2, b3, b4, b5, b6, b7)                                     \
+        {                                                                                          \
+                {                                                                                  \
+                        (d1) & 0xff, ((d1) >> 8) & 0xff, ((d1) >> 16) & 0xff, ((d1) >> 24) & 0xff, \
+                                (d2) &0xff, ((d2) >> 8) & 0xff, (d3) &0xff, ((d3) >> 8) & 0xff,    \
+                                b0, b1, b2, b3, b4, b5, b6, b7,                                    \
+                }                                                                                  \
+        }
 
 const VhdxGuid vhdx_guid_region_bat =
         GUID_BYTES (0x2DC27766, 0xF623, 0x4200, 0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08);

@@ -20,13 +20,18 @@ typedef struct {
 
 /* Parse the file identifier from the first @len bytes of the file; returns the
  * creator text (may be empty) in @creator. */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_identifier_parse (const guint8 *buf, gsize len,
-                                                               char **creator, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_identifier_parse (const guint8 *buf,
+                                                               gsize len,
+                                                               char **creator,
+                                                               GError **error);
 
 /* Parse one 4 KiB header read from @file_offset: signature and checksum. */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_header_parse (const guint8 *buf, gsize len,
-                                                      guint64 file_offset, const char *name,
-                                                      VhdxHeader *out, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_header_parse (const guint8 *buf,
+                                                      gsize len,
+                                                      guint64 file_offset,
+                                                      const char *name,
+                                                      VhdxHeader *out,
+                                                      GError **error);
 
 /*
  * Read both headers and select the current one: the only valid one, or the
@@ -35,9 +40,12 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_header_parse (const guint8 *buf, gsize l
  * other copy is appended to @problems.  The current header's version and log
  * fields are checked against @file_size.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_read (VhdxIo *io, guint64 file_size,
-                                                      VhdxHeader *current, guint *index,
-                                                      GPtrArray *problems, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_read (VhdxIo *io,
+                                                      guint64 file_size,
+                                                      VhdxHeader *current,
+                                                      guint *index,
+                                                      GPtrArray *problems,
+                                                      GError **error);
 
 /* Serialise @header into a 4 KiB buffer with its checksum. */
 void vhdx_header_serialize (const VhdxHeader *header, guint8 *buf);
@@ -48,7 +56,9 @@ void vhdx_header_serialize (const VhdxHeader *header, guint8 *buf);
  * + 2 over the other copy, flush.  @current_index (1 or 2) is the copy that
  * was current; on success @header's sequence number is the new one.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_write (VhdxIo *io, VhdxHeader *header,
-                                                       guint current_index, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_headers_write (VhdxIo *io,
+                                                       VhdxHeader *header,
+                                                       guint current_index,
+                                                       GError **error);
 
 G_END_DECLS

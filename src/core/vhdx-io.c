@@ -42,7 +42,7 @@ fd_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GEr
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        set_errno_error (error, errno, _("Could not read the image"));
+                        set_errno_error (error, errno, _ ("Could not read the image"));
                         return FALSE;
                 }
                 if (n == 0)
@@ -65,7 +65,7 @@ fd_pwrite (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **er
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        set_errno_error (error, errno, _("Could not write the image"));
+                        set_errno_error (error, errno, _ ("Could not write the image"));
                         return FALSE;
                 }
                 done += (gsize) n;
@@ -80,14 +80,13 @@ fd_get_size (VhdxIo *io, guint64 *size, GError **error)
         struct stat st;
 
         if (fstat (self->fd, &st) < 0) {
-                set_errno_error (error, errno, _("Could not get the size of the image"));
+                set_errno_error (error, errno, _ ("Could not get the size of the image"));
                 return FALSE;
         }
         if (S_ISBLK (st.st_mode)) {
                 off_t end = lseek (self->fd, 0, SEEK_END);
                 if (end < 0) {
-                        set_errno_error (error, errno,
-                                         _("Could not get the size of the image"));
+                        set_errno_error (error, errno, _ ("Could not get the size of the image"));
                         return FALSE;
                 }
                 *size = (guint64) end;
@@ -103,7 +102,7 @@ fd_flush (VhdxIo *io, GError **error)
         VhdxIoFd *self = (VhdxIoFd *) io;
 
         if (fdatasync (self->fd) < 0) {
-                set_errno_error (error, errno, _("Could not flush the image"));
+                set_errno_error (error, errno, _ ("Could not flush the image"));
                 return FALSE;
         }
         return TRUE;
@@ -211,8 +210,7 @@ typedef struct {
 } VhdxIoMemory;
 
 static gboolean
-memory_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-              GError **error)
+memory_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         VhdxIoMemory *self = (VhdxIoMemory *) io;
         gsize size;
@@ -313,7 +311,11 @@ vhdx_io_get_size (VhdxIo *io, guint64 *size, GError **error)
 }
 
 gboolean
-vhdx_io_read_exact (VhdxIo *io, void *buf, gsize count, guint64 offset, const char *structure,
+vhdx_io_read_exact (VhdxIo *io,
+                    void *buf,
+                    gsize count,
+                    guint64 offset,
+                    const char *structure,
                     GError **error)
 {
         gsize n_read = 0;
@@ -322,8 +324,8 @@ vhdx_io_read_exact (VhdxIo *io, void *buf, gsize count, guint64 offset, const ch
                 return FALSE;
         if (n_read < count) {
                 vhdx_set_error (error, VHDX_ERROR_TRUNCATED, structure, offset,
-                                _("the file ends at byte %" PRIu64
-                                  " but the structure needs %zu bytes here"),
+                                _ ("the file ends at byte %" PRIu64
+                                   " but the structure needs %zu bytes here"),
                                 offset + n_read, count);
                 return FALSE;
         }

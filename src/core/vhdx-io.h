@@ -13,12 +13,16 @@ typedef struct _VhdxIo VhdxIo;
 
 typedef struct {
         /* Read up to @count bytes at @offset; *@n_read < @count only at end of file. */
-        gboolean (*pread) (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
+        gboolean (*pread) (VhdxIo *io,
+                           void *buf,
+                           gsize count,
+                           guint64 offset,
+                           gsize *n_read,
                            GError **error);
         gboolean (*get_size) (VhdxIo *io, guint64 *size, GError **error);
         /* Reserved for writing; NULL in read-only backends. */
-        gboolean (*pwrite) (VhdxIo *io, const void *buf, gsize count, guint64 offset,
-                            GError **error);
+        gboolean (
+                *pwrite) (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error);
         gboolean (*flush) (VhdxIo *io, GError **error);
         void (*free) (VhdxIo *io);
         /* Optional: the identity of the underlying file (device and inode), so
@@ -49,8 +53,11 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_get_size (VhdxIo *io, guint64 *size, 
  * Read exactly @count bytes at @offset.  A read that would cross the end of
  * the file fails with VHDX_ERROR_TRUNCATED naming @structure.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_read_exact (VhdxIo *io, void *buf, gsize count,
-                                                       guint64 offset, const char *structure,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_read_exact (VhdxIo *io,
+                                                       void *buf,
+                                                       gsize count,
+                                                       guint64 offset,
+                                                       const char *structure,
                                                        GError **error);
 
 /* FALSE when the backend cannot tell. */

@@ -28,14 +28,17 @@ pending_clear (gpointer data)
 }
 
 VhdxLogWriter *
-vhdx_log_writer_new (VhdxIo *io, guint64 log_offset, guint32 log_length,
-                     const VhdxGuid *log_guid, guint32 position, guint64 sequence)
+vhdx_log_writer_new (VhdxIo *io,
+                     guint64 log_offset,
+                     guint32 log_length,
+                     const VhdxGuid *log_guid,
+                     guint32 position,
+                     guint64 sequence)
 {
         VhdxLogWriter *writer;
 
         g_return_val_if_fail (log_length % VHDX_LOG_SECTOR_SIZE == 0 && log_length > 0, NULL);
-        g_return_val_if_fail (position % VHDX_LOG_SECTOR_SIZE == 0 && position < log_length,
-                              NULL);
+        g_return_val_if_fail (position % VHDX_LOG_SECTOR_SIZE == 0 && position < log_length, NULL);
         g_return_val_if_fail (sequence > 0, NULL);
 
         writer = g_new0 (VhdxLogWriter, 1);
@@ -98,13 +101,16 @@ vhdx_log_writer_get_sequence (VhdxLogWriter *writer)
 }
 
 gboolean
-vhdx_log_writer_commit (VhdxLogWriter *writer, guint64 flushed_file_offset,
-                        guint64 last_file_offset, GError **error)
+vhdx_log_writer_commit (VhdxLogWriter *writer,
+                        guint64 flushed_file_offset,
+                        guint64 last_file_offset,
+                        GError **error)
 {
         guint32 count = writer->pending->len;
-        guint64 header_bytes = VHDX_LOG_ENTRY_HEADER_SIZE + (guint64) count * VHDX_LOG_DESCRIPTOR_SIZE;
-        guint32 n_desc_sectors = (guint32) ((header_bytes + VHDX_LOG_SECTOR_SIZE - 1) /
-                                            VHDX_LOG_SECTOR_SIZE);
+        guint64 header_bytes =
+                VHDX_LOG_ENTRY_HEADER_SIZE + (guint64) count * VHDX_LOG_DESCRIPTOR_SIZE;
+        guint32 n_desc_sectors =
+                (guint32) ((header_bytes + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE);
         guint32 n_data = 0, data_index = 0;
         guint64 length;
         g_autofree guint8 *entry = NULL;
@@ -116,14 +122,14 @@ vhdx_log_writer_commit (VhdxLogWriter *writer, guint64 flushed_file_offset,
         length = (guint64) (n_desc_sectors + n_data) * VHDX_LOG_SECTOR_SIZE;
         if (length > writer->log_length) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_LOG,
-                             _("A log entry of %" PRIu64 " bytes does not fit in a "
-                               "log of %u bytes"),
+                             _ ("A log entry of %" PRIu64 " bytes does not fit in a "
+                                "log of %u bytes"),
                              length, writer->log_length);
                 return FALSE;
         }
         if (writer->io->vtable->pwrite == NULL || writer->io->vtable->flush == NULL) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _("The image was not opened for writing"));
+                             _ ("The image was not opened for writing"));
                 return FALSE;
         }
 
@@ -139,7 +145,8 @@ vhdx_log_writer_commit (VhdxLogWriter *writer, guint64 flushed_file_offset,
 
         for (guint i = 0; i < count; i++) {
                 const Pending *p = &g_array_index (writer->pending, Pending, i);
-                guint8 *d = entry + VHDX_LOG_ENTRY_HEADER_SIZE + (gsize) i * VHDX_LOG_DESCRIPTOR_SIZE;
+                guint8 *d =
+                        entry + VHDX_LOG_ENTRY_HEADER_SIZE + (gsize) i * VHDX_LOG_DESCRIPTOR_SIZE;
 
                 vhdx_put_le64 (d + VHDX_LOG_DESC_OFF_FILE_OFFSET, p->file_offset);
                 vhdx_put_le64 (d + VHDX_LOG_DESC_OFF_SEQUENCE, writer->sequence);
@@ -147,8 +154,8 @@ vhdx_log_writer_commit (VhdxLogWriter *writer, guint64 flushed_file_offset,
                         memcpy (d, VHDX_LOG_ZERO_SIGNATURE, 4);
                         vhdx_put_le64 (d + VHDX_LOG_DESC_OFF_ZERO_LENGTH, p->length);
                 } else {
-                        guint8 *s = entry + (gsize) (n_desc_sectors + data_index) *
-                                                    VHDX_LOG_SECTOR_SIZE;
+                        guint8 *s = entry +
+                                    (gsize) (n_desc_sectors + data_index) * VHDX_LOG_SECTOR_SIZE;
                         memcpy (d, VHDX_LOG_DATA_DESCRIPTOR_SIGNATURE, 4);
                         memcpy (d + VHDX_LOG_DESC_OFF_LEADING_BYTES, p->data,
                                 VHDX_LOG_LEADING_BYTES);

@@ -18,7 +18,8 @@ typedef struct _VhdxLogWriter VhdxLogWriter;
  * multiple inside the log) with sequence number @sequence (non-zero), and
  * starts a new sequence.
  */
-G_GNUC_WARN_UNUSED_RESULT VhdxLogWriter *vhdx_log_writer_new (VhdxIo *io, guint64 log_offset,
+G_GNUC_WARN_UNUSED_RESULT VhdxLogWriter *vhdx_log_writer_new (VhdxIo *io,
+                                                              guint64 log_offset,
                                                               guint32 log_length,
                                                               const VhdxGuid *log_guid,
                                                               guint32 position,

@@ -33,7 +33,10 @@ vhdx_log_sequence_free (VhdxLogSequence *sequence)
 
 /* The bytes of an entry, contiguous even when it wraps past the end of the ring. */
 static const guint8 *
-entry_bytes (const guint8 *log, guint32 log_length, guint32 position, guint32 length,
+entry_bytes (const guint8 *log,
+             guint32 log_length,
+             guint32 position,
+             guint32 length,
              guint8 **scratch)
 {
         guint32 first;
@@ -64,8 +67,13 @@ descriptor_sectors (guint32 count)
  * not NULL, the entry's updates are appended to it.
  */
 static gboolean
-parse_entry (const guint8 *log, guint32 log_length, guint32 position, const VhdxGuid *log_guid,
-             Entry *out, GArray *writes, gboolean *stale)
+parse_entry (const guint8 *log,
+             guint32 log_length,
+             guint32 position,
+             const VhdxGuid *log_guid,
+             Entry *out,
+             GArray *writes,
+             gboolean *stale)
 {
         g_autofree guint8 *scratch = NULL;
         const guint8 *h = log + position;
@@ -100,7 +108,8 @@ parse_entry (const guint8 *log, guint32 log_length, guint32 position, const Vhdx
         }
 
         for (guint32 i = 0; i < count; i++) {
-                const guint8 *d = e + VHDX_LOG_ENTRY_HEADER_SIZE + (gsize) i * VHDX_LOG_DESCRIPTOR_SIZE;
+                const guint8 *d =
+                        e + VHDX_LOG_ENTRY_HEADER_SIZE + (gsize) i * VHDX_LOG_DESCRIPTOR_SIZE;
                 guint64 file_offset = vhdx_get_le64 (d + VHDX_LOG_DESC_OFF_FILE_OFFSET);
 
                 if (vhdx_get_le64 (d + VHDX_LOG_DESC_OFF_SEQUENCE) != sequence ||
@@ -118,8 +127,8 @@ parse_entry (const guint8 *log, guint32 log_length, guint32 position, const Vhdx
                                 g_array_append_val (writes, w);
                         }
                 } else if (memcmp (d, VHDX_LOG_DATA_DESCRIPTOR_SIGNATURE, 4) == 0) {
-                        guint64 data_offset = (guint64) (n_desc_sectors + n_data) *
-                                              VHDX_LOG_SECTOR_SIZE;
+                        guint64 data_offset =
+                                (guint64) (n_desc_sectors + n_data) * VHDX_LOG_SECTOR_SIZE;
                         const guint8 *s;
                         /* Compared this way round so that a file offset near
                          * 2^64 cannot wrap past the limit. */
@@ -141,8 +150,7 @@ parse_entry (const guint8 *log, guint32 log_length, guint32 position, const Vhdx
                                  * the descriptor; the data sector holds the rest. */
                                 memcpy (w.data, d + VHDX_LOG_DESC_OFF_LEADING_BYTES,
                                         VHDX_LOG_LEADING_BYTES);
-                                memcpy (w.data + VHDX_LOG_LEADING_BYTES,
-                                        s + VHDX_LOG_DATA_OFF_DATA,
+                                memcpy (w.data + VHDX_LOG_LEADING_BYTES, s + VHDX_LOG_DATA_OFF_DATA,
                                         VHDX_LOG_SECTOR_SIZE - VHDX_LOG_LEADING_BYTES -
                                                 VHDX_LOG_TRAILING_BYTES);
                                 memcpy (w.data + VHDX_LOG_SECTOR_SIZE - VHDX_LOG_TRAILING_BYTES,
@@ -181,8 +189,13 @@ typedef struct {
 } Parsed;
 
 static gboolean
-parse_entry_once (const guint8 *log, guint32 log_length, guint32 position,
-                  const VhdxGuid *log_guid, Parsed *parsed, Entry *out, gboolean *stale)
+parse_entry_once (const guint8 *log,
+                  guint32 log_length,
+                  guint32 position,
+                  const VhdxGuid *log_guid,
+                  Parsed *parsed,
+                  Entry *out,
+                  gboolean *stale)
 {
         Parsed *p = &parsed[position / VHDX_LOG_SECTOR_SIZE];
 
@@ -201,8 +214,12 @@ parse_entry_once (const guint8 *log, guint32 log_length, guint32 position,
 /* The chain of valid entries with consecutive sequence numbers starting at
  * @start, never longer than the ring itself. */
 static GArray *
-read_chain (const guint8 *log, guint32 log_length, guint32 start, const VhdxGuid *log_guid,
-            Parsed *parsed, guint *n_stale)
+read_chain (const guint8 *log,
+            guint32 log_length,
+            guint32 start,
+            const VhdxGuid *log_guid,
+            Parsed *parsed,
+            guint *n_stale)
 {
         GArray *chain = g_array_new (FALSE, FALSE, sizeof (Entry));
         guint64 covered = 0;
@@ -244,13 +261,16 @@ chain_tail_index (GArray *chain)
 }
 
 VhdxLogSequence *
-vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
-                      guint64 header_offset, GError **error)
+vhdx_log_find_active (VhdxIo *io,
+                      guint64 file_size,
+                      const VhdxHeader *header,
+                      guint64 header_offset,
+                      GError **error)
 {
         g_autofree guint8 *log = NULL;
         g_autofree Parsed *parsed = NULL;
-        g_autoptr(GArray) best = NULL;
-        g_autoptr(VhdxLogSequence) sequence = NULL;
+        g_autoptr (GArray) best = NULL;
+        g_autoptr (VhdxLogSequence) sequence = NULL;
         const guint32 log_length = header->log_length;
         guint32 current_tail = 0, old_tail = 0;
         int best_tail = -1;
@@ -259,18 +279,18 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
         const Entry *head;
 
         if (log_length > VHDX_LOG_MAX_LENGTH) {
-                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, _("log"), header->log_offset,
-                                _("length %u exceeds the supported %u bytes"), log_length,
+                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, _ ("log"), header->log_offset,
+                                _ ("length %u exceeds the supported %u bytes"), log_length,
                                 (guint) VHDX_LOG_MAX_LENGTH);
                 return NULL;
         }
         if (log_length == 0) {
-                vhdx_set_error (error, VHDX_ERROR_LOG, _("log"), header_offset,
-                                _("LogGuid is set but the log is empty"));
+                vhdx_set_error (error, VHDX_ERROR_LOG, _ ("log"), header_offset,
+                                _ ("LogGuid is set but the log is empty"));
                 return NULL;
         }
         log = g_malloc (log_length);
-        if (!vhdx_io_read_exact (io, log, log_length, header->log_offset, _("log"), error))
+        if (!vhdx_io_read_exact (io, log, log_length, header->log_offset, _ ("log"), error))
                 return NULL;
 
         /* Every position is checksummed at most once (see parse_entry_once), over
@@ -281,9 +301,9 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
                         claimed += length;
         }
         if (claimed > VHDX_LOG_MAX_SCAN_BYTES) {
-                vhdx_set_error (error, VHDX_ERROR_LOG, _("log"), header->log_offset,
-                                _("its entries overlap each other: together they claim %"
-                                  PRIu64 " bytes of a %u-byte log"),
+                vhdx_set_error (error, VHDX_ERROR_LOG, _ ("log"), header->log_offset,
+                                _ ("its entries overlap each other: together they claim %" PRIu64
+                                   " bytes of a %u-byte log"),
                                 claimed, log_length);
                 return NULL;
         }
@@ -293,8 +313,8 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
          * as the tail of a sequence, skip over the sequences found, and keep the
          * valid one whose head has the highest sequence number. */
         for (guint64 steps = 0; steps <= log_length / VHDX_LOG_SECTOR_SIZE; steps++) {
-                g_autoptr(GArray) chain = read_chain (log, log_length, current_tail,
-                                                      &header->log_guid, parsed, &n_stale);
+                g_autoptr (GArray) chain = read_chain (log, log_length, current_tail,
+                                                       &header->log_guid, parsed, &n_stale);
                 int tail_index = chain->len > 0 ? chain_tail_index (chain) : -1;
 
                 if (tail_index >= 0 &&
@@ -310,8 +330,8 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
                                 current_tail = 0;
                 } else {
                         const Entry *last = &g_array_index (chain, Entry, chain->len - 1);
-                        current_tail = (guint32) (((guint64) last->position + last->length) %
-                                                  log_length);
+                        current_tail =
+                                (guint32) (((guint64) last->position + last->length) % log_length);
                 }
                 if (current_tail <= old_tail && steps > 0)
                         break;
@@ -319,18 +339,18 @@ vhdx_log_find_active (VhdxIo *io, guint64 file_size, const VhdxHeader *header,
         }
 
         if (best == NULL) {
-                vhdx_set_error (error, VHDX_ERROR_LOG, _("log"), header->log_offset,
-                                _("LogGuid is set but no valid log sequence was found "
-                                  "(%u stale entries of another LogGuid)"),
+                vhdx_set_error (error, VHDX_ERROR_LOG, _ ("log"), header->log_offset,
+                                _ ("LogGuid is set but no valid log sequence was found "
+                                   "(%u stale entries of another LogGuid)"),
                                 n_stale);
                 return NULL;
         }
         head = &g_array_index (best, Entry, best->len - 1);
         if (file_size < head->flushed_file_offset) {
-                vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _("log entry"),
+                vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _ ("log entry"),
                                 header->log_offset + head->position,
-                                _("the file has %" PRIu64 " bytes but the log says "
-                                  "it had at least %" PRIu64),
+                                _ ("the file has %" PRIu64 " bytes but the log says "
+                                   "it had at least %" PRIu64),
                                 file_size, head->flushed_file_offset);
                 return NULL;
         }
@@ -381,8 +401,7 @@ typedef struct {
 } VhdxIoOverlay;
 
 static gboolean
-overlay_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-               GError **error)
+overlay_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         VhdxIoOverlay *self = (VhdxIoOverlay *) io;
         guint8 *out = buf;
@@ -397,8 +416,7 @@ overlay_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read
         end = offset + count;
         if (offset < self->base_size) {
                 gsize want = (gsize) MIN ((guint64) count, self->base_size - offset);
-                if (!self->base->vtable->pread (self->base, out, want, offset, &from_base,
-                                                error))
+                if (!self->base->vtable->pread (self->base, out, want, offset, &from_base, error))
                         return FALSE;
                 /* The base ended early (it shrank, or its backend failed to read
                  * everything): pass the short read on.  Filling the rest with
@@ -500,7 +518,7 @@ io_write (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **err
 {
         if (io->vtable->pwrite == NULL) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _("The image was not opened for writing"));
+                             _ ("The image was not opened for writing"));
                 return FALSE;
         }
         return io->vtable->pwrite (io, buf, count, offset, error);

@@ -19,14 +19,14 @@ typedef struct {
 } VhdxLogWrite;
 
 typedef struct {
-        GArray *writes;          /* VhdxLogWrite in replay order */
-        guint n_entries;         /* entries from the tail to the head */
-        guint32 tail;            /* log offset of the tail entry */
-        guint32 head;            /* log offset of the head entry */
+        GArray *writes;  /* VhdxLogWrite in replay order */
+        guint n_entries; /* entries from the tail to the head */
+        guint32 tail;    /* log offset of the tail entry */
+        guint32 head;    /* log offset of the head entry */
         guint64 head_sequence;
         guint64 flushed_file_offset;
         guint64 last_file_offset;
-        guint n_stale_entries;   /* valid-looking entries of another LogGuid */
+        guint n_stale_entries; /* valid-looking entries of another LogGuid */
 } VhdxLogSequence;
 
 void vhdx_log_sequence_free (VhdxLogSequence *sequence);
@@ -38,7 +38,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxLogSequence, vhdx_log_sequence_free)
  * FlushedFileOffset is VHDX_ERROR_TRUNCATED.  @header_offset names the header
  * in messages.
  */
-G_GNUC_WARN_UNUSED_RESULT VhdxLogSequence *vhdx_log_find_active (VhdxIo *io, guint64 file_size,
+G_GNUC_WARN_UNUSED_RESULT VhdxLogSequence *vhdx_log_find_active (VhdxIo *io,
+                                                                 guint64 file_size,
                                                                  const VhdxHeader *header,
                                                                  guint64 header_offset,
                                                                  GError **error);
@@ -51,8 +52,8 @@ guint64 vhdx_log_sequence_replayed_size (const VhdxLogSequence *sequence, guint6
  * without writing to it.  Takes ownership of both.
  */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_log_overlay (VhdxIo *base,
-                                                          VhdxLogSequence *sequence,
-                                                          GError **error);
+                                                           VhdxLogSequence *sequence,
+                                                           GError **error);
 
 /*
  * Replay @sequence onto the file: apply every write, flush, extend the file

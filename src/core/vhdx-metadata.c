@@ -21,18 +21,17 @@ typedef struct {
 } KnownItemInfo;
 
 static const KnownItemInfo known_items[N_ITEMS] = {
-        [ITEM_FILE_PARAMETERS] = { &vhdx_guid_item_file_parameters, N_("file parameters"), 8,
+        [ITEM_FILE_PARAMETERS] = { &vhdx_guid_item_file_parameters, N_ ("file parameters"), 8,
                                    TRUE },
-        [ITEM_VIRTUAL_DISK_SIZE] = { &vhdx_guid_item_virtual_disk_size, N_("virtual disk size"),
-                                     8, TRUE },
-        [ITEM_VIRTUAL_DISK_ID] = { &vhdx_guid_item_virtual_disk_id, N_("virtual disk ID"), 16,
+        [ITEM_VIRTUAL_DISK_SIZE] = { &vhdx_guid_item_virtual_disk_size, N_ ("virtual disk size"), 8,
+                                     TRUE },
+        [ITEM_VIRTUAL_DISK_ID] = { &vhdx_guid_item_virtual_disk_id, N_ ("virtual disk ID"), 16,
                                    TRUE },
         [ITEM_LOGICAL_SECTOR_SIZE] = { &vhdx_guid_item_logical_sector_size,
-                                       N_("logical sector size"), 4, TRUE },
+                                       N_ ("logical sector size"), 4, TRUE },
         [ITEM_PHYSICAL_SECTOR_SIZE] = { &vhdx_guid_item_physical_sector_size,
-                                        N_("physical sector size"), 4, TRUE },
-        [ITEM_PARENT_LOCATOR] = { &vhdx_guid_item_parent_locator, N_("parent locator"), 0,
-                                  FALSE },
+                                        N_ ("physical sector size"), 4, TRUE },
+        [ITEM_PARENT_LOCATOR] = { &vhdx_guid_item_parent_locator, N_ ("parent locator"), 0, FALSE },
 };
 
 typedef struct {
@@ -43,16 +42,19 @@ typedef struct {
 } FoundItem;
 
 static gboolean
-read_item (VhdxIo *io, const KnownItemInfo *info, guint64 entry_offset, FoundItem *item,
+read_item (VhdxIo *io,
+           const KnownItemInfo *info,
+           guint64 entry_offset,
+           FoundItem *item,
            GError **error)
 {
-        g_autofree char *what = g_strdup_printf (_("metadata item “%s”"), _(info->name));
+        g_autofree char *what = g_strdup_printf (_ ("metadata item “%s”"), _ (info->name));
 
         if (info->length == 0)
                 return TRUE;
         if (item->length != info->length) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what, entry_offset,
-                                _("expected length %u, found %u"), info->length, item->length);
+                                _ ("expected length %u, found %u"), info->length, item->length);
                 return FALSE;
         }
         return vhdx_io_read_exact (io, item->value, info->length, item->file_offset, what, error);
@@ -65,18 +67,21 @@ is_power_of_two (guint64 v)
 }
 
 gboolean
-vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, VhdxMetadata *out,
+vhdx_metadata_read (VhdxIo *io,
+                    guint64 region_offset,
+                    guint32 region_length,
+                    VhdxMetadata *out,
                     GError **error)
 {
         g_autofree guint8 *table = g_malloc (VHDX_METADATA_TABLE_SIZE);
         FoundItem items[N_ITEMS] = { { 0 } };
-        const char *table_name = _("metadata table");
+        const char *table_name = _ ("metadata table");
         guint16 count;
         guint32 flags;
 
         if (region_length < VHDX_METADATA_TABLE_SIZE) {
-                vhdx_set_error (error, VHDX_ERROR_INVALID, _("metadata region"), region_offset,
-                                _("length %u is smaller than the 64 KiB table"), region_length);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("metadata region"), region_offset,
+                                _ ("length %u is smaller than the 64 KiB table"), region_length);
                 return FALSE;
         }
         if (!vhdx_io_read_exact (io, table, VHDX_METADATA_TABLE_SIZE, region_offset, table_name,
@@ -84,8 +89,8 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
                 return FALSE;
         if (memcmp (table + VHDX_METADATA_OFF_SIGNATURE, VHDX_METADATA_SIGNATURE, 8) != 0) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, table_name, region_offset,
-                                _("expected signature “metadata”, found bytes "
-                                  "%02x %02x %02x %02x %02x %02x %02x %02x"),
+                                _ ("expected signature “metadata”, found bytes "
+                                   "%02x %02x %02x %02x %02x %02x %02x %02x"),
                                 table[0], table[1], table[2], table[3], table[4], table[5],
                                 table[6], table[7]);
                 return FALSE;
@@ -93,7 +98,7 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
         count = vhdx_get_le16 (table + VHDX_METADATA_OFF_ENTRY_COUNT);
         if (count > VHDX_METADATA_MAX_ENTRIES) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, table_name, region_offset,
-                                _("entry count %u exceeds the limit of %u"), count,
+                                _ ("entry count %u exceeds the limit of %u"), count,
                                 (guint) VHDX_METADATA_MAX_ENTRIES);
                 return FALSE;
         }
@@ -106,21 +111,21 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
                 guint32 offset = vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_OFFSET);
                 guint32 length = vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_LENGTH);
                 guint32 item_flags = vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_FLAGS);
-                g_autofree char *what = g_strdup_printf (_("metadata entry %u"), i);
+                g_autofree char *what = g_strdup_printf (_ ("metadata entry %u"), i);
                 char guid[VHDX_GUID_STRING_LENGTH + 1];
                 guint known;
 
                 vhdx_guid_to_string_buf (&id, guid);
                 if (length > VHDX_METADATA_ITEM_MAX_LENGTH) {
                         vhdx_set_error (error, VHDX_ERROR_INVALID, what, entry_offset,
-                                        _("item %s length %u exceeds 1 MiB"), guid, length);
+                                        _ ("item %s length %u exceeds 1 MiB"), guid, length);
                         return FALSE;
                 }
                 if (length != 0 && (offset < VHDX_METADATA_TABLE_SIZE ||
                                     (guint64) offset + length > region_length)) {
                         vhdx_set_error (error, VHDX_ERROR_INVALID, what, entry_offset,
-                                        _("item %s (offset %u, length %u) lies outside the "
-                                          "metadata region's item area (64 KiB to %u)"),
+                                        _ ("item %s (offset %u, length %u) lies outside the "
+                                           "metadata region's item area (64 KiB to %u)"),
                                         guid, offset, length, region_length);
                         return FALSE;
                 }
@@ -130,9 +135,8 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
                 }
                 if (known == N_ITEMS) {
                         if (item_flags & VHDX_METADATA_FLAG_IS_REQUIRED) {
-                                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, what,
-                                                entry_offset,
-                                                _("unknown metadata item %s is marked required"),
+                                vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, what, entry_offset,
+                                                _ ("unknown metadata item %s is marked required"),
                                                 guid);
                                 return FALSE;
                         }
@@ -140,7 +144,7 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
                 }
                 if (items[known].present) {
                         vhdx_set_error (error, VHDX_ERROR_INVALID, what, entry_offset,
-                                        _("metadata item %s is listed twice"), guid);
+                                        _ ("metadata item %s is listed twice"), guid);
                         return FALSE;
                 }
                 items[known].present = TRUE;
@@ -153,8 +157,8 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
         for (guint k = 0; k < N_ITEMS; k++) {
                 if (known_items[k].required && !items[k].present) {
                         vhdx_set_error (error, VHDX_ERROR_INVALID, table_name, region_offset,
-                                        _("the required item “%s” is missing"),
-                                        _(known_items[k].name));
+                                        _ ("the required item “%s” is missing"),
+                                        _ (known_items[k].name));
                         return FALSE;
                 }
         }
@@ -174,38 +178,38 @@ vhdx_metadata_read (VhdxIo *io, guint64 region_offset, guint32 region_length, Vh
 
         if (!is_power_of_two (out->block_size) || out->block_size < VHDX_MIN_BLOCK_SIZE ||
             out->block_size > VHDX_MAX_BLOCK_SIZE) {
-                vhdx_set_error (error, VHDX_ERROR_INVALID, _("metadata item “file parameters”"),
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("metadata item “file parameters”"),
                                 items[ITEM_FILE_PARAMETERS].file_offset,
-                                _("block size %u is not a power of two from 1 MiB to 256 MiB"),
+                                _ ("block size %u is not a power of two from 1 MiB to 256 MiB"),
                                 out->block_size);
                 return FALSE;
         }
         if (out->logical_sector_size != 512 && out->logical_sector_size != 4096) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID,
-                                _("metadata item “logical sector size”"),
+                                _ ("metadata item “logical sector size”"),
                                 items[ITEM_LOGICAL_SECTOR_SIZE].file_offset,
-                                _("expected 512 or 4096, found %u"), out->logical_sector_size);
+                                _ ("expected 512 or 4096, found %u"), out->logical_sector_size);
                 return FALSE;
         }
         if (out->physical_sector_size != 512 && out->physical_sector_size != 4096) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID,
-                                _("metadata item “physical sector size”"),
+                                _ ("metadata item “physical sector size”"),
                                 items[ITEM_PHYSICAL_SECTOR_SIZE].file_offset,
-                                _("expected 512 or 4096, found %u"), out->physical_sector_size);
+                                _ ("expected 512 or 4096, found %u"), out->physical_sector_size);
                 return FALSE;
         }
         if (out->virtual_size == 0 || out->virtual_size > VHDX_MAX_VIRTUAL_SIZE ||
             out->virtual_size % out->logical_sector_size != 0) {
-                vhdx_set_error (error, VHDX_ERROR_INVALID, _("metadata item “virtual disk size”"),
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("metadata item “virtual disk size”"),
                                 items[ITEM_VIRTUAL_DISK_SIZE].file_offset,
-                                _("size %" PRIu64 " is not a non-zero multiple of "
-                                  "the logical sector size (%u) up to 64 TiB"),
+                                _ ("size %" PRIu64 " is not a non-zero multiple of "
+                                   "the logical sector size (%u) up to 64 TiB"),
                                 out->virtual_size, out->logical_sector_size);
                 return FALSE;
         }
         if (out->has_parent && !out->has_parent_locator) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, table_name, region_offset,
-                                _("the image has a parent but no parent locator item"));
+                                _ ("the image has a parent but no parent locator item"));
                 return FALSE;
         }
         return TRUE;

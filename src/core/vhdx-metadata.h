@@ -26,8 +26,10 @@ typedef struct {
  * bytes) and every known item; refuse unknown required items and check that
  * every required item is present and holds an allowed value.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_metadata_read (VhdxIo *io, guint64 region_offset,
-                                                       guint32 region_length, VhdxMetadata *out,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_metadata_read (VhdxIo *io,
+                                                       guint64 region_offset,
+                                                       guint32 region_length,
+                                                       VhdxMetadata *out,
                                                        GError **error);
 
 G_END_DECLS

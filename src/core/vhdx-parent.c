@@ -5,8 +5,22 @@
 #include "vhdx-reader.h"
 
 const VhdxGuid vhdx_guid_locator_vhdx = { {
-        0xB7, 0xEF, 0x4A, 0xB0, 0x9E, 0xD1, 0x81, 0x4A,
-        0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13,
+        0xB7,
+        0xEF,
+        0x4A,
+        0xB0,
+        0x9E,
+        0xD1,
+        0x81,
+        0x4A,
+        0xB7,
+        0x89,
+        0x25,
+        0xB8,
+        0xE9,
+        0x44,
+        0x59,
+        0x13,
 } };
 
 static void
@@ -20,18 +34,22 @@ locator_entry_free (gpointer data)
 }
 
 static char *
-decode_utf16 (const guint8 *item, guint32 length, guint32 offset, guint16 size,
-              const char *what, guint64 entry_offset, GError **error)
+decode_utf16 (const guint8 *item,
+              guint32 length,
+              guint32 offset,
+              guint16 size,
+              const char *what,
+              guint64 entry_offset,
+              GError **error)
 {
         g_autofree gunichar2 *text = NULL;
-        g_autoptr(GError) local_error = NULL;
+        g_autoptr (GError) local_error = NULL;
         char *utf8;
 
         if ((guint64) offset + size > length || size % 2 != 0) {
-                vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
-                                entry_offset,
-                                _("the %s (offset %u, length %u) is not an even number of "
-                                  "bytes inside the %u-byte locator"),
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("parent locator entry"), entry_offset,
+                                _ ("the %s (offset %u, length %u) is not an even number of "
+                                   "bytes inside the %u-byte locator"),
                                 what, offset, size, length);
                 return NULL;
         }
@@ -40,9 +58,8 @@ decode_utf16 (const guint8 *item, guint32 length, guint32 offset, guint16 size,
                 text[i] = vhdx_get_le16 (item + offset + 2 * i);
         utf8 = g_utf16_to_utf8 (text, size / 2, NULL, NULL, &local_error);
         if (utf8 == NULL) {
-                vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
-                                entry_offset, _("the %s is not valid UTF-16: %s"), what,
-                                local_error->message);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("parent locator entry"), entry_offset,
+                                _ ("the %s is not valid UTF-16: %s"), what, local_error->message);
                 return NULL;
         }
         return utf8;
@@ -52,16 +69,16 @@ GPtrArray *
 vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GError **error)
 {
         g_autofree guint8 *item = NULL;
-        g_autoptr(GPtrArray) entries = NULL;
-        g_autoptr(GHashTable) keys = NULL;
+        g_autoptr (GPtrArray) entries = NULL;
+        g_autoptr (GHashTable) keys = NULL;
         VhdxGuid type;
         guint16 count;
         guint64 text_bytes = 0;
-        const char *what = _("parent locator");
+        const char *what = _ ("parent locator");
 
         if (length < VHDX_LOCATOR_HEADER_SIZE) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,
-                                _("length %u is shorter than its %u-byte header"), length,
+                                _ ("length %u is shorter than its %u-byte header"), length,
                                 (guint) VHDX_LOCATOR_HEADER_SIZE);
                 return NULL;
         }
@@ -73,13 +90,13 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
                 char text[VHDX_GUID_STRING_LENGTH + 1];
                 vhdx_guid_to_string_buf (&type, text);
                 vhdx_set_error (error, VHDX_ERROR_NOT_SUPPORTED, what, file_offset,
-                                _("locator type %s is not the VHDX locator type"), text);
+                                _ ("locator type %s is not the VHDX locator type"), text);
                 return NULL;
         }
         count = vhdx_get_le16 (item + VHDX_LOCATOR_OFF_COUNT);
         if (VHDX_LOCATOR_HEADER_SIZE + (guint64) count * VHDX_LOCATOR_ENTRY_SIZE > length) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,
-                                _("%u entries do not fit in %u bytes"), count, length);
+                                _ ("%u entries do not fit in %u bytes"), count, length);
                 return NULL;
         }
 
@@ -96,35 +113,35 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
                 VhdxLocatorEntry *entry;
 
                 if (key_length == 0 || value_length == 0) {
-                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
-                                        entry_offset, _("an empty key or value"));
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("parent locator entry"),
+                                        entry_offset, _ ("an empty key or value"));
                         return NULL;
                 }
                 /* Entries may point at the same bytes; without this bound, 65535
                  * of them sharing one 64 KiB value would decode gigabytes. */
                 text_bytes += (guint64) key_length + value_length;
                 if (text_bytes > length) {
-                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("parent locator entry"),
                                         entry_offset,
-                                        _("the keys and values take more than the %u bytes "
-                                          "of the locator"),
+                                        _ ("the keys and values take more than the %u bytes "
+                                           "of the locator"),
                                         length);
                         return NULL;
                 }
                 key = decode_utf16 (item, length,
                                     vhdx_get_le32 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET),
-                                    key_length, _("key"), entry_offset, error);
+                                    key_length, _ ("key"), entry_offset, error);
                 if (key == NULL)
                         return NULL;
                 value = decode_utf16 (item, length,
                                       vhdx_get_le32 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET),
-                                      value_length, _("value"), entry_offset, error);
+                                      value_length, _ ("value"), entry_offset, error);
                 if (value == NULL)
                         return NULL;
                 /* A hash table: a linear lookup per key is quadratic in the count. */
                 if (g_hash_table_contains (keys, key)) {
-                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator entry"),
-                                        entry_offset, _("the key “%s” appears twice"), key);
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("parent locator entry"),
+                                        entry_offset, _ ("the key “%s” appears twice"), key);
                         return NULL;
                 }
                 entry = g_new0 (VhdxLocatorEntry, 1);
@@ -135,7 +152,7 @@ vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset, guint32 length, GErro
         }
         if (vhdx_parent_locator_lookup (entries, "parent_linkage") == NULL) {
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what, file_offset,
-                                _("the required key “parent_linkage” is missing"));
+                                _ ("the required key “parent_linkage” is missing"));
                 return NULL;
         }
         return g_steal_pointer (&entries);

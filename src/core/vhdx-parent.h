@@ -7,13 +7,13 @@
 
 G_BEGIN_DECLS
 
-#define VHDX_LOCATOR_HEADER_SIZE 20
-#define VHDX_LOCATOR_OFF_TYPE 0
-#define VHDX_LOCATOR_OFF_COUNT 18
-#define VHDX_LOCATOR_ENTRY_SIZE 12
-#define VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET 0
+#define VHDX_LOCATOR_HEADER_SIZE            20
+#define VHDX_LOCATOR_OFF_TYPE               0
+#define VHDX_LOCATOR_OFF_COUNT              18
+#define VHDX_LOCATOR_ENTRY_SIZE             12
+#define VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET   0
 #define VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET 4
-#define VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH 8
+#define VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH   8
 #define VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH 10
 
 extern const VhdxGuid vhdx_guid_locator_vhdx;
@@ -24,8 +24,10 @@ extern const VhdxGuid vhdx_guid_locator_vhdx;
  * against the item, UTF-16LE text, no duplicate keys, and a parent_linkage
  * key.  Returns a GPtrArray of VhdxLocatorEntry.
  */
-G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_locator_read (VhdxIo *io, guint64 file_offset,
-                                                               guint32 length, GError **error);
+G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_locator_read (VhdxIo *io,
+                                                               guint64 file_offset,
+                                                               guint32 length,
+                                                               GError **error);
 
 /* The value of @key in @locator (case-sensitive, as the specification names them), or NULL. */
 const char *vhdx_parent_locator_lookup (GPtrArray *locator, const char *key);

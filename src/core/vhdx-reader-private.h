@@ -40,12 +40,15 @@ vhdx_file_block_length (const VhdxFile *file, guint64 block)
  * and a stored block inside the file past the header section.
  */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check_payload_entry (VhdxFile *file,
-                                                                  guint64 block, guint64 entry,
+                                                                  guint64 block,
+                                                                  guint64 entry,
                                                                   guint *state,
                                                                   guint64 *file_offset,
                                                                   GError **error);
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_lookup_block (VhdxFile *file, guint64 block,
-                                                           guint *state, guint64 *file_offset,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_lookup_block (VhdxFile *file,
+                                                           guint64 block,
+                                                           guint *state,
+                                                           guint64 *file_offset,
                                                            GError **error);
 
 G_END_DECLS

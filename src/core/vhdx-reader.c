@@ -34,14 +34,14 @@ read_file_identifier (VhdxFile *file, GError **error)
         guint8 buf[VHDX_FILE_ID_CREATOR_OFFSET + VHDX_FILE_ID_CREATOR_SIZE];
         gsize n = (gsize) MIN ((guint64) sizeof buf, file->info.file_size);
 
-        if (!vhdx_io_read_exact (file->io, buf, n, 0, _("file identifier"), error))
+        if (!vhdx_io_read_exact (file->io, buf, n, 0, _ ("file identifier"), error))
                 return FALSE;
         if (n >= 8 && memcmp (buf, VHDX_FILE_ID_SIGNATURE, 8) != 0)
                 return vhdx_file_identifier_parse (buf, n, &file->info.creator, error);
         if (file->info.file_size < VHDX_HEADER_SECTION_SIZE) {
-                vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _("header section"), 0,
-                                _("the file has %" PRIu64
-                                  " bytes, fewer than the 1 MiB header section"),
+                vhdx_set_error (error, VHDX_ERROR_TRUNCATED, _ ("header section"), 0,
+                                _ ("the file has %" PRIu64
+                                   " bytes, fewer than the 1 MiB header section"),
                                 file->info.file_size);
                 return FALSE;
         }
@@ -57,9 +57,8 @@ static gboolean
 replay_log (VhdxFile *file, VhdxHeader *header, GError **error)
 {
         VhdxInfo *info = &file->info;
-        guint64 header_offset = info->header_index == 1 ? VHDX_HEADER1_OFFSET
-                                                        : VHDX_HEADER2_OFFSET;
-        g_autoptr(VhdxLogSequence) sequence = NULL;
+        guint64 header_offset = info->header_index == 1 ? VHDX_HEADER1_OFFSET : VHDX_HEADER2_OFFSET;
+        g_autoptr (VhdxLogSequence) sequence = NULL;
 
         sequence = vhdx_log_find_active (file->io, info->file_size, header, header_offset, error);
         if (sequence == NULL)
@@ -82,13 +81,12 @@ replay_log (VhdxFile *file, VhdxHeader *header, GError **error)
                 return vhdx_io_get_size (file->io, &info->file_size, error);
         }
 
-        vhdx_findings_add (file->open_findings, VHDX_SEVERITY_WARNING, _("log"),
+        vhdx_findings_add (file->open_findings, VHDX_SEVERITY_WARNING, _ ("log"),
                            header->log_offset,
-                           _("the log holds %u entries (%u writes, head sequence number %"
-                             PRIu64 ") that were not replayed onto the file; "
-                             "they were replayed in memory"),
-                           sequence->n_entries, sequence->writes->len,
-                           sequence->head_sequence);
+                           _ ("the log holds %u entries (%u writes, head sequence number %" PRIu64
+                              ") that were not replayed onto the file; "
+                              "they were replayed in memory"),
+                           sequence->n_entries, sequence->writes->len, sequence->head_sequence);
         file->io = vhdx_io_new_log_overlay (file->io, g_steal_pointer (&sequence), error);
         if (file->io == NULL)
                 return FALSE;
@@ -139,8 +137,8 @@ open_structures (VhdxFile *file, GError **error)
         info->metadata_offset = file->regions.metadata.file_offset;
         info->metadata_length = file->regions.metadata.length;
 
-        if (!vhdx_metadata_read (file->io, info->metadata_offset, info->metadata_length,
-                                 &metadata, error))
+        if (!vhdx_metadata_read (file->io, info->metadata_offset, info->metadata_length, &metadata,
+                                 error))
                 return FALSE;
         info->block_size = metadata.block_size;
         info->leave_block_allocated = metadata.leave_block_allocated;
@@ -170,13 +168,13 @@ open_structures (VhdxFile *file, GError **error)
                 info->bat_entries = (info->payload_blocks + info->chunk_ratio - 1) /
                                     info->chunk_ratio * (info->chunk_ratio + 1);
         else
-                info->bat_entries = info->payload_blocks +
-                                    (info->payload_blocks - 1) / info->chunk_ratio;
+                info->bat_entries =
+                        info->payload_blocks + (info->payload_blocks - 1) / info->chunk_ratio;
         bat_bytes = info->bat_entries * VHDX_BAT_ENTRY_SIZE;
         if (bat_bytes > info->bat_length) {
-                vhdx_set_error (error, VHDX_ERROR_INVALID, _("BAT region"), info->bat_offset,
-                                _("length %u is too small for %" PRIu64
-                                  " entries (%" PRIu64 " bytes)"),
+                vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("BAT region"), info->bat_offset,
+                                _ ("length %u is too small for %" PRIu64 " entries (%" PRIu64
+                                   " bytes)"),
                                 info->bat_length, info->bat_entries, bat_bytes);
                 return FALSE;
         }
@@ -220,8 +218,12 @@ typedef struct {
         guint64 inode;
 } Identity;
 
-static VhdxFile *open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options,
-                                guint depth, GArray *identities, GError **error);
+static VhdxFile *open_internal (VhdxIo *io,
+                                VhdxOpenFlags flags,
+                                const VhdxOpenOptions *options,
+                                guint depth,
+                                GArray *identities,
+                                GError **error);
 
 static VhdxIo *
 default_open_func (const char *path, gpointer user_data, GError **error)
@@ -241,8 +243,8 @@ linkage_matches (VhdxFile *file, VhdxFile *parent, GError **error)
                 if (text == NULL)
                         continue;
                 if (!vhdx_guid_from_string (text, &guid)) {
-                        vhdx_set_error (error, VHDX_ERROR_INVALID, _("parent locator"), 0,
-                                        _("%s “%s” is not a GUID"), keys[i], text);
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, _ ("parent locator"), 0,
+                                        _ ("%s “%s” is not a GUID"), keys[i], text);
                         return FALSE;
                 }
                 if (vhdx_guid_equal (&guid, &parent->info.data_write_guid))
@@ -259,23 +261,25 @@ linkage_matches (VhdxFile *file, VhdxFile *parent, GError **error)
  * exists stops the search.
  */
 static gboolean
-open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray *identities,
+open_parent (VhdxFile *file,
+             const VhdxOpenOptions *options,
+             guint depth,
+             GArray *identities,
              GError **error)
 {
-        g_autoptr(GPtrArray) candidates = vhdx_parent_candidates (
-                file->locator, options != NULL ? options->path : NULL,
-                options != NULL ? options->parent_path : NULL);
-        g_autoptr(GString) tried = g_string_new (NULL);
-        g_autoptr(GError) mismatch = NULL;
-        VhdxOpenFunc open_func = options != NULL && options->open_func != NULL
-                                         ? options->open_func
-                                         : default_open_func;
+        g_autoptr (GPtrArray) candidates =
+                vhdx_parent_candidates (file->locator, options != NULL ? options->path : NULL,
+                                        options != NULL ? options->parent_path : NULL);
+        g_autoptr (GString) tried = g_string_new (NULL);
+        g_autoptr (GError) mismatch = NULL;
+        VhdxOpenFunc open_func = options != NULL && options->open_func != NULL ? options->open_func
+                                                                               : default_open_func;
         gpointer open_data = options != NULL ? options->open_data : NULL;
         gboolean allow_mismatch = options != NULL && options->allow_parent_mismatch;
 
         if (depth + 1 > VHDX_MAX_CHAIN_DEPTH) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("The chain of parents is longer than %u images"),
+                             _ ("The chain of parents is longer than %u images"),
                              (guint) VHDX_MAX_CHAIN_DEPTH);
                 return FALSE;
         }
@@ -283,7 +287,7 @@ open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray
         for (guint i = 0; i < candidates->len; i++) {
                 const char *path = g_ptr_array_index (candidates, i);
                 g_autofree char *display = g_filename_display_name (path);
-                g_autoptr(GError) local_error = NULL;
+                g_autoptr (GError) local_error = NULL;
                 VhdxOpenOptions parent_options = {
                         .path = path,
                         .allow_parent_mismatch = allow_mismatch,
@@ -299,14 +303,14 @@ open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray
                         if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND))
                                 continue;
                         g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
-                                                    _("Parent %s: "), display);
+                                                    _ ("Parent %s: "), display);
                         return FALSE;
                 }
                 parent = open_internal (io, VHDX_OPEN_FLAGS_NONE, &parent_options, depth + 1,
                                         identities, &local_error);
                 if (parent == NULL) {
                         g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
-                                                    _("Parent %s: "), display);
+                                                    _ ("Parent %s: "), display);
                         return FALSE;
                 }
                 if (!linkage_matches (file, parent, &local_error)) {
@@ -317,17 +321,18 @@ open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray
                                 return FALSE;
                         }
                         if (!allow_mismatch) {
-                                const char *linkage2 = vhdx_parent_locator_lookup (
-                                        file->locator, "parent_linkage2");
+                                const char *linkage2 =
+                                        vhdx_parent_locator_lookup (file->locator,
+                                                                    "parent_linkage2");
                                 vhdx_guid_to_string_buf (&parent->info.data_write_guid, found);
                                 g_clear_error (&mismatch);
                                 g_set_error (&mismatch, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
-                                             _("Parent %s has DataWriteGuid %s, but the image "
-                                               "was made from %s%s%s"),
+                                             _ ("Parent %s has DataWriteGuid %s, but the image "
+                                                "was made from %s%s%s"),
                                              display, found,
                                              vhdx_parent_locator_lookup (file->locator,
                                                                          "parent_linkage"),
-                                             linkage2 != NULL ? _(" or ") : "",
+                                             linkage2 != NULL ? _ (" or ") : "",
                                              linkage2 != NULL ? linkage2 : "");
                                 vhdx_file_free (parent);
                                 continue;
@@ -335,7 +340,7 @@ open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray
                 }
                 if (parent->info.logical_sector_size != file->info.logical_sector_size) {
                         g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
-                                     _("Parent %s has %u-byte logical sectors, the image %u"),
+                                     _ ("Parent %s has %u-byte logical sectors, the image %u"),
                                      display, parent->info.logical_sector_size,
                                      file->info.logical_sector_size);
                         vhdx_file_free (parent);
@@ -351,25 +356,28 @@ open_parent (VhdxFile *file, const VhdxOpenOptions *options, guint depth, GArray
                 return FALSE;
         }
         if (candidates->len == 0) {
-                const char *relative = vhdx_parent_locator_lookup (file->locator,
-                                                                   "relative_path");
+                const char *relative = vhdx_parent_locator_lookup (file->locator, "relative_path");
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
-                             _("The parent of this differencing image cannot be found: no "
-                               "path to look in (relative_path “%s”) and no parent was given"),
+                             _ ("The parent of this differencing image cannot be found: no "
+                                "path to look in (relative_path “%s”) and no parent was given"),
                              relative != NULL ? relative : "");
         } else
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
-                             _("The parent of this differencing image cannot be found; tried: "
-                               "%s"),
+                             _ ("The parent of this differencing image cannot be found; tried: "
+                                "%s"),
                              tried->str);
         return FALSE;
 }
 
 static VhdxFile *
-open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options, guint depth,
-               GArray *identities, GError **error)
+open_internal (VhdxIo *io,
+               VhdxOpenFlags flags,
+               const VhdxOpenOptions *options,
+               guint depth,
+               GArray *identities,
+               GError **error)
 {
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         Identity identity;
 
         file = g_new0 (VhdxFile, 1);
@@ -383,7 +391,7 @@ open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options, 
         if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) &&
             (io->vtable->pwrite == NULL || io->vtable->flush == NULL)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _("This image cannot be opened for writing"));
+                             _ ("This image cannot be opened for writing"));
                 return NULL;
         }
         if (vhdx_io_identify (io, &identity.device, &identity.inode)) {
@@ -391,8 +399,8 @@ open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options, 
                         const Identity *seen = &g_array_index (identities, Identity, i);
                         if (seen->device == identity.device && seen->inode == identity.inode) {
                                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                                             _("The chain of parents loops back to an image "
-                                               "already in it"));
+                                             _ ("The chain of parents loops back to an image "
+                                                "already in it"));
                                 return NULL;
                         }
                 }
@@ -407,10 +415,12 @@ open_internal (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options, 
 }
 
 VhdxFile *
-vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags, const VhdxOpenOptions *options,
+vhdx_file_open_full (VhdxIo *io,
+                     VhdxOpenFlags flags,
+                     const VhdxOpenOptions *options,
                      GError **error)
 {
-        g_autoptr(GArray) identities = g_array_new (FALSE, FALSE, sizeof (Identity));
+        g_autoptr (GArray) identities = g_array_new (FALSE, FALSE, sizeof (Identity));
 
         g_return_val_if_fail (io != NULL, NULL);
         g_return_val_if_fail (error == NULL || *error == NULL, NULL);
@@ -435,19 +445,18 @@ static const char *
 overlapped_structure (VhdxFile *file, guint64 start, guint64 end)
 {
         if (start < VHDX_HEADER_SECTION_SIZE)
-                return _("the header section");
+                return _ ("the header section");
         if (file->info.log_length > 0 && start < file->info.log_offset + file->info.log_length &&
             end > file->info.log_offset)
-                return _("the log");
+                return _ ("the log");
         for (guint i = 0; i < file->regions.entries->len; i++) {
-                const VhdxRegionEntry *r = &g_array_index (file->regions.entries,
-                                                           VhdxRegionEntry, i);
+                const VhdxRegionEntry *r =
+                        &g_array_index (file->regions.entries, VhdxRegionEntry, i);
                 if (start < r->file_offset + r->length && end > r->file_offset)
-                        return vhdx_guid_equal (&r->guid, &vhdx_guid_region_bat)
-                                       ? _("the BAT")
-                                       : vhdx_guid_equal (&r->guid, &vhdx_guid_region_metadata)
-                                                 ? _("the metadata region")
-                                                 : _("a region");
+                        return vhdx_guid_equal (&r->guid, &vhdx_guid_region_bat) ? _ ("the BAT")
+                               : vhdx_guid_equal (&r->guid, &vhdx_guid_region_metadata)
+                                       ? _ ("the metadata region")
+                                       : _ ("a region");
         }
         return NULL;
 }
@@ -455,37 +464,39 @@ overlapped_structure (VhdxFile *file, guint64 start, guint64 end)
 /* Check that a block of @length bytes at @offset, named by BAT entry @index,
  * lies inside the file and on no other structure. */
 static gboolean
-check_stored_block (VhdxFile *file, guint64 index, guint64 offset, guint64 length,
-                    GError **error)
+check_stored_block (VhdxFile *file, guint64 index, guint64 offset, guint64 length, GError **error)
 {
         guint64 end;
         const char *overlapped;
 
         if (!vhdx_add_u64 (offset, length, &end) || end > file->info.file_size) {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("the block at file offset %" PRIu64
-                                  " ends past the end of the file (%" PRIu64
-                                  " bytes)"),
+                                _ ("the block at file offset %" PRIu64
+                                   " ends past the end of the file (%" PRIu64 " bytes)"),
                                 offset, file->info.file_size);
                 return FALSE;
         }
         overlapped = overlapped_structure (file, offset, end);
         if (overlapped != NULL) {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("the block at file offset %" PRIu64 " overlaps %s"),
-                                offset, overlapped);
+                                _ ("the block at file offset %" PRIu64 " overlaps %s"), offset,
+                                overlapped);
                 return FALSE;
         }
         return TRUE;
 }
 
 gboolean
-vhdx_file_check_payload_entry (VhdxFile *file, guint64 block, guint64 entry, guint *state,
-                               guint64 *file_offset, GError **error)
+vhdx_file_check_payload_entry (VhdxFile *file,
+                               guint64 block,
+                               guint64 entry,
+                               guint *state,
+                               guint64 *file_offset,
+                               GError **error)
 {
         guint64 index = vhdx_bat_payload_index (block, file->info.chunk_ratio);
 
@@ -504,10 +515,10 @@ vhdx_file_check_payload_entry (VhdxFile *file, guint64 block, guint64 entry, gui
                         break;
                 G_GNUC_FALLTHROUGH;
         default: {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("state %u is not a valid payload block state for a %s disk"),
+                                _ ("state %u is not a valid payload block state for a %s disk"),
                                 *state, vhdx_disk_type_to_string (file->info.disk_type));
                 return FALSE;
         }
@@ -520,7 +531,10 @@ vhdx_file_check_payload_entry (VhdxFile *file, guint64 block, guint64 entry, gui
 }
 
 gboolean
-vhdx_file_lookup_block (VhdxFile *file, guint64 block, guint *state, guint64 *file_offset,
+vhdx_file_lookup_block (VhdxFile *file,
+                        guint64 block,
+                        guint *state,
+                        guint64 *file_offset,
                         GError **error)
 {
         guint64 entry;
@@ -564,11 +578,11 @@ get_block_bitmap (VhdxFile *file, guint64 block, GError **error)
         if (!vhdx_bat_get (file->bat, index, &entry, error))
                 return NULL;
         if (vhdx_bat_entry_state (entry) != VHDX_SB_PRESENT) {
-                g_autofree char *what = g_strdup_printf (_("BAT entry %" PRIu64), index);
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                                _("block %" PRIu64 " is partially present but the "
-                                  "sector bitmap of its chunk is not (state %u)"),
+                                _ ("block %" PRIu64 " is partially present but the "
+                                   "sector bitmap of its chunk is not (state %u)"),
                                 block, vhdx_bat_entry_state (entry));
                 return NULL;
         }
@@ -577,7 +591,7 @@ get_block_bitmap (VhdxFile *file, guint64 block, GError **error)
                 return NULL;
         bits = g_malloc (length);
         if (!vhdx_io_read_exact (file->io, bits, length, offset + first_bit / 8,
-                                 _("sector bitmap"), error))
+                                 _ ("sector bitmap"), error))
                 return NULL;
         bytes = g_bytes_new_take (g_steal_pointer (&bits), length);
 
@@ -604,7 +618,10 @@ bitmap_bit (const guint8 *bits, guint64 sector)
 /* The end (a block-relative byte offset, at most @end) of the run of sectors
  * that starts at @pos and whose bits all equal the bit of @pos's sector. */
 static guint64
-bitmap_run_end (const guint8 *bits, guint32 sector_size, guint64 pos, guint64 end,
+bitmap_run_end (const guint8 *bits,
+                guint32 sector_size,
+                guint64 pos,
+                guint64 end,
                 gboolean *present)
 {
         guint64 sector = pos / sector_size;
@@ -632,7 +649,7 @@ read_payload (VhdxFile *file, void *buf, gsize count, guint64 offset, GError **e
                 return FALSE;
         if (G_LIKELY (n_read == count))
                 return TRUE;
-        return vhdx_io_read_exact (file->io, buf, count, offset, _("payload block"), error);
+        return vhdx_io_read_exact (file->io, buf, count, offset, _ ("payload block"), error);
 }
 
 static gboolean
@@ -642,8 +659,8 @@ check_range (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 
         if (!vhdx_add_u64 (offset, length, &end) || end > file->info.virtual_size) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE,
-                             _("The range %" PRIu64 "+%" PRIu64
-                               " lies outside the virtual disk (%" PRIu64 " bytes)"),
+                             _ ("The range %" PRIu64 "+%" PRIu64
+                                " lies outside the virtual disk (%" PRIu64 " bytes)"),
                              offset, length, file->info.virtual_size);
                 return FALSE;
         }
@@ -658,8 +675,8 @@ read_from_parent (VhdxFile *file, guint64 offset, guint8 *out, gsize count, GErr
         gsize from_parent = 0;
 
         if (file->parent != NULL && offset < file->parent->info.virtual_size) {
-                from_parent = (gsize) MIN ((guint64) count,
-                                           file->parent->info.virtual_size - offset);
+                from_parent =
+                        (gsize) MIN ((guint64) count, file->parent->info.virtual_size - offset);
                 if (!vhdx_file_read (file->parent, offset, out, from_parent, error))
                         return FALSE;
         }
@@ -668,10 +685,15 @@ read_from_parent (VhdxFile *file, guint64 offset, guint8 *out, gsize count, GErr
 }
 
 static gboolean
-read_partial_block (VhdxFile *file, guint64 block, guint64 block_offset, guint64 in_block,
-                    guint8 *out, gsize count, GError **error)
+read_partial_block (VhdxFile *file,
+                    guint64 block,
+                    guint64 block_offset,
+                    guint64 in_block,
+                    guint8 *out,
+                    gsize count,
+                    GError **error)
 {
-        g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+        g_autoptr (GBytes) bitmap = get_block_bitmap (file, block, error);
         const guint8 *bits;
         guint64 pos = in_block, end = in_block + count;
         guint64 block_start = block * file->info.block_size;
@@ -681,8 +703,8 @@ read_partial_block (VhdxFile *file, guint64 block, guint64 block_offset, guint64
         bits = g_bytes_get_data (bitmap, NULL);
         while (pos < end) {
                 gboolean present;
-                guint64 run_end = bitmap_run_end (bits, file->info.logical_sector_size, pos, end,
-                                                  &present);
+                guint64 run_end =
+                        bitmap_run_end (bits, file->info.logical_sector_size, pos, end, &present);
                 guint8 *dest = out + (pos - in_block);
                 gsize n = (gsize) (run_end - pos);
 
@@ -736,8 +758,8 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
                                 run_length = n;
                                 break;
                         case VHDX_PAYLOAD_PARTIALLY_PRESENT:
-                                ok = read_partial_block (file, block, block_offset, in_block,
-                                                         out, n, error);
+                                ok = read_partial_block (file, block, block_offset, in_block, out,
+                                                         n, error);
                                 break;
                         case VHDX_PAYLOAD_NOT_PRESENT:
                                 /* Absent from a differencing image: the parent has it. */
@@ -754,8 +776,7 @@ vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError *
                 offset += n;
                 count -= n;
         }
-        if (run_length > 0 &&
-            !read_payload (file, run_buf, run_length, run_file_offset, error))
+        if (run_length > 0 && !read_payload (file, run_buf, run_length, run_file_offset, error))
                 return FALSE;
         return TRUE;
 }
@@ -776,13 +797,21 @@ append_extent (GArray *extents, const VhdxMapExtent *e)
         g_array_append_val (extents, *e);
 }
 
-static gboolean map_range (VhdxFile *file, guint64 offset, guint64 length, guint depth,
-                           GArray *extents, GError **error);
+static gboolean map_range (VhdxFile *file,
+                           guint64 offset,
+                           guint64 length,
+                           guint depth,
+                           GArray *extents,
+                           GError **error);
 
 /* Extents for a range this file does not store: the parent's, one level
  * deeper; holes where the parent is smaller or there is none. */
 static gboolean
-map_from_parent (VhdxFile *file, guint64 offset, guint64 length, guint depth, GArray *extents,
+map_from_parent (VhdxFile *file,
+                 guint64 offset,
+                 guint64 length,
+                 guint depth,
+                 GArray *extents,
                  GError **error)
 {
         guint64 from_parent = 0;
@@ -804,7 +833,11 @@ map_from_parent (VhdxFile *file, guint64 offset, guint64 length, guint depth, GA
 }
 
 static gboolean
-map_range (VhdxFile *file, guint64 offset, guint64 length, guint depth, GArray *extents,
+map_range (VhdxFile *file,
+           guint64 offset,
+           guint64 length,
+           guint depth,
+           GArray *extents,
            GError **error)
 {
         while (length > 0) {
@@ -823,16 +856,16 @@ map_range (VhdxFile *file, guint64 offset, guint64 length, guint depth, GArray *
                         e.file_offset = block_offset + in_block;
                         append_extent (extents, &e);
                 } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
-                        g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+                        g_autoptr (GBytes) bitmap = get_block_bitmap (file, block, error);
                         guint64 pos = in_block, end = in_block + n;
 
                         if (bitmap == NULL)
                                 return FALSE;
                         while (pos < end) {
                                 gboolean present;
-                                guint64 run_end = bitmap_run_end (
-                                        g_bytes_get_data (bitmap, NULL),
-                                        file->info.logical_sector_size, pos, end, &present);
+                                guint64 run_end = bitmap_run_end (g_bytes_get_data (bitmap, NULL),
+                                                                  file->info.logical_sector_size,
+                                                                  pos, end, &present);
                                 guint64 at = block * file->info.block_size + pos;
                                 if (present) {
                                         VhdxMapExtent d = { .offset = at,
@@ -867,7 +900,7 @@ map_range (VhdxFile *file, guint64 offset, guint64 length, guint depth, GArray *
 GArray *
 vhdx_file_map (VhdxFile *file, guint64 offset, guint64 length, GError **error)
 {
-        g_autoptr(GArray) extents = NULL;
+        g_autoptr (GArray) extents = NULL;
 
         g_return_val_if_fail (file != NULL, NULL);
         g_return_val_if_fail (error == NULL || *error == NULL, NULL);
@@ -916,7 +949,7 @@ vhdx_file_get_allocated_bytes (VhdxFile *file, guint64 *allocated, GError **erro
                         if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
                                 total += vhdx_file_block_length (file, block);
                         } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
-                                g_autoptr(GBytes) bitmap = get_block_bitmap (file, block, error);
+                                g_autoptr (GBytes) bitmap = get_block_bitmap (file, block, error);
                                 guint64 sectors = vhdx_file_block_length (file, block) /
                                                   info->logical_sector_size;
                                 const guint8 *bits;

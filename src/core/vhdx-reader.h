@@ -54,17 +54,17 @@ typedef struct {
 } VhdxInfo;
 
 typedef enum {
-        VHDX_EXTENT_DATA,   /* stored in this file at file_offset */
-        VHDX_EXTENT_ZERO,   /* reads as zeros */
+        VHDX_EXTENT_DATA, /* stored in this file at file_offset */
+        VHDX_EXTENT_ZERO, /* reads as zeros */
 } VhdxMapExtentKind;
 
 typedef struct {
         guint64 offset; /* virtual disk offset */
         guint64 length;
         VhdxMapExtentKind kind;
-        gboolean present;     /* FALSE: the block is not stored at all (holes) */
-        guint64 file_offset;  /* VHDX_EXTENT_DATA only */
-        guint depth;          /* member of the chain supplying it; 0 = this file */
+        gboolean present;    /* FALSE: the block is not stored at all (holes) */
+        guint64 file_offset; /* VHDX_EXTENT_DATA only */
+        guint depth;         /* member of the chain supplying it; 0 = this file */
 } VhdxMapExtent;
 
 /*
@@ -92,10 +92,12 @@ typedef struct {
 
 /* Takes ownership of @io, also on failure.  Differencing images need
  * vhdx_file_open_full() to find their parent. */
-G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open (VhdxIo *io, VhdxOpenFlags flags,
+G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open (VhdxIo *io,
+                                                    VhdxOpenFlags flags,
                                                     GError **error);
 /* Takes ownership of @io, also on failure.  @options may be NULL. */
-G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open_full (VhdxIo *io, VhdxOpenFlags flags,
+G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open_full (VhdxIo *io,
+                                                         VhdxOpenFlags flags,
                                                          const VhdxOpenOptions *options,
                                                          GError **error);
 
@@ -122,12 +124,14 @@ const VhdxInfo *vhdx_file_get_info (VhdxFile *file);
 /* Problems noticed while opening (e.g. a damaged first header next to a good second one). */
 GPtrArray *vhdx_file_get_open_findings (VhdxFile *file);
 
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_read (VhdxFile *file, guint64 offset, void *buf,
-                                                   gsize count, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean
+vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError **error);
 
 /* A GArray of VhdxMapExtent covering [offset, offset + length), adjacent extents merged. */
-G_GNUC_WARN_UNUSED_RESULT GArray *vhdx_file_map (VhdxFile *file, guint64 offset,
-                                                 guint64 length, GError **error);
+G_GNUC_WARN_UNUSED_RESULT GArray *vhdx_file_map (VhdxFile *file,
+                                                 guint64 offset,
+                                                 guint64 length,
+                                                 GError **error);
 
 /* Bytes of the virtual disk that this file stores (FULLY_PRESENT blocks). */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_get_allocated_bytes (VhdxFile *file,

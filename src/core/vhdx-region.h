@@ -27,15 +27,21 @@ void vhdx_region_table_clear (VhdxRegionTable *table);
  * entry count, alignment, bounds against @file_size, duplicates and overlaps,
  * unknown required regions, and presence of the BAT and metadata regions.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_region_table_parse (const guint8 *buf, gsize len,
-                                                            guint64 file_offset, const char *name,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_region_table_parse (const guint8 *buf,
+                                                            gsize len,
+                                                            guint64 file_offset,
+                                                            const char *name,
                                                             guint64 file_size,
-                                                            VhdxRegionTable *out, GError **error);
+                                                            VhdxRegionTable *out,
+                                                            GError **error);
 
 /* Read region table 1, falling back to table 2 when the first is damaged (the
  * damage is appended to @problems). */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_region_tables_read (VhdxIo *io, guint64 file_size,
-                                                            VhdxRegionTable *out, guint *index,
-                                                            GPtrArray *problems, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_region_tables_read (VhdxIo *io,
+                                                            guint64 file_size,
+                                                            VhdxRegionTable *out,
+                                                            guint *index,
+                                                            GPtrArray *problems,
+                                                            GError **error);
 
 G_END_DECLS

@@ -14,8 +14,8 @@
 #define CREATOR "libvhdx " PACKAGE_VERSION
 
 /* Where the pieces go: header section, log, metadata, BAT, then payload. */
-#define LOG_OFFSET VHDX_HEADER_SECTION_SIZE
-#define METADATA_LENGTH (1 * VHDX_MiB)
+#define LOG_OFFSET            VHDX_HEADER_SECTION_SIZE
+#define METADATA_LENGTH       (1 * VHDX_MiB)
 #define METADATA_ITEMS_OFFSET VHDX_METADATA_TABLE_SIZE
 
 struct _VhdxWriter {
@@ -28,8 +28,8 @@ struct _VhdxWriter {
         guint64 metadata_offset;
         guint64 bat_offset;
         guint32 bat_length;
-        guint64 next_free;     /* where the next allocated block goes */
-        GHashTable *bitmaps;   /* chunk -> 1 MiB sector bitmap (differencing) */
+        guint64 next_free;   /* where the next allocated block goes */
+        GHashTable *bitmaps; /* chunk -> 1 MiB sector bitmap (differencing) */
         gboolean finished;
 };
 
@@ -53,42 +53,42 @@ vhdx_create_params_resolve (VhdxCreateParams *p, GError **error)
 
         if (p->disk_type != VHDX_DISK_TYPE_FIXED && p->disk_type != VHDX_DISK_TYPE_DYNAMIC &&
             p->disk_type != VHDX_DISK_TYPE_DIFFERENCING) {
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID, _("Unknown disk type %d"),
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID, _ ("Unknown disk type %d"),
                              (int) p->disk_type);
                 return FALSE;
         }
         if (!is_power_of_two (p->block_size) || p->block_size < VHDX_MIN_BLOCK_SIZE ||
             p->block_size > VHDX_MAX_BLOCK_SIZE) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("The block size %u is not a power of two from 1 MiB to 256 MiB"),
+                             _ ("The block size %u is not a power of two from 1 MiB to 256 MiB"),
                              p->block_size);
                 return FALSE;
         }
         if ((p->logical_sector_size != 512 && p->logical_sector_size != 4096) ||
             (p->physical_sector_size != 512 && p->physical_sector_size != 4096)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("Sector sizes must be 512 or 4096 (logical %u, physical %u)"),
+                             _ ("Sector sizes must be 512 or 4096 (logical %u, physical %u)"),
                              p->logical_sector_size, p->physical_sector_size);
                 return FALSE;
         }
         if (p->virtual_size == 0 || p->virtual_size > VHDX_MAX_VIRTUAL_SIZE ||
             p->virtual_size % p->logical_sector_size != 0) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("The virtual size %" PRIu64 " is not a non-zero "
-                               "multiple of the logical sector size (%u) up to 64 TiB"),
+                             _ ("The virtual size %" PRIu64 " is not a non-zero "
+                                "multiple of the logical sector size (%u) up to 64 TiB"),
                              p->virtual_size, p->logical_sector_size);
                 return FALSE;
         }
         if (p->log_size % VHDX_MiB != 0) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("The log size %u is not a multiple of 1 MiB"), p->log_size);
+                             _ ("The log size %u is not a multiple of 1 MiB"), p->log_size);
                 return FALSE;
         }
         if (p->disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
             (p->parent_relative_path == NULL || vhdx_guid_is_zero (&p->parent_data_write_guid))) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("A differencing image needs its parent's path and "
-                               "DataWriteGuid"));
+                             _ ("A differencing image needs its parent's path and "
+                                "DataWriteGuid"));
                 return FALSE;
         }
         if (vhdx_guid_is_zero (&p->data_write_guid))
@@ -107,7 +107,7 @@ writer_clear_bitmap (gpointer data)
 VhdxWriter *
 vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
 {
-        g_autoptr(VhdxWriter) w = g_new0 (VhdxWriter, 1);
+        g_autoptr (VhdxWriter) w = g_new0 (VhdxWriter, 1);
         guint64 bat_bytes;
 
         g_return_val_if_fail (io != NULL && params != NULL, NULL);
@@ -118,13 +118,12 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
                 return NULL;
         if (io->vtable->pwrite == NULL || io->vtable->flush == NULL) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _("The new image was not opened for writing"));
+                             _ ("The new image was not opened for writing"));
                 return NULL;
         }
-        w->chunk_ratio = ((guint64) 1 << 23) * w->params.logical_sector_size /
-                         w->params.block_size;
-        w->payload_blocks = (w->params.virtual_size + w->params.block_size - 1) /
-                            w->params.block_size;
+        w->chunk_ratio = ((guint64) 1 << 23) * w->params.logical_sector_size / w->params.block_size;
+        w->payload_blocks =
+                (w->params.virtual_size + w->params.block_size - 1) / w->params.block_size;
         if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
                 w->bat_entries = (w->payload_blocks + w->chunk_ratio - 1) / w->chunk_ratio *
                                  (w->chunk_ratio + 1);
@@ -133,15 +132,15 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
         bat_bytes = w->bat_entries * VHDX_BAT_ENTRY_SIZE;
         if (bat_bytes > G_MAXUINT32 - VHDX_MiB) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                             _("A BAT of %" PRIu64 " bytes is too large; use "
-                               "larger blocks"),
+                             _ ("A BAT of %" PRIu64 " bytes is too large; use "
+                                "larger blocks"),
                              bat_bytes);
                 return NULL;
         }
         w->bat = g_try_new0 (guint64, w->bat_entries);
         if (w->bat == NULL) {
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
-                             _("Not enough memory for a BAT of %" PRIu64 " entries"),
+                             _ ("Not enough memory for a BAT of %" PRIu64 " entries"),
                              w->bat_entries);
                 return NULL;
         }
@@ -149,8 +148,8 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
         w->bat_offset = w->metadata_offset + METADATA_LENGTH;
         w->bat_length = (guint32) ((bat_bytes + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB);
         w->next_free = w->bat_offset + w->bat_length;
-        w->bitmaps = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
-                                            writer_clear_bitmap);
+        w->bitmaps =
+                g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, writer_clear_bitmap);
 
         if (w->params.disk_type == VHDX_DISK_TYPE_FIXED) {
                 /* Every block is stored, in order. */
@@ -205,11 +204,11 @@ vhdx_writer_write (VhdxWriter *w, guint64 offset, const void *buf, gsize count, 
         g_return_val_if_fail (!w->finished, FALSE);
 
         if (offset % w->params.logical_sector_size != 0 ||
-            count % w->params.logical_sector_size != 0 ||
-            !vhdx_add_u64 (offset, count, &end) || end > w->params.virtual_size) {
+            count % w->params.logical_sector_size != 0 || !vhdx_add_u64 (offset, count, &end) ||
+            end > w->params.virtual_size) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE,
-                             _("The write %" PRIu64 "+%zu is not "
-                               "whole sectors inside the virtual disk"),
+                             _ ("The write %" PRIu64 "+%zu is not "
+                                "whole sectors inside the virtual disk"),
                              offset, count);
                 return FALSE;
         }
@@ -265,8 +264,8 @@ finish_bitmaps (VhdxWriter *w, GError **error)
                         for (guint64 s = first; s < first + length / lss && all; s++)
                                 all = (bits[s / 8] >> (s % 8)) & 1;
                         if (all)
-                                *entry = vhdx_bat_entry_offset (*entry) |
-                                         VHDX_PAYLOAD_FULLY_PRESENT;
+                                *entry =
+                                        vhdx_bat_entry_offset (*entry) | VHDX_PAYLOAD_FULLY_PRESENT;
                         else
                                 need_bitmap = TRUE;
                 }
@@ -338,8 +337,12 @@ build_locator (VhdxWriter *w, guint8 *item, gsize room)
 }
 
 static void
-put_metadata_entry (guint8 *table, guint index, const VhdxGuid *id, guint32 offset,
-                    guint32 length, guint32 flags)
+put_metadata_entry (guint8 *table,
+                    guint index,
+                    const VhdxGuid *id,
+                    guint32 offset,
+                    guint32 length,
+                    guint32 flags)
 {
         guint8 *e = table + VHDX_METADATA_HEADER_SIZE + index * VHDX_METADATA_ENTRY_SIZE;
 
@@ -372,17 +375,17 @@ write_metadata (VhdxWriter *w, GError **error)
         memcpy (region + VHDX_METADATA_OFF_SIGNATURE, VHDX_METADATA_SIGNATURE, 8);
         put_metadata_entry (region, 0, &vhdx_guid_item_file_parameters, METADATA_ITEMS_OFFSET, 8,
                             VHDX_METADATA_FLAG_IS_REQUIRED);
-        put_metadata_entry (region, 1, &vhdx_guid_item_virtual_disk_size,
-                            METADATA_ITEMS_OFFSET + 8, 8, vd);
-        put_metadata_entry (region, 2, &vhdx_guid_item_virtual_disk_id,
-                            METADATA_ITEMS_OFFSET + 16, 16, vd);
+        put_metadata_entry (region, 1, &vhdx_guid_item_virtual_disk_size, METADATA_ITEMS_OFFSET + 8,
+                            8, vd);
+        put_metadata_entry (region, 2, &vhdx_guid_item_virtual_disk_id, METADATA_ITEMS_OFFSET + 16,
+                            16, vd);
         put_metadata_entry (region, 3, &vhdx_guid_item_logical_sector_size,
                             METADATA_ITEMS_OFFSET + 32, 4, vd);
         put_metadata_entry (region, 4, &vhdx_guid_item_physical_sector_size,
                             METADATA_ITEMS_OFFSET + 36, 4, vd);
         if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
-                guint32 length = build_locator (w, items + 40,
-                                                METADATA_LENGTH - METADATA_ITEMS_OFFSET - 40);
+                guint32 length =
+                        build_locator (w, items + 40, METADATA_LENGTH - METADATA_ITEMS_OFFSET - 40);
                 put_metadata_entry (region, count++, &vhdx_guid_item_parent_locator,
                                     METADATA_ITEMS_OFFSET + 40, length,
                                     VHDX_METADATA_FLAG_IS_REQUIRED);
@@ -411,7 +414,7 @@ write_header_section (VhdxWriter *w, GError **error)
         for (guint i = 0; i < 2; i++) {
                 header.sequence = i + 1;
                 vhdx_header_serialize (&header, section + (i == 0 ? VHDX_HEADER1_OFFSET
-                                                                   : VHDX_HEADER2_OFFSET));
+                                                                  : VHDX_HEADER2_OFFSET));
         }
 
         memcpy (table + VHDX_REGION_OFF_SIGNATURE, VHDX_REGION_TABLE_SIGNATURE, 4);
@@ -466,8 +469,8 @@ vhdx_writer_finish (VhdxWriter *w, GError **error)
                         vhdx_put_le64 (bat + (i - first) * VHDX_BAT_ENTRY_SIZE, w->bat[i]);
                         zero = zero && w->bat[i] == 0;
                 }
-                if (!zero && !w->io->vtable->pwrite (w->io, bat, VHDX_MiB, w->bat_offset + done,
-                                                     error))
+                if (!zero &&
+                    !w->io->vtable->pwrite (w->io, bat, VHDX_MiB, w->bat_offset + done, error))
                         return FALSE;
         }
         if (!write_metadata (w, error) || !w->io->vtable->flush (w->io, error))

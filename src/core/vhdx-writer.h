@@ -14,19 +14,19 @@
 G_BEGIN_DECLS
 
 #define VHDX_DEFAULT_BLOCK_SIZE (32 * VHDX_MiB)
-#define VHDX_DEFAULT_LOG_SIZE (1 * VHDX_MiB)
+#define VHDX_DEFAULT_LOG_SIZE   (1 * VHDX_MiB)
 
 typedef struct {
         VhdxDiskType disk_type;
-        guint64 virtual_size;          /* a multiple of the logical sector size */
-        guint32 block_size;            /* 0: 32 MiB */
-        guint32 logical_sector_size;   /* 0: 512 */
-        guint32 physical_sector_size;  /* 0: 4096 */
-        guint32 log_size;              /* 0: 1 MiB */
+        guint64 virtual_size;         /* a multiple of the logical sector size */
+        guint32 block_size;           /* 0: 32 MiB */
+        guint32 logical_sector_size;  /* 0: 512 */
+        guint32 physical_sector_size; /* 0: 4096 */
+        guint32 log_size;             /* 0: 1 MiB */
         /* Differencing only: the parent's DataWriteGuid and where to find it. */
         VhdxGuid parent_data_write_guid;
-        const char *parent_relative_path;  /* e.g. "parent.vhdx" or "../base/parent.vhdx" */
-        const char *parent_absolute_path;  /* the parent's absolute path, or NULL */
+        const char *parent_relative_path; /* e.g. "parent.vhdx" or "../base/parent.vhdx" */
+        const char *parent_absolute_path; /* the parent's absolute path, or NULL */
         /* Identity GUIDs; zero ones are made up. */
         VhdxGuid data_write_guid;
         VhdxGuid virtual_disk_id;
@@ -50,8 +50,10 @@ void vhdx_writer_free (VhdxWriter *writer);
  * they touch; in a differencing image only the sectors written are marked as
  * present (the others come from the parent).  Each sector may be written once.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_write (VhdxWriter *writer, guint64 offset,
-                                                      const void *buf, gsize count,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_write (VhdxWriter *writer,
+                                                      guint64 offset,
+                                                      const void *buf,
+                                                      gsize count,
                                                       GError **error);
 
 /* Write the BAT, sector bitmaps, metadata, region tables and headers, and flush. */

@@ -14,7 +14,8 @@ G_BEGIN_DECLS
  * threads go straight to pread().  Any other GFile is read through a
  * seekable GFileInputStream; such files can only be opened read-only.
  */
-G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_gfile_io_open (GFile *file, gboolean writable,
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_gfile_io_open (GFile *file,
+                                                      gboolean writable,
                                                       GCancellable *cancellable,
                                                       GError **error);
 

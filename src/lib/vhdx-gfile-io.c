@@ -23,8 +23,7 @@ typedef struct {
 } VhdxGFileIo;
 
 static gboolean
-stream_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-              GError **error)
+stream_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         VhdxGFileIo *self = (VhdxGFileIo *) io;
         g_autoptr (GMutexLocker) locker = NULL;
@@ -35,8 +34,7 @@ stream_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
         count = (gsize) MIN ((guint64) count, self->size - offset);
 
         locker = g_mutex_locker_new (&self->lock);
-        if (!g_seekable_seek (G_SEEKABLE (self->stream), (goffset) offset, G_SEEK_SET, NULL,
-                              error))
+        if (!g_seekable_seek (G_SEEKABLE (self->stream), (goffset) offset, G_SEEK_SET, NULL, error))
                 return FALSE;
         return g_input_stream_read_all (G_INPUT_STREAM (self->stream), buf, count, n_read, NULL,
                                         error);
@@ -69,14 +67,16 @@ static const VhdxIoVTable stream_vtable = {
 
 /* The size of the file behind @stream: from its info, or by seeking to its end. */
 static gboolean
-stream_query_size (GFileInputStream *stream, guint64 *size, GCancellable *cancellable,
+stream_query_size (GFileInputStream *stream,
+                   guint64 *size,
+                   GCancellable *cancellable,
                    GError **error)
 {
         g_autoptr (GFileInfo) info = NULL;
         goffset end;
 
-        info = g_file_input_stream_query_info (stream, G_FILE_ATTRIBUTE_STANDARD_SIZE,
-                                               cancellable, NULL);
+        info = g_file_input_stream_query_info (stream, G_FILE_ATTRIBUTE_STANDARD_SIZE, cancellable,
+                                               NULL);
         if (info != NULL && g_file_info_has_attribute (info, G_FILE_ATTRIBUTE_STANDARD_SIZE)) {
                 *size = (guint64) g_file_info_get_size (info);
                 return TRUE;
@@ -86,7 +86,7 @@ stream_query_size (GFileInputStream *stream, guint64 *size, GCancellable *cancel
         end = g_seekable_tell (G_SEEKABLE (stream));
         if (end < 0) {
                 g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                                     _("Could not get the size of the image"));
+                                     _ ("Could not get the size of the image"));
                 return FALSE;
         }
         *size = (guint64) end;
@@ -104,7 +104,7 @@ open_stream (GFile *file, gboolean writable, GCancellable *cancellable, GError *
                 g_autofree char *uri = g_file_get_uri (file);
 
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                             _("%s: only local files can be opened for writing"), uri);
+                             _ ("%s: only local files can be opened for writing"), uri);
                 return NULL;
         }
         stream = g_file_read (file, cancellable, error);
@@ -114,7 +114,7 @@ open_stream (GFile *file, gboolean writable, GCancellable *cancellable, GError *
                 g_autofree char *uri = g_file_get_uri (file);
 
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                             _("%s: the file cannot be read at random offsets"), uri);
+                             _ ("%s: the file cannot be read at random offsets"), uri);
                 return NULL;
         }
         if (!stream_query_size (stream, &size, cancellable, error))

@@ -111,11 +111,13 @@ static GParamSpec *props[N_PROPS];
 static void vhdx_image_initable_iface_init (GInitableIface *iface);
 static void vhdx_image_async_initable_iface_init (GAsyncInitableIface *iface);
 
+/* clang-format off */
 G_DEFINE_FINAL_TYPE_WITH_CODE (VhdxImage, vhdx_image, G_TYPE_OBJECT,
                                G_IMPLEMENT_INTERFACE (G_TYPE_INITABLE,
                                                       vhdx_image_initable_iface_init)
                                G_IMPLEMENT_INTERFACE (G_TYPE_ASYNC_INITABLE,
                                                       vhdx_image_async_initable_iface_init))
+/* clang-format on */
 
 static const VhdxInfo *
 image_info (VhdxImage *self)
@@ -149,8 +151,8 @@ image_cache_strings (VhdxImage *self)
         self->data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
         self->file_write_guid = vhdx_guid_to_string (&info->file_write_guid);
         if (locator != NULL) {
-                self->parent_locator = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
-                                                              g_free);
+                self->parent_locator =
+                        g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
                 for (guint i = 0; i < locator->len; i++) {
                         const VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
 
@@ -172,7 +174,7 @@ image_open (VhdxImage *self, GCancellable *cancellable, GError **error)
 
         if (self->file == NULL) {
                 g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                     _("No image file was given"));
+                                     _ ("No image file was given"));
                 return FALSE;
         }
         io = vhdx_gfile_io_open (self->file, writable, cancellable, error);
@@ -232,8 +234,10 @@ init_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellab
 }
 
 static void
-vhdx_image_async_initable_init_async (GAsyncInitable *initable, int io_priority,
-                                      GCancellable *cancellable, GAsyncReadyCallback callback,
+vhdx_image_async_initable_init_async (GAsyncInitable *initable,
+                                      int io_priority,
+                                      GCancellable *cancellable,
+                                      GAsyncReadyCallback callback,
                                       gpointer user_data)
 {
         g_autoptr (GTask) task = g_task_new (initable, cancellable, callback, user_data);
@@ -244,7 +248,8 @@ vhdx_image_async_initable_init_async (GAsyncInitable *initable, int io_priority,
 }
 
 static gboolean
-vhdx_image_async_initable_init_finish (GAsyncInitable *initable, GAsyncResult *result,
+vhdx_image_async_initable_init_finish (GAsyncInitable *initable,
+                                       GAsyncResult *result,
                                        GError **error)
 {
         g_return_val_if_fail (g_task_is_valid (result, initable), FALSE);
@@ -345,8 +350,7 @@ vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSp
 }
 
 static void
-vhdx_image_set_property (GObject *object, guint prop_id, const GValue *value,
-                         GParamSpec *pspec)
+vhdx_image_set_property (GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
 {
         VhdxImage *self = VHDX_IMAGE (object);
 
@@ -408,8 +412,8 @@ static void
 vhdx_image_class_init (VhdxImageClass *klass)
 {
         GObjectClass *object_class = G_OBJECT_CLASS (klass);
-        const GParamFlags readable = G_PARAM_READABLE | G_PARAM_STATIC_STRINGS |
-                                     G_PARAM_EXPLICIT_NOTIFY;
+        const GParamFlags readable =
+                G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY;
         const GParamFlags construct = G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY |
                                       G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY;
 
@@ -447,8 +451,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_PARENT_FILE] = g_param_spec_object ("parent-file", NULL, NULL, G_TYPE_FILE,
-                                                       construct);
+        props[PROP_PARENT_FILE] =
+                g_param_spec_object ("parent-file", NULL, NULL, G_TYPE_FILE, construct);
 
         /**
          * VhdxImage:virtual-size:
@@ -457,8 +461,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_VIRTUAL_SIZE] = g_param_spec_uint64 ("virtual-size", NULL, NULL, 0,
-                                                        G_MAXUINT64, 0, readable);
+        props[PROP_VIRTUAL_SIZE] =
+                g_param_spec_uint64 ("virtual-size", NULL, NULL, 0, G_MAXUINT64, 0, readable);
 
         /**
          * VhdxImage:block-size:
@@ -468,8 +472,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_BLOCK_SIZE] = g_param_spec_uint ("block-size", NULL, NULL, 0, G_MAXUINT, 0,
-                                                    readable);
+        props[PROP_BLOCK_SIZE] =
+                g_param_spec_uint ("block-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
 
         /**
          * VhdxImage:logical-sector-size:
@@ -479,8 +483,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_LOGICAL_SECTOR_SIZE] = g_param_spec_uint (
-                "logical-sector-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
+        props[PROP_LOGICAL_SECTOR_SIZE] =
+                g_param_spec_uint ("logical-sector-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
 
         /**
          * VhdxImage:physical-sector-size:
@@ -489,8 +493,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_PHYSICAL_SECTOR_SIZE] = g_param_spec_uint (
-                "physical-sector-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
+        props[PROP_PHYSICAL_SECTOR_SIZE] =
+                g_param_spec_uint ("physical-sector-size", NULL, NULL, 0, G_MAXUINT, 0, readable);
 
         /**
          * VhdxImage:disk-type:
@@ -499,9 +503,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_DISK_TYPE] = g_param_spec_enum ("disk-type", NULL, NULL,
-                                                   VHDX_TYPE_DISK_TYPE, VHDX_DISK_TYPE_FIXED,
-                                                   readable);
+        props[PROP_DISK_TYPE] = g_param_spec_enum ("disk-type", NULL, NULL, VHDX_TYPE_DISK_TYPE,
+                                                   VHDX_DISK_TYPE_FIXED, readable);
 
         /**
          * VhdxImage:virtual-disk-id:
@@ -511,8 +514,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_VIRTUAL_DISK_ID] = g_param_spec_string ("virtual-disk-id", NULL, NULL, NULL,
-                                                           readable);
+        props[PROP_VIRTUAL_DISK_ID] =
+                g_param_spec_string ("virtual-disk-id", NULL, NULL, NULL, readable);
 
         /**
          * VhdxImage:data-write-guid:
@@ -522,8 +525,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_DATA_WRITE_GUID] = g_param_spec_string ("data-write-guid", NULL, NULL, NULL,
-                                                           readable);
+        props[PROP_DATA_WRITE_GUID] =
+                g_param_spec_string ("data-write-guid", NULL, NULL, NULL, readable);
 
         /**
          * VhdxImage:file-write-guid:
@@ -533,8 +536,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_FILE_WRITE_GUID] = g_param_spec_string ("file-write-guid", NULL, NULL, NULL,
-                                                           readable);
+        props[PROP_FILE_WRITE_GUID] =
+                g_param_spec_string ("file-write-guid", NULL, NULL, NULL, readable);
 
         /**
          * VhdxImage:creator:
@@ -553,9 +556,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_LOG_STATE] = g_param_spec_enum ("log-state", NULL, NULL,
-                                                   VHDX_TYPE_LOG_STATE, VHDX_LOG_STATE_CLEAN,
-                                                   readable);
+        props[PROP_LOG_STATE] = g_param_spec_enum ("log-state", NULL, NULL, VHDX_TYPE_LOG_STATE,
+                                                   VHDX_LOG_STATE_CLEAN, readable);
 
         /**
          * VhdxImage:file-size:
@@ -564,8 +566,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_FILE_SIZE] = g_param_spec_uint64 ("file-size", NULL, NULL, 0, G_MAXUINT64,
-                                                     0, readable);
+        props[PROP_FILE_SIZE] =
+                g_param_spec_uint64 ("file-size", NULL, NULL, 0, G_MAXUINT64, 0, readable);
 
         /**
          * VhdxImage:allocated-size:
@@ -578,8 +580,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_ALLOCATED_SIZE] = g_param_spec_uint64 ("allocated-size", NULL, NULL, 0,
-                                                          G_MAXUINT64, 0, readable);
+        props[PROP_ALLOCATED_SIZE] =
+                g_param_spec_uint64 ("allocated-size", NULL, NULL, 0, G_MAXUINT64, 0, readable);
 
         /**
          * VhdxImage:has-parent:
@@ -588,8 +590,7 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_HAS_PARENT] = g_param_spec_boolean ("has-parent", NULL, NULL, FALSE,
-                                                       readable);
+        props[PROP_HAS_PARENT] = g_param_spec_boolean ("has-parent", NULL, NULL, FALSE, readable);
 
         /**
          * VhdxImage:parent:
@@ -598,8 +599,7 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_PARENT] = g_param_spec_object ("parent", NULL, NULL, VHDX_TYPE_IMAGE,
-                                                  readable);
+        props[PROP_PARENT] = g_param_spec_object ("parent", NULL, NULL, VHDX_TYPE_IMAGE, readable);
 
         /**
          * VhdxImage:parent-locator: (type GLib.HashTable(utf8,utf8))
@@ -610,8 +610,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_PARENT_LOCATOR] = g_param_spec_boxed ("parent-locator", NULL, NULL,
-                                                         G_TYPE_HASH_TABLE, readable);
+        props[PROP_PARENT_LOCATOR] =
+                g_param_spec_boxed ("parent-locator", NULL, NULL, G_TYPE_HASH_TABLE, readable);
 
         /**
          * VhdxImage:chain-depth:
@@ -621,8 +621,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_CHAIN_DEPTH] = g_param_spec_uint ("chain-depth", NULL, NULL, 0, G_MAXUINT, 0,
-                                                     readable);
+        props[PROP_CHAIN_DEPTH] =
+                g_param_spec_uint ("chain-depth", NULL, NULL, 0, G_MAXUINT, 0, readable);
 
         g_object_class_install_properties (object_class, N_PROPS, props);
 }
@@ -683,15 +683,18 @@ vhdx_image_new (GFile *file, VhdxOpenFlags flags, GCancellable *cancellable, GEr
  * Since: 0.1
  */
 void
-vhdx_image_new_async (GFile *file, VhdxOpenFlags flags, int io_priority,
-                      GCancellable *cancellable, GAsyncReadyCallback callback,
+vhdx_image_new_async (GFile *file,
+                      VhdxOpenFlags flags,
+                      int io_priority,
+                      GCancellable *cancellable,
+                      GAsyncReadyCallback callback,
                       gpointer user_data)
 {
         g_return_if_fail (G_IS_FILE (file));
         g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
-        g_async_initable_new_async (VHDX_TYPE_IMAGE, io_priority, cancellable, callback,
-                                    user_data, "file", file, "flags", flags, NULL);
+        g_async_initable_new_async (VHDX_TYPE_IMAGE, io_priority, cancellable, callback, user_data,
+                                    "file", file, "flags", flags, NULL);
 }
 
 /**
@@ -1128,8 +1131,8 @@ check_range (VhdxImage *self, guint64 offset, guint64 length, GError **error)
         if (offset > size || length > size - offset) {
                 /* %llu, not PRIu64: xgettext must see the whole message. */
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                             _("The range of %llu bytes at offset %llu lies outside the "
-                               "virtual disk (%llu bytes)"),
+                             _ ("The range of %llu bytes at offset %llu lies outside the "
+                                "virtual disk (%llu bytes)"),
                              (unsigned long long) length, (unsigned long long) offset,
                              (unsigned long long) size);
                 return FALSE;
@@ -1139,8 +1142,12 @@ check_range (VhdxImage *self, guint64 offset, guint64 length, GError **error)
 
 /* Reads a range known to lie inside the disk, a chunk at a time. */
 static gboolean
-read_chunked (VhdxImage *self, guint64 offset, guint8 *buffer, gsize count,
-              GCancellable *cancellable, GError **error)
+read_chunked (VhdxImage *self,
+              guint64 offset,
+              guint8 *buffer,
+              gsize count,
+              GCancellable *cancellable,
+              GError **error)
 {
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return FALSE;
@@ -1182,8 +1189,12 @@ read_chunked (VhdxImage *self, guint64 offset, guint8 *buffer, gsize count,
  * Since: 0.1
  */
 gboolean
-vhdx_image_read (VhdxImage *self, guint64 offset, void *buffer, gsize count,
-                 GCancellable *cancellable, GError **error)
+vhdx_image_read (VhdxImage *self,
+                 guint64 offset,
+                 void *buffer,
+                 gsize count,
+                 GCancellable *cancellable,
+                 GError **error)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
         g_return_val_if_fail (self->vfile != NULL, FALSE);
@@ -1217,7 +1228,10 @@ vhdx_image_read (VhdxImage *self, guint64 offset, void *buffer, gsize count,
  * Since: 0.1
  */
 GBytes *
-vhdx_image_read_bytes (VhdxImage *self, guint64 offset, gsize count, GCancellable *cancellable,
+vhdx_image_read_bytes (VhdxImage *self,
+                       guint64 offset,
+                       gsize count,
+                       GCancellable *cancellable,
                        GError **error)
 {
         g_autofree guint8 *buffer = NULL;
@@ -1238,7 +1252,7 @@ vhdx_image_read_bytes (VhdxImage *self, guint64 offset, gsize count, GCancellabl
         buffer = g_try_malloc (count);
         if (buffer == NULL) {
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
-                             _("Not enough memory to read %llu bytes"),
+                             _ ("Not enough memory to read %llu bytes"),
                              (unsigned long long) count);
                 return NULL;
         }
@@ -1295,8 +1309,13 @@ read_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellab
  * Since: 0.1
  */
 void
-vhdx_image_read_async (VhdxImage *self, guint64 offset, void *buffer, gsize count,
-                       int io_priority, GCancellable *cancellable, GAsyncReadyCallback callback,
+vhdx_image_read_async (VhdxImage *self,
+                       guint64 offset,
+                       void *buffer,
+                       gsize count,
+                       int io_priority,
+                       GCancellable *cancellable,
+                       GAsyncReadyCallback callback,
                        gpointer user_data)
 {
         g_autoptr (GTask) task = NULL;
@@ -1338,7 +1357,9 @@ vhdx_image_read_finish (VhdxImage *self, GAsyncResult *result, GError **error)
 }
 
 static void
-read_bytes_thread (GTask *task, gpointer source_object, gpointer task_data,
+read_bytes_thread (GTask *task,
+                   gpointer source_object,
+                   gpointer task_data,
                    GCancellable *cancellable)
 {
         RangeData *data = task_data;
@@ -1370,8 +1391,12 @@ read_bytes_thread (GTask *task, gpointer source_object, gpointer task_data,
  * Since: 0.1
  */
 void
-vhdx_image_read_bytes_async (VhdxImage *self, guint64 offset, gsize count, int io_priority,
-                             GCancellable *cancellable, GAsyncReadyCallback callback,
+vhdx_image_read_bytes_async (VhdxImage *self,
+                             guint64 offset,
+                             gsize count,
+                             int io_priority,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
                              gpointer user_data)
 {
         g_autoptr (GTask) task = NULL;
@@ -1443,8 +1468,7 @@ map_append (GArray *map, const VhdxMapExtent *extent)
                 VhdxMapExtent *last = &g_array_index (map, VhdxMapExtent, map->len - 1);
 
                 if (last->kind == extent->kind && last->present == extent->present &&
-                    last->depth == extent->depth &&
-                    last->offset + last->length == extent->offset &&
+                    last->depth == extent->depth && last->offset + last->length == extent->offset &&
                     (extent->kind != VHDX_EXTENT_DATA ||
                      last->file_offset + last->length == extent->file_offset)) {
                         last->length += extent->length;
@@ -1473,8 +1497,11 @@ map_append (GArray *map, const VhdxMapExtent *extent)
  * Since: 0.1
  */
 GPtrArray *
-vhdx_image_get_extents (VhdxImage *self, guint64 offset, guint64 length,
-                        GCancellable *cancellable, GError **error)
+vhdx_image_get_extents (VhdxImage *self,
+                        guint64 offset,
+                        guint64 length,
+                        GCancellable *cancellable,
+                        GError **error)
 {
         g_autoptr (GArray) merged = NULL;
         GPtrArray *extents;
@@ -1513,15 +1540,17 @@ vhdx_image_get_extents (VhdxImage *self, guint64 offset, guint64 length,
 }
 
 static void
-get_extents_thread (GTask *task, gpointer source_object, gpointer task_data,
+get_extents_thread (GTask *task,
+                    gpointer source_object,
+                    gpointer task_data,
                     GCancellable *cancellable)
 {
         RangeData *data = task_data;
         GError *error = NULL;
         GPtrArray *extents;
 
-        extents = vhdx_image_get_extents (source_object, data->offset, data->length,
-                                          cancellable, &error);
+        extents = vhdx_image_get_extents (source_object, data->offset, data->length, cancellable,
+                                          &error);
         if (extents == NULL)
                 g_task_return_error (task, error);
         else
@@ -1545,8 +1574,12 @@ get_extents_thread (GTask *task, gpointer source_object, gpointer task_data,
  * Since: 0.1
  */
 void
-vhdx_image_get_extents_async (VhdxImage *self, guint64 offset, guint64 length, int io_priority,
-                              GCancellable *cancellable, GAsyncReadyCallback callback,
+vhdx_image_get_extents_async (VhdxImage *self,
+                              guint64 offset,
+                              guint64 length,
+                              int io_priority,
+                              GCancellable *cancellable,
+                              GAsyncReadyCallback callback,
                               gpointer user_data)
 {
         g_autoptr (GTask) task = NULL;
@@ -1637,8 +1670,7 @@ vhdx_image_check (VhdxImage *self, GCancellable *cancellable, GError **error)
 }
 
 static void
-check_thread (GTask *task, gpointer source_object, gpointer task_data,
-              GCancellable *cancellable)
+check_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
 {
         GError *error = NULL;
         GPtrArray *problems;
@@ -1664,8 +1696,11 @@ check_thread (GTask *task, gpointer source_object, gpointer task_data,
  * Since: 0.1
  */
 void
-vhdx_image_check_async (VhdxImage *self, int io_priority, GCancellable *cancellable,
-                        GAsyncReadyCallback callback, gpointer user_data)
+vhdx_image_check_async (VhdxImage *self,
+                        int io_priority,
+                        GCancellable *cancellable,
+                        GAsyncReadyCallback callback,
+                        gpointer user_data)
 {
         g_autoptr (GTask) task = NULL;
 
@@ -1708,8 +1743,7 @@ vhdx_image_check_finish (VhdxImage *self, GAsyncResult *result, GError **error)
 
 /* The bytes the file occupies on its file system, or its size when that is unknown. */
 static gboolean
-image_get_actual_size (VhdxImage *self, guint64 *actual, GCancellable *cancellable,
-                       GError **error)
+image_get_actual_size (VhdxImage *self, guint64 *actual, GCancellable *cancellable, GError **error)
 {
         g_autoptr (GFileInfo) info = NULL;
 
@@ -1718,8 +1752,9 @@ image_get_actual_size (VhdxImage *self, guint64 *actual, GCancellable *cancellab
         if (info == NULL)
                 return FALSE;
         if (g_file_info_has_attribute (info, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE))
-                *actual = g_file_info_get_attribute_uint64 (
-                        info, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE);
+                *actual =
+                        g_file_info_get_attribute_uint64 (info,
+                                                          G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE);
         else
                 *actual = vhdx_file_get_info (self->vfile)->file_size;
         return TRUE;
@@ -1729,8 +1764,7 @@ image_get_actual_size (VhdxImage *self, guint64 *actual, GCancellable *cancellab
 static const char *
 image_get_backing_name (VhdxImage *self, const char *resolved)
 {
-        static const char *const keys[] = { "relative_path", "absolute_win32_path",
-                                            "volume_path" };
+        static const char *const keys[] = { "relative_path", "absolute_win32_path", "volume_path" };
 
         for (gsize i = 0; self->parent_locator != NULL && i < G_N_ELEMENTS (keys); i++) {
                 const char *value = g_hash_table_lookup (self->parent_locator, keys[i]);

@@ -13,155 +13,106 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE (VhdxImage, vhdx_image, VHDX, IMAGE, GObject)
 
 G_GNUC_WARN_UNUSED_RESULT
-VhdxImage *
-vhdx_image_new (GFile *file,
-                VhdxOpenFlags flags,
-                GCancellable *cancellable,
-                GError **error);
-void
-vhdx_image_new_async (GFile *file,
-                      VhdxOpenFlags flags,
-                      int io_priority,
-                      GCancellable *cancellable,
-                      GAsyncReadyCallback callback,
-                      gpointer user_data);
+VhdxImage *vhdx_image_new (GFile *file,
+                           VhdxOpenFlags flags,
+                           GCancellable *cancellable,
+                           GError **error);
+void vhdx_image_new_async (GFile *file,
+                           VhdxOpenFlags flags,
+                           int io_priority,
+                           GCancellable *cancellable,
+                           GAsyncReadyCallback callback,
+                           gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
-VhdxImage *
-vhdx_image_new_finish (GAsyncResult *result,
-                       GError **error);
+VhdxImage *vhdx_image_new_finish (GAsyncResult *result, GError **error);
 
-GFile *
-vhdx_image_get_file (VhdxImage *self);
-GFile *
-vhdx_image_get_parent_file (VhdxImage *self);
-VhdxOpenFlags
-vhdx_image_get_flags (VhdxImage *self);
+GFile *vhdx_image_get_file (VhdxImage *self);
+GFile *vhdx_image_get_parent_file (VhdxImage *self);
+VhdxOpenFlags vhdx_image_get_flags (VhdxImage *self);
 
-guint64
-vhdx_image_get_virtual_size (VhdxImage *self);
-guint
-vhdx_image_get_block_size (VhdxImage *self);
-guint
-vhdx_image_get_logical_sector_size (VhdxImage *self);
-guint
-vhdx_image_get_physical_sector_size (VhdxImage *self);
-VhdxDiskType
-vhdx_image_get_disk_type (VhdxImage *self);
-const char *
-vhdx_image_get_virtual_disk_id (VhdxImage *self);
-const char *
-vhdx_image_get_data_write_guid (VhdxImage *self);
-const char *
-vhdx_image_get_file_write_guid (VhdxImage *self);
-const char *
-vhdx_image_get_creator (VhdxImage *self);
-VhdxLogState
-vhdx_image_get_log_state (VhdxImage *self);
-guint64
-vhdx_image_get_file_size (VhdxImage *self);
-guint64
-vhdx_image_get_allocated_size (VhdxImage *self);
+guint64 vhdx_image_get_virtual_size (VhdxImage *self);
+guint vhdx_image_get_block_size (VhdxImage *self);
+guint vhdx_image_get_logical_sector_size (VhdxImage *self);
+guint vhdx_image_get_physical_sector_size (VhdxImage *self);
+VhdxDiskType vhdx_image_get_disk_type (VhdxImage *self);
+const char *vhdx_image_get_virtual_disk_id (VhdxImage *self);
+const char *vhdx_image_get_data_write_guid (VhdxImage *self);
+const char *vhdx_image_get_file_write_guid (VhdxImage *self);
+const char *vhdx_image_get_creator (VhdxImage *self);
+VhdxLogState vhdx_image_get_log_state (VhdxImage *self);
+guint64 vhdx_image_get_file_size (VhdxImage *self);
+guint64 vhdx_image_get_allocated_size (VhdxImage *self);
 
-gboolean
-vhdx_image_has_parent (VhdxImage *self);
+gboolean vhdx_image_has_parent (VhdxImage *self);
 G_GNUC_WARN_UNUSED_RESULT
-VhdxImage *
-vhdx_image_dup_parent (VhdxImage *self);
-GHashTable *
-vhdx_image_get_parent_locator (VhdxImage *self);
-guint
-vhdx_image_get_chain_depth (VhdxImage *self);
+VhdxImage *vhdx_image_dup_parent (VhdxImage *self);
+GHashTable *vhdx_image_get_parent_locator (VhdxImage *self);
+guint vhdx_image_get_chain_depth (VhdxImage *self);
 
 G_GNUC_WARN_UNUSED_RESULT
-gboolean
-vhdx_image_read (VhdxImage *self,
-                 guint64 offset,
-                 void *buffer,
-                 gsize count,
-                 GCancellable *cancellable,
-                 GError **error);
-void
-vhdx_image_read_async (VhdxImage *self,
-                       guint64 offset,
-                       void *buffer,
-                       gsize count,
-                       int io_priority,
-                       GCancellable *cancellable,
-                       GAsyncReadyCallback callback,
-                       gpointer user_data);
+gboolean vhdx_image_read (VhdxImage *self,
+                          guint64 offset,
+                          void *buffer,
+                          gsize count,
+                          GCancellable *cancellable,
+                          GError **error);
+void vhdx_image_read_async (VhdxImage *self,
+                            guint64 offset,
+                            void *buffer,
+                            gsize count,
+                            int io_priority,
+                            GCancellable *cancellable,
+                            GAsyncReadyCallback callback,
+                            gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
-gboolean
-vhdx_image_read_finish (VhdxImage *self,
-                        GAsyncResult *result,
-                        GError **error);
+gboolean vhdx_image_read_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 
 G_GNUC_WARN_UNUSED_RESULT
-GBytes *
-vhdx_image_read_bytes (VhdxImage *self,
-                       guint64 offset,
-                       gsize count,
-                       GCancellable *cancellable,
-                       GError **error);
-void
-vhdx_image_read_bytes_async (VhdxImage *self,
-                             guint64 offset,
-                             gsize count,
+GBytes *vhdx_image_read_bytes (VhdxImage *self,
+                               guint64 offset,
+                               gsize count,
+                               GCancellable *cancellable,
+                               GError **error);
+void vhdx_image_read_bytes_async (VhdxImage *self,
+                                  guint64 offset,
+                                  gsize count,
+                                  int io_priority,
+                                  GCancellable *cancellable,
+                                  GAsyncReadyCallback callback,
+                                  gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+GBytes *vhdx_image_read_bytes_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+GInputStream *vhdx_image_open_stream (VhdxImage *self);
+
+G_GNUC_WARN_UNUSED_RESULT
+GPtrArray *vhdx_image_get_extents (VhdxImage *self,
+                                   guint64 offset,
+                                   guint64 length,
+                                   GCancellable *cancellable,
+                                   GError **error);
+void vhdx_image_get_extents_async (VhdxImage *self,
+                                   guint64 offset,
+                                   guint64 length,
+                                   int io_priority,
+                                   GCancellable *cancellable,
+                                   GAsyncReadyCallback callback,
+                                   gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+GPtrArray *vhdx_image_get_extents_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+GPtrArray *vhdx_image_check (VhdxImage *self, GCancellable *cancellable, GError **error);
+void vhdx_image_check_async (VhdxImage *self,
                              int io_priority,
                              GCancellable *cancellable,
                              GAsyncReadyCallback callback,
                              gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
-GBytes *
-vhdx_image_read_bytes_finish (VhdxImage *self,
-                              GAsyncResult *result,
-                              GError **error);
+GPtrArray *vhdx_image_check_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 
 G_GNUC_WARN_UNUSED_RESULT
-GInputStream *
-vhdx_image_open_stream (VhdxImage *self);
-
-G_GNUC_WARN_UNUSED_RESULT
-GPtrArray *
-vhdx_image_get_extents (VhdxImage *self,
-                        guint64 offset,
-                        guint64 length,
-                        GCancellable *cancellable,
-                        GError **error);
-void
-vhdx_image_get_extents_async (VhdxImage *self,
-                              guint64 offset,
-                              guint64 length,
-                              int io_priority,
-                              GCancellable *cancellable,
-                              GAsyncReadyCallback callback,
-                              gpointer user_data);
-G_GNUC_WARN_UNUSED_RESULT
-GPtrArray *
-vhdx_image_get_extents_finish (VhdxImage *self,
-                               GAsyncResult *result,
-                               GError **error);
-
-G_GNUC_WARN_UNUSED_RESULT
-GPtrArray *
-vhdx_image_check (VhdxImage *self,
-                  GCancellable *cancellable,
-                  GError **error);
-void
-vhdx_image_check_async (VhdxImage *self,
-                        int io_priority,
-                        GCancellable *cancellable,
-                        GAsyncReadyCallback callback,
-                        gpointer user_data);
-G_GNUC_WARN_UNUSED_RESULT
-GPtrArray *
-vhdx_image_check_finish (VhdxImage *self,
-                         GAsyncResult *result,
-                         GError **error);
-
-G_GNUC_WARN_UNUSED_RESULT
-JsonNode *
-vhdx_image_to_json (VhdxImage *self,
-                    GCancellable *cancellable,
-                    GError **error);
+JsonNode *vhdx_image_to_json (VhdxImage *self, GCancellable *cancellable, GError **error);
 
 G_END_DECLS

@@ -27,25 +27,26 @@ struct _VhdxInputStream {
         guint64 position;
 };
 
-enum {
-        PROP_0,
-        PROP_IMAGE,
-        N_PROPS
-};
+enum { PROP_0, PROP_IMAGE, N_PROPS };
 
 static GParamSpec *props[N_PROPS];
 
 static void vhdx_input_stream_seekable_iface_init (GSeekableIface *iface);
 
+/* clang-format off */
 G_DEFINE_FINAL_TYPE_WITH_CODE (VhdxInputStream, vhdx_input_stream, G_TYPE_INPUT_STREAM,
                                G_IMPLEMENT_INTERFACE (G_TYPE_SEEKABLE,
                                                       vhdx_input_stream_seekable_iface_init))
+/* clang-format on */
 
 /* GInputStream */
 
 static gssize
-vhdx_input_stream_read_fn (GInputStream *stream, void *buffer, gsize count,
-                           GCancellable *cancellable, GError **error)
+vhdx_input_stream_read_fn (GInputStream *stream,
+                           void *buffer,
+                           gsize count,
+                           GCancellable *cancellable,
+                           GError **error)
 {
         VhdxInputStream *self = VHDX_INPUT_STREAM (stream);
         guint64 size = vhdx_image_get_virtual_size (self->image);
@@ -63,7 +64,9 @@ vhdx_input_stream_read_fn (GInputStream *stream, void *buffer, gsize count,
 }
 
 static gssize
-vhdx_input_stream_skip (GInputStream *stream, gsize count, GCancellable *cancellable,
+vhdx_input_stream_skip (GInputStream *stream,
+                        gsize count,
+                        GCancellable *cancellable,
                         GError **error)
 {
         VhdxInputStream *self = VHDX_INPUT_STREAM (stream);
@@ -107,8 +110,12 @@ read_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellab
 
 /* Reads run in a worker thread, so that a large read never blocks the main loop. */
 static void
-vhdx_input_stream_read_async (GInputStream *stream, void *buffer, gsize count, int io_priority,
-                              GCancellable *cancellable, GAsyncReadyCallback callback,
+vhdx_input_stream_read_async (GInputStream *stream,
+                              void *buffer,
+                              gsize count,
+                              int io_priority,
+                              GCancellable *cancellable,
+                              GAsyncReadyCallback callback,
                               gpointer user_data)
 {
         g_autoptr (GTask) task = g_task_new (stream, cancellable, callback, user_data);
@@ -148,8 +155,11 @@ vhdx_input_stream_can_seek (GSeekable *seekable)
 }
 
 static gboolean
-vhdx_input_stream_seek (GSeekable *seekable, goffset offset, GSeekType type,
-                        GCancellable *cancellable, GError **error)
+vhdx_input_stream_seek (GSeekable *seekable,
+                        goffset offset,
+                        GSeekType type,
+                        GCancellable *cancellable,
+                        GError **error)
 {
         VhdxInputStream *self = VHDX_INPUT_STREAM (seekable);
         GInputStream *stream = G_INPUT_STREAM (seekable);
@@ -168,16 +178,16 @@ vhdx_input_stream_seek (GSeekable *seekable, goffset offset, GSeekType type,
                 break;
         default:
                 g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                     _("Invalid seek type"));
+                                     _ ("Invalid seek type"));
                 return FALSE;
         }
         if (!g_input_stream_set_pending (stream, error))
                 return FALSE;
         if ((offset > 0 && base > (guint64) (G_MAXINT64 - offset)) ||
-            (offset < 0 && (guint64) -(offset + 1) >= base)) {
+            (offset < 0 && (guint64) - (offset + 1) >= base)) {
                 g_input_stream_clear_pending (stream);
                 g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                     _("Invalid seek position"));
+                                     _ ("Invalid seek position"));
                 return FALSE;
         }
         target = (gint64) base + offset;
@@ -193,11 +203,13 @@ vhdx_input_stream_can_truncate (GSeekable *seekable)
 }
 
 static gboolean
-vhdx_input_stream_truncate_fn (GSeekable *seekable, goffset offset, GCancellable *cancellable,
+vhdx_input_stream_truncate_fn (GSeekable *seekable,
+                               goffset offset,
+                               GCancellable *cancellable,
                                GError **error)
 {
         g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                             _("A virtual disk stream cannot be truncated"));
+                             _ ("A virtual disk stream cannot be truncated"));
         return FALSE;
 }
 
@@ -214,8 +226,7 @@ vhdx_input_stream_seekable_iface_init (GSeekableIface *iface)
 /* GObject */
 
 static void
-vhdx_input_stream_get_property (GObject *object, guint prop_id, GValue *value,
-                                GParamSpec *pspec)
+vhdx_input_stream_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
 {
         VhdxInputStream *self = VHDX_INPUT_STREAM (object);
 
@@ -230,7 +241,9 @@ vhdx_input_stream_get_property (GObject *object, guint prop_id, GValue *value,
 }
 
 static void
-vhdx_input_stream_set_property (GObject *object, guint prop_id, const GValue *value,
+vhdx_input_stream_set_property (GObject *object,
+                                guint prop_id,
+                                const GValue *value,
                                 GParamSpec *pspec)
 {
         VhdxInputStream *self = VHDX_INPUT_STREAM (object);
@@ -289,10 +302,10 @@ vhdx_input_stream_class_init (VhdxInputStreamClass *klass)
          *
          * Since: 0.1
          */
-        props[PROP_IMAGE] = g_param_spec_object ("image", NULL, NULL, VHDX_TYPE_IMAGE,
-                                                 G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY |
-                                                         G_PARAM_STATIC_STRINGS |
-                                                         G_PARAM_EXPLICIT_NOTIFY);
+        props[PROP_IMAGE] =
+                g_param_spec_object ("image", NULL, NULL, VHDX_TYPE_IMAGE,
+                                     G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY |
+                                             G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
         g_object_class_install_properties (object_class, N_PROPS, props);
 }

@@ -11,7 +11,6 @@ G_BEGIN_DECLS
 
 G_DECLARE_FINAL_TYPE (VhdxInputStream, vhdx_input_stream, VHDX, INPUT_STREAM, GInputStream)
 
-VhdxImage *
-vhdx_input_stream_get_image (VhdxInputStream *self);
+VhdxImage *vhdx_input_stream_get_image (VhdxInputStream *self);
 
 G_END_DECLS

@@ -120,8 +120,8 @@ vhdx_plugin_get_ready (void)
 {
         g_autoptr (GError) error = NULL;
         VhdxOpenOptions options = {
-            .path = image_path,
-            .parent_path = parent_path,
+                .path = image_path,
+                .parent_path = parent_path,
         };
         const VhdxInfo *info;
         GPtrArray *findings;
@@ -165,7 +165,7 @@ vhdx_plugin_open (int readonly)
 static int64_t
 vhdx_plugin_get_size (void *handle)
 {
-        return (int64_t)vhdx_file_get_info (image)->virtual_size;
+        return (int64_t) vhdx_file_get_info (image)->virtual_size;
 }
 
 static int
@@ -218,8 +218,11 @@ extent_type (const VhdxMapExtent *extent)
 }
 
 static int
-vhdx_plugin_extents (
-    void *handle, uint32_t count, uint64_t offset, uint32_t flags, struct nbdkit_extents *extents)
+vhdx_plugin_extents (void *handle,
+                     uint32_t count,
+                     uint64_t offset,
+                     uint32_t flags,
+                     struct nbdkit_extents *extents)
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (GArray) map = NULL;
@@ -249,26 +252,26 @@ vhdx_plugin_extents (
 }
 
 static struct nbdkit_plugin plugin = {
-    .name = "vhdx",
-    .longname = "nbdkit VHDX plugin",
-    .version = PACKAGE_VERSION,
-    .description = "Serves the virtual disk of a Hyper-V VHDX image, read-only.",
-    .load = vhdx_plugin_load,
-    .unload = vhdx_plugin_unload,
-    .dump_plugin = vhdx_plugin_dump_plugin,
-    .config = vhdx_plugin_config,
-    .config_complete = vhdx_plugin_config_complete,
-    .config_help = vhdx_plugin_config_help,
-    .magic_config_key = "file",
-    .get_ready = vhdx_plugin_get_ready,
-    .open = vhdx_plugin_open,
-    .get_size = vhdx_plugin_get_size,
-    .block_size = vhdx_plugin_block_size,
-    .can_write = vhdx_plugin_can_write,
-    .can_multi_conn = vhdx_plugin_can_multi_conn,
-    .can_extents = vhdx_plugin_can_extents,
-    .pread = vhdx_plugin_pread,
-    .extents = vhdx_plugin_extents,
+        .name = "vhdx",
+        .longname = "nbdkit VHDX plugin",
+        .version = PACKAGE_VERSION,
+        .description = "Serves the virtual disk of a Hyper-V VHDX image, read-only.",
+        .load = vhdx_plugin_load,
+        .unload = vhdx_plugin_unload,
+        .dump_plugin = vhdx_plugin_dump_plugin,
+        .config = vhdx_plugin_config,
+        .config_complete = vhdx_plugin_config_complete,
+        .config_help = vhdx_plugin_config_help,
+        .magic_config_key = "file",
+        .get_ready = vhdx_plugin_get_ready,
+        .open = vhdx_plugin_open,
+        .get_size = vhdx_plugin_get_size,
+        .block_size = vhdx_plugin_block_size,
+        .can_write = vhdx_plugin_can_write,
+        .can_multi_conn = vhdx_plugin_can_multi_conn,
+        .can_extents = vhdx_plugin_can_extents,
+        .pread = vhdx_plugin_pread,
+        .extents = vhdx_plugin_extents,
 };
 
 NBDKIT_REGISTER_PLUGIN (plugin)

@@ -125,7 +125,10 @@ handle_update_source (EventHandle *handle)
 }
 
 static int
-add_handle (int fd, int events, virEventHandleCallback callback, void *opaque,
+add_handle (int fd,
+            int events,
+            virEventHandleCallback callback,
+            void *opaque,
             virFreeCallback free_opaque)
 {
         EventHandle *handle = g_new0 (EventHandle, 1);
@@ -221,14 +224,15 @@ timer_update_source (EventTimer *timer)
         if (timer->interval < 0)
                 return;
         timer->source = g_timeout_source_new ((guint) timer->interval);
-        g_source_set_callback (timer->source, dispatch_timer, GINT_TO_POINTER (timer->timer),
-                               NULL);
+        g_source_set_callback (timer->source, dispatch_timer, GINT_TO_POINTER (timer->timer), NULL);
         g_source_set_static_name (timer->source, "libvirt timer");
         g_source_attach (timer->source, NULL);
 }
 
 static int
-add_timer (int interval, virEventTimeoutCallback callback, void *opaque,
+add_timer (int interval,
+           virEventTimeoutCallback callback,
+           void *opaque,
            virFreeCallback free_opaque)
 {
         EventTimer *timer = g_new0 (EventTimer, 1);

@@ -11,9 +11,7 @@
 
 G_BEGIN_DECLS
 
-void
-pool_events_register (void);
-void
-pool_events_flush (void);
+void pool_events_register (void);
+void pool_events_flush (void);
 
 G_END_DECLS

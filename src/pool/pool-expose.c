@@ -39,7 +39,7 @@
 
 /* Misses rescan the directory at most this often (microseconds). */
 #define RESCAN_INTERVAL_US (G_USEC_PER_SEC / 2)
-#define EXTENT_WINDOW (G_GUINT64_CONSTANT (4) << 30)
+#define EXTENT_WINDOW      (G_GUINT64_CONSTANT (4) << 30)
 
 static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP };
 
@@ -93,8 +93,7 @@ static gboolean
 same_identity (const Exposed *exposed, const struct stat *st)
 {
         return exposed->dev == st->st_dev && exposed->ino == st->st_ino &&
-               exposed->source_size == st->st_size &&
-               exposed->mtime.tv_sec == st->st_mtim.tv_sec &&
+               exposed->source_size == st->st_size && exposed->mtime.tv_sec == st->st_mtim.tv_sec &&
                exposed->mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
@@ -251,8 +250,7 @@ exposer_lookup (Exposer *exposer, const char *path)
         if (path[0] != '/' || strchr (path + 1, '/') != NULL)
                 return NULL;
         exposed = g_hash_table_lookup (exposer->by_name, path + 1);
-        if (exposed == NULL &&
-            g_get_monotonic_time () - exposer->last_scan >= RESCAN_INTERVAL_US) {
+        if (exposed == NULL && g_get_monotonic_time () - exposer->last_scan >= RESCAN_INTERVAL_US) {
                 exposer_scan_locked (exposer);
                 exposed = g_hash_table_lookup (exposer->by_name, path + 1);
         }
@@ -341,8 +339,12 @@ expose_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
 }
 
 static int
-expose_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
-                struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+expose_readdir (const char *path,
+                void *buf,
+                fuse_fill_dir_t filler,
+                off_t offset,
+                struct fuse_file_info *fi,
+                enum fuse_readdir_flags flags)
 {
         Exposer *exposer = get_exposer ();
         g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
@@ -509,20 +511,20 @@ set_up_pool (gpointer user_data)
                 setup->pool = pool;
                 if (g_strcmp0 (canonical, setup->mountpoint) != 0) {
                         g_set_error (&setup->error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                                     _("storage pool '%s' already exists, on %s"), setup->name,
+                                     _ ("storage pool '%s' already exists, on %s"), setup->name,
                                      target != NULL ? target : "?");
                         goto out;
                 }
                 if (active == 1) {
                         if (virStoragePoolRefresh (pool, 0) < 0) {
                                 pool_set_libvirt_error (&setup->error,
-                                                        _("cannot refresh storage pool '%s'"),
+                                                        _ ("cannot refresh storage pool '%s'"),
                                                         setup->name);
                                 goto out;
                         }
                 } else if (virStoragePoolCreate (pool, 0) < 0) {
-                        pool_set_libvirt_error (&setup->error,
-                                                _("cannot start storage pool '%s'"), setup->name);
+                        pool_set_libvirt_error (&setup->error, _ ("cannot start storage pool '%s'"),
+                                                setup->name);
                         goto out;
                 } else {
                         setup->started = TRUE;
@@ -541,14 +543,13 @@ set_up_pool (gpointer user_data)
                 setup->pool = virStoragePoolDefineXML (setup->conn, xml, 0);
                 if (setup->pool == NULL) {
                         pool_set_libvirt_error (&setup->error,
-                                                _("cannot define storage pool '%s'"),
-                                                setup->name);
+                                                _ ("cannot define storage pool '%s'"), setup->name);
                         goto out;
                 }
                 setup->defined = TRUE;
                 if (virStoragePoolCreate (setup->pool, 0) < 0) {
-                        pool_set_libvirt_error (&setup->error,
-                                                _("cannot start storage pool '%s'"), setup->name);
+                        pool_set_libvirt_error (&setup->error, _ ("cannot start storage pool '%s'"),
+                                                setup->name);
                         goto out;
                 }
                 setup->started = TRUE;
@@ -579,13 +580,12 @@ tear_down_pool (PoolSetup *setup)
         if (setup->pool == NULL)
                 return;
         if (setup->started && virStoragePoolDestroy (setup->pool) < 0)
-                pool_set_libvirt_error (&error, _("cannot stop storage pool '%s'"), setup->name);
+                pool_set_libvirt_error (&error, _ ("cannot stop storage pool '%s'"), setup->name);
         else if (!setup->started && virStoragePoolIsActive (setup->pool) == 1)
                 /* It was running already: forget the volumes of the mount. */
                 virStoragePoolRefresh (setup->pool, 0);
         if (error == NULL && setup->defined && virStoragePoolUndefine (setup->pool) < 0)
-                pool_set_libvirt_error (&error, _("cannot remove storage pool '%s'"),
-                                        setup->name);
+                pool_set_libvirt_error (&error, _ ("cannot remove storage pool '%s'"), setup->name);
         if (error != NULL)
                 pool_print_error ("%s", error->message);
         virStoragePoolFree (setup->pool);
@@ -630,9 +630,9 @@ pool_cmd_expose (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri,
-                  N_("Connect to the hypervisor at URI, as virsh does"), N_("URI") },
+                  N_ ("Connect to the hypervisor at URI, as virsh does"), N_ ("URI") },
                 { "define-pool", 0, 0, G_OPTION_ARG_STRING, &define_pool,
-                  N_("Define and start a libvirt 'dir' pool NAME on MOUNTPOINT"), N_("NAME") },
+                  N_ ("Define and start a libvirt 'dir' pool NAME on MOUNTPOINT"), N_ ("NAME") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -653,24 +653,24 @@ pool_cmd_expose (int argc, char **argv)
         int loop_result;
 
         context = pool_command_context_new (
-                "expose", _("DIR MOUNTPOINT"),
-                _("Show the VHDX images of a directory as raw files."),
-                _("Mounts a read-only FUSE file system on MOUNTPOINT in which each VHDX\n"
-                  "image of DIR (told by content) is a raw file of its virtual size, named\n"
-                  "like the image with .raw for .vhdx or .avhdx.  Images added to DIR appear\n"
-                  "when the mount point is listed.  With --define-pool, a libvirt 'dir' pool\n"
-                  "on MOUNTPOINT is defined (unless it exists) and started, so that virsh and\n"
-                  "virt-manager list each disk with its real size; it is stopped, and removed\n"
-                  "if it was defined here, when the file system is unmounted.\n"
-                  "\n"
-                  "Runs until SIGTERM or SIGINT, or until MOUNTPOINT is unmounted.\n"
-                  "\n"
-                  "Exit status: 0 when stopped, 1 on failure."),
+                "expose", _ ("DIR MOUNTPOINT"),
+                _ ("Show the VHDX images of a directory as raw files."),
+                _ ("Mounts a read-only FUSE file system on MOUNTPOINT in which each VHDX\n"
+                   "image of DIR (told by content) is a raw file of its virtual size, named\n"
+                   "like the image with .raw for .vhdx or .avhdx.  Images added to DIR appear\n"
+                   "when the mount point is listed.  With --define-pool, a libvirt 'dir' pool\n"
+                   "on MOUNTPOINT is defined (unless it exists) and started, so that virsh and\n"
+                   "virt-manager list each disk with its real size; it is stopped, and removed\n"
+                   "if it was defined here, when the file system is unmounted.\n"
+                   "\n"
+                   "Runs until SIGTERM or SIGINT, or until MOUNTPOINT is unmounted.\n"
+                   "\n"
+                   "Exit status: 0 when stopped, 1 on failure."),
                 entries);
         if (!pool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (args == NULL || g_strv_length (args) != 2)
-                return pool_usage_error ("%s", _("expected DIR and MOUNTPOINT"));
+                return pool_usage_error ("%s", _ ("expected DIR and MOUNTPOINT"));
         if (!check_directory (args[0]) || !check_directory (args[1]))
                 return EXIT_FAILURE;
         dir = pool_canonical_path (args[0]);
@@ -680,8 +680,8 @@ pool_cmd_expose (int argc, char **argv)
         if (access ("/dev/fuse", R_OK | W_OK) < 0) {
                 int saved_errno = errno;
 
-                pool_print_error (_("/dev/fuse is not available (%s): FUSE file systems cannot "
-                                    "be mounted here"),
+                pool_print_error (_ ("/dev/fuse is not available (%s): FUSE file systems cannot "
+                                     "be mounted here"),
                                   g_strerror (saved_errno));
                 return EXIT_FAILURE;
         }
@@ -715,20 +715,20 @@ pool_cmd_expose (int argc, char **argv)
 
         fuse = fuse_new (&fuse_arguments, &expose_operations, sizeof expose_operations, &exposer);
         if (fuse == NULL) {
-                pool_print_error ("%s", _("cannot set up the FUSE file system"));
+                pool_print_error ("%s", _ ("cannot set up the FUSE file system"));
                 status = EXIT_FAILURE;
                 goto out;
         }
         if (fuse_mount (fuse, mountpoint) != 0) {
-                pool_print_error (_("cannot mount a FUSE file system on %s: FUSE mounts are not "
-                                    "permitted here"),
+                pool_print_error (_ ("cannot mount a FUSE file system on %s: FUSE mounts are not "
+                                     "permitted here"),
                                   display);
                 fuse_destroy (fuse);
                 status = EXIT_FAILURE;
                 goto out;
         }
         if (fuse_set_signal_handlers (fuse_get_session (fuse)) != 0) {
-                pool_print_error ("%s", _("cannot install signal handlers"));
+                pool_print_error ("%s", _ ("cannot install signal handlers"));
                 fuse_unmount (fuse);
                 fuse_destroy (fuse);
                 status = EXIT_FAILURE;

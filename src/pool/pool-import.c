@@ -54,7 +54,7 @@ check_interrupted (GError **error)
 {
         if (!interrupted)
                 return TRUE;
-        g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CANCELLED, _("interrupted"));
+        g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CANCELLED, _ ("interrupted"));
         return FALSE;
 }
 
@@ -140,7 +140,7 @@ extent_cursor_find (ExtentCursor *cursor, guint64 position, GError **error)
                 cursor->index++;
         }
         g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                     _("the map of the virtual disk has a gap at offset %" G_GUINT64_FORMAT),
+                     _ ("the map of the virtual disk has a gap at offset %" G_GUINT64_FORMAT),
                      position);
         return NULL;
 }
@@ -211,7 +211,10 @@ upload_read (virStreamPtr stream, char *data, size_t nbytes, void *opaque)
 }
 
 static gboolean
-upload_image (virConnectPtr conn, virStorageVolPtr vol, VhdxImage *image, Progress *progress,
+upload_image (virConnectPtr conn,
+              virStorageVolPtr vol,
+              VhdxImage *image,
+              Progress *progress,
               GError **error)
 {
         g_autoptr (virStream) stream = virStreamNew (conn, 0);
@@ -223,22 +226,22 @@ upload_image (virConnectPtr conn, virStorageVolPtr vol, VhdxImage *image, Progre
 
         if (stream == NULL || virStorageVolUpload (vol, stream, 0, upload.cursor.size,
                                                    VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM) < 0) {
-                pool_set_libvirt_error (error, _("cannot upload to volume '%s'"),
+                pool_set_libvirt_error (error, _ ("cannot upload to volume '%s'"),
                                         virStorageVolGetName (vol));
                 goto out;
         }
-        progress_start (progress, _("Uploading"), upload.cursor.size);
+        progress_start (progress, _ ("Uploading"), upload.cursor.size);
         progress_update (progress, 0);
         if (virStreamSparseSendAll (stream, upload_read, upload_hole, upload_skip, &upload) < 0) {
                 if (upload.error != NULL)
                         g_propagate_error (error, g_steal_pointer (&upload.error));
                 else
-                        pool_set_libvirt_error (error, _("cannot upload to volume '%s'"),
+                        pool_set_libvirt_error (error, _ ("cannot upload to volume '%s'"),
                                                 virStorageVolGetName (vol));
                 goto out;
         }
         if (virStreamFinish (stream) < 0) {
-                pool_set_libvirt_error (error, _("cannot upload to volume '%s'"),
+                pool_set_libvirt_error (error, _ ("cannot upload to volume '%s'"),
                                         virStorageVolGetName (vol));
                 goto out;
         }
@@ -279,7 +282,7 @@ static void
 set_difference_error (Compare *compare, guint64 offset)
 {
         g_set_error (&compare->error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                     _("volume '%s' differs from the image at offset %" G_GUINT64_FORMAT),
+                     _ ("volume '%s' differs from the image at offset %" G_GUINT64_FORMAT),
                      compare->volume, offset);
 }
 
@@ -289,7 +292,7 @@ compare_fits (Compare *compare, guint64 length)
         if (length <= compare->cursor.size && compare->position <= compare->cursor.size - length)
                 return TRUE;
         g_set_error (&compare->error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                     _("volume '%s' is larger than the virtual disk"), compare->volume);
+                     _ ("volume '%s' is larger than the virtual disk"), compare->volume);
         return FALSE;
 }
 
@@ -376,8 +379,12 @@ compare_hole (virStreamPtr stream, long long length, void *opaque)
 }
 
 static gboolean
-compare_volume (virConnectPtr conn, virStorageVolPtr vol, const char *display_name,
-                VhdxImage *image, Progress *progress, GError **error)
+compare_volume (virConnectPtr conn,
+                virStorageVolPtr vol,
+                const char *display_name,
+                VhdxImage *image,
+                Progress *progress,
+                GError **error)
 {
         g_autoptr (virStream) stream = virStreamNew (conn, 0);
         Compare compare = {
@@ -387,29 +394,28 @@ compare_volume (virConnectPtr conn, virStorageVolPtr vol, const char *display_na
         };
         gboolean ok = FALSE;
 
-        if (stream == NULL || virStorageVolDownload (vol, stream, 0, 0,
-                                                     VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM) < 0) {
-                pool_set_libvirt_error (error, _("cannot read volume '%s'"), display_name);
+        if (stream == NULL ||
+            virStorageVolDownload (vol, stream, 0, 0, VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM) < 0) {
+                pool_set_libvirt_error (error, _ ("cannot read volume '%s'"), display_name);
                 goto out;
         }
-        progress_start (progress, _("Checking"), compare.cursor.size);
+        progress_start (progress, _ ("Checking"), compare.cursor.size);
         progress_update (progress, 0);
         if (virStreamSparseRecvAll (stream, compare_data, compare_hole, &compare) < 0) {
                 if (compare.error != NULL)
                         g_propagate_error (error, g_steal_pointer (&compare.error));
                 else
-                        pool_set_libvirt_error (error, _("cannot read volume '%s'"),
-                                                display_name);
+                        pool_set_libvirt_error (error, _ ("cannot read volume '%s'"), display_name);
                 virStreamAbort (stream);
                 goto out;
         }
         if (virStreamFinish (stream) < 0) {
-                pool_set_libvirt_error (error, _("cannot read volume '%s'"), display_name);
+                pool_set_libvirt_error (error, _ ("cannot read volume '%s'"), display_name);
                 goto out;
         }
         if (compare.position != compare.cursor.size) {
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                             _("volume '%s' is smaller than the virtual disk"), display_name);
+                             _ ("volume '%s' is smaller than the virtual disk"), display_name);
                 goto out;
         }
         progress_finish (progress);
@@ -455,7 +461,7 @@ delete_volume (virStorageVolPtr vol)
         if (vol != NULL && virStorageVolDelete (vol, 0) < 0) {
                 g_autoptr (GError) error = NULL;
 
-                pool_set_libvirt_error (&error, _("cannot remove volume '%s'"),
+                pool_set_libvirt_error (&error, _ ("cannot remove volume '%s'"),
                                         virStorageVolGetName (vol));
                 pool_print_error ("%s", error->message);
         }
@@ -466,8 +472,8 @@ static char *
 temporary_volume_name (virStoragePoolPtr pool, const char *name, const char *purpose)
 {
         for (;;) {
-                char *candidate = g_strdup_printf ("%s.%s-%08x.raw", name, purpose,
-                                                   g_random_int ());
+                char *candidate =
+                        g_strdup_printf ("%s.%s-%08x.raw", name, purpose, g_random_int ());
 
                 if (!volume_exists (pool, candidate))
                         return candidate;
@@ -492,15 +498,19 @@ default_volume_name (GFile *file, const char *format)
 }
 
 static virStorageVolPtr
-create_volume (virStoragePoolPtr pool, const char *name, const char *format, guint64 capacity,
-               virStorageVolPtr from, GError **error)
+create_volume (virStoragePoolPtr pool,
+               const char *name,
+               const char *format,
+               guint64 capacity,
+               virStorageVolPtr from,
+               GError **error)
 {
         g_autofree char *xml = volume_xml (name, format, capacity);
         virStorageVolPtr vol = from != NULL ? virStorageVolCreateXMLFrom (pool, xml, from, 0)
                                             : virStorageVolCreateXML (pool, xml, 0);
 
         if (vol == NULL)
-                pool_set_libvirt_error (error, _("cannot create volume '%s'"), name);
+                pool_set_libvirt_error (error, _ ("cannot create volume '%s'"), name);
         return vol;
 }
 
@@ -509,13 +519,18 @@ create_volume (virStoragePoolPtr pool, const char *name, const char *format, gui
  * volume that it created.
  */
 static virStorageVolPtr
-import_image (virConnectPtr conn, virStoragePoolPtr pool, VhdxImage *image, const char *name,
-              const char *format, Progress *progress, GError **error)
+import_image (virConnectPtr conn,
+              virStoragePoolPtr pool,
+              VhdxImage *image,
+              const char *name,
+              const char *format,
+              Progress *progress,
+              GError **error)
 {
         guint64 size = vhdx_image_get_virtual_size (image);
         gboolean raw = g_str_equal (format, "raw");
-        g_autofree char *upload_name = raw ? g_strdup (name)
-                                           : temporary_volume_name (pool, name, "upload");
+        g_autofree char *upload_name =
+                raw ? g_strdup (name) : temporary_volume_name (pool, name, "upload");
         g_autofree char *check_name = NULL;
         g_autoptr (virStorageVol) uploaded = NULL;
         g_autoptr (virStorageVol) result = NULL;
@@ -524,8 +539,7 @@ import_image (virConnectPtr conn, virStoragePoolPtr pool, VhdxImage *image, cons
         uploaded = create_volume (pool, upload_name, "raw", size, NULL, error);
         if (uploaded == NULL)
                 return NULL;
-        if (!upload_image (conn, uploaded, image, progress, error) ||
-            !check_interrupted (error)) {
+        if (!upload_image (conn, uploaded, image, progress, error) || !check_interrupted (error)) {
                 delete_volume (uploaded);
                 return NULL;
         }
@@ -539,7 +553,7 @@ import_image (virConnectPtr conn, virStoragePoolPtr pool, VhdxImage *image, cons
 
         /* libvirt converts the raw volume (with qemu-img on the host). */
         if (progress->enabled)
-                g_printerr ("%s\n", _("Converting to qcow2"));
+                g_printerr ("%s\n", _ ("Converting to qcow2"));
         result = create_volume (pool, name, format, size, uploaded, error);
         delete_volume (uploaded);
         if (result == NULL)
@@ -577,16 +591,16 @@ pool_cmd_import (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri,
-                  N_("Connect to the hypervisor at URI, as virsh does"), N_("URI") },
+                  N_ ("Connect to the hypervisor at URI, as virsh does"), N_ ("URI") },
                 { "pool", 0, 0, G_OPTION_ARG_STRING, &pool_name,
-                  N_("The storage pool to create the volume in"), N_("POOL") },
+                  N_ ("The storage pool to create the volume in"), N_ ("POOL") },
                 { "name", 0, 0, G_OPTION_ARG_STRING, &name,
-                  N_("Name of the new volume (default: the image's name, .raw or .qcow2)"),
-                  N_("NAME") },
+                  N_ ("Name of the new volume (default: the image's name, .raw or .qcow2)"),
+                  N_ ("NAME") },
                 { "format", 0, 0, G_OPTION_ARG_STRING, &format,
-                  N_("Format of the new volume: raw (default) or qcow2"), N_("FORMAT") },
+                  N_ ("Format of the new volume: raw (default) or qcow2"), N_ ("FORMAT") },
                 { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
-                  N_("Show progress on a terminal"), NULL },
+                  N_ ("Show progress on a terminal"), NULL },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -602,27 +616,27 @@ pool_cmd_import (int argc, char **argv)
         Progress progress = { 0 };
 
         context = pool_command_context_new (
-                "import", _("--pool POOL IMAGE"),
-                _("Copy the virtual disk of a VHDX image into a new volume."),
-                _("Creates a volume in POOL of the image's virtual size and uploads the\n"
-                  "virtual disk into it as a sparse stream: ranges that hold no data are\n"
-                  "not sent.  For --format=qcow2, libvirt converts the uploaded raw volume,\n"
-                  "which is then removed.  The new volume is read back and compared with the\n"
-                  "image; if they differ, it is removed and the command fails.  This works\n"
-                  "over remote connections too.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "import", _ ("--pool POOL IMAGE"),
+                _ ("Copy the virtual disk of a VHDX image into a new volume."),
+                _ ("Creates a volume in POOL of the image's virtual size and uploads the\n"
+                   "virtual disk into it as a sparse stream: ranges that hold no data are\n"
+                   "not sent.  For --format=qcow2, libvirt converts the uploaded raw volume,\n"
+                   "which is then removed.  The new volume is read back and compared with the\n"
+                   "image; if they differ, it is removed and the command fails.  This works\n"
+                   "over remote connections too.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!pool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (pool_name == NULL)
-                return pool_usage_error ("%s", _("--pool is required"));
+                return pool_usage_error ("%s", _ ("--pool is required"));
         if (args == NULL || g_strv_length (args) != 1)
-                return pool_usage_error ("%s", _("expected one IMAGE"));
+                return pool_usage_error ("%s", _ ("expected one IMAGE"));
         if (format == NULL)
                 format = g_strdup ("raw");
         if (!g_str_equal (format, "raw") && !g_str_equal (format, "qcow2"))
-                return pool_usage_error (_("unknown format '%s' (expected raw or qcow2)"), format);
+                return pool_usage_error (_ ("unknown format '%s' (expected raw or qcow2)"), format);
 
         display = g_filename_display_name (args[0]);
         file = g_file_new_for_commandline_arg (args[0]);
@@ -645,7 +659,7 @@ pool_cmd_import (int argc, char **argv)
                 return EXIT_FAILURE;
         }
         if (volume_exists (pool, name)) {
-                pool_print_error (_("storage pool '%s' already has a volume named '%s'"),
+                pool_print_error (_ ("storage pool '%s' already has a volume named '%s'"),
                                   pool_name, name);
                 return EXIT_FAILURE;
         }
@@ -659,7 +673,7 @@ pool_cmd_import (int argc, char **argv)
         }
         size_text = pool_format_capacity (vhdx_image_get_virtual_size (image));
         /* TRANSLATORS: volume name, pool name, format (raw or qcow2), virtual size */
-        g_print (_("Created volume '%s' in pool '%s' (%s, %s)\n"), name, pool_name, format,
+        g_print (_ ("Created volume '%s' in pool '%s' (%s, %s)\n"), name, pool_name, format,
                  size_text);
         return EXIT_SUCCESS;
 }

@@ -19,8 +19,8 @@ pool_cmd_list (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri,
-                  N_("Connect to the hypervisor at URI, as virsh does"), N_("URI") },
-                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Print a JSON array"), NULL },
+                  N_ ("Connect to the hypervisor at URI, as virsh does"), N_ ("URI") },
+                { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON array"), NULL },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -31,19 +31,19 @@ pool_cmd_list (int argc, char **argv)
         g_autoptr (GPtrArray) volumes = NULL;
 
         context = pool_command_context_new (
-                "list", _("POOL"), _("Show what the volumes of a storage pool really are."),
-                _("Refreshes POOL and lists its volumes: what libvirt says of each (format,\n"
-                  "capacity, allocation) and, for each VHDX image among them (told by\n"
-                  "content, whatever its name), what the image is: its virtual size, the\n"
-                  "bytes it stores, its type, its chain of parents (and the pools that hold\n"
-                  "them) and the state of its log.  A '*' marks what libvirt gets wrong.\n"
-                  "\n"
-                  "Exit status: 0 on success, 1 on failure."),
+                "list", _ ("POOL"), _ ("Show what the volumes of a storage pool really are."),
+                _ ("Refreshes POOL and lists its volumes: what libvirt says of each (format,\n"
+                   "capacity, allocation) and, for each VHDX image among them (told by\n"
+                   "content, whatever its name), what the image is: its virtual size, the\n"
+                   "bytes it stores, its type, its chain of parents (and the pools that hold\n"
+                   "them) and the state of its log.  A '*' marks what libvirt gets wrong.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
                 entries);
         if (!pool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (args == NULL || g_strv_length (args) != 1)
-                return pool_usage_error ("%s", _("expected one POOL"));
+                return pool_usage_error ("%s", _ ("expected one POOL"));
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL) {
@@ -62,7 +62,7 @@ pool_cmd_list (int argc, char **argv)
         /* The volumes as the storage holds them now.  A pool busy with an
          * upload cannot be refreshed: list what libvirt knows, and say so. */
         if (virStoragePoolRefresh (pool, 0) < 0) {
-                pool_set_libvirt_error (&error, _("warning: cannot refresh storage pool '%s'"),
+                pool_set_libvirt_error (&error, _ ("warning: cannot refresh storage pool '%s'"),
                                         args[0]);
                 pool_print_error ("%s", error->message);
                 g_clear_error (&error);

@@ -21,7 +21,7 @@
 #include "pool-util.h"
 
 /* Every VHDX file starts with its file type identifier. */
-#define VHDX_SIGNATURE "vhdxfile"
+#define VHDX_SIGNATURE      "vhdxfile"
 #define VHDX_SIGNATURE_SIZE 8
 
 void
@@ -106,17 +106,15 @@ pool_file_is_vhdx (const char *path, gboolean *is_vhdx, GError **error)
 
 /* The same test through libvirt, for volumes that cannot be opened here. */
 static gboolean
-volume_is_vhdx_remote (virConnectPtr conn, virStorageVolPtr vol, gboolean *is_vhdx,
-                       GError **error)
+volume_is_vhdx_remote (virConnectPtr conn, virStorageVolPtr vol, gboolean *is_vhdx, GError **error)
 {
         char signature[VHDX_SIGNATURE_SIZE];
         g_autoptr (virStream) stream = virStreamNew (conn, 0);
         gsize got = 0;
 
         *is_vhdx = FALSE;
-        if (stream == NULL ||
-            virStorageVolDownload (vol, stream, 0, sizeof signature, 0) < 0) {
-                pool_set_libvirt_error (error, _("cannot read volume '%s'"),
+        if (stream == NULL || virStorageVolDownload (vol, stream, 0, sizeof signature, 0) < 0) {
+                pool_set_libvirt_error (error, _ ("cannot read volume '%s'"),
                                         virStorageVolGetName (vol));
                 return FALSE;
         }
@@ -124,7 +122,7 @@ volume_is_vhdx_remote (virConnectPtr conn, virStorageVolPtr vol, gboolean *is_vh
                 int n = virStreamRecv (stream, signature + got, sizeof signature - got);
 
                 if (n < 0) {
-                        pool_set_libvirt_error (error, _("cannot read volume '%s'"),
+                        pool_set_libvirt_error (error, _ ("cannot read volume '%s'"),
                                                 virStorageVolGetName (vol));
                         virStreamAbort (stream);
                         return FALSE;
@@ -134,7 +132,7 @@ volume_is_vhdx_remote (virConnectPtr conn, virStorageVolPtr vol, gboolean *is_vh
                 got += (gsize) n;
         }
         if (virStreamFinish (stream) < 0) {
-                pool_set_libvirt_error (error, _("cannot read volume '%s'"),
+                pool_set_libvirt_error (error, _ ("cannot read volume '%s'"),
                                         virStorageVolGetName (vol));
                 return FALSE;
         }
@@ -166,8 +164,8 @@ volume_paths_new (virConnectPtr conn)
         virStoragePoolPtr *pools = NULL;
         int n_pools;
 
-        n_pools = virConnectListAllStoragePools (conn, &pools,
-                                                 VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE);
+        n_pools =
+                virConnectListAllStoragePools (conn, &pools, VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE);
         for (int i = 0; i < n_pools; i++) {
                 virStorageVolPtr *vols = NULL;
                 int n_vols = virStoragePoolListAllVolumes (pools[i], &vols, 0);
@@ -286,10 +284,12 @@ inspect_volume (virConnectPtr conn, virStorageVolPtr vol, gboolean local, GHashT
                         } else if (is_vhdx) {
                                 /* TRANSLATORS: the image is a VHDX file that is not readable
                                  * from this machine; the argument says why */
-                                volume->error = error != NULL
-                                        ? g_strdup_printf (_("cannot open the image here: %s"),
-                                                           error->message)
-                                        : g_strdup (_("the image is on another host"));
+                                volume->error =
+                                        error != NULL
+                                                ? g_strdup_printf (
+                                                          _ ("cannot open the image here: %s"),
+                                                          error->message)
+                                                : g_strdup (_ ("the image is on another host"));
                         }
                 }
         }
@@ -346,7 +346,7 @@ pool_scan (virConnectPtr conn, virStoragePoolPtr pool, GError **error)
                 return NULL;
         n_vols = virStoragePoolListAllVolumes (pool, &vols, 0);
         if (n_vols < 0) {
-                pool_set_libvirt_error (error, _("cannot list the volumes of storage pool '%s'"),
+                pool_set_libvirt_error (error, _ ("cannot list the volumes of storage pool '%s'"),
                                         virStoragePoolGetName (pool));
                 return NULL;
         }
@@ -410,14 +410,13 @@ add_volume_json (JsonBuilder *builder, const PoolVolume *volume)
                 json_builder_set_member_name (builder, "file-size");
                 json_builder_add_int_value (builder, (gint64) volume->file_size);
                 json_builder_set_member_name (builder, "disk-type");
-                json_builder_add_string_value (
-                        builder, pool_enum_nick (VHDX_TYPE_DISK_TYPE, (int) volume->disk_type));
+                json_builder_add_string_value (builder, pool_enum_nick (VHDX_TYPE_DISK_TYPE,
+                                                                        (int) volume->disk_type));
                 json_builder_set_member_name (builder, "log-state");
-                json_builder_add_string_value (
-                        builder, pool_enum_nick (VHDX_TYPE_LOG_STATE, (int) volume->log_state));
+                json_builder_add_string_value (builder, pool_enum_nick (VHDX_TYPE_LOG_STATE,
+                                                                        (int) volume->log_state));
                 json_builder_set_member_name (builder, "dirty-log");
-                json_builder_add_boolean_value (builder,
-                                                volume->log_state != VHDX_LOG_STATE_CLEAN);
+                json_builder_add_boolean_value (builder, volume->log_state != VHDX_LOG_STATE_CLEAN);
                 json_builder_set_member_name (builder, "parents");
                 json_builder_begin_array (builder);
                 for (guint i = 0; i < volume->parents->len; i++) {
@@ -493,7 +492,7 @@ parents_cell (const PoolVolume *volume)
         if (volume->error != NULL)
                 /* TRANSLATORS: in the last column of the table; the argument says why the
                  * volume could not be inspected */
-                return g_strdup_printf (_("error: %s"), volume->error);
+                return g_strdup_printf (_ ("error: %s"), volume->error);
         if (volume->parents == NULL)
                 return g_strdup ("");
         for (guint i = 0; i < volume->parents->len; i++) {
@@ -507,7 +506,7 @@ parents_cell (const PoolVolume *volume)
                         g_autofree char *display = g_filename_display_name (parent->path);
 
                         /* TRANSLATORS: a parent image that no storage pool holds */
-                        g_string_append_printf (text, _("%s (in no pool)"), display);
+                        g_string_append_printf (text, _ ("%s (in no pool)"), display);
                 }
         }
         return g_string_free (g_steal_pointer (&text), FALSE);
@@ -518,12 +517,12 @@ log_cell (VhdxLogState state)
 {
         switch (state) {
         case VHDX_LOG_STATE_CLEAN:
-                return _("clean");
+                return _ ("clean");
         case VHDX_LOG_STATE_REPLAYED_IN_MEMORY:
         case VHDX_LOG_STATE_REPLAYED:
         default:
                 /* TRANSLATORS: the image's log holds writes that were not yet applied */
-                return _("dirty");
+                return _ ("dirty");
         }
 }
 
@@ -532,12 +531,12 @@ type_cell (VhdxDiskType type)
 {
         switch (type) {
         case VHDX_DISK_TYPE_FIXED:
-                return _("fixed");
+                return _ ("fixed");
         case VHDX_DISK_TYPE_DYNAMIC:
-                return _("dynamic");
+                return _ ("dynamic");
         case VHDX_DISK_TYPE_DIFFERENCING:
         default:
-                return _("differencing");
+                return _ ("differencing");
         }
 }
 
@@ -573,8 +572,7 @@ print_groups (char **groups, const glong *widths)
                         glong length = (glong) g_utf8_strlen (line->str, -1);
 
                         if (length < position)
-                                g_string_append_printf (line, "%*s", (int) (position - length),
-                                                        "");
+                                g_string_append_printf (line, "%*s", (int) (position - length), "");
                         g_string_append (line, groups[i]);
                 }
                 position += widths[i] + 2;
@@ -592,25 +590,25 @@ pool_volumes_print_table (GPtrArray *volumes)
         char **header = g_new0 (char *, N_COLUMNS + 1);
         char **groups = g_new0 (char *, N_COLUMNS + 1);
 
-        header[COLUMN_NAME] = g_strdup (_("Name"));
-        header[COLUMN_LIBVIRT_FORMAT] = g_strdup (_("Format"));
-        header[COLUMN_LIBVIRT_CAPACITY] = g_strdup (_("Capacity"));
-        header[COLUMN_LIBVIRT_ALLOCATION] = g_strdup (_("Allocation"));
-        header[COLUMN_FORMAT] = g_strdup (_("Format"));
-        header[COLUMN_VIRTUAL_SIZE] = g_strdup (_("Virtual size"));
+        header[COLUMN_NAME] = g_strdup (_ ("Name"));
+        header[COLUMN_LIBVIRT_FORMAT] = g_strdup (_ ("Format"));
+        header[COLUMN_LIBVIRT_CAPACITY] = g_strdup (_ ("Capacity"));
+        header[COLUMN_LIBVIRT_ALLOCATION] = g_strdup (_ ("Allocation"));
+        header[COLUMN_FORMAT] = g_strdup (_ ("Format"));
+        header[COLUMN_VIRTUAL_SIZE] = g_strdup (_ ("Virtual size"));
         /* TRANSLATORS: the bytes of the virtual disk that the image file stores */
-        header[COLUMN_STORED] = g_strdup (_("Stored"));
-        header[COLUMN_TYPE] = g_strdup (_("Type"));
-        header[COLUMN_LOG] = g_strdup (_("Log"));
-        header[COLUMN_PARENTS] = g_strdup (_("Parents"));
+        header[COLUMN_STORED] = g_strdup (_ ("Stored"));
+        header[COLUMN_TYPE] = g_strdup (_ ("Type"));
+        header[COLUMN_LOG] = g_strdup (_ ("Log"));
+        header[COLUMN_PARENTS] = g_strdup (_ ("Parents"));
         for (guint i = 0; i < N_COLUMNS; i++)
                 groups[i] = g_strdup ("");
         g_free (groups[COLUMN_LIBVIRT_FORMAT]);
         /* TRANSLATORS: heads the columns of what libvirt reports */
-        groups[COLUMN_LIBVIRT_FORMAT] = g_strdup (_("libvirt says"));
+        groups[COLUMN_LIBVIRT_FORMAT] = g_strdup (_ ("libvirt says"));
         g_free (groups[COLUMN_FORMAT]);
         /* TRANSLATORS: heads the columns of what the volume really is */
-        groups[COLUMN_FORMAT] = g_strdup (_("the volume is"));
+        groups[COLUMN_FORMAT] = g_strdup (_ ("the volume is"));
         g_ptr_array_add (rows, header);
 
         for (guint i = 0; i < volumes->len; i++) {
@@ -622,12 +620,12 @@ pool_volumes_print_table (GPtrArray *volumes)
                 cells[COLUMN_NAME] = g_strdup (volume->name);
                 cells[COLUMN_LIBVIRT_FORMAT] = libvirt_cell (g_strdup (volume->libvirt_format),
                                                              wrong & POOL_MISMATCH_FORMAT);
-                cells[COLUMN_LIBVIRT_CAPACITY] = libvirt_cell (
-                        pool_format_capacity (volume->libvirt_capacity),
-                        wrong & POOL_MISMATCH_CAPACITY);
-                cells[COLUMN_LIBVIRT_ALLOCATION] = libvirt_cell (
-                        pool_format_capacity (volume->libvirt_allocation),
-                        wrong & POOL_MISMATCH_ALLOCATION);
+                cells[COLUMN_LIBVIRT_CAPACITY] =
+                        libvirt_cell (pool_format_capacity (volume->libvirt_capacity),
+                                      wrong & POOL_MISMATCH_CAPACITY);
+                cells[COLUMN_LIBVIRT_ALLOCATION] =
+                        libvirt_cell (pool_format_capacity (volume->libvirt_allocation),
+                                      wrong & POOL_MISMATCH_ALLOCATION);
                 if (volume->is_vhdx) {
                         cells[COLUMN_FORMAT] = g_strdup (volume->format);
                         if (volume->details_known) {
@@ -655,9 +653,8 @@ pool_volumes_print_table (GPtrArray *volumes)
         }
         /* A group heading spans the columns up to the next one. */
         {
-                glong span = widths[COLUMN_LIBVIRT_FORMAT] + 2 +
-                             widths[COLUMN_LIBVIRT_CAPACITY] + 2 +
-                             widths[COLUMN_LIBVIRT_ALLOCATION];
+                glong span = widths[COLUMN_LIBVIRT_FORMAT] + 2 + widths[COLUMN_LIBVIRT_CAPACITY] +
+                             2 + widths[COLUMN_LIBVIRT_ALLOCATION];
                 glong needed = g_utf8_strlen (groups[COLUMN_LIBVIRT_FORMAT], -1);
 
                 if (needed > span)
@@ -667,6 +664,6 @@ pool_volumes_print_table (GPtrArray *volumes)
         for (guint r = 0; r < rows->len; r++)
                 print_row (g_ptr_array_index (rows, r), widths);
         if (any_mismatch)
-                g_print ("%s\n", _("* libvirt's value is wrong: the volume is a VHDX image"));
+                g_print ("%s\n", _ ("* libvirt's value is wrong: the volume is a VHDX image"));
         g_strfreev (groups);
 }

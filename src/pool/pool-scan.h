@@ -53,25 +53,19 @@ typedef struct {
         char *error;
 } PoolVolume;
 
-void
-pool_volume_free (PoolVolume *volume);
+void pool_volume_free (PoolVolume *volume);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (PoolVolume, pool_volume_free)
 
 G_GNUC_WARN_UNUSED_RESULT
-gboolean
-pool_file_is_vhdx (const char *path, gboolean *is_vhdx, GError **error);
+gboolean pool_file_is_vhdx (const char *path, gboolean *is_vhdx, GError **error);
 
 G_GNUC_WARN_UNUSED_RESULT
-GPtrArray *
-pool_scan (virConnectPtr conn, virStoragePoolPtr pool, GError **error);
+GPtrArray *pool_scan (virConnectPtr conn, virStoragePoolPtr pool, GError **error);
 
 G_GNUC_WARN_UNUSED_RESULT
-JsonNode *
-pool_volumes_to_json (GPtrArray *volumes);
-void
-pool_volumes_print_table (GPtrArray *volumes);
+JsonNode *pool_volumes_to_json (GPtrArray *volumes);
+void pool_volumes_print_table (GPtrArray *volumes);
 
-const char *
-pool_enum_nick (GType type, int value);
+const char *pool_enum_nick (GType type, int value);
 
 G_END_DECLS

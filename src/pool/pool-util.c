@@ -48,18 +48,21 @@ pool_usage_error (const char *format, ...)
         print_error_valist (format, args);
         va_end (args);
         if (current_command != NULL)
-                g_printerr (_("Try 'vhdx-pool %s --help' for more information.\n"),
+                g_printerr (_ ("Try 'vhdx-pool %s --help' for more information.\n"),
                             current_command);
         else
-                g_printerr (_("Try 'vhdx-pool --help' for more information.\n"));
+                g_printerr (_ ("Try 'vhdx-pool --help' for more information.\n"));
         return EXIT_FAILURE;
 }
 
 /* Option parsing */
 
 GOptionContext *
-pool_command_context_new (const char *command, const char *parameters, const char *summary,
-                          const char *description, const GOptionEntry *entries)
+pool_command_context_new (const char *command,
+                          const char *parameters,
+                          const char *summary,
+                          const char *description,
+                          const GOptionEntry *entries)
 {
         GOptionContext *context;
         g_autofree char *prgname = g_strdup_printf ("vhdx-pool %s", command);
@@ -100,7 +103,7 @@ pool_libvirt_init (void)
 {
         virSetErrorFunc (NULL, ignore_libvirt_error);
         if (virInitialize () < 0)
-                pool_print_error ("%s", _("cannot initialize libvirt"));
+                pool_print_error ("%s", _ ("cannot initialize libvirt"));
 }
 
 void
@@ -136,7 +139,7 @@ pool_set_libvirt_error (GError **error, const char *format, ...)
         }
         g_set_error (error, G_IO_ERROR, code, "%s: %s", context,
                      last != NULL && last->message != NULL ? last->message
-                                                           : _("unknown libvirt error"));
+                                                           : _ ("unknown libvirt error"));
 }
 
 const char *
@@ -149,7 +152,7 @@ pool_connection_uri_display (const char *uri)
         env = g_getenv ("LIBVIRT_DEFAULT_URI");
         if (env != NULL && env[0] != '\0')
                 return env;
-        return _("the default hypervisor");
+        return _ ("the default hypervisor");
 }
 
 virConnectPtr
@@ -159,7 +162,7 @@ pool_connect (const char *uri, GError **error)
 
         conn = virConnectOpenAuth (uri, virConnectAuthPtrDefault, 0);
         if (conn == NULL)
-                pool_set_libvirt_error (error, _("cannot connect to %s"),
+                pool_set_libvirt_error (error, _ ("cannot connect to %s"),
                                         pool_connection_uri_display (uri));
         return conn;
 }
@@ -195,9 +198,9 @@ pool_lookup (virConnectPtr conn, const char *name, GError **error)
 
                 if (last != NULL && last->code == VIR_ERR_NO_STORAGE_POOL)
                         g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                                     _("no storage pool named '%s'"), name);
+                                     _ ("no storage pool named '%s'"), name);
                 else
-                        pool_set_libvirt_error (error, _("storage pool '%s'"), name);
+                        pool_set_libvirt_error (error, _ ("storage pool '%s'"), name);
         }
         return pool;
 }
@@ -208,13 +211,13 @@ pool_ensure_active (virStoragePoolPtr pool, GError **error)
         int active = virStoragePoolIsActive (pool);
 
         if (active < 0) {
-                pool_set_libvirt_error (error, _("storage pool '%s'"),
+                pool_set_libvirt_error (error, _ ("storage pool '%s'"),
                                         virStoragePoolGetName (pool));
                 return FALSE;
         }
         if (active == 0) {
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED,
-                             _("storage pool '%s' is not active"), virStoragePoolGetName (pool));
+                             _ ("storage pool '%s' is not active"), virStoragePoolGetName (pool));
                 return FALSE;
         }
         return TRUE;
@@ -250,9 +253,12 @@ xml_stack_matches (XmlQuery *query)
 }
 
 static void
-xml_start_element (GMarkupParseContext *context, const char *element_name,
-                   const char **attribute_names, const char **attribute_values,
-                   gpointer user_data, GError **error)
+xml_start_element (GMarkupParseContext *context,
+                   const char *element_name,
+                   const char **attribute_names,
+                   const char **attribute_values,
+                   gpointer user_data,
+                   GError **error)
 {
         XmlQuery *query = user_data;
 
@@ -273,7 +279,9 @@ xml_start_element (GMarkupParseContext *context, const char *element_name,
 }
 
 static void
-xml_end_element (GMarkupParseContext *context, const char *element_name, gpointer user_data,
+xml_end_element (GMarkupParseContext *context,
+                 const char *element_name,
+                 gpointer user_data,
                  GError **error)
 {
         XmlQuery *query = user_data;
@@ -287,7 +295,10 @@ xml_end_element (GMarkupParseContext *context, const char *element_name, gpointe
 }
 
 static void
-xml_text (GMarkupParseContext *context, const char *text, gsize text_len, gpointer user_data,
+xml_text (GMarkupParseContext *context,
+          const char *text,
+          gsize text_len,
+          gpointer user_data,
           GError **error)
 {
         XmlQuery *query = user_data;

@@ -15,67 +15,48 @@ typedef int (*PoolCommandFunc) (int argc, char **argv);
 /* The URI given with -c/--connect before the command, or NULL. */
 extern char *pool_connect_uri;
 
-void
-pool_print_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
-int
-pool_usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
+void pool_print_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
+int pool_usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
 
-GOptionContext *
-pool_command_context_new (const char *command,
-                          const char *parameters,
-                          const char *summary,
-                          const char *description,
-                          const GOptionEntry *entries);
+GOptionContext *pool_command_context_new (const char *command,
+                                          const char *parameters,
+                                          const char *summary,
+                                          const char *description,
+                                          const GOptionEntry *entries);
 G_GNUC_WARN_UNUSED_RESULT
-gboolean
-pool_parse_command_line (GOptionContext *context, int *argc, char ***argv);
+gboolean pool_parse_command_line (GOptionContext *context, int *argc, char ***argv);
 
-void
-pool_libvirt_init (void);
-void
-pool_set_libvirt_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
+void pool_libvirt_init (void);
+void pool_set_libvirt_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
 G_GNUC_WARN_UNUSED_RESULT
-virConnectPtr
-pool_connect (const char *uri, GError **error);
-const char *
-pool_connection_uri_display (const char *uri);
-gboolean
-pool_connection_is_local (virConnectPtr conn);
+virConnectPtr pool_connect (const char *uri, GError **error);
+const char *pool_connection_uri_display (const char *uri);
+gboolean pool_connection_is_local (virConnectPtr conn);
 G_GNUC_WARN_UNUSED_RESULT
-virStoragePoolPtr
-pool_lookup (virConnectPtr conn, const char *name, GError **error);
+virStoragePoolPtr pool_lookup (virConnectPtr conn, const char *name, GError **error);
 G_GNUC_WARN_UNUSED_RESULT
-gboolean
-pool_ensure_active (virStoragePoolPtr pool, GError **error);
+gboolean pool_ensure_active (virStoragePoolPtr pool, GError **error);
 
 G_GNUC_WARN_UNUSED_RESULT
-char *
-pool_xml_get (const char *xml, const char *element_path, const char *attribute);
+char *pool_xml_get (const char *xml, const char *element_path, const char *attribute);
 G_GNUC_WARN_UNUSED_RESULT
-char *
-pool_xml_escape (const char *text);
+char *pool_xml_escape (const char *text);
 
 G_GNUC_WARN_UNUSED_RESULT
-char *
-pool_format_capacity (guint64 bytes);
+char *pool_format_capacity (guint64 bytes);
 
 G_GNUC_WARN_UNUSED_RESULT
-char *
-pool_canonical_path (const char *path);
+char *pool_canonical_path (const char *path);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virConnect, virConnectClose)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virStoragePool, virStoragePoolFree)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virStorageVol, virStorageVolFree)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virStream, virStreamFree)
 
-int
-pool_cmd_list (int argc, char **argv);
-int
-pool_cmd_watch (int argc, char **argv);
-int
-pool_cmd_import (int argc, char **argv);
-int
-pool_cmd_expose (int argc, char **argv);
+int pool_cmd_list (int argc, char **argv);
+int pool_cmd_watch (int argc, char **argv);
+int pool_cmd_import (int argc, char **argv);
+int pool_cmd_expose (int argc, char **argv);
 
 G_END_DECLS

@@ -29,13 +29,13 @@
 #include "pool-util.h"
 
 /* Coalesce bursts of events and of file changes. */
-#define SCAN_DELAY_MS 100
-#define REFRESH_DELAY_MS 500
+#define SCAN_DELAY_MS         100
+#define REFRESH_DELAY_MS      500
 #define RECONNECT_MIN_SECONDS 1
 #define RECONNECT_MAX_SECONDS 30
 /* Declare a connection dead after 3 unanswered keepalives 5 s apart. */
 #define KEEPALIVE_INTERVAL 5
-#define KEEPALIVE_COUNT 3
+#define KEEPALIVE_COUNT    3
 
 typedef struct _Watcher Watcher;
 
@@ -141,8 +141,8 @@ write_index (WatchedPool *wp, const char *state, GPtrArray *volumes, const char 
         text = json_to_string (root, TRUE);
 
         /* Readers see the old index or the new one, never a part of one. */
-        if (!g_file_set_contents_full (wp->index_path, text, -1,
-                                       G_FILE_SET_CONTENTS_CONSISTENT, 0644, &error)) {
+        if (!g_file_set_contents_full (wp->index_path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                                       0644, &error)) {
                 pool_print_error ("%s", error->message);
                 return FALSE;
         }
@@ -171,8 +171,11 @@ refresh_pool (gpointer user_data)
 }
 
 static void
-directory_changed (GFileMonitor *monitor, GFile *file, GFile *other_file,
-                   GFileMonitorEvent event_type, gpointer user_data)
+directory_changed (GFileMonitor *monitor,
+                   GFile *file,
+                   GFile *other_file,
+                   GFileMonitorEvent event_type,
+                   gpointer user_data)
 {
         WatchedPool *wp = user_data;
 
@@ -305,8 +308,7 @@ handle_event (gpointer user_data)
         QueuedEvent *event = user_data;
         Watcher *watcher = the_watcher;
 
-        if (watcher == NULL || event->generation != watcher->generation ||
-            watcher->conn == NULL)
+        if (watcher == NULL || event->generation != watcher->generation || watcher->conn == NULL)
                 return G_SOURCE_REMOVE;
         if (event->kind == EVENT_CLOSED) {
                 connection_lost (watcher);
@@ -334,7 +336,10 @@ queue_event (EventKind kind, gpointer opaque, virStoragePoolPtr pool)
 }
 
 static void
-pool_lifecycle_event (virConnectPtr conn, virStoragePoolPtr pool, int event, int detail,
+pool_lifecycle_event (virConnectPtr conn,
+                      virStoragePoolPtr pool,
+                      int event,
+                      int detail,
                       void *opaque)
 {
         queue_event (EVENT_POOL, opaque, pool);
@@ -365,8 +370,7 @@ disconnect (Watcher *watcher)
                 virConnectStoragePoolEventDeregisterAny (watcher->conn,
                                                          watcher->lifecycle_callback);
         if (watcher->refresh_callback >= 0)
-                virConnectStoragePoolEventDeregisterAny (watcher->conn,
-                                                         watcher->refresh_callback);
+                virConnectStoragePoolEventDeregisterAny (watcher->conn, watcher->refresh_callback);
         if (watcher->close_callback)
                 virConnectUnregisterCloseCallback (watcher->conn, connection_closed);
         watcher->lifecycle_callback = -1;
@@ -390,24 +394,27 @@ connect_and_subscribe (Watcher *watcher, GError **error)
 
         /* Not every driver has keepalives (local ones need none). */
         virConnectSetKeepAlive (watcher->conn, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
-        if (virConnectRegisterCloseCallback (watcher->conn, connection_closed, opaque, NULL) ==
-            0)
+        if (virConnectRegisterCloseCallback (watcher->conn, connection_closed, opaque, NULL) == 0)
                 watcher->close_callback = TRUE;
-        watcher->lifecycle_callback = virConnectStoragePoolEventRegisterAny (
-                watcher->conn, NULL, VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
-                VIR_STORAGE_POOL_EVENT_CALLBACK (pool_lifecycle_event), opaque, NULL);
+        watcher->lifecycle_callback =
+                virConnectStoragePoolEventRegisterAny (watcher->conn, NULL,
+                                                       VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+                                                       VIR_STORAGE_POOL_EVENT_CALLBACK (
+                                                               pool_lifecycle_event),
+                                                       opaque, NULL);
         if (watcher->lifecycle_callback < 0) {
-                pool_set_libvirt_error (error, "%s",
-                                        _("cannot subscribe to storage pool events"));
+                pool_set_libvirt_error (error, "%s", _ ("cannot subscribe to storage pool events"));
                 disconnect (watcher);
                 return FALSE;
         }
-        watcher->refresh_callback = virConnectStoragePoolEventRegisterAny (
-                watcher->conn, NULL, VIR_STORAGE_POOL_EVENT_ID_REFRESH,
-                VIR_STORAGE_POOL_EVENT_CALLBACK (pool_refresh_event), opaque, NULL);
+        watcher->refresh_callback =
+                virConnectStoragePoolEventRegisterAny (watcher->conn, NULL,
+                                                       VIR_STORAGE_POOL_EVENT_ID_REFRESH,
+                                                       VIR_STORAGE_POOL_EVENT_CALLBACK (
+                                                               pool_refresh_event),
+                                                       opaque, NULL);
         if (watcher->refresh_callback < 0) {
-                pool_set_libvirt_error (error, "%s",
-                                        _("cannot subscribe to storage pool events"));
+                pool_set_libvirt_error (error, "%s", _ ("cannot subscribe to storage pool events"));
                 disconnect (watcher);
                 return FALSE;
         }
@@ -432,7 +439,7 @@ reconnect (gpointer user_data)
                         g_timeout_add_seconds (watcher->backoff_seconds, reconnect, watcher);
                 return G_SOURCE_REMOVE;
         }
-        g_printerr (_("vhdx-pool: connected again to %s\n"),
+        g_printerr (_ ("vhdx-pool: connected again to %s\n"),
                     pool_connection_uri_display (watcher->uri));
         watcher->backoff_seconds = RECONNECT_MIN_SECONDS;
         watcher->reported_failure = FALSE;
@@ -446,7 +453,7 @@ connection_lost (Watcher *watcher)
 {
         if (watcher->conn == NULL)
                 return;
-        g_printerr (_("vhdx-pool: lost the connection to %s; connecting again\n"),
+        g_printerr (_ ("vhdx-pool: lost the connection to %s; connecting again\n"),
                     pool_connection_uri_display (watcher->uri));
         disconnect (watcher);
         g_clear_handle_id (&watcher->reconnect_source, g_source_remove);
@@ -478,7 +485,7 @@ refresh_at_start (Watcher *watcher, GError **error)
                         g_autoptr (GError) refresh_error = NULL;
 
                         pool_set_libvirt_error (&refresh_error,
-                                                _("cannot refresh storage pool '%s'"), wp->name);
+                                                _ ("cannot refresh storage pool '%s'"), wp->name);
                         pool_print_error ("%s", refresh_error->message);
                 }
         }
@@ -493,10 +500,10 @@ pool_cmd_watch (int argc, char **argv)
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri,
-                  N_("Connect to the hypervisor at URI, as virsh does"), N_("URI") },
+                  N_ ("Connect to the hypervisor at URI, as virsh does"), N_ ("URI") },
                 { "index-dir", 0, 0, G_OPTION_ARG_FILENAME, &index_dir,
-                  N_("Write the indexes into DIR (default $XDG_STATE_HOME/vhdx-pool)"),
-                  N_("DIR") },
+                  N_ ("Write the indexes into DIR (default $XDG_STATE_HOME/vhdx-pool)"),
+                  N_ ("DIR") },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -512,20 +519,20 @@ pool_cmd_watch (int argc, char **argv)
         int status = EXIT_SUCCESS;
 
         context = pool_command_context_new (
-                "watch", _("POOL…"), _("Keep a JSON index of the volumes of storage pools."),
-                _("Writes DIR/POOL.json for each POOL, the volumes as 'list --json' shows\n"
-                  "them, and writes it again whenever libvirt reports that the pool was\n"
-                  "started, stopped or refreshed, and whenever a file of a local pool's\n"
-                  "directory changes.  The file is replaced atomically.  When the\n"
-                  "connection to libvirt is lost, it connects again.  SIGTERM or SIGINT\n"
-                  "stops it.\n"
-                  "\n"
-                  "Exit status: 0 when stopped by a signal, 1 on failure."),
+                "watch", _ ("POOL…"), _ ("Keep a JSON index of the volumes of storage pools."),
+                _ ("Writes DIR/POOL.json for each POOL, the volumes as 'list --json' shows\n"
+                   "them, and writes it again whenever libvirt reports that the pool was\n"
+                   "started, stopped or refreshed, and whenever a file of a local pool's\n"
+                   "directory changes.  The file is replaced atomically.  When the\n"
+                   "connection to libvirt is lost, it connects again.  SIGTERM or SIGINT\n"
+                   "stops it.\n"
+                   "\n"
+                   "Exit status: 0 when stopped by a signal, 1 on failure."),
                 entries);
         if (!pool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (args == NULL || g_strv_length (args) == 0)
-                return pool_usage_error ("%s", _("expected at least one POOL"));
+                return pool_usage_error ("%s", _ ("expected at least one POOL"));
 
         if (index_dir == NULL)
                 index_dir = g_build_filename (g_get_user_state_dir (), "vhdx-pool", NULL);

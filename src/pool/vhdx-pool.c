@@ -25,19 +25,18 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
-        { "list", N_("Show what the volumes of a pool really are"), pool_cmd_list },
-        { "watch", N_("Keep a JSON index of pools up to date"), pool_cmd_watch },
-        { "import", N_("Copy a VHDX image into a pool as a raw or qcow2 volume"),
+        { "list", N_ ("Show what the volumes of a pool really are"), pool_cmd_list },
+        { "watch", N_ ("Keep a JSON index of pools up to date"), pool_cmd_watch },
+        { "import", N_ ("Copy a VHDX image into a pool as a raw or qcow2 volume"),
           pool_cmd_import },
-        { "expose", N_("Show VHDX images as raw files in a FUSE file system"),
-          pool_cmd_expose },
+        { "expose", N_ ("Show VHDX images as raw files in a FUSE file system"), pool_cmd_expose },
 };
 
 #ifndef HAVE_FUSE3
 int
 pool_cmd_expose (int argc, char **argv)
 {
-        pool_print_error ("%s", _("expose is not available: vhdx-pool was built without FUSE"));
+        pool_print_error ("%s", _ ("expose is not available: vhdx-pool was built without FUSE"));
         return EXIT_FAILURE;
 }
 #endif
@@ -45,18 +44,20 @@ pool_cmd_expose (int argc, char **argv)
 static void
 print_help (void)
 {
-        g_print ("%s\n  vhdx-pool %s\n\n", _("Usage:"), _("[OPTION…] COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _("Use VHDX images with libvirt storage pools."));
-        g_print ("%s\n", _("Commands:"));
+        g_print ("%s\n  vhdx-pool %s\n\n", _ ("Usage:"),
+                 _ ("[OPTION…] COMMAND [OPTION…] ARGUMENTS"));
+        g_print ("%s\n\n", _ ("Use VHDX images with libvirt storage pools."));
+        g_print ("%s\n", _ ("Commands:"));
         for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-                g_print ("  %-10s%s\n", commands[i].name, _(commands[i].summary));
-        g_print ("  %-10s%s\n", "help", _("Show help for a command"));
-        g_print ("\n%s\n", _("Options:"));
-        g_print ("  %-22s%s\n", "-c, --connect=URI", _("Connect to the hypervisor at URI"));
-        g_print ("  %-22s%s\n", "-h, --help", _("Show this help"));
-        g_print ("  %-22s%s\n", "--version", _("Show the version"));
-        g_print ("\n%s\n", _("Without --connect, LIBVIRT_DEFAULT_URI or libvirt's default is used."));
-        g_print ("%s\n", _("Run 'vhdx-pool COMMAND --help' for the options of a command."));
+                g_print ("  %-10s%s\n", commands[i].name, _ (commands[i].summary));
+        g_print ("  %-10s%s\n", "help", _ ("Show help for a command"));
+        g_print ("\n%s\n", _ ("Options:"));
+        g_print ("  %-22s%s\n", "-c, --connect=URI", _ ("Connect to the hypervisor at URI"));
+        g_print ("  %-22s%s\n", "-h, --help", _ ("Show this help"));
+        g_print ("  %-22s%s\n", "--version", _ ("Show the version"));
+        g_print ("\n%s\n",
+                 _ ("Without --connect, LIBVIRT_DEFAULT_URI or libvirt's default is used."));
+        g_print ("%s\n", _ ("Run 'vhdx-pool COMMAND --help' for the options of a command."));
 }
 
 static const Command *
@@ -73,7 +74,7 @@ static gboolean
 flush_stdout (void)
 {
         if (fflush (stdout) != 0 || ferror (stdout)) {
-                pool_print_error ("%s", _("cannot write to standard output"));
+                pool_print_error ("%s", _ ("cannot write to standard output"));
                 return FALSE;
         }
         return TRUE;
@@ -109,7 +110,7 @@ main (int argc, char **argv)
                 }
                 if (g_str_equal (arg, "-c") || g_str_equal (arg, "--connect")) {
                         if (first + 1 >= argc)
-                                return pool_usage_error (_("%s needs a URI"), arg);
+                                return pool_usage_error (_ ("%s needs a URI"), arg);
                         g_free (pool_connect_uri);
                         pool_connect_uri = g_strdup (argv[first + 1]);
                         first += 2;
@@ -121,10 +122,10 @@ main (int argc, char **argv)
                         first++;
                         continue;
                 }
-                return pool_usage_error (_("unknown option '%s'"), arg);
+                return pool_usage_error (_ ("unknown option '%s'"), arg);
         }
         if (first >= argc)
-                return pool_usage_error ("%s", _("no command given"));
+                return pool_usage_error ("%s", _ ("no command given"));
 
         if (g_str_equal (argv[first], "help")) {
                 /* "vhdx-pool help COMMAND" is "vhdx-pool COMMAND --help". */
@@ -136,13 +137,13 @@ main (int argc, char **argv)
                 }
                 command = find_command (argv[first + 1]);
                 if (command == NULL)
-                        return pool_usage_error (_("unknown command '%s'"), argv[first + 1]);
+                        return pool_usage_error (_ ("unknown command '%s'"), argv[first + 1]);
                 return command->func (2, help_argv);
         }
 
         command = find_command (argv[first]);
         if (command == NULL)
-                return pool_usage_error (_("unknown command '%s'"), argv[first]);
+                return pool_usage_error (_ ("unknown command '%s'"), argv[first]);
 
         pool_libvirt_init ();
         status = command->func (argc - first, argv + first);
