@@ -229,6 +229,9 @@ class Tests:
         }
         expect_equal({k: data[k] for k in expected}, expected, 'values parsed from the file')
         expect_equal(spec.logical_sector_size, 512, 'LogicalSectorSize QEMU wrote')
+        # QEMU writes its sector size, 512, as the physical sector size too
+        # (vhdx_create_new_metadata in block/vhdx.c).
+        expect_equal(spec.physical_sector_size, 512, 'PhysicalSectorSize QEMU wrote')
         # QEMU marks the blocks of a fixed image that were never written as
         # ZERO, so fixed and dynamic images alike store exactly the blocks
         # written.
