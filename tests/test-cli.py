@@ -247,6 +247,24 @@ class Tests:
     def test_info_json_odd_size(self):
         self.info_json('odd')
 
+    def expect_qemu_replays(self, path, raw):
+        """QEMU replays the dirty log of a copy of @path (`qemu-img check -r
+        all` counts the replay as one corruption fixed) and reads it as @raw."""
+        if QEMU_IMG is None:
+            raise Skip('qemu-img not installed')
+        copy = path + '.qemu-replayed'
+        shutil.copyfile(path, copy)
+        report = json.loads(check_ok(run([QEMU_IMG, 'check', '-r', 'all', '--output=json',
+                                          '-f', 'vhdx', copy]), 'qemu-img check').stdout)
+        expect_equal((report.get('check-errors'), report.get('corruptions-fixed')), (0, 1),
+                     'qemu-img check -r all: (check errors, corruptions fixed)')
+        out = copy + '.raw'
+        check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', copy, out]),
+                 'qemu-img convert')
+        expect_equal(sha256_file(out), sha256_file(raw), 'qemu-img convert after the replay')
+        os.unlink(copy)
+        os.unlink(out)
+
     def test_info_json_generated(self):
         # Shapes QEMU does not write, described by the generator that made them.
         if not MKIMAGE:
@@ -263,10 +281,14 @@ class Tests:
         }
         for name, options in shapes.items():
             path = self.path(name + '.vhdx')
+            raw = self.path(name + '.raw')
             described = self.path(name + '.json')
-            check_ok(run([MKIMAGE] + options + ['--describe', described, path]), 'vhdx-mkimage')
+            check_ok(run([MKIMAGE] + options + ['--describe', described, '--raw', raw, path]),
+                     'vhdx-mkimage')
             with open(described, encoding='utf-8') as f:
                 made = json.load(f)
+            if made['dirty'] is not None:
+                self.expect_qemu_replays(path, raw)
             info = json.loads(check_ok(vhdx('info', '--json', path), 'info').stdout)
             data = info['format-specific']['data']
             stored = made['stored-bytes'] + (made['dirty']['length'] if made['dirty'] else 0)

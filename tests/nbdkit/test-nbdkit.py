@@ -461,9 +461,6 @@ class Tests:
         expect_equal(image.raw_sha256, clean.raw_sha256, 'the disk once the log is replayed')
         expect_equal(image.data_ranges, [(0, MiB), (MiB, MiB), (5 * MiB, MiB), (10 * MiB, MiB)],
                      'stored blocks')
-        # QEMU replays the log of a copy and reads the disk expected.
-        qemu_replays_to(self.workdir, image.path, image.raw_path)
-
         info = json.loads(check_ok(run([TOOL, 'info', '--json', image.path]),
                                    'vhdx info').stdout)
         expect_equal(info['format-specific']['data']['log-state'], 'replayed-in-memory',
@@ -471,6 +468,8 @@ class Tests:
         before = sha256_file(image.path)
         expect_served_correctly(self.workdir, image)
         expect_equal(sha256_file(image.path), before, 'the dirty image was modified')
+        # QEMU replays the log of a copy and reads the disk expected.
+        qemu_replays_to(self.workdir, image.path, image.raw_path)
 
     def test_malformed_image_refused(self):
         image = generated_image(self.workdir, 'malformed', ['--size', '8M'])
