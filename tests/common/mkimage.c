@@ -273,7 +273,7 @@ write_description (VhdxGen *gen, GArray *blocks, const VhdxGenDirty *dirty, cons
         g_string_append_printf (out, "  \"payload-blocks\": %" G_GUINT64_FORMAT ",\n",
                                 layout.payload_blocks);
 
-        /* Each stored block: its place on the disk, its length on the disk, its place in the file. */
+        /* Each stored block: where it is on the disk, its length there, where it is in the file. */
         g_string_append (out, "  \"blocks\": [");
         for (i = 0; i < blocks->len; i++) {
                 const BlockRecord *r = &g_array_index (blocks, BlockRecord, i);
@@ -374,7 +374,7 @@ main (int argc, char **argv)
                  "Allocate one more block through the log and leave the log to be replayed",
                  NULL},
                 {"dirty-block", 0, 0, G_OPTION_ARG_INT, &dirty_block,
-                 "Allocate block N through the log, as --dirty does (default the first unallocated one)",
+                 "Allocate block N through the log, as --dirty does for the first unallocated one",
                  "N"},
                 {"dirty-seed", 0, 0, G_OPTION_ARG_INT, &dirty_seed,
                  "With --dirty, the pattern seed of the new block (default 4242)", "N"},

@@ -601,7 +601,8 @@ class Tests:
         os.replace(base, moved)
         expect_error(lambda: Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE,
                                             None),
-                     'vhdx-error-quark', Vhdx.Error.PARENT_NOT_FOUND, 'a child whose parent is gone')
+                     'vhdx-error-quark', Vhdx.Error.PARENT_NOT_FOUND,
+                     'a child whose parent is gone')
         image = Vhdx.Image(file=Gio.File.new_for_path(child),
                            parent_file=Gio.File.new_for_path(moved))
         image.init(None)

@@ -382,9 +382,10 @@ def test_list_json(session, expected):
     expect(broken['vhdx'], 'broken.vhdx: not seen as VHDX')
     # Both headers are zeros: the reason is that neither has its signature.
     expect_equal(broken.get('error'),
-                 'No valid header: header 1 at offset 65536: expected signature \u201chead\u201d, '
-                 'found 0x00000000; header 2 at offset 131072: expected signature \u201chead\u201d, '
-                 'found 0x00000000', 'broken.vhdx: error')
+                 'No valid header: '
+                 'header 1 at offset 65536: expected signature \u201chead\u201d, found 0x00000000; '
+                 'header 2 at offset 131072: expected signature \u201chead\u201d, found 0x00000000',
+                 'broken.vhdx: error')
     expect_equal(broken['mismatches'], ['format'], 'broken.vhdx: mismatches')
 
 
