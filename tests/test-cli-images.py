@@ -5,10 +5,16 @@
 # differencing images, printed as TAP.
 #
 # Oracles: the raw bytes the tests write themselves; the test generator
-# (vhdx-mkimage), which writes an image and, independently, the raw disk it
-# must read as; qemu-img check/compare/convert for fixed and dynamic images.
+# (vhdx-mkimage), which writes an image, the raw disk it must read as and a
+# description of what it wrote; qemu-img check/compare/convert for fixed and
+# dynamic images with 512-byte sectors (QEMU also replays dirty logs);
+# libvhdi (through vhdi-cat, and vhdiinfo) for 4 KiB sectors and
+# differencing images, which QEMU cannot open; and the structures of the
+# images read from the bytes with tests/common/vhdxspec.py, written from the
+# specification.
 #
-# Environment: VHDX_TOOL and VHDX_MKIMAGE (required).
+# Environment: VHDX_TOOL and VHDX_MKIMAGE (required); VHDX_VHDI_CAT (when
+# libvhdi is found at build time).
 
 import hashlib
 import json
@@ -20,11 +26,16 @@ import sys
 import tempfile
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common'))
+import vhdxspec  # noqa: E402
+
 MiB = 1024 * 1024
 
 TOOL = os.environ.get('VHDX_TOOL')
 MKIMAGE = os.environ.get('VHDX_MKIMAGE')
+VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
 QEMU_IMG = shutil.which('qemu-img')
+VHDIINFO = shutil.which('vhdiinfo')
 ENV = dict(os.environ, LC_ALL='C.UTF-8')
 
 
@@ -77,6 +88,56 @@ def need_qemu():
         raise Skip('qemu-img is not installed')
 
 
+def need_libvhdi():
+    if not VHDI_CAT:
+        raise Skip('libvhdi was not found at build time (no vhdi-cat)')
+    if VHDIINFO is None:
+        raise Skip('vhdiinfo (libvhdi-utils) is not installed')
+
+
+def vhdi_sha256(image, *parents):
+    """sha256 of the virtual disk as libvhdi reads it, the parents given nearest first."""
+    return hashlib.sha256(ok([VHDI_CAT, image] + list(parents)).stdout).hexdigest()
+
+
+def vhdiinfo(image):
+    """The 'Key : value' lines of vhdiinfo, as a dict."""
+    found = {}
+    for line in ok([VHDIINFO, image]).stdout.decode(errors='replace').splitlines():
+        key, sep, value = line.strip().partition(':')
+        if sep:
+            found[key.strip()] = value.strip()
+    return found
+
+
+def qemu_replays_to(workdir, image, raw):
+    """QEMU replays the dirty log of a copy of @image (`qemu-img check -r all`,
+    which counts the replay as one corruption fixed) and reads it as @raw."""
+    need_qemu()
+    copy = os.path.join(workdir, os.path.basename(image) + '.qemu-replayed')
+    shutil.copyfile(image, copy)
+    report = json.loads(ok([QEMU_IMG, 'check', '-r', 'all', '--output=json', '-f', 'vhdx',
+                            copy]).stdout)
+    expect_equal((report.get('check-errors'), report.get('corruptions-fixed')), (0, 1),
+                 'qemu-img check -r all: (check errors, corruptions fixed)')
+    out = copy + '.raw'
+    ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', copy, out])
+    expect_equal(sha256(out), sha256(raw), 'qemu-img convert after QEMU\'s replay')
+    os.unlink(copy)
+    os.unlink(out)
+
+
+def data_blocks(extents, block_size):
+    """{block: file offset} from the data extents of `vhdx map --json`."""
+    found = {}
+    for e in extents:
+        if not e['data']:
+            continue
+        for start in range(e['start'], e['start'] + e['length'], block_size):
+            found[start // block_size] = e['offset'] + (start - e['start'])
+    return found
+
+
 def write_random_raw(path, size, regions, seed):
     """A sparse raw file with random data in (offset, length) regions."""
     rng = random.Random(seed)
@@ -97,13 +158,21 @@ class Tests:
     # Dirty logs
 
     def dirty(self, name):
+        """A dirty image from the generator: blocks 0-2 and 9 written, block 3
+        (the first unallocated one) allocated through the log alone."""
         img, raw = self.path(name + '.vhdx'), self.path(name + '.raw')
+        described = self.path(name + '.json')
         ok([MKIMAGE, '--size', '64M', '--block-size', '1M', '--pattern', '0:3M:1',
-            '--pattern', '9M:4096:2', '--dirty', '--raw', raw, img])
+            '--pattern', '9M:4096:2', '--dirty', '--raw', raw, '--describe', described, img])
+        with open(described, encoding='utf-8') as f:
+            self.made = json.load(f)
+        expect_equal(self.made['dirty']['start'], 3 * MiB, 'the block the log allocates')
         return img, raw
 
     def test_dirty_read_only(self):
         img, raw = self.dirty('dirty-ro')
+        # The independent reader: QEMU replays the log of a copy.
+        qemu_replays_to(self.tmp, img, raw)
         before = (sha256(img), os.stat(img).st_mtime_ns)
         info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
         expect_equal(info['dirty-flag'], True, 'dirty-flag')
@@ -115,15 +184,28 @@ class Tests:
         expect_equal(sha256(out), sha256(raw), 'convert of a dirty image')
         extents = json.loads(ok([TOOL, 'map', '--json', img]).stdout)
         expect_equal(sum(e['length'] for e in extents), 64 * MiB, 'map covers the disk')
-        # The block the log allocated is data.
-        expect(any(e['data'] for e in extents if e['start'] >= 3 * MiB), 'logged block mapped')
+        # The blocks the generator stored, and the one the log allocated
+        # (block 3, at 8 MiB in the file): exactly those are data.
+        stored = {b['block']: b['file-offset'] for b in self.made['blocks']}
+        stored[self.made['dirty']['block']] = self.made['dirty']['file-offset']
+        expect_equal(stored, {0: 4 * MiB, 1: 5 * MiB, 2: 6 * MiB, 3: 8 * MiB, 9: 7 * MiB},
+                     'blocks the generator stored')
+        expect_equal(data_blocks(extents, MiB), stored, 'data blocks and their file offsets')
         result = vhdx('check', img)
         expect_equal(result.returncode, 0, 'check exit status')
-        expect(b'log' in result.stdout, 'check reports the log')
+        report = json.loads(ok([TOOL, 'check', '--json', img]).stdout)
+        expect_equal((report['check-errors'], report['warnings']), (0, 1),
+                     'check: (errors, warnings)')
+        problem = report['problems'][0]
+        expect_equal((problem['severity'], problem['structure'], problem['offset']),
+                     ('warning', 'log', self.made['log-offset']), 'the finding on the log')
+        expect('1 entries' in problem['message'] and 'replayed in memory' in problem['message'],
+               'the message says one entry was replayed in memory: %r' % problem['message'])
         expect_equal((sha256(img), os.stat(img).st_mtime_ns), before, 'image unchanged')
 
     def test_dirty_repair(self):
         img, raw = self.dirty('dirty-rw')
+        qemu_replays_to(self.tmp, img, raw)
         result = ok([TOOL, 'check', '--json', '--repair', img])
         report = json.loads(result.stdout)
         expect_equal(report['log-replayed']['entries'], 1, 'entries replayed')
@@ -132,11 +214,18 @@ class Tests:
         expect_equal(info['format-specific']['data']['log-state'], 'clean', 'log-state')
         expect_equal(info['dirty-flag'], False, 'dirty-flag')
         expect_equal(cat_sha256(img), sha256(raw), 'cat after repair')
-        if QEMU_IMG is not None:
-            ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
-            out = self.path('dirty-rw.qemu')
-            ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', img, out])
-            expect_equal(sha256(out), sha256(raw), 'qemu-img reads the repaired image')
+        # The file itself: LogGuid cleared in the current header, the BAT
+        # entry of block 3 applied from the log.
+        spec = vhdxspec.Vhdx(img)
+        expect_equal(spec.header['log-guid'], '00000000-0000-0000-0000-000000000000',
+                     'LogGuid after repair')
+        expect_equal(spec.payload_entry(3), (vhdxspec.FULLY_PRESENT, 8 * MiB),
+                     'BAT entry of block 3 after repair')
+        # A clean image for QEMU now: it opens it read-only and reads the disk.
+        ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
+        out = self.path('dirty-rw.qemu')
+        ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', img, out])
+        expect_equal(sha256(out), sha256(raw), 'qemu-img reads the repaired image')
 
     # Creating images
 
@@ -148,21 +237,33 @@ class Tests:
             ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
             qinfo = json.loads(ok([QEMU_IMG, 'info', '--output=json', img]).stdout)
             expect_equal(qinfo['virtual-size'], 100 * MiB, 'qemu-img virtual-size')
-            info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
-            expect_equal(info['format-specific']['data']['disk-type'], kind, 'disk type')
-            expect_equal(info['cluster-size'], 2 * MiB, 'block size')
+            expect_equal(qinfo['cluster-size'], 2 * MiB, 'qemu-img cluster-size')
+            # FileParameters: LeaveBlockAllocated (bit 0) for fixed images only.
+            spec = vhdxspec.Vhdx(img)
+            expect_equal((spec.block_size, spec.file_parameter_flags),
+                         (2 * MiB, 1 if kind == 'fixed' else 0), 'FileParameters')
+            expect_equal(spec.logical_sector_size, 512, 'LogicalSectorSize')
             zeros = hashlib.sha256(bytes(100 * MiB)).hexdigest()
             expect_equal(cat_sha256(img), zeros, 'a new image reads as zeros')
+            out = self.path('new-%s.qemu.raw' % kind)
+            ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', img, out])
+            expect_equal(sha256(out), zeros, 'qemu-img reads a new image as zeros')
+            os.unlink(out)
         img = self.path('new-4k.vhdx')
         ok([TOOL, 'create', '--logical-sector-size=4096', img, '1G'])
-        info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
-        expect_equal(info['format-specific']['data']['logical-sector-size'], 4096, 'sectors')
-        expect_equal(info['cluster-size'], 32 * MiB, 'default block size')
+        spec = vhdxspec.Vhdx(img)
+        expect_equal(spec.logical_sector_size, 4096, 'LogicalSectorSize')
+        expect_equal((spec.block_size, spec.file_parameter_flags), (32 * MiB, 0),
+                     'FileParameters: the default block size')
+        expect_equal(spec.virtual_size, 1 << 30, 'VirtualDiskSize')
+        expect_equal(spec.stored_blocks(), {}, 'stored blocks of a new dynamic image')
         result = vhdx('create', self.path('bad.vhdx'), '100M', '--block-size=3M')
         expect_equal(result.returncode, 1, 'a bad block size fails')
         expect(not os.path.exists(self.path('bad.vhdx')), 'no file is left')
 
     def test_round_trips(self):
+        need_qemu()
+        need_libvhdi()
         size = 70 * MiB + 3 * 4096  # not a multiple of any block size
         raw = self.path('rt.raw')
         write_random_raw(raw, size, [(0, 4096), (5 * MiB - 100, 300 * 1024),
@@ -178,15 +279,24 @@ class Tests:
                     ok([TOOL, 'convert', img, back])
                     expect_equal(sha256(back), want, 'round trip %s %s %s' % (kind, block, sector))
                     ok([TOOL, 'check', img])
-                    if QEMU_IMG is not None and sector == '512':
+                    if sector == '512':
                         ok([QEMU_IMG, 'check', '-f', 'vhdx', img])
                         ok([QEMU_IMG, 'compare', '-f', 'vhdx', '-F', 'raw', img, raw])
+                    else:
+                        # QEMU does not open 4 KiB sectors; libvhdi does (the
+                        # disk is far below one chunk, where libvhdi's reading
+                        # of fixed images is right).
+                        expect_equal(vhdi_sha256(img), want,
+                                     'libvhdi reads %s %s %s' % (kind, block, sector))
                     os.unlink(img)
         # A dynamic image stores only blocks that hold data.
         img = self.path('rt-sparse.vhdx')
         ok([TOOL, 'convert', '--block-size=1M', raw, img])
         info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
-        # Blocks 0, 4, 5, 33 and 34, and the 12 KiB last block 70.
+        # Blocks 0, 4, 5, 33 and 34, and the 12 KiB last block 70: bytes of
+        # the virtual disk, which ends 12 KiB into block 70.
+        expect_equal(sorted(vhdxspec.Vhdx(img).stored_blocks()), [0, 4, 5, 33, 34, 70],
+                     'blocks stored in the file')
         expect_equal(info['format-specific']['data']['allocated-bytes'], 5 * MiB + 12288,
                      'allocated bytes')
 
@@ -209,21 +319,54 @@ class Tests:
         ok([TOOL, 'convert', '--parent', base, mod_raw, child])
         return base, child, base_raw, mod_raw
 
+    def expect_linked(self, child, parent, relative_path):
+        """The child's metadata, read from its bytes, names @parent: HasParent,
+        parent_linkage = the DataWriteGuid of the parent's current header."""
+        spec = vhdxspec.Vhdx(child)
+        expect(spec.has_parent, '%s: FileParameters without HasParent' % child)
+        locator = spec.parent_locator()
+        linkage = vhdxspec.Vhdx(parent).header['data-write-guid']
+        expect_equal(locator['parent_linkage'].lower(), '{%s}' % linkage, 'parent_linkage')
+        expect_equal(locator['relative_path'], relative_path, 'relative_path')
+        return spec
+
     def test_differencing_convert(self):
+        need_libvhdi()
         base, child, base_raw, mod_raw = self.differencing()
         expect_equal(cat_sha256(child), sha256(mod_raw), 'child reads as the modified disk')
         expect_equal(cat_sha256(base), sha256(base_raw), 'the parent is untouched')
+        # libvhdi reads the chain as the modified disk (the child has a sector
+        # bitmap block, so libvhdi's reading of NOT_PRESENT blocks is right).
+        expect_equal(vhdi_sha256(child, base), sha256(mod_raw), 'libvhdi reads the child')
+        expect_equal(vhdi_sha256(base), sha256(base_raw), 'libvhdi reads the parent')
+        spec = self.expect_linked(child, base, 'base.vhdx')
+        found = vhdiinfo(child)
+        expect_equal(found.get('Disk type'), 'Differential', 'vhdiinfo disk type')
+        expect_equal(found.get('Parent identifier'),
+                     vhdxspec.Vhdx(base).header['data-write-guid'], 'vhdiinfo parent identifier')
+        expect_equal(spec.virtual_size, 64 * MiB, 'VirtualDiskSize of the child')
         info = json.loads(ok([TOOL, 'info', '--json', child]).stdout)
         data = info['format-specific']['data']
         expect_equal(data['disk-type'], 'differencing', 'disk type')
         # Only the differing sectors are stored: 1 + 16 + 6144 sectors.
         expect_equal(data['allocated-bytes'], (1 + 16 + 6144) * 512, 'allocated bytes')
         expect(os.stat(child).st_blocks * 512 < 8 * MiB, 'the child file is small')
+        # The sectors changed are the child's (depth 0); the rest of the
+        # parent's stored blocks, 0-4 and 20 of 2 MiB, are read from it.
         extents = json.loads(ok([TOOL, 'map', '--json', child]).stdout)
-        own = [e for e in extents if e['data'] and e['depth'] == 0]
-        expect_equal(sum(e['length'] for e in own), data['allocated-bytes'],
-                     'extents of depth 0')
-        expect(any(e['data'] and e['depth'] == 1 for e in extents), 'parent extents')
+        merged = []
+        for e in extents:
+            if not e['data']:
+                continue
+            if merged and merged[-1][2] == e['depth'] and sum(merged[-1][:2]) == e['start']:
+                merged[-1] = (merged[-1][0], merged[-1][1] + e['length'], e['depth'])
+            else:
+                merged.append((e['start'], e['length'], e['depth']))
+        expect_equal(merged, [
+            (0, 5000 * 512, 1), (5000 * 512, 512, 0), (5001 * 512, 10 * MiB - 5001 * 512, 1),
+            (40 * MiB, 4096, 1), (40 * MiB + 4096, 8192, 0),
+            (40 * MiB + 12288, 2 * MiB - 12288, 1), (50 * MiB, 3 * MiB, 0),
+        ], 'data extents and their depths')
         ok([TOOL, 'check', child])
 
     def test_differencing_parent_override(self):
@@ -253,6 +396,18 @@ class Tests:
         empty = self.path('empty-child.vhdx')
         ok([TOOL, 'create', '--parent', base, empty])
         expect_equal(cat_sha256(empty), sha256(base_raw), 'an empty child reads as its parent')
+        # libvhdi is no oracle for the data of an empty child (it takes
+        # NOT_PRESENT blocks without a sector bitmap block for present ones);
+        # the file's bytes are: every payload block NOT_PRESENT reads from the
+        # parent, whose size and block size the child has.
+        spec = self.expect_linked(empty, base, 'base.vhdx')
+        expect_equal((spec.virtual_size, spec.block_size), (64 * MiB, 2 * MiB),
+                     'the parent\'s size and block size')
+        expect_equal({spec.payload_entry(b)[0] for b in range(spec.payload_blocks)},
+                     {vhdxspec.NOT_PRESENT}, 'states of the payload blocks of an empty child')
+        need_libvhdi()
+        expect_equal(vhdiinfo(empty).get('Parent identifier'),
+                     vhdxspec.Vhdx(base).header['data-write-guid'], 'vhdiinfo parent identifier')
         info = json.loads(ok([TOOL, 'info', '--json', empty]).stdout)
         expect_equal(info['virtual-size'], 64 * MiB, 'the parent\'s size')
         expect_equal(info['cluster-size'], 2 * MiB, 'the parent\'s block size')
@@ -260,6 +415,7 @@ class Tests:
         grand = self.path('sub/grandchild.vhdx')
         os.mkdir(self.path('sub'))
         ok([TOOL, 'create', '--parent', child, grand])
+        self.expect_linked(grand, child, '..\\child.avhdx')
         expect_equal(cat_sha256(grand), sha256(mod_raw), 'a grandchild reads through the chain')
         chain = json.loads(ok([TOOL, 'info', '--json', '--backing-chain', grand]).stdout)
         expect_equal(len(chain), 3, 'images in the chain')

@@ -4,10 +4,16 @@
 # End-to-end tests of the `vhdx` tool, printed as TAP.
 #
 # The oracle is QEMU: qemu-img creates the images, qemu-io writes known
-# patterns into them, and `qemu-img convert -O raw` gives the expected bytes.
-# Without qemu-img the tests that need it are skipped.
+# patterns into them, `qemu-img convert -O raw` gives the expected bytes and
+# `qemu-img info` the sizes.  What QEMU does not report (GUIDs, sector
+# sizes, the creator, header sequence numbers) is read from the bytes of
+# the images with tests/common/vhdxspec.py, written from the specification,
+# or taken from the test generator's description of what it wrote
+# (vhdx-mkimage --describe).  Without qemu-img the tests that need it are
+# skipped.
 #
-# Environment: VHDX_TOOL (the tool under test, required), VHDX_SHARED_DIR
+# Environment: VHDX_TOOL (the tool under test, required), VHDX_MKIMAGE,
+# VHDX_VERSION (the project's version, from meson), VHDX_SHARED_DIR
 # (optional; its samples/ directory holds real-world images).
 
 import bz2
@@ -23,16 +29,19 @@ import tempfile
 import traceback
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common'))
+import vhdxspec  # noqa: E402
+
 MiB = 1024 * 1024
 KiB = 1024
 
-GUID_RE = re.compile(r'^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$')
 BAT_REGION_GUID = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
 REGION_TABLE_OFFSET = 192 * KiB
 HEADER1_OFFSET = 64 * KiB
 PAYLOAD_FULLY_PRESENT = 6
 
 TOOL = os.environ.get('VHDX_TOOL')
+MKIMAGE = os.environ.get('VHDX_MKIMAGE')
 QEMU_IMG = shutil.which('qemu-img')
 QEMU_IO = shutil.which('qemu-io')
 TOOL_ENV = dict(os.environ, LC_ALL='C.UTF-8')
@@ -102,6 +111,15 @@ def sha256_of_output(args):
     return h.hexdigest()
 
 
+def qemu_version():
+    """QEMU's version as `qemu-img --version` prints it; QEMU writes 'QEMU v' and
+    it as the creator of the images it makes."""
+    out = check_ok(run([QEMU_IMG, '--version']), 'qemu-img --version').stdout.decode()
+    match = re.match(r'qemu-img version (\S+)', out)
+    expect(match, 'no version in %r' % out)
+    return match.group(1)
+
+
 class Image:
     """A qemu-made VHDX image and the facts we know about it from making it."""
 
@@ -128,6 +146,7 @@ class Image:
         self.qemu_info = json.loads(check_ok(
             run([QEMU_IMG, 'info', '--output=json', '-f', 'vhdx', self.path]),
             'qemu-img info').stdout)
+        self.qemu_version = qemu_version()
         if self.block_size is None:
             self.block_size = self.qemu_info['cluster-size']
         self.sha256 = sha256_file(self.path)
@@ -141,6 +160,12 @@ class Image:
             last = (offset + length - 1) // self.block_size
             blocks.update(range(first, last + 1))
         return blocks
+
+    def allocated_bytes(self):
+        """Bytes of the virtual disk in the blocks written.  The disk ends at
+        VirtualDiskSize, so a last, partial block counts up to there only."""
+        return sum(min(self.block_size, self.size - b * self.block_size)
+                   for b in self.written_blocks())
 
 
 class Tests:
@@ -181,35 +206,37 @@ class Tests:
         img = self.image(name)
         info = json.loads(check_ok(vhdx('info', '--json', img.path), 'info').stdout)
         data = info['format-specific']['data']
-        expect_equal(info['format'], 'vhdx', 'format')
+        # The keys qemu-img info shares, and the file's allocation.
+        for key in ('format', 'virtual-size', 'cluster-size', 'dirty-flag', 'actual-size'):
+            expect_equal(info[key], img.qemu_info[key], '%s (qemu-img info)' % key)
+        expect_equal(info['actual-size'], os.stat(img.path).st_blocks * 512, 'actual-size')
+        expect_equal(info['virtual-size'], img.size, 'virtual-size asked of qemu-img')
         expect_equal(info['format-specific']['type'], 'vhdx', 'format-specific type')
         expect_equal(info['filename'], img.path, 'filename')
-        expect_equal(info['virtual-size'], img.qemu_info['virtual-size'], 'virtual-size')
-        expect_equal(info['virtual-size'], img.size, 'virtual-size')
-        expect_equal(info['cluster-size'], img.qemu_info.get('cluster-size', img.block_size),
-                     'cluster-size')
-        expect_equal(info['cluster-size'], img.block_size, 'cluster-size')
-        expect_equal(info['dirty-flag'], False, 'dirty-flag')
-        expect_equal(info['actual-size'], os.stat(img.path).st_blocks * 512, 'actual-size')
         expect_equal(data['disk-type'], img.subformat, 'disk-type')
         expect_equal(data['log-state'], 'clean', 'log-state')
-        expect_equal(data['logical-sector-size'], 512, 'logical-sector-size')
-        expect(data['physical-sector-size'] in (512, 4096), 'physical-sector-size')
-        for key in ('virtual-disk-id', 'data-write-guid', 'file-write-guid'):
-            expect(GUID_RE.match(data[key]), '%s %r is not a lowercase GUID' % (key, data[key]))
-        expect(isinstance(data['creator'], str), 'creator')
-        expect(isinstance(data['header-sequence'], int), 'header-sequence')
-        # QEMU marks the blocks of a fixed image that were never written as ZERO,
-        # so fixed and dynamic images alike store exactly the blocks written.
-        whole = len(img.written_blocks()) * img.block_size
-        if img.size % img.block_size == 0:
-            expect_equal(data['allocated-bytes'], whole, 'allocated-bytes')
-        else:
-            # The last, partial block may be counted whole or up to the end of the disk.
-            n_blocks = -(-img.size // img.block_size)
-            short = whole - (n_blocks * img.block_size - img.size)
-            expect(data['allocated-bytes'] in (whole, short),
-                   'allocated-bytes %d' % data['allocated-bytes'])
+        # The rest from the bytes QEMU wrote.
+        spec = vhdxspec.Vhdx(img.path)
+        expect_equal(spec.creator, 'QEMU v' + img.qemu_version, 'creator QEMU wrote')
+        expected = {
+            'logical-sector-size': spec.logical_sector_size,
+            'physical-sector-size': spec.physical_sector_size,
+            'virtual-disk-id': spec.virtual_disk_id,
+            'data-write-guid': spec.header['data-write-guid'],
+            'file-write-guid': spec.header['file-write-guid'],
+            'creator': spec.creator,
+            'header-sequence': spec.header['sequence'],
+        }
+        expect_equal({k: data[k] for k in expected}, expected, 'values parsed from the file')
+        expect_equal(spec.logical_sector_size, 512, 'LogicalSectorSize QEMU wrote')
+        # QEMU writes its sector size, 512, as the physical sector size too
+        # (vhdx_create_new_metadata in block/vhdx.c).
+        expect_equal(spec.physical_sector_size, 512, 'PhysicalSectorSize QEMU wrote')
+        # QEMU marks the blocks of a fixed image that were never written as
+        # ZERO, so fixed and dynamic images alike store exactly the blocks
+        # written.
+        expect_equal(set(spec.stored_blocks()), img.written_blocks(), 'blocks stored')
+        expect_equal(data['allocated-bytes'], img.allocated_bytes(), 'allocated-bytes')
 
     def test_info_json_dynamic(self):
         self.info_json('dynamic')
@@ -219,6 +246,83 @@ class Tests:
 
     def test_info_json_odd_size(self):
         self.info_json('odd')
+
+    def expect_qemu_replays(self, path, raw):
+        """QEMU replays the dirty log of a copy of @path (`qemu-img check -r
+        all` counts the replay as one corruption fixed) and reads it as @raw."""
+        if QEMU_IMG is None:
+            raise Skip('qemu-img not installed')
+        copy = path + '.qemu-replayed'
+        shutil.copyfile(path, copy)
+        report = json.loads(check_ok(run([QEMU_IMG, 'check', '-r', 'all', '--output=json',
+                                          '-f', 'vhdx', copy]), 'qemu-img check').stdout)
+        expect_equal((report.get('check-errors'), report.get('corruptions-fixed')), (0, 1),
+                     'qemu-img check -r all: (check errors, corruptions fixed)')
+        out = copy + '.raw'
+        check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', copy, out]),
+                 'qemu-img convert')
+        expect_equal(sha256_file(out), sha256_file(raw), 'qemu-img convert after the replay')
+        os.unlink(copy)
+        os.unlink(out)
+
+    def test_info_json_generated(self):
+        # Shapes QEMU does not write, described by the generator that made them.
+        if not MKIMAGE:
+            raise Skip('VHDX_MKIMAGE not set')
+        shapes = {
+            'gen-4k': ['--size', '48M', '--block-size', '1M', '--logical-sector-size', '4096',
+                       '--physical-sector-size', '4096', '--pattern', '3M:2M:2', '--seed', '7'],
+            'gen-512': ['--size', '70M', '--block-size', '32M', '--physical-sector-size',
+                        '512', '--pattern', '0:4K:1', '--pattern', '65M:1M:2', '--shuffle'],
+            'gen-identical': ['--type', 'fixed', '--size', '20M', '--block-size', '2M',
+                              '--identical-headers', '--pattern', '1M:3M:6'],
+            'gen-dirty': ['--size', '16M', '--block-size', '1M', '--pattern', '0:2M:1',
+                          '--dirty'],
+        }
+        for name, options in shapes.items():
+            path = self.path(name + '.vhdx')
+            raw = self.path(name + '.raw')
+            described = self.path(name + '.json')
+            check_ok(run([MKIMAGE] + options + ['--describe', described, '--raw', raw, path]),
+                     'vhdx-mkimage')
+            with open(described, encoding='utf-8') as f:
+                made = json.load(f)
+            if made['dirty'] is not None:
+                self.expect_qemu_replays(path, raw)
+            info = json.loads(check_ok(vhdx('info', '--json', path), 'info').stdout)
+            data = info['format-specific']['data']
+            stored = made['stored-bytes'] + (made['dirty']['length'] if made['dirty'] else 0)
+            expect_equal({
+                'virtual-size': info['virtual-size'],
+                'cluster-size': info['cluster-size'],
+                'dirty-flag': info['dirty-flag'],
+                'actual-size': info['actual-size'],
+                'disk-type': data['disk-type'],
+                'logical-sector-size': data['logical-sector-size'],
+                'physical-sector-size': data['physical-sector-size'],
+                'virtual-disk-id': data['virtual-disk-id'],
+                'data-write-guid': data['data-write-guid'],
+                'file-write-guid': data['file-write-guid'],
+                'creator': data['creator'],
+                'header-sequence': data['header-sequence'],
+                'allocated-bytes': data['allocated-bytes'],
+                'log-state': data['log-state'],
+            }, {
+                'virtual-size': made['virtual-size'],
+                'cluster-size': made['block-size'],
+                'dirty-flag': made['dirty'] is not None,
+                'actual-size': os.stat(path).st_blocks * 512,
+                'disk-type': made['disk-type'],
+                'logical-sector-size': made['logical-sector-size'],
+                'physical-sector-size': made['physical-sector-size'],
+                'virtual-disk-id': made['virtual-disk-id'],
+                'data-write-guid': made['data-write-guid'],
+                'file-write-guid': made['file-write-guid'],
+                'creator': made['creator'],
+                'header-sequence': made['header-sequence'],
+                'allocated-bytes': stored,
+                'log-state': 'replayed-in-memory' if made['dirty'] else 'clean',
+            }, '%s: vhdx info --json and the generator\'s description' % name)
 
     def test_info_text(self):
         img = self.image('dynamic')
@@ -315,24 +419,25 @@ class Tests:
     def map_json(self, name):
         img = self.image(name)
         extents = json.loads(check_ok(vhdx('map', '--json', img.path), 'map').stdout)
-        expect(isinstance(extents, list) and extents, 'map output is not a list')
+        # Where QEMU put each block it stored, from the BAT bytes.
+        stored = vhdxspec.Vhdx(img.path).stored_blocks()
         position = 0
-        data_blocks = set()
+        data_blocks = {}
         for e in extents:
             expect_equal(e['start'], position, 'start of extent %r' % e)
             expect(e['length'] > 0, 'empty extent %r' % e)
             expect_equal(e['depth'], 0, 'depth')
             if e['data']:
-                expect(e['present'] and not e['zero'] and isinstance(e.get('offset'), int),
-                       'inconsistent data extent %r' % e)
+                expect(e['present'] and not e['zero'], 'inconsistent data extent %r' % e)
                 expect(e['start'] % img.block_size == 0, 'unaligned data extent %r' % e)
-                last = -(-(e['start'] + e['length']) // img.block_size)
-                data_blocks.update(range(e['start'] // img.block_size, last))
+                for start in range(e['start'], e['start'] + e['length'], img.block_size):
+                    data_blocks[start // img.block_size] = e['offset'] + start - e['start']
             else:
                 expect(e['zero'] and 'offset' not in e, 'inconsistent zero extent %r' % e)
             position += e['length']
         expect_equal(position, img.size, 'end of the last extent')
         expect_equal(sorted(data_blocks), sorted(img.written_blocks()), 'data blocks')
+        expect_equal(data_blocks, stored, 'file offsets of the data blocks (the BAT)')
 
     def test_map_json_dynamic(self):
         self.map_json('dynamic')
@@ -363,6 +468,8 @@ class Tests:
         expect_equal(report['problems'], [], 'problems')
 
     def damaged_bat_image(self):
+        """The dynamic image with BAT entry 0 (block 0, unallocated) pointing
+        32 GiB into the 10 MiB file.  Returns its path and the BAT's offset."""
         img = self.image('dynamic')
         bad = self.path('bad-bat.vhdx')
         shutil.copyfile(img.path, bad)
@@ -379,17 +486,30 @@ class Tests:
             expect(bat_offset is not None, 'no BAT region')
             f.seek(bat_offset)
             f.write(struct.pack('<Q', 0x7fff00000 | PAYLOAD_FULLY_PRESENT))
-        return bad
+        return bad, bat_offset
 
     def test_check_damaged_bat(self):
-        bad = self.damaged_bat_image()
+        bad, bat_offset = self.damaged_bat_image()
         result = vhdx('check', bad)
         expect_equal(result.returncode, 2, 'exit status of check')
-        report = json.loads(vhdx('check', '--json', bad).stdout)
-        expect(report['check-errors'] >= 1, 'check-errors is %r' % report['check-errors'])
+        result = vhdx('check', '--json', bad)
+        expect_equal(result.returncode, 2, 'exit status of check --json')
+        report = json.loads(result.stdout)
+        expect_equal((report['check-errors'], report['warnings']), (1, 0),
+                     'check: (errors, warnings)')
+        problem = report['problems'][0]
+        expect_equal((problem['severity'], problem['structure'], problem['offset']),
+                     ('error', 'BAT entry 0', bat_offset), 'the finding')
+        # QEMU refuses the image for the same entry and offset.
+        if QEMU_IMG is not None:
+            qemu = run([QEMU_IMG, 'info', '-f', 'vhdx', bad])
+            expect(qemu.returncode != 0 and b'BAT entry 0 start offset 34358689792' in
+                   qemu.stderr, 'qemu-img info of the damaged image: %r' % qemu.stderr)
+        expect('34358689792' in problem['message'],
+               'the message names the offset the entry points at: %r' % problem['message'])
 
     def test_cat_damaged_bat(self):
-        bad = self.damaged_bat_image()
+        bad, _ = self.damaged_bat_image()
         expect_one_error_line(vhdx('cat', bad), bad)
 
     def test_check_damaged_header1(self):
@@ -402,8 +522,11 @@ class Tests:
         result = vhdx('check', bad)
         expect_equal(result.returncode, 0, 'exit status of check')
         report = json.loads(check_ok(vhdx('check', '--json', bad), 'check').stdout)
-        expect_equal(report['check-errors'], 0, 'check-errors')
-        expect(report['warnings'] >= 1, 'no warning about header 1')
+        expect_equal((report['check-errors'], report['warnings']), (0, 1),
+                     'check: (errors, warnings)')
+        problem = report['problems'][0]
+        expect_equal((problem['severity'], problem['structure'], problem['offset']),
+                     ('warning', 'header 1', HEADER1_OFFSET), 'the finding')
         out = check_ok(vhdx('cat', bad), 'cat').stdout
         expect(out == img.raw, 'data read through header 2 differs')
 
@@ -438,7 +561,11 @@ class Tests:
         check_ok(vhdx('help'), 'help')
         check_ok(vhdx('check', '--help'), 'check --help')
         result = check_ok(vhdx('--version'), '--version')
-        expect(re.search(rb'\d+\.\d+', result.stdout), 'no version in %r' % result.stdout)
+        version = os.environ.get('VHDX_VERSION')
+        if not version:
+            raise Skip('VHDX_VERSION (the project version) not set: --version not checked')
+        expect(version.encode() in result.stdout.split(),
+               '%r does not print version %s' % (result.stdout, version))
 
     # real-world samples
 
@@ -447,26 +574,61 @@ class Tests:
         samples = os.path.join(shared, 'samples') if shared else None
         if not samples or not os.path.isdir(samples):
             raise Skip('no samples directory')
+        # The README's table: file, made by, virtual size, block size and the
+        # sha256 of the disk, figures from Hyper-V, QEMU and libvhdi.
         expected = {}
+        units = {'KiB': KiB, 'MiB': MiB}
         with open(os.path.join(samples, 'README.md'), encoding='utf-8') as f:
             for line in f:
                 cells = [c.strip() for c in line.strip().strip('|').split('|')]
-                if len(cells) >= 2 and re.fullmatch(r'[0-9a-f]{64}', cells[-1]):
-                    expected[cells[0]] = cells[-1]
+                if len(cells) == 5 and re.fullmatch(r'[0-9a-f]{64}', cells[4]):
+                    number, unit = cells[3].split()
+                    expected[cells[0]] = (int(cells[2]), int(number) * units[unit], cells[4])
         names = sorted(n for n in os.listdir(samples) if n.endswith('.vhdx.bz2'))
         if not names:
             raise Skip('no samples')
+        if QEMU_IMG is None:
+            raise Skip('qemu-img not installed')
         for name in names:
-            expect(name in expected, '%s has no checksum in README.md' % name)
+            expect(name in expected, '%s has no row in README.md' % name)
+            size, block_size, digest = expected[name]
             path = self.path(name[:-len('.bz2')])
             with bz2.open(os.path.join(samples, name), 'rb') as src, open(path, 'wb') as dst:
                 shutil.copyfileobj(src, dst, MiB)
             before = sha256_file(path)
-            expect_equal(sha256_of_output([TOOL, 'cat', path]), expected[name],
-                         'sha256 of %s' % name)
-            check_ok(vhdx('info', '--json', path), 'info of %s' % name)
-            check_ok(vhdx('map', '--json', path), 'map of %s' % name)
+            expect_equal(sha256_of_output([TOOL, 'cat', path]), digest, 'sha256 of %s' % name)
+            info = json.loads(check_ok(vhdx('info', '--json', path), 'info of %s' % name).stdout)
+            expect_equal((info['virtual-size'], info['cluster-size']), (size, block_size),
+                         '%s: (virtual size, block size)' % name)
+            # Every data extent is the file's bytes at its file offset, as
+            # QEMU reads the disk there; every other extent reads as zeros.
+            raw = path + '.qemu.raw'
+            check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', path, raw]),
+                     'qemu-img convert of %s' % name)
+            expect_equal(sha256_file(raw), digest, 'sha256 of qemu-img convert of %s' % name)
+            extents = json.loads(check_ok(vhdx('map', '--json', path),
+                                          'map of %s' % name).stdout)
+            position = 0
+            n_data = 0
+            with open(path, 'rb') as image, open(raw, 'rb') as disk:
+                for e in extents:
+                    expect_equal(e['start'], position, '%s: start of %r' % (name, e))
+                    position += e['length']
+                    disk.seek(e['start'])
+                    want = disk.read(e['length'])
+                    if e['data']:
+                        n_data += 1
+                        image.seek(e['offset'])
+                        expect(image.read(e['length']) == want,
+                               '%s: file bytes at %d differ from the disk at %d' % (
+                                   name, e['offset'], e['start']))
+                    else:
+                        expect(want == bytes(e['length']),
+                               '%s: zero extent at %d holds data' % (name, e['start']))
+            expect_equal(position, size, '%s: end of the last extent' % name)
+            expect(n_data > 0, '%s: no data extents' % name)
             expect_equal(sha256_file(path), before, '%s modified' % name)
+            os.unlink(raw)
             os.unlink(path)
 
     # must run last: every command above has read the images

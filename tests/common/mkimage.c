@@ -9,13 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "vhdx-gen.h"
-#include "vhdx-header.h"
-#include "vhdx-log-writer.h"
-#include "vhdx-finding.h"
 
 #define DEMO_TEXT "libvhdx demo\n"
 
@@ -161,72 +155,170 @@ check_params (const VhdxGenParams *params, GError **error)
 }
 
 /*
- * Make the image at @path dirty: allocate its first unallocated block as the
- * engine would, the payload written in place at the end of the file and the
- * BAT update only in the log, with LogGuid set.  The generator then gets the
- * same data, so that its raw disk is what the image reads as once the log is
+ * Make the image at @path dirty: allocate block @block (by default the first
+ * unallocated one) as a writer would, the payload written in place at the end
+ * of the file and the BAT update only in the log, with LogGuid set.  The log
+ * entry and the headers are the generator's own encoding.  @dirty says what
+ * was written; add_dirty_block() then gives the generator's record the same
+ * data, so that its raw disk is what the image reads as once the log is
  * replayed.
  */
 static gboolean
-make_dirty (VhdxGen *gen, const char *path, GError **error)
+make_dirty (VhdxGen *gen, const char *path, gint64 block, guint32 seed, VhdxGenDirty *dirty,
+            GError **error)
 {
         const VhdxGenParams *params = vhdx_gen_get_params (gen);
-        g_autoptr(GPtrArray) findings = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_finding_free);
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autofree guint8 *payload = NULL;
-        guint8 sector[VHDX_LOG_SECTOR_SIZE];
-        VhdxGenLayout layout;
-        VhdxHeader header;
-        VhdxGuid log_guid;
-        guint64 block, size, at, entry_at, sector_at, length;
-        guint index;
-        int fd;
 
-        for (block = 0; vhdx_gen_block_is_allocated (gen, block); block++)
-                ;
-        if (block * params->block_size >= params->virtual_size) {
+        if (block < 0) {
+                for (block = 0; vhdx_gen_block_is_allocated (gen, (guint64) block); block++)
+                        ;
+        }
+        if ((guint64) block * params->block_size >= params->virtual_size ||
+            vhdx_gen_block_is_allocated (gen, (guint64) block)) {
                 g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                              "--dirty needs an unallocated block");
                 return FALSE;
         }
+        return vhdx_gen_make_dirty (gen, path, (guint64) block, seed, dirty, error);
+}
+
+static void
+add_dirty_block (VhdxGen *gen, const VhdxGenDirty *dirty, guint32 seed)
+{
+        const VhdxGenParams *params = vhdx_gen_get_params (gen);
+
+        vhdx_gen_fill_pattern (gen, dirty->block * params->block_size, dirty->length, seed);
+}
+
+typedef struct {
+        guint64 block;
+        guint64 file_offset;
+} BlockRecord;
+
+/* The payload blocks stored in the file, before any dirty allocation changes the record. */
+static GArray *
+record_blocks (VhdxGen *gen)
+{
+        GArray *blocks = g_array_new (FALSE, FALSE, sizeof (BlockRecord));
+        VhdxGenLayout layout;
+        guint64 block;
+
         vhdx_gen_get_layout (gen, &layout);
-        fd = open (path, O_RDWR | O_CLOEXEC);
-        if (fd < 0) {
-                g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno), "%s: %s",
-                             path, g_strerror (errno));
-                return FALSE;
+        for (block = 0; block < layout.payload_blocks; block++) {
+                BlockRecord record = {block, 0};
+
+                if (vhdx_gen_block_file_offset (gen, block, &record.file_offset))
+                        g_array_append_val (blocks, record);
         }
-        io = vhdx_io_new_fd (fd, TRUE);
-        if (!vhdx_io_get_size (io, &size, error))
-                return FALSE;
-        at = (size + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB;
-        length = MIN ((guint64) params->block_size,
-                      params->virtual_size - block * params->block_size);
-        payload = g_malloc (length);
-        vhdx_gen_pattern_fill_buffer (payload, block * params->block_size, length, 4242);
-        if (!io->vtable->pwrite (io, payload, length, at, error))
-                return FALSE;
+        return blocks;
+}
 
-        entry_at = vhdx_gen_layout_bat_entry_offset (&layout, vhdx_gen_block_bat_index (gen, block));
-        sector_at = entry_at - entry_at % VHDX_LOG_SECTOR_SIZE;
-        if (!vhdx_io_read_exact (io, sector, sizeof sector, sector_at, "BAT", error))
-                return FALSE;
-        vhdx_put_le64 (sector + (entry_at - sector_at), at | VHDX_PAYLOAD_FULLY_PRESENT);
+static void
+append_guid (GString *out, const char *key, const VhdxGuid *guid, gboolean last)
+{
+        g_autofree char *text = vhdx_gen_guid_to_text (guid);
 
-        vhdx_guid_new_random (&log_guid);
-        writer = vhdx_log_writer_new (io, layout.log_offset, layout.log_length, &log_guid, 0, 1);
-        vhdx_log_writer_add_data (writer, sector_at, sector);
-        if (!vhdx_log_writer_commit (writer, size, at + params->block_size, error))
-                return FALSE;
-        if (!vhdx_headers_read (io, size, &header, &index, findings, error))
-                return FALSE;
-        header.log_guid = log_guid;
-        if (!vhdx_headers_write (io, &header, index, error))
-                return FALSE;
-        vhdx_gen_fill_pattern (gen, block * params->block_size, length, 4242);
-        return TRUE;
+        g_string_append_printf (out, "  \"%s\": \"%s\"%s\n", key, text, last ? "" : ",");
+}
+
+/*
+ * What the generator wrote, as JSON, from its own records: parameters,
+ * identity, where the structures are and which blocks are stored where.
+ * @blocks comes from record_blocks() before make_dirty().
+ */
+static gboolean
+write_description (VhdxGen *gen, GArray *blocks, const VhdxGenDirty *dirty, const char *path,
+                   GError **error)
+{
+        const VhdxGenParams *params = vhdx_gen_get_params (gen);
+        g_autoptr(GString) out = g_string_new ("{\n");
+        VhdxGuid file_write_guid, data_write_guid, virtual_disk_id;
+        VhdxGenLayout layout;
+        guint64 stored_bytes = 0;
+        guint i;
+
+        vhdx_gen_get_layout (gen, &layout);
+        vhdx_gen_get_guids (gen, &file_write_guid, &data_write_guid, &virtual_disk_id);
+        g_string_append_printf (out, "  \"disk-type\": \"%s\",\n",
+                                params->disk_type == VHDX_DISK_TYPE_FIXED ? "fixed" : "dynamic");
+        g_string_append_printf (out, "  \"virtual-size\": %" G_GUINT64_FORMAT ",\n",
+                                params->virtual_size);
+        g_string_append_printf (out, "  \"block-size\": %u,\n", params->block_size);
+        g_string_append_printf (out, "  \"logical-sector-size\": %u,\n",
+                                params->logical_sector_size);
+        g_string_append_printf (out, "  \"physical-sector-size\": %u,\n",
+                                params->physical_sector_size);
+        g_string_append_printf (out, "  \"zero-state\": %u,\n", params->zero_state);
+        g_string_append_printf (out, "  \"creator\": \"%s\",\n", VHDX_GEN_CREATOR);
+        append_guid (out, "file-write-guid", &file_write_guid, FALSE);
+        append_guid (out, "data-write-guid", &data_write_guid, FALSE);
+        append_guid (out, "virtual-disk-id", &virtual_disk_id, FALSE);
+        g_string_append_printf (out, "  \"header-sequence\": %" G_GUINT64_FORMAT ",\n",
+                                dirty != NULL ? dirty->header_sequence
+                                              : MAX (vhdx_gen_get_header_sequence (gen, 1),
+                                                     vhdx_gen_get_header_sequence (gen, 2)));
+        g_string_append_printf (out, "  \"log-offset\": %" G_GUINT64_FORMAT ",\n",
+                                layout.log_offset);
+        g_string_append_printf (out, "  \"log-length\": %u,\n", layout.log_length);
+        g_string_append_printf (out, "  \"metadata-offset\": %" G_GUINT64_FORMAT ",\n",
+                                layout.metadata_offset);
+        g_string_append_printf (out, "  \"bat-offset\": %" G_GUINT64_FORMAT ",\n",
+                                layout.bat_offset);
+        g_string_append_printf (out, "  \"bat-entries\": %" G_GUINT64_FORMAT ",\n",
+                                layout.bat_entries);
+        g_string_append_printf (out, "  \"chunk-ratio\": %" G_GUINT64_FORMAT ",\n",
+                                layout.chunk_ratio);
+        g_string_append_printf (out, "  \"payload-offset\": %" G_GUINT64_FORMAT ",\n",
+                                layout.payload_offset);
+        g_string_append_printf (out, "  \"payload-blocks\": %" G_GUINT64_FORMAT ",\n",
+                                layout.payload_blocks);
+
+        /* Each stored block: where it is on the disk, its length there, where it is in the file. */
+        g_string_append (out, "  \"blocks\": [");
+        for (i = 0; i < blocks->len; i++) {
+                const BlockRecord *r = &g_array_index (blocks, BlockRecord, i);
+                guint64 start = r->block * params->block_size;
+                guint64 length = MIN ((guint64) params->block_size, params->virtual_size - start);
+
+                g_string_append_printf (out, "%s\n    {\"block\": %" G_GUINT64_FORMAT
+                                        ", \"start\": %" G_GUINT64_FORMAT
+                                        ", \"length\": %" G_GUINT64_FORMAT
+                                        ", \"file-offset\": %" G_GUINT64_FORMAT "}",
+                                        i > 0 ? "," : "", r->block, start, length,
+                                        r->file_offset);
+                stored_bytes += length;
+        }
+        g_string_append (out, blocks->len > 0 ? "\n  ],\n" : "],\n");
+        g_string_append_printf (out, "  \"stored-bytes\": %" G_GUINT64_FORMAT ",\n",
+                                stored_bytes);
+        g_string_append_printf (out, "  \"file-size\": %" G_GUINT64_FORMAT ",\n",
+                                dirty != NULL ? dirty->block_file_offset + dirty->length
+                                              : layout.file_size);
+
+        if (dirty == NULL) {
+                g_string_append (out, "  \"dirty\": null\n");
+        } else {
+                g_autofree char *log_guid = vhdx_gen_guid_to_text (&dirty->log_guid);
+
+                g_string_append_printf (
+                        out,
+                        "  \"dirty\": {\"block\": %" G_GUINT64_FORMAT
+                        ", \"start\": %" G_GUINT64_FORMAT ", \"length\": %" G_GUINT64_FORMAT
+                        ", \"file-offset\": %" G_GUINT64_FORMAT
+                        ", \"bat-entry-offset\": %" G_GUINT64_FORMAT
+                        ", \"log-guid\": \"%s\", \"log-entry-offset\": %" G_GUINT64_FORMAT
+                        ", \"log-entry-length\": %u, \"log-sequence\": %" G_GUINT64_FORMAT
+                        ", \"flushed-file-offset\": %" G_GUINT64_FORMAT
+                        ", \"last-file-offset\": %" G_GUINT64_FORMAT
+                        ", \"header\": %u}\n",
+                        dirty->block, dirty->block * params->block_size, dirty->length,
+                        dirty->block_file_offset, dirty->bat_entry_offset, log_guid,
+                        dirty->log_entry_offset, dirty->log_entry_length, dirty->log_sequence,
+                        dirty->flushed_file_offset, dirty->last_file_offset,
+                        dirty->header_index);
+        }
+        g_string_append (out, "}\n");
+        return g_file_set_contents (path, out->str, (gssize) out->len, error);
 }
 
 int
@@ -245,8 +337,11 @@ main (int argc, char **argv)
         g_autofree char *physical = NULL;
         g_autofree char *log_size = NULL;
         g_autofree char *raw_path = NULL;
+        g_autofree char *describe_path = NULL;
         g_auto(GStrv) patterns = NULL;
         gint seed = -1;
+        gint dirty_block = -1;
+        gint dirty_seed = 4242;
         const GOptionEntry entries[] = {
                 {"demo", 0, 0, G_OPTION_ARG_NONE, &demo,
                  "Write the demo image (dynamic, 64 MiB, 1 MiB blocks, fixed content)", NULL},
@@ -278,6 +373,13 @@ main (int argc, char **argv)
                 {"dirty", 0, 0, G_OPTION_ARG_NONE, &dirty,
                  "Allocate one more block through the log and leave the log to be replayed",
                  NULL},
+                {"dirty-block", 0, 0, G_OPTION_ARG_INT, &dirty_block,
+                 "Allocate block N through the log, as --dirty does for the first unallocated one",
+                 "N"},
+                {"dirty-seed", 0, 0, G_OPTION_ARG_INT, &dirty_seed,
+                 "With --dirty, the pattern seed of the new block (default 4242)", "N"},
+                {"describe", 0, 0, G_OPTION_ARG_FILENAME, &describe_path,
+                 "Write what was generated, as JSON, to FILE", "FILE"},
                 {"raw", 'r', 0, G_OPTION_ARG_FILENAME, &raw_path,
                  "Also write the expected raw virtual disk (sparse) to FILE", "FILE"},
                 G_OPTION_ENTRY_NULL,
@@ -285,7 +387,9 @@ main (int argc, char **argv)
         g_autoptr(GOptionContext) context = NULL;
         g_autoptr(GError) error = NULL;
         g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr(GArray) blocks = NULL;
         VhdxGenParams params;
+        VhdxGenDirty dirty_record;
         guint i;
 
         setlocale (LC_ALL, "");
@@ -360,10 +464,25 @@ main (int argc, char **argv)
                 vhdx_gen_fill_pattern (gen, spec.offset, spec.length, spec.seed);
         }
 
+        if (dirty_seed < 0) {
+                g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                             "--dirty-seed must not be negative");
+                goto fail;
+        }
+
+        if (dirty_block >= 0)
+                dirty = TRUE;
+        blocks = record_blocks (gen);
         if (!vhdx_gen_write_file (gen, argv[1], &error))
                 goto fail;
-        if (dirty && !make_dirty (gen, argv[1], &error))
+        if (dirty && !make_dirty (gen, argv[1], dirty_block, (guint32) dirty_seed, &dirty_record,
+                                  &error))
                 goto fail;
+        if (describe_path != NULL &&
+            !write_description (gen, blocks, dirty ? &dirty_record : NULL, describe_path, &error))
+                goto fail;
+        if (dirty)
+                add_dirty_block (gen, &dirty_record, (guint32) dirty_seed);
         if (raw_path != NULL && !vhdx_gen_write_raw_file (gen, raw_path, &error))
                 goto fail;
         return EXIT_SUCCESS;

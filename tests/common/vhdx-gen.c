@@ -1045,3 +1045,302 @@ vhdx_gen_write_raw_file (VhdxGen *gen, const char *path, GError **error)
         }
         return close_file (fd, path, error);
 }
+
+/* ---- Identity ---- */
+
+void
+vhdx_gen_get_guids (VhdxGen *gen, VhdxGuid *file_write_guid, VhdxGuid *data_write_guid,
+                    VhdxGuid *virtual_disk_id)
+{
+        g_return_if_fail (gen != NULL);
+
+        if (file_write_guid != NULL)
+                *file_write_guid = gen->file_write_guid;
+        if (data_write_guid != NULL)
+                *data_write_guid = gen->data_write_guid;
+        if (virtual_disk_id != NULL)
+                *virtual_disk_id = gen->virtual_disk_id;
+}
+
+guint64
+vhdx_gen_get_header_sequence (VhdxGen *gen, guint header)
+{
+        g_return_val_if_fail (gen != NULL && (header == 1 || header == 2), 0);
+
+        /* As build_structures() writes them. */
+        return header == 1 || gen->params.identical_headers ? 1 : 2;
+}
+
+char *
+vhdx_gen_guid_to_text (const VhdxGuid *guid)
+{
+        const guint8 *b;
+
+        g_return_val_if_fail (guid != NULL, NULL);
+        b = guid->bytes;
+        /* Data1, Data2 and Data3 are little-endian on disk; Data4 is as it is. */
+        return g_strdup_printf ("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+                                "%02x%02x%02x%02x%02x%02x",
+                                b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9],
+                                b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+void
+vhdx_gen_build_header (VhdxGen *gen, guint64 sequence, const VhdxGuid *log_guid,
+                       guint8 *header)
+{
+        VhdxGenLayout layout;
+
+        g_return_if_fail (gen != NULL && header != NULL);
+
+        vhdx_gen_get_layout (gen, &layout);
+        memset (header, 0, VHDX_HEADER_SIZE);
+        build_header (gen, &layout, header, sequence);
+        if (log_guid != NULL) {
+                put_guid (header + VHDX_HEADER_OFF_LOG_GUID, log_guid);
+                vhdx_gen_update_header_checksum (header);
+        }
+}
+
+guint64
+vhdx_gen_bat_entry (VhdxGen *gen, guint64 index)
+{
+        guint64 group, block;
+
+        g_return_val_if_fail (gen != NULL, 0);
+
+        /* Each chunk is chunk_ratio payload entries, then its sector-bitmap entry. */
+        group = gen->chunk_ratio + 1;
+        if (index % group == gen->chunk_ratio)
+                return 0;
+        block = index - index / group;
+        if (block >= gen->n_blocks)
+                return 0;
+        if (!vhdx_gen_block_is_allocated (gen, block))
+                return gen->params.zero_state;
+        ensure_slots (gen);
+        return (payload_offset (gen) + block_slot (gen, block) * gen->params.block_size) |
+               VHDX_PAYLOAD_FULLY_PRESENT;
+}
+
+/* ---- The log ---- */
+
+GBytes *
+vhdx_gen_encode_log_entry (const VhdxGenLogEntry *entry, const VhdxGenLogDescriptor *descriptors,
+                           guint n_descriptors)
+{
+        guint64 descriptor_bytes, length;
+        guint64 n_descriptor_sectors, n_data = 0, data_index = 0;
+        guint8 *buf;
+        guint i;
+
+        g_return_val_if_fail (entry != NULL && entry->sequence > 0, NULL);
+        g_return_val_if_fail (descriptors != NULL || n_descriptors == 0, NULL);
+
+        for (i = 0; i < n_descriptors; i++) {
+                g_return_val_if_fail (descriptors[i].file_offset % VHDX_LOG_SECTOR_SIZE == 0,
+                                      NULL);
+                if (descriptors[i].data != NULL)
+                        n_data++;
+                else
+                        g_return_val_if_fail (
+                                descriptors[i].zero_length % VHDX_LOG_SECTOR_SIZE == 0, NULL);
+        }
+        /* The header and the descriptors fill whole sectors: 126 in the first, 128 after. */
+        descriptor_bytes = VHDX_LOG_ENTRY_HEADER_SIZE +
+                           (guint64) n_descriptors * VHDX_LOG_DESCRIPTOR_SIZE;
+        n_descriptor_sectors = (descriptor_bytes + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
+        length = (n_descriptor_sectors + n_data) * VHDX_LOG_SECTOR_SIZE;
+        g_return_val_if_fail (length <= VHDX_LOG_MAX_LENGTH, NULL);
+
+        buf = g_malloc0 (length);
+        memcpy (buf + VHDX_LOG_OFF_SIGNATURE, VHDX_LOG_ENTRY_SIGNATURE, 4);
+        vhdx_put_le32 (buf + VHDX_LOG_OFF_ENTRY_LENGTH, (guint32) length);
+        vhdx_put_le32 (buf + VHDX_LOG_OFF_TAIL, entry->tail);
+        vhdx_put_le64 (buf + VHDX_LOG_OFF_SEQUENCE, entry->sequence);
+        vhdx_put_le32 (buf + VHDX_LOG_OFF_DESCRIPTOR_COUNT, n_descriptors);
+        put_guid (buf + VHDX_LOG_OFF_LOG_GUID, &entry->log_guid);
+        vhdx_put_le64 (buf + VHDX_LOG_OFF_FLUSHED_FILE_OFFSET, entry->flushed_file_offset);
+        vhdx_put_le64 (buf + VHDX_LOG_OFF_LAST_FILE_OFFSET, entry->last_file_offset);
+
+        for (i = 0; i < n_descriptors; i++) {
+                const VhdxGenLogDescriptor *desc = &descriptors[i];
+                guint8 *d = buf + VHDX_LOG_ENTRY_HEADER_SIZE + (gsize) i * VHDX_LOG_DESCRIPTOR_SIZE;
+                guint8 *s;
+
+                vhdx_put_le64 (d + VHDX_LOG_DESC_OFF_FILE_OFFSET, desc->file_offset);
+                vhdx_put_le64 (d + VHDX_LOG_DESC_OFF_SEQUENCE, entry->sequence);
+                if (desc->data == NULL) {
+                        memcpy (d + VHDX_LOG_DESC_OFF_SIGNATURE, VHDX_LOG_ZERO_SIGNATURE, 4);
+                        vhdx_put_le64 (d + VHDX_LOG_DESC_OFF_ZERO_LENGTH, desc->zero_length);
+                        continue;
+                }
+                /* The first 8 and the last 4 bytes of the sector live in the descriptor. */
+                memcpy (d + VHDX_LOG_DESC_OFF_SIGNATURE, VHDX_LOG_DATA_DESCRIPTOR_SIGNATURE, 4);
+                memcpy (d + VHDX_LOG_DESC_OFF_TRAILING_BYTES,
+                        desc->data + VHDX_LOG_SECTOR_SIZE - VHDX_LOG_TRAILING_BYTES,
+                        VHDX_LOG_TRAILING_BYTES);
+                memcpy (d + VHDX_LOG_DESC_OFF_LEADING_BYTES, desc->data, VHDX_LOG_LEADING_BYTES);
+
+                s = buf + (gsize) (n_descriptor_sectors + data_index) * VHDX_LOG_SECTOR_SIZE;
+                memcpy (s, VHDX_LOG_DATA_SIGNATURE, 4);
+                vhdx_put_le32 (s + VHDX_LOG_DATA_OFF_SEQUENCE_HIGH,
+                               (guint32) (entry->sequence >> 32));
+                memcpy (s + VHDX_LOG_DATA_OFF_DATA, desc->data + VHDX_LOG_LEADING_BYTES,
+                        VHDX_LOG_SECTOR_SIZE - VHDX_LOG_LEADING_BYTES - VHDX_LOG_TRAILING_BYTES);
+                vhdx_put_le32 (s + VHDX_LOG_DATA_OFF_SEQUENCE_LOW, (guint32) entry->sequence);
+                data_index++;
+        }
+        /* CRC-32C over EntryLength bytes, the checksum field zero. */
+        vhdx_put_le32 (buf + VHDX_LOG_OFF_CHECKSUM, vhdx_crc32c (0, buf, length));
+        return g_bytes_new_take (buf, length);
+}
+
+static gboolean
+pread_all (int fd, guint8 *data, gsize len, guint64 offset, GError **error)
+{
+        while (len > 0) {
+                ssize_t n = pread (fd, data, len, (off_t) offset);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        int saved_errno = n < 0 ? errno : EIO;
+
+                        g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved_errno),
+                                     "reading at offset %" G_GUINT64_FORMAT ": %s", offset,
+                                     n < 0 ? g_strerror (saved_errno) : "end of file");
+                        return FALSE;
+                }
+                data += n;
+                len -= (gsize) n;
+                offset += (guint64) n;
+        }
+        return TRUE;
+}
+
+gboolean
+vhdx_gen_make_dirty (VhdxGen *gen, const char *path, guint64 block, guint32 seed,
+                     VhdxGenDirty *dirty, GError **error)
+{
+        const VhdxGenParams *params;
+        VhdxGenLayout layout;
+        VhdxGenDirty d;
+        VhdxGenLogEntry entry;
+        VhdxGenLogDescriptor descriptor;
+        g_autoptr(GBytes) encoded = NULL;
+        g_autofree guint8 *payload = NULL;
+        guint8 sector[VHDX_LOG_SECTOR_SIZE];
+        guint8 on_disk[VHDX_LOG_SECTOR_SIZE];
+        guint8 header[VHDX_HEADER_SIZE];
+        guint64 sector_offset, first_index, sequence;
+        guint current, step, i;
+        GRand *rand;
+        int fd;
+
+        g_return_val_if_fail (gen != NULL && path != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        params = &gen->params;
+        if (params->disk_type != VHDX_DISK_TYPE_DYNAMIC || block >= gen->n_blocks ||
+            vhdx_gen_block_is_allocated (gen, block)) {
+                g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                             "a dirty log needs an unallocated block of a dynamic image, "
+                             "not block %" G_GUINT64_FORMAT, block);
+                return FALSE;
+        }
+
+        vhdx_gen_get_layout (gen, &layout);
+        memset (&d, 0, sizeof d);
+        d.block = block;
+        d.block_file_offset = round_up_mib (layout.file_size);
+        d.length = MIN ((guint64) params->block_size,
+                        params->virtual_size - block * params->block_size);
+        d.bat_entry_offset = vhdx_gen_layout_bat_entry_offset (
+                &layout, vhdx_gen_block_bat_index (gen, block));
+
+        /* The BAT sector holding the entry, as written, then with the new entry. */
+        sector_offset = d.bat_entry_offset - d.bat_entry_offset % VHDX_LOG_SECTOR_SIZE;
+        first_index = (sector_offset - layout.bat_offset) / VHDX_BAT_ENTRY_SIZE;
+        for (i = 0; i < VHDX_LOG_SECTOR_SIZE / VHDX_BAT_ENTRY_SIZE; i++)
+                vhdx_put_le64 (sector + i * VHDX_BAT_ENTRY_SIZE,
+                               vhdx_gen_bat_entry (gen, first_index + i));
+
+        /* A log GUID of its own, reproducible from the seeds. */
+        rand = g_rand_new_with_seed (params->seed ^ seed ^ 0x106e106eu);
+        random_guid (rand, &d.log_guid);
+        g_rand_free (rand);
+
+        d.log_entry_offset = layout.log_offset;
+        d.log_sequence = 1;
+        d.flushed_file_offset = layout.file_size;
+        d.last_file_offset = d.block_file_offset + params->block_size;
+
+        fd = open (path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                int saved_errno = errno;
+
+                g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved_errno),
+                             "opening %s: %s", path, g_strerror (saved_errno));
+                return FALSE;
+        }
+        /* The file must be the generator's: its BAT sector is what the record says. */
+        if (!pread_all (fd, on_disk, sizeof on_disk, sector_offset, error))
+                goto fail;
+        if (memcmp (on_disk, sector, sizeof sector) != 0) {
+                g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                             "%s: the BAT at %" G_GUINT64_FORMAT " is not the generator's",
+                             path, sector_offset);
+                goto fail;
+        }
+        vhdx_put_le64 (sector + (d.bat_entry_offset - sector_offset),
+                       d.block_file_offset | VHDX_PAYLOAD_FULLY_PRESENT);
+
+        /* The payload first, in place: payload never goes through the log. */
+        payload = g_malloc (d.length);
+        vhdx_gen_pattern_fill_buffer (payload, block * params->block_size, d.length, seed);
+        if (!pwrite_all (fd, payload, d.length, d.block_file_offset, error))
+                goto fail;
+
+        /* One entry at the start of the log, the tail of its own sequence. */
+        entry.sequence = d.log_sequence;
+        entry.tail = 0;
+        entry.log_guid = d.log_guid;
+        entry.flushed_file_offset = d.flushed_file_offset;
+        entry.last_file_offset = d.last_file_offset;
+        descriptor.file_offset = sector_offset;
+        descriptor.data = sector;
+        descriptor.zero_length = 0;
+        encoded = vhdx_gen_encode_log_entry (&entry, &descriptor, 1);
+        d.log_entry_length = (guint32) g_bytes_get_size (encoded);
+        if (!pwrite_all (fd, g_bytes_get_data (encoded, NULL), d.log_entry_length,
+                         d.log_entry_offset, error))
+                goto fail;
+
+        /*
+         * Both headers name the log: the non-current one first with the
+         * sequence number + 1, then the other with + 2.  With identical
+         * headers the first is taken as current.
+         */
+        current = params->identical_headers ? 0 : 1;
+        sequence = vhdx_gen_get_header_sequence (gen, current + 1);
+        for (step = 0; step < 2; step++) {
+                guint slot = step == 0 ? 1 - current : current;
+
+                vhdx_gen_build_header (gen, sequence + 1 + step, &d.log_guid, header);
+                if (!pwrite_all (fd, header, sizeof header, layout.header_offset[slot], error))
+                        goto fail;
+        }
+        d.header_index = current + 1;
+        d.header_sequence = sequence + 2;
+
+        if (!close_file (fd, path, error))
+                return FALSE;
+        if (dirty != NULL)
+                *dirty = d;
+        return TRUE;
+
+fail:
+        close (fd);
+        return FALSE;
+}

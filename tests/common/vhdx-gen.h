@@ -151,6 +151,82 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_write_raw_file (VhdxGen *gen, const 
 void vhdx_gen_update_header_checksum (guint8 *header);
 void vhdx_gen_update_region_table_checksum (guint8 *table);
 
+/* ---- Identity, as the generator wrote it ---- */
+
+/* The GUIDs the generator put in the headers and the Virtual Disk ID item. */
+void vhdx_gen_get_guids (VhdxGen *gen, VhdxGuid *file_write_guid, VhdxGuid *data_write_guid,
+                         VhdxGuid *virtual_disk_id);
+/* The sequence number the generator gives header @header (1 or 2). */
+guint64 vhdx_gen_get_header_sequence (VhdxGen *gen, guint header);
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" in lowercase, the inverse of vhdx_gen_guid_from_text(). */
+G_GNUC_WARN_UNUSED_RESULT char *vhdx_gen_guid_to_text (const VhdxGuid *guid);
+
+/*
+ * A 4 KiB header as the generator writes it, with @sequence and @log_guid
+ * (NULL: zero, an empty log), its checksum computed.
+ */
+void vhdx_gen_build_header (VhdxGen *gen, guint64 sequence, const VhdxGuid *log_guid,
+                            guint8 *header);
+/* BAT entry @index as the generator writes it (sector-bitmap entries are 0). */
+guint64 vhdx_gen_bat_entry (VhdxGen *gen, guint64 index);
+
+/* ---- The log (MS-VHDX 2.3.1), encoded by the generator itself ---- */
+
+/* A data descriptor and its data sector when @data is set, else a zero descriptor. */
+typedef struct {
+        guint64 file_offset;  /* 4 KiB-aligned */
+        const guint8 *data;   /* the whole 4 KiB sector to write at file_offset */
+        guint64 zero_length;  /* zero descriptors: a multiple of 4 KiB */
+} VhdxGenLogDescriptor;
+
+typedef struct {
+        guint64 sequence;            /* SequenceNumber, > 0 */
+        guint32 tail;                /* Tail: log offset of the first entry of the sequence */
+        VhdxGuid log_guid;           /* LogGuid: the header's */
+        guint64 flushed_file_offset; /* FlushedFileOffset */
+        guint64 last_file_offset;    /* LastFileOffset */
+} VhdxGenLogEntry;
+
+/*
+ * One log entry, EntryLength bytes: the entry header and descriptors in
+ * the first sectors, then one data sector per data descriptor, with the
+ * CRC-32C of the whole entry.
+ */
+G_GNUC_WARN_UNUSED_RESULT GBytes *vhdx_gen_encode_log_entry (
+        const VhdxGenLogEntry *entry, const VhdxGenLogDescriptor *descriptors,
+        guint n_descriptors);
+
+/* What vhdx_gen_make_dirty() wrote. */
+typedef struct {
+        guint64 block;               /* the payload block allocated through the log */
+        guint64 block_file_offset;   /* where its payload was written */
+        guint64 length;              /* payload bytes written (the block, clipped to the disk) */
+        guint64 bat_entry_offset;    /* file offset of its BAT entry, changed only in the log */
+        guint64 log_entry_offset;    /* file offset of the one log entry */
+        guint32 log_entry_length;
+        guint64 log_sequence;
+        VhdxGuid log_guid;
+        guint64 flushed_file_offset;
+        guint64 last_file_offset;
+        guint header_index;          /* the current header afterwards: 1 or 2 */
+        guint64 header_sequence;     /* and its sequence number */
+} VhdxGenDirty;
+
+/*
+ * Leaves the file at @path, which must be what vhdx_gen_write_file() wrote
+ * for @gen (a dynamic image), as a crash during the allocation of block
+ * @block would: the payload (the pattern @seed) written in place after the
+ * last block, the BAT sector pointing at it only in the log (one entry of
+ * one data descriptor at the start of the log), and both headers rewritten
+ * in the order of MS-VHDX 2.2.2.1 to name the log.  The generator's record
+ * is not changed: call vhdx_gen_fill_pattern() afterwards for the raw disk
+ * the image reads as once the log is replayed (its layout then no longer
+ * describes the file).
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_make_dirty (VhdxGen *gen, const char *path,
+                                                        guint64 block, guint32 seed,
+                                                        VhdxGenDirty *dirty, GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxGen, vhdx_gen_free)
 
 G_END_DECLS

@@ -11,8 +11,9 @@
 #
 # The oracles are independent of vhdx-pool: `virsh vol-info` for what libvirt
 # reports, `qemu-img convert` and `qemu-img compare` for the bytes of the
-# virtual disks (and `vhdx cat` for the images QEMU cannot open:
-# differencing images and images with a dirty log).
+# virtual disks, the raw disks the test writes itself for the differencing
+# images QEMU cannot open, and for the image with a dirty log the disk QEMU
+# reads from a copy once `qemu-img check -r all` has replayed the log.
 #
 # Environment: VHDX_POOL, VHDX_TOOL, VHDX_MKIMAGE (the programs under test).
 
@@ -256,9 +257,23 @@ def make_images(session):
     run_root([VHDX_TOOL, 'convert', '--type=fixed', fixed_raw, os.path.join(d, 'fixed.vhdx')])
     expected['fixed.vhdx'] = fixed_raw
 
+    # A dirty log: QEMU replays it in a copy, and the disk it then reads is
+    # the expected one; it must be the generator's.
+    dirty = os.path.join(d, 'dirty.vhdx')
     run_root([VHDX_MKIMAGE, '--size', '64M', '--block-size', '1M', '--pattern', '1M:2M:3',
-              '--dirty', '--raw', os.path.join(work, 'dirty.raw'), os.path.join(d, 'dirty.vhdx')])
-    expected['dirty.vhdx'] = os.path.join(work, 'dirty.raw')
+              '--dirty', '--raw', os.path.join(work, 'dirty.raw'), dirty])
+    replayed = os.path.join(work, 'dirty-replayed.vhdx')
+    shutil.copy(dirty, replayed)
+    report = json.loads(run_root(['qemu-img', 'check', '-r', 'all', '--output=json',
+                                  '-f', 'vhdx', replayed]).stdout)
+    expect_equal((report.get('check-errors'), report.get('corruptions-fixed')), (0, 1),
+                 'qemu-img check -r all of dirty.vhdx: (check errors, corruptions fixed)')
+    expected['dirty.vhdx'] = os.path.join(work, 'dirty.qemu.raw')
+    run_root(['qemu-img', 'convert', '-f', 'vhdx', '-O', 'raw', replayed,
+              expected['dirty.vhdx']])
+    os.unlink(replayed)
+    expect(same_bytes(expected['dirty.vhdx'], os.path.join(work, 'dirty.raw')),
+           'QEMU\'s replay of dirty.vhdx differs from the generator\'s disk')
 
     with open(os.path.join(d, 'notes.img'), 'wb') as f:
         f.write(os.urandom(MiB) + bytes(9 * MiB))
@@ -281,6 +296,11 @@ def make_images(session):
     return expected
 
 
+# What make_images() puts in the pool.
+POOL_FILES = ['base.vhdx', 'broken.vhdx', 'child.avhdx', 'dirty.vhdx', 'disk-image',
+              'fixed.vhdx', 'notes.img', 'outside.avhdx', 'raw.vhdx']
+
+
 def outside_base_path(session):
     return session.path('work', 'outside-base.vhdx')
 
@@ -301,9 +321,7 @@ def same_bytes(a, b):
 def test_list_json(session, expected):
     result = check_ok(session.tool('list', '--json', POOL), 'list --json')
     volumes = {v['name']: v for v in json.loads(result.stdout)}
-    expect_equal(sorted(volumes), ['base.vhdx', 'broken.vhdx', 'child.avhdx', 'dirty.vhdx',
-                                   'disk-image', 'fixed.vhdx', 'notes.img', 'outside.avhdx',
-                                   'raw.vhdx'], 'volumes')
+    expect_equal(sorted(volumes), POOL_FILES, 'volumes')
 
     for name, v in volumes.items():
         capacity, allocation = vol_info(session, POOL, name)
@@ -362,7 +380,12 @@ def test_list_json(session, expected):
 
     broken = volumes['broken.vhdx']
     expect(broken['vhdx'], 'broken.vhdx: not seen as VHDX')
-    expect(broken.get('error'), 'broken.vhdx: no error')
+    # Both headers are zeros: the reason is that neither has its signature.
+    expect_equal(broken.get('error'),
+                 'No valid header: '
+                 'header 1 at offset 65536: expected signature \u201chead\u201d, found 0x00000000; '
+                 'header 2 at offset 131072: expected signature \u201chead\u201d, found 0x00000000',
+                 'broken.vhdx: error')
     expect_equal(broken['mismatches'], ['format'], 'broken.vhdx: mismatches')
 
 
@@ -460,7 +483,8 @@ def test_watch(session, expected):
         expect_equal(first['pool'], POOL, 'index: pool')
         expect_equal(first['state'], 'active', 'index: state')
         names = sorted(v['name'] for v in first['volumes'])
-        expect('base.vhdx' in names and 'notes.img' in names, 'index volumes: %r' % names)
+        expect_equal(sorted(os.listdir(session.pool_dir)), POOL_FILES, 'files in the pool')
+        expect_equal(names, POOL_FILES, 'index volumes')
 
         # A refresh through libvirt rewrites the index.
         session.virsh('pool-refresh', POOL)
