@@ -253,6 +253,8 @@ stored_from_gen (VhdxGen *gen)
         guint64 n = (params->virtual_size + params->block_size - 1) / params->block_size;
         guint64 *stored = g_new (guint64, n);
 
+        /* The blocks not written are holes (NOT_PRESENT), not zero blocks. */
+        g_assert_cmpuint (params->zero_state, ==, VHDX_PAYLOAD_NOT_PRESENT);
         for (guint64 b = 0; b < n; b++)
                 if (!vhdx_gen_block_file_offset (gen, b, &stored[b]))
                         stored[b] = NOT_STORED;
