@@ -15,10 +15,13 @@
  * taken for damage or ignored.  A short read in the middle of the file may
  * fail the operation (the file looks truncated) or be survived, as when the
  * other copy of a header is used; either way, whatever succeeds returns
- * exactly what a run without faults returns.  EINTR and short reads from the
- * system are retried and invisible.  After a failure the same operation is
- * tried again and must succeed: nothing half-read was kept.  The
- * AddressSanitizer build checks that no error path leaks.
+ * exactly what the image holds: the disk, extents and allocated bytes of
+ * the generator's record or of the scenario's model of what was written,
+ * and no finding from check (unless a short read passed for damage).  EINTR
+ * and short reads from the system are retried and invisible.  After a
+ * failure the same operation is tried again and must succeed: nothing
+ * half-read was kept.  The AddressSanitizer build checks that no error path
+ * leaks.
  */
 #include "test-util.h"
 #include "vhdx-finding.h"
@@ -62,12 +65,20 @@ fault_is_sys (Fault fault)
         return fault >= FAULT_SYS_EINTR;
 }
 
+/* Faults that make the file look shorter than it is. */
+static gboolean
+fault_is_short (Fault fault)
+{
+        return fault == FAULT_SHORT_READ || fault == FAULT_EMPTY_READ || fault == FAULT_SYS_EOF;
+}
+
 typedef struct {
         Fault fault;
         guint order;      /* index in orders[] */
         guint at;         /* the call that fails; 0: none */
         guint calls;      /* preads (or get_size calls for FAULT_SIZE_ERROR) so far */
         gboolean hit;
+        gboolean damage_seen; /* a short read hit an open that succeeded */
 } Plan;
 
 typedef struct {
@@ -75,7 +86,8 @@ typedef struct {
         GPtrArray *names;     /* file names; the last one is opened */
         GPtrArray *images;    /* GBytes */
         char *dir;            /* the images as files */
-        /* What a run without faults returns. */
+        /* What a run without faults must return, from the generator or from
+         * the scenario's model of what was written. */
         GBytes *disk;
         GArray *extents;
         guint64 allocated;
@@ -294,8 +306,25 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
         case OP_CHECK: {
                 g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
                         (GDestroyNotify) vhdx_finding_free);
-                /* A short read may pass for damage and be reported as such. */
-                return vhdx_file_check (*file, problems, error);
+                gboolean hit_before = plan->hit;
+
+                if (!vhdx_file_check (*file, problems, error))
+                        return FALSE;
+                /* A short read while opening or checking may pass for damage
+                 * and be reported as such; otherwise the findings are those of
+                 * the undamaged image: none. */
+                if (fault_is_short (plan->fault) &&
+                    (plan->damage_seen || (plan->hit && !hit_before)))
+                        return TRUE;
+                for (guint i = 0; i < problems->len; i++) {
+                        const VhdxFinding *p = g_ptr_array_index (problems, i);
+                        g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s", what,
+                                        p->structure, p->offset, p->message);
+                }
+                if (problems->len != 0)
+                        g_error ("%s: the check found %u problems, expected none", what,
+                                 problems->len);
+                return TRUE;
         }
         case OP_ALLOCATED: {
                 guint64 allocated;
@@ -332,6 +361,8 @@ run (Scenario *s, Plan *plan)
                 what = g_strdup_printf ("%s, order %u, %s at call %u, %s", s->name, plan->order,
                                         fault_names[plan->fault], plan->at, op_names[op]);
                 ok = run_op (s, op, &file, plan, what, &error);
+                if (ok && op == OP_OPEN && plan->hit && !hit_before)
+                        plan->damage_seen = TRUE;
                 if (ok) {
                         /* An I/O error is never ignored or taken for damage. */
                         if (plan->hit && !hit_before &&
@@ -378,14 +409,14 @@ test_faults (gconstpointer data)
 
         for (guint order = 0; order < G_N_ELEMENTS (orders); order++) {
                 for (Fault fault = 0; fault < N_FAULTS; fault++) {
-                        Plan clean = { fault, order, 0, 0, FALSE };
+                        Plan clean = { fault, order, 0, 0, FALSE, FALSE };
                         guint calls = run (s, &clean);
 
                         g_assert_false (clean.hit);
                         g_assert_cmpuint (calls, >, 0);
                         /* One past the last call as well: a run with no fault hit. */
                         for (guint at = 1; at <= calls + 1; at++) {
-                                Plan plan = { fault, order, at, 0, FALSE };
+                                Plan plan = { fault, order, at, 0, FALSE, FALSE };
                                 run (s, &plan);
                                 n_runs++;
                         }
@@ -447,24 +478,22 @@ scenario_free (gpointer data)
         g_free (s);
 }
 
-/* The clean run's results, from a plain open. */
+/* Extents of a generated image (before any log): its allocated blocks. */
 static void
-scenario_finish (Scenario *s)
+gen_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
 {
-        Plan none = { FAULT_IO_ERROR, 0, 0, 0, FALSE };
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = open_top (s, &none, &error);
-        guint64 size;
-        guint8 *buf;
+        VhdxGen *gen = user_data;
+        const VhdxGenParams *params = vhdx_gen_get_params (gen);
+        guint64 file_offset;
 
-        g_assert_no_error (error);
-        size = vhdx_file_get_info (file)->virtual_size;
-        buf = g_malloc (size);
-        test_assert_ok (vhdx_file_read (file, 0, buf, size, &error), error);
-        s->disk = g_bytes_new_take (buf, size);
-        s->extents = vhdx_file_map (file, 0, size, &error);
-        g_assert_no_error (error);
-        test_assert_ok (vhdx_file_get_allocated_bytes (file, &s->allocated, &error), error);
+        if (vhdx_gen_block_file_offset (gen, offset / params->block_size, &file_offset)) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->file_offset = file_offset + offset % params->block_size;
+        } else {
+                e->kind = VHDX_EXTENT_ZERO;
+                e->present = params->zero_state == VHDX_PAYLOAD_ZERO;
+        }
 }
 
 static Scenario *
@@ -474,6 +503,7 @@ scenario_dynamic (void)
         g_autoptr(VhdxGen) gen = NULL;
         g_autoptr(GBytes) bytes = NULL;
         VhdxGenParams params;
+        VhdxGenLayout layout;
 
         vhdx_gen_params_init (&params);
         params.virtual_size = 4 * MiB;
@@ -486,12 +516,16 @@ scenario_dynamic (void)
         vhdx_gen_fill_pattern (gen, 4 * MiB - 4096, 4096, 3);
         bytes = vhdx_gen_build (gen);
         scenario_add (s, "dynamic.vhdx", bytes);
-        scenario_finish (s);
+        vhdx_gen_get_layout (gen, &layout);
+        s->disk = vhdx_gen_build_raw (gen);
+        s->extents = test_model_extents (0, params.virtual_size, params.block_size, gen_extent,
+                                         gen);
+        s->allocated = layout.allocated_blocks * params.block_size;
         return s;
 }
 
 static GBytes *
-write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs)
+write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs, guint8 *model)
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(VhdxWriter) w = NULL;
@@ -507,12 +541,60 @@ write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs)
         for (guint i = 0; i < n_runs; i++) {
                 g_autofree guint8 *buf = g_malloc (runs[2 * i + 1]);
                 vhdx_gen_pattern_fill_buffer (buf, runs[2 * i], runs[2 * i + 1], 50 + i);
+                memcpy (model + runs[2 * i], buf, runs[2 * i + 1]);
                 test_assert_ok (vhdx_writer_write (w, runs[2 * i], buf, runs[2 * i + 1], &error), error);
         }
         test_assert_ok (vhdx_writer_finish (w, &error), error);
         bytes = memfd_bytes (fd);
         close (fd);
         return bytes;
+}
+
+static gboolean
+runs_cover (const guint64 *runs, guint n_runs, guint64 lo, guint64 hi)
+{
+        for (guint i = 0; i < n_runs; i++)
+                if (runs[2 * i] < hi && runs[2 * i] + runs[2 * i + 1] > lo)
+                        return TRUE;
+        return FALSE;
+}
+
+/* The model of a child over a dynamic base, both by the writer: the runs
+ * each wrote, and where each block is stored, from the BATs read by hand. */
+typedef struct {
+        const guint64 *base_runs, *child_runs;
+        guint n_base_runs, n_child_runs;
+        guint32 block_size;
+        guint64 *base_bat, *child_bat;
+} DiffModel;
+
+static void
+diff_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
+{
+        const DiffModel *m = user_data;
+        guint64 block = offset / m->block_size;
+
+        /* A sector the child wrote; otherwise its parent's block when the
+         * parent wrote to it (a dynamic image stores whole blocks); otherwise
+         * a hole, found at the parent. */
+        if (runs_cover (m->child_runs, m->n_child_runs, offset, offset + 1)) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->depth = 0;
+                e->file_offset = (m->child_bat[block] & VHDX_BAT_OFFSET_MASK) +
+                                 offset % m->block_size;
+        } else if (runs_cover (m->base_runs, m->n_base_runs, block * m->block_size,
+                               (block + 1) * m->block_size)) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->depth = 1;
+                e->file_offset = (m->base_bat[block] & VHDX_BAT_OFFSET_MASK) +
+                                 offset % m->block_size;
+        } else {
+                e->kind = VHDX_EXTENT_ZERO;
+                e->present = FALSE;
+                e->depth = 1;
+        }
 }
 
 static Scenario *
@@ -525,23 +607,83 @@ scenario_differencing (void)
         Scenario *s = scenario_new ("differencing");
         g_autoptr(GBytes) base = NULL;
         g_autoptr(GBytes) child = NULL;
+        g_autofree char *base_path = NULL;
+        g_autofree char *child_path = NULL;
+        g_autofree guint64 *base_bat = NULL;
+        g_autofree guint64 *child_bat = NULL;
+        TestSpecLayout base_layout, child_layout;
+        guint8 *model = g_malloc0 (4 * MiB);
+        DiffModel m = { base_runs, child_runs, G_N_ELEMENTS (base_runs) / 2,
+                        G_N_ELEMENTS (child_runs) / 2, MiB, NULL, NULL };
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
                 .virtual_size = 4 * MiB,
                 .block_size = MiB,
         };
 
+        /* The model: the base's runs, then the child's over them. */
         vhdx_guid_new_random (&params.data_write_guid);
-        base = write_image (&params, base_runs, G_N_ELEMENTS (base_runs) / 2);
+        base = write_image (&params, base_runs, G_N_ELEMENTS (base_runs) / 2, model);
         scenario_add (s, "base.vhdx", base);
         params.disk_type = VHDX_DISK_TYPE_DIFFERENCING;
         params.parent_data_write_guid = params.data_write_guid;
         params.parent_relative_path = "base.vhdx";
         vhdx_guid_new_random (&params.data_write_guid);
-        child = write_image (&params, child_runs, G_N_ELEMENTS (child_runs) / 2);
+        child = write_image (&params, child_runs, G_N_ELEMENTS (child_runs) / 2, model);
         scenario_add (s, "child.vhdx", child);
-        scenario_finish (s);
+        s->disk = g_bytes_new_take (model, 4 * MiB);
+
+        base_path = g_build_filename (s->dir, "base.vhdx", NULL);
+        child_path = g_build_filename (s->dir, "child.vhdx", NULL);
+        test_spec_read_layout (base_path, &base_layout);
+        test_spec_read_layout (child_path, &child_layout);
+        g_assert_cmpuint (child_layout.payload_blocks, ==, 4);
+        base_bat = test_spec_read_payload_entries (base_path, &base_layout);
+        child_bat = test_spec_read_payload_entries (child_path, &child_layout);
+        /* The writer allocated exactly the blocks each level wrote to. */
+        for (guint64 b = 0; b < 4; b++) {
+                gboolean in_base = runs_cover (base_runs, m.n_base_runs, b * MiB, (b + 1) * MiB);
+                gboolean in_child = runs_cover (child_runs, m.n_child_runs, b * MiB,
+                                                (b + 1) * MiB);
+                guint64 child_state = child_bat[b] & VHDX_BAT_STATE_MASK;
+
+                g_assert_cmpuint (base_bat[b] & VHDX_BAT_STATE_MASK, ==,
+                                  in_base ? VHDX_PAYLOAD_FULLY_PRESENT
+                                          : VHDX_PAYLOAD_NOT_PRESENT);
+                if (in_child)
+                        g_assert_true (child_state == VHDX_PAYLOAD_FULLY_PRESENT ||
+                                       child_state == VHDX_PAYLOAD_PARTIALLY_PRESENT);
+                else
+                        g_assert_cmpuint (child_state, ==, VHDX_PAYLOAD_NOT_PRESENT);
+        }
+        m.base_bat = base_bat;
+        m.child_bat = child_bat;
+        s->extents = test_model_extents (0, 4 * MiB, 512, diff_extent, &m);
+        /* The child stores the sectors it wrote. */
+        for (guint i = 0; i < m.n_child_runs; i++)
+                s->allocated += child_runs[2 * i + 1];
         return s;
+}
+
+/* The dirty scenario's extents: the generator's blocks, and block 1 where
+ * the log puts it. */
+typedef struct {
+        VhdxGen *gen;
+        guint64 new_block;
+} DirtyModel;
+
+static void
+dirty_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
+{
+        const DirtyModel *m = user_data;
+
+        if (offset / MiB == 1) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->file_offset = m->new_block + offset % MiB;
+        } else {
+                gen_extent (offset, e, m->gen);
+        }
 }
 
 /* A dynamic image whose log allocates a block and changes sectors of another. */
@@ -560,6 +702,8 @@ scenario_dirty (void)
         VhdxGuid log_guid;
         guint8 sector[4096];
         guint64 new_block, block0;
+        DirtyModel m;
+        guint8 *disk;
         int fd = memfd_create ("test-faults", MFD_CLOEXEC);
 
         vhdx_gen_params_init (&params);
@@ -571,6 +715,7 @@ scenario_dirty (void)
         vhdx_gen_get_layout (gen, &layout);
         clean = vhdx_gen_build (gen);
         g_assert_true (vhdx_gen_block_file_offset (gen, 0, &block0));
+        g_assert_false (vhdx_gen_block_is_allocated (gen, 1));
         new_block = (layout.file_size + MiB - 1) / MiB * MiB;
 
         g_assert_cmpint (fd, >=, 0);
@@ -581,6 +726,7 @@ scenario_dirty (void)
         writer = vhdx_log_writer_new (io, layout.log_offset, layout.log_length, &log_guid, 0, 9);
         /* Block 1 allocated past the end of the file: it reads as zeros. */
         g_assert_cmpint (pread (fd, sector, sizeof sector, layout.bat_offset), ==, sizeof sector);
+        g_assert_cmpuint (vhdx_gen_block_bat_index (gen, 1), ==, 1);
         vhdx_put_le64 (sector + 8, new_block | VHDX_PAYLOAD_FULLY_PRESENT);
         vhdx_log_writer_add_data (writer, layout.bat_offset, sector);
         memset (sector, 0x3c, sizeof sector);
@@ -599,7 +745,20 @@ scenario_dirty (void)
         dirty = memfd_bytes (fd);
         close (fd);
         scenario_add (s, "dirty.vhdx", dirty);
-        scenario_finish (s);
+
+        /* The generator's disk with the log's updates: a sector of 0x3c and
+         * 8 KiB of zeros in block 0 (stored at block0), and block 1, new,
+         * zeros as well. */
+        disk = g_malloc (params.virtual_size);
+        vhdx_gen_read_raw (gen, 0, disk, params.virtual_size);
+        memset (disk + 4096, 0x3c, 4096);
+        memset (disk + 16384, 0, 8192);
+        memset (disk + MiB, 0, MiB);
+        s->disk = g_bytes_new_take (disk, params.virtual_size);
+        m.gen = gen;
+        m.new_block = new_block;
+        s->extents = test_model_extents (0, params.virtual_size, MiB, dirty_extent, &m);
+        s->allocated = (layout.allocated_blocks + 1) * MiB;
         return s;
 }
 

@@ -14,7 +14,9 @@
  * read, map, check and count allocated bytes, each succeeding or failing with
  * a VHDX_ERROR or G_IO_ERROR.  Damage to fields that cannot change the
  * virtual disk (the non-current copy of a table, GUIDs that only identify,
- * reserved fields) must leave the bytes read unchanged.  Cases run in
+ * reserved fields) must leave the bytes read equal to the reference: the
+ * generator's raw disk for generated images, and a model of the writes (and
+ * of the log's updates) for the chain and the dirty image.  Cases run in
  * subprocesses, one per structure, under an address-space limit, with a
  * time limit per case; opening must stay within a fixed heap budget.
  *
@@ -26,7 +28,6 @@
 #include "vhdx-crc32c.h"
 #include "vhdx-finding.h"
 #include "vhdx-gen.h"
-#include "vhdx-log-writer.h"
 #include "vhdx-parent.h"
 #include "vhdx-writer.h"
 
@@ -90,12 +91,25 @@ typedef struct {
         guint n_marks;
 } Image;
 
+#define MAX_IMAGES 3
+
 typedef struct {
         const char *name;
         GPtrArray *images;    /* Image; the last one is opened */
-        GBytes *expect;       /* its virtual disk */
+        GBytes *expect;       /* its virtual disk, from the generator or a model */
         guint64 virtual_size;
         GArray *fields;       /* Field */
+        /* The structure of each image, as the generator or the writer made it,
+         * to count the fields the matrix must find in it. */
+        guint n_regions[MAX_IMAGES];
+        guint n_metadata_items[MAX_IMAGES];
+        guint n_locator_entries[MAX_IMAGES];
+        guint n_parent_digits[MAX_IMAGES];
+        gboolean has_bitmap[MAX_IMAGES];
+        gboolean bitmap_entry_in_bat[MAX_IMAGES];
+        guint n_log_entries;
+        guint n_log_descriptors;
+        guint n_log_data;
 } Base;
 
 #define MAX_PATCHES 2
@@ -181,11 +195,11 @@ base_free (gpointer data)
         g_free (base);
 }
 
-static GBytes *
-build_generated (VhdxDiskType type, guint64 virtual_size, guint32 sector_size,
-                 gboolean disk2vhd_like, guint32 seed)
+static VhdxGen *
+gen_new (VhdxDiskType type, guint64 virtual_size, guint32 sector_size, gboolean disk2vhd_like,
+         guint32 seed)
 {
-        g_autoptr(VhdxGen) gen = NULL;
+        VhdxGen *gen;
         VhdxGenParams params;
 
         vhdx_gen_params_init (&params);
@@ -207,21 +221,42 @@ build_generated (VhdxDiskType type, guint64 virtual_size, guint32 sector_size,
                 vhdx_gen_fill_pattern (gen, 2 * MiB + 4096, 64 * 1024, seed + 1);
                 vhdx_gen_fill_pattern (gen, virtual_size - 8192, 8192, seed + 2);
         }
-        return vhdx_gen_build (gen);
+        return gen;
 }
 
+/* A generated image; its virtual disk, from the generator, is the reference. */
 static void
-writer_write (VhdxWriter *w, guint64 offset, gsize len, guint32 seed)
+build_generated (Base *base, VhdxDiskType type, guint64 virtual_size, guint32 sector_size,
+                 gboolean disk2vhd_like, guint32 seed)
+{
+        g_autoptr(VhdxGen) gen = gen_new (type, virtual_size, sector_size, disk2vhd_like, seed);
+        g_autoptr(GBytes) bytes = vhdx_gen_build (gen);
+        VhdxGenLayout layout;
+
+        vhdx_gen_get_layout (gen, &layout);
+        base_add_image (base, "img0.vhdx", bytes);
+        base->expect = vhdx_gen_build_raw (gen);
+        base->virtual_size = virtual_size;
+        base->n_regions[0] = layout.region_count;
+        base->n_metadata_items[0] = layout.metadata_count;
+        base->bitmap_entry_in_bat[0] = (layout.chunk_ratio + 1) * VHDX_BAT_ENTRY_SIZE <=
+                                       layout.bat_length;
+}
+
+/* Writes the pattern of @seed through @w, and into the model of the disk. */
+static void
+writer_write (VhdxWriter *w, guint8 *model, guint64 offset, gsize len, guint32 seed)
 {
         g_autofree guint8 *buf = g_malloc (len);
         g_autoptr(GError) error = NULL;
 
         vhdx_gen_pattern_fill_buffer (buf, offset, len, seed);
+        vhdx_gen_pattern_fill_buffer (model + offset, offset, len, seed);
         test_assert_ok (vhdx_writer_write (w, offset, buf, len, &error), error);
 }
 
 static GBytes *
-build_with_writer (VhdxCreateParams *params, guint level)
+build_with_writer (VhdxCreateParams *params, guint level, guint8 *model)
 {
         g_autoptr(VhdxIo) io = NULL;
         g_autoptr(VhdxWriter) w = NULL;
@@ -234,18 +269,18 @@ build_with_writer (VhdxCreateParams *params, guint level)
         g_assert_no_error (error);
         switch (level) {
         case 0:
-                writer_write (w, 0, MiB, 100);
-                writer_write (w, 2 * MiB, 64 * 1024, 101);
+                writer_write (w, model, 0, MiB, 100);
+                writer_write (w, model, 2 * MiB, 64 * 1024, 101);
                 break;
         case 1:
-                writer_write (w, 512, 1024, 110);
-                writer_write (w, 64 * 1024, 4096, 111);
-                writer_write (w, MiB + 512 * 1024, 8192, 112);
+                writer_write (w, model, 512, 1024, 110);
+                writer_write (w, model, 64 * 1024, 4096, 111);
+                writer_write (w, model, MiB + 512 * 1024, 8192, 112);
                 break;
         default:
-                writer_write (w, 1024, 512, 120);
-                writer_write (w, 2 * MiB, MiB, 121);
-                writer_write (w, 3 * MiB + 4096, 4096, 122);
+                writer_write (w, model, 1024, 512, 120);
+                writer_write (w, model, 2 * MiB, MiB, 121);
+                writer_write (w, model, 3 * MiB + 4096, 4096, 122);
                 break;
         }
         test_assert_ok (vhdx_writer_finish (w, &error), error);
@@ -255,10 +290,13 @@ build_with_writer (VhdxCreateParams *params, guint level)
 }
 
 /* Three images, img2 -> img1 -> img0, names of one length so that a parent
- * path can be turned into another member's by changing one digit. */
+ * path can be turned into another member's by changing one digit.  The
+ * reference is the model of the writes, each level over the one below. */
 static void
 build_chain (Base *base)
 {
+        const guint64 virtual_size = 4 * MiB;
+        guint8 *model = g_malloc0 (virtual_size);
         VhdxGuid guids[3];
 
         for (guint level = 0; level < 3; level++) {
@@ -269,7 +307,7 @@ build_chain (Base *base)
                 VhdxCreateParams params = {
                         .disk_type = level == 0 ? VHDX_DISK_TYPE_DYNAMIC
                                                 : VHDX_DISK_TYPE_DIFFERENCING,
-                        .virtual_size = 4 * MiB,
+                        .virtual_size = virtual_size,
                         .block_size = MiB,
                 };
 
@@ -280,68 +318,95 @@ build_chain (Base *base)
                         params.parent_relative_path = parent;
                         params.parent_absolute_path = absolute;
                 }
-                bytes = build_with_writer (&params, level);
+                bytes = build_with_writer (&params, level, model);
                 base_add_image (base, name, bytes);
+                /* The writer's structure: the BAT and the metadata region; the
+                 * five standard items and, in a child, the parent locator with
+                 * parent_linkage, relative_path and absolute_win32_path, whose
+                 * two paths name the parent by its digit.  Every child writes
+                 * single sectors, so chunk 0 has a sector bitmap. */
+                base->n_regions[level] = 2;
+                base->n_metadata_items[level] = level == 0 ? 5 : 6;
+                base->n_locator_entries[level] = level == 0 ? 0 : 3;
+                base->n_parent_digits[level] = level == 0 ? 0 : 2;
+                base->has_bitmap[level] = level > 0;
+                base->bitmap_entry_in_bat[level] = TRUE;
         }
+        base->expect = g_bytes_new_take (model, virtual_size);
+        base->virtual_size = virtual_size;
 }
 
-/* A dynamic image with two log entries to replay: block 2 allocated (its
- * BAT sector only in the log), a zeroed range and a new sector in block 0. */
-static GBytes *
-build_dirty (void)
+/* A dynamic image with two log entries to replay: block 2 moved to a new
+ * block past the old end of the file (its BAT sector only in the log), a
+ * zeroed range and a new sector in block 0.
+ * The log is built by hand from the specification; the reference is the
+ * generator's disk with the effect of those updates applied here. */
+static void
+build_dirty (Base *base)
 {
-        g_autoptr(GBytes) clean = build_generated (VHDX_DISK_TYPE_DYNAMIC, 4 * MiB, 512, FALSE,
-                                                   40);
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autofree guint8 *block = g_malloc (MiB);
-        guint8 sector[4096];
-        VhdxGuid log_guid;
-        const guint8 *data;
-        guint64 size = g_bytes_get_size (clean);
-        guint64 new_block = (size + MiB - 1) / MiB * MiB;
-        guint64 bat_offset = 3 * MiB, at;
-        GBytes *bytes;
-        int fd;
+        const guint64 virtual_size = 4 * MiB;
+        g_autoptr(VhdxGen) gen = gen_new (VHDX_DISK_TYPE_DYNAMIC, virtual_size, 512, FALSE, 40);
+        g_autoptr(GByteArray) image = vhdx_gen_build_array (gen);
+        g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
+        g_autoptr(GByteArray) entry1 = NULL;
+        g_autoptr(GByteArray) entry2 = NULL;
+        g_autoptr(GBytes) bytes = NULL;
+        const VhdxGuid log_guid = vhdx_gen_guid_from_text ("6C2A1C5E-3B1D-4F7A-9E21-0B5D7C4E8A13");
+        guint8 bat_sector[4096], sector[4096];
+        VhdxGenLayout layout;
+        guint64 block0, new_block, entry_offset, sector_offset;
+        guint8 *disk;
 
-        /* The generator's layout: log at 1 MiB, metadata at 2 MiB, BAT at 3 MiB. */
-        data = g_bytes_get_data (clean, NULL);
-        g_assert_cmpuint (vhdx_get_le64 (data + VHDX_HEADER1_OFFSET + VHDX_HEADER_OFF_LOG_OFFSET),
-                          ==, MiB);
-        io = new_memfd_io (&fd);
-        g_assert_cmpint (pwrite (fd, data, size, 0), ==, (gssize) size);
-        vhdx_gen_pattern_fill_buffer (block, 2 * MiB, MiB, 41);
-        g_assert_cmpint (pwrite (fd, block, MiB, new_block), ==, (gssize) MiB);
+        vhdx_gen_get_layout (gen, &layout);
+        g_assert_true (vhdx_gen_block_file_offset (gen, 0, &block0));
+        new_block = (layout.file_size + MiB - 1) / MiB * MiB;
+        g_byte_array_set_size (image, new_block + MiB);
+        memset (image->data + layout.file_size, 0, new_block - layout.file_size);
+        vhdx_gen_pattern_fill_buffer (image->data + new_block, 2 * MiB, MiB, 41);
 
-        vhdx_guid_new_random (&log_guid);
-        writer = vhdx_log_writer_new (io, MiB, MiB, &log_guid, 0, 3);
-        memcpy (sector, data + bat_offset, sizeof sector);
-        at = 2 * VHDX_BAT_ENTRY_SIZE;
-        vhdx_put_le64 (sector + at, new_block | VHDX_PAYLOAD_FULLY_PRESENT);
-        vhdx_log_writer_add_data (writer, bat_offset, sector);
-        test_assert_ok (vhdx_log_writer_commit (writer, size, new_block + MiB, &error), error);
-
+        /* Entry 1: the BAT sector with block 2 pointing at the new block, which
+         * holds the pattern of seed 41 in place of the generator's data. */
+        entry_offset = vhdx_gen_layout_bat_entry_offset (&layout,
+                                                         vhdx_gen_block_bat_index (gen, 2));
+        sector_offset = entry_offset / 4096 * 4096;
+        memcpy (bat_sector, image->data + sector_offset, sizeof bat_sector);
+        vhdx_put_le64 (bat_sector + (entry_offset - sector_offset),
+                       new_block | VHDX_PAYLOAD_FULLY_PRESENT);
         {
-                guint64 block0 = vhdx_get_le64 (data + bat_offset) & VHDX_BAT_OFFSET_MASK;
-                vhdx_log_writer_add_zero (writer, block0 + 8192, 8192);
-                memset (sector, 0xa5, sizeof sector);
-                vhdx_log_writer_add_data (writer, block0 + 65536, sector);
-                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block + MiB, &error), error);
+                const TestLogUpdate updates[] = { { sector_offset, bat_sector, 0 } };
+                entry1 = test_log_entry_new (&log_guid, 3, 0, layout.file_size, new_block + MiB,
+                                             updates, G_N_ELEMENTS (updates));
         }
-
+        /* Entry 2, of the same sequence: 8 KiB of zeros and a sector of 0xa5 in block 0. */
+        memset (sector, 0xa5, sizeof sector);
+        {
+                const TestLogUpdate updates[] = { { block0 + 8192, NULL, 8192 },
+                                                  { block0 + 65536, sector, 0 } };
+                entry2 = test_log_entry_new (&log_guid, 4, 0, layout.file_size, new_block + MiB,
+                                             updates, G_N_ELEMENTS (updates));
+        }
+        g_assert_cmpuint (entry1->len + entry2->len, <=, layout.log_length);
+        memcpy (image->data + layout.log_offset, entry1->data, entry1->len);
+        memcpy (image->data + layout.log_offset + entry1->len, entry2->data, entry2->len);
         /* LogGuid in both headers makes the log pending. */
-        for (guint i = 0; i < 2; i++) {
-                guint64 h = i == 0 ? VHDX_HEADER1_OFFSET : VHDX_HEADER2_OFFSET;
-                guint8 header[VHDX_HEADER_SIZE];
-                g_assert_cmpint (pread (fd, header, sizeof header, h), ==, sizeof header);
-                memcpy (header + VHDX_HEADER_OFF_LOG_GUID, log_guid.bytes, 16);
-                vhdx_gen_update_header_checksum (header);
-                g_assert_cmpint (pwrite (fd, header, sizeof header, h), ==, sizeof header);
-        }
-        bytes = memfd_bytes (fd);
-        close (fd);
-        return bytes;
+        test_headers_set_log_guid (image->data, &log_guid);
+        bytes = g_bytes_new (image->data, image->len);
+        base_add_image (base, "img0.vhdx", bytes);
+
+        disk = g_memdup2 (g_bytes_get_data (raw, NULL), virtual_size);
+        vhdx_gen_pattern_fill_buffer (disk + 2 * MiB, 2 * MiB, MiB, 41);
+        memset (disk + 8192, 0, 8192);
+        memset (disk + 65536, 0xa5, 4096);
+        base->expect = g_bytes_new_take (disk, virtual_size);
+        base->virtual_size = virtual_size;
+        base->n_regions[0] = layout.region_count;
+        base->n_metadata_items[0] = layout.metadata_count;
+        base->bitmap_entry_in_bat[0] = (layout.chunk_ratio + 1) * VHDX_BAT_ENTRY_SIZE <=
+                                       layout.bat_length;
+        /* Entry 1: one data descriptor; entry 2: a zero and a data descriptor. */
+        base->n_log_entries = 2;
+        base->n_log_descriptors = 3;
+        base->n_log_data = 2;
 }
 
 /* Opening from memory */
@@ -456,25 +521,6 @@ open_case (const Base *base, const Case *c, GError **error)
         /* The context only lives during the open: parents are opened there. */
         return vhdx_file_open_full (patch_io_new (base, top, c), VHDX_OPEN_FLAGS_NONE, &options,
                                     error);
-}
-
-static GBytes *
-read_expect (Base *base)
-{
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = open_case (base, NULL, &error);
-        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_finding_free);
-        guint8 *buf;
-
-        g_assert_no_error (error);
-        base->virtual_size = vhdx_file_get_info (file)->virtual_size;
-        g_assert_cmpuint (base->virtual_size, <=, READ_LIMIT);
-        buf = g_malloc (base->virtual_size);
-        test_assert_ok (vhdx_file_read (file, 0, buf, base->virtual_size, &error), error);
-        test_assert_ok (vhdx_file_check (file, problems, &error), error);
-        g_assert_false (vhdx_findings_have_errors (problems));
-        return g_bytes_new_take (buf, base->virtual_size);
 }
 
 /* Taking the images apart into fields */
@@ -1305,49 +1351,135 @@ test_group (gconstpointer data)
 static void
 test_undamaged (void)
 {
-        /* Every base opens, reads as expected and checks clean (read_expect). */
+        /* Every base opens, reads as its reference (the generator's disk or
+         * the model of the writes) and checks without errors. */
         get_all_bases ();
         for (guint i = 0; i < bases->len; i++) {
                 const Base *base = g_ptr_array_index (bases, i);
                 g_autoptr(GError) error = NULL;
                 g_autoptr(VhdxFile) file = open_case (base, NULL, &error);
+                g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
+                        (GDestroyNotify) vhdx_finding_free);
+                g_autofree guint8 *buf = NULL;
+                gsize size;
+                const guint8 *expect = g_bytes_get_data (base->expect, &size);
 
                 g_assert_no_error (error);
                 g_assert_cmpuint (vhdx_file_get_chain_depth (file), ==, base->images->len - 1);
+                g_assert_cmpuint (vhdx_file_get_info (file)->virtual_size, ==, base->virtual_size);
+                g_assert_cmpuint (size, ==, base->virtual_size);
+                g_assert_cmpuint (size, <=, READ_LIMIT);
+                buf = g_malloc (size);
+                test_assert_ok (vhdx_file_read (file, 0, buf, size, &error), error);
+                test_assert_bytes_equal (buf, expect, size, 0, base->name);
+                test_assert_ok (vhdx_file_check (file, problems, &error), error);
+                for (guint k = 0; k < problems->len; k++) {
+                        const VhdxFinding *p = g_ptr_array_index (problems, k);
+                        g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s", base->name,
+                                        p->structure, p->offset, p->message);
+                }
+                g_assert_cmpuint (problems->len, ==, 0);
         }
 }
 
 static void
 count_case (const Case *c, gpointer user_data)
 {
-        GHashTable *per_group = user_data;
-        guint n = GPOINTER_TO_UINT (g_hash_table_lookup (per_group, c->field->group));
+        GHashTable *per_field = user_data;
+        guint n = GPOINTER_TO_UINT (g_hash_table_lookup (per_field, c->field));
 
-        g_hash_table_insert (per_group, (gpointer) c->field->group, GUINT_TO_POINTER (n + 1));
+        g_hash_table_insert (per_field, (gpointer) c->field, GUINT_TO_POINTER (n + 1));
 }
 
+static const char *const group_names[] = { "fileid", "header", "region", "metadata",
+                                           "locator", "bat", "bitmap", "log" };
+
+/* The fields image @image of @base holds, by group, from the structure the
+ * generator or the writer gave it and the field lists of MS-VHDX. */
+static void
+expected_fields (const Base *base, guint image, guint *n)
+{
+        guint64 blocks = (base->virtual_size + MiB - 1) / MiB;
+
+        memset (n, 0, G_N_ELEMENTS (group_names) * sizeof *n);
+        /* Signature and creator. */
+        n[0] = 2;
+        /* Signature, checksum, sequence, three GUIDs, two versions, the log's
+         * length and offset, a reserved field: in each header. */
+        n[1] = 2 * 11;
+        /* Signature, checksum, count, reserved; each entry's GUID, offset,
+         * length and flags: in each table. */
+        n[2] = 2 * (4 + 4 * base->n_regions[image]);
+        /* Signature, reserved, count, reserved; each entry's ID, offset,
+         * length, flags and reserved; the six values of the standard items. */
+        n[3] = 4 + 5 * base->n_metadata_items[image] + 6;
+        /* Type, reserved, count; each entry's two offsets, two lengths, key
+         * and value; the digits naming a parent. */
+        if (base->n_locator_entries[image] > 0)
+                n[4] = 3 + 6 * base->n_locator_entries[image] + base->n_parent_digits[image];
+        /* Every payload block, the sector bitmap entry of chunk 0. */
+        n[5] = blocks + (base->bitmap_entry_in_bat[image] ? 1 : 0);
+        /* The bitmap bytes of the first two blocks. */
+        n[6] = base->has_bitmap[image] ? MIN (blocks, 2) : 0;
+        /* Each entry's checksum and nine header fields, each descriptor's
+         * five fields, each data sector's four. */
+        if (image == 0)
+                n[7] = 10 * base->n_log_entries + 5 * base->n_log_descriptors +
+                       4 * base->n_log_data;
+}
+
+/*
+ * The matrix takes every structure apart: the number of fields it finds in
+ * each group is what the structure of the images defines, and every field
+ * gets at least one case.  (The number of cases itself is not asserted: a
+ * field's values depend on its original value, equal ones being dropped, so
+ * the only way to compute it would be to run the enumeration again.)
+ */
 static void
 test_count (void)
 {
-        g_autoptr(GHashTable) per_group = g_hash_table_new (g_str_hash, g_str_equal);
-        GHashTableIter iter;
-        gpointer key, value;
         guint total = 0;
 
         get_all_bases ();
         for (guint i = 0; i < bases->len; i++) {
                 const Base *base = g_ptr_array_index (bases, i);
+                g_autoptr(GHashTable) per_field = g_hash_table_new (NULL, NULL);
                 guint n = 0;
-                for (guint image = 0; image < base->images->len; image++)
-                        n += for_each_case (base, image, count_case, per_group);
+
+                for (guint image = 0; image < base->images->len; image++) {
+                        guint expected[G_N_ELEMENTS (group_names)];
+                        guint found[G_N_ELEMENTS (group_names)] = { 0 };
+
+                        expected_fields (base, image, expected);
+                        for (guint f = 0; f < base->fields->len; f++) {
+                                const Field *field = &g_array_index (base->fields, Field, f);
+                                guint g;
+
+                                if (field->image != image)
+                                        continue;
+                                for (g = 0; g < G_N_ELEMENTS (group_names); g++)
+                                        if (strcmp (field->group, group_names[g]) == 0)
+                                                break;
+                                g_assert_cmpuint (g, <, G_N_ELEMENTS (group_names));
+                                found[g]++;
+                        }
+                        for (guint g = 0; g < G_N_ELEMENTS (group_names); g++) {
+                                g_test_message ("%s img%u: %u %s fields", base->name, image,
+                                                found[g], group_names[g]);
+                                g_assert_cmpuint (found[g], ==, expected[g]);
+                        }
+                        n += for_each_case (base, image, count_case, per_field);
+                }
+                for (guint f = 0; f < base->fields->len; f++) {
+                        const Field *field = &g_array_index (base->fields, Field, f);
+                        if (!g_hash_table_contains (per_field, field))
+                                g_error ("%s: field %s of img%u gets no case", base->name,
+                                         field->name, field->image);
+                }
                 g_test_message ("%s: %u fields, %u cases", base->name, base->fields->len, n);
                 total += n;
         }
-        g_hash_table_iter_init (&iter, per_group);
-        while (g_hash_table_iter_next (&iter, &key, &value))
-                g_test_message ("%s: %u cases", (const char *) key, GPOINTER_TO_UINT (value));
         g_test_message ("%u cases in all", total);
-        g_assert_cmpuint (total, >=, 10000);
 }
 
 /* Read-only means read-only: the same damage applied to files on disk,
@@ -1461,6 +1593,7 @@ run_file_case (const Case *c, gpointer user_data)
                 g_assert_cmpint (after[i].st_size, ==, before[i].st_size);
                 g_assert_cmpint (after[i].st_mtim.tv_sec, ==, before[i].st_mtim.tv_sec);
                 g_assert_cmpint (after[i].st_mtim.tv_nsec, ==, before[i].st_mtim.tv_nsec);
+                g_assert_cmpint (after[i].st_ctim.tv_sec, ==, before[i].st_ctim.tv_sec);
                 g_assert_cmpint (after[i].st_ctim.tv_nsec, ==, before[i].st_ctim.tv_nsec);
         }
         apply_patches (c, ctx, TRUE);
@@ -1517,7 +1650,6 @@ static const Base *
 get_base (const char *name)
 {
         Base *base;
-        g_autoptr(GBytes) bytes = NULL;
 
         for (guint i = 0; i < bases->len; i++) {
                 base = g_ptr_array_index (bases, i);
@@ -1526,26 +1658,22 @@ get_base (const char *name)
         }
         if (strcmp (name, "fixed") == 0) {
                 base = base_new ("fixed");
-                bytes = build_generated (VHDX_DISK_TYPE_FIXED, 4 * MiB, 512, FALSE, 10);
-                base_add_image (base, "img0.vhdx", bytes);
+                build_generated (base, VHDX_DISK_TYPE_FIXED, 4 * MiB, 512, FALSE, 10);
         } else if (strcmp (name, "dynamic") == 0) {
                 base = base_new ("dynamic");
-                bytes = build_generated (VHDX_DISK_TYPE_DYNAMIC, 6 * MiB, 512, TRUE, 20);
-                base_add_image (base, "img0.vhdx", bytes);
+                build_generated (base, VHDX_DISK_TYPE_DYNAMIC, 6 * MiB, 512, TRUE, 20);
         } else if (strcmp (name, "4k-sectors") == 0) {
                 base = base_new ("4k-sectors");
-                bytes = build_generated (VHDX_DISK_TYPE_DYNAMIC, 3 * MiB + 8192, 4096, FALSE, 30);
-                base_add_image (base, "img0.vhdx", bytes);
+                build_generated (base, VHDX_DISK_TYPE_DYNAMIC, 3 * MiB + 8192, 4096, FALSE, 30);
         } else if (strcmp (name, "chain") == 0) {
                 base = base_new ("chain");
                 build_chain (base);
         } else {
                 g_assert_cmpstr (name, ==, "dirty");
                 base = base_new ("dirty");
-                bytes = build_dirty ();
-                base_add_image (base, "img0.vhdx", bytes);
+                build_dirty (base);
         }
-        base->expect = read_expect (base);
+        g_assert_cmpuint (base->images->len, <=, MAX_IMAGES);
         for (guint image = 0; image < base->images->len; image++)
                 fields_of_image (base, image, strcmp (base->name, "dirty") == 0);
         g_ptr_array_add (bases, base);

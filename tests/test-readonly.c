@@ -2,7 +2,10 @@
 /*
  * An image opened read-only is never modified: every operation of the engine
  * on a qemu-img image leaves the file's checksum and modification time as
- * they were, and the engine never asks its VhdxIo to write.
+ * they were, and the engine never asks its VhdxIo to write.  The operations
+ * also give the right answers: the disk's sha256 is that of qemu-img
+ * convert's raw output, the extents and allocated bytes those of the write
+ * qemu-io made.
  */
 #include "test-util.h"
 
@@ -60,30 +63,70 @@ static const VhdxIoVTable guard_vtable = {
         .free = guard_free,
 };
 
+/* What the image must read as: qemu-io wrote 0x5a over [WRITE_START, WRITE_END)
+ * in whole 1 MiB blocks; the raw disk is qemu-img convert's. */
+#define BLOCK_SIZE (1024 * 1024)
+#define WRITE_START (1 * BLOCK_SIZE)
+#define WRITE_END (4 * BLOCK_SIZE)
+#define VIRTUAL_SIZE (24 * BLOCK_SIZE)
+
+/* The expected extents: data exactly where qemu-io wrote, stored where the
+ * BAT read by hand says; the other blocks zeros, allocated as zeros when
+ * their BAT entry says ZERO. */
 static void
-exercise (const char *path)
+written_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
+{
+        const guint64 *entries = user_data;
+        guint64 entry = entries[offset / BLOCK_SIZE];
+
+        if (offset >= WRITE_START && offset < WRITE_END) {
+                g_assert_cmpuint (entry & VHDX_BAT_STATE_MASK, ==, VHDX_PAYLOAD_FULLY_PRESENT);
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->file_offset = (entry & VHDX_BAT_OFFSET_MASK) + offset % BLOCK_SIZE;
+        } else {
+                e->kind = VHDX_EXTENT_ZERO;
+                e->present = (entry & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_ZERO;
+        }
+}
+
+static void
+exercise (const char *path, const char *raw_sum)
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(VhdxFile) file = NULL;
         g_autoptr(GArray) extents = NULL;
+        g_autoptr(GArray) expected = NULL;
         g_autoptr(GPtrArray) problems = NULL;
         g_autofree char *sum = NULL;
+        g_autofree guint64 *entries = NULL;
         GuardIo *io = g_new0 (GuardIo, 1);
+        TestSpecLayout layout;
         guint64 allocated;
-        int fd = open (path, O_RDONLY | O_CLOEXEC);
+        int fd;
 
+        test_spec_read_layout (path, &layout);
+        g_assert_cmpuint (layout.block_size, ==, BLOCK_SIZE);
+        g_assert_cmpuint (layout.virtual_size, ==, VIRTUAL_SIZE);
+        entries = test_spec_read_payload_entries (path, &layout);
+
+        fd = open (path, O_RDONLY | O_CLOEXEC);
         g_assert_cmpint (fd, >=, 0);
         io->parent.vtable = &guard_vtable;
         io->inner = vhdx_io_new_fd (fd, TRUE);
         file = vhdx_file_open (&io->parent, VHDX_OPEN_FLAGS_NONE, &error);
         g_assert_no_error (error);
         sum = test_sha256_virtual_disk (file);
+        g_assert_cmpstr (sum, ==, raw_sum);
         extents = vhdx_file_map (file, 0, vhdx_file_get_info (file)->virtual_size, &error);
         g_assert_no_error (error);
+        expected = test_model_extents (0, VIRTUAL_SIZE, BLOCK_SIZE, written_extent, entries);
+        test_assert_extents_equal (extents, expected, path);
         test_assert_ok (vhdx_file_get_allocated_bytes (file, &allocated, &error), error);
+        g_assert_cmpuint (allocated, ==, WRITE_END - WRITE_START);
         problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
         test_assert_ok (vhdx_file_check (file, problems, &error), error);
-        g_assert_false (vhdx_findings_have_errors (problems));
+        g_assert_cmpuint (problems->len, ==, 0);
 }
 
 static void
@@ -92,8 +135,9 @@ test_unchanged (gconstpointer data)
         const char *subformat = data;
         g_autofree char *tmp = test_tmpdir_new ();
         g_autofree char *image = g_build_filename (tmp, "ro.vhdx", NULL);
+        g_autofree char *raw = g_build_filename (tmp, "ro.raw", NULL);
         g_autofree char *opts = g_strdup_printf ("subformat=%s,block_size=1M", subformat);
-        g_autofree char *before = NULL, *after = NULL;
+        g_autofree char *before = NULL, *after = NULL, *raw_sum = NULL;
         struct stat st_before, st_after;
 
         if (!test_have_program ("qemu-img") || !test_have_program ("qemu-io")) {
@@ -111,12 +155,19 @@ test_unchanged (gconstpointer data)
                                        image, NULL };
                 test_run (argv);
         }
+        /* QEMU's reading of the disk. */
+        {
+                const char *argv[] = { "qemu-img", "convert", "-f", "vhdx", "-O", "raw", image,
+                                       raw, NULL };
+                test_run (argv);
+        }
+        raw_sum = test_sha256_file (raw);
         /* Make the file read-only too, as a user's archived image would be. */
         g_assert_cmpint (chmod (image, 0444), ==, 0);
         before = test_sha256_file (image);
         g_assert_cmpint (stat (image, &st_before), ==, 0);
 
-        exercise (image);
+        exercise (image, raw_sum);
 
         after = test_sha256_file (image);
         g_assert_cmpint (stat (image, &st_after), ==, 0);

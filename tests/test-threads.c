@@ -2,11 +2,16 @@
 /*
  * Concurrent reads.  Eight threads read and map random ranges of one freshly
  * opened image at once, racing to load the same BAT pages and sector bitmaps,
- * and compare every byte with what a single thread read before.  Images: a
+ * and compare every byte and extent with what the image holds.  Images: a
  * dynamic disk large enough for several BAT pages, a differencing chain with
  * partly present blocks in two chunks, and an image with a dirty log read
  * through its in-memory replay.  `./run tsan` runs this under
  * ThreadSanitizer.
+ *
+ * The expected bytes come from the generator's raw disk, from the model of
+ * the runs each level of the chain wrote, and for the dirty log from the
+ * generator's disk with the log's updates applied by the test; the expected
+ * extents from the generator's blocks, or from the BATs read by hand.
  */
 #include "test-util.h"
 #include "vhdx-gen.h"
@@ -67,11 +72,26 @@ typedef struct {
         guint8 *expect;
 } Region;
 
+/* Where each block is stored, for the expected extents: at depth 0 (the
+ * image opened) and 1 (its parent).  NOT_STORED: not in that file. */
+#define NOT_STORED G_MAXUINT64
+
+typedef struct {
+        guint32 block_size;
+        guint64 *stored[2];
+        /* A differencing image: the runs of sectors it wrote itself. */
+        gboolean differencing;
+        guint64 *child_starts;
+        guint n_child_starts;
+        gsize child_run;
+} Model;
+
 typedef struct {
         const char *name;
         char *dir;
         char *path;        /* the image opened */
         Region regions[N_REGIONS];
+        Model model;
 } Scenario;
 
 typedef struct {
@@ -96,6 +116,35 @@ open_scenario (Scenario *s)
         return file;
 }
 
+/* The extent of the byte at @offset, from the model.  Called from every
+ * thread: it only reads the model. */
+static void
+model_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
+{
+        const Model *m = user_data;
+        guint64 block = offset / m->block_size;
+        guint depth = 0;
+
+        if (m->differencing) {
+                gboolean written = FALSE;
+                for (guint i = 0; i < m->n_child_starts && !written; i++)
+                        written = offset >= m->child_starts[i] &&
+                                  offset < m->child_starts[i] + m->child_run;
+                /* What the child did not write comes from the parent. */
+                if (!written)
+                        depth = 1;
+        }
+        e->depth = depth;
+        if (m->stored[depth][block] != NOT_STORED) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->file_offset = m->stored[depth][block] + offset % m->block_size;
+        } else {
+                e->kind = VHDX_EXTENT_ZERO;
+                e->present = FALSE;
+        }
+}
+
 static gpointer
 worker_run (gpointer data)
 {
@@ -112,15 +161,15 @@ worker_run (gpointer data)
                 if (g_rand_int_range (rand, 0, 8) == 0) {
                         g_autoptr(GArray) extents = vhdx_file_map (w->file, r->offset + skip,
                                                                    len, &error);
+                        g_autoptr(GArray) expected = test_model_extents (
+                                r->offset + skip, len, 512, model_extent, &w->s->model);
                         g_assert_no_error (error);
-                        g_assert_cmpuint (extents->len, >, 0);
+                        test_assert_extents_equal (extents, expected, w->s->name);
                         continue;
                 }
                 test_assert_ok (vhdx_file_read (w->file, r->offset + skip, buf, len, &error), error);
-                if (memcmp (buf, r->expect + skip, len) != 0)
-                        g_error ("%s: %" G_GSIZE_FORMAT " bytes at %" G_GUINT64_FORMAT
-                                 " differ from a single-threaded read",
-                                 w->s->name, len, r->offset + skip);
+                test_assert_bytes_equal (buf, r->expect + skip, len, r->offset + skip,
+                                         w->s->name);
                 w->n_reads++;
                 w->n_bytes += len;
         }
@@ -154,23 +203,25 @@ test_concurrent_reads (gconstpointer data)
                         n_bytes / MiB);
 }
 
-/* The regions every thread reads, and their bytes read by one thread. */
+typedef void (*ExpectFunc) (guint64 offset, guint8 *buf, gsize length, gpointer user_data);
+
+/* The regions every thread reads, and their bytes as the scenario's oracle
+ * gives them. */
 static void
-scenario_set_regions (Scenario *s, const guint64 *starts, guint n_starts, guint64 virtual_size)
+scenario_set_regions (Scenario *s, const guint64 *starts, guint n_starts, guint64 virtual_size,
+                      ExpectFunc expect, gpointer user_data)
 {
-        g_autoptr(VhdxFile) file = open_scenario (s);
         guint with_data = 0;
 
         for (guint i = 0; i < N_REGIONS; i++) {
                 Region *r = &s->regions[i];
-                g_autoptr(GError) error = NULL;
 
                 /* Around the places that hold data, crossing block boundaries. */
                 r->offset = MIN (starts[i % n_starts] + (i / n_starts) * 160 * 1024,
                                  virtual_size - REGION_SIZE);
                 r->length = REGION_SIZE;
                 r->expect = g_malloc (r->length);
-                test_assert_ok (vhdx_file_read (file, r->offset, r->expect, r->length, &error), error);
+                expect (r->offset, r->expect, r->length, user_data);
                 for (gsize k = 0; k < r->length; k++) {
                         if (r->expect[k] != 0) {
                                 with_data++;
@@ -180,6 +231,55 @@ scenario_set_regions (Scenario *s, const guint64 *starts, guint n_starts, guint6
         }
         /* Reading holes only would race on little. */
         g_assert_cmpuint (with_data, >=, N_REGIONS / 2);
+}
+
+static void
+expect_from_disk (guint64 offset, guint8 *buf, gsize length, gpointer user_data)
+{
+        memcpy (buf, (const guint8 *) user_data + offset, length);
+}
+
+static void
+expect_from_gen (guint64 offset, guint8 *buf, gsize length, gpointer user_data)
+{
+        vhdx_gen_read_raw (user_data, offset, buf, length);
+}
+
+/* The blocks a generated image stores, where the generator put them. */
+static guint64 *
+stored_from_gen (VhdxGen *gen)
+{
+        const VhdxGenParams *params = vhdx_gen_get_params (gen);
+        guint64 n = (params->virtual_size + params->block_size - 1) / params->block_size;
+        guint64 *stored = g_new (guint64, n);
+
+        /* The blocks not written are holes (NOT_PRESENT), not zero blocks. */
+        g_assert_cmpuint (params->zero_state, ==, VHDX_PAYLOAD_NOT_PRESENT);
+        for (guint64 b = 0; b < n; b++)
+                if (!vhdx_gen_block_file_offset (gen, b, &stored[b]))
+                        stored[b] = NOT_STORED;
+        return stored;
+}
+
+/* The blocks a file made by the writer stores, from its BAT read by hand. */
+static guint64 *
+stored_from_bat (const char *path)
+{
+        TestSpecLayout layout;
+        g_autofree guint64 *entries = NULL;
+        guint64 *stored;
+
+        test_spec_read_layout (path, &layout);
+        entries = test_spec_read_payload_entries (path, &layout);
+        stored = g_new (guint64, layout.payload_blocks);
+        for (guint64 b = 0; b < layout.payload_blocks; b++) {
+                guint64 state = entries[b] & VHDX_BAT_STATE_MASK;
+                stored[b] = state == VHDX_PAYLOAD_FULLY_PRESENT ||
+                                            state == VHDX_PAYLOAD_PARTIALLY_PRESENT
+                                    ? entries[b] & VHDX_BAT_OFFSET_MASK
+                                    : NOT_STORED;
+        }
+        return stored;
 }
 
 static Scenario *
@@ -199,6 +299,9 @@ scenario_free (gpointer data)
 
         for (guint i = 0; i < N_REGIONS; i++)
                 g_free (s->regions[i].expect);
+        g_free (s->model.stored[0]);
+        g_free (s->model.stored[1]);
+        g_free (s->model.child_starts);
         test_tmpdir_free (s->dir);
         g_free (s->path);
         g_free (s);
@@ -226,7 +329,10 @@ scenario_dynamic (void)
         }
         s->path = g_build_filename (s->dir, "dynamic.vhdx", NULL);
         test_assert_ok (vhdx_gen_write_file (gen, s->path, &error), error);
-        scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size);
+        scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size,
+                              expect_from_gen, gen);
+        s->model.block_size = params.block_size;
+        s->model.stored[0] = stored_from_gen (gen);
         return s;
 }
 
@@ -251,6 +357,32 @@ write_level (const char *path, VhdxCreateParams *params, const guint64 *starts, 
         test_assert_ok (vhdx_writer_finish (w, &error), error);
 }
 
+/* Runs of a seeded pattern, each level over the one below: the model of
+ * what a chain made by write_level() holds. */
+typedef struct {
+        const guint64 *starts[2];
+        guint n[2];
+        gsize run[2];
+        guint32 seed[2];
+} Writes;
+
+static void
+expect_from_writes (guint64 offset, guint8 *buf, gsize length, gpointer user_data)
+{
+        const Writes *w = user_data;
+
+        memset (buf, 0, length);
+        for (guint level = 0; level < 2; level++) {
+                for (guint i = 0; i < w->n[level]; i++) {
+                        guint64 lo = MAX (offset, w->starts[level][i]);
+                        guint64 hi = MIN (offset + length, w->starts[level][i] + w->run[level]);
+                        if (lo < hi)
+                                vhdx_gen_pattern_fill_buffer (buf + (lo - offset), lo, hi - lo,
+                                                              w->seed[level] + i);
+                }
+        }
+}
+
 /* base <- child: 6 GiB (two chunks of sector bitmaps), runs of sectors
  * scattered in both, so that most blocks are partly present. */
 static Scenario *
@@ -264,6 +396,10 @@ scenario_differencing (void)
                 .virtual_size = 6 * GiB,
                 .block_size = MiB,
         };
+        Writes writes = { { base_starts, child_starts },
+                          { G_N_ELEMENTS (base_starts), G_N_ELEMENTS (child_starts) },
+                          { 256 * 1024, 24 * 1024 },
+                          { 10, 100 } };
 
         for (guint i = 0; i < G_N_ELEMENTS (base_starts); i++)
                 base_starts[i] = (guint64) i * (params.virtual_size / 12) + MiB - 128 * 1024;
@@ -272,15 +408,24 @@ scenario_differencing (void)
                 starts[i] = base_starts[i / 2] - 16384;
         }
         vhdx_guid_new_random (&params.data_write_guid);
-        write_level (base, &params, base_starts, G_N_ELEMENTS (base_starts), 256 * 1024, 10);
+        write_level (base, &params, base_starts, G_N_ELEMENTS (base_starts), writes.run[0],
+                     writes.seed[0]);
         params.disk_type = VHDX_DISK_TYPE_DIFFERENCING;
         params.parent_data_write_guid = params.data_write_guid;
         params.parent_relative_path = "base.vhdx";
         vhdx_guid_new_random (&params.data_write_guid);
         s->path = g_build_filename (s->dir, "child.vhdx", NULL);
-        write_level (s->path, &params, child_starts, G_N_ELEMENTS (child_starts), 24 * 1024,
-                     100);
-        scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size);
+        write_level (s->path, &params, child_starts, G_N_ELEMENTS (child_starts), writes.run[1],
+                     writes.seed[1]);
+        scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size,
+                              expect_from_writes, &writes);
+        s->model.block_size = params.block_size;
+        s->model.stored[0] = stored_from_bat (s->path);
+        s->model.stored[1] = stored_from_bat (base);
+        s->model.differencing = TRUE;
+        s->model.child_starts = g_memdup2 (child_starts, sizeof child_starts);
+        s->model.n_child_starts = G_N_ELEMENTS (child_starts);
+        s->model.child_run = writes.run[1];
         return s;
 }
 
@@ -298,6 +443,7 @@ scenario_dirty (void)
         VhdxGenParams params;
         VhdxGenLayout layout;
         VhdxGuid log_guid;
+        g_autofree guint8 *disk = NULL;
         int fd;
 
         vhdx_gen_params_init (&params);
@@ -336,7 +482,20 @@ scenario_dirty (void)
                 vhdx_gen_update_header_checksum (header);
                 g_assert_cmpint (pwrite (fd, header, sizeof header, o), ==, sizeof header);
         }
-        scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size);
+        /* The generator's disk with the log's updates, at the virtual
+         * offsets of the file offsets they were given. */
+        disk = g_malloc (params.virtual_size);
+        vhdx_gen_read_raw (gen, 0, disk, params.virtual_size);
+        for (guint i = 0; i < G_N_ELEMENTS (starts); i++) {
+                for (guint k = 0; k < 16; k++)
+                        memset (disk + starts[i] + k * 3 * 4096, 0x40 + i + k, 4096);
+                memset (disk + starts[i] + 256 * 1024, 0, 64 * 1024);
+        }
+        scenario_set_regions (s, starts, G_N_ELEMENTS (starts), params.virtual_size,
+                              expect_from_disk, disk);
+        /* The log changes no BAT entry. */
+        s->model.block_size = params.block_size;
+        s->model.stored[0] = stored_from_gen (gen);
         return s;
 }
 

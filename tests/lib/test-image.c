@@ -14,12 +14,11 @@
 #include <vhdx.h>
 
 #include "test-util.h"
+#include "vhdx-crc32c.h"
 #include "vhdx-gen.h"
 #include "vhdx-writer.h"
 
 #define MiB (G_GUINT64_CONSTANT (1) << 20)
-
-static const char GUID_PATTERN[] = "^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$";
 
 typedef struct {
         char *dir;
@@ -118,6 +117,43 @@ assert_raw_range (VhdxGen *gen, const guint8 *found, guint64 offset, gsize len)
         assert_bytes_equal (found, expected, len, offset);
 }
 
+/* @length bytes of the file at @path from @offset. */
+static guint8 *
+file_bytes (const char *path, guint64 offset, gsize length)
+{
+        guint8 *buf = g_malloc (length);
+        int fd = g_open (path, O_RDONLY, 0);
+
+        g_assert_cmpint (fd, >=, 0);
+        g_assert_cmpint (pread (fd, buf, length, (off_t) offset), ==, (gssize) length);
+        close (fd);
+        return buf;
+}
+
+/* The text of the GUID stored at @offset of the file at @path. */
+static char *
+file_guid_text (const char *path, guint64 offset)
+{
+        g_autofree guint8 *bytes = file_bytes (path, offset, 16);
+
+        return test_guid_to_text (bytes);
+}
+
+/* The generator writes both headers; the current one has the larger
+ * sequence number (MS-VHDX 2.2.2), read from the built file. */
+static guint
+current_header (const char *path, const VhdxGenLayout *layout, guint64 *sequence)
+{
+        guint64 seq[2];
+
+        for (guint i = 0; i < 2; i++) {
+                g_autofree guint8 *b = file_bytes (path, layout->header_offset[i] + 8, 8);
+                seq[i] = vhdx_get_le64 (b);
+        }
+        *sequence = MAX (seq[0], seq[1]);
+        return seq[1] > seq[0] ? 1 : 0;
+}
+
 static GAsyncResult *
 wait_for_result (GAsyncResult **slot)
 {
@@ -137,8 +173,15 @@ store_result (GObject *source, GAsyncResult *result, gpointer user_data)
 /* Opening */
 
 static void
-assert_properties (VhdxImage *image, const VhdxGenParams *params, const VhdxGenLayout *layout)
+assert_properties (VhdxImage *image, const Fixture *fixture)
 {
+        const VhdxGenParams *params = vhdx_gen_get_params (fixture->gen);
+        const VhdxGenLayout *layout = &fixture->layout;
+        g_autofree char *expected_disk_id = NULL;
+        g_autofree char *expected_data_guid = NULL;
+        g_autofree char *expected_file_guid = NULL;
+        guint64 sequence;
+        guint current;
         g_autoptr (GFile) file = NULL;
         g_autoptr (VhdxImage) parent = NULL;
         g_autofree char *virtual_disk_id = NULL;
@@ -175,13 +218,19 @@ assert_properties (VhdxImage *image, const VhdxGenParams *params, const VhdxGenL
         g_assert_null (parent);
         g_assert_null (vhdx_image_get_parent_locator (image));
         g_assert_cmpuint (depth, ==, 0);
-        g_assert_true (g_regex_match_simple (GUID_PATTERN, virtual_disk_id, 0, 0));
-        g_assert_true (g_regex_match_simple (GUID_PATTERN, vhdx_image_get_data_write_guid (image),
-                                             0, 0));
-        g_assert_true (g_regex_match_simple (GUID_PATTERN, vhdx_image_get_file_write_guid (image),
-                                             0, 0));
-        g_assert_cmpstr (vhdx_image_get_data_write_guid (image), !=,
-                         vhdx_image_get_file_write_guid (image));
+        /* The GUIDs as the generator stored them: VirtualDiskId in its
+         * metadata item, FileWriteGuid and DataWriteGuid at bytes 16 and 32
+         * of the current header. */
+        current = current_header (fixture->path, layout, &sequence);
+        expected_disk_id = file_guid_text (
+                fixture->path, layout->metadata_item_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_ID]);
+        expected_file_guid = file_guid_text (fixture->path, layout->header_offset[current] + 16);
+        expected_data_guid = file_guid_text (fixture->path, layout->header_offset[current] + 32);
+        g_assert_cmpstr (virtual_disk_id, ==, expected_disk_id);
+        g_assert_cmpstr (vhdx_image_get_virtual_disk_id (image), ==, expected_disk_id);
+        g_assert_cmpstr (vhdx_image_get_data_write_guid (image), ==, expected_data_guid);
+        g_assert_cmpstr (vhdx_image_get_file_write_guid (image), ==, expected_file_guid);
+        g_assert_cmpstr (expected_data_guid, !=, expected_file_guid);
 }
 
 static void
@@ -189,7 +238,7 @@ test_open_sync (Fixture *fixture, gconstpointer data)
 {
         g_autoptr (VhdxImage) image = open_fixture (fixture);
 
-        assert_properties (image, vhdx_gen_get_params (fixture->gen), &fixture->layout);
+        assert_properties (image, fixture);
         g_assert_cmpint (vhdx_image_get_flags (image), ==, VHDX_OPEN_FLAGS_NONE);
         g_assert_null (vhdx_image_get_parent_file (image));
 }
@@ -207,7 +256,7 @@ test_open_sector_4k (void)
         params.block_size = 1 * MiB;
         fixture_set_up_with (&fixture, &params);
         image = open_fixture (&fixture);
-        assert_properties (image, &params, &fixture.layout);
+        assert_properties (image, &fixture);
         g_clear_object (&image);
         fixture_tear_down (&fixture, NULL);
 }
@@ -225,7 +274,7 @@ test_open_async (Fixture *fixture, gconstpointer data)
         image = vhdx_image_new_finish (wait_for_result (&result), &error);
         g_assert_no_error (error);
         g_assert_true (VHDX_IS_IMAGE (image));
-        assert_properties (image, vhdx_gen_get_params (fixture->gen), &fixture->layout);
+        assert_properties (image, fixture);
 }
 
 static void
@@ -697,6 +746,9 @@ test_check_open_findings (Fixture *fixture, gconstpointer data)
         g_autoptr (GPtrArray) problems = NULL;
         g_autoptr (VhdxImage) image = NULL;
         g_autoptr (VhdxProblem) copy = NULL;
+        g_autofree guint8 *header = NULL;
+        g_autofree char *checksums = NULL;
+        guint32 stored;
         guint8 byte;
         VhdxProblem *problem;
         int fd;
@@ -709,17 +761,25 @@ test_check_open_findings (Fixture *fixture, gconstpointer data)
         g_assert_cmpint (pwrite (fd, &byte, 1, (off_t) fixture->layout.header_offset[0] + 1000),
                          ==, 1);
         close (fd);
+        /* The checksum stored in header 1 and the one of its damaged bytes. */
+        header = file_bytes (fixture->path, fixture->layout.header_offset[0], 4096);
+        stored = vhdx_get_le32 (header + 4);
+        memset (header + 4, 0, 4);
+        checksums = g_strdup_printf ("stored checksum 0x%08x, computed 0x%08x", stored,
+                                     vhdx_crc32c (0, header, 4096));
 
         image = open_fixture (fixture);
         problems = vhdx_image_check (image, NULL, &error);
         g_assert_no_error (error);
-        g_assert_cmpuint (problems->len, >=, 1);
+        g_assert_cmpuint (problems->len, ==, 1);
         problem = g_ptr_array_index (problems, 0);
         g_assert_cmpint (vhdx_problem_get_severity (problem), ==, VHDX_SEVERITY_WARNING);
         g_assert_cmpuint (vhdx_problem_get_offset (problem), ==,
                           fixture->layout.header_offset[0]);
-        g_assert_nonnull (strstr (vhdx_problem_get_structure (problem), "1"));
-        g_assert_cmpstr (vhdx_problem_get_message (problem), !=, "");
+        g_assert_cmpstr (vhdx_problem_get_structure (problem), ==, "header 1");
+        if (strstr (vhdx_problem_get_message (problem), checksums) == NULL)
+                g_error ("the problem \"%s\" does not quote \"%s\"",
+                         vhdx_problem_get_message (problem), checksums);
         copy = vhdx_problem_copy (problem);
         g_assert_cmpstr (vhdx_problem_get_message (copy), ==, vhdx_problem_get_message (problem));
 }
@@ -746,6 +806,12 @@ test_json (Fixture *fixture, gconstpointer data)
         JsonObject *specific;
         JsonObject *details;
         GStatBuf st;
+        const VhdxGenParams *params = vhdx_gen_get_params (fixture->gen);
+        g_autofree char *expected_disk_id = NULL;
+        g_autofree char *expected_data_guid = NULL;
+        g_autofree char *expected_file_guid = NULL;
+        guint64 sequence;
+        guint current;
 
         g_assert_no_error (error);
         g_assert_true (JSON_NODE_HOLDS_OBJECT (node));
@@ -756,8 +822,10 @@ test_json (Fixture *fixture, gconstpointer data)
                 g_assert_true (json_object_has_member (object, keys[i]));
         g_assert_cmpstr (json_object_get_string_member (object, "filename"), ==, fixture->path);
         g_assert_cmpstr (json_object_get_string_member (object, "format"), ==, "vhdx");
-        g_assert_cmpint (json_object_get_int_member (object, "virtual-size"), ==, 64 * MiB);
-        g_assert_cmpint (json_object_get_int_member (object, "cluster-size"), ==, 2 * MiB);
+        g_assert_cmpint (json_object_get_int_member (object, "virtual-size"), ==,
+                         (gint64) params->virtual_size);
+        g_assert_cmpint (json_object_get_int_member (object, "cluster-size"), ==,
+                         params->block_size);
         g_assert_false (json_object_get_boolean_member (object, "dirty-flag"));
         g_assert_cmpint (g_stat (fixture->path, &st), ==, 0);
         g_assert_cmpint (json_object_get_int_member (object, "actual-size"), ==,
@@ -769,12 +837,33 @@ test_json (Fixture *fixture, gconstpointer data)
         g_assert_cmpuint (json_object_get_size (details), ==, G_N_ELEMENTS (data_keys));
         for (gsize i = 0; i < G_N_ELEMENTS (data_keys); i++)
                 g_assert_true (json_object_has_member (details, data_keys[i]));
+        /* The generator's parameters and record, and the bytes it wrote. */
+        current = current_header (fixture->path, &fixture->layout, &sequence);
+        expected_disk_id = file_guid_text (
+                fixture->path,
+                fixture->layout.metadata_item_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_ID]);
+        expected_file_guid = file_guid_text (fixture->path,
+                                             fixture->layout.header_offset[current] + 16);
+        expected_data_guid = file_guid_text (fixture->path,
+                                             fixture->layout.header_offset[current] + 32);
         g_assert_cmpstr (json_object_get_string_member (details, "disk-type"), ==, "dynamic");
+        g_assert_cmpint (json_object_get_int_member (details, "logical-sector-size"), ==,
+                         params->logical_sector_size);
+        g_assert_cmpint (json_object_get_int_member (details, "physical-sector-size"), ==,
+                         params->physical_sector_size);
         g_assert_cmpstr (json_object_get_string_member (details, "virtual-disk-id"), ==,
-                         vhdx_image_get_virtual_disk_id (image));
+                         expected_disk_id);
+        g_assert_cmpstr (json_object_get_string_member (details, "data-write-guid"), ==,
+                         expected_data_guid);
+        g_assert_cmpstr (json_object_get_string_member (details, "file-write-guid"), ==,
+                         expected_file_guid);
+        g_assert_cmpstr (json_object_get_string_member (details, "creator"), ==,
+                         VHDX_GEN_CREATOR);
         g_assert_cmpstr (json_object_get_string_member (details, "log-state"), ==, "clean");
         g_assert_cmpint (json_object_get_int_member (details, "allocated-bytes"), ==,
-                         (gint64) vhdx_image_get_allocated_size (image));
+                         (gint64) (fixture->layout.allocated_blocks * params->block_size));
+        g_assert_cmpint (json_object_get_int_member (details, "header-sequence"), ==,
+                         (gint64) sequence);
 }
 
 /* Differencing images */
@@ -784,6 +873,7 @@ typedef struct {
         char *base_path;
         char *child_path;
         guint64 size;
+        char *base_guid;        /* the base's DataWriteGuid, as the test chose it */
 } Chain;
 
 static void
@@ -791,6 +881,7 @@ chain_free (Chain *chain)
 {
         g_free (chain->base_path);
         g_free (chain->child_path);
+        g_free (chain->base_guid);
         test_tmpdir_free (chain->dir);
         g_free (chain);
 }
@@ -815,13 +906,17 @@ write_image (const char *path, const VhdxCreateParams *params, guint64 offset, g
         test_assert_ok (vhdx_writer_finish (writer, &error), error);
 }
 
-/* A base with a run of pattern 1, and a child with a run of pattern 2 over part of it. */
+/* The DataWriteGuids the chain's images are given. */
+#define BASE_GUID "5B0E7C41-2D9A-4F36-8C1E-A47B3D92F605"
+#define CHILD_GUID "E2C94A17-60B3-4D8F-9A25-1F7C0B6D3E48"
+
+/* A base with a run of pattern 1, and a child with a run of pattern 2 over
+ * part of it.  The base's DataWriteGuid is chosen here, and the child names
+ * it as its parent. */
 static Chain *
 chain_new (void)
 {
         g_autoptr (Chain) chain = g_new0 (Chain, 1);
-        g_autoptr (VhdxImage) base = NULL;
-        g_autoptr (GError) error = NULL;
         VhdxCreateParams base_params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
                 .virtual_size = 16 * MiB,
@@ -833,17 +928,28 @@ chain_new (void)
         chain->size = base_params.virtual_size;
         chain->base_path = g_build_filename (chain->dir, "base.vhdx", NULL);
         chain->child_path = g_build_filename (chain->dir, "child.avhdx", NULL);
+        base_params.data_write_guid = vhdx_gen_guid_from_text (BASE_GUID);
+        chain->base_guid = g_ascii_strdown (BASE_GUID, -1);
         write_image (chain->base_path, &base_params, 2 * MiB, 4 * MiB, 1);
 
-        base = open_path (chain->base_path, &error);
-        g_assert_no_error (error);
         child_params.disk_type = VHDX_DISK_TYPE_DIFFERENCING;
-        g_assert_true (vhdx_guid_from_string (vhdx_image_get_data_write_guid (base),
-                                              &child_params.parent_data_write_guid));
+        child_params.parent_data_write_guid = base_params.data_write_guid;
+        child_params.data_write_guid = vhdx_gen_guid_from_text (CHILD_GUID);
         child_params.parent_relative_path = "base.vhdx";
         child_params.parent_absolute_path = chain->base_path;
         write_image (chain->child_path, &child_params, 3 * MiB + 4096, 1 * MiB, 2);
         return g_steal_pointer (&chain);
+}
+
+/* The bytes the base of a chain made by chain_new() reads as. */
+static void
+chain_base_expected (guint64 offset, guint8 *buf, gsize length)
+{
+        for (gsize i = 0; i < length; i++) {
+                guint64 at = offset + i;
+
+                buf[i] = at >= 2 * MiB && at < 6 * MiB ? vhdx_gen_pattern_byte (at, 1) : 0;
+        }
 }
 
 /* The bytes a chain made by chain_new() reads as. */
@@ -862,7 +968,7 @@ chain_expected (guint64 offset, guint8 *buf, gsize length)
         }
 }
 
-/* Opens the child of a chain, or skips the test when the engine cannot yet. */
+/* Opens the child of a chain. */
 static VhdxImage *
 open_child (Chain *chain, GFile *parent_file)
 {
@@ -871,12 +977,84 @@ open_child (Chain *chain, GFile *parent_file)
         VhdxImage *image = g_initable_new (VHDX_TYPE_IMAGE, NULL, &error, "file", file,
                                            "parent-file", parent_file, NULL);
 
-        if (g_error_matches (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED)) {
-                g_test_skip (error->message);
-                return NULL;
-        }
         g_assert_no_error (error);
+        g_assert_nonnull (image);
         return image;
+}
+
+/* The chain of chain_new() as the test knows it: the base stores blocks 2
+ * to 5 whole (a dynamic image allocates the blocks written to), the child
+ * the sectors of [3 MiB + 4 KiB, 4 MiB + 4 KiB); where, the BATs read by
+ * hand tell. */
+typedef struct {
+        guint64 *base_bat;
+        guint64 *child_bat;
+} ChainModel;
+
+static void
+chain_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
+{
+        const ChainModel *m = user_data;
+        guint64 block = offset / MiB;
+
+        if (offset >= 3 * MiB + 4096 && offset < 4 * MiB + 4096) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->depth = 0;
+                e->file_offset = (m->child_bat[block] & VHDX_BAT_OFFSET_MASK) + offset % MiB;
+        } else if (block >= 2 && block < 6) {
+                e->kind = VHDX_EXTENT_DATA;
+                e->present = TRUE;
+                e->depth = 1;
+                e->file_offset = (m->base_bat[block] & VHDX_BAT_OFFSET_MASK) + offset % MiB;
+        } else {
+                /* A hole, found at the parent. */
+                e->kind = VHDX_EXTENT_ZERO;
+                e->present = FALSE;
+                e->depth = 1;
+        }
+}
+
+static void
+assert_chain_extents (Chain *chain, GPtrArray *extents)
+{
+        g_autoptr (GArray) found = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
+        g_autoptr (GArray) expected = NULL;
+        g_autofree guint64 *base_bat = NULL;
+        g_autofree guint64 *child_bat = NULL;
+        TestSpecLayout base_layout, child_layout;
+        ChainModel m;
+
+        test_spec_read_layout (chain->base_path, &base_layout);
+        test_spec_read_layout (chain->child_path, &child_layout);
+        base_bat = test_spec_read_payload_entries (chain->base_path, &base_layout);
+        child_bat = test_spec_read_payload_entries (chain->child_path, &child_layout);
+        for (guint64 b = 0; b < 16; b++) {
+                g_assert_cmpuint (base_bat[b] & VHDX_BAT_STATE_MASK, ==,
+                                  b >= 2 && b < 6 ? VHDX_PAYLOAD_FULLY_PRESENT
+                                                  : VHDX_PAYLOAD_NOT_PRESENT);
+                g_assert_cmpuint (child_bat[b] & VHDX_BAT_STATE_MASK, ==,
+                                  b == 3 || b == 4 ? VHDX_PAYLOAD_PARTIALLY_PRESENT
+                                                   : VHDX_PAYLOAD_NOT_PRESENT);
+        }
+        m.base_bat = base_bat;
+        m.child_bat = child_bat;
+        expected = test_model_extents (0, chain->size, 512, chain_extent, &m);
+        for (guint i = 0; i < extents->len; i++) {
+                VhdxExtent *extent = g_ptr_array_index (extents, i);
+                VhdxMapExtent e = {
+                        .offset = vhdx_extent_get_offset (extent),
+                        .length = vhdx_extent_get_length (extent),
+                        .kind = vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA
+                                        ? VHDX_EXTENT_DATA
+                                        : VHDX_EXTENT_ZERO,
+                        .present = vhdx_extent_is_present (extent),
+                        .file_offset = vhdx_extent_get_file_offset (extent),
+                        .depth = vhdx_extent_get_depth (extent),
+                };
+                g_array_append_val (found, e);
+        }
+        test_assert_extents_equal (found, expected, "the child's extents");
 }
 
 static void
@@ -887,28 +1065,24 @@ test_parent (void)
         g_autoptr (VhdxImage) parent = NULL;
         g_autoptr (VhdxImage) parent_again = NULL;
         g_autoptr (VhdxImage) from_property = NULL;
-        g_autoptr (VhdxImage) base = NULL;
         g_autoptr (GHashTable) locator = NULL;
         g_autoptr (GError) error = NULL;
         g_autoptr (GBytes) bytes = NULL;
         g_autoptr (GPtrArray) extents = NULL;
         g_autofree char *parent_path = NULL;
         g_autofree char *linkage = NULL;
+        g_autofree char *child_guid = g_ascii_strdown (CHILD_GUID, -1);
         g_autofree guint8 *expected = NULL;
-        gboolean from_parent = FALSE;
 
-        if (child == NULL)
-                return;
         g_assert_true (vhdx_image_has_parent (child));
         g_assert_cmpint (vhdx_image_get_disk_type (child), ==, VHDX_DISK_TYPE_DIFFERENCING);
         g_assert_cmpuint (vhdx_image_get_chain_depth (child), ==, 1);
+        g_assert_cmpstr (vhdx_image_get_data_write_guid (child), ==, child_guid);
 
-        base = open_path (chain->base_path, &error);
-        g_assert_no_error (error);
         g_object_get (child, "parent-locator", &locator, "parent", &from_property, NULL);
         g_assert_nonnull (locator);
         /* The locator's values are as stored: a GUID in braces, in any case. */
-        linkage = g_strdup_printf ("{%s}", vhdx_image_get_data_write_guid (base));
+        linkage = g_strdup_printf ("{%s}", chain->base_guid);
         g_assert_cmpint (g_ascii_strcasecmp (g_hash_table_lookup (locator, "parent_linkage"),
                                              linkage),
                          ==, 0);
@@ -923,20 +1097,12 @@ test_parent (void)
         g_assert_cmpstr (parent_path, ==, chain->base_path);
         g_assert_false (vhdx_image_has_parent (parent));
         g_assert_cmpuint (vhdx_image_get_chain_depth (parent), ==, 0);
-        g_assert_cmpstr (vhdx_image_get_data_write_guid (parent), ==,
-                         vhdx_image_get_data_write_guid (base));
+        g_assert_cmpstr (vhdx_image_get_data_write_guid (parent), ==, chain->base_guid);
         g_assert_cmpuint (vhdx_image_get_allocated_size (parent), ==, 4 * MiB);
 
         extents = vhdx_image_get_extents (child, 0, chain->size, NULL, &error);
         g_assert_no_error (error);
-        for (guint i = 0; i < extents->len; i++) {
-                VhdxExtent *extent = g_ptr_array_index (extents, i);
-
-                if (vhdx_extent_get_depth (extent) == 1 &&
-                    vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA)
-                        from_parent = TRUE;
-        }
-        g_assert_true (from_parent);
+        assert_chain_extents (chain, extents);
 
         g_clear_object (&child);
         g_clear_object (&from_property);
@@ -944,12 +1110,14 @@ test_parent (void)
         bytes = vhdx_image_read_bytes (parent, 0, chain->size, NULL, &error);
         g_assert_no_error (error);
         g_assert_cmpuint (g_bytes_get_size (bytes), ==, chain->size);
+        expected = g_malloc (chain->size);
+        chain_base_expected (0, expected, chain->size);
+        assert_bytes_equal (g_bytes_get_data (bytes, NULL), expected, chain->size, 0);
         g_clear_pointer (&bytes, g_bytes_unref);
 
         child = open_child (chain, NULL);
         bytes = vhdx_image_read_bytes (child, 0, chain->size, NULL, &error);
         g_assert_no_error (error);
-        expected = g_malloc (chain->size);
         chain_expected (0, expected, chain->size);
         assert_bytes_equal (g_bytes_get_data (bytes, NULL), expected, chain->size, 0);
 }
@@ -973,17 +1141,11 @@ test_parent_file (void)
         g_assert_cmpint (g_rename (chain->base_path, moved), ==, 0);
 
         child = vhdx_image_new (child_file, VHDX_OPEN_FLAGS_NONE, NULL, &error);
-        if (g_error_matches (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED)) {
-                g_test_skip (error->message);
-                return;
-        }
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND);
         g_assert_null (child);
         g_clear_error (&error);
 
         child = open_child (chain, moved_file);
-        if (child == NULL)
-                return;
         g_assert_true (vhdx_image_get_parent_file (child) == moved_file);
         parent = vhdx_image_dup_parent (child);
         parent_path = g_file_get_path (vhdx_image_get_file (parent));
