@@ -9,7 +9,7 @@
  */
 #include "test-util.h"
 #include "vhdx-gen.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,7 +107,7 @@ scan (const char *path, gboolean skip, ScanResult *r)
         g_autoptr(GError) error = NULL;
         g_autoptr(VhdxFile) file = NULL;
         g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_finding_free);
+                (GDestroyNotify) vhdx_problem_free);
         g_autoptr(GString) text = g_string_new (NULL);
         CountingIo *io = counting_io_new (open_fd_io (path, O_RDONLY), skip);
         guint64 before;
@@ -119,7 +119,7 @@ scan (const char *path, gboolean skip, ScanResult *r)
         test_assert_ok (vhdx_file_check (file, problems, &error), error);
         r->bytes_read = io->bytes_read - before;
         for (guint i = 0; i < problems->len; i++) {
-                const VhdxFinding *p = g_ptr_array_index (problems, i);
+                const VhdxProblem *p = g_ptr_array_index (problems, i);
                 g_string_append_printf (text, "%d %s %" G_GUINT64_FORMAT " %s\n", p->severity,
                                         p->structure, p->offset, p->message);
         }
@@ -153,7 +153,7 @@ static void
 write_image (const char *path, guint64 virtual_size, const guint64 *blocks, guint n_blocks)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxWriter) writer = NULL;
+        g_autoptr(VhdxCreator) writer = NULL;
         g_autofree guint8 *data = g_malloc (SECTOR);
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
@@ -164,13 +164,13 @@ write_image (const char *path, guint64 virtual_size, const guint64 *blocks, guin
 
         memset (data, 0xa5, SECTOR);
         test_assert_ok (vhdx_create_params_resolve (&params, &error), error);
-        writer = vhdx_writer_new (io, &params, &error);
+        writer = vhdx_creator_new (io, &params, &error);
         g_assert_no_error (error);
         for (guint i = 0; i < n_blocks; i++) {
-                test_assert_ok (vhdx_writer_write (writer, blocks[i] * MiB, data, SECTOR, &error), error);
+                test_assert_ok (vhdx_creator_write (writer, blocks[i] * MiB, data, SECTOR, &error), error);
         }
-        test_assert_ok (vhdx_writer_finish (writer, &error), error);
-        g_clear_pointer (&writer, vhdx_writer_free);
+        test_assert_ok (vhdx_creator_finish (writer, &error), error);
+        g_clear_pointer (&writer, vhdx_creator_free);
         vhdx_io_free (io);
 }
 

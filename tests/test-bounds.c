@@ -40,18 +40,16 @@
 typedef struct {
         gsize heap_before;
         guint64 checksummed_before;
-        VhdxIo *io; /* counting, or NULL */
+        TestIoCounts io; /* what a counting VhdxIo counts into */
 } Measure;
 
 static void
-measure_start (Measure *m, VhdxIo *io)
+measure_start (Measure *m)
 {
         m->heap_before = test_alloc_current ();
         test_alloc_reset_peak ();
         m->checksummed_before = vhdx_crc32c_get_bytes_checksummed ();
-        m->io = io;
-        if (io != NULL)
-                test_counting_io_reset (io);
+        memset (&m->io, 0, sizeof m->io);
 }
 
 /* The work done since measure_start(); the heap peak is checked against @budget. */
@@ -67,8 +65,7 @@ measure_end (const Measure *m, gsize budget, const char *what, Work *work)
         memset (work, 0, sizeof *work);
         work->heap_peak = test_alloc_available () ? test_alloc_peak () - m->heap_before : 0;
         work->checksummed = vhdx_crc32c_get_bytes_checksummed () - m->checksummed_before;
-        if (m->io != NULL)
-                test_counting_io_get (m->io, &work->io);
+        test_io_counts_get (&m->io, &work->io);
         g_test_message ("%s: read %" G_GUINT64_FORMAT " bytes in %" G_GUINT64_FORMAT
                         " preads, checksummed %" G_GUINT64_FORMAT " bytes, heap peak %"
                         G_GSIZE_FORMAT " KiB",
@@ -89,17 +86,16 @@ write_hostile (const char *dir, VhdxHostileKind kind, VhdxHostileImage *image)
         return path;
 }
 
-/* Open @path read-only through a counting VhdxIo, returned in @counting (owned by the file). */
+/* Open @path read-only through a VhdxIo counting into @m, and start measuring. */
 static VhdxFile *
 open_counted (const char *path, Measure *m, GError **error)
 {
         int fd = open (path, O_RDONLY | O_CLOEXEC);
-        VhdxIo *io;
 
         g_assert_cmpint (fd, >=, 0);
-        io = test_counting_io_new (vhdx_io_new_fd (fd, TRUE), TRUE);
-        measure_start (m, io);
-        return vhdx_file_open (io, VHDX_OPEN_FLAGS_NONE, error);
+        measure_start (m);
+        return vhdx_file_open (test_counting_io_new (vhdx_io_new_fd (fd, TRUE), TRUE, &m->io),
+                               VHDX_OPEN_FLAGS_NONE, error);
 }
 
 static void
@@ -120,7 +116,7 @@ test_huge_virtual_disk (void)
         file = open_counted (path, &m, &error);
         g_assert_no_error (error);
         measure_end (&m, OPEN_BUDGET, "open a 64 TiB disk", &work);
-        g_assert_cmpuint (vhdx_file_get_info (file)->bat_entries, ==,
+        g_assert_cmpuint (vhdx_file_get_info (file)->geometry.bat_entries, ==,
                           blocks + (blocks - 1) / 4096);
         /* Open reads the fixed structures, not the 512 MiB BAT. */
         g_assert_cmpuint (work.io.bytes_read, <=, OPEN_READ_BUDGET);
@@ -128,7 +124,7 @@ test_huge_virtual_disk (void)
         /* Reads load the BAT pages they need, not the BAT: one page of
          * VHDX_BAT_PAGE_ENTRIES entries for the last MiB, which is not stored. */
         memset (buf, 0xee, MiB);
-        measure_start (&m, m.io);
+        measure_start (&m);
         test_assert_ok (vhdx_file_read (file, 64 * VHDX_TiB - MiB, buf, MiB, &error), error);
         measure_end (&m, OPEN_BUDGET, "read the end of a 64 TiB disk", &work);
         g_assert_cmpuint (work.io.bytes_read, <=, VHDX_BAT_PAGE_ENTRIES * VHDX_BAT_ENTRY_SIZE);
@@ -263,7 +259,7 @@ test_locator_shared_value (void)
                 vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH, 65534);
         }
 
-        measure_start (&m, NULL);
+        measure_start (&m);
         entries = read_locator (l, &error);
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
         g_assert_null (entries);
@@ -290,7 +286,7 @@ test_locator_many_keys (void)
         }
         g_assert_cmpuint (l->used, <=, l->length);
 
-        measure_start (&m, NULL);
+        measure_start (&m);
         entries = read_locator (l, &error);
         g_assert_no_error (error);
         g_assert_cmpuint (entries->len, ==, count);

@@ -13,7 +13,7 @@
 
 #include "test-util.h"
 #include "vhdx-gen.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -160,16 +160,16 @@ model_fill (Chain *c, guint64 offset, guint8 *buf, gsize count)
         model_range (c, offset, count, buf, NULL);
 }
 
-static VhdxWriter *
+static VhdxCreator *
 writer_for (const char *path, VhdxCreateParams *params, VhdxIo **io)
 {
         g_autoptr(GError) error = NULL;
         int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        VhdxWriter *w;
+        VhdxCreator *w;
 
         g_assert_cmpint (fd, >=, 0);
         *io = vhdx_io_new_fd (fd, TRUE);
-        w = vhdx_writer_new (*io, params, &error);
+        w = vhdx_creator_new (*io, params, &error);
         g_assert_no_error (error);
         return w;
 }
@@ -177,7 +177,7 @@ writer_for (const char *path, VhdxCreateParams *params, VhdxIo **io)
 /* Write @count random sector runs (and @full_blocks whole blocks) of level
  * @level's pattern through @w, recording them. */
 static void
-write_runs (Chain *c, VhdxWriter *w, Level *l, guint level, GRand *rand, guint count,
+write_runs (Chain *c, VhdxCreator *w, Level *l, guint level, GRand *rand, guint count,
             guint full_blocks)
 {
         g_autoptr(GError) error = NULL;
@@ -200,7 +200,7 @@ write_runs (Chain *c, VhdxWriter *w, Level *l, guint level, GRand *rand, guint c
                 }
                 buf = g_malloc (r.length);
                 vhdx_gen_pattern_fill_buffer (buf, r.offset, r.length, level_seed (level));
-                test_assert_ok (vhdx_writer_write (w, r.offset, buf, r.length, &error), error);
+                test_assert_ok (vhdx_creator_write (w, r.offset, buf, r.length, &error), error);
                 g_array_append_val (l->runs, r);
                 if (l->allocated != NULL) {
                         for (guint64 b = r.offset / c->block_size;
@@ -226,7 +226,7 @@ static void
 add_base (Chain *c, GRand *rand, guint runs, guint full_blocks)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         Level *l = level_new (c, "base.vhdx");
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
@@ -240,7 +240,7 @@ add_base (Chain *c, GRand *rand, guint runs, guint full_blocks)
         l->data_write_guid = params.data_write_guid;
         w = writer_for (l->path, &params, &io);
         write_runs (c, w, l, 0, rand, runs, full_blocks);
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
         g_ptr_array_add (c->levels, l);
 }
 
@@ -248,7 +248,7 @@ static void
 add_child (Chain *c, GRand *rand, guint runs, guint full_blocks)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         guint level = c->levels->len;
         g_autofree char *name = g_strdup_printf ("child-%u.vhdx", level);
         Level *parent = top (c);
@@ -270,7 +270,7 @@ add_child (Chain *c, GRand *rand, guint runs, guint full_blocks)
         l->data_write_guid = params.data_write_guid;
         w = writer_for (l->path, &params, &io);
         write_runs (c, w, l, level, rand, runs, full_blocks);
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
         g_ptr_array_add (c->levels, l);
 }
 
@@ -278,7 +278,7 @@ static VhdxFile *
 open_top (Chain *c, GError **error)
 {
         VhdxOpenOptions options = { .path = top (c)->path };
-        VhdxIo *io = vhdx_io_open_file (top (c)->path, error);
+        VhdxIo *io = vhdx_io_open_path (top (c)->path, FALSE, error);
 
         if (io == NULL)
                 return NULL;
@@ -562,7 +562,7 @@ chain_many_chunks_new (void)
 {
         Chain *c = chain_new (9 * GiB - 512, 256 * MiB, 512);
         g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         g_autoptr(GRand) rand = g_rand_new_with_seed (5);
         g_autoptr(VhdxIo) io = NULL;
         g_autofree char *parent_name = NULL;
@@ -592,11 +592,11 @@ chain_many_chunks_new (void)
                 g_autofree guint8 *buf = g_malloc (runs[i].length);
                 vhdx_gen_pattern_fill_buffer (buf, runs[i].offset, runs[i].length,
                                               level_seed (1));
-                test_assert_ok (vhdx_writer_write (w, runs[i].offset, buf, runs[i].length,
+                test_assert_ok (vhdx_creator_write (w, runs[i].offset, buf, runs[i].length,
                                                   &error), error);
                 g_array_append_val (child->runs, runs[i]);
         }
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
         g_ptr_array_add (c->levels, child);
         return c;
 }
@@ -641,7 +641,7 @@ test_many_chunks (gconstpointer data)
         {
                 g_autoptr(VhdxFile) file = open_top (c, &error);
                 g_assert_no_error (error);
-                g_assert_cmpuint (vhdx_file_get_info (file)->chunk_ratio, ==, cr);
+                g_assert_cmpuint (vhdx_file_get_info (file)->geometry.chunk_ratio, ==, cr);
                 check_chain (c);
                 assert_map (c, file, 512 * MiB);
         }
@@ -689,7 +689,7 @@ test_writer_libvhdi (void)
                 g_autoptr(Chain) c = chain_new (30 * MiB + 512, 2 * MiB, 512);
                 g_autoptr(GRand) rand = g_rand_new_with_seed (40 + t);
                 g_autoptr(GError) error = NULL;
-                g_autoptr(VhdxWriter) w = NULL;
+                g_autoptr(VhdxCreator) w = NULL;
                 g_autoptr(VhdxIo) io = NULL;
                 Level *l = level_new (c, "image.vhdx");
                 VhdxCreateParams params = {
@@ -701,7 +701,7 @@ test_writer_libvhdi (void)
 
                 w = writer_for (l->path, &params, &io);
                 write_runs (c, w, l, 0, rand, 25, 1);
-                test_assert_ok (vhdx_writer_finish (w, &error), error);
+                test_assert_ok (vhdx_creator_finish (w, &error), error);
                 if (types[t] == VHDX_DISK_TYPE_FIXED) {
                         /* A fixed image stores every block. */
                         for (guint64 b = 0; b * c->block_size < c->virtual_size; b++)
@@ -753,7 +753,7 @@ test_parent_explicit (void)
         VhdxFile *file;
 
         g_assert_cmpint (g_rename (base->path, moved), ==, 0);
-        file = vhdx_file_open_full (vhdx_io_open_file (top (c)->path, NULL), VHDX_OPEN_FLAGS_NONE,
+        file = vhdx_file_open_full (vhdx_io_open_path (top (c)->path, FALSE, NULL), VHDX_OPEN_FLAGS_NONE,
                                     &options, &error);
         g_assert_no_error (error);
         g_assert_cmpstr (vhdx_file_get_parent_path (file), ==, moved);
@@ -790,7 +790,7 @@ test_parent_mismatch (void)
         /* Unless the caller allows it. */
         {
                 VhdxOpenOptions options = { .path = top (c)->path, .allow_parent_mismatch = TRUE };
-                file = vhdx_file_open_full (vhdx_io_open_file (top (c)->path, NULL),
+                file = vhdx_file_open_full (vhdx_io_open_path (top (c)->path, FALSE, NULL),
                                             VHDX_OPEN_FLAGS_NONE, &options, &error);
                 g_assert_no_error (error);
                 g_assert_nonnull (vhdx_file_get_parent (file));
@@ -846,7 +846,7 @@ test_loop (void)
 {
         g_autoptr(Chain) c = chain_new (8 * MiB, MiB, 512);
         g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         g_autoptr(VhdxFile) file = NULL;
         Level *l = level_new (c, "self.vhdx");
         VhdxCreateParams params = {
@@ -861,7 +861,7 @@ test_loop (void)
         vhdx_guid_new_random (&params.data_write_guid);
         params.parent_data_write_guid = params.data_write_guid;
         w = writer_for (l->path, &params, &io);
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
         g_ptr_array_add (c->levels, l);
         file = open_top (c, &error);
         g_assert_null (file);

@@ -381,6 +381,9 @@ class Tests:
         expect_equal(result.returncode, 1, 'check without the parent cannot check')
         expect_equal(cat_sha256('--parent', moved, child), sha256(mod_raw), '--parent')
         ok([TOOL, 'map', '--parent', moved, child])
+        info = json.loads(ok([TOOL, 'info', '--json', '--parent', moved, child]).stdout)
+        expect_equal((info['backing-filename'], info['full-backing-filename']),
+                     ('base.vhdx', os.path.realpath(moved)), '--parent: the backing file names')
         ok([TOOL, 'check', '--parent', moved, child])
         out = self.path('override.raw')
         ok([TOOL, 'convert', '--source-parent', moved, child, out])
@@ -421,6 +424,11 @@ class Tests:
         expect_equal(len(chain), 3, 'images in the chain')
         expect_equal(chain[0]['full-backing-filename'], os.path.realpath(child), 'first parent')
         expect_equal(chain[1]['full-backing-filename'], os.path.realpath(base), 'second parent')
+        # backing-filename: the parent as the locator names it, its relative_path.
+        expect_equal([c.get('backing-filename') for c in chain],
+                     ['..\\child.avhdx', 'base.vhdx', None], 'backing-filename')
+        expect_equal([c['filename'] for c in chain],
+                     [grand, os.path.realpath(child), os.path.realpath(base)], 'filename')
         expect('full-backing-filename' not in chain[2], 'the base has no parent')
         expect_equal([c['format-specific']['data']['disk-type'] for c in chain],
                      ['differencing', 'differencing', 'dynamic'], 'disk types')

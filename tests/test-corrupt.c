@@ -11,6 +11,7 @@
 #include "vhdx-crc32c.h"
 #include "vhdx-gen.h"
 #include "vhdx-reader.h"
+#include "vhdx-map.h"
 
 /* A GUID no implementation knows. */
 #define UNKNOWN_GUID_TEXT "3F2504E0-4F89-11D3-9A0C-0305E82C3301"
@@ -199,8 +200,8 @@ checksum_text (Image *image, guint64 offset, gsize length)
 static void
 assert_one_finding (VhdxFile *file, const char *structure, guint64 offset, const char *text)
 {
-        GPtrArray *problems = vhdx_file_get_open_findings (file);
-        const VhdxFinding *problem;
+        GPtrArray *problems = vhdx_file_get_open_problems (file);
+        const VhdxProblem *problem;
 
         for (guint i = 0; i < problems->len; i++) {
                 problem = g_ptr_array_index (problems, i);
@@ -321,7 +322,7 @@ test_header_sequence_selects (void)
         file = assert_opens (image);
         g_assert_cmpuint (vhdx_file_get_info (file)->header_index, ==, 1);
         g_assert_cmpuint (vhdx_file_get_info (file)->header_sequence, ==, 3);
-        g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 0);
+        g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
 }
 
 /* A LogGuid in the header, but a log of zeros: there is nothing to replay. */
@@ -418,7 +419,7 @@ test_region_unknown_optional (void)
         vhdx_gen_add_region (gen, &guid, FALSE, 2 * VHDX_MiB);
         image = image_build (g_steal_pointer (&gen));
         file = assert_opens (image);
-        g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 0);
+        g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
 }
 
 static void
@@ -548,7 +549,7 @@ test_metadata_unknown_optional (void)
                                     sizeof text);
         image = image_build (g_steal_pointer (&gen));
         file = assert_opens (image);
-        g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 0);
+        g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
 }
 
 static void

@@ -24,10 +24,10 @@
  * leaks.
  */
 #include "test-util.h"
-#include "vhdx-finding.h"
+#include "vhdx-problems.h"
 #include "vhdx-gen.h"
 #include "vhdx-log-writer.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -236,7 +236,7 @@ open_top (Scenario *s, Plan *plan, GError **error)
         VhdxIo *io;
 
         if (fault_is_sys (plan->fault)) {
-                io = vhdx_io_open_file (path, error);
+                io = vhdx_io_open_path (path, FALSE, error);
                 if (io == NULL)
                         return NULL;
         } else {
@@ -305,7 +305,7 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
         }
         case OP_CHECK: {
                 g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_finding_free);
+                        (GDestroyNotify) vhdx_problem_free);
                 gboolean hit_before = plan->hit;
 
                 if (!vhdx_file_check (*file, problems, error))
@@ -317,7 +317,7 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
                     (plan->damage_seen || (plan->hit && !hit_before)))
                         return TRUE;
                 for (guint i = 0; i < problems->len; i++) {
-                        const VhdxFinding *p = g_ptr_array_index (problems, i);
+                        const VhdxProblem *p = g_ptr_array_index (problems, i);
                         g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s", what,
                                         p->structure, p->offset, p->message);
                 }
@@ -528,7 +528,7 @@ static GBytes *
 write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs, guint8 *model)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         g_autoptr(VhdxIo) io = NULL;
         VhdxCreateParams p = *params;
         GBytes *bytes;
@@ -536,15 +536,15 @@ write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs, 
 
         g_assert_cmpint (fd, >=, 0);
         io = vhdx_io_new_fd (fd, FALSE);
-        w = vhdx_writer_new (io, &p, &error);
+        w = vhdx_creator_new (io, &p, &error);
         g_assert_no_error (error);
         for (guint i = 0; i < n_runs; i++) {
                 g_autofree guint8 *buf = g_malloc (runs[2 * i + 1]);
                 vhdx_gen_pattern_fill_buffer (buf, runs[2 * i], runs[2 * i + 1], 50 + i);
                 memcpy (model + runs[2 * i], buf, runs[2 * i + 1]);
-                test_assert_ok (vhdx_writer_write (w, runs[2 * i], buf, runs[2 * i + 1], &error), error);
+                test_assert_ok (vhdx_creator_write (w, runs[2 * i], buf, runs[2 * i + 1], &error), error);
         }
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
         bytes = memfd_bytes (fd);
         close (fd);
         return bytes;

@@ -10,6 +10,7 @@
 #include "test-util.h"
 #include "vhdx-gen.h"
 #include "vhdx-reader.h"
+#include "vhdx-map.h"
 
 /* Larger images go through a sparse temporary file instead of memory. */
 #define MAX_MEMORY_FILE (128 * VHDX_MiB)
@@ -197,9 +198,9 @@ assert_info (VhdxFile *file, VhdxGen *gen)
         g_assert_cmpuint (info->block_size, ==, params->block_size);
         g_assert_cmpuint (info->logical_sector_size, ==, params->logical_sector_size);
         g_assert_cmpuint (info->physical_sector_size, ==, params->physical_sector_size);
-        g_assert_cmpuint (info->chunk_ratio, ==, layout.chunk_ratio);
-        g_assert_cmpuint (info->payload_blocks, ==, layout.payload_blocks);
-        g_assert_cmpuint (info->bat_entries, ==, layout.bat_entries);
+        g_assert_cmpuint (info->geometry.chunk_ratio, ==, layout.chunk_ratio);
+        g_assert_cmpuint (info->geometry.payload_blocks, ==, layout.payload_blocks);
+        g_assert_cmpuint (info->geometry.bat_entries, ==, layout.bat_entries);
         g_assert_cmpuint (info->bat_offset, ==, layout.bat_offset);
         g_assert_cmpuint (info->bat_length, ==, layout.bat_length);
         g_assert_cmpuint (info->metadata_offset, ==, layout.metadata_offset);
@@ -216,7 +217,7 @@ assert_info (VhdxFile *file, VhdxGen *gen)
                          params->disk_type == VHDX_DISK_TYPE_FIXED);
         g_assert_false (info->has_parent);
         g_assert_cmpstr (info->creator, ==, VHDX_GEN_CREATOR);
-        g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 0);
+        g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
 }
 
 static void

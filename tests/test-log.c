@@ -102,7 +102,7 @@ set_log_guid (const char *path, const VhdxGuid *guid)
 {
         g_autoptr(VhdxIo) io = open_rw (path);
         g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_finding_free);
+                (GDestroyNotify) vhdx_problem_free);
         g_autoptr(GError) error = NULL;
         VhdxHeader header;
         guint index;
@@ -339,14 +339,14 @@ test_shape (gconstpointer data)
         {
                 g_autoptr(VhdxFile) file = test_open_path (s->dirty, &error);
                 g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_finding_free);
+                        (GDestroyNotify) vhdx_problem_free);
                 g_assert_no_error (error);
                 g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==,
                                  VHDX_LOG_STATE_REPLAYED_IN_MEMORY);
-                g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 1);
+                g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 1);
                 assert_virtual_disk (file, s->expect);
                 test_assert_ok (vhdx_file_check (file, problems, &error), error);
-                g_assert_false (vhdx_findings_have_errors (problems));
+                g_assert_false (vhdx_problems_have_errors (problems));
         }
         {
                 g_autofree char *after = test_sha256_file (s->dirty);
@@ -369,7 +369,7 @@ test_shape (gconstpointer data)
                 g_autoptr(VhdxFile) file = test_open_path (repaired, &error);
                 g_assert_no_error (error);
                 g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
-                g_assert_cmpuint (vhdx_file_get_open_findings (file)->len, ==, 0);
+                g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
                 assert_virtual_disk (file, s->expect);
         }
 

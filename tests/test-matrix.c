@@ -26,10 +26,10 @@
 #include "test-alloc.h"
 #include "test-util.h"
 #include "vhdx-crc32c.h"
-#include "vhdx-finding.h"
+#include "vhdx-problems.h"
 #include "vhdx-gen.h"
 #include "vhdx-parent.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -245,27 +245,27 @@ build_generated (Base *base, VhdxDiskType type, guint64 virtual_size, guint32 se
 
 /* Writes the pattern of @seed through @w, and into the model of the disk. */
 static void
-writer_write (VhdxWriter *w, guint8 *model, guint64 offset, gsize len, guint32 seed)
+writer_write (VhdxCreator *w, guint8 *model, guint64 offset, gsize len, guint32 seed)
 {
         g_autofree guint8 *buf = g_malloc (len);
         g_autoptr(GError) error = NULL;
 
         vhdx_gen_pattern_fill_buffer (buf, offset, len, seed);
         vhdx_gen_pattern_fill_buffer (model + offset, offset, len, seed);
-        test_assert_ok (vhdx_writer_write (w, offset, buf, len, &error), error);
+        test_assert_ok (vhdx_creator_write (w, offset, buf, len, &error), error);
 }
 
 static GBytes *
 build_with_writer (VhdxCreateParams *params, guint level, guint8 *model)
 {
         g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         g_autoptr(GError) error = NULL;
         GBytes *bytes;
         int fd;
 
         io = new_memfd_io (&fd);
-        w = vhdx_writer_new (io, params, &error);
+        w = vhdx_creator_new (io, params, &error);
         g_assert_no_error (error);
         switch (level) {
         case 0:
@@ -283,7 +283,7 @@ build_with_writer (VhdxCreateParams *params, guint level, guint8 *model)
                 writer_write (w, model, 3 * MiB + 4096, 4096, 122);
                 break;
         }
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
         bytes = memfd_bytes (fd);
         close (fd);
         return bytes;
@@ -1277,7 +1277,7 @@ run_case (const Case *c, gpointer user_data)
                 assert_soft_error (error, "map");
         g_clear_error (&error);
 
-        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
         if (!vhdx_file_check (file, problems, &error))
                 assert_soft_error (error, "check");
         g_clear_error (&error);
@@ -1359,7 +1359,7 @@ test_undamaged (void)
                 g_autoptr(GError) error = NULL;
                 g_autoptr(VhdxFile) file = open_case (base, NULL, &error);
                 g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_finding_free);
+                        (GDestroyNotify) vhdx_problem_free);
                 g_autofree guint8 *buf = NULL;
                 gsize size;
                 const guint8 *expect = g_bytes_get_data (base->expect, &size);
@@ -1374,7 +1374,7 @@ test_undamaged (void)
                 test_assert_bytes_equal (buf, expect, size, 0, base->name);
                 test_assert_ok (vhdx_file_check (file, problems, &error), error);
                 for (guint k = 0; k < problems->len; k++) {
-                        const VhdxFinding *p = g_ptr_array_index (problems, k);
+                        const VhdxProblem *p = g_ptr_array_index (problems, k);
                         g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s", base->name,
                                         p->structure, p->offset, p->message);
                 }
@@ -1564,12 +1564,12 @@ run_file_case (const Case *c, gpointer user_data)
         for (guint i = 0; i < ctx->paths->len; i++)
                 g_assert_cmpint (stat (g_ptr_array_index (ctx->paths, i), &before[i]), ==, 0);
 
-        io = vhdx_io_open_file (top, &error);
+        io = vhdx_io_open_path (top, FALSE, &error);
         g_assert_no_error (error);
         file = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, &error);
         if (file != NULL) {
                 g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_finding_free);
+                        (GDestroyNotify) vhdx_problem_free);
                 g_autofree guint8 *buf = NULL;
                 guint64 n = MIN (vhdx_file_get_info (file)->virtual_size, READ_LIMIT);
 

@@ -124,7 +124,7 @@ exercise (const char *path, const char *raw_sum)
         test_assert_extents_equal (extents, expected, path);
         test_assert_ok (vhdx_file_get_allocated_bytes (file, &allocated, &error), error);
         g_assert_cmpuint (allocated, ==, WRITE_END - WRITE_START);
-        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
         test_assert_ok (vhdx_file_check (file, problems, &error), error);
         g_assert_cmpuint (problems->len, ==, 0);
 }

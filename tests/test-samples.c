@@ -59,15 +59,15 @@ test_sample (gconstpointer data)
         sum = test_sha256_virtual_disk (file);
         g_assert_cmpstr (sum, ==, s->sha256);
 
-        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
         test_assert_ok (vhdx_file_check (file, problems, &error), error);
         for (guint i = 0; i < problems->len; i++) {
-                VhdxFinding *p = g_ptr_array_index (problems, i);
+                VhdxProblem *p = g_ptr_array_index (problems, i);
                 g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s",
                                 vhdx_severity_to_string (p->severity), p->structure, p->offset,
                                 p->message);
         }
-        g_assert_false (vhdx_findings_have_errors (problems));
+        g_assert_false (vhdx_problems_have_errors (problems));
 
         g_clear_pointer (&file, vhdx_file_free);
         after = test_sha256_file (image);

@@ -16,7 +16,7 @@
 #include "test-util.h"
 #include "vhdx-gen.h"
 #include "vhdx-log-writer.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -107,7 +107,7 @@ open_scenario (Scenario *s)
 {
         g_autoptr(GError) error = NULL;
         VhdxOpenOptions options = { .path = s->path };
-        VhdxIo *io = vhdx_io_open_file (s->path, &error);
+        VhdxIo *io = vhdx_io_open_path (s->path, FALSE, &error);
         VhdxFile *file;
 
         g_assert_no_error (error);
@@ -342,19 +342,19 @@ write_level (const char *path, VhdxCreateParams *params, const guint64 *starts, 
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxWriter) w = NULL;
+        g_autoptr(VhdxCreator) w = NULL;
         g_autofree guint8 *buf = g_malloc (run);
         int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
         g_assert_cmpint (fd, >=, 0);
         io = vhdx_io_new_fd (fd, TRUE);
-        w = vhdx_writer_new (io, params, &error);
+        w = vhdx_creator_new (io, params, &error);
         g_assert_no_error (error);
         for (guint i = 0; i < n; i++) {
                 vhdx_gen_pattern_fill_buffer (buf, starts[i], run, seed + i);
-                test_assert_ok (vhdx_writer_write (w, starts[i], buf, run, &error), error);
+                test_assert_ok (vhdx_creator_write (w, starts[i], buf, run, &error), error);
         }
-        test_assert_ok (vhdx_writer_finish (w, &error), error);
+        test_assert_ok (vhdx_creator_finish (w, &error), error);
 }
 
 /* Runs of a seeded pattern, each level over the one below: the model of

@@ -1,12 +1,53 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The block allocation table: geometry, entry states, and the lazily loaded table. */
 #include "vhdx-bat.h"
 
 #include "vhdx-private.h"
 
+void
+vhdx_bat_geometry_init (VhdxBatGeometry *g,
+                        guint64 virtual_size,
+                        guint32 block_size,
+                        guint32 logical_sector_size,
+                        gboolean differencing)
+{
+        g->virtual_size = virtual_size;
+        g->block_size = block_size;
+        g->logical_sector_size = logical_sector_size;
+        g->differencing = differencing;
+        g->chunk_ratio = VHDX_CHUNK_SECTORS * logical_sector_size / block_size;
+        g->payload_blocks = (virtual_size + block_size - 1) / block_size;
+        if (differencing)
+                g->bat_entries = (g->payload_blocks + g->chunk_ratio - 1) / g->chunk_ratio *
+                                 (g->chunk_ratio + 1);
+        else
+                g->bat_entries = g->payload_blocks + (g->payload_blocks - 1) / g->chunk_ratio;
+}
+
+gboolean
+vhdx_bat_payload_state_is_valid (guint state, VhdxDiskType type)
+{
+        switch (state) {
+        case VHDX_PAYLOAD_NOT_PRESENT:
+        case VHDX_PAYLOAD_UNDEFINED:
+        case VHDX_PAYLOAD_ZERO:
+        case VHDX_PAYLOAD_UNMAPPED:
+        case VHDX_PAYLOAD_FULLY_PRESENT:
+                return TRUE;
+        case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+                return type == VHDX_DISK_TYPE_DIFFERENCING;
+        default:
+                return FALSE;
+        }
+}
+
 struct _VhdxBat {
         VhdxIo *io;
         guint64 file_offset;
-        guint64 n_entries;
+        VhdxBatGeometry geometry;
+        VhdxDiskType disk_type;
+        guint64 file_size;
+        GArray *reserved; /* VhdxFileRange */
         guint64 n_pages;
         /* Each page is NULL until first used, then an array of host-order
          * entries; set once with a compare-and-swap and never changed. */
@@ -14,14 +55,22 @@ struct _VhdxBat {
 };
 
 VhdxBat *
-vhdx_bat_new (VhdxIo *io, guint64 file_offset, guint64 n_entries)
+vhdx_bat_new (VhdxIo *io,
+              guint64 file_offset,
+              const VhdxBatGeometry *geometry,
+              VhdxDiskType disk_type,
+              guint64 file_size,
+              GArray *reserved)
 {
         VhdxBat *bat = g_new0 (VhdxBat, 1);
 
         bat->io = io;
         bat->file_offset = file_offset;
-        bat->n_entries = n_entries;
-        bat->n_pages = (n_entries + VHDX_BAT_PAGE_ENTRIES - 1) / VHDX_BAT_PAGE_ENTRIES;
+        bat->geometry = *geometry;
+        bat->disk_type = disk_type;
+        bat->file_size = file_size;
+        bat->reserved = g_array_copy (reserved);
+        bat->n_pages = (geometry->bat_entries + VHDX_BAT_PAGE_ENTRIES - 1) / VHDX_BAT_PAGE_ENTRIES;
         bat->pages = g_new0 (guint64 *, bat->n_pages);
         return bat;
 }
@@ -34,29 +83,25 @@ vhdx_bat_free (VhdxBat *bat)
         for (guint64 i = 0; i < bat->n_pages; i++)
                 g_free (bat->pages[i]);
         g_free (bat->pages);
+        g_array_unref (bat->reserved);
         g_free (bat);
 }
 
-guint64
-vhdx_bat_get_n_entries (VhdxBat *bat)
+const VhdxBatGeometry *
+vhdx_bat_get_geometry (VhdxBat *bat)
 {
-        return bat->n_entries;
+        return &bat->geometry;
 }
 
 static guint64 *
 load_page (VhdxBat *bat, guint64 page, GError **error)
 {
         guint64 first = page * VHDX_BAT_PAGE_ENTRIES;
-        gsize n = (gsize) MIN ((guint64) VHDX_BAT_PAGE_ENTRIES, bat->n_entries - first);
-        guint64 offset = bat->file_offset + first * VHDX_BAT_ENTRY_SIZE;
+        gsize n = (gsize) MIN ((guint64) VHDX_BAT_PAGE_ENTRIES, bat->geometry.bat_entries - first);
         g_autofree guint64 *entries = g_new (guint64, n);
 
-        if (!vhdx_io_read_exact (bat->io, entries, n * VHDX_BAT_ENTRY_SIZE, offset, _ ("BAT"),
-                                 error))
+        if (!vhdx_bat_read_range (bat, first, n, entries, error))
                 return NULL;
-        for (gsize i = 0; i < n; i++)
-                entries[i] = GUINT64_FROM_LE (entries[i]);
-
         if (!g_atomic_pointer_compare_and_exchange (&bat->pages[page], NULL, entries)) {
                 /* Another thread published the same page first: use its copy. */
                 return g_atomic_pointer_get (&bat->pages[page]);
@@ -70,7 +115,7 @@ vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry, GError **error)
         guint64 page = index / VHDX_BAT_PAGE_ENTRIES;
         guint64 *entries;
 
-        g_return_val_if_fail (index < bat->n_entries, FALSE);
+        g_return_val_if_fail (index < bat->geometry.bat_entries, FALSE);
 
         entries = g_atomic_pointer_get (&bat->pages[page]);
         if (G_UNLIKELY (entries == NULL)) {
@@ -82,10 +127,123 @@ vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry, GError **error)
         return TRUE;
 }
 
+/* The structure that the file bytes [start, end) would overlap, or NULL. */
+static const char *
+overlapped_structure (VhdxBat *bat, guint64 start, guint64 end)
+{
+        if (start < VHDX_HEADER_SECTION_SIZE)
+                return _ ("the header section");
+        for (guint i = 0; i < bat->reserved->len; i++) {
+                const VhdxFileRange *r = &g_array_index (bat->reserved, VhdxFileRange, i);
+
+                if (start < r->end && end > r->start)
+                        return r->name;
+        }
+        return NULL;
+}
+
+/* Check that a block of @length bytes at @offset, named by entry @index,
+ * lies inside the file and on no other structure. */
+static gboolean
+check_stored_block (VhdxBat *bat, guint64 index, guint64 offset, guint64 length, GError **error)
+{
+        guint64 end;
+        const char *overlapped;
+
+        if (!vhdx_add_u64 (offset, length, &end) || end > bat->file_size) {
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what,
+                                bat->file_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _ ("the block at file offset %" PRIu64
+                                   " ends past the end of the file (%" PRIu64 " bytes)"),
+                                offset, bat->file_size);
+                return FALSE;
+        }
+        overlapped = overlapped_structure (bat, offset, end);
+        if (overlapped != NULL) {
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what,
+                                bat->file_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _ ("the block at file offset %" PRIu64 " overlaps %s"), offset,
+                                overlapped);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+gboolean
+vhdx_bat_check_payload_entry (VhdxBat *bat,
+                              guint64 block,
+                              guint64 entry,
+                              guint *state,
+                              guint64 *file_offset,
+                              GError **error)
+{
+        guint64 index = vhdx_bat_payload_index (&bat->geometry, block);
+
+        *state = vhdx_bat_entry_state (entry);
+        *file_offset = 0;
+        if (!vhdx_bat_payload_state_is_valid (*state, bat->disk_type)) {
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what,
+                                bat->file_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _ ("state %u is not a valid payload block state for a %s disk"),
+                                *state, vhdx_disk_type_to_string (bat->disk_type));
+                return FALSE;
+        }
+        if (*state != VHDX_PAYLOAD_FULLY_PRESENT && *state != VHDX_PAYLOAD_PARTIALLY_PRESENT)
+                return TRUE;
+        if (!check_stored_block (bat, index, vhdx_bat_entry_offset (entry),
+                                 vhdx_bat_block_length (&bat->geometry, block), error))
+                return FALSE;
+        *file_offset = vhdx_bat_entry_offset (entry);
+        return TRUE;
+}
+
+gboolean
+vhdx_bat_lookup_block (VhdxBat *bat,
+                       guint64 block,
+                       guint *state,
+                       guint64 *file_offset,
+                       GError **error)
+{
+        guint64 entry;
+
+        if (!vhdx_bat_get (bat, vhdx_bat_payload_index (&bat->geometry, block), &entry, error))
+                return FALSE;
+        return vhdx_bat_check_payload_entry (bat, block, entry, state, file_offset, error);
+}
+
+gboolean
+vhdx_bat_lookup_bitmap (VhdxBat *bat, guint64 block, guint64 *file_offset, GError **error)
+{
+        guint64 index = vhdx_bat_bitmap_index (&bat->geometry, block / bat->geometry.chunk_ratio);
+        guint64 entry;
+
+        if (!vhdx_bat_get (bat, index, &entry, error))
+                return FALSE;
+        if (vhdx_bat_entry_state (entry) != VHDX_SB_PRESENT) {
+                g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
+                vhdx_set_error (error, VHDX_ERROR_INVALID, what,
+                                bat->file_offset + index * VHDX_BAT_ENTRY_SIZE,
+                                _ ("block %" PRIu64 " is partially present but the "
+                                   "sector bitmap of its chunk is not (state %u)"),
+                                block, vhdx_bat_entry_state (entry));
+                return FALSE;
+        }
+        if (!check_stored_block (bat, index, vhdx_bat_entry_offset (entry), VHDX_BITMAP_BLOCK_SIZE,
+                                 error))
+                return FALSE;
+        *file_offset = vhdx_bat_entry_offset (entry);
+        return TRUE;
+}
+
 gboolean
 vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries, GError **error)
 {
-        g_return_val_if_fail (first <= bat->n_entries && count <= bat->n_entries - first, FALSE);
+        g_return_val_if_fail (first <= bat->geometry.bat_entries &&
+                                      count <= bat->geometry.bat_entries - first,
+                              FALSE);
 
         if (!vhdx_io_read_exact (bat->io, entries, count * VHDX_BAT_ENTRY_SIZE,
                                  bat->file_offset + first * VHDX_BAT_ENTRY_SIZE, _ ("BAT"), error))
@@ -95,17 +253,42 @@ vhdx_bat_read_range (VhdxBat *bat, guint64 first, gsize count, guint64 *entries,
         return TRUE;
 }
 
-guint64
-vhdx_bat_skip_zeros (VhdxBat *bat, guint64 first)
+/*
+ * The first entry at or after @first that may be non-zero, or the number of
+ * entries: the entries in between lie in a hole of the file (a sparse BAT)
+ * and are zero, NOT_PRESENT.
+ */
+static guint64
+skip_zeros (VhdxBat *bat, guint64 first)
 {
         guint64 offset, data;
 
-        if (first >= bat->n_entries)
-                return bat->n_entries;
+        if (first >= bat->geometry.bat_entries)
+                return bat->geometry.bat_entries;
         offset = bat->file_offset + first * VHDX_BAT_ENTRY_SIZE;
         data = vhdx_io_next_data (bat->io, offset);
         if (data <= offset)
                 return first;
         /* The entry that holds @data may be non-zero; those before it are zeros. */
-        return MIN (first + (data - offset) / VHDX_BAT_ENTRY_SIZE, bat->n_entries);
+        return MIN (first + (data - offset) / VHDX_BAT_ENTRY_SIZE, bat->geometry.bat_entries);
+}
+
+gboolean
+vhdx_bat_scan (VhdxBat *bat, VhdxBatScanFunc func, gpointer user_data, GError **error)
+{
+        const guint64 n_entries = bat->geometry.bat_entries;
+        g_autofree guint64 *entries = g_new (guint64, VHDX_BAT_SCAN_ENTRIES);
+
+        for (guint64 first = skip_zeros (bat, 0); first < n_entries;
+             first = skip_zeros (bat, first + VHDX_BAT_SCAN_ENTRIES)) {
+                gsize n = (gsize) MIN ((guint64) VHDX_BAT_SCAN_ENTRIES, n_entries - first);
+
+                if (!vhdx_bat_read_range (bat, first, n, entries, error))
+                        return FALSE;
+                for (gsize i = 0; i < n; i++) {
+                        if (!func (first + i, entries[i], user_data, error))
+                                return FALSE;
+                }
+        }
+        return TRUE;
 }

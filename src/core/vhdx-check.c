@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Checking every structure of an opened image (see vhdx-check.h). */
 #include "vhdx-check.h"
 
 #include "vhdx-header.h"
@@ -96,7 +97,7 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
                         g_propagate_error (error, g_steal_pointer (&local_error));
                         return FALSE;
                 }
-                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, offset, "%s",
+                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, offset, "%s",
                                    local_error->message);
                 return TRUE;
         }
@@ -104,7 +105,7 @@ check_region_table_copy (VhdxFile *file, GPtrArray *problems, GError **error)
             copy.bat.length != file->regions.bat.length ||
             copy.metadata.file_offset != file->regions.metadata.file_offset ||
             copy.metadata.length != file->regions.metadata.length)
-                vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, offset,
+                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, offset,
                                    _ ("describes other BAT or metadata regions than region "
                                       "table 1"));
         vhdx_region_table_clear (&copy);
@@ -134,7 +135,7 @@ entry_problem (GPtrArray *problems,
         va_start (args, format);
         message = g_strdup_vprintf (format, args);
         va_end (args);
-        g_ptr_array_add (problems, vhdx_finding_new (severity, name,
+        g_ptr_array_add (problems, vhdx_problem_new (severity, name,
                                                      info->bat_offset + index * VHDX_BAT_ENTRY_SIZE,
                                                      message));
 }
@@ -175,7 +176,7 @@ check_bitmap_entry (VhdxFile *file,
         }
         add_numbered_extent (extents, offset, VHDX_MiB,
                              info->bat_offset + index * VHDX_BAT_ENTRY_SIZE, EXTENT_BITMAP,
-                             index / (info->chunk_ratio + 1));
+                             index / (info->geometry.chunk_ratio + 1));
 }
 
 /* Check payload entry @index (block @block); stored blocks go into @extents. */
@@ -196,7 +197,7 @@ check_payload_entry (VhdxFile *file,
                 entry_problem (problems, VHDX_SEVERITY_WARNING, info, index,
                                _ ("reserved bits are set (0x%" PRIx64 ")"),
                                entry & VHDX_BAT_RESERVED_MASK);
-        if (block >= info->payload_blocks) {
+        if (block >= info->geometry.payload_blocks) {
                 /* The padding of a differencing image's last chunk. */
                 if (state != VHDX_PAYLOAD_NOT_PRESENT)
                         entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
@@ -205,41 +206,31 @@ check_payload_entry (VhdxFile *file,
                                        state);
                 return TRUE;
         }
-        switch (state) {
-        case VHDX_PAYLOAD_NOT_PRESENT:
-        case VHDX_PAYLOAD_UNDEFINED:
-        case VHDX_PAYLOAD_ZERO:
-        case VHDX_PAYLOAD_UNMAPPED:
-                return TRUE;
-        case VHDX_PAYLOAD_FULLY_PRESENT:
-                break;
-        case VHDX_PAYLOAD_PARTIALLY_PRESENT:
-                if (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
-                        guint64 chunk = block / info->chunk_ratio;
-                        guint64 bitmap_entry;
-
-                        /* Read directly: a scan must not fill the BAT cache. */
-                        if (!vhdx_bat_read_range (file->bat,
-                                                  vhdx_bat_bitmap_index (chunk, info->chunk_ratio),
-                                                  1, &bitmap_entry, error))
-                                return FALSE;
-                        if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
-                                entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
-                                               _ ("block %" PRIu64 " is partially "
-                                                  "present but the sector bitmap of chunk %" PRIu64
-                                                  " is not"),
-                                               block, chunk);
-                        break;
-                }
-                G_GNUC_FALLTHROUGH;
-        default:
+        if (!vhdx_bat_payload_state_is_valid (state, info->disk_type)) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
                                _ ("state %u is not a valid payload block state for a %s "
                                   "disk"),
                                state, vhdx_disk_type_to_string (info->disk_type));
                 return TRUE;
         }
-        length = vhdx_file_block_length (file, block);
+        if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+                guint64 chunk = block / info->geometry.chunk_ratio;
+                guint64 bitmap_entry;
+
+                /* Read directly: a scan must not fill the BAT cache. */
+                if (!vhdx_bat_read_range (file->bat, vhdx_bat_bitmap_index (&info->geometry, chunk),
+                                          1, &bitmap_entry, error))
+                        return FALSE;
+                if (vhdx_bat_entry_state (bitmap_entry) != VHDX_SB_PRESENT)
+                        entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                                       _ ("block %" PRIu64 " is partially "
+                                          "present but the sector bitmap of chunk %" PRIu64
+                                          " is not"),
+                                       block, chunk);
+        } else if (state != VHDX_PAYLOAD_FULLY_PRESENT) {
+                return TRUE;
+        }
+        length = vhdx_bat_block_length (&info->geometry, block);
         if (offset < VHDX_HEADER_SECTION_SIZE) {
                 entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
                                _ ("block %" PRIu64 " at file offset %" PRIu64
@@ -259,37 +250,35 @@ check_payload_entry (VhdxFile *file,
         return TRUE;
 }
 
+typedef struct {
+        VhdxFile *file;
+        GArray *extents;
+        GPtrArray *problems;
+} BatCheck;
+
+static gboolean
+check_entry (guint64 index, guint64 entry, gpointer user_data, GError **error)
+{
+        BatCheck *check = user_data;
+        const VhdxBatGeometry *g = &check->file->info.geometry;
+
+        if (vhdx_bat_index_is_bitmap (g, index)) {
+                check_bitmap_entry (check->file, index, entry, check->extents, check->problems);
+                return TRUE;
+        }
+        if (entry == 0)
+                return TRUE; /* NOT_PRESENT, the common case */
+        return check_payload_entry (check->file, index, vhdx_bat_index_block (g, index), entry,
+                                    check->extents, check->problems, error);
+}
+
 /* Every entry of the BAT, read in a streaming scan. */
 static gboolean
 check_bat (VhdxFile *file, GArray *extents, GPtrArray *problems, GError **error)
 {
-        const VhdxInfo *info = &file->info;
-        g_autofree guint64 *entries = g_new (guint64, VHDX_BAT_SCAN_ENTRIES);
+        BatCheck check = { file, extents, problems };
 
-        /* Entries in holes of a sparse BAT are zero: NOT_PRESENT, nothing to
-         * check.  They are skipped unread. */
-        for (guint64 first = vhdx_bat_skip_zeros (file->bat, 0); first < info->bat_entries;
-             first = vhdx_bat_skip_zeros (file->bat, first + VHDX_BAT_SCAN_ENTRIES)) {
-                gsize n = (gsize) MIN ((guint64) VHDX_BAT_SCAN_ENTRIES, info->bat_entries - first);
-
-                if (!vhdx_bat_read_range (file->bat, first, n, entries, error))
-                        return FALSE;
-                for (gsize i = 0; i < n; i++) {
-                        guint64 index = first + i;
-
-                        if ((index + 1) % (info->chunk_ratio + 1) == 0) {
-                                check_bitmap_entry (file, index, entries[i], extents, problems);
-                                continue;
-                        }
-                        if (entries[i] == 0)
-                                continue; /* NOT_PRESENT, the common case */
-                        if (!check_payload_entry (file, index,
-                                                  index - index / (info->chunk_ratio + 1),
-                                                  entries[i], extents, problems, error))
-                                return FALSE;
-                }
-        }
-        return TRUE;
+        return vhdx_bat_scan (file->bat, check_entry, &check, error);
 }
 
 static void
@@ -304,7 +293,7 @@ check_overlaps (GArray *extents, GPtrArray *problems)
                 if (reach != NULL && e->start < reach->end) {
                         g_autofree char *name = extent_name (e);
                         g_autofree char *other = extent_name (reach);
-                        vhdx_findings_add (problems, VHDX_SEVERITY_ERROR, name, e->entry_offset,
+                        vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, name, e->entry_offset,
                                            _ ("file bytes %" PRIu64 " to %" PRIu64 " overlap %s"),
                                            e->start, e->end, other);
                 }
@@ -353,29 +342,18 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
         /* Every member of the chain is checked; its findings name it. */
         if (file->parent != NULL) {
                 g_autoptr (GPtrArray) parent_problems =
-                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
                 g_autofree char *display = g_filename_display_name (file->parent_path);
 
                 if (!vhdx_file_check (file->parent, parent_problems, error))
                         return FALSE;
                 for (guint i = 0; i < parent_problems->len; i++) {
-                        const VhdxFinding *p = g_ptr_array_index (parent_problems, i);
+                        const VhdxProblem *p = g_ptr_array_index (parent_problems, i);
                         g_autofree char *structure =
                                 g_strdup_printf (_ ("%s of parent %s"), p->structure, display);
-                        g_ptr_array_add (problems, vhdx_finding_new (p->severity, structure,
+                        g_ptr_array_add (problems, vhdx_problem_new (p->severity, structure,
                                                                      p->offset, p->message));
                 }
         }
         return TRUE;
-}
-
-gboolean
-vhdx_findings_have_errors (GPtrArray *problems)
-{
-        for (guint i = 0; i < problems->len; i++) {
-                const VhdxFinding *p = g_ptr_array_index (problems, i);
-                if (p->severity == VHDX_SEVERITY_ERROR)
-                        return TRUE;
-        }
-        return FALSE;
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Checking an opened image: every structure, every BAT entry, overlaps, and the parents. */
 #pragma once
 
 #include "vhdx-reader.h"
@@ -13,8 +14,5 @@ G_BEGIN_DECLS
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check (VhdxFile *file,
                                                     GPtrArray *problems,
                                                     GError **error);
-
-/* TRUE if @problems holds a problem of severity error. */
-gboolean vhdx_findings_have_errors (GPtrArray *problems);
 
 G_END_DECLS

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The VHDX error domain, and errors that name a structure and its offset. */
 #include "vhdx-error.h"
 
 /* clang-format off */

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The VHDX error domain (its enumeration is public, in vhdx-enums.h). */
 #pragma once
 
 #include <glib.h>

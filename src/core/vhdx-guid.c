@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* GUIDs: comparison, text form, random ones, and the GUIDs the format defines. */
 #include "vhdx-format.h"
 
 #include <stdio.h>

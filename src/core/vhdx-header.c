@@ -1,9 +1,29 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The file identifier and the two headers: parsing, choosing, updating. */
 #include "vhdx-header.h"
 
 #include "vhdx-crc32c.h"
 #include "vhdx-private.h"
-#include "vhdx-finding.h"
+#include "vhdx-problems.h"
+
+gboolean
+vhdx_probe_bytes (const void *start, gsize len)
+{
+        return len >= VHDX_PROBE_SIZE &&
+               memcmp (start, VHDX_FILE_ID_SIGNATURE, VHDX_PROBE_SIZE) == 0;
+}
+
+gboolean
+vhdx_probe (VhdxIo *io, gboolean *is_vhdx, GError **error)
+{
+        guint8 start[VHDX_PROBE_SIZE];
+        gsize n_read = 0;
+
+        if (!io->vtable->pread (io, start, sizeof start, 0, &n_read, error))
+                return FALSE;
+        *is_vhdx = vhdx_probe_bytes (start, n_read);
+        return TRUE;
+}
 
 gboolean
 vhdx_file_identifier_parse (const guint8 *buf, gsize len, char **creator, GError **error)
@@ -187,7 +207,7 @@ headers_select (VhdxIo *io,
         }
         if (errors[0] != NULL || errors[1] != NULL) {
                 guint bad = errors[0] != NULL ? 0 : 1;
-                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, names[bad], offsets[bad],
+                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, names[bad], offsets[bad],
                                    _ ("damaged, the other copy is used: %s"), errors[bad]->message);
                 chosen = 1 - bad;
         } else if (headers[0].sequence > headers[1].sequence) {

@@ -18,6 +18,17 @@ typedef struct {
         guint64 log_offset;
 } VhdxHeader;
 
+/* The bytes at the start of a file that tell whether it is a VHDX file. */
+#define VHDX_PROBE_SIZE 8
+
+/* Whether a file whose first @len bytes are @start is a VHDX file by its
+ * file identifier's signature, as the tools tell VHDX from raw images.  A
+ * file too short to hold the signature is not one. */
+gboolean vhdx_probe_bytes (const void *start, gsize len);
+
+/* vhdx_probe_bytes() of the file behind @io; fails only on I/O errors. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_probe (VhdxIo *io, gboolean *is_vhdx, GError **error);
+
 /* Parse the file identifier from the first @len bytes of the file; returns the
  * creator text (may be empty) in @creator. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_identifier_parse (const guint8 *buf,

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxIo backends (file descriptor, memory), and opening the files of images. */
 #include "vhdx-io.h"
 
 #include <errno.h>
@@ -161,30 +162,61 @@ static const VhdxIoVTable fd_vtable = {
         .next_data = fd_next_data,
 };
 
-VhdxIo *
-vhdx_io_open_file (const char *path, GError **error)
+void
+vhdx_set_error_from_errno (GError **error, int saved_errno)
 {
+        g_set_error_literal (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                             g_strerror (saved_errno));
+}
+
+int
+vhdx_open_image_fd (const char *path, gboolean writable, struct stat *st, GError **error)
+{
+        struct stat local_st;
         int fd;
-        struct stat st;
 
-        g_return_val_if_fail (path != NULL, NULL);
+        g_return_val_if_fail (path != NULL, -1);
 
-        fd = open (path, O_RDONLY | O_CLOEXEC);
+        if (st == NULL)
+                st = &local_st;
+        /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+        fd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
         if (fd < 0) {
-                int saved_errno = errno;
-                g_autofree char *display = g_filename_display_name (path);
-                g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno), "%s: %s",
-                             display, g_strerror (saved_errno));
-                return NULL;
+                vhdx_set_error_from_errno (error, errno);
+                return -1;
         }
-        if (fstat (fd, &st) == 0 && S_ISDIR (st.st_mode)) {
-                g_autofree char *display = g_filename_display_name (path);
+        if (fstat (fd, st) < 0) {
+                vhdx_set_error_from_errno (error, errno);
                 close (fd);
-                g_set_error (error, G_IO_ERROR, G_IO_ERROR_IS_DIRECTORY, "%s: %s", display,
-                             g_strerror (EISDIR));
-                return NULL;
+                return -1;
         }
-        return vhdx_io_new_fd (fd, TRUE);
+        if (S_ISDIR (st->st_mode)) {
+                close (fd);
+                vhdx_set_error_from_errno (error, EISDIR);
+                return -1;
+        }
+        if (!S_ISREG (st->st_mode) && !S_ISBLK (st->st_mode)) {
+                close (fd);
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_REGULAR_FILE,
+                                     _ ("Not a regular file or a block device"));
+                return -1;
+        }
+        /* Reads of regular files and block devices never wait on O_NONBLOCK,
+         * but the descriptor is shared by code that expects blocking I/O. */
+        if (fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                close (fd);
+                return -1;
+        }
+        return fd;
+}
+
+VhdxIo *
+vhdx_io_open_path (const char *path, gboolean writable, GError **error)
+{
+        int fd = vhdx_open_image_fd (path, writable, NULL, error);
+
+        return fd >= 0 ? vhdx_io_new_fd (fd, TRUE) : NULL;
 }
 
 VhdxIo *

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/stat.h>
 
 G_BEGIN_DECLS
 
@@ -43,8 +44,23 @@ struct _VhdxIo {
  * Reads use pread(); finding data with SEEK_DATA moves the file position. */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_fd (int fd, gboolean close_fd);
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_memory (GBytes *bytes);
-/* Open @path read-only (O_RDONLY) with the file descriptor backend. */
-G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_open_file (const char *path, GError **error);
+/*
+ * Open @path as the file of an image, read-only or with @writable for reading
+ * and writing: it must be a regular file or a block device.  Anything else is
+ * refused at once (G_IO_ERROR_IS_DIRECTORY, G_IO_ERROR_NOT_REGULAR_FILE), a
+ * FIFO included, which is opened without waiting for a writer.  Every file
+ * opened on behalf of an image is opened this way.  The message does not
+ * name @path: callers prefix it.  Returns the descriptor (close-on-exec),
+ * and its status in @st when not NULL.
+ */
+int vhdx_open_image_fd (const char *path, gboolean writable, struct stat *st, GError **error);
+/* vhdx_open_image_fd() with the file descriptor backend. */
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_open_path (const char *path,
+                                                     gboolean writable,
+                                                     GError **error);
+
+/* A G_IO_ERROR for @saved_errno whose message is its description. */
+void vhdx_set_error_from_errno (GError **error, int saved_errno);
 void vhdx_io_free (VhdxIo *io);
 
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_get_size (VhdxIo *io, guint64 *size, GError **error);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Appending entries to the log ring (see vhdx-log-writer.h). */
 #include "vhdx-log-writer.h"
 
 #include "vhdx-crc32c.h"

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Finding the active log sequence and replaying it (see vhdx-log.h). */
 #include "vhdx-log.h"
 
 #include "vhdx-crc32c.h"

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The metadata table and its known items (see vhdx-metadata.h). */
 #include "vhdx-metadata.h"
 
 #include "vhdx-private.h"

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The parent locator and the paths it names (see vhdx-parent.h). */
 #include "vhdx-parent.h"
 
 #include "vhdx-private.h"

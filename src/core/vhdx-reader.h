@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * VhdxFile: an opened VHDX image.  Open parses and validates every fixed
- * structure; the BAT is loaded lazily.  After open, vhdx_file_read() and
- * vhdx_file_map() may be called from several threads at once.
+ * VhdxFile: an opened VHDX image.  Opening parses and validates every fixed
+ * structure, replays a pending log and opens the parents of a differencing
+ * image; the BAT is loaded lazily.  After open, vhdx_file_read() (and the
+ * map, vhdx-map.h) may be called from several threads at once.
  */
 #pragma once
 
 #include "vhdx-error.h"
 #include "vhdx-format.h"
 #include "vhdx-io.h"
-#include "vhdx-finding.h"
+#include "vhdx-bat.h"
+#include "vhdx-problems.h"
 #include "vhdx-types.h"
 
 G_BEGIN_DECLS
@@ -48,24 +50,8 @@ typedef struct {
         guint32 logical_sector_size;
         guint32 physical_sector_size;
 
-        guint64 chunk_ratio;
-        guint64 payload_blocks;
-        guint64 bat_entries;
+        VhdxBatGeometry geometry;
 } VhdxInfo;
-
-typedef enum {
-        VHDX_EXTENT_DATA, /* stored in this file at file_offset */
-        VHDX_EXTENT_ZERO, /* reads as zeros */
-} VhdxMapExtentKind;
-
-typedef struct {
-        guint64 offset; /* virtual disk offset */
-        guint64 length;
-        VhdxMapExtentKind kind;
-        gboolean present;    /* FALSE: the block is not stored at all (holes) */
-        guint64 file_offset; /* VHDX_EXTENT_DATA only */
-        guint depth;         /* member of the chain supplying it; 0 = this file */
-} VhdxMapExtent;
 
 /*
  * Opens a parent named by a locator or by the caller, read-only.  Returns
@@ -85,7 +71,7 @@ typedef struct {
         const char *parent_path;
         /* Accept a parent whose DataWriteGuid matches neither linkage GUID. */
         gboolean allow_parent_mismatch;
-        /* How parents are opened; NULL: vhdx_io_open_file(). */
+        /* How parents are opened; NULL: vhdx_io_open_path(), read-only. */
         VhdxOpenFunc open_func;
         gpointer open_data;
 } VhdxOpenOptions;
@@ -121,22 +107,19 @@ void vhdx_file_free (VhdxFile *file);
 
 const VhdxInfo *vhdx_file_get_info (VhdxFile *file);
 
-/* Problems noticed while opening (e.g. a damaged first header next to a good second one). */
-GPtrArray *vhdx_file_get_open_findings (VhdxFile *file);
+/* Problems noticed while opening (e.g. a damaged first header next to a good
+ * second one): a GPtrArray of VhdxProblem owned by @file. */
+GPtrArray *vhdx_file_get_open_problems (VhdxFile *file);
 
+/* VHDX_ERROR_OUT_OF_RANGE unless [@offset, @offset + @length) lies inside the virtual disk. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check_range (VhdxFile *file,
+                                                          guint64 offset,
+                                                          guint64 length,
+                                                          GError **error);
+
+/* Read @count bytes of the virtual disk at @offset, which must lie inside it. */
 G_GNUC_WARN_UNUSED_RESULT gboolean
 vhdx_file_read (VhdxFile *file, guint64 offset, void *buf, gsize count, GError **error);
-
-/* A GArray of VhdxMapExtent covering [offset, offset + length), adjacent extents merged. */
-G_GNUC_WARN_UNUSED_RESULT GArray *vhdx_file_map (VhdxFile *file,
-                                                 guint64 offset,
-                                                 guint64 length,
-                                                 GError **error);
-
-/* Bytes of the virtual disk that this file stores (FULLY_PRESENT blocks). */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_get_allocated_bytes (VhdxFile *file,
-                                                                  guint64 *allocated,
-                                                                  GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxFile, vhdx_file_free)
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The two copies of the region table (see vhdx-region.h). */
 #include "vhdx-region.h"
 
 #include "vhdx-crc32c.h"
 #include "vhdx-private.h"
-#include "vhdx-finding.h"
+#include "vhdx-problems.h"
 
 void
 vhdx_region_table_clear (VhdxRegionTable *table)
@@ -182,7 +183,7 @@ vhdx_region_tables_read (VhdxIo *io,
                                 &second_error) &&
             vhdx_region_table_parse (buf, VHDX_REGION_TABLE_SIZE, offsets[1], names[1], file_size,
                                      out, &second_error)) {
-                vhdx_findings_add (problems, VHDX_SEVERITY_WARNING, names[0], offsets[0],
+                vhdx_problems_add (problems, VHDX_SEVERITY_WARNING, names[0], offsets[0],
                                    _ ("damaged, the other copy is used: %s"), first_error->message);
                 *index = 2;
                 return TRUE;

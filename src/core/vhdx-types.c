@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The names of the engine's enumerations, as the tools print them. */
 #include "vhdx-types.h"
 
 const char *

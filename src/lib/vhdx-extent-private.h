@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Making a VhdxExtent from the engine's extent. */
 #pragma once
 
 #include "vhdx-extent.h"
-#include "vhdx-reader.h"
+#include "vhdx-map.h"
 
 G_BEGIN_DECLS
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxExtent, a range of the virtual disk and where its bytes come from. */
 #pragma once
 
 #include <glib-object.h>

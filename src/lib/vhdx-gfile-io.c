@@ -1,14 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The engine's VhdxIo over a GFile: a file descriptor, or a seekable stream. */
 #include "config.h"
 
 #include "vhdx-gfile-io-private.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <glib/gi18n-lib.h>
-#include <glib/gstdio.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /*
  * The stream backend, for GFiles without a local path (resource://, GVfs
@@ -128,38 +124,6 @@ open_stream (GFile *file, gboolean writable, GCancellable *cancellable, GError *
         return &self->parent;
 }
 
-static void
-set_error_from_errno (GError **error, int saved_errno)
-{
-        g_set_error_literal (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
-                             g_strerror (saved_errno));
-}
-
-/* A local file: a descriptor shared by all readers through pread(). */
-static VhdxIo *
-open_local (const char *path, gboolean writable, GError **error)
-{
-        struct stat st;
-        int fd;
-
-        fd = g_open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
-        if (fd < 0) {
-                set_error_from_errno (error, errno);
-                return NULL;
-        }
-        if (fstat (fd, &st) < 0) {
-                set_error_from_errno (error, errno);
-                close (fd);
-                return NULL;
-        }
-        if (S_ISDIR (st.st_mode)) {
-                set_error_from_errno (error, EISDIR);
-                close (fd);
-                return NULL;
-        }
-        return vhdx_io_new_fd (fd, TRUE);
-}
-
 VhdxIo *
 vhdx_gfile_io_open (GFile *file, gboolean writable, GCancellable *cancellable, GError **error)
 {
@@ -172,7 +136,7 @@ vhdx_gfile_io_open (GFile *file, gboolean writable, GCancellable *cancellable, G
                 return NULL;
         path = g_file_get_path (file);
         if (path != NULL)
-                return open_local (path, writable, error);
+                return vhdx_io_open_path (path, writable, error);
         return open_stream (file, writable, cancellable, error);
 }
 

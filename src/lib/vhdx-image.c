@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxImage, the GObject of an opened image: properties, reads, extents and check. */
 #include "config.h"
 
 #include <inttypes.h>
@@ -13,7 +14,8 @@
 #include "vhdx-extent-private.h"
 #include "vhdx-gfile-io-private.h"
 #include "vhdx-input-stream.h"
-#include "vhdx-problem-private.h"
+#include "vhdx-map.h"
+#include "vhdx-problems.h"
 #include "vhdx-reader.h"
 
 /**
@@ -57,8 +59,9 @@ struct _VhdxImage {
         GFile *parent_file;
         VhdxOpenFlags flags;
 
-        /* Set once, by initable_init() or when wrapping a parent; read-only after. */
-        VhdxFile *vfile;
+        /* The engine's opened image: set once, by initable_init() or when
+         * wrapping a parent; read-only after. */
+        VhdxFile *handle;
         /* For the image of a parent: the image whose VhdxFile owns ours. */
         VhdxImage *owner;
         char *virtual_disk_id;
@@ -122,7 +125,7 @@ G_DEFINE_FINAL_TYPE_WITH_CODE (VhdxImage, vhdx_image, G_TYPE_OBJECT,
 static const VhdxInfo *
 image_info (VhdxImage *self)
 {
-        return self->vfile != NULL ? vhdx_file_get_info (self->vfile) : NULL;
+        return self->handle != NULL ? vhdx_file_get_info (self->handle) : NULL;
 }
 
 /* Opening */
@@ -145,7 +148,7 @@ static void
 image_cache_strings (VhdxImage *self)
 {
         const VhdxInfo *info = image_info (self);
-        GPtrArray *locator = vhdx_file_get_parent_locator (self->vfile);
+        GPtrArray *locator = vhdx_file_get_parent_locator (self->handle);
 
         self->virtual_disk_id = vhdx_guid_to_string (&info->virtual_disk_id);
         self->data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
@@ -191,8 +194,8 @@ image_open (VhdxImage *self, GCancellable *cancellable, GError **error)
         options.open_func = open_parent_io;
         options.open_data = &context;
 
-        self->vfile = vhdx_file_open_full (io, self->flags, &options, error);
-        if (self->vfile == NULL)
+        self->handle = vhdx_file_open_full (io, self->flags, &options, error);
+        if (self->handle == NULL)
                 return FALSE;
         image_cache_strings (self);
         return TRUE;
@@ -266,13 +269,13 @@ vhdx_image_async_initable_iface_init (GAsyncInitableIface *iface)
 
 /* The image of the parent of @child, sharing the VhdxFile that @child's chain owns. */
 static VhdxImage *
-image_new_for_parent (VhdxImage *child, VhdxFile *vfile, const char *name)
+image_new_for_parent (VhdxImage *child, VhdxFile *handle, const char *name)
 {
         g_autoptr (GFile) file = name != NULL ? vhdx_gfile_io_file_for_name (name) : NULL;
         VhdxImage *self = g_object_new (VHDX_TYPE_IMAGE, "file", file, NULL);
 
         self->owner = g_object_ref (child->owner != NULL ? child->owner : child);
-        self->vfile = vfile;
+        self->handle = handle;
         self->init_done = TRUE;
         image_cache_strings (self);
         return self;
@@ -382,10 +385,10 @@ vhdx_image_finalize (GObject *object)
         g_free (self->file_write_guid);
         /* The image of a parent only borrows its VhdxFile from the owner's chain. */
         if (self->owner != NULL) {
-                self->vfile = NULL;
+                self->handle = NULL;
                 g_clear_object (&self->owner);
         }
-        g_clear_pointer (&self->vfile, vhdx_file_free);
+        g_clear_pointer (&self->handle, vhdx_file_free);
         g_clear_error (&self->init_error);
         g_clear_object (&self->parent_file);
         g_clear_object (&self->file);
@@ -794,7 +797,7 @@ vhdx_image_get_virtual_size (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->vfile != NULL ? image_info (self)->virtual_size : 0;
+        return self->handle != NULL ? image_info (self)->virtual_size : 0;
 }
 
 /**
@@ -812,7 +815,7 @@ vhdx_image_get_block_size (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->vfile != NULL ? image_info (self)->block_size : 0;
+        return self->handle != NULL ? image_info (self)->block_size : 0;
 }
 
 /**
@@ -830,7 +833,7 @@ vhdx_image_get_logical_sector_size (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->vfile != NULL ? image_info (self)->logical_sector_size : 0;
+        return self->handle != NULL ? image_info (self)->logical_sector_size : 0;
 }
 
 /**
@@ -848,7 +851,7 @@ vhdx_image_get_physical_sector_size (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->vfile != NULL ? image_info (self)->physical_sector_size : 0;
+        return self->handle != NULL ? image_info (self)->physical_sector_size : 0;
 }
 
 /**
@@ -866,7 +869,7 @@ vhdx_image_get_disk_type (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), VHDX_DISK_TYPE_FIXED);
 
-        return self->vfile != NULL ? image_info (self)->disk_type : VHDX_DISK_TYPE_FIXED;
+        return self->handle != NULL ? image_info (self)->disk_type : VHDX_DISK_TYPE_FIXED;
 }
 
 /**
@@ -962,7 +965,7 @@ vhdx_image_get_log_state (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), VHDX_LOG_STATE_CLEAN);
 
-        return self->vfile != NULL ? image_info (self)->log_state : VHDX_LOG_STATE_CLEAN;
+        return self->handle != NULL ? image_info (self)->log_state : VHDX_LOG_STATE_CLEAN;
 }
 
 /**
@@ -980,7 +983,7 @@ vhdx_image_get_file_size (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->vfile != NULL ? image_info (self)->file_size : 0;
+        return self->handle != NULL ? image_info (self)->file_size : 0;
 }
 
 static gboolean
@@ -989,7 +992,7 @@ image_get_allocated (VhdxImage *self, guint64 *allocated, GError **error)
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->allocated_lock);
 
         if (!self->allocated_known) {
-                if (!vhdx_file_get_allocated_bytes (self->vfile, &self->allocated, error))
+                if (!vhdx_file_get_allocated_bytes (self->handle, &self->allocated, error))
                         return FALSE;
                 self->allocated_known = TRUE;
         }
@@ -1018,7 +1021,7 @@ vhdx_image_get_allocated_size (VhdxImage *self)
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        if (self->vfile == NULL)
+        if (self->handle == NULL)
                 return 0;
         if (!image_get_allocated (self, &allocated, &error)) {
                 g_debug ("Could not count the allocated bytes: %s", error->message);
@@ -1042,7 +1045,7 @@ vhdx_image_has_parent (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
 
-        return self->vfile != NULL && image_info (self)->has_parent;
+        return self->handle != NULL && image_info (self)->has_parent;
 }
 
 /**
@@ -1062,22 +1065,22 @@ VhdxImage *
 vhdx_image_dup_parent (VhdxImage *self)
 {
         g_autoptr (GMutexLocker) locker = NULL;
-        VhdxFile *parent_vfile;
+        VhdxFile *parent_handle;
         VhdxImage *parent;
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
 
-        if (self->vfile == NULL)
+        if (self->handle == NULL)
                 return NULL;
-        parent_vfile = vhdx_file_get_parent (self->vfile);
-        if (parent_vfile == NULL)
+        parent_handle = vhdx_file_get_parent (self->handle);
+        if (parent_handle == NULL)
                 return NULL;
 
         locker = g_mutex_locker_new (&self->parent_lock);
         parent = g_weak_ref_get (&self->parent_ref);
         if (parent == NULL) {
-                parent = image_new_for_parent (self, parent_vfile,
-                                               vhdx_file_get_parent_path (self->vfile));
+                parent = image_new_for_parent (self, parent_handle,
+                                               vhdx_file_get_parent_path (self->handle));
                 g_weak_ref_set (&self->parent_ref, parent);
         }
         return parent;
@@ -1118,27 +1121,10 @@ vhdx_image_get_chain_depth (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->vfile != NULL ? vhdx_file_get_chain_depth (self->vfile) : 0;
+        return self->handle != NULL ? vhdx_file_get_chain_depth (self->handle) : 0;
 }
 
 /* Reading */
-
-static gboolean
-check_range (VhdxImage *self, guint64 offset, guint64 length, GError **error)
-{
-        guint64 size = vhdx_file_get_info (self->vfile)->virtual_size;
-
-        if (offset > size || length > size - offset) {
-                /* %llu, not PRIu64: xgettext must see the whole message. */
-                g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                             _ ("The range of %llu bytes at offset %llu lies outside the "
-                                "virtual disk (%llu bytes)"),
-                             (unsigned long long) length, (unsigned long long) offset,
-                             (unsigned long long) size);
-                return FALSE;
-        }
-        return TRUE;
-}
 
 /* Reads a range known to lie inside the disk, a chunk at a time. */
 static gboolean
@@ -1154,7 +1140,7 @@ read_chunked (VhdxImage *self,
         while (count > 0) {
                 gsize n = MIN (count, READ_CHUNK_SIZE);
 
-                if (!vhdx_file_read (self->vfile, offset, buffer, n, error))
+                if (!vhdx_file_read (self->handle, offset, buffer, n, error))
                         return FALSE;
                 offset += n;
                 buffer += n;
@@ -1183,7 +1169,7 @@ read_chunked (VhdxImage *self,
  * [method@Vhdx.Image.read_bytes], which allocates the buffer.
  *
  * Returns: %TRUE on success; %FALSE with @error set, with
- *   %G_IO_ERROR_INVALID_ARGUMENT if the range goes beyond the end of the
+ *   %VHDX_ERROR_OUT_OF_RANGE if the range goes beyond the end of the
  *   virtual disk
  *
  * Since: 0.1
@@ -1197,12 +1183,12 @@ vhdx_image_read (VhdxImage *self,
                  GError **error)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
-        g_return_val_if_fail (self->vfile != NULL, FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
         g_return_val_if_fail (buffer != NULL || count == 0, FALSE);
         g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-        if (!check_range (self, offset, count, error))
+        if (!vhdx_file_check_range (self->handle, offset, count, error))
                 return FALSE;
         return read_chunked (self, offset, buffer, count, cancellable, error);
 }
@@ -1238,13 +1224,13 @@ vhdx_image_read_bytes (VhdxImage *self,
         guint64 size;
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
-        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (self->handle != NULL, NULL);
         g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
         g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
-        size = vhdx_file_get_info (self->vfile)->virtual_size;
+        size = vhdx_file_get_info (self->handle)->virtual_size;
         if (offset >= size || count == 0)
                 return g_bytes_new (NULL, 0);
         count = (gsize) MIN ((guint64) count, size - offset);
@@ -1321,7 +1307,7 @@ vhdx_image_read_async (VhdxImage *self,
         g_autoptr (GTask) task = NULL;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
-        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (self->handle != NULL);
         g_return_if_fail (buffer != NULL || count == 0);
         g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
@@ -1402,7 +1388,7 @@ vhdx_image_read_bytes_async (VhdxImage *self,
         g_autoptr (GTask) task = NULL;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
-        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (self->handle != NULL);
         g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
         task = g_task_new (self, cancellable, callback, user_data);
@@ -1452,31 +1438,12 @@ GInputStream *
 vhdx_image_open_stream (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
-        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (self->handle != NULL, NULL);
 
         return g_object_new (VHDX_TYPE_INPUT_STREAM, "image", self, NULL);
 }
 
 /* Extents */
-
-/* Appends @extent, merged into the last one when it continues it, as the
- * engine merges the extents of one call. */
-static void
-map_append (GArray *map, const VhdxMapExtent *extent)
-{
-        if (map->len > 0) {
-                VhdxMapExtent *last = &g_array_index (map, VhdxMapExtent, map->len - 1);
-
-                if (last->kind == extent->kind && last->present == extent->present &&
-                    last->depth == extent->depth && last->offset + last->length == extent->offset &&
-                    (extent->kind != VHDX_EXTENT_DATA ||
-                     last->file_offset + last->length == extent->file_offset)) {
-                        last->length += extent->length;
-                        return;
-                }
-        }
-        g_array_append_val (map, *extent);
-}
 
 /**
  * vhdx_image_get_extents:
@@ -1491,7 +1458,7 @@ map_append (GArray *map, const VhdxMapExtent *extent)
  * either data stored in one file of the chain or zeros.
  *
  * Returns: (transfer container) (element-type VhdxExtent): the extents,
- *   or %NULL with @error set, with %G_IO_ERROR_INVALID_ARGUMENT if the
+ *   or %NULL with @error set, with %VHDX_ERROR_OUT_OF_RANGE if the
  *   range goes beyond the end of the virtual disk
  *
  * Since: 0.1
@@ -1503,40 +1470,32 @@ vhdx_image_get_extents (VhdxImage *self,
                         GCancellable *cancellable,
                         GError **error)
 {
-        g_autoptr (GArray) merged = NULL;
-        GPtrArray *extents;
-        guint64 step;
-        guint64 end;
+        g_autoptr (GPtrArray) extents = NULL;
+        g_autoptr (GError) local_error = NULL;
+        VhdxMapIter iter;
+        VhdxMapExtent extent;
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
-        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (self->handle != NULL, NULL);
         g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
         g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-        if (!check_range (self, offset, length, error))
+        if (g_cancellable_set_error_if_cancelled (cancellable, error) ||
+            !vhdx_file_check_range (self->handle, offset, length, error))
                 return NULL;
-        merged = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
-        step = MAP_CHUNK_BLOCKS * vhdx_file_get_info (self->vfile)->block_size;
-        end = offset + length;
-        while (offset < end) {
-                guint64 n = MIN (end - offset, step);
-                g_autoptr (GArray) map = NULL;
-
-                if (g_cancellable_set_error_if_cancelled (cancellable, error))
-                        return NULL;
-                map = vhdx_file_map (self->vfile, offset, n, error);
-                if (map == NULL)
-                        return NULL;
-                for (guint i = 0; i < map->len; i++)
-                        map_append (merged, &g_array_index (map, VhdxMapExtent, i));
-                offset += n;
+        extents = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_extent_free);
+        vhdx_map_iter_init (&iter, self->handle, offset, length);
+        while (vhdx_map_iter_next (&iter, &extent, &local_error)) {
+                g_ptr_array_add (extents, vhdx_extent_new (&extent));
+                if (g_cancellable_set_error_if_cancelled (cancellable, &local_error))
+                        break;
         }
-
-        extents = g_ptr_array_new_full (merged->len, (GDestroyNotify) vhdx_extent_free);
-        for (guint i = 0; i < merged->len; i++)
-                g_ptr_array_add (extents,
-                                 vhdx_extent_new (&g_array_index (merged, VhdxMapExtent, i)));
-        return extents;
+        vhdx_map_iter_clear (&iter);
+        if (local_error != NULL) {
+                g_propagate_error (error, g_steal_pointer (&local_error));
+                return NULL;
+        }
+        return g_steal_pointer (&extents);
 }
 
 static void
@@ -1585,7 +1544,7 @@ vhdx_image_get_extents_async (VhdxImage *self,
         g_autoptr (GTask) task = NULL;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
-        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (self->handle != NULL);
         g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
         task = g_task_new (self, cancellable, callback, user_data);
@@ -1646,26 +1605,18 @@ GPtrArray *
 vhdx_image_check (VhdxImage *self, GCancellable *cancellable, GError **error)
 {
         g_autoptr (GPtrArray) problems = NULL;
-        g_autoptr (GPtrArray) findings = NULL;
-        GPtrArray *open_findings;
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
-        g_return_val_if_fail (self->vfile != NULL, NULL);
+        g_return_val_if_fail (self->handle != NULL, NULL);
         g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
         g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
-        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
-        open_findings = vhdx_file_get_open_findings (self->vfile);
-        for (guint i = 0; open_findings != NULL && i < open_findings->len; i++)
-                g_ptr_array_add (problems, vhdx_problem_new (g_ptr_array_index (open_findings, i)));
-
-        findings = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
-        if (!vhdx_file_check (self->vfile, findings, error))
+        problems = vhdx_problems_new ();
+        vhdx_problems_add_all (problems, vhdx_file_get_open_problems (self->handle));
+        if (!vhdx_file_check (self->handle, problems, error))
                 return NULL;
-        for (guint i = 0; i < findings->len; i++)
-                g_ptr_array_add (problems, vhdx_problem_new (g_ptr_array_index (findings, i)));
         return g_steal_pointer (&problems);
 }
 
@@ -1705,7 +1656,7 @@ vhdx_image_check_async (VhdxImage *self,
         g_autoptr (GTask) task = NULL;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
-        g_return_if_fail (self->vfile != NULL);
+        g_return_if_fail (self->handle != NULL);
         g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
         task = g_task_new (self, cancellable, callback, user_data);
@@ -1737,154 +1688,4 @@ vhdx_image_check_finish (VhdxImage *self, GAsyncResult *result, GError **error)
         g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
         return g_task_propagate_pointer (G_TASK (result), error);
-}
-
-/* JSON */
-
-/* The bytes the file occupies on its file system, or its size when that is unknown. */
-static gboolean
-image_get_actual_size (VhdxImage *self, guint64 *actual, GCancellable *cancellable, GError **error)
-{
-        g_autoptr (GFileInfo) info = NULL;
-
-        info = g_file_query_info (self->file, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE,
-                                  G_FILE_QUERY_INFO_NONE, cancellable, error);
-        if (info == NULL)
-                return FALSE;
-        if (g_file_info_has_attribute (info, G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE))
-                *actual =
-                        g_file_info_get_attribute_uint64 (info,
-                                                          G_FILE_ATTRIBUTE_STANDARD_ALLOCATED_SIZE);
-        else
-                *actual = vhdx_file_get_info (self->vfile)->file_size;
-        return TRUE;
-}
-
-/* The parent as the image names it: the first of its locator's paths. */
-static const char *
-image_get_backing_name (VhdxImage *self, const char *resolved)
-{
-        static const char *const keys[] = { "relative_path", "absolute_win32_path", "volume_path" };
-
-        for (gsize i = 0; self->parent_locator != NULL && i < G_N_ELEMENTS (keys); i++) {
-                const char *value = g_hash_table_lookup (self->parent_locator, keys[i]);
-
-                if (value != NULL)
-                        return value;
-        }
-        return resolved;
-}
-
-/**
- * vhdx_image_to_json:
- * @self: an image
- * @cancellable: (nullable): a cancellable
- * @error: return location for an error
- *
- * Describes the image as a JSON object, the one that `vhdx info --json`
- * prints.  Where they overlap, the keys are those of
- * `qemu-img info --output=json`:
- *
- * - `filename`: the image, a path for a local file, a URI otherwise
- * - `format`: `"vhdx"`
- * - `virtual-size`: the size of the virtual disk in bytes
- * - `actual-size`: the bytes the file occupies on its file system
- * - `cluster-size`: the block size
- * - `dirty-flag`: whether the image had a log to replay
- * - `backing-filename`, `full-backing-filename`: for a differencing image,
- *   the parent as its locator names it and the file that was opened
- * - `format-specific`: an object with `type` `"vhdx"` and `data`, an object
- *   with the keys `disk-type`, `logical-sector-size`,
- *   `physical-sector-size`, `virtual-disk-id`, `data-write-guid`,
- *   `file-write-guid`, `creator`, `log-state`, `allocated-bytes` and
- *   `header-sequence`
- *
- * This counts the allocated bytes, which reads the block allocation table.
- *
- * Returns: (transfer full): a JSON object, or %NULL with @error set
- *
- * Since: 0.1
- */
-JsonNode *
-vhdx_image_to_json (VhdxImage *self, GCancellable *cancellable, GError **error)
-{
-        g_autoptr (JsonBuilder) builder = NULL;
-        g_autofree char *filename = NULL;
-        const VhdxInfo *info;
-        const char *parent_name;
-        guint64 actual = 0;
-        guint64 allocated = 0;
-
-        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
-        g_return_val_if_fail (self->vfile != NULL, NULL);
-        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
-        g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-
-        info = vhdx_file_get_info (self->vfile);
-        if (!image_get_actual_size (self, &actual, cancellable, error))
-                return NULL;
-        if (g_cancellable_set_error_if_cancelled (cancellable, error))
-                return NULL;
-        if (!image_get_allocated (self, &allocated, error))
-                return NULL;
-        filename = g_file_get_parse_name (self->file);
-        parent_name = vhdx_file_get_parent (self->vfile) != NULL
-                              ? vhdx_file_get_parent_path (self->vfile)
-                              : NULL;
-
-        builder = json_builder_new ();
-        json_builder_begin_object (builder);
-        json_builder_set_member_name (builder, "filename");
-        json_builder_add_string_value (builder, filename);
-        json_builder_set_member_name (builder, "format");
-        json_builder_add_string_value (builder, "vhdx");
-        json_builder_set_member_name (builder, "virtual-size");
-        json_builder_add_int_value (builder, (gint64) info->virtual_size);
-        json_builder_set_member_name (builder, "actual-size");
-        json_builder_add_int_value (builder, (gint64) actual);
-        json_builder_set_member_name (builder, "cluster-size");
-        json_builder_add_int_value (builder, info->block_size);
-        json_builder_set_member_name (builder, "dirty-flag");
-        json_builder_add_boolean_value (builder, info->log_state != VHDX_LOG_STATE_CLEAN);
-        if (parent_name != NULL) {
-                g_autoptr (GFile) parent_file = vhdx_gfile_io_file_for_name (parent_name);
-                g_autofree char *full = g_file_get_parse_name (parent_file);
-
-                json_builder_set_member_name (builder, "backing-filename");
-                json_builder_add_string_value (builder, image_get_backing_name (self, full));
-                json_builder_set_member_name (builder, "full-backing-filename");
-                json_builder_add_string_value (builder, full);
-        }
-
-        json_builder_set_member_name (builder, "format-specific");
-        json_builder_begin_object (builder);
-        json_builder_set_member_name (builder, "type");
-        json_builder_add_string_value (builder, "vhdx");
-        json_builder_set_member_name (builder, "data");
-        json_builder_begin_object (builder);
-        json_builder_set_member_name (builder, "disk-type");
-        json_builder_add_string_value (builder, vhdx_disk_type_to_string (info->disk_type));
-        json_builder_set_member_name (builder, "logical-sector-size");
-        json_builder_add_int_value (builder, info->logical_sector_size);
-        json_builder_set_member_name (builder, "physical-sector-size");
-        json_builder_add_int_value (builder, info->physical_sector_size);
-        json_builder_set_member_name (builder, "virtual-disk-id");
-        json_builder_add_string_value (builder, self->virtual_disk_id);
-        json_builder_set_member_name (builder, "data-write-guid");
-        json_builder_add_string_value (builder, self->data_write_guid);
-        json_builder_set_member_name (builder, "file-write-guid");
-        json_builder_add_string_value (builder, self->file_write_guid);
-        json_builder_set_member_name (builder, "creator");
-        json_builder_add_string_value (builder, info->creator != NULL ? info->creator : "");
-        json_builder_set_member_name (builder, "log-state");
-        json_builder_add_string_value (builder, vhdx_log_state_to_string (info->log_state));
-        json_builder_set_member_name (builder, "allocated-bytes");
-        json_builder_add_int_value (builder, (gint64) allocated);
-        json_builder_set_member_name (builder, "header-sequence");
-        json_builder_add_int_value (builder, (gint64) info->header_sequence);
-        json_builder_end_object (builder);
-        json_builder_end_object (builder);
-
-        json_builder_end_object (builder);
-        return json_builder_get_root (builder);
 }

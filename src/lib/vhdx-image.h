@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxImage, the GObject of an opened image. */
 #pragma once
 
 #include <gio/gio.h>
-#include <json-glib/json-glib.h>
 
 #include "vhdx-enums.h"
 
@@ -111,8 +111,5 @@ void vhdx_image_check_async (VhdxImage *self,
                              gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
 GPtrArray *vhdx_image_check_finish (VhdxImage *self, GAsyncResult *result, GError **error);
-
-G_GNUC_WARN_UNUSED_RESULT
-JsonNode *vhdx_image_to_json (VhdxImage *self, GCancellable *cancellable, GError **error);
 
 G_END_DECLS

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxInputStream, a seekable GInputStream over the virtual disk. */
 #include "config.h"
 
 #include "vhdx-input-stream.h"

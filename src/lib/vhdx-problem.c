@@ -1,71 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxProblem as a boxed type, and its getters; the structure is the engine's (vhdx-problems.h). */
 #include "config.h"
 
-#include "vhdx-problem-private.h"
-
-struct _VhdxProblem {
-        VhdxSeverity severity;
-        char *structure;
-        guint64 offset;
-        char *message;
-};
+#include "vhdx-problems.h"
 
 G_DEFINE_BOXED_TYPE (VhdxProblem, vhdx_problem, vhdx_problem_copy, vhdx_problem_free)
-
-VhdxProblem *
-vhdx_problem_new (const VhdxFinding *finding)
-{
-        VhdxProblem *self = g_new0 (VhdxProblem, 1);
-
-        self->severity = finding->severity;
-        self->structure = g_strdup (finding->structure != NULL ? finding->structure : "");
-        self->offset = finding->offset;
-        self->message = g_strdup (finding->message != NULL ? finding->message : "");
-        return self;
-}
-
-/**
- * vhdx_problem_copy:
- * @self: a problem
- *
- * Copies a problem.
- *
- * Returns: (transfer full): a copy of @self
- *
- * Since: 0.1
- */
-VhdxProblem *
-vhdx_problem_copy (const VhdxProblem *self)
-{
-        VhdxProblem *copy;
-
-        g_return_val_if_fail (self != NULL, NULL);
-
-        copy = g_new0 (VhdxProblem, 1);
-        copy->severity = self->severity;
-        copy->structure = g_strdup (self->structure);
-        copy->offset = self->offset;
-        copy->message = g_strdup (self->message);
-        return copy;
-}
-
-/**
- * vhdx_problem_free:
- * @self: (nullable): a problem
- *
- * Frees a problem.
- *
- * Since: 0.1
- */
-void
-vhdx_problem_free (VhdxProblem *self)
-{
-        if (self == NULL)
-                return;
-        g_free (self->structure);
-        g_free (self->message);
-        g_free (self);
-}
 
 /**
  * vhdx_problem_get_severity:

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxProblem, something wrong with an image. */
 #pragma once
 
 #include <glib-object.h>

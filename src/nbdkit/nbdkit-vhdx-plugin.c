@@ -22,7 +22,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include "vhdx-reader.h"
+#include "vhdx-map.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -124,12 +124,12 @@ vhdx_plugin_get_ready (void)
                 .parent_path = parent_path,
         };
         const VhdxInfo *info;
-        GPtrArray *findings;
+        GPtrArray *problems;
         VhdxIo *io;
 
-        io = vhdx_io_open_file (image_path, &error);
+        io = vhdx_io_open_path (image_path, FALSE, &error);
         if (io == NULL) {
-                nbdkit_error ("%s", error->message);
+                nbdkit_error ("%s: %s", image_path, error->message);
                 return -1;
         }
         image = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, &error);
@@ -138,13 +138,13 @@ vhdx_plugin_get_ready (void)
                 return -1;
         }
 
-        findings = vhdx_file_get_open_findings (image);
-        for (guint i = 0; findings != NULL && i < findings->len; i++) {
-                const VhdxFinding *finding = g_ptr_array_index (findings, i);
+        problems = vhdx_file_get_open_problems (image);
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxProblem *problem = g_ptr_array_index (problems, i);
 
                 nbdkit_debug ("%s: %s: %s (file offset %" G_GUINT64_FORMAT "): %s", image_path,
-                              vhdx_severity_to_string (finding->severity), finding->structure,
-                              finding->offset, finding->message);
+                              vhdx_severity_to_string (problem->severity), problem->structure,
+                              problem->offset, problem->message);
         }
         info = vhdx_file_get_info (image);
         nbdkit_debug ("%s: %s disk, %" G_GUINT64_FORMAT " bytes, %" G_GUINT32_FORMAT

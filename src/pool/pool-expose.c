@@ -34,12 +34,12 @@
 
 #include <vhdx.h>
 
+#include "pool-extents.h"
 #include "pool-scan.h"
 #include "pool-util.h"
 
 /* Misses rescan the directory at most this often (microseconds). */
 #define RESCAN_INTERVAL_US (G_USEC_PER_SEC / 2)
-#define EXTENT_WINDOW      (G_GUINT64_CONSTANT (4) << 30)
 
 static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP };
 
@@ -166,7 +166,7 @@ exposer_scan_locked (Exposer *exposer)
         exposer->last_scan = g_get_monotonic_time ();
         dir = g_dir_open (exposer->dir, 0, &error);
         if (dir == NULL) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return;
         }
         while ((entry = g_dir_read_name (dir)) != NULL)
@@ -212,7 +212,7 @@ exposer_scan_locked (Exposer *exposer)
                         if (exposed == NULL) {
                                 g_autofree char *display = g_filename_display_name (source);
 
-                                pool_print_error ("%s: %s", display, open_error->message);
+                                tool_print_error_printf ("%s: %s", display, open_error->message);
                                 g_hash_table_insert (exposer->rejected, g_strdup (source),
                                                      g_steal_pointer (&key));
                                 continue;
@@ -262,24 +262,20 @@ static guint64
 exposed_data_bytes (Exposed *exposed)
 {
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&exposed->lock);
+        g_auto (PoolExtentCursor) cursor = { 0 };
         guint64 total = 0;
 
         if (exposed->data_bytes_known)
                 return exposed->data_bytes;
+        pool_extent_cursor_init (&cursor, exposed->image);
         for (guint64 offset = 0; offset < exposed->size;) {
-                guint64 length = MIN (exposed->size - offset, EXTENT_WINDOW);
-                g_autoptr (GPtrArray) extents = NULL;
+                const VhdxExtent *extent = pool_extent_cursor_find (&cursor, offset, NULL);
 
-                extents = vhdx_image_get_extents (exposed->image, offset, length, NULL, NULL);
-                if (extents == NULL)
+                if (extent == NULL)
                         return exposed->size;
-                for (guint i = 0; i < extents->len; i++) {
-                        const VhdxExtent *extent = g_ptr_array_index (extents, i);
-
-                        if (vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA)
-                                total += vhdx_extent_get_length (extent);
-                }
-                offset += length;
+                if (vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA)
+                        total += vhdx_extent_get_length (extent);
+                offset = vhdx_extent_get_offset (extent) + vhdx_extent_get_length (extent);
         }
         exposed->data_bytes = total;
         exposed->data_bytes_known = TRUE;
@@ -408,7 +404,7 @@ expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse
         if (!vhdx_image_read (exposed->image, (guint64) offset, buf, count, NULL, &error)) {
                 g_autofree char *display = g_filename_display_name (exposed->source);
 
-                pool_print_error ("%s: %s", display, error->message);
+                tool_print_error_printf ("%s: %s", display, error->message);
                 return -EIO;
         }
         return (int) count;
@@ -419,6 +415,7 @@ static off_t
 expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info *fi)
 {
         Exposed *exposed = (Exposed *) (uintptr_t) fi->fh;
+        g_auto (PoolExtentCursor) cursor = { 0 };
         gboolean want_data;
 
         if (whence != SEEK_DATA && whence != SEEK_HOLE)
@@ -428,22 +425,15 @@ expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info 
         if ((guint64) offset >= exposed->size)
                 return -ENXIO;
         want_data = whence == SEEK_DATA;
+        pool_extent_cursor_init (&cursor, exposed->image);
         for (guint64 start = (guint64) offset; start < exposed->size;) {
-                guint64 length = MIN (exposed->size - start, EXTENT_WINDOW);
-                g_autoptr (GPtrArray) extents = NULL;
+                const VhdxExtent *extent = pool_extent_cursor_find (&cursor, start, NULL);
 
-                extents = vhdx_image_get_extents (exposed->image, start, length, NULL, NULL);
-                if (extents == NULL)
+                if (extent == NULL)
                         return -EIO;
-                for (guint i = 0; i < extents->len; i++) {
-                        const VhdxExtent *extent = g_ptr_array_index (extents, i);
-                        gboolean is_data = vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA;
-
-                        if (is_data == want_data)
-                                return (off_t) MAX (vhdx_extent_get_offset (extent),
-                                                    (guint64) offset);
-                }
-                start += length;
+                if ((vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA) == want_data)
+                        return (off_t) MAX (vhdx_extent_get_offset (extent), (guint64) offset);
+                start = vhdx_extent_get_offset (extent) + vhdx_extent_get_length (extent);
         }
         /* No data after @offset; the implicit hole at the end. */
         return want_data ? -ENXIO : (off_t) exposed->size;
@@ -587,7 +577,7 @@ tear_down_pool (PoolSetup *setup)
         if (error == NULL && setup->defined && virStoragePoolUndefine (setup->pool) < 0)
                 pool_set_libvirt_error (&error, _ ("cannot remove storage pool '%s'"), setup->name);
         if (error != NULL)
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
         virStoragePoolFree (setup->pool);
         setup->pool = NULL;
 }
@@ -616,7 +606,7 @@ check_directory (const char *path)
         if (saved_errno != 0) {
                 g_autofree char *display = g_filename_display_name (path);
 
-                pool_print_error ("%s: %s", display, g_strerror (saved_errno));
+                tool_print_error_printf ("%s: %s", display, g_strerror (saved_errno));
                 return FALSE;
         }
         return TRUE;
@@ -652,7 +642,7 @@ pool_cmd_expose (int argc, char **argv)
         int status = EXIT_SUCCESS;
         int loop_result;
 
-        context = pool_command_context_new (
+        context = tool_command_context_new (
                 "expose", _ ("DIR MOUNTPOINT"),
                 _ ("Show the VHDX images of a directory as raw files."),
                 _ ("Mounts a read-only FUSE file system on MOUNTPOINT in which each VHDX\n"
@@ -667,10 +657,10 @@ pool_cmd_expose (int argc, char **argv)
                    "\n"
                    "Exit status: 0 when stopped, 1 on failure."),
                 entries);
-        if (!pool_parse_command_line (context, &argc, &argv))
+        if (!tool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (args == NULL || g_strv_length (args) != 2)
-                return pool_usage_error ("%s", _ ("expected DIR and MOUNTPOINT"));
+                return tool_usage_error ("%s", _ ("expected DIR and MOUNTPOINT"));
         if (!check_directory (args[0]) || !check_directory (args[1]))
                 return EXIT_FAILURE;
         dir = pool_canonical_path (args[0]);
@@ -680,9 +670,10 @@ pool_cmd_expose (int argc, char **argv)
         if (access ("/dev/fuse", R_OK | W_OK) < 0) {
                 int saved_errno = errno;
 
-                pool_print_error (_ ("/dev/fuse is not available (%s): FUSE file systems cannot "
-                                     "be mounted here"),
-                                  g_strerror (saved_errno));
+                tool_print_error_printf (
+                        _ ("/dev/fuse is not available (%s): FUSE file systems cannot "
+                           "be mounted here"),
+                        g_strerror (saved_errno));
                 return EXIT_FAILURE;
         }
 
@@ -690,7 +681,7 @@ pool_cmd_expose (int argc, char **argv)
                 /* Fail before mounting when libvirt cannot be reached. */
                 setup.conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
                 if (setup.conn == NULL) {
-                        pool_print_error ("%s", error->message);
+                        tool_print_error_printf ("%s", error->message);
                         return EXIT_FAILURE;
                 }
                 setup.name = define_pool;
@@ -715,20 +706,21 @@ pool_cmd_expose (int argc, char **argv)
 
         fuse = fuse_new (&fuse_arguments, &expose_operations, sizeof expose_operations, &exposer);
         if (fuse == NULL) {
-                pool_print_error ("%s", _ ("cannot set up the FUSE file system"));
+                tool_print_error_printf ("%s", _ ("cannot set up the FUSE file system"));
                 status = EXIT_FAILURE;
                 goto out;
         }
         if (fuse_mount (fuse, mountpoint) != 0) {
-                pool_print_error (_ ("cannot mount a FUSE file system on %s: FUSE mounts are not "
-                                     "permitted here"),
-                                  display);
+                tool_print_error_printf (
+                        _ ("cannot mount a FUSE file system on %s: FUSE mounts are not "
+                           "permitted here"),
+                        display);
                 fuse_destroy (fuse);
                 status = EXIT_FAILURE;
                 goto out;
         }
         if (fuse_set_signal_handlers (fuse_get_session (fuse)) != 0) {
-                pool_print_error ("%s", _ ("cannot install signal handlers"));
+                tool_print_error_printf ("%s", _ ("cannot install signal handlers"));
                 fuse_unmount (fuse);
                 fuse_destroy (fuse);
                 status = EXIT_FAILURE;
@@ -748,7 +740,7 @@ pool_cmd_expose (int argc, char **argv)
         loop_result = fuse_loop_mt (fuse, 0);
         block_stop_signals (TRUE);
         if (loop_result < 0) {
-                pool_print_error ("%s: %s", display, g_strerror (-loop_result));
+                tool_print_error_printf ("%s: %s", display, g_strerror (-loop_result));
                 status = EXIT_FAILURE;
         }
 
@@ -758,7 +750,7 @@ pool_cmd_expose (int argc, char **argv)
         if (setup_thread != NULL)
                 g_thread_join (setup_thread);
         if (setup.error != NULL) {
-                pool_print_error ("%s", setup.error->message);
+                tool_print_error_printf ("%s", setup.error->message);
                 g_clear_error (&setup.error);
                 status = EXIT_FAILURE;
         }

@@ -21,10 +21,10 @@
 
 #include <vhdx.h>
 
+#include "pool-extents.h"
 #include "pool-util.h"
 
 /* How much of the virtual disk is mapped at a time. */
-#define EXTENT_WINDOW (G_GUINT64_CONSTANT (4) << 30)
 /* How much is read at a time to check that a hole of the volume is zeros. */
 #define ZERO_CHECK_CHUNK (1024 * 1024)
 
@@ -58,99 +58,12 @@ check_interrupted (GError **error)
         return FALSE;
 }
 
-/* Progress on a terminal */
-
-typedef struct {
-        gboolean enabled;
-        const char *label;
-        guint64 total;
-        int last_shown;
-} Progress;
-
-static void
-progress_start (Progress *progress, const char *label, guint64 total)
-{
-        progress->label = label;
-        progress->total = total;
-        progress->last_shown = -1;
-}
-
-static void
-progress_update (Progress *progress, guint64 done)
-{
-        int percent;
-
-        if (!progress->enabled)
-                return;
-        percent = progress->total == 0 ? 100 : (int) (done * 100 / progress->total);
-        if (percent == progress->last_shown)
-                return;
-        progress->last_shown = percent;
-        g_printerr ("\r%s %3d%%", progress->label, percent);
-}
-
-static void
-progress_finish (Progress *progress)
-{
-        if (!progress->enabled || progress->last_shown < 0)
-                return;
-        progress_update (progress, progress->total);
-        g_printerr ("\n");
-}
-
-/* Extents of the virtual disk, walked forward */
-
-typedef struct {
-        VhdxImage *image;
-        guint64 size;
-        GPtrArray *window;
-        guint64 window_start;
-        guint64 window_end;
-        guint index;
-} ExtentCursor;
-
-static void
-extent_cursor_clear (ExtentCursor *cursor)
-{
-        g_clear_pointer (&cursor->window, g_ptr_array_unref);
-}
-
-/* The extent that holds @position, which never moves backwards. */
-static const VhdxExtent *
-extent_cursor_find (ExtentCursor *cursor, guint64 position, GError **error)
-{
-        if (cursor->window == NULL || position < cursor->window_start ||
-            position >= cursor->window_end) {
-                guint64 length = MIN (cursor->size - position, EXTENT_WINDOW);
-
-                g_clear_pointer (&cursor->window, g_ptr_array_unref);
-                cursor->window =
-                        vhdx_image_get_extents (cursor->image, position, length, NULL, error);
-                if (cursor->window == NULL)
-                        return NULL;
-                cursor->window_start = position;
-                cursor->window_end = position + length;
-                cursor->index = 0;
-        }
-        while (cursor->index < cursor->window->len) {
-                const VhdxExtent *extent = g_ptr_array_index (cursor->window, cursor->index);
-
-                if (vhdx_extent_get_offset (extent) + vhdx_extent_get_length (extent) > position)
-                        return extent;
-                cursor->index++;
-        }
-        g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                     _ ("the map of the virtual disk has a gap at offset %" G_GUINT64_FORMAT),
-                     position);
-        return NULL;
-}
-
 /* Upload: the virtual disk as a sparse stream */
 
 typedef struct {
-        ExtentCursor cursor;
+        PoolExtentCursor cursor;
         guint64 position;
-        Progress *progress;
+        ToolProgress *progress;
         GError *error;
 } Upload;
 
@@ -166,7 +79,7 @@ upload_hole (virStreamPtr stream, int *in_data, long long *length, void *opaque)
                 *length = 0;
                 return 0;
         }
-        extent = extent_cursor_find (&upload->cursor, upload->position, &upload->error);
+        extent = pool_extent_cursor_find (&upload->cursor, upload->position, &upload->error);
         if (extent == NULL) {
                 errno = EIO;
                 return -1;
@@ -183,7 +96,7 @@ upload_skip (virStreamPtr stream, long long length, void *opaque)
         Upload *upload = opaque;
 
         upload->position += (guint64) length;
-        progress_update (upload->progress, upload->position);
+        tool_progress_update (upload->progress, upload->position);
         return 0;
 }
 
@@ -206,7 +119,7 @@ upload_read (virStreamPtr stream, char *data, size_t nbytes, void *opaque)
                 return -1;
         }
         upload->position += count;
-        progress_update (upload->progress, upload->position);
+        tool_progress_update (upload->progress, upload->position);
         return (int) count;
 }
 
@@ -214,15 +127,16 @@ static gboolean
 upload_image (virConnectPtr conn,
               virStorageVolPtr vol,
               VhdxImage *image,
-              Progress *progress,
+              ToolProgress *progress,
               GError **error)
 {
         g_autoptr (virStream) stream = virStreamNew (conn, 0);
         Upload upload = {
-                .cursor = { .image = image, .size = vhdx_image_get_virtual_size (image) },
                 .progress = progress,
         };
         gboolean ok = FALSE;
+
+        pool_extent_cursor_init (&upload.cursor, image);
 
         if (stream == NULL || virStorageVolUpload (vol, stream, 0, upload.cursor.size,
                                                    VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM) < 0) {
@@ -230,8 +144,7 @@ upload_image (virConnectPtr conn,
                                         virStorageVolGetName (vol));
                 goto out;
         }
-        progress_start (progress, _ ("Uploading"), upload.cursor.size);
-        progress_update (progress, 0);
+        tool_progress_start (progress, progress->enabled, _ ("Uploading"), upload.cursor.size);
         if (virStreamSparseSendAll (stream, upload_read, upload_hole, upload_skip, &upload) < 0) {
                 if (upload.error != NULL)
                         g_propagate_error (error, g_steal_pointer (&upload.error));
@@ -245,24 +158,24 @@ upload_image (virConnectPtr conn,
                                         virStorageVolGetName (vol));
                 goto out;
         }
-        progress_finish (progress);
+        tool_progress_finish (progress);
         ok = TRUE;
 out:
-        if (!ok && progress->last_shown >= 0 && progress->enabled)
-                g_printerr ("\n");
+        if (!ok)
+                tool_progress_abandon (progress);
         g_clear_error (&upload.error);
-        extent_cursor_clear (&upload.cursor);
+        pool_extent_cursor_clear (&upload.cursor);
         return ok;
 }
 
 /* Check: the volume, downloaded as a sparse stream, against the image */
 
 typedef struct {
-        ExtentCursor cursor;
+        PoolExtentCursor cursor;
         guint64 position;
         guint8 *buffer;
         gsize buffer_size;
-        Progress *progress;
+        ToolProgress *progress;
         const char *volume;
         GError *error;
 } Compare;
@@ -322,7 +235,7 @@ compare_data (virStreamPtr stream, const char *data, size_t nbytes, void *opaque
                 return -1;
         }
         compare->position += nbytes;
-        progress_update (compare->progress, compare->position);
+        tool_progress_update (compare->progress, compare->position);
         return (int) nbytes;
 }
 
@@ -340,7 +253,8 @@ compare_hole (virStreamPtr stream, long long length, void *opaque)
         end = compare->position + (guint64) length;
         while (compare->position < end) {
                 const VhdxExtent *extent =
-                        extent_cursor_find (&compare->cursor, compare->position, &compare->error);
+                        pool_extent_cursor_find (&compare->cursor, compare->position,
+                                                 &compare->error);
                 guint64 extent_end;
                 guint64 stop;
 
@@ -374,7 +288,7 @@ compare_hole (virStreamPtr stream, long long length, void *opaque)
                         compare->position += count;
                 }
         }
-        progress_update (compare->progress, compare->position);
+        tool_progress_update (compare->progress, compare->position);
         return 0;
 }
 
@@ -383,24 +297,24 @@ compare_volume (virConnectPtr conn,
                 virStorageVolPtr vol,
                 const char *display_name,
                 VhdxImage *image,
-                Progress *progress,
+                ToolProgress *progress,
                 GError **error)
 {
         g_autoptr (virStream) stream = virStreamNew (conn, 0);
         Compare compare = {
-                .cursor = { .image = image, .size = vhdx_image_get_virtual_size (image) },
                 .progress = progress,
                 .volume = display_name,
         };
+
         gboolean ok = FALSE;
 
+        pool_extent_cursor_init (&compare.cursor, image);
         if (stream == NULL ||
             virStorageVolDownload (vol, stream, 0, 0, VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM) < 0) {
                 pool_set_libvirt_error (error, _ ("cannot read volume '%s'"), display_name);
                 goto out;
         }
-        progress_start (progress, _ ("Checking"), compare.cursor.size);
-        progress_update (progress, 0);
+        tool_progress_start (progress, progress->enabled, _ ("Checking"), compare.cursor.size);
         if (virStreamSparseRecvAll (stream, compare_data, compare_hole, &compare) < 0) {
                 if (compare.error != NULL)
                         g_propagate_error (error, g_steal_pointer (&compare.error));
@@ -418,14 +332,14 @@ compare_volume (virConnectPtr conn,
                              _ ("volume '%s' is smaller than the virtual disk"), display_name);
                 goto out;
         }
-        progress_finish (progress);
+        tool_progress_finish (progress);
         ok = TRUE;
 out:
-        if (!ok && progress->last_shown >= 0 && progress->enabled)
-                g_printerr ("\n");
+        if (!ok)
+                tool_progress_abandon (progress);
         g_clear_error (&compare.error);
         g_free (compare.buffer);
-        extent_cursor_clear (&compare.cursor);
+        pool_extent_cursor_clear (&compare.cursor);
         return ok;
 }
 
@@ -463,7 +377,7 @@ delete_volume (virStorageVolPtr vol)
 
                 pool_set_libvirt_error (&error, _ ("cannot remove volume '%s'"),
                                         virStorageVolGetName (vol));
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
         }
 }
 
@@ -524,7 +438,7 @@ import_image (virConnectPtr conn,
               VhdxImage *image,
               const char *name,
               const char *format,
-              Progress *progress,
+              ToolProgress *progress,
               GError **error)
 {
         guint64 size = vhdx_image_get_virtual_size (image);
@@ -613,9 +527,9 @@ pool_cmd_import (int argc, char **argv)
         g_autoptr (virStorageVol) vol = NULL;
         g_autofree char *display = NULL;
         g_autofree char *size_text = NULL;
-        Progress progress = { 0 };
+        ToolProgress progress;
 
-        context = pool_command_context_new (
+        context = tool_command_context_new (
                 "import", _ ("--pool POOL IMAGE"),
                 _ ("Copy the virtual disk of a VHDX image into a new volume."),
                 _ ("Creates a volume in POOL of the image's virtual size and uploads the\n"
@@ -627,22 +541,22 @@ pool_cmd_import (int argc, char **argv)
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
-        if (!pool_parse_command_line (context, &argc, &argv))
+        if (!tool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (pool_name == NULL)
-                return pool_usage_error ("%s", _ ("--pool is required"));
+                return tool_usage_error ("%s", _ ("--pool is required"));
         if (args == NULL || g_strv_length (args) != 1)
-                return pool_usage_error ("%s", _ ("expected one IMAGE"));
+                return tool_usage_error ("%s", _ ("expected one IMAGE"));
         if (format == NULL)
                 format = g_strdup ("raw");
         if (!g_str_equal (format, "raw") && !g_str_equal (format, "qcow2"))
-                return pool_usage_error (_ ("unknown format '%s' (expected raw or qcow2)"), format);
+                return tool_usage_error (_ ("unknown format '%s' (expected raw or qcow2)"), format);
 
         display = g_filename_display_name (args[0]);
         file = g_file_new_for_commandline_arg (args[0]);
         image = vhdx_image_new (file, VHDX_OPEN_FLAGS_NONE, NULL, &error);
         if (image == NULL) {
-                pool_print_error ("%s: %s", display, error->message);
+                tool_print_error_printf ("%s: %s", display, error->message);
                 return EXIT_FAILURE;
         }
         if (name == NULL)
@@ -650,17 +564,17 @@ pool_cmd_import (int argc, char **argv)
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return EXIT_FAILURE;
         }
         pool = pool_lookup (conn, pool_name, &error);
         if (pool == NULL || !pool_ensure_active (pool, &error)) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return EXIT_FAILURE;
         }
         if (volume_exists (pool, name)) {
-                pool_print_error (_ ("storage pool '%s' already has a volume named '%s'"),
-                                  pool_name, name);
+                tool_print_error_printf (_ ("storage pool '%s' already has a volume named '%s'"),
+                                         pool_name, name);
                 return EXIT_FAILURE;
         }
 
@@ -668,7 +582,7 @@ pool_cmd_import (int argc, char **argv)
         progress.enabled = show_progress && isatty (STDERR_FILENO);
         vol = import_image (conn, pool, image, name, format, &progress, &error);
         if (vol == NULL) {
-                pool_print_error ("%s: %s", display, error->message);
+                tool_print_error_printf ("%s: %s", display, error->message);
                 return EXIT_FAILURE;
         }
         size_text = pool_format_capacity (vhdx_image_get_virtual_size (image));

@@ -30,7 +30,7 @@ pool_cmd_list (int argc, char **argv)
         g_autoptr (virStoragePool) pool = NULL;
         g_autoptr (GPtrArray) volumes = NULL;
 
-        context = pool_command_context_new (
+        context = tool_command_context_new (
                 "list", _ ("POOL"), _ ("Show what the volumes of a storage pool really are."),
                 _ ("Refreshes POOL and lists its volumes: what libvirt says of each (format,\n"
                    "capacity, allocation) and, for each VHDX image among them (told by\n"
@@ -40,23 +40,23 @@ pool_cmd_list (int argc, char **argv)
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
-        if (!pool_parse_command_line (context, &argc, &argv))
+        if (!tool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (args == NULL || g_strv_length (args) != 1)
-                return pool_usage_error ("%s", _ ("expected one POOL"));
+                return tool_usage_error ("%s", _ ("expected one POOL"));
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return EXIT_FAILURE;
         }
         pool = pool_lookup (conn, args[0], &error);
         if (pool == NULL) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return EXIT_FAILURE;
         }
         if (!pool_ensure_active (pool, &error)) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return EXIT_FAILURE;
         }
         /* The volumes as the storage holds them now.  A pool busy with an
@@ -64,12 +64,12 @@ pool_cmd_list (int argc, char **argv)
         if (virStoragePoolRefresh (pool, 0) < 0) {
                 pool_set_libvirt_error (&error, _ ("warning: cannot refresh storage pool '%s'"),
                                         args[0]);
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 g_clear_error (&error);
         }
         volumes = pool_scan (conn, pool, &error);
         if (volumes == NULL) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return EXIT_FAILURE;
         }
 

@@ -19,10 +19,8 @@
 
 #include "pool-scan.h"
 #include "pool-util.h"
-
-/* Every VHDX file starts with its file type identifier. */
-#define VHDX_SIGNATURE      "vhdxfile"
-#define VHDX_SIGNATURE_SIZE 8
+#include "vhdx-header.h"
+#include "vhdx-io.h"
 
 void
 pool_volume_free (PoolVolume *volume)
@@ -58,57 +56,31 @@ pool_enum_nick (GType type, int value)
 
 /* Detection */
 
-static void
-set_error_from_errno (GError **error, int saved_errno)
-{
-        g_set_error_literal (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
-                             g_strerror (saved_errno));
-}
-
 /* Whether the regular file or block device at @path starts like a VHDX file. */
 gboolean
 pool_file_is_vhdx (const char *path, gboolean *is_vhdx, GError **error)
 {
-        char signature[VHDX_SIGNATURE_SIZE];
-        struct stat st;
-        ssize_t n;
-        int fd;
+        g_autoptr (GError) local_error = NULL;
+        g_autoptr (VhdxIo) io = NULL;
 
         *is_vhdx = FALSE;
-        /* O_NONBLOCK: never hang on a FIFO that someone left in a pool. */
-        fd = g_open (path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0);
-        if (fd < 0) {
-                set_error_from_errno (error, errno);
+        io = vhdx_io_open_path (path, FALSE, &local_error);
+        if (io == NULL) {
+                /* Never hang on, or read, a FIFO or device someone left in a pool. */
+                if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_REGULAR_FILE) ||
+                    g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_IS_DIRECTORY))
+                        return TRUE;
+                g_propagate_error (error, g_steal_pointer (&local_error));
                 return FALSE;
         }
-        if (fstat (fd, &st) < 0) {
-                set_error_from_errno (error, errno);
-                close (fd);
-                return FALSE;
-        }
-        if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
-                close (fd);
-                return TRUE;
-        }
-        do {
-                n = pread (fd, signature, sizeof signature, 0);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-                set_error_from_errno (error, errno);
-                close (fd);
-                return FALSE;
-        }
-        close (fd);
-        *is_vhdx = n == VHDX_SIGNATURE_SIZE &&
-                   memcmp (signature, VHDX_SIGNATURE, VHDX_SIGNATURE_SIZE) == 0;
-        return TRUE;
+        return vhdx_probe (io, is_vhdx, error);
 }
 
 /* The same test through libvirt, for volumes that cannot be opened here. */
 static gboolean
 volume_is_vhdx_remote (virConnectPtr conn, virStorageVolPtr vol, gboolean *is_vhdx, GError **error)
 {
-        char signature[VHDX_SIGNATURE_SIZE];
+        char signature[VHDX_PROBE_SIZE];
         g_autoptr (virStream) stream = virStreamNew (conn, 0);
         gsize got = 0;
 
@@ -136,8 +108,7 @@ volume_is_vhdx_remote (virConnectPtr conn, virStorageVolPtr vol, gboolean *is_vh
                                         virStorageVolGetName (vol));
                 return FALSE;
         }
-        *is_vhdx = got == sizeof signature &&
-                   memcmp (signature, VHDX_SIGNATURE, VHDX_SIGNATURE_SIZE) == 0;
+        *is_vhdx = vhdx_probe_bytes (signature, got);
         return TRUE;
 }
 

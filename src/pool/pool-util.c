@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The libvirt connection, pool lookup, XML fields and size formatting of vhdx-pool. */
 #include "config.h"
 
 #include <stdio.h>
@@ -11,84 +12,9 @@
 #include <libvirt/virterror.h>
 
 #include "pool-util.h"
+#include "vhdx-tool.h"
 
 char *pool_connect_uri = NULL;
-
-/* The command being run, for the hint that follows a usage error. */
-static const char *current_command = NULL;
-
-/* Error output */
-
-static void
-print_error_valist (const char *format, va_list args)
-{
-        g_autofree char *message = g_strdup_vprintf (format, args);
-
-        /* Keep every failure on exactly one line. */
-        g_strdelimit (message, "\r\n", ' ');
-        g_printerr ("vhdx-pool: %s\n", message);
-}
-
-void
-pool_print_error (const char *format, ...)
-{
-        va_list args;
-
-        va_start (args, format);
-        print_error_valist (format, args);
-        va_end (args);
-}
-
-int
-pool_usage_error (const char *format, ...)
-{
-        va_list args;
-
-        va_start (args, format);
-        print_error_valist (format, args);
-        va_end (args);
-        if (current_command != NULL)
-                g_printerr (_ ("Try 'vhdx-pool %s --help' for more information.\n"),
-                            current_command);
-        else
-                g_printerr (_ ("Try 'vhdx-pool --help' for more information.\n"));
-        return EXIT_FAILURE;
-}
-
-/* Option parsing */
-
-GOptionContext *
-pool_command_context_new (const char *command,
-                          const char *parameters,
-                          const char *summary,
-                          const char *description,
-                          const GOptionEntry *entries)
-{
-        GOptionContext *context;
-        g_autofree char *prgname = g_strdup_printf ("vhdx-pool %s", command);
-
-        g_set_prgname (prgname);
-        current_command = command;
-        context = g_option_context_new (parameters);
-        g_option_context_set_translation_domain (context, GETTEXT_PACKAGE);
-        g_option_context_set_summary (context, summary);
-        if (description != NULL)
-                g_option_context_set_description (context, description);
-        g_option_context_add_main_entries (context, entries, GETTEXT_PACKAGE);
-        return context;
-}
-
-gboolean
-pool_parse_command_line (GOptionContext *context, int *argc, char ***argv)
-{
-        g_autoptr (GError) error = NULL;
-
-        if (!g_option_context_parse (context, argc, argv, &error)) {
-                pool_usage_error ("%s", error->message);
-                return FALSE;
-        }
-        return TRUE;
-}
 
 /* libvirt */
 
@@ -103,7 +29,7 @@ pool_libvirt_init (void)
 {
         virSetErrorFunc (NULL, ignore_libvirt_error);
         if (virInitialize () < 0)
-                pool_print_error ("%s", _ ("cannot initialize libvirt"));
+                tool_print_error (NULL, _ ("cannot initialize libvirt"));
 }
 
 void

@@ -1,30 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What the commands of vhdx-pool share: error lines, option parsing, the
- * libvirt connection, pool lookup, XML fields and size formatting.
+ * What the commands of vhdx-pool share: the libvirt connection, pool lookup,
+ * XML fields and size formatting (with what every program shares, vhdx-tool.h).
  */
 #pragma once
 
 #include <glib.h>
 #include <libvirt/libvirt.h>
 
-G_BEGIN_DECLS
+#include "vhdx-tool.h"
 
-typedef int (*PoolCommandFunc) (int argc, char **argv);
+G_BEGIN_DECLS
 
 /* The URI given with -c/--connect before the command, or NULL. */
 extern char *pool_connect_uri;
-
-void pool_print_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
-int pool_usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
-
-GOptionContext *pool_command_context_new (const char *command,
-                                          const char *parameters,
-                                          const char *summary,
-                                          const char *description,
-                                          const GOptionEntry *entries);
-G_GNUC_WARN_UNUSED_RESULT
-gboolean pool_parse_command_line (GOptionContext *context, int *argc, char ***argv);
 
 void pool_libvirt_init (void);
 void pool_set_libvirt_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);

@@ -143,7 +143,7 @@ write_index (WatchedPool *wp, const char *state, GPtrArray *volumes, const char 
         /* Readers see the old index or the new one, never a part of one. */
         if (!g_file_set_contents_full (wp->index_path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT,
                                        0644, &error)) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 return FALSE;
         }
         return TRUE;
@@ -232,7 +232,7 @@ update_monitor (WatchedPool *wp, virStoragePoolPtr pool, gboolean active)
                 g_autofree char *display = g_filename_display_name (target);
 
                 /* Pool events still keep the index up to date. */
-                pool_print_error ("%s: %s", display, error->message);
+                tool_print_error_printf ("%s: %s", display, error->message);
                 return;
         }
         g_signal_connect (wp->monitor, "changed", G_CALLBACK (directory_changed), wp);
@@ -277,7 +277,7 @@ scan_pool (gpointer user_data)
                         connection_lost (watcher);
                         return G_SOURCE_REMOVE;
                 }
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 write_index (wp, "error", NULL, error->message);
                 return G_SOURCE_REMOVE;
         }
@@ -430,7 +430,7 @@ reconnect (gpointer user_data)
         watcher->reconnect_source = 0;
         if (!connect_and_subscribe (watcher, &error)) {
                 if (!watcher->reported_failure) {
-                        pool_print_error ("%s", error->message);
+                        tool_print_error_printf ("%s", error->message);
                         watcher->reported_failure = TRUE;
                 }
                 watcher->backoff_seconds =
@@ -486,7 +486,7 @@ refresh_at_start (Watcher *watcher, GError **error)
 
                         pool_set_libvirt_error (&refresh_error,
                                                 _ ("cannot refresh storage pool '%s'"), wp->name);
-                        pool_print_error ("%s", refresh_error->message);
+                        tool_print_error_printf ("%s", refresh_error->message);
                 }
         }
         return TRUE;
@@ -518,7 +518,7 @@ pool_cmd_watch (int argc, char **argv)
         guint sigint_source;
         int status = EXIT_SUCCESS;
 
-        context = pool_command_context_new (
+        context = tool_command_context_new (
                 "watch", _ ("POOL…"), _ ("Keep a JSON index of the volumes of storage pools."),
                 _ ("Writes DIR/POOL.json for each POOL, the volumes as 'list --json' shows\n"
                    "them, and writes it again whenever libvirt reports that the pool was\n"
@@ -529,10 +529,10 @@ pool_cmd_watch (int argc, char **argv)
                    "\n"
                    "Exit status: 0 when stopped by a signal, 1 on failure."),
                 entries);
-        if (!pool_parse_command_line (context, &argc, &argv))
+        if (!tool_parse_command_line (context, &argc, &argv))
                 return EXIT_FAILURE;
         if (args == NULL || g_strv_length (args) == 0)
-                return pool_usage_error ("%s", _ ("expected at least one POOL"));
+                return tool_usage_error ("%s", _ ("expected at least one POOL"));
 
         if (index_dir == NULL)
                 index_dir = g_build_filename (g_get_user_state_dir (), "vhdx-pool", NULL);
@@ -540,7 +540,7 @@ pool_cmd_watch (int argc, char **argv)
                 int saved_errno = errno;
                 g_autofree char *display = g_filename_display_name (index_dir);
 
-                pool_print_error ("%s: %s", display, g_strerror (saved_errno));
+                tool_print_error_printf ("%s: %s", display, g_strerror (saved_errno));
                 return EXIT_FAILURE;
         }
 
@@ -558,7 +558,7 @@ pool_cmd_watch (int argc, char **argv)
 
         pool_events_register ();
         if (!connect_and_subscribe (&watcher, &error) || !refresh_at_start (&watcher, &error)) {
-                pool_print_error ("%s", error->message);
+                tool_print_error_printf ("%s", error->message);
                 disconnect (&watcher);
                 pool_events_flush ();
                 g_ptr_array_unref (watcher.pools);

@@ -8,7 +8,6 @@
  */
 #include "config.h"
 
-#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +17,7 @@
 
 #include "pool-util.h"
 
-typedef struct {
-        const char *name;
-        const char *summary;
-        PoolCommandFunc func;
-} Command;
-
-static const Command commands[] = {
+static const ToolCommand commands[] = {
         { "list", N_ ("Show what the volumes of a pool really are"), pool_cmd_list },
         { "watch", N_ ("Keep a JSON index of pools up to date"), pool_cmd_watch },
         { "import", N_ ("Copy a VHDX image into a pool as a raw or qcow2 volume"),
@@ -36,7 +29,8 @@ static const Command commands[] = {
 int
 pool_cmd_expose (int argc, char **argv)
 {
-        pool_print_error ("%s", _ ("expose is not available: vhdx-pool was built without FUSE"));
+        tool_print_error_printf ("%s",
+                                 _ ("expose is not available: vhdx-pool was built without FUSE"));
         return EXIT_FAILURE;
 }
 #endif
@@ -47,10 +41,7 @@ print_help (void)
         g_print ("%s\n  vhdx-pool %s\n\n", _ ("Usage:"),
                  _ ("[OPTION…] COMMAND [OPTION…] ARGUMENTS"));
         g_print ("%s\n\n", _ ("Use VHDX images with libvirt storage pools."));
-        g_print ("%s\n", _ ("Commands:"));
-        for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-                g_print ("  %-10s%s\n", commands[i].name, _ (commands[i].summary));
-        g_print ("  %-10s%s\n", "help", _ ("Show help for a command"));
+        tool_print_commands (commands, G_N_ELEMENTS (commands));
         g_print ("\n%s\n", _ ("Options:"));
         g_print ("  %-22s%s\n", "-c, --connect=URI", _ ("Connect to the hypervisor at URI"));
         g_print ("  %-22s%s\n", "-h, --help", _ ("Show this help"));
@@ -60,40 +51,14 @@ print_help (void)
         g_print ("%s\n", _ ("Run 'vhdx-pool COMMAND --help' for the options of a command."));
 }
 
-static const Command *
-find_command (const char *name)
-{
-        for (gsize i = 0; i < G_N_ELEMENTS (commands); i++) {
-                if (g_str_equal (commands[i].name, name))
-                        return &commands[i];
-        }
-        return NULL;
-}
-
-static gboolean
-flush_stdout (void)
-{
-        if (fflush (stdout) != 0 || ferror (stdout)) {
-                pool_print_error ("%s", _ ("cannot write to standard output"));
-                return FALSE;
-        }
-        return TRUE;
-}
-
 int
 main (int argc, char **argv)
 {
-        const Command *command;
-        const char *localedir = secure_getenv ("VHDX_LOCALEDIR");
+        const ToolCommand *command;
         int first = 1;
         int status;
 
-        setlocale (LC_ALL, "");
-        bindtextdomain (GETTEXT_PACKAGE,
-                        localedir != NULL && localedir[0] != '\0' ? localedir : LOCALEDIR);
-        bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
-        textdomain (GETTEXT_PACKAGE);
-        g_set_prgname ("vhdx-pool");
+        tool_init ("vhdx-pool");
 
         /* Options before the command, as virsh takes them. */
         while (first < argc && argv[first][0] == '-') {
@@ -102,15 +67,15 @@ main (int argc, char **argv)
                 if (g_str_equal (arg, "--help") || g_str_equal (arg, "-h") ||
                     g_str_equal (arg, "-?")) {
                         print_help ();
-                        return flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
+                        return tool_flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
                 }
                 if (g_str_equal (arg, "--version")) {
                         g_print ("vhdx-pool (libvhdx) %s\n", PACKAGE_VERSION);
-                        return flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
+                        return tool_flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
                 }
                 if (g_str_equal (arg, "-c") || g_str_equal (arg, "--connect")) {
                         if (first + 1 >= argc)
-                                return pool_usage_error (_ ("%s needs a URI"), arg);
+                                return tool_usage_error (_ ("%s needs a URI"), arg);
                         g_free (pool_connect_uri);
                         pool_connect_uri = g_strdup (argv[first + 1]);
                         first += 2;
@@ -122,10 +87,10 @@ main (int argc, char **argv)
                         first++;
                         continue;
                 }
-                return pool_usage_error (_ ("unknown option '%s'"), arg);
+                return tool_usage_error (_ ("unknown option '%s'"), arg);
         }
         if (first >= argc)
-                return pool_usage_error ("%s", _ ("no command given"));
+                return tool_usage_error ("%s", _ ("no command given"));
 
         if (g_str_equal (argv[first], "help")) {
                 /* "vhdx-pool help COMMAND" is "vhdx-pool COMMAND --help". */
@@ -133,21 +98,21 @@ main (int argc, char **argv)
 
                 if (first + 1 >= argc) {
                         print_help ();
-                        return flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
+                        return tool_flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
                 }
-                command = find_command (argv[first + 1]);
+                command = tool_find_command (commands, G_N_ELEMENTS (commands), argv[first + 1]);
                 if (command == NULL)
-                        return pool_usage_error (_ ("unknown command '%s'"), argv[first + 1]);
+                        return tool_usage_error (_ ("unknown command '%s'"), argv[first + 1]);
                 return command->func (2, help_argv);
         }
 
-        command = find_command (argv[first]);
+        command = tool_find_command (commands, G_N_ELEMENTS (commands), argv[first]);
         if (command == NULL)
-                return pool_usage_error (_ ("unknown command '%s'"), argv[first]);
+                return tool_usage_error (_ ("unknown command '%s'"), argv[first]);
 
         pool_libvirt_init ();
         status = command->func (argc - first, argv + first);
-        if (!flush_stdout () && status == EXIT_SUCCESS)
+        if (!tool_flush_stdout () && status == EXIT_SUCCESS)
                 status = EXIT_FAILURE;
         g_free (pool_connect_uri);
         return status;

@@ -2,12 +2,11 @@
 /* VhdxIo wrappers for tests: a counting one. */
 #include "test-io.h"
 
-#include <string.h>
 
 typedef struct {
         VhdxIo parent;
         VhdxIo *inner;
-        TestIoCounts counts;
+        TestIoCounts *counts;
 } CountingIo;
 
 static void
@@ -21,8 +20,8 @@ counting_pread (VhdxIo *io, void *buf, gsize n, guint64 offset, gsize *n_read, G
 {
         CountingIo *self = (CountingIo *) io;
 
-        count (&self->counts.preads, 1);
-        count (&self->counts.bytes_read, n);
+        count (&self->counts->preads, 1);
+        count (&self->counts->bytes_read, n);
         return self->inner->vtable->pread (self->inner, buf, n, offset, n_read, error);
 }
 
@@ -31,8 +30,8 @@ counting_pwrite (VhdxIo *io, const void *buf, gsize n, guint64 offset, GError **
 {
         CountingIo *self = (CountingIo *) io;
 
-        count (&self->counts.pwrites, 1);
-        count (&self->counts.bytes_written, n);
+        count (&self->counts->pwrites, 1);
+        count (&self->counts->bytes_written, n);
         return self->inner->vtable->pwrite (self->inner, buf, n, offset, error);
 }
 
@@ -41,7 +40,7 @@ counting_flush (VhdxIo *io, GError **error)
 {
         CountingIo *self = (CountingIo *) io;
 
-        count (&self->counts.flushes, 1);
+        count (&self->counts->flushes, 1);
         return self->inner->vtable->flush (self->inner, error);
 }
 
@@ -86,32 +85,23 @@ static const VhdxIoVTable vtables[2][2] = {
 };
 
 VhdxIo *
-test_counting_io_new (VhdxIo *inner, gboolean forward_next_data)
+test_counting_io_new (VhdxIo *inner, gboolean forward_next_data, TestIoCounts *counts)
 {
         CountingIo *self = g_new0 (CountingIo, 1);
         gboolean writable = inner->vtable->pwrite != NULL && inner->vtable->flush != NULL;
 
         self->parent.vtable = &vtables[writable][forward_next_data != FALSE];
         self->inner = inner;
+        self->counts = counts;
         return &self->parent;
 }
 
 void
-test_counting_io_get (VhdxIo *io, TestIoCounts *counts)
+test_io_counts_get (const TestIoCounts *counts, TestIoCounts *snapshot)
 {
-        CountingIo *self = (CountingIo *) io;
-
-        counts->preads = __atomic_load_n (&self->counts.preads, __ATOMIC_RELAXED);
-        counts->bytes_read = __atomic_load_n (&self->counts.bytes_read, __ATOMIC_RELAXED);
-        counts->pwrites = __atomic_load_n (&self->counts.pwrites, __ATOMIC_RELAXED);
-        counts->bytes_written = __atomic_load_n (&self->counts.bytes_written, __ATOMIC_RELAXED);
-        counts->flushes = __atomic_load_n (&self->counts.flushes, __ATOMIC_RELAXED);
-}
-
-void
-test_counting_io_reset (VhdxIo *io)
-{
-        CountingIo *self = (CountingIo *) io;
-
-        memset (&self->counts, 0, sizeof self->counts);
+        snapshot->preads = __atomic_load_n (&counts->preads, __ATOMIC_RELAXED);
+        snapshot->bytes_read = __atomic_load_n (&counts->bytes_read, __ATOMIC_RELAXED);
+        snapshot->pwrites = __atomic_load_n (&counts->pwrites, __ATOMIC_RELAXED);
+        snapshot->bytes_written = __atomic_load_n (&counts->bytes_written, __ATOMIC_RELAXED);
+        snapshot->flushes = __atomic_load_n (&counts->flushes, __ATOMIC_RELAXED);
 }

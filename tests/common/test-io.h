@@ -16,14 +16,17 @@ typedef struct {
 } TestIoCounts;
 
 /*
- * A VhdxIo that forwards every call to @inner (owned) and counts them.  With
- * @forward_next_data FALSE it hides the inner backend's next_data(), so that
- * scans read what they would otherwise skip.  The counts are updated
- * atomically: several threads may use it.
+ * A VhdxIo that forwards every call to @inner (owned) and counts them in
+ * @counts, which the caller owns and which outlives the VhdxIo (an engine
+ * that fails to open an image frees it).  With @forward_next_data FALSE it
+ * hides the inner backend's next_data(), so that scans read what they would
+ * otherwise skip.  The counts are updated atomically: several threads may
+ * use it.
  */
-G_GNUC_WARN_UNUSED_RESULT VhdxIo *test_counting_io_new (VhdxIo *inner, gboolean forward_next_data);
-/* The counts of a VhdxIo made by test_counting_io_new(). */
-void test_counting_io_get (VhdxIo *io, TestIoCounts *counts);
-void test_counting_io_reset (VhdxIo *io);
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *test_counting_io_new (VhdxIo *inner,
+                                                        gboolean forward_next_data,
+                                                        TestIoCounts *counts);
+/* A snapshot of @counts, read atomically. */
+void test_io_counts_get (const TestIoCounts *counts, TestIoCounts *snapshot);
 
 G_END_DECLS

@@ -6,6 +6,7 @@
 
 #include "vhdx-check.h"
 #include "vhdx-reader.h"
+#include "vhdx-map.h"
 
 G_BEGIN_DECLS
 

@@ -23,6 +23,7 @@
 
 #include "vhdx-format.h"
 #include "vhdx-io.h"
+#include "vhdx-map.h"
 #include "vhdx-reader.h"
 
 G_BEGIN_DECLS

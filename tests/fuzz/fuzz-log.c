@@ -12,7 +12,7 @@
  */
 #include "fuzz-common.h"
 #include "vhdx-check.h"
-#include "vhdx-finding.h"
+#include "vhdx-problems.h"
 
 #include <gio/gio.h>
 #include <stdint.h>
@@ -60,7 +60,7 @@ exercise (VhdxFile *file)
         g_autofree guint8 *buf = g_malloc (n);
         g_autoptr(GError) error = NULL;
         g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_finding_free);
+                (GDestroyNotify) vhdx_problem_free);
         g_autoptr(GArray) extents = NULL;
         gboolean read_ok;
 

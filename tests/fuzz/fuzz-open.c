@@ -6,7 +6,7 @@
  */
 #include "fuzz-common.h"
 #include "vhdx-check.h"
-#include "vhdx-finding.h"
+#include "vhdx-problems.h"
 
 #include <stdint.h>
 
@@ -48,7 +48,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
         info = vhdx_file_get_info (file);
         g_assert (info->virtual_size > 0 && info->virtual_size <= VHDX_MAX_VIRTUAL_SIZE);
-        g_assert (info->bat_entries * VHDX_BAT_ENTRY_SIZE <= info->bat_length);
+        g_assert (info->geometry.bat_entries * VHDX_BAT_ENTRY_SIZE <= info->bat_length);
         (void) vhdx_disk_type_to_string (info->disk_type);
         (void) vhdx_log_state_to_string (info->log_state);
         locator = vhdx_file_get_parent_locator (file);
@@ -60,14 +60,14 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         g_assert ((vhdx_file_get_parent (file) != NULL) ==
                   (info->disk_type == VHDX_DISK_TYPE_DIFFERENCING));
         g_assert_cmpuint (vhdx_file_get_chain_depth (file), <=, VHDX_MAX_CHAIN_DEPTH);
-        g_assert (vhdx_file_get_open_findings (file) != NULL);
+        g_assert (vhdx_file_get_open_problems (file) != NULL);
 
-        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_finding_free);
+        problems = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
         if (!vhdx_file_check (file, problems, &error)) {
                 g_assert (error != NULL && error->domain == VHDX_ERROR);
                 g_clear_error (&error);
         }
-        (void) vhdx_findings_have_errors (problems);
+        (void) vhdx_problems_have_errors (problems);
 
         if (vhdx_file_get_allocated_bytes (file, &allocated, &error))
                 g_assert_cmpuint (allocated, <=, info->virtual_size);

@@ -11,7 +11,7 @@
 #include "vhdx-gen.h"
 #include "vhdx-log-writer.h"
 #include "vhdx-parent.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -158,7 +158,7 @@ write_differencing (guint32 sector_size, const char *relative_path, gboolean ful
 {
         g_autoptr(FuzzImage) image = fuzz_image_new (NULL, 0);
         g_autoptr(VhdxIo) io = fuzz_image_new_io (image, TRUE, 0);
-        g_autoptr(VhdxWriter) writer = NULL;
+        g_autoptr(VhdxCreator) writer = NULL;
         g_autoptr(GError) error = NULL;
         g_autofree guint8 *buf = g_malloc (MiB);
         VhdxCreateParams params = {
@@ -171,18 +171,18 @@ write_differencing (guint32 sector_size, const char *relative_path, gboolean ful
                 .parent_absolute_path = "C:/vms/" FUZZ_PARENT_NAME,
         };
 
-        writer = vhdx_writer_new (io, &params, &error);
+        writer = vhdx_creator_new (io, &params, &error);
         g_assert_no_error (error);
         vhdx_gen_pattern_fill_buffer (buf, 0, MiB, 9);
         /* Partly present blocks 0 and 1, and (optionally) block 3 whole. */
-        must_succeed (vhdx_writer_write (writer, sector_size, buf, sector_size, &error), &error);
-        must_succeed (vhdx_writer_write (writer, 8 * sector_size, buf, 3 * sector_size, &error), &error);
-        must_succeed (vhdx_writer_write (writer, MiB + 4096, buf, 4096, &error), &error);
+        must_succeed (vhdx_creator_write (writer, sector_size, buf, sector_size, &error), &error);
+        must_succeed (vhdx_creator_write (writer, 8 * sector_size, buf, 3 * sector_size, &error), &error);
+        must_succeed (vhdx_creator_write (writer, MiB + 4096, buf, 4096, &error), &error);
         if (full_block) {
                 memset (buf + 512, 0, MiB - 1024);
-                must_succeed (vhdx_writer_write (writer, 3 * MiB, buf, MiB, &error), &error);
+                must_succeed (vhdx_creator_write (writer, 3 * MiB, buf, MiB, &error), &error);
         }
-        must_succeed (vhdx_writer_finish (writer, &error), &error);
+        must_succeed (vhdx_creator_finish (writer, &error), &error);
         return fuzz_image_to_bytes (image);
 }
 

@@ -16,7 +16,7 @@
 #include "test-util.h"
 #include "vhdx-crc32c.h"
 #include "vhdx-gen.h"
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #define MiB (G_GUINT64_CONSTANT (1) << 20)
 
@@ -390,10 +390,10 @@ test_read_range (Fixture *fixture, gconstpointer data)
         guint8 buf[16];
 
         g_assert_false (vhdx_image_read (image, 64 * MiB - 8, buf, 16, NULL, &error));
-        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
         g_clear_error (&error);
         g_assert_false (vhdx_image_read (image, G_MAXUINT64 - 4, buf, 16, NULL, &error));
-        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
         g_clear_error (&error);
 
         /* read_bytes stops at the end, as g_input_stream_read_bytes() does. */
@@ -474,7 +474,7 @@ test_read_async (Fixture *fixture, gconstpointer data)
         vhdx_image_read_async (image, 60 * MiB, buf, 9 * MiB, G_PRIORITY_DEFAULT, NULL,
                                store_result, &result);
         g_assert_false (vhdx_image_read_finish (image, wait_for_result (&result), &error));
-        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
         g_clear_error (&error);
         g_clear_object (&result);
 
@@ -705,7 +705,7 @@ test_extents (Fixture *fixture, gconstpointer data)
         g_clear_pointer (&extents, g_ptr_array_unref);
 
         extents = vhdx_image_get_extents (image, 63 * MiB, 2 * MiB, NULL, &error);
-        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
         g_assert_null (extents);
         g_clear_error (&error);
 
@@ -784,88 +784,6 @@ test_check_open_findings (Fixture *fixture, gconstpointer data)
         g_assert_cmpstr (vhdx_problem_get_message (copy), ==, vhdx_problem_get_message (problem));
 }
 
-/* JSON */
-
-static void
-test_json (Fixture *fixture, gconstpointer data)
-{
-        g_autoptr (VhdxImage) image = open_fixture (fixture);
-        g_autoptr (GError) error = NULL;
-        g_autoptr (JsonNode) node = vhdx_image_to_json (image, NULL, &error);
-        static const char *const keys[] = { "filename",     "format",     "virtual-size",
-                                            "actual-size",  "cluster-size", "dirty-flag",
-                                            "format-specific" };
-        static const char *const data_keys[] = {
-                "disk-type",       "logical-sector-size", "physical-sector-size",
-                "virtual-disk-id", "data-write-guid",     "file-write-guid",
-                "creator",         "log-state",           "allocated-bytes",
-                "header-sequence"
-        };
-        g_autoptr (GList) members = NULL;
-        JsonObject *object;
-        JsonObject *specific;
-        JsonObject *details;
-        GStatBuf st;
-        const VhdxGenParams *params = vhdx_gen_get_params (fixture->gen);
-        g_autofree char *expected_disk_id = NULL;
-        g_autofree char *expected_data_guid = NULL;
-        g_autofree char *expected_file_guid = NULL;
-        guint64 sequence;
-        guint current;
-
-        g_assert_no_error (error);
-        g_assert_true (JSON_NODE_HOLDS_OBJECT (node));
-        object = json_node_get_object (node);
-        members = json_object_get_members (object);
-        g_assert_cmpuint (g_list_length (members), ==, G_N_ELEMENTS (keys));
-        for (gsize i = 0; i < G_N_ELEMENTS (keys); i++)
-                g_assert_true (json_object_has_member (object, keys[i]));
-        g_assert_cmpstr (json_object_get_string_member (object, "filename"), ==, fixture->path);
-        g_assert_cmpstr (json_object_get_string_member (object, "format"), ==, "vhdx");
-        g_assert_cmpint (json_object_get_int_member (object, "virtual-size"), ==,
-                         (gint64) params->virtual_size);
-        g_assert_cmpint (json_object_get_int_member (object, "cluster-size"), ==,
-                         params->block_size);
-        g_assert_false (json_object_get_boolean_member (object, "dirty-flag"));
-        g_assert_cmpint (g_stat (fixture->path, &st), ==, 0);
-        g_assert_cmpint (json_object_get_int_member (object, "actual-size"), ==,
-                         (gint64) st.st_blocks * 512);
-
-        specific = json_object_get_object_member (object, "format-specific");
-        g_assert_cmpstr (json_object_get_string_member (specific, "type"), ==, "vhdx");
-        details = json_object_get_object_member (specific, "data");
-        g_assert_cmpuint (json_object_get_size (details), ==, G_N_ELEMENTS (data_keys));
-        for (gsize i = 0; i < G_N_ELEMENTS (data_keys); i++)
-                g_assert_true (json_object_has_member (details, data_keys[i]));
-        /* The generator's parameters and record, and the bytes it wrote. */
-        current = current_header (fixture->path, &fixture->layout, &sequence);
-        expected_disk_id = file_guid_text (
-                fixture->path,
-                fixture->layout.metadata_item_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_ID]);
-        expected_file_guid = file_guid_text (fixture->path,
-                                             fixture->layout.header_offset[current] + 16);
-        expected_data_guid = file_guid_text (fixture->path,
-                                             fixture->layout.header_offset[current] + 32);
-        g_assert_cmpstr (json_object_get_string_member (details, "disk-type"), ==, "dynamic");
-        g_assert_cmpint (json_object_get_int_member (details, "logical-sector-size"), ==,
-                         params->logical_sector_size);
-        g_assert_cmpint (json_object_get_int_member (details, "physical-sector-size"), ==,
-                         params->physical_sector_size);
-        g_assert_cmpstr (json_object_get_string_member (details, "virtual-disk-id"), ==,
-                         expected_disk_id);
-        g_assert_cmpstr (json_object_get_string_member (details, "data-write-guid"), ==,
-                         expected_data_guid);
-        g_assert_cmpstr (json_object_get_string_member (details, "file-write-guid"), ==,
-                         expected_file_guid);
-        g_assert_cmpstr (json_object_get_string_member (details, "creator"), ==,
-                         VHDX_GEN_CREATOR);
-        g_assert_cmpstr (json_object_get_string_member (details, "log-state"), ==, "clean");
-        g_assert_cmpint (json_object_get_int_member (details, "allocated-bytes"), ==,
-                         (gint64) (fixture->layout.allocated_blocks * params->block_size));
-        g_assert_cmpint (json_object_get_int_member (details, "header-sequence"), ==,
-                         (gint64) sequence);
-}
-
 /* Differencing images */
 
 typedef struct {
@@ -893,17 +811,17 @@ write_image (const char *path, const VhdxCreateParams *params, guint64 offset, g
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (VhdxIo) io = NULL;
-        g_autoptr (VhdxWriter) writer = NULL;
+        g_autoptr (VhdxCreator) writer = NULL;
         g_autofree guint8 *buf = g_malloc (length);
         int fd = g_open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
         g_assert_cmpint (fd, >=, 0);
         io = vhdx_io_new_fd (fd, TRUE);
-        writer = vhdx_writer_new (io, params, &error);
+        writer = vhdx_creator_new (io, params, &error);
         g_assert_no_error (error);
         vhdx_gen_pattern_fill_buffer (buf, offset, length, seed);
-        test_assert_ok (vhdx_writer_write (writer, offset, buf, length, &error), error);
-        test_assert_ok (vhdx_writer_finish (writer, &error), error);
+        test_assert_ok (vhdx_creator_write (writer, offset, buf, length, &error), error);
+        test_assert_ok (vhdx_creator_finish (writer, &error), error);
 }
 
 /* The DataWriteGuids the chain's images are given. */
@@ -1132,10 +1050,8 @@ test_parent_file (void)
         g_autoptr (GFile) child_file = g_file_new_for_path (chain->child_path);
         g_autoptr (VhdxImage) child = NULL;
         g_autoptr (VhdxImage) parent = NULL;
-        g_autoptr (JsonNode) node = NULL;
         g_autoptr (GError) error = NULL;
         g_autofree char *parent_path = NULL;
-        JsonObject *object;
 
         g_assert_cmpint (g_mkdir (moved_dir, 0755), ==, 0);
         g_assert_cmpint (g_rename (chain->base_path, moved), ==, 0);
@@ -1151,20 +1067,8 @@ test_parent_file (void)
         parent_path = g_file_get_path (vhdx_image_get_file (parent));
         g_assert_cmpstr (parent_path, ==, moved);
 
-        node = vhdx_image_to_json (child, NULL, &error);
-        g_assert_no_error (error);
-        object = json_node_get_object (node);
-        g_assert_cmpstr (json_object_get_string_member (object, "backing-filename"), ==,
-                         "base.vhdx");
-        g_assert_cmpstr (json_object_get_string_member (object, "full-backing-filename"), ==,
-                         moved);
-        g_assert_cmpstr (json_object_get_string_member (
-                                 json_object_get_object_member (
-                                         json_object_get_object_member (object,
-                                                                        "format-specific"),
-                                         "data"),
-                                 "disk-type"),
-                         ==, "differencing");
+        g_assert_cmpint (vhdx_image_get_disk_type (child), ==, VHDX_DISK_TYPE_DIFFERENCING);
+        g_assert_cmpuint (vhdx_image_get_chain_depth (child), ==, 1);
 }
 
 int
@@ -1200,7 +1104,6 @@ main (int argc, char **argv)
                     fixture_tear_down);
         g_test_add ("/image/check/open-findings", Fixture, NULL, fixture_set_up,
                     test_check_open_findings, fixture_tear_down);
-        g_test_add ("/image/json", Fixture, NULL, fixture_set_up, test_json, fixture_tear_down);
         g_test_add_func ("/image/parent/locator", test_parent);
         g_test_add_func ("/image/parent/parent-file", test_parent_file);
 

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Creating new images (see vhdx-create.h). */
 #include "config.h"
 
-#include "vhdx-writer.h"
+#include "vhdx-create.h"
 
 #include <gio/gio.h>
 
 #include "vhdx-bat.h"
+#include "vhdx-bitmap.h"
 #include "vhdx-crc32c.h"
 #include "vhdx-header.h"
 #include "vhdx-parent.h"
@@ -18,12 +20,10 @@
 #define METADATA_LENGTH       (1 * VHDX_MiB)
 #define METADATA_ITEMS_OFFSET VHDX_METADATA_TABLE_SIZE
 
-struct _VhdxWriter {
+struct _VhdxCreator {
         VhdxIo *io;
         VhdxCreateParams params;
-        guint64 chunk_ratio;
-        guint64 payload_blocks;
-        guint64 bat_entries;
+        VhdxBatGeometry geometry;
         guint64 *bat;
         guint64 metadata_offset;
         guint64 bat_offset;
@@ -99,15 +99,15 @@ vhdx_create_params_resolve (VhdxCreateParams *p, GError **error)
 }
 
 static void
-writer_clear_bitmap (gpointer data)
+creator_clear_bitmap (gpointer data)
 {
         g_free (data);
 }
 
-VhdxWriter *
-vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
+VhdxCreator *
+vhdx_creator_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
 {
-        g_autoptr (VhdxWriter) w = g_new0 (VhdxWriter, 1);
+        g_autoptr (VhdxCreator) w = g_new0 (VhdxCreator, 1);
         guint64 bat_bytes;
 
         g_return_val_if_fail (io != NULL && params != NULL, NULL);
@@ -121,15 +121,10 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
                              _ ("The new image was not opened for writing"));
                 return NULL;
         }
-        w->chunk_ratio = ((guint64) 1 << 23) * w->params.logical_sector_size / w->params.block_size;
-        w->payload_blocks =
-                (w->params.virtual_size + w->params.block_size - 1) / w->params.block_size;
-        if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
-                w->bat_entries = (w->payload_blocks + w->chunk_ratio - 1) / w->chunk_ratio *
-                                 (w->chunk_ratio + 1);
-        else
-                w->bat_entries = w->payload_blocks + (w->payload_blocks - 1) / w->chunk_ratio;
-        bat_bytes = w->bat_entries * VHDX_BAT_ENTRY_SIZE;
+        vhdx_bat_geometry_init (&w->geometry, w->params.virtual_size, w->params.block_size,
+                                w->params.logical_sector_size,
+                                w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING);
+        bat_bytes = vhdx_bat_geometry_table_bytes (&w->geometry);
         if (bat_bytes > G_MAXUINT32 - VHDX_MiB) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
                              _ ("A BAT of %" PRIu64 " bytes is too large; use "
@@ -137,11 +132,11 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
                              bat_bytes);
                 return NULL;
         }
-        w->bat = g_try_new0 (guint64, w->bat_entries);
+        w->bat = g_try_new0 (guint64, w->geometry.bat_entries);
         if (w->bat == NULL) {
                 g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
                              _ ("Not enough memory for a BAT of %" PRIu64 " entries"),
-                             w->bat_entries);
+                             w->geometry.bat_entries);
                 return NULL;
         }
         w->metadata_offset = LOG_OFFSET + w->params.log_size;
@@ -149,12 +144,12 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
         w->bat_length = (guint32) ((bat_bytes + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB);
         w->next_free = w->bat_offset + w->bat_length;
         w->bitmaps =
-                g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, writer_clear_bitmap);
+                g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, creator_clear_bitmap);
 
         if (w->params.disk_type == VHDX_DISK_TYPE_FIXED) {
                 /* Every block is stored, in order. */
-                for (guint64 b = 0; b < w->payload_blocks; b++) {
-                        w->bat[vhdx_bat_payload_index (b, w->chunk_ratio)] =
+                for (guint64 b = 0; b < w->geometry.payload_blocks; b++) {
+                        w->bat[vhdx_bat_payload_index (&w->geometry, b)] =
                                 w->next_free | VHDX_PAYLOAD_FULLY_PRESENT;
                         w->next_free += w->params.block_size;
                 }
@@ -163,7 +158,7 @@ vhdx_writer_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
 }
 
 void
-vhdx_writer_free (VhdxWriter *writer)
+vhdx_creator_free (VhdxCreator *writer)
 {
         if (writer == NULL)
                 return;
@@ -173,7 +168,7 @@ vhdx_writer_free (VhdxWriter *writer)
 }
 
 static guint8 *
-chunk_bitmap (VhdxWriter *w, guint64 chunk)
+chunk_bitmap (VhdxCreator *w, guint64 chunk)
 {
         guint8 *bits = g_hash_table_lookup (w->bitmaps, &chunk);
 
@@ -185,18 +180,18 @@ chunk_bitmap (VhdxWriter *w, guint64 chunk)
 }
 
 static void
-mark_present (VhdxWriter *w, guint64 block, guint64 in_block, guint64 length)
+mark_present (VhdxCreator *w, guint64 block, guint64 in_block, guint64 length)
 {
         guint32 lss = w->params.logical_sector_size;
-        guint64 first = (block % w->chunk_ratio) * (w->params.block_size / lss) + in_block / lss;
-        guint8 *bits = chunk_bitmap (w, block / w->chunk_ratio);
+        guint64 first =
+                (block % w->geometry.chunk_ratio) * (w->params.block_size / lss) + in_block / lss;
+        guint8 *bits = chunk_bitmap (w, block / w->geometry.chunk_ratio);
 
-        for (guint64 s = first; s < first + length / lss; s++)
-                bits[s / 8] |= (guint8) (1u << (s % 8));
+        vhdx_bitmap_set_range (bits, first, length / lss);
 }
 
 gboolean
-vhdx_writer_write (VhdxWriter *w, guint64 offset, const void *buf, gsize count, GError **error)
+vhdx_creator_write (VhdxCreator *w, guint64 offset, const void *buf, gsize count, GError **error)
 {
         const guint8 *in = buf;
         guint64 end;
@@ -216,7 +211,7 @@ vhdx_writer_write (VhdxWriter *w, guint64 offset, const void *buf, gsize count, 
                 guint64 block = offset / w->params.block_size;
                 guint64 in_block = offset % w->params.block_size;
                 gsize n = (gsize) MIN ((guint64) count, w->params.block_size - in_block);
-                guint64 *entry = &w->bat[vhdx_bat_payload_index (block, w->chunk_ratio)];
+                guint64 *entry = &w->bat[vhdx_bat_payload_index (&w->geometry, block)];
 
                 if (vhdx_bat_entry_state (*entry) == VHDX_PAYLOAD_NOT_PRESENT) {
                         *entry = w->next_free | (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING
@@ -239,11 +234,12 @@ vhdx_writer_write (VhdxWriter *w, guint64 offset, const void *buf, gsize count, 
 /* Differencing: blocks whose every sector was written become FULLY_PRESENT;
  * chunks with PARTIALLY_PRESENT blocks get their sector bitmap written. */
 static gboolean
-finish_bitmaps (VhdxWriter *w, GError **error)
+finish_bitmaps (VhdxCreator *w, GError **error)
 {
         guint32 lss = w->params.logical_sector_size;
         guint64 sectors_per_block = w->params.block_size / lss;
-        guint64 n_chunks = (w->payload_blocks + w->chunk_ratio - 1) / w->chunk_ratio;
+        guint64 n_chunks = (w->geometry.payload_blocks + w->geometry.chunk_ratio - 1) /
+                           w->geometry.chunk_ratio;
 
         for (guint64 chunk = 0; chunk < n_chunks; chunk++) {
                 guint8 *bits = g_hash_table_lookup (w->bitmaps, &chunk);
@@ -251,19 +247,16 @@ finish_bitmaps (VhdxWriter *w, GError **error)
 
                 if (bits == NULL)
                         continue;
-                for (guint64 b = chunk * w->chunk_ratio;
-                     b < MIN (w->payload_blocks, (chunk + 1) * w->chunk_ratio); b++) {
-                        guint64 *entry = &w->bat[vhdx_bat_payload_index (b, w->chunk_ratio)];
-                        guint64 first = (b % w->chunk_ratio) * sectors_per_block;
-                        guint64 length = MIN ((guint64) w->params.block_size,
-                                              w->params.virtual_size - b * w->params.block_size);
-                        gboolean all = TRUE;
+                for (guint64 b = chunk * w->geometry.chunk_ratio;
+                     b < MIN (w->geometry.payload_blocks, (chunk + 1) * w->geometry.chunk_ratio);
+                     b++) {
+                        guint64 *entry = &w->bat[vhdx_bat_payload_index (&w->geometry, b)];
+                        guint64 first = (b % w->geometry.chunk_ratio) * sectors_per_block;
+                        guint64 sectors = vhdx_bat_block_length (&w->geometry, b) / lss;
 
                         if (vhdx_bat_entry_state (*entry) != VHDX_PAYLOAD_PARTIALLY_PRESENT)
                                 continue;
-                        for (guint64 s = first; s < first + length / lss && all; s++)
-                                all = (bits[s / 8] >> (s % 8)) & 1;
-                        if (all)
+                        if (vhdx_bitmap_count_set (bits, first, sectors) == sectors)
                                 *entry =
                                         vhdx_bat_entry_offset (*entry) | VHDX_PAYLOAD_FULLY_PRESENT;
                         else
@@ -273,7 +266,7 @@ finish_bitmaps (VhdxWriter *w, GError **error)
                         continue;
                 if (!w->io->vtable->pwrite (w->io, bits, VHDX_MiB, w->next_free, error))
                         return FALSE;
-                w->bat[vhdx_bat_bitmap_index (chunk, w->chunk_ratio)] =
+                w->bat[vhdx_bat_bitmap_index (&w->geometry, chunk)] =
                         w->next_free | VHDX_SB_PRESENT;
                 w->next_free += VHDX_MiB;
         }
@@ -294,7 +287,7 @@ put_utf16 (guint8 *out, const char *text, gsize *n_bytes)
 
 /* The parent locator item; returns its length. */
 static guint32
-build_locator (VhdxWriter *w, guint8 *item, gsize room)
+build_locator (VhdxCreator *w, guint8 *item, gsize room)
 {
         char linkage[VHDX_GUID_STRING_LENGTH + 3];
         char guid[VHDX_GUID_STRING_LENGTH + 1];
@@ -353,7 +346,7 @@ put_metadata_entry (guint8 *table,
 }
 
 static gboolean
-write_metadata (VhdxWriter *w, GError **error)
+write_metadata (VhdxCreator *w, GError **error)
 {
         g_autofree guint8 *region = g_malloc0 (METADATA_LENGTH);
         guint8 *items = region + METADATA_ITEMS_OFFSET;
@@ -395,7 +388,7 @@ write_metadata (VhdxWriter *w, GError **error)
 }
 
 static gboolean
-write_header_section (VhdxWriter *w, GError **error)
+write_header_section (VhdxCreator *w, GError **error)
 {
         g_autofree guint8 *section = g_malloc0 (VHDX_REGION_TABLE2_OFFSET + VHDX_REGION_TABLE_SIZE);
         guint8 *table = section + VHDX_REGION_TABLE1_OFFSET;
@@ -440,7 +433,7 @@ write_header_section (VhdxWriter *w, GError **error)
 }
 
 gboolean
-vhdx_writer_finish (VhdxWriter *w, GError **error)
+vhdx_creator_finish (VhdxCreator *w, GError **error)
 {
         g_autofree guint8 *bat = NULL;
         guint64 size;
@@ -465,7 +458,8 @@ vhdx_writer_finish (VhdxWriter *w, GError **error)
                 gboolean zero = TRUE;
 
                 memset (bat, 0, VHDX_MiB);
-                for (guint64 i = first; i < w->bat_entries && i < first + VHDX_MiB / 8; i++) {
+                for (guint64 i = first; i < w->geometry.bat_entries && i < first + VHDX_MiB / 8;
+                     i++) {
                         vhdx_put_le64 (bat + (i - first) * VHDX_BAT_ENTRY_SIZE, w->bat[i]);
                         zero = zero && w->bat[i] == 0;
                 }

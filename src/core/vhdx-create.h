@@ -32,17 +32,17 @@ typedef struct {
         VhdxGuid virtual_disk_id;
 } VhdxCreateParams;
 
-typedef struct _VhdxWriter VhdxWriter;
+typedef struct _VhdxCreator VhdxCreator;
 
 /* Check @params and fill in the defaults; VHDX_ERROR_INVALID naming the bad one. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_create_params_resolve (VhdxCreateParams *params,
                                                                GError **error);
 
 /* Start a new image on @io (borrowed; writable and empty). */
-G_GNUC_WARN_UNUSED_RESULT VhdxWriter *vhdx_writer_new (VhdxIo *io,
-                                                       const VhdxCreateParams *params,
-                                                       GError **error);
-void vhdx_writer_free (VhdxWriter *writer);
+G_GNUC_WARN_UNUSED_RESULT VhdxCreator *vhdx_creator_new (VhdxIo *io,
+                                                         const VhdxCreateParams *params,
+                                                         GError **error);
+void vhdx_creator_free (VhdxCreator *writer);
 
 /*
  * Store @count bytes of the virtual disk at @offset, both multiples of the
@@ -50,15 +50,15 @@ void vhdx_writer_free (VhdxWriter *writer);
  * they touch; in a differencing image only the sectors written are marked as
  * present (the others come from the parent).  Each sector may be written once.
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_write (VhdxWriter *writer,
-                                                      guint64 offset,
-                                                      const void *buf,
-                                                      gsize count,
-                                                      GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_creator_write (VhdxCreator *writer,
+                                                       guint64 offset,
+                                                       const void *buf,
+                                                       gsize count,
+                                                       GError **error);
 
 /* Write the BAT, sector bitmaps, metadata, region tables and headers, and flush. */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_finish (VhdxWriter *writer, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_creator_finish (VhdxCreator *writer, GError **error);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxWriter, vhdx_writer_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxCreator, vhdx_creator_free)
 
 G_END_DECLS

@@ -1,0 +1,812 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* vhdx convert and vhdx create: writing new images (raw or VHDX) and empty ones. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+
+#include "vhdx-cli.h"
+#include "vhdx-create.h"
+#include "vhdx-header.h"
+#include "vhdx-map.h"
+
+/* Sources */
+
+/* A source for convert: a VHDX image or a raw disk image, told apart by content. */
+typedef struct {
+        const char *path;
+        VhdxFile *vhdx; /* NULL for a raw image */
+        int fd;         /* raw images */
+        guint64 size;
+        struct stat st;
+} Source;
+
+static void
+source_clear (Source *source)
+{
+        g_clear_pointer (&source->vhdx, vhdx_file_free);
+        if (source->fd >= 0)
+                close (source->fd);
+        source->fd = -1;
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Source, source_clear)
+
+static gboolean
+source_open (Source *source, const char *path, const char *parent, GError **error)
+{
+        g_autoptr (VhdxIo) io = NULL;
+        gboolean is_vhdx;
+        int fd;
+
+        source->path = path;
+        source->fd = -1;
+        fd = vhdx_open_image_fd (path, FALSE, &source->st, error);
+        if (fd < 0)
+                return FALSE;
+        io = vhdx_io_new_fd (fd, TRUE);
+        if (!vhdx_probe (io, &is_vhdx, error))
+                return FALSE;
+        if (is_vhdx) {
+                VhdxOpenOptions options = { .path = path, .parent_path = parent };
+
+                source->vhdx = vhdx_file_open_full (g_steal_pointer (&io), VHDX_OPEN_FLAGS_NONE,
+                                                    &options, error);
+                if (source->vhdx == NULL)
+                        return FALSE;
+                source->size = vhdx_file_get_info (source->vhdx)->virtual_size;
+                return TRUE;
+        }
+        if (!vhdx_io_get_size (io, &source->size, error))
+                return FALSE;
+        source->fd = dup (fd);
+        if (source->fd < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static gboolean
+source_read (Source *source, guint64 offset, guint8 *buf, gsize count, GError **error)
+{
+        gsize done = 0;
+
+        if (source->vhdx != NULL)
+                return vhdx_file_read (source->vhdx, offset, buf, count, error);
+        while (done < count) {
+                ssize_t n = pread (source->fd, buf + done, count - done, (off_t) (offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        vhdx_set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                if (n == 0)
+                        break;
+                done += (gsize) n;
+        }
+        /* Past the end of a raw image (rounded up to whole sectors): zeros. */
+        memset (buf + done, 0, count - done);
+        return TRUE;
+}
+
+/*
+ * The ranges of a source that may hold data, walked forward: a VHDX image's
+ * data extents, or a raw file's data segments (all of it where the file
+ * system cannot tell).
+ */
+typedef struct {
+        VhdxFile *vhdx; /* or NULL for a raw file */
+        int fd;
+        guint64 size;
+        VhdxMapIter iter;
+        gboolean have_range;
+        gboolean done;
+        guint64 start; /* the current range */
+        guint64 end;
+} DataCursor;
+
+static void
+data_cursor_init (DataCursor *cursor, VhdxFile *vhdx, int fd, guint64 size)
+{
+        memset (cursor, 0, sizeof *cursor);
+        cursor->vhdx = vhdx;
+        cursor->fd = fd;
+        cursor->size = size;
+        if (vhdx != NULL)
+                vhdx_map_iter_init (&cursor->iter, vhdx, 0, size);
+}
+
+static void
+data_cursor_clear (DataCursor *cursor)
+{
+        if (cursor->vhdx != NULL)
+                vhdx_map_iter_clear (&cursor->iter);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DataCursor, data_cursor_clear)
+
+/* Move to the next range that may hold data; cursor->done at the end. */
+static gboolean
+data_cursor_advance (DataCursor *cursor, GError **error)
+{
+        guint64 from = cursor->have_range ? cursor->end : 0;
+
+        cursor->have_range = FALSE;
+        if (cursor->vhdx != NULL) {
+                VhdxMapExtent extent;
+                g_autoptr (GError) local_error = NULL;
+
+                while (vhdx_map_iter_next (&cursor->iter, &extent, &local_error)) {
+                        if (extent.kind == VHDX_EXTENT_DATA) {
+                                cursor->start = extent.offset;
+                                cursor->end = extent.offset + extent.length;
+                                cursor->have_range = TRUE;
+                                return TRUE;
+                        }
+                }
+                if (local_error != NULL) {
+                        g_propagate_error (error, g_steal_pointer (&local_error));
+                        return FALSE;
+                }
+                cursor->done = TRUE;
+                return TRUE;
+        }
+        while (from < cursor->size) {
+                off_t data = lseek (cursor->fd, (off_t) from, SEEK_DATA);
+                off_t hole;
+
+                if (data < 0) {
+                        if (errno == ENXIO)
+                                break; /* only a hole is left */
+                        /* No SEEK_DATA here: treat the rest as data. */
+                        data = (off_t) from;
+                        hole = (off_t) cursor->size;
+                } else {
+                        hole = lseek (cursor->fd, data, SEEK_HOLE);
+                        if (hole < 0)
+                                hole = (off_t) cursor->size;
+                }
+                cursor->start = (guint64) data;
+                cursor->end = MIN ((guint64) hole, cursor->size);
+                if (cursor->end > cursor->start) {
+                        cursor->have_range = TRUE;
+                        return TRUE;
+                }
+                from = cursor->end;
+        }
+        cursor->done = TRUE;
+        return TRUE;
+}
+
+/* Whether [@start, @end) meets a range that may hold data; @start never goes back. */
+static gboolean
+data_cursor_meets (DataCursor *cursor, guint64 start, guint64 end, gboolean *meets, GError **error)
+{
+        while (!cursor->done && (!cursor->have_range || cursor->end <= start)) {
+                if (!data_cursor_advance (cursor, error))
+                        return FALSE;
+        }
+        *meets = !cursor->done && cursor->start < end;
+        return TRUE;
+}
+
+/* Output */
+
+static gboolean
+pwrite_all (int fd, const guint8 *buf, gsize count, guint64 offset, GError **error)
+{
+        while (count > 0) {
+                ssize_t n = pwrite (fd, buf, MIN (count, (gsize) G_MAXSSIZE), (off_t) offset);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        vhdx_set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                if (n == 0) {
+                        vhdx_set_error_from_errno (error, EIO);
+                        return FALSE;
+                }
+                buf += n;
+                count -= (gsize) n;
+                offset += (guint64) n;
+        }
+        return TRUE;
+}
+
+static gboolean
+buffer_is_zero (const guint8 *buf, gsize count)
+{
+        return count == 0 || (buf[0] == 0 && memcmp (buf, buf + 1, count - 1) == 0);
+}
+
+/* The failure of a conversion: which file it concerns, and what happened. */
+typedef struct {
+        const char *path;
+        GError *error;
+} Failure;
+
+static gboolean
+fail (Failure *failure, const char *path, GError *error)
+{
+        failure->path = path;
+        failure->error = error;
+        return FALSE;
+}
+
+/* Copy the data of @source into the raw file @fd, leaving holes wherever the disk reads as zeros.
+ */
+static gboolean
+convert_to_raw (Source *source, int fd, const char *dst, ToolProgress *progress, Failure *failure)
+{
+        g_auto (DataCursor) cursor;
+        g_autofree guint8 *buf = g_malloc (CLI_CHUNK_SIZE);
+        GError *error = NULL;
+
+        data_cursor_init (&cursor, source->vhdx, source->fd, source->size);
+        if (ftruncate (fd, (off_t) source->size) < 0) {
+                vhdx_set_error_from_errno (&error, errno);
+                return fail (failure, dst, error);
+        }
+        for (;;) {
+                guint64 offset, end;
+
+                if (!data_cursor_advance (&cursor, &error))
+                        return fail (failure, source->path, error);
+                if (cursor.done)
+                        break;
+                for (offset = cursor.start, end = cursor.end; offset < end;) {
+                        gsize n = (gsize) MIN (end - offset, CLI_CHUNK_SIZE);
+
+                        if (!source_read (source, offset, buf, n, &error))
+                                return fail (failure, source->path, error);
+                        if (!buffer_is_zero (buf, n)) {
+                                if (!pwrite_all (fd, buf, n, offset, &error))
+                                        return fail (failure, dst, error);
+                                /* Write back now: the disk works while the next chunks
+                                 * are copied, and the final fsync() waits for less. */
+                                (void) sync_file_range (fd, (off_t) offset, (off_t) n,
+                                                        SYNC_FILE_RANGE_WRITE);
+                        }
+                        offset += n;
+                        tool_progress_update (progress, offset);
+                }
+        }
+        return TRUE;
+}
+
+/* Options that shape a new VHDX image. */
+typedef struct {
+        char *type;
+        char *parent;
+        char *block_size;
+        char *logical_sector_size;
+        char *physical_sector_size;
+        char *log_size;
+} CreateOptions;
+
+static void
+create_options_clear (CreateOptions *o)
+{
+        g_free (o->type);
+        g_free (o->parent);
+        g_free (o->block_size);
+        g_free (o->logical_sector_size);
+        g_free (o->physical_sector_size);
+        g_free (o->log_size);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CreateOptions, create_options_clear)
+
+static gboolean
+size_option_u32 (const char *name, const char *text, guint32 *value)
+{
+        guint64 v;
+
+        if (text == NULL)
+                return TRUE;
+        if (!cli_parse_size (name, text, 1, &v))
+                return FALSE;
+        if (v > G_MAXUINT32) {
+                tool_usage_error (_ ("%s: %s is too large"), name, text);
+                return FALSE;
+        }
+        *value = (guint32) v;
+        return TRUE;
+}
+
+/* The locator's relative_path: @parent as seen from the directory of @child. */
+static char *
+relative_path_to (const char *child, const char *parent)
+{
+        g_autofree char *child_abs = g_canonicalize_filename (child, NULL);
+        g_autofree char *parent_abs = g_canonicalize_filename (parent, NULL);
+        g_autofree char *child_dir = g_path_get_dirname (child_abs);
+        g_auto (GStrv) from = g_strsplit (child_dir, G_DIR_SEPARATOR_S, -1);
+        g_auto (GStrv) to = g_strsplit (parent_abs, G_DIR_SEPARATOR_S, -1);
+        g_autoptr (GString) out = g_string_new (NULL);
+        guint common = 0;
+
+        while (from[common] != NULL && to[common] != NULL && to[common + 1] != NULL &&
+               g_str_equal (from[common], to[common]))
+                common++;
+        for (guint i = common; from[i] != NULL; i++) {
+                if (*from[i] != '\0')
+                        g_string_append (out, "../");
+        }
+        for (guint i = common; to[i] != NULL; i++) {
+                g_string_append (out, to[i]);
+                if (to[i + 1] != NULL)
+                        g_string_append_c (out, '/');
+        }
+        return g_string_free (g_steal_pointer (&out), FALSE);
+}
+
+static gboolean
+disk_type_from_option (const char *type, gboolean for_convert, VhdxDiskType *disk_type)
+{
+        if (type == NULL)
+                return TRUE;
+        if (g_str_equal (type, "dynamic"))
+                *disk_type = VHDX_DISK_TYPE_DYNAMIC;
+        else if (g_str_equal (type, "fixed"))
+                *disk_type = VHDX_DISK_TYPE_FIXED;
+        else if (g_str_equal (type, "differencing") && !for_convert)
+                *disk_type = VHDX_DISK_TYPE_DIFFERENCING;
+        else {
+                tool_usage_error (_ ("--type: unknown type “%s”"), type);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Make the new image @dst a child of the image @path, opened into @parent. */
+static gboolean
+params_from_parent (VhdxCreateParams *params,
+                    const char *path,
+                    const char *dst,
+                    gboolean for_convert,
+                    VhdxFile **parent)
+{
+        g_autoptr (GError) error = NULL;
+        g_autofree char *relative = NULL;
+        g_autofree char *absolute = NULL;
+        const VhdxInfo *info;
+
+        *parent = cli_open_image (path, VHDX_OPEN_FLAGS_NONE, NULL, NULL, &error);
+        if (*parent == NULL) {
+                tool_print_file_error (path, error);
+                return FALSE;
+        }
+        info = vhdx_file_get_info (*parent);
+        if (params->logical_sector_size != 0 &&
+            params->logical_sector_size != info->logical_sector_size) {
+                tool_usage_error (_ ("--logical-sector-size: a differencing image has its "
+                                     "parent's (%u)"),
+                                  info->logical_sector_size);
+                return FALSE;
+        }
+        params->logical_sector_size = info->logical_sector_size;
+        if (params->physical_sector_size == 0)
+                params->physical_sector_size = info->physical_sector_size;
+        if (params->block_size == 0 && !for_convert)
+                params->block_size = info->block_size;
+        params->virtual_size = info->virtual_size;
+        params->parent_data_write_guid = info->data_write_guid;
+        /* Interned: the locator strings live as long as the process. */
+        relative = relative_path_to (dst, path);
+        absolute = g_canonicalize_filename (path, NULL);
+        params->parent_relative_path = g_intern_string (relative);
+        params->parent_absolute_path = g_intern_string (absolute);
+        return TRUE;
+}
+
+/*
+ * Fill @params from the options; with a parent, it is opened into @parent
+ * and the image becomes its differencing child, taking its sector size.
+ */
+static gboolean
+create_params_from_options (const CreateOptions *o,
+                            const char *dst,
+                            VhdxCreateParams *params,
+                            VhdxFile **parent,
+                            gboolean for_convert)
+{
+        memset (params, 0, sizeof *params);
+        params->disk_type =
+                o->parent != NULL ? VHDX_DISK_TYPE_DIFFERENCING : VHDX_DISK_TYPE_DYNAMIC;
+        if (!disk_type_from_option (o->type, for_convert, &params->disk_type))
+                return FALSE;
+        if ((params->disk_type == VHDX_DISK_TYPE_DIFFERENCING) != (o->parent != NULL)) {
+                tool_usage_error ("%s", _ ("--parent makes a differencing image, and a "
+                                           "differencing image needs --parent"));
+                return FALSE;
+        }
+        if (!size_option_u32 ("--block-size", o->block_size, &params->block_size) ||
+            !size_option_u32 ("--logical-sector-size", o->logical_sector_size,
+                              &params->logical_sector_size) ||
+            !size_option_u32 ("--physical-sector-size", o->physical_sector_size,
+                              &params->physical_sector_size) ||
+            !size_option_u32 ("--log-size", o->log_size, &params->log_size))
+                return FALSE;
+        return o->parent == NULL ||
+               params_from_parent (params, o->parent, dst, for_convert, parent);
+}
+
+/* Runs of sectors of @buf (at virtual @offset) that differ from @base are
+ * written to @creator; equal sectors are left to the parent. */
+static gboolean
+write_differing_sectors (VhdxCreator *creator,
+                         guint64 offset,
+                         const guint8 *buf,
+                         const guint8 *base,
+                         gsize count,
+                         guint32 sector_size,
+                         GError **error)
+{
+        gsize pos = 0;
+
+        while (pos < count) {
+                gsize start;
+
+                while (pos < count && memcmp (buf + pos, base + pos, sector_size) == 0)
+                        pos += sector_size;
+                start = pos;
+                while (pos < count && memcmp (buf + pos, base + pos, sector_size) != 0)
+                        pos += sector_size;
+                if (pos > start &&
+                    !vhdx_creator_write (creator, offset + start, buf + start, pos - start, error))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
+/* Read @n bytes of the parent at @offset into @base, zeros past its end. */
+static gboolean
+read_parent (VhdxFile *parent, guint64 offset, guint8 *base, gsize n, GError **error)
+{
+        guint64 parent_size = vhdx_file_get_info (parent)->virtual_size;
+        gsize from_parent =
+                offset < parent_size ? (gsize) MIN ((guint64) n, parent_size - offset) : 0;
+
+        memset (base + from_parent, 0, n - from_parent);
+        return vhdx_file_read (parent, offset, base, from_parent, error);
+}
+
+/* A conversion to VHDX in progress. */
+typedef struct {
+        Source *source;
+        VhdxFile *parent;
+        VhdxCreateParams *params;
+        VhdxCreator *creator;
+        DataCursor source_data;
+        DataCursor parent_data;
+        guint8 *buf;
+        guint8 *base;
+        const char *dst;
+} ToVhdx;
+
+/* Store the unit of @n bytes at @offset: as it is, or the sectors that differ from the parent. */
+static gboolean
+convert_unit (ToVhdx *c, guint64 offset, gsize n, Failure *failure)
+{
+        GError *error = NULL;
+        gboolean has_data = FALSE;
+        gboolean parent_data = FALSE;
+
+        if (!data_cursor_meets (&c->source_data, offset, offset + n, &has_data, &error))
+                return fail (failure, c->source->path, error);
+        /* Holes of the parent read as zeros too: only its data matters. */
+        if (c->parent != NULL &&
+            !data_cursor_meets (&c->parent_data, offset, offset + n, &parent_data, &error))
+                return fail (failure, c->params->parent_absolute_path, error);
+        if (!has_data && !parent_data)
+                return TRUE;
+        if (has_data) {
+                if (!source_read (c->source, offset, c->buf, n, &error))
+                        return fail (failure, c->source->path, error);
+        } else {
+                memset (c->buf, 0, n);
+        }
+        if (c->parent != NULL) {
+                if (!parent_data)
+                        memset (c->base, 0, n);
+                else if (!read_parent (c->parent, offset, c->base, n, &error))
+                        return fail (failure, c->params->parent_absolute_path, error);
+                if (!write_differing_sectors (c->creator, offset, c->buf, c->base, n,
+                                              c->params->logical_sector_size, &error))
+                        return fail (failure, c->dst, error);
+        } else if (!buffer_is_zero (c->buf, n) &&
+                   !vhdx_creator_write (c->creator, offset, c->buf, n, &error)) {
+                return fail (failure, c->dst, error);
+        }
+        return TRUE;
+}
+
+/*
+ * Write @source into a new VHDX image on @fd: only units (at most a block,
+ * at most CLI_CHUNK_SIZE) that are not all zeros, or, for a differencing image,
+ * only the sectors that differ from @parent.
+ */
+static gboolean
+convert_to_vhdx (Source *source,
+                 int fd,
+                 const char *dst,
+                 VhdxCreateParams *params,
+                 VhdxFile *parent,
+                 ToolProgress *progress,
+                 Failure *failure)
+{
+        g_autoptr (VhdxIo) io = vhdx_io_new_fd (fd, FALSE);
+        g_autoptr (VhdxCreator) creator = NULL;
+        g_autofree guint8 *buf = NULL;
+        g_autofree guint8 *base = NULL;
+        GError *error = NULL;
+        ToVhdx c = { source, parent, params, NULL };
+        guint64 unit;
+        gboolean ok = TRUE;
+
+        if (parent == NULL) {
+                guint32 lss = params->logical_sector_size != 0 ? params->logical_sector_size : 512;
+                params->virtual_size = (source->size + lss - 1) / lss * lss;
+        } else {
+                params->virtual_size = source->size;
+        }
+        creator = vhdx_creator_new (io, params, &error);
+        if (creator == NULL)
+                return fail (failure, dst, error);
+        unit = MIN ((guint64) params->block_size != 0 ? params->block_size
+                                                      : VHDX_DEFAULT_BLOCK_SIZE,
+                    (guint64) CLI_CHUNK_SIZE);
+        c.creator = creator;
+        c.dst = dst;
+        c.buf = buf = g_malloc (unit);
+        if (parent != NULL)
+                c.base = base = g_malloc (unit);
+        data_cursor_init (&c.source_data, source->vhdx, source->fd, source->size);
+        if (parent != NULL)
+                data_cursor_init (&c.parent_data, parent, -1,
+                                  vhdx_file_get_info (parent)->virtual_size);
+
+        for (guint64 offset = 0; ok && offset < params->virtual_size; offset += unit) {
+                gsize n = (gsize) MIN (unit, params->virtual_size - offset);
+
+                ok = convert_unit (&c, offset, n, failure);
+                tool_progress_update (progress, offset + n);
+        }
+        data_cursor_clear (&c.source_data);
+        if (parent != NULL)
+                data_cursor_clear (&c.parent_data);
+        if (ok && !vhdx_creator_finish (creator, &error))
+                return fail (failure, dst, error);
+        return ok;
+}
+
+static gboolean
+same_file (const char *path, const struct stat *st)
+{
+        struct stat other;
+
+        return g_stat (path, &other) == 0 && other.st_dev == st->st_dev &&
+               other.st_ino == st->st_ino;
+}
+
+static gboolean
+name_is_vhdx (const char *path)
+{
+        g_autofree char *lower = g_ascii_strdown (path, -1);
+
+        return g_str_has_suffix (lower, ".vhdx") || g_str_has_suffix (lower, ".avhdx");
+}
+
+/* Whether the output is VHDX, from --output-format or the options and name. */
+static gboolean
+output_is_vhdx (const char *output_format,
+                const CreateOptions *create,
+                const char *dst,
+                gboolean *to_vhdx)
+{
+        if (output_format == NULL)
+                *to_vhdx = name_is_vhdx (dst) || create->parent != NULL || create->type != NULL;
+        else if (g_str_equal (output_format, "vhdx"))
+                *to_vhdx = TRUE;
+        else if (g_str_equal (output_format, "raw"))
+                *to_vhdx = FALSE;
+        else {
+                tool_usage_error (_ ("--output-format: unknown format “%s”"), output_format);
+                return FALSE;
+        }
+        if (!*to_vhdx && (create->parent != NULL || create->type != NULL ||
+                          create->block_size != NULL || create->logical_sector_size != NULL)) {
+                tool_usage_error ("%s", _ ("--type, --parent, --block-size and "
+                                           "--logical-sector-size need VHDX output"));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+int
+cli_cmd_convert (int argc, char **argv)
+{
+        gboolean show_progress = FALSE;
+        g_autofree char *output_format = NULL;
+        g_autofree char *source_parent = NULL;
+        g_auto (CreateOptions) create = { 0 };
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
+                  N_ ("Show progress on a terminal"), NULL },
+                { "output-format", 'O', 0, G_OPTION_ARG_STRING, &output_format,
+                  N_ ("raw or vhdx (default: vhdx when DESTINATION ends in .vhdx or .avhdx)"),
+                  N_ ("FORMAT") },
+                { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
+                  N_ ("dynamic (default) or fixed, for VHDX output"), N_ ("TYPE") },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
+                  N_ ("Make DESTINATION a differencing image of PARENT storing only the sectors "
+                      "that differ"),
+                  N_ ("PARENT") },
+                { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
+                  N_ ("Block size of VHDX output (default 32M)"), N_ ("SIZE") },
+                { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
+                  N_ ("512 (default) or 4096, for VHDX output"), N_ ("N") },
+                { "source-parent", 0, 0, G_OPTION_ARG_FILENAME, &source_parent,
+                  N_ ("Use PARENT as the parent of a differencing SOURCE instead of the one "
+                      "its locator names"),
+                  N_ ("PARENT") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) parent = NULL;
+        g_auto (Source) source = { .fd = -1 };
+        g_auto (ToolOutput) output = { .fd = -1 };
+        Failure failure = { NULL, NULL };
+        ToolProgress progress;
+        VhdxCreateParams params;
+        gboolean to_vhdx;
+        gboolean ok;
+
+        context = tool_command_context_new (
+                "convert", _ ("SOURCE DESTINATION"),
+                _ ("Convert a VHDX or raw image to a sparse raw image or to a VHDX image."),
+                _ ("Reads SOURCE, a VHDX image or a raw disk image (told apart by content),\n"
+                   "and writes its virtual disk to DESTINATION.  Raw output leaves holes\n"
+                   "where the disk reads as zeros.  VHDX output stores only blocks that\n"
+                   "are not all zeros; with --parent it is a differencing image that\n"
+                   "stores only the sectors that differ from PARENT.  DESTINATION is\n"
+                   "written under a temporary name in the same directory and renamed\n"
+                   "into place only when complete; an existing DESTINATION is replaced.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!tool_parse_command_line (context, &argc, &argv) ||
+            !tool_check_arguments ("convert", args, 2) ||
+            !output_is_vhdx (output_format, &create, args[1], &to_vhdx))
+                return EXIT_FAILURE;
+        if (!source_open (&source, args[0], source_parent, &error)) {
+                tool_print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+        if (same_file (args[1], &source.st)) {
+                tool_print_error (args[1], _ ("destination is the source image"));
+                return EXIT_FAILURE;
+        }
+        if (to_vhdx && !create_params_from_options (&create, args[1], &params, &parent, TRUE))
+                return EXIT_FAILURE;
+        if (!tool_output_create (&output, args[1], &error)) {
+                tool_print_file_error (args[1], error);
+                return EXIT_FAILURE;
+        }
+
+        tool_progress_start (&progress, show_progress, NULL, source.size);
+        ok = to_vhdx ? convert_to_vhdx (&source, output.fd, args[1], &params, parent, &progress,
+                                        &failure)
+                     : convert_to_raw (&source, output.fd, args[1], &progress, &failure);
+        source_clear (&source);
+        if (ok && !tool_output_commit (&output, &failure.error)) {
+                failure.path = args[1];
+                ok = FALSE;
+        }
+        if (!ok) {
+                tool_progress_abandon (&progress);
+                tool_print_file_error (failure.path, failure.error);
+                g_clear_error (&failure.error);
+                return EXIT_FAILURE;
+        }
+        tool_progress_finish (&progress);
+        return EXIT_SUCCESS;
+}
+
+/* The arguments of create: IMAGE, and SIZE unless the image has a parent. */
+static gboolean
+create_size (char **args, const CreateOptions *create, VhdxCreateParams *params)
+{
+        guint n_args = args != NULL ? g_strv_length (args) : 0;
+
+        if (create->parent == NULL) {
+                if (n_args != 2) {
+                        tool_usage_error ("%s", _ ("expected the SIZE of the new image"));
+                        return FALSE;
+                }
+                return cli_parse_size ("SIZE", args[1], 1, &params->virtual_size);
+        }
+        if (n_args == 2) {
+                tool_usage_error ("%s", _ ("a differencing image has its parent's size"));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+int
+cli_cmd_create (int argc, char **argv)
+{
+        g_auto (CreateOptions) create = { 0 };
+        g_auto (GStrv) args = NULL;
+        const GOptionEntry entries[] = {
+                { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
+                  N_ ("dynamic (default), fixed or differencing"), N_ ("TYPE") },
+                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
+                  N_ ("Make a differencing image of PARENT"), N_ ("PARENT") },
+                { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
+                  N_ ("Block size (default 32M, a differencing image: its parent's)"),
+                  N_ ("SIZE") },
+                { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
+                  N_ ("512 (default) or 4096"), N_ ("N") },
+                { "physical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.physical_sector_size,
+                  N_ ("512 or 4096 (default)"), N_ ("N") },
+                { "log-size", 0, 0, G_OPTION_ARG_STRING, &create.log_size,
+                  N_ ("Log size (default 1M)"), N_ ("SIZE") },
+                { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) parent = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxCreator) creator = NULL;
+        g_auto (ToolOutput) output = { .fd = -1 };
+        VhdxCreateParams params;
+        guint n_args;
+
+        context = tool_command_context_new (
+                "create", _ ("IMAGE [SIZE]"), _ ("Create a new VHDX image."),
+                _ ("Creates IMAGE, a new empty VHDX image of SIZE bytes (a K, M, G or T\n"
+                   "suffix multiplies by powers of 1024).  A differencing image (--parent)\n"
+                   "takes its size and logical sector size from its parent, and its\n"
+                   "locator names the parent by DataWriteGuid and relative path.\n"
+                   "\n"
+                   "Exit status: 0 on success, 1 on failure."),
+                entries);
+        if (!tool_parse_command_line (context, &argc, &argv))
+                return EXIT_FAILURE;
+        n_args = args != NULL ? g_strv_length (args) : 0;
+        if (n_args < 1 || n_args > 2)
+                return tool_usage_error ("%s", _ ("expected IMAGE and, without --parent, SIZE"));
+        if (!create_params_from_options (&create, args[0], &params, &parent, FALSE) ||
+            !create_size (args, &create, &params))
+                return EXIT_FAILURE;
+
+        if (!tool_output_create (&output, args[0], &error)) {
+                tool_print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+        io = vhdx_io_new_fd (output.fd, FALSE);
+        creator = vhdx_creator_new (io, &params, &error);
+        if (creator == NULL || !vhdx_creator_finish (creator, &error) ||
+            !tool_output_commit (&output, &error)) {
+                tool_print_file_error (args[0], error);
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}

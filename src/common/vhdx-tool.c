@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* What the command line programs share (see vhdx-tool.h). */
+#include "config.h"
+
+#include "vhdx-tool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+
+#include "vhdx-io.h"
+
+static const char *program_name = "vhdx";
+/* The command being run, for the hint that follows a usage error. */
+static const char *current_command = NULL;
+
+void
+tool_init (const char *program)
+{
+        const char *localedir = secure_getenv ("VHDX_LOCALEDIR");
+
+        setlocale (LC_ALL, "");
+        /* VHDX_LOCALEDIR: the catalogs of a build tree, for its tests.  The
+         * library reads it too, so both bind the domain to the same place. */
+        bindtextdomain (GETTEXT_PACKAGE,
+                        localedir != NULL && localedir[0] != '\0' ? localedir : LOCALEDIR);
+        bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
+        textdomain (GETTEXT_PACKAGE);
+        program_name = program;
+        g_set_prgname (program);
+}
+
+/* Errors */
+
+void
+tool_print_error (const char *subject, const char *message)
+{
+        g_autofree char *flat = g_strdup (message);
+
+        /* Keep every failure on exactly one line. */
+        g_strdelimit (flat, "\r\n", ' ');
+        if (subject != NULL)
+                g_printerr ("%s: %s: %s\n", program_name, subject, flat);
+        else
+                g_printerr ("%s: %s\n", program_name, flat);
+}
+
+void
+tool_print_error_printf (const char *format, ...)
+{
+        g_autofree char *message = NULL;
+        va_list args;
+
+        va_start (args, format);
+        message = g_strdup_vprintf (format, args);
+        va_end (args);
+        tool_print_error (NULL, message);
+}
+
+void
+tool_print_file_error (const char *path, const GError *error)
+{
+        g_autofree char *display = g_filename_display_name (path);
+
+        tool_print_error (display, error->message);
+}
+
+int
+tool_usage_error (const char *format, ...)
+{
+        va_list args;
+        g_autofree char *message = NULL;
+
+        va_start (args, format);
+        message = g_strdup_vprintf (format, args);
+        va_end (args);
+
+        tool_print_error (NULL, message);
+        if (current_command != NULL)
+                /* TRANSLATORS: the program, then the command */
+                g_printerr (_ ("Try '%s %s --help' for more information.\n"), program_name,
+                            current_command);
+        else
+                g_printerr (_ ("Try '%s --help' for more information.\n"), program_name);
+        return EXIT_FAILURE;
+}
+
+/* Commands and options */
+
+GOptionContext *
+tool_command_context_new (const char *command,
+                          const char *parameters,
+                          const char *summary,
+                          const char *description,
+                          const GOptionEntry *entries)
+{
+        GOptionContext *context;
+        g_autofree char *prgname = g_strdup_printf ("%s %s", program_name, command);
+
+        g_set_prgname (prgname);
+        current_command = command;
+        context = g_option_context_new (parameters);
+        g_option_context_set_translation_domain (context, GETTEXT_PACKAGE);
+        g_option_context_set_summary (context, summary);
+        if (description != NULL)
+                g_option_context_set_description (context, description);
+        g_option_context_add_main_entries (context, entries, GETTEXT_PACKAGE);
+        return context;
+}
+
+gboolean
+tool_parse_command_line (GOptionContext *context, int *argc, char ***argv)
+{
+        g_autoptr (GError) error = NULL;
+
+        if (!g_option_context_parse (context, argc, argv, &error)) {
+                tool_usage_error ("%s", error->message);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+gboolean
+tool_check_arguments (const char *command, char **args, guint n_args)
+{
+        guint n_given = args != NULL ? g_strv_length (args) : 0;
+
+        if (n_given < n_args) {
+                tool_usage_error (_ ("%s: missing argument"), command);
+                return FALSE;
+        }
+        if (n_given > n_args) {
+                g_autofree char *display = g_filename_display_name (args[n_args]);
+
+                tool_usage_error (_ ("%s: unexpected argument '%s'"), command, display);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+const ToolCommand *
+tool_find_command (const ToolCommand *commands, gsize n_commands, const char *name)
+{
+        for (gsize i = 0; name != NULL && i < n_commands; i++) {
+                if (g_str_equal (commands[i].name, name))
+                        return &commands[i];
+        }
+        return NULL;
+}
+
+void
+tool_print_commands (const ToolCommand *commands, gsize n_commands)
+{
+        g_print ("%s\n", _ ("Commands:"));
+        for (gsize i = 0; i < n_commands; i++)
+                g_print ("  %-10s%s\n", commands[i].name, _ (commands[i].summary));
+        g_print ("  %-10s%s\n", "help", _ ("Show help for a command"));
+}
+
+gboolean
+tool_flush_stdout (void)
+{
+        if (fflush (stdout) != 0 || ferror (stdout)) {
+                int saved_errno = errno != 0 ? errno : EIO;
+
+                if (saved_errno != EPIPE)
+                        tool_print_error (_ ("standard output"), g_strerror (saved_errno));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Output */
+
+void
+tool_print_json (JsonNode *root)
+{
+        g_autoptr (JsonGenerator) generator = json_generator_new ();
+        g_autofree char *text = NULL;
+
+        json_generator_set_pretty (generator, TRUE);
+        json_generator_set_indent (generator, 4);
+        json_generator_set_root (generator, root);
+        text = json_generator_to_data (generator, NULL);
+
+        /* JSON is UTF-8 whatever the locale says: bypass g_print's conversion. */
+        fputs (text, stdout);
+        fputc ('\n', stdout);
+}
+
+void
+tool_progress_start (ToolProgress *progress, gboolean wanted, const char *label, guint64 total)
+{
+        progress->enabled = wanted && isatty (STDERR_FILENO);
+        progress->label = label;
+        progress->total = total;
+        progress->last_shown = -1;
+        tool_progress_update (progress, 0);
+}
+
+void
+tool_progress_update (ToolProgress *progress, guint64 done)
+{
+        int hundredths;
+
+        if (!progress->enabled)
+                return;
+        hundredths = progress->total == 0
+                             ? 10000
+                             : (int) ((double) done * 10000.0 / (double) progress->total);
+        if (hundredths == progress->last_shown)
+                return;
+        progress->last_shown = hundredths;
+        fprintf (stderr, "%s    (%d.%02d/100%%)\r", progress->label != NULL ? progress->label : "",
+                 hundredths / 100, hundredths % 100);
+        fflush (stderr);
+}
+
+void
+tool_progress_finish (ToolProgress *progress)
+{
+        if (!progress->enabled)
+                return;
+        tool_progress_update (progress, progress->total);
+        fputc ('\n', stderr);
+}
+
+void
+tool_progress_abandon (ToolProgress *progress)
+{
+        if (progress->enabled && progress->last_shown >= 0)
+                fputc ('\n', stderr);
+}
+
+/* Output files */
+
+/*
+ * The temporary file being written.  A fatal signal removes it: the path is
+ * kept in static storage that the handler may read.
+ */
+static char cleanup_path[PATH_MAX];
+static volatile sig_atomic_t cleanup_armed = 0;
+
+static const int cleanup_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+static void
+handle_fatal_signal (int signum)
+{
+        if (cleanup_armed)
+                unlink (cleanup_path);
+        /* SA_RESETHAND restored the default action: die of the same signal. */
+        raise (signum);
+}
+
+static void
+block_cleanup_signals (gboolean block, sigset_t *old)
+{
+        sigset_t set;
+
+        if (block) {
+                sigemptyset (&set);
+                for (gsize i = 0; i < G_N_ELEMENTS (cleanup_signals); i++)
+                        sigaddset (&set, cleanup_signals[i]);
+                sigprocmask (SIG_BLOCK, &set, old);
+        } else {
+                sigprocmask (SIG_SETMASK, old, NULL);
+        }
+}
+
+static void
+disarm_cleanup (void)
+{
+        sigset_t old;
+
+        block_cleanup_signals (TRUE, &old);
+        cleanup_armed = 0;
+        block_cleanup_signals (FALSE, &old);
+}
+
+gboolean
+tool_output_create (ToolOutput *output, const char *destination, GError **error)
+{
+        static gboolean handlers_installed = FALSE;
+        g_autofree char *path = g_strdup_printf ("%s.XXXXXX", destination);
+
+        g_return_val_if_fail (!cleanup_armed, FALSE);
+
+        memset (output, 0, sizeof *output);
+        output->fd = -1;
+        if (strlen (path) >= sizeof cleanup_path) {
+                vhdx_set_error_from_errno (error, ENAMETOOLONG);
+                return FALSE;
+        }
+        if (!handlers_installed) {
+                struct sigaction action;
+
+                memset (&action, 0, sizeof action);
+                action.sa_handler = handle_fatal_signal;
+                action.sa_flags = SA_RESETHAND;
+                sigemptyset (&action.sa_mask);
+                for (gsize i = 0; i < G_N_ELEMENTS (cleanup_signals); i++)
+                        sigaction (cleanup_signals[i], &action, NULL);
+                handlers_installed = TRUE;
+        }
+        /* A signal between creating the file and arming its removal would leave it. */
+        {
+                sigset_t old;
+
+                block_cleanup_signals (TRUE, &old);
+                output->fd = g_mkstemp_full (path, O_RDWR | O_CLOEXEC, 0644);
+                if (output->fd >= 0) {
+                        memcpy (cleanup_path, path, strlen (path) + 1);
+                        cleanup_armed = 1;
+                } else {
+                        vhdx_set_error_from_errno (error, errno);
+                }
+                block_cleanup_signals (FALSE, &old);
+        }
+        if (output->fd < 0)
+                return FALSE;
+        output->destination = g_strdup (destination);
+        output->path = g_steal_pointer (&path);
+        return TRUE;
+}
+
+static void
+sync_directory (const char *path)
+{
+        g_autofree char *dir = g_path_get_dirname (path);
+        int fd = g_open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+
+        /* Best effort: the data itself was synced before the rename. */
+        if (fd >= 0) {
+                fsync (fd);
+                close (fd);
+        }
+}
+
+gboolean
+tool_output_commit (ToolOutput *output, GError **error)
+{
+        sigset_t old;
+        int fd = output->fd;
+
+        output->fd = -1;
+        if (fsync (fd) < 0 || close (fd) < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        block_cleanup_signals (TRUE, &old);
+        if (rename (output->path, output->destination) < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                block_cleanup_signals (FALSE, &old);
+                return FALSE;
+        }
+        g_clear_pointer (&output->path, g_free);
+        cleanup_armed = 0;
+        block_cleanup_signals (FALSE, &old);
+        sync_directory (output->destination);
+        return TRUE;
+}
+
+void
+tool_output_clear (ToolOutput *output)
+{
+        /* The descriptor is open, and the file not in place, while path is set. */
+        if (output->path != NULL) {
+                if (output->fd >= 0)
+                        close (output->fd);
+                g_unlink (output->path);
+                disarm_cleanup ();
+        }
+        output->fd = -1;
+        g_clear_pointer (&output->path, g_free);
+        g_clear_pointer (&output->destination, g_free);
+}

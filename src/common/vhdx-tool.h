@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * What the command line programs (vhdx, vhdx-pool) share: their start-up,
+ * one-line error messages, commands and their option contexts, help,
+ * progress on a terminal, JSON output, and output files written under a
+ * temporary name that a fatal signal removes.
+ */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+G_BEGIN_DECLS
+
+typedef int (*ToolCommandFunc) (int argc, char **argv);
+
+typedef struct {
+        const char *name;
+        const char *summary; /* N_() */
+        ToolCommandFunc func;
+} ToolCommand;
+
+/* Set the locale, the translation domain and the program name (e.g. "vhdx"). */
+void tool_init (const char *program);
+
+/* "PROGRAM: SUBJECT: MESSAGE" (or "PROGRAM: MESSAGE") on standard error, on one line. */
+void tool_print_error (const char *subject, const char *message);
+/* tool_print_error() of a message made from @format. */
+void tool_print_error_printf (const char *format, ...) G_GNUC_PRINTF (1, 2);
+/* tool_print_error() with @path's display name as the subject. */
+void tool_print_file_error (const char *path, const GError *error);
+/* An error of the command line, then the hint to ask for help; returns EXIT_FAILURE. */
+int tool_usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
+
+/*
+ * The option context of @command: its parameters and summary and
+ * description (translated already), and @entries (translated in the
+ * program's domain).  The program name becomes "PROGRAM COMMAND".
+ */
+G_GNUC_WARN_UNUSED_RESULT GOptionContext *tool_command_context_new (const char *command,
+                                                                    const char *parameters,
+                                                                    const char *summary,
+                                                                    const char *description,
+                                                                    const GOptionEntry *entries);
+/* Parse the command line; a usage error when it is wrong. */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_parse_command_line (GOptionContext *context,
+                                                            int *argc,
+                                                            char ***argv);
+/* A usage error unless @args (NULL-terminated, may be NULL) holds exactly @n_args. */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_check_arguments (const char *command,
+                                                         char **args,
+                                                         guint n_args);
+
+/* The command named @name in @commands, or NULL. */
+const ToolCommand *tool_find_command (const ToolCommand *commands,
+                                      gsize n_commands,
+                                      const char *name);
+/* The "Commands:" section of a help text, with the help command last. */
+void tool_print_commands (const ToolCommand *commands, gsize n_commands);
+/* Flush standard output; an error (unless the reader went away) and FALSE when it fails. */
+gboolean tool_flush_stdout (void);
+
+/* Print @root as indented JSON, UTF-8 whatever the locale. */
+void tool_print_json (JsonNode *root);
+
+/* Progress of a long copy on a terminal, as qemu-img -p shows it. */
+typedef struct {
+        gboolean enabled;
+        const char *label; /* printed in front, or NULL */
+        guint64 total;
+        int last_shown; /* hundredths of a percent, -1 before the first update */
+} ToolProgress;
+
+/* Shown only with @wanted and when standard error is a terminal. */
+void tool_progress_start (ToolProgress *progress,
+                          gboolean wanted,
+                          const char *label,
+                          guint64 total);
+void tool_progress_update (ToolProgress *progress, guint64 done);
+/* Show 100 % and end the line. */
+void tool_progress_finish (ToolProgress *progress);
+/* End the line after a failure. */
+void tool_progress_abandon (ToolProgress *progress);
+
+/*
+ * An output file written under a temporary name next to its destination
+ * and renamed into place only when complete.  A fatal signal (SIGINT,
+ * SIGTERM, SIGHUP) removes it, so an interrupted command never leaves a
+ * half-written file behind.  One at a time.
+ */
+typedef struct {
+        char *destination;
+        char *path; /* the temporary name, while the file is not in place */
+        int fd;     /* valid while path is set */
+} ToolOutput;
+
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_create (ToolOutput *output,
+                                                       const char *destination,
+                                                       GError **error);
+/* fsync, rename into place, sync the directory. */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_commit (ToolOutput *output, GError **error);
+/* Remove the temporary file (if any); also what g_auto() does. */
+void tool_output_clear (ToolOutput *output);
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ToolOutput, tool_output_clear)
+
+G_END_DECLS
