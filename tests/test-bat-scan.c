@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MiB (G_GUINT64_CONSTANT (1) << 20)
-#define TiB (G_GUINT64_CONSTANT (1) << 40)
+#define MiB    (G_GUINT64_CONSTANT (1) << 20)
+#define TiB    (G_GUINT64_CONSTANT (1) << 40)
 #define SECTOR 4096
 
 /* A wrapper that counts the bytes read, and forwards next_data() or not. */
@@ -28,8 +28,7 @@ typedef struct {
 } CountingIo;
 
 static gboolean
-counting_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-                GError **error)
+counting_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         CountingIo *self = (CountingIo *) io;
 
@@ -104,11 +103,11 @@ scan_result_clear (ScanResult *r)
 static void
 scan (const char *path, gboolean skip, ScanResult *r)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_problem_free);
-        g_autoptr(GString) text = g_string_new (NULL);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GPtrArray) problems =
+                g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
+        g_autoptr (GString) text = g_string_new (NULL);
         CountingIo *io = counting_io_new (open_fd_io (path, O_RDONLY), skip);
         guint64 before;
 
@@ -152,8 +151,8 @@ assert_scans_agree (const char *path, guint64 expected_allocated, const char *ex
 static void
 write_image (const char *path, guint64 virtual_size, const guint64 *blocks, guint n_blocks)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxCreator) writer = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxCreator) writer = NULL;
         g_autofree guint8 *data = g_malloc (SECTOR);
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
@@ -167,7 +166,8 @@ write_image (const char *path, guint64 virtual_size, const guint64 *blocks, guin
         writer = vhdx_creator_new (io, &params, &error);
         g_assert_no_error (error);
         for (guint i = 0; i < n_blocks; i++) {
-                test_assert_ok (vhdx_creator_write (writer, blocks[i] * MiB, data, SECTOR, &error), error);
+                test_assert_ok (vhdx_creator_write (writer, blocks[i] * MiB, data, SECTOR, &error),
+                                error);
         }
         test_assert_ok (vhdx_creator_finish (writer, &error), error);
         g_clear_pointer (&writer, vhdx_creator_free);
@@ -191,15 +191,13 @@ test_sparse_64t (void)
 {
         g_autofree char *dir = test_tmpdir_new ();
         g_autofree char *path = g_build_filename (dir, "sparse.vhdx", NULL);
-        const guint64 blocks[] = { 0, 1, 4095, 4096, 17 * 1024 * 1024 + 5,
-                                   64 * 1024 * 1024 - 1 };
+        const guint64 blocks[] = { 0, 1, 4095, 4096, 17 * 1024 * 1024 + 5, 64 * 1024 * 1024 - 1 };
         guint64 bytes_read;
 
         write_image (path, 64 * TiB, blocks, G_N_ELEMENTS (blocks));
         /* The writer's image is clean: check finds nothing. */
         bytes_read = assert_scans_agree (path, G_N_ELEMENTS (blocks) * MiB, "");
-        g_test_message ("the scans read %" G_GUINT64_FORMAT " bytes of a 512 MiB BAT",
-                        bytes_read);
+        g_test_message ("the scans read %" G_GUINT64_FORMAT " bytes of a 512 MiB BAT", bytes_read);
         if (is_hole (path, 2 * MiB + 256 * MiB))
                 g_assert_cmpuint (bytes_read, <, 64 * MiB);
         test_tmpdir_free (g_steal_pointer (&dir));
@@ -231,7 +229,7 @@ test_log_overlay (void)
 {
         g_autofree char *dir = test_tmpdir_new ();
         g_autofree char *path = g_build_filename (dir, "dirty.vhdx", NULL);
-        g_autoptr(GByteArray) entry = NULL;
+        g_autoptr (GByteArray) entry = NULL;
         g_autofree guint8 *sector = g_malloc0 (SECTOR);
         g_autofree guint8 *data = g_malloc (SECTOR);
         const guint64 blocks[] = { 0 };
@@ -305,7 +303,7 @@ test_next_data_fd (void)
         g_autofree char *path = g_build_filename (dir, "holes", NULL);
         const guint64 size = 3 * MiB;
         g_autofree guint8 *contents = g_malloc0 (size);
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (VhdxIo) io = NULL;
         int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 
         g_assert_cmpint (fd, >=, 0);
@@ -330,8 +328,8 @@ test_next_data_memory (void)
 {
         const gsize size = 5 * SECTOR + 100;
         guint8 *contents = g_malloc0 (size);
-        g_autoptr(GBytes) bytes = NULL;
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (GBytes) bytes = NULL;
+        g_autoptr (VhdxIo) io = NULL;
 
         contents[SECTOR + 7] = 1;
         contents[3 * SECTOR] = 1;

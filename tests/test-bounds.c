@@ -33,9 +33,9 @@
 /* What opening one image may read, whatever it claims, beyond its log: the file
  * identifier, two headers, a region table (both when the first is bad), the
  * metadata table and its items (at most 1 MiB each, but these are small). */
-#define OPEN_READ_BUDGET (VHDX_FILE_ID_CREATOR_OFFSET + VHDX_FILE_ID_CREATOR_SIZE +          \
-                          2 * VHDX_HEADER_SIZE + 2 * VHDX_REGION_TABLE_SIZE +              \
-                          VHDX_METADATA_TABLE_SIZE + 64 * VHDX_KiB)
+#define OPEN_READ_BUDGET                                                                           \
+        (VHDX_FILE_ID_CREATOR_OFFSET + VHDX_FILE_ID_CREATOR_SIZE + 2 * VHDX_HEADER_SIZE +          \
+         2 * VHDX_REGION_TABLE_SIZE + VHDX_METADATA_TABLE_SIZE + 64 * VHDX_KiB)
 
 typedef struct {
         gsize heap_before;
@@ -67,8 +67,8 @@ measure_end (const Measure *m, gsize budget, const char *what, Work *work)
         work->checksummed = vhdx_crc32c_get_bytes_checksummed () - m->checksummed_before;
         test_io_counts_get (&m->io, &work->io);
         g_test_message ("%s: read %" G_GUINT64_FORMAT " bytes in %" G_GUINT64_FORMAT
-                        " preads, checksummed %" G_GUINT64_FORMAT " bytes, heap peak %"
-                        G_GSIZE_FORMAT " KiB",
+                        " preads, checksummed %" G_GUINT64_FORMAT
+                        " bytes, heap peak %" G_GSIZE_FORMAT " KiB",
                         what, work->io.bytes_read, work->io.preads, work->checksummed,
                         work->heap_peak / 1024);
         if (test_alloc_available ())
@@ -79,7 +79,7 @@ measure_end (const Measure *m, gsize budget, const char *what, Work *work)
 static char *
 write_hostile (const char *dir, VhdxHostileKind kind, VhdxHostileImage *image)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         char *path = g_build_filename (dir, "image.vhdx", NULL);
 
         test_assert_ok (vhdx_hostile_write (kind, path, image, &error), error);
@@ -102,8 +102,8 @@ static void
 test_huge_virtual_disk (void)
 {
         g_autofree char *dir = test_tmpdir_new ();
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         g_autofree guint8 *buf = g_malloc (MiB);
         g_autofree char *path = NULL;
         VhdxHostileImage image;
@@ -138,8 +138,8 @@ static void
 test_full_tables (void)
 {
         g_autofree char *dir = test_tmpdir_new ();
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         g_autofree char *path = NULL;
         VhdxHostileImage image;
         Measure m;
@@ -175,7 +175,11 @@ locator_put_text (Locator *l, const char *text)
 }
 
 static void
-locator_set_entry (Locator *l, guint i, guint32 key, guint16 key_length, guint32 value,
+locator_set_entry (Locator *l,
+                   guint i,
+                   guint32 key,
+                   guint16 key_length,
+                   guint32 value,
                    guint16 value_length)
 {
         guint8 *e = l->item + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
@@ -225,8 +229,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (Locator, locator_free)
 static GPtrArray *
 read_locator (const Locator *l, GError **error)
 {
-        g_autoptr(GBytes) bytes = g_bytes_new (l->item, l->length);
-        g_autoptr(VhdxIo) io = vhdx_io_new_memory (bytes);
+        g_autoptr (GBytes) bytes = g_bytes_new (l->item, l->length);
+        g_autoptr (VhdxIo) io = vhdx_io_new_memory (bytes);
 
         return vhdx_parent_locator_read (io, 0, l->length, error);
 }
@@ -236,9 +240,9 @@ static void
 test_locator_shared_value (void)
 {
         guint count = 60000;
-        g_autoptr(Locator) l = locator_new (count);
-        g_autoptr(GPtrArray) entries = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Locator) l = locator_new (count);
+        g_autoptr (GPtrArray) entries = NULL;
+        g_autoptr (GError) error = NULL;
         guint32 value;
         Measure m;
         Work work;
@@ -271,9 +275,9 @@ static void
 test_locator_many_keys (void)
 {
         guint count = 60000;
-        g_autoptr(Locator) l = locator_new (count);
-        g_autoptr(GPtrArray) entries = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Locator) l = locator_new (count);
+        g_autoptr (GPtrArray) entries = NULL;
+        g_autoptr (GError) error = NULL;
         Measure m;
         Work work;
 
@@ -294,8 +298,8 @@ test_locator_many_keys (void)
         measure_end (&m, 8 * MiB, "locator with 60000 entries", &work);
         for (guint i = 1; i < count; i++) {
                 const VhdxLocatorEntry *e = g_ptr_array_index (entries, i);
-                g_autofree char *key = g_utf16_to_utf8 ((gunichar2[]){ key_unit (i) }, 1, NULL,
-                                                        NULL, NULL);
+                g_autofree char *key =
+                        g_utf16_to_utf8 ((gunichar2[]){ key_unit (i) }, 1, NULL, NULL, NULL);
                 g_assert_cmpstr (e->key, ==, key);
                 g_assert_cmpstr (e->value, ==, "v");
         }
@@ -310,10 +314,9 @@ test_locator_many_keys (void)
  * headers and region table that every open checks.
  */
 static VhdxFile *
-open_dirty (VhdxHostileKind kind, gint code, gsize budget, char **dir_out,
-            VhdxHostileImage *image)
+open_dirty (VhdxHostileKind kind, gint code, gsize budget, char **dir_out, VhdxHostileImage *image)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree char *path = NULL;
         VhdxFile *file;
         Measure m;
@@ -348,8 +351,7 @@ test_log_too_long (void)
         g_autofree char *dir = NULL;
         VhdxHostileImage image;
 
-        open_dirty (VHDX_HOSTILE_LOG_TOO_LONG, VHDX_ERROR_NOT_SUPPORTED, OPEN_BUDGET, &dir,
-                    &image);
+        open_dirty (VHDX_HOSTILE_LOG_TOO_LONG, VHDX_ERROR_NOT_SUPPORTED, OPEN_BUDGET, &dir, &image);
         test_tmpdir_free (g_steal_pointer (&dir));
 }
 
@@ -359,15 +361,15 @@ static void
 test_log_at_limit (void)
 {
         g_autofree char *dir = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxIo) io = NULL;
         g_autofree guint8 *sector = g_malloc (VHDX_LOG_SECTOR_SIZE);
         VhdxHostileImage image;
         gsize budget;
 
-        budget = OPEN_BUDGET + 2 * (gsize) VHDX_LOG_MAX_LENGTH + (gsize) 128 * VHDX_LOG_MAX_LENGTH /
-                                                                     VHDX_LOG_SECTOR_SIZE;
+        budget = OPEN_BUDGET + 2 * (gsize) VHDX_LOG_MAX_LENGTH +
+                 (gsize) 128 * VHDX_LOG_MAX_LENGTH / VHDX_LOG_SECTOR_SIZE;
         file = open_dirty (VHDX_HOSTILE_LOG_FULL, -1, budget, &dir, &image);
         g_assert_cmpuint (vhdx_file_get_info (file)->log_writes_replayed, ==, image.log_writes);
         g_assert_cmpuint (vhdx_file_get_info (file)->log_state, ==,
@@ -385,8 +387,8 @@ test_log_long_chain (void)
         g_autofree char *dir = NULL;
         VhdxHostileImage image;
 
-        open_dirty (VHDX_HOSTILE_LOG_LONG_CHAIN, VHDX_ERROR_LOG,
-                    OPEN_BUDGET + 2 * (gsize) 16 * MiB, &dir, &image);
+        open_dirty (VHDX_HOSTILE_LOG_LONG_CHAIN, VHDX_ERROR_LOG, OPEN_BUDGET + 2 * (gsize) 16 * MiB,
+                    &dir, &image);
         test_tmpdir_free (g_steal_pointer (&dir));
 }
 

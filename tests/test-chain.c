@@ -35,9 +35,9 @@ typedef struct {
 typedef struct {
         char *path;
         VhdxGuid data_write_guid;
-        GArray *runs;           /* Run, in write order */
-        GHashTable *zeroed;     /* blocks set to ZERO/UNMAPPED/UNDEFINED: block -> state */
-        GHashTable *allocated;  /* base only: blocks the writer allocated */
+        GArray *runs;          /* Run, in write order */
+        GHashTable *zeroed;    /* blocks set to ZERO/UNMAPPED/UNDEFINED: block -> state */
+        GHashTable *allocated; /* base only: blocks the writer allocated */
 } Level;
 
 typedef struct {
@@ -45,7 +45,7 @@ typedef struct {
         guint64 virtual_size;
         guint32 block_size;
         guint32 sector_size;
-        GPtrArray *levels;      /* Level, base first */
+        GPtrArray *levels; /* Level, base first */
 } Chain;
 
 static guint32
@@ -134,7 +134,8 @@ model_range (Chain *c, guint64 offset, gsize count, guint8 *bytes, int *owners)
                                 for (guint64 s = lo / ss; s * ss < hi; s++)
                                         owners[s - first_sector] =
                                                 level == 0 ? 0
-                                                           : OWNER_ZERO + (int) GPOINTER_TO_UINT (value);
+                                                           : OWNER_ZERO +
+                                                                     (int) GPOINTER_TO_UINT (value);
                         }
                 }
                 for (guint i = 0; i < l->runs->len; i++) {
@@ -163,7 +164,7 @@ model_fill (Chain *c, guint64 offset, guint8 *buf, gsize count)
 static VhdxCreator *
 writer_for (const char *path, VhdxCreateParams *params, VhdxIo **io)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         VhdxCreator *w;
 
@@ -177,10 +178,15 @@ writer_for (const char *path, VhdxCreateParams *params, VhdxIo **io)
 /* Write @count random sector runs (and @full_blocks whole blocks) of level
  * @level's pattern through @w, recording them. */
 static void
-write_runs (Chain *c, VhdxCreator *w, Level *l, guint level, GRand *rand, guint count,
+write_runs (Chain *c,
+            VhdxCreator *w,
+            Level *l,
+            guint level,
+            GRand *rand,
+            guint count,
             guint full_blocks)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         guint64 sectors = c->virtual_size / c->sector_size;
 
         for (guint i = 0; i < count + full_blocks; i++) {
@@ -225,8 +231,8 @@ level_new (Chain *c, const char *name)
 static void
 add_base (Chain *c, GRand *rand, guint runs, guint full_blocks)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
         Level *l = level_new (c, "base.vhdx");
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
@@ -234,7 +240,7 @@ add_base (Chain *c, GRand *rand, guint runs, guint full_blocks)
                 .block_size = c->block_size,
                 .logical_sector_size = c->sector_size,
         };
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (VhdxIo) io = NULL;
 
         vhdx_guid_new_random (&params.data_write_guid);
         l->data_write_guid = params.data_write_guid;
@@ -247,8 +253,8 @@ add_base (Chain *c, GRand *rand, guint runs, guint full_blocks)
 static void
 add_child (Chain *c, GRand *rand, guint runs, guint full_blocks)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
         guint level = c->levels->len;
         g_autofree char *name = g_strdup_printf ("child-%u.vhdx", level);
         Level *parent = top (c);
@@ -263,7 +269,7 @@ add_child (Chain *c, GRand *rand, guint runs, guint full_blocks)
                 .parent_relative_path = parent_name,
                 .parent_absolute_path = parent->path,
         };
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (VhdxIo) io = NULL;
 
         g_hash_table_remove_all (l->allocated);
         vhdx_guid_new_random (&params.data_write_guid);
@@ -288,7 +294,7 @@ open_top (Chain *c, GError **error)
 static void
 assert_reads (Chain *c, VhdxFile *file, guint64 offset, gsize count)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree guint8 *got = g_malloc (count);
         g_autofree guint8 *want = g_malloc (count);
 
@@ -307,8 +313,8 @@ assert_reads (Chain *c, VhdxFile *file, guint64 offset, gsize count)
 static void
 assert_map (Chain *c, VhdxFile *file, guint64 limit)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GArray) extents = vhdx_file_map (file, 0, limit, &error);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GArray) extents = vhdx_file_map (file, 0, limit, &error);
         g_autofree int *owners = g_new (int, limit / c->sector_size + 1);
         guint64 expect = 0;
         guint top_level = c->levels->len - 1;
@@ -400,8 +406,8 @@ ranges_around_runs (Chain *c)
                 for (guint i = 0; i < l->runs->len; i++) {
                         const Run *r = &g_array_index (l->runs, Run, i);
                         guint64 start = r->offset > 777 ? r->offset - 777 : 0;
-                        guint64 end = MIN (c->virtual_size,
-                                           r->offset + MIN (r->length, 2 * MiB) + 777);
+                        guint64 end =
+                                MIN (c->virtual_size, r->offset + MIN (r->length, 2 * MiB) + 777);
                         Run range = { start, end - start };
                         g_array_append_val (ranges, range);
                 }
@@ -412,9 +418,9 @@ ranges_around_runs (Chain *c)
 static void
 check_chain (Chain *c)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = open_top (c, &error);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (7);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = open_top (c, &error);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (7);
 
         g_assert_no_error (error);
         g_assert_cmpuint (vhdx_file_get_chain_depth (file), ==, c->levels->len - 1);
@@ -433,7 +439,8 @@ check_chain (Chain *c)
                 for (guint i = 0; i < l->runs->len; i++) {
                         const Run *r = &g_array_index (l->runs, Run, i);
                         guint64 start = r->offset > 777 ? r->offset - 777 : 0;
-                        guint64 end = MIN (c->virtual_size, r->offset + MIN (r->length, 2 * MiB) + 777);
+                        guint64 end =
+                                MIN (c->virtual_size, r->offset + MIN (r->length, 2 * MiB) + 777);
                         assert_reads (c, file, start, end - start);
                 }
         }
@@ -454,8 +461,8 @@ test_depth (gconstpointer data)
 {
         const DepthCase *dc = data;
         /* Not a multiple of the block size. */
-        g_autoptr(Chain) c = chain_new (20 * MiB + 3 * 512, MiB, 512);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (dc->depth);
+        g_autoptr (Chain) c = chain_new (20 * MiB + 3 * 512, MiB, 512);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (dc->depth);
 
         add_base (c, rand, 20, 2);
         /* Every child writes runs of sectors: chunk 0 (the only one) has a
@@ -494,7 +501,7 @@ static Chain *
 chain_4k_new (void)
 {
         Chain *c = chain_new (40 * MiB, 2 * MiB, 4096);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (99);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (99);
         static const guint states[] = { VHDX_PAYLOAD_ZERO, VHDX_PAYLOAD_UNMAPPED,
                                         VHDX_PAYLOAD_UNDEFINED };
         guint64 cr = chain_chunk_ratio (c);
@@ -529,15 +536,15 @@ static void
 test_4k_sectors (gconstpointer data)
 {
         gboolean libvhdi = GPOINTER_TO_INT (data);
-        g_autoptr(Chain) c = chain_4k_new ();
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Chain) c = chain_4k_new ();
+        g_autoptr (GError) error = NULL;
 
         if (libvhdi) {
                 /* libvhdi 20210425 reads the parent for a block of a
                  * differencing image in the ZERO state (and in UNMAPPED, whose
                  * contents MS-VHDX leaves undefined, as in UNDEFINED): it is
                  * asked for every other block. */
-                g_autoptr(GArray) ranges = g_array_new (FALSE, FALSE, sizeof (Run));
+                g_autoptr (GArray) ranges = g_array_new (FALSE, FALSE, sizeof (Run));
                 for (guint64 b = 0; b * c->block_size < c->virtual_size; b++) {
                         Run r = { b * c->block_size,
                                   MIN (c->block_size, c->virtual_size - b * c->block_size) };
@@ -547,7 +554,7 @@ test_4k_sectors (gconstpointer data)
                 g_assert_cmpuint (ranges->len, ==, c->virtual_size / c->block_size - 3);
                 compare_with_libvhdi (c, (const Run *) ranges->data, ranges->len);
         } else {
-                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_autoptr (VhdxFile) file = open_top (c, &error);
                 g_assert_no_error (error);
                 assert_reads (c, file, 0, c->virtual_size);
                 assert_map (c, file, c->virtual_size);
@@ -561,15 +568,15 @@ static Chain *
 chain_many_chunks_new (void)
 {
         Chain *c = chain_new (9 * GiB - 512, 256 * MiB, 512);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
-        g_autoptr(GRand) rand = g_rand_new_with_seed (5);
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
+        g_autoptr (GRand) rand = g_rand_new_with_seed (5);
+        g_autoptr (VhdxIo) io = NULL;
         g_autofree char *parent_name = NULL;
         static const Run runs[] = {
-                { 100 * 512, 5 * 512 },                        /* chunk 0: partial */
-                { 3 * 256 * MiB + 4096, 8192 },                /* chunk 0: partial */
-                { 17 * 256 * MiB, 256 * MiB },                 /* chunk 1: whole */
+                { 100 * 512, 5 * 512 },         /* chunk 0: partial */
+                { 3 * 256 * MiB + 4096, 8192 }, /* chunk 0: partial */
+                { 17 * 256 * MiB, 256 * MiB },  /* chunk 1: whole */
         };
         Level *base, *child;
 
@@ -590,10 +597,9 @@ chain_many_chunks_new (void)
         }
         for (guint i = 0; i < G_N_ELEMENTS (runs); i++) {
                 g_autofree guint8 *buf = g_malloc (runs[i].length);
-                vhdx_gen_pattern_fill_buffer (buf, runs[i].offset, runs[i].length,
-                                              level_seed (1));
-                test_assert_ok (vhdx_creator_write (w, runs[i].offset, buf, runs[i].length,
-                                                  &error), error);
+                vhdx_gen_pattern_fill_buffer (buf, runs[i].offset, runs[i].length, level_seed (1));
+                test_assert_ok (vhdx_creator_write (w, runs[i].offset, buf, runs[i].length, &error),
+                                error);
                 g_array_append_val (child->runs, runs[i]);
         }
         test_assert_ok (vhdx_creator_finish (w, &error), error);
@@ -605,16 +611,16 @@ static void
 test_many_chunks (gconstpointer data)
 {
         gboolean libvhdi = GPOINTER_TO_INT (data);
-        g_autoptr(Chain) c = chain_many_chunks_new ();
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Chain) c = chain_many_chunks_new ();
+        g_autoptr (GError) error = NULL;
         guint64 cr = chain_chunk_ratio (c);
         Level *child = top (c);
         TestSpecLayout layout;
 
         g_assert_cmpuint (cr, ==, 16);
         if (libvhdi) {
-                g_autoptr(GArray) ranges = ranges_around_runs (c);
-                g_autoptr(GRand) rand = g_rand_new_with_seed (17);
+                g_autoptr (GArray) ranges = ranges_around_runs (c);
+                g_autoptr (GRand) rand = g_rand_new_with_seed (17);
                 guint64 blocks = (c->virtual_size + c->block_size - 1) / c->block_size;
 
                 /* The first and last 64 KiB of every block, in the three
@@ -630,8 +636,7 @@ test_many_chunks (gconstpointer data)
                 for (guint i = 0; i < 40; i++) {
                         Run r;
                         r.length = g_rand_int_range (rand, 1, 3 * MiB);
-                        r.offset = (guint64) (g_rand_double (rand) *
-                                              (c->virtual_size - r.length));
+                        r.offset = (guint64) (g_rand_double (rand) * (c->virtual_size - r.length));
                         g_array_append_val (ranges, r);
                 }
                 g_test_message ("%u ranges compared with libvhdi", ranges->len);
@@ -639,7 +644,7 @@ test_many_chunks (gconstpointer data)
                 return;
         }
         {
-                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_autoptr (VhdxFile) file = open_top (c, &error);
                 g_assert_no_error (error);
                 g_assert_cmpuint (vhdx_file_get_info (file)->geometry.chunk_ratio, ==, cr);
                 check_chain (c);
@@ -653,8 +658,8 @@ test_many_chunks (gconstpointer data)
                 guint8 entry[8];
                 for (guint64 chunk = 0; chunk < 3; chunk++) {
                         guint64 index = chunk * (cr + 1) + cr;
-                        g_assert_cmpint (pread (rfd, entry, 8, layout.bat_offset + index * 8),
-                                         ==, 8);
+                        g_assert_cmpint (pread (rfd, entry, 8, layout.bat_offset + index * 8), ==,
+                                         8);
                         g_assert_cmpuint (vhdx_get_le64 (entry) & 7, ==,
                                           chunk == 0 ? VHDX_SB_PRESENT : VHDX_SB_NOT_PRESENT);
                 }
@@ -669,7 +674,7 @@ test_many_chunks (gconstpointer data)
                 close (rfd);
         }
         {
-                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_autoptr (VhdxFile) file = open_top (c, &error);
                 guint8 buf[512];
                 g_assert_no_error (error);
                 g_assert_false (vhdx_file_read (file, 100 * 512, buf, 512, &error));
@@ -686,11 +691,11 @@ test_writer_libvhdi (void)
         static const VhdxDiskType types[] = { VHDX_DISK_TYPE_FIXED, VHDX_DISK_TYPE_DYNAMIC };
 
         for (guint t = 0; t < G_N_ELEMENTS (types); t++) {
-                g_autoptr(Chain) c = chain_new (30 * MiB + 512, 2 * MiB, 512);
-                g_autoptr(GRand) rand = g_rand_new_with_seed (40 + t);
-                g_autoptr(GError) error = NULL;
-                g_autoptr(VhdxCreator) w = NULL;
-                g_autoptr(VhdxIo) io = NULL;
+                g_autoptr (Chain) c = chain_new (30 * MiB + 512, 2 * MiB, 512);
+                g_autoptr (GRand) rand = g_rand_new_with_seed (40 + t);
+                g_autoptr (GError) error = NULL;
+                g_autoptr (VhdxCreator) w = NULL;
+                g_autoptr (VhdxIo) io = NULL;
                 Level *l = level_new (c, "image.vhdx");
                 VhdxCreateParams params = {
                         .disk_type = types[t],
@@ -719,7 +724,7 @@ static Chain *
 two_levels (void)
 {
         Chain *c = chain_new (8 * MiB, MiB, 512);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (3);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (3);
 
         add_base (c, rand, 5, 0);
         add_child (c, rand, 5, 0);
@@ -729,9 +734,9 @@ two_levels (void)
 static void
 test_parent_missing (void)
 {
-        g_autoptr(Chain) c = two_levels ();
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Chain) c = two_levels ();
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         Level *base = g_ptr_array_index (c->levels, 0);
 
         g_assert_cmpint (g_unlink (base->path), ==, 0);
@@ -745,16 +750,16 @@ test_parent_missing (void)
 static void
 test_parent_explicit (void)
 {
-        g_autoptr(Chain) c = two_levels ();
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Chain) c = two_levels ();
+        g_autoptr (GError) error = NULL;
         Level *base = g_ptr_array_index (c->levels, 0);
         g_autofree char *moved = g_build_filename (c->dir, "elsewhere.vhdx", NULL);
         VhdxOpenOptions options = { .path = top (c)->path, .parent_path = moved };
         VhdxFile *file;
 
         g_assert_cmpint (g_rename (base->path, moved), ==, 0);
-        file = vhdx_file_open_full (vhdx_io_open_path (top (c)->path, FALSE, NULL), VHDX_OPEN_FLAGS_NONE,
-                                    &options, &error);
+        file = vhdx_file_open_full (vhdx_io_open_path (top (c)->path, FALSE, NULL),
+                                    VHDX_OPEN_FLAGS_NONE, &options, &error);
         g_assert_no_error (error);
         g_assert_cmpstr (vhdx_file_get_parent_path (file), ==, moved);
         vhdx_file_free (file);
@@ -763,10 +768,10 @@ test_parent_explicit (void)
 static void
 test_parent_mismatch (void)
 {
-        g_autoptr(Chain) c = two_levels ();
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GRand) rand = g_rand_new_with_seed (11);
+        g_autoptr (Chain) c = two_levels ();
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GRand) rand = g_rand_new_with_seed (11);
         Level *base = g_ptr_array_index (c->levels, 0);
         g_autofree char *old = g_strconcat (base->path, ".old", NULL);
         char guid[VHDX_GUID_STRING_LENGTH + 1];
@@ -774,7 +779,7 @@ test_parent_mismatch (void)
         /* Another image with the same name: its DataWriteGuid differs. */
         g_assert_cmpint (g_rename (base->path, old), ==, 0);
         {
-                g_autoptr(Chain) other = chain_new (8 * MiB, MiB, 512);
+                g_autoptr (Chain) other = chain_new (8 * MiB, MiB, 512);
                 add_base (other, rand, 1, 0);
                 g_assert_cmpint (g_rename (top (other)->path, base->path), ==, 0);
         }
@@ -800,10 +805,10 @@ test_parent_mismatch (void)
 static void
 test_sector_size_mismatch (void)
 {
-        g_autoptr(Chain) c = chain_new (8 * MiB, MiB, 4096);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (12);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Chain) c = chain_new (8 * MiB, MiB, 4096);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (12);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
 
         add_base (c, rand, 2, 0);
         c->sector_size = 512; /* the child has 512-byte sectors */
@@ -817,16 +822,16 @@ test_sector_size_mismatch (void)
 static void
 test_depth_limit (void)
 {
-        g_autoptr(Chain) c = chain_new (4 * MiB, MiB, 512);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (13);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Chain) c = chain_new (4 * MiB, MiB, 512);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (13);
+        g_autoptr (GError) error = NULL;
 
         add_base (c, rand, 1, 0);
         for (guint i = 0; i < VHDX_MAX_CHAIN_DEPTH; i++)
                 add_child (c, rand, 1, 0);
         /* The longest chain allowed opens and reads... */
         {
-                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_autoptr (VhdxFile) file = open_top (c, &error);
                 g_assert_no_error (error);
                 g_assert_cmpuint (vhdx_file_get_chain_depth (file), ==, VHDX_MAX_CHAIN_DEPTH);
                 assert_reads (c, file, 0, c->virtual_size);
@@ -834,7 +839,7 @@ test_depth_limit (void)
         /* ...one more is refused. */
         add_child (c, rand, 1, 0);
         {
-                g_autoptr(VhdxFile) file = open_top (c, &error);
+                g_autoptr (VhdxFile) file = open_top (c, &error);
                 g_assert_null (file);
                 g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
                 g_assert_nonnull (strstr (error->message, "longer than"));
@@ -844,10 +849,10 @@ test_depth_limit (void)
 static void
 test_loop (void)
 {
-        g_autoptr(Chain) c = chain_new (8 * MiB, MiB, 512);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Chain) c = chain_new (8 * MiB, MiB, 512);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         Level *l = level_new (c, "self.vhdx");
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DIFFERENCING,
@@ -855,7 +860,7 @@ test_loop (void)
                 .block_size = c->block_size,
                 .parent_relative_path = "self.vhdx",
         };
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (VhdxIo) io = NULL;
 
         /* An image that names itself as its parent. */
         vhdx_guid_new_random (&params.data_write_guid);
@@ -873,9 +878,9 @@ test_loop (void)
 static void
 damage_locator (guint64 field, gsize size, guint64 value, int code, const char *word)
 {
-        g_autoptr(Chain) c = two_levels ();
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Chain) c = two_levels ();
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         guint64 locator = 0;
         int fd;
 

@@ -14,7 +14,7 @@
 #include "vhdx-map.h"
 
 /* A GUID no implementation knows. */
-#define UNKNOWN_GUID_TEXT "3F2504E0-4F89-11D3-9A0C-0305E82C3301"
+#define UNKNOWN_GUID_TEXT  "3F2504E0-4F89-11D3-9A0C-0305E82C3301"
 #define UNKNOWN_GUID_LOWER "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
 typedef struct {
@@ -101,7 +101,7 @@ static VhdxFile *
 image_open (Image *image, GError **error)
 {
         /* A static view: the image must stay unchanged while the file is open. */
-        g_autoptr(GBytes) bytes = g_bytes_new_static (image->image->data, image->image->len);
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->image->data, image->image->len);
 
         return vhdx_file_open (vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, error);
 }
@@ -113,8 +113,7 @@ assert_mentions (const GError *error, const char *keyword)
         g_autofree char *word = g_ascii_strdown (keyword, -1);
 
         if (strstr (message, word) == NULL) {
-                g_test_message ("message \"%s\" does not mention \"%s\"", error->message,
-                                keyword);
+                g_test_message ("message \"%s\" does not mention \"%s\"", error->message, keyword);
                 g_assert_not_reached ();
         }
 }
@@ -122,8 +121,8 @@ assert_mentions (const GError *error, const char *keyword)
 static void
 assert_open_fails (Image *image, gint code, const char *keyword)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = image_open (image, &error);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = image_open (image, &error);
 
         g_assert_null (file);
         g_assert_error (error, VHDX_ERROR, code);
@@ -134,8 +133,8 @@ static void
 assert_reads_back (VhdxFile *file, VhdxGen *gen)
 {
         const VhdxGenParams *params = vhdx_gen_get_params (gen);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) raw = vhdx_gen_build_raw (gen);
         g_autofree guint8 *found = g_malloc (params->virtual_size);
 
         test_assert_ok (vhdx_file_read (file, 0, found, params->virtual_size, &error), error);
@@ -147,7 +146,7 @@ assert_reads_back (VhdxFile *file, VhdxGen *gen)
 static VhdxFile *
 assert_opens (Image *image)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxFile *file = image_open (image, &error);
 
         g_assert_no_error (error);
@@ -161,7 +160,7 @@ assert_opens (Image *image)
 static void
 test_file_identifier_signature (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         memcpy (at (image, 0), "vhdxfilf", 8);
         assert_open_fails (image, VHDX_ERROR_INVALID, "file identifier");
@@ -170,11 +169,11 @@ test_file_identifier_signature (void)
 static void
 test_truncated (void)
 {
-        static const guint sizes[] = {0, 7, 100, 520, 64 * 1024, 512 * 1024, 1024 * 1024 - 1};
+        static const guint sizes[] = { 0, 7, 100, 520, 64 * 1024, 512 * 1024, 1024 * 1024 - 1 };
         guint i;
 
         for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
-                g_autoptr(Image) image = base_image_new ();
+                g_autoptr (Image) image = base_image_new ();
 
                 g_byte_array_set_size (image->image, sizes[i]);
                 assert_open_fails (image, VHDX_ERROR_TRUNCATED, "header");
@@ -221,8 +220,8 @@ static void
 test_header_one_bad_checksum (gconstpointer data)
 {
         guint damaged = GPOINTER_TO_UINT (data);
-        g_autoptr(Image) image = base_image_new ();
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Image) image = base_image_new ();
+        g_autoptr (VhdxFile) file = NULL;
         guint64 offset = image->layout.header_offset[damaged - 1];
         g_autofree char *structure = g_strdup_printf ("header %u", damaged);
         g_autofree char *text = NULL;
@@ -238,7 +237,7 @@ test_header_one_bad_checksum (gconstpointer data)
 static void
 test_headers_both_bad_checksum (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         *at (image, image->layout.header_offset[0] + 8) ^= 0x01;
         *at (image, image->layout.header_offset[1] + 3000) ^= 0x80;
@@ -248,8 +247,8 @@ test_headers_both_bad_checksum (void)
 static void
 test_header_one_bad_signature (void)
 {
-        g_autoptr(Image) image = base_image_new ();
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Image) image = base_image_new ();
+        g_autoptr (VhdxFile) file = NULL;
 
         memcpy (at (image, image->layout.header_offset[1]), "HEAD", 4);
         vhdx_gen_update_header_checksum (at (image, image->layout.header_offset[1]));
@@ -262,7 +261,7 @@ test_header_one_bad_signature (void)
 static void
 test_headers_both_bad_signature (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         memcpy (at (image, image->layout.header_offset[0]), "daeh", 4);
         memcpy (at (image, image->layout.header_offset[1]), "\0\0\0\0", 4);
@@ -273,7 +272,7 @@ test_headers_both_bad_signature (void)
 static void
 test_header_version (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint i;
 
         for (i = 0; i < 2; i++)
@@ -286,13 +285,13 @@ test_header_version (void)
 static void
 test_header_log_version (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint i;
 
         for (i = 0; i < 2; i++)
-                vhdx_put_le16 (
-                        at (image, image->layout.header_offset[i] + VHDX_HEADER_OFF_LOG_VERSION),
-                        1);
+                vhdx_put_le16 (at (image,
+                                   image->layout.header_offset[i] + VHDX_HEADER_OFF_LOG_VERSION),
+                               1);
         fix_headers (image);
         assert_open_fails (image, VHDX_ERROR_NOT_SUPPORTED, "version");
 }
@@ -300,7 +299,7 @@ test_header_log_version (void)
 static void
 test_header_equal_sequence (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint8 *h1 = at (image, image->layout.header_offset[0]);
 
         vhdx_put_le64 (h1 + VHDX_HEADER_OFF_SEQUENCE, 2);
@@ -313,8 +312,8 @@ test_header_equal_sequence (void)
 static void
 test_header_sequence_selects (void)
 {
-        g_autoptr(Image) image = base_image_new ();
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Image) image = base_image_new ();
+        g_autoptr (VhdxFile) file = NULL;
         guint8 *h1 = at (image, image->layout.header_offset[0]);
 
         vhdx_put_le64 (h1 + VHDX_HEADER_OFF_SEQUENCE, 3);
@@ -329,7 +328,7 @@ test_header_sequence_selects (void)
 static void
 test_log_guid_without_log (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
         guint i;
 
@@ -345,13 +344,12 @@ test_log_guid_without_log (void)
 static void
 test_region_table_one_bad_checksum (void)
 {
-        g_autoptr(Image) image = base_image_new ();
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Image) image = base_image_new ();
+        g_autoptr (VhdxFile) file = NULL;
         g_autofree char *text = NULL;
 
         *at (image, image->layout.region_table_offset[0] + 60000) ^= 0x04;
-        text = checksum_text (image, image->layout.region_table_offset[0],
-                              VHDX_REGION_TABLE_SIZE);
+        text = checksum_text (image, image->layout.region_table_offset[0], VHDX_REGION_TABLE_SIZE);
         file = assert_opens (image);
         g_assert_cmpuint (vhdx_file_get_info (file)->region_table_index, ==, 2);
         assert_one_finding (file, "region table 1", image->layout.region_table_offset[0], text);
@@ -360,7 +358,7 @@ test_region_table_one_bad_checksum (void)
 static void
 test_region_tables_both_bad_checksum (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         *at (image, image->layout.region_table_offset[0] + 60000) ^= 0x04;
         *at (image, image->layout.region_table_offset[1] + 4) ^= 0x04;
@@ -370,7 +368,7 @@ test_region_tables_both_bad_checksum (void)
 static void
 test_region_tables_bad_signature (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         memcpy (at (image, image->layout.region_table_offset[0]), "regx", 4);
         memcpy (at (image, image->layout.region_table_offset[1]), "REGI", 4);
@@ -381,11 +379,11 @@ test_region_tables_bad_signature (void)
 static void
 test_region_entry_count (void)
 {
-        static const guint32 counts[] = {2048, 0xffffffff};
+        static const guint32 counts[] = { 2048, 0xffffffff };
         guint i, t;
 
         for (i = 0; i < G_N_ELEMENTS (counts); i++) {
-                g_autoptr(Image) image = base_image_new ();
+                g_autoptr (Image) image = base_image_new ();
 
                 for (t = 0; t < 2; t++)
                         vhdx_put_le32 (at (image, image->layout.region_table_offset[t] +
@@ -399,8 +397,8 @@ test_region_entry_count (void)
 static void
 test_region_unknown_required (void)
 {
-        g_autoptr(VhdxGen) gen = base_gen_new ();
-        g_autoptr(Image) image = NULL;
+        g_autoptr (VhdxGen) gen = base_gen_new ();
+        g_autoptr (Image) image = NULL;
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
 
         vhdx_gen_add_region (gen, &guid, TRUE, VHDX_MiB);
@@ -411,9 +409,9 @@ test_region_unknown_required (void)
 static void
 test_region_unknown_optional (void)
 {
-        g_autoptr(VhdxGen) gen = base_gen_new ();
-        g_autoptr(Image) image = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (VhdxGen) gen = base_gen_new ();
+        g_autoptr (Image) image = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
 
         vhdx_gen_add_region (gen, &guid, FALSE, 2 * VHDX_MiB);
@@ -426,7 +424,7 @@ static void
 test_region_missing (gconstpointer data)
 {
         gboolean bat = GPOINTER_TO_INT (data);
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
         guint t;
 
@@ -445,7 +443,7 @@ static void
 test_region_unaligned (gconstpointer data)
 {
         gboolean bat = GPOINTER_TO_INT (data);
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint t;
 
         for (t = 1; t <= 2; t++) {
@@ -460,7 +458,7 @@ test_region_unaligned (gconstpointer data)
 static void
 test_region_in_header_section (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint t;
 
         for (t = 1; t <= 2; t++)
@@ -473,7 +471,7 @@ test_region_in_header_section (void)
 static void
 test_region_past_end (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint64 beyond = (image->image->len + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB;
         guint t;
 
@@ -487,7 +485,7 @@ test_region_past_end (void)
 static void
 test_regions_overlap (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint t;
 
         /* The BAT region placed over the metadata region. */
@@ -503,7 +501,7 @@ test_regions_overlap (void)
 static void
 test_metadata_signature (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         memcpy (at (image, image->layout.metadata_offset), "metadate", 8);
         assert_open_fails (image, VHDX_ERROR_INVALID, "metadata");
@@ -512,7 +510,7 @@ test_metadata_signature (void)
 static void
 test_metadata_entry_count (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         vhdx_put_le16 (at (image, image->layout.metadata_offset + VHDX_METADATA_OFF_ENTRY_COUNT),
                        2048);
@@ -522,8 +520,8 @@ test_metadata_entry_count (void)
 static void
 test_metadata_unknown_required (void)
 {
-        g_autoptr(VhdxGen) gen = base_gen_new ();
-        g_autoptr(Image) image = NULL;
+        g_autoptr (VhdxGen) gen = base_gen_new ();
+        g_autoptr (Image) image = NULL;
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
         guint64 value = 42;
 
@@ -536,17 +534,16 @@ test_metadata_unknown_required (void)
 static void
 test_metadata_unknown_optional (void)
 {
-        g_autoptr(VhdxGen) gen = base_gen_new ();
-        g_autoptr(Image) image = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (VhdxGen) gen = base_gen_new ();
+        g_autoptr (Image) image = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
         VhdxGuid user_guid = vhdx_gen_guid_from_text ("0b7aa3a2-9c1a-4b8e-8d3c-1f1e0a5b6c7d");
         const char text[] = "a user item";
 
         vhdx_gen_add_metadata_item (gen, &guid, VHDX_METADATA_FLAG_IS_VIRTUAL_DISK, text,
                                     sizeof text);
-        vhdx_gen_add_metadata_item (gen, &user_guid, VHDX_METADATA_FLAG_IS_USER, text,
-                                    sizeof text);
+        vhdx_gen_add_metadata_item (gen, &user_guid, VHDX_METADATA_FLAG_IS_USER, text, sizeof text);
         image = image_build (g_steal_pointer (&gen));
         file = assert_opens (image);
         g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
@@ -556,7 +553,7 @@ static void
 test_metadata_missing_item (gconstpointer data)
 {
         VhdxGenItem item = GPOINTER_TO_INT (data);
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint8 *entry = at (image, image->layout.metadata_entry_offset[item]);
         VhdxGuid guid = vhdx_gen_guid_from_text (UNKNOWN_GUID_TEXT);
         static const char *const names[VHDX_GEN_N_ITEMS] = {
@@ -573,19 +570,18 @@ test_metadata_missing_item (gconstpointer data)
 static void
 test_metadata_item_outside_region (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint8 *entry =
                 at (image, image->layout.metadata_entry_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_SIZE]);
 
-        vhdx_put_le32 (entry + VHDX_METADATA_ENTRY_OFF_OFFSET,
-                       image->layout.metadata_length - 4);
+        vhdx_put_le32 (entry + VHDX_METADATA_ENTRY_OFF_OFFSET, image->layout.metadata_length - 4);
         assert_open_fails (image, VHDX_ERROR_INVALID, "metadata");
 }
 
 static void
 test_metadata_item_in_table (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint8 *entry =
                 at (image, image->layout.metadata_entry_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_SIZE]);
 
@@ -603,12 +599,12 @@ set_item_u32 (Image *image, VhdxGenItem item, guint field_offset, guint32 value)
 static void
 test_block_size (void)
 {
-        static const guint32 sizes[] = {3 * VHDX_MiB, 512 * VHDX_KiB, 0, 512 * VHDX_MiB,
-                                        VHDX_MiB + 1, 0x80000000u};
+        static const guint32 sizes[] = { 3 * VHDX_MiB,   512 * VHDX_KiB, 0,
+                                         512 * VHDX_MiB, VHDX_MiB + 1,   0x80000000u };
         guint i;
 
         for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
-                g_autoptr(Image) image = base_image_new ();
+                g_autoptr (Image) image = base_image_new ();
 
                 set_item_u32 (image, VHDX_GEN_ITEM_FILE_PARAMETERS, 0, sizes[i]);
                 assert_open_fails (image, VHDX_ERROR_INVALID, "block size");
@@ -619,11 +615,11 @@ static void
 test_sector_sizes (gconstpointer data)
 {
         VhdxGenItem item = GPOINTER_TO_INT (data);
-        static const guint32 sizes[] = {1024, 0, 256, 8192, 513};
+        static const guint32 sizes[] = { 1024, 0, 256, 8192, 513 };
         guint i;
 
         for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
-                g_autoptr(Image) image = base_image_new ();
+                g_autoptr (Image) image = base_image_new ();
 
                 set_item_u32 (image, item, 0, sizes[i]);
                 assert_open_fails (image, VHDX_ERROR_INVALID, "sector size");
@@ -633,15 +629,16 @@ test_sector_sizes (gconstpointer data)
 static void
 test_virtual_size (void)
 {
-        static const guint64 sizes[] = {0, 1000, 8 * VHDX_MiB + 100,
-                                        64 * VHDX_TiB + 512, G_MAXUINT64};
+        static const guint64 sizes[] = { 0, 1000, 8 * VHDX_MiB + 100, 64 * VHDX_TiB + 512,
+                                         G_MAXUINT64 };
         guint i;
 
         for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
-                g_autoptr(Image) image = base_image_new ();
+                g_autoptr (Image) image = base_image_new ();
 
-                vhdx_put_le64 (at (image, image->layout.metadata_item_offset
-                                                  [VHDX_GEN_ITEM_VIRTUAL_DISK_SIZE]),
+                vhdx_put_le64 (at (image,
+                                   image->layout
+                                           .metadata_item_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_SIZE]),
                                sizes[i]);
                 assert_open_fails (image, VHDX_ERROR_INVALID, "virtual disk size");
         }
@@ -651,7 +648,7 @@ test_virtual_size (void)
 static void
 test_virtual_size_4k (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         set_item_u32 (image, VHDX_GEN_ITEM_LOGICAL_SECTOR_SIZE, 0, 4096);
         vhdx_put_le64 (at (image,
@@ -663,11 +660,11 @@ test_virtual_size_4k (void)
 static void
 test_differencing_empty_locator (void)
 {
-        g_autoptr(VhdxGen) gen = base_gen_new ();
-        g_autoptr(Image) image = NULL;
+        g_autoptr (VhdxGen) gen = base_gen_new ();
+        g_autoptr (Image) image = NULL;
         VhdxGuid locator_id = vhdx_gen_guid_from_text ("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
         VhdxGuid locator_type = vhdx_gen_guid_from_text ("B04AEFB7-D19E-4A81-B789-25B8E9445913");
-        guint8 locator[20] = {0};
+        guint8 locator[20] = { 0 };
 
         memcpy (locator, locator_type.bytes, 16);
         vhdx_gen_add_metadata_item (gen, &locator_id, VHDX_METADATA_FLAG_IS_REQUIRED, locator,
@@ -681,7 +678,7 @@ test_differencing_empty_locator (void)
 static void
 test_differencing_without_locator (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         set_item_u32 (image, VHDX_GEN_ITEM_FILE_PARAMETERS, 4,
                       VHDX_FILE_PARAMS_HAS_PARENT | VHDX_FILE_PARAMS_LEAVE_BLOCK_ALLOCATED);
@@ -693,7 +690,7 @@ test_differencing_without_locator (void)
 static void
 test_bat_region_too_small (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         /* 200 GiB in 1 MiB blocks needs 204800 + 49 entries: 1.6 MB, in a 1 MiB region. */
         vhdx_put_le64 (at (image,
@@ -707,8 +704,7 @@ set_bat_entry (Image *image, guint64 block, guint64 entry)
 {
         guint64 index = vhdx_gen_block_bat_index (image->gen, block);
 
-        vhdx_put_le64 (at (image, vhdx_gen_layout_bat_entry_offset (&image->layout, index)),
-                       entry);
+        vhdx_put_le64 (at (image, vhdx_gen_layout_bat_entry_offset (&image->layout, index)), entry);
 }
 
 static guint64
@@ -727,8 +723,8 @@ stored_block_offset (Image *image, guint64 block)
 static void
 assert_block_fails (Image *image, guint64 block)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = image_open (image, &error);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = image_open (image, &error);
         g_autofree guint8 *buf = g_malloc (VHDX_MiB);
         GArray *extents;
 
@@ -753,7 +749,7 @@ static void
 test_bat_reserved_state (gconstpointer data)
 {
         guint state = GPOINTER_TO_UINT (data);
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         set_bat_entry (image, 2, stored_block_offset (image, 2) | state);
         assert_block_fails (image, 2);
@@ -764,7 +760,7 @@ test_bat_reserved_state (gconstpointer data)
 static void
 test_bat_partially_present (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         set_bat_entry (image, 3, stored_block_offset (image, 3) | VHDX_PAYLOAD_PARTIALLY_PRESENT);
         assert_block_fails (image, 3);
@@ -773,7 +769,7 @@ test_bat_partially_present (void)
 static void
 test_bat_beyond_end (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         guint64 end = (image->image->len + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB;
 
         set_bat_entry (image, 2, (end + 10 * VHDX_MiB) | VHDX_PAYLOAD_FULLY_PRESENT);
@@ -783,7 +779,7 @@ test_bat_beyond_end (void)
 static void
 test_bat_straddles_end (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         /* The last stored block, cut in half. */
         g_byte_array_set_size (image->image, (guint) (image->image->len - VHDX_MiB / 2));
@@ -794,7 +790,7 @@ test_bat_straddles_end (void)
 static void
 test_bat_in_header_section (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
 
         set_bat_entry (image, 4, VHDX_PAYLOAD_FULLY_PRESENT);
         assert_block_fails (image, 4);
@@ -805,9 +801,9 @@ static void
 test_bat_overlaps_structure (gconstpointer data)
 {
         guint which = GPOINTER_TO_UINT (data);
-        g_autoptr(Image) image = base_image_new ();
-        guint64 offsets[] = {image->layout.log_offset, image->layout.metadata_offset,
-                             image->layout.bat_offset};
+        g_autoptr (Image) image = base_image_new ();
+        guint64 offsets[] = { image->layout.log_offset, image->layout.metadata_offset,
+                              image->layout.bat_offset };
 
         set_bat_entry (image, 2, offsets[which] | VHDX_PAYLOAD_FULLY_PRESENT);
         assert_block_fails (image, 2);
@@ -817,22 +813,22 @@ test_bat_overlaps_structure (gconstpointer data)
 static void
 test_bat_states_reading_zeros (void)
 {
-        static const guint states[] = {VHDX_PAYLOAD_NOT_PRESENT, VHDX_PAYLOAD_UNDEFINED,
-                                       VHDX_PAYLOAD_ZERO, VHDX_PAYLOAD_UNMAPPED};
+        static const guint states[] = { VHDX_PAYLOAD_NOT_PRESENT, VHDX_PAYLOAD_UNDEFINED,
+                                        VHDX_PAYLOAD_ZERO, VHDX_PAYLOAD_UNMAPPED };
         guint i;
 
         for (i = 0; i < G_N_ELEMENTS (states); i++) {
-                g_autoptr(Image) image = base_image_new ();
-                g_autoptr(GError) error = NULL;
-                g_autoptr(VhdxFile) file = NULL;
+                g_autoptr (Image) image = base_image_new ();
+                g_autoptr (GError) error = NULL;
+                g_autoptr (VhdxFile) file = NULL;
                 guint8 buf[4096];
-                guint8 zeros[4096] = {0};
+                guint8 zeros[4096] = { 0 };
 
                 set_bat_entry (image, 2, stored_block_offset (image, 2) | states[i]);
                 file = image_open (image, &error);
                 g_assert_no_error (error);
-                test_assert_ok (vhdx_file_read (file, 2 * VHDX_MiB + 4096, buf, sizeof buf,
-                                               &error), error);
+                test_assert_ok (vhdx_file_read (file, 2 * VHDX_MiB + 4096, buf, sizeof buf, &error),
+                                error);
                 g_assert_cmpmem (buf, sizeof buf, zeros, sizeof zeros);
         }
 }
@@ -843,8 +839,8 @@ test_bat_states_reading_zeros (void)
 static gboolean
 try_open_and_read (Image *image, guint8 *buf, gsize buf_len)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = image_open (image, &error);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = image_open (image, &error);
         GArray *extents;
         const VhdxInfo *info;
         guint64 length;
@@ -878,10 +874,14 @@ typedef enum {
 } FixChecksum;
 
 static void
-flip_bytes (Image *image, guint64 start, gsize span, FixChecksum fix, guint *n_opened,
+flip_bytes (Image *image,
+            guint64 start,
+            gsize span,
+            FixChecksum fix,
+            guint *n_opened,
             guint *n_cases)
 {
-        static const guint8 masks[] = {0xff, 0x01, 0x80};
+        static const guint8 masks[] = { 0xff, 0x01, 0x80 };
         GRand *rand = g_rand_new_with_seed (g_test_rand_int ());
         g_autofree guint8 *buf = g_malloc (16 * VHDX_MiB);
         guint i;
@@ -909,7 +909,7 @@ flip_bytes (Image *image, guint64 start, gsize span, FixChecksum fix, guint *n_o
 static void
 test_flip_bytes (void)
 {
-        g_autoptr(Image) image = base_image_new ();
+        g_autoptr (Image) image = base_image_new ();
         VhdxGenLayout *l = &image->layout;
         guint n_opened = 0, n_cases = 0;
         guint t;
@@ -919,8 +919,7 @@ test_flip_bytes (void)
                             &n_cases);
                 flip_bytes (image, l->header_offset[t], VHDX_HEADER_SIZE, FIX_HEADER, &n_opened,
                             &n_cases);
-                flip_bytes (image, l->region_table_offset[t], 4096, FIX_NONE, &n_opened,
-                            &n_cases);
+                flip_bytes (image, l->region_table_offset[t], 4096, FIX_NONE, &n_opened, &n_cases);
                 flip_bytes (image, l->region_table_offset[t], 4096, FIX_REGION_TABLE, &n_opened,
                             &n_cases);
         }
@@ -933,7 +932,7 @@ test_flip_bytes (void)
 
         /* Every edit was undone. */
         {
-                g_autoptr(GByteArray) pristine = vhdx_gen_build_array (image->gen);
+                g_autoptr (GByteArray) pristine = vhdx_gen_build_array (image->gen);
 
                 g_assert_cmpmem (image->image->data, image->image->len, pristine->data,
                                  pristine->len);
@@ -962,8 +961,7 @@ main (int argc, char **argv)
         g_test_add_func ("/corrupt/header/log-guid-without-log", test_log_guid_without_log);
 
         g_test_add_func ("/corrupt/region/1-bad-checksum", test_region_table_one_bad_checksum);
-        g_test_add_func ("/corrupt/region/both-bad-checksum",
-                         test_region_tables_both_bad_checksum);
+        g_test_add_func ("/corrupt/region/both-bad-checksum", test_region_tables_both_bad_checksum);
         g_test_add_func ("/corrupt/region/bad-signature", test_region_tables_bad_signature);
         g_test_add_func ("/corrupt/region/entry-count", test_region_entry_count);
         g_test_add_func ("/corrupt/region/unknown-required", test_region_unknown_required);

@@ -55,8 +55,8 @@ typedef enum {
 } Fault;
 
 static const char *const fault_names[N_FAULTS] = {
-        "io-error", "short-read", "empty-read", "size-error",
-        "sys-eintr", "sys-short", "sys-eio", "sys-eof",
+        "io-error",  "short-read", "empty-read", "size-error",
+        "sys-eintr", "sys-short",  "sys-eio",    "sys-eof",
 };
 
 static gboolean
@@ -74,18 +74,18 @@ fault_is_short (Fault fault)
 
 typedef struct {
         Fault fault;
-        guint order;      /* index in orders[] */
-        guint at;         /* the call that fails; 0: none */
-        guint calls;      /* preads (or get_size calls for FAULT_SIZE_ERROR) so far */
+        guint order; /* index in orders[] */
+        guint at;    /* the call that fails; 0: none */
+        guint calls; /* preads (or get_size calls for FAULT_SIZE_ERROR) so far */
         gboolean hit;
         gboolean damage_seen; /* a short read hit an open that succeeded */
 } Plan;
 
 typedef struct {
         const char *name;
-        GPtrArray *names;     /* file names; the last one is opened */
-        GPtrArray *images;    /* GBytes */
-        char *dir;            /* the images as files */
+        GPtrArray *names;  /* file names; the last one is opened */
+        GPtrArray *images; /* GBytes */
+        char *dir;         /* the images as files */
         /* What a run without faults must return, from the generator or from
          * the scenario's model of what was written. */
         GBytes *disk;
@@ -136,8 +136,7 @@ typedef struct {
 } FaultIo;
 
 static gboolean
-fault_io_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-                GError **error)
+fault_io_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         FaultIo *self = (FaultIo *) io;
         Plan *plan = self->plan;
@@ -247,14 +246,7 @@ open_top (Scenario *s, Plan *plan, GError **error)
         return vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, error);
 }
 
-typedef enum {
-        OP_OPEN,
-        OP_READ,
-        OP_MAP,
-        OP_CHECK,
-        OP_ALLOCATED,
-        N_OPS
-} Op;
+typedef enum { OP_OPEN, OP_READ, OP_MAP, OP_CHECK, OP_ALLOCATED, N_OPS } Op;
 
 static const char *const op_names[N_OPS] = { "open", "read", "map", "check", "allocated" };
 
@@ -295,8 +287,8 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
                 return TRUE;
         }
         case OP_MAP: {
-                g_autoptr(GArray) extents = vhdx_file_map (
-                        *file, 0, vhdx_file_get_info (*file)->virtual_size, error);
+                g_autoptr (GArray) extents =
+                        vhdx_file_map (*file, 0, vhdx_file_get_info (*file)->virtual_size, error);
                 if (extents == NULL)
                         return FALSE;
                 if (!extents_equal (extents, s->extents))
@@ -304,8 +296,8 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
                 return TRUE;
         }
         case OP_CHECK: {
-                g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_problem_free);
+                g_autoptr (GPtrArray) problems =
+                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
                 gboolean hit_before = plan->hit;
 
                 if (!vhdx_file_check (*file, problems, error))
@@ -318,8 +310,8 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
                         return TRUE;
                 for (guint i = 0; i < problems->len; i++) {
                         const VhdxProblem *p = g_ptr_array_index (problems, i);
-                        g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s", what,
-                                        p->structure, p->offset, p->message);
+                        g_test_message ("%s: %s at %" G_GUINT64_FORMAT ": %s", what, p->structure,
+                                        p->offset, p->message);
                 }
                 if (problems->len != 0)
                         g_error ("%s: the check found %u problems, expected none", what,
@@ -331,8 +323,8 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
                 if (!vhdx_file_get_allocated_bytes (*file, &allocated, error))
                         return FALSE;
                 if (allocated != s->allocated)
-                        g_error ("%s: %" G_GUINT64_FORMAT " bytes allocated, expected %"
-                                 G_GUINT64_FORMAT,
+                        g_error ("%s: %" G_GUINT64_FORMAT
+                                 " bytes allocated, expected %" G_GUINT64_FORMAT,
                                  what, allocated, s->allocated);
                 return TRUE;
         }
@@ -346,14 +338,14 @@ run_op (Scenario *s, Op op, VhdxFile **file, Plan *plan, const char *what, GErro
 static guint
 run (Scenario *s, Plan *plan)
 {
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         g_autofree char *what = NULL;
 
         if (fault_is_sys (plan->fault))
                 sys_plan = plan;
         for (guint i = 0; i < N_OPS; i++) {
                 Op op = orders[plan->order][i];
-                g_autoptr(GError) error = NULL;
+                g_autoptr (GError) error = NULL;
                 gboolean hit_before = plan->hit;
                 gboolean ok;
 
@@ -445,12 +437,13 @@ static void
 scenario_add (Scenario *s, const char *name, GBytes *bytes)
 {
         g_autofree char *path = g_build_filename (s->dir, name, NULL);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         g_ptr_array_add (s->names, g_strdup (name));
         g_ptr_array_add (s->images, g_bytes_ref (bytes));
         test_assert_ok (g_file_set_contents (path, g_bytes_get_data (bytes, NULL),
-                                            (gssize) g_bytes_get_size (bytes), &error), error);
+                                             (gssize) g_bytes_get_size (bytes), &error),
+                        error);
 }
 
 static Scenario *
@@ -500,8 +493,8 @@ static Scenario *
 scenario_dynamic (void)
 {
         Scenario *s = scenario_new ("dynamic");
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GBytes) bytes = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GBytes) bytes = NULL;
         VhdxGenParams params;
         VhdxGenLayout layout;
 
@@ -518,8 +511,8 @@ scenario_dynamic (void)
         scenario_add (s, "dynamic.vhdx", bytes);
         vhdx_gen_get_layout (gen, &layout);
         s->disk = vhdx_gen_build_raw (gen);
-        s->extents = test_model_extents (0, params.virtual_size, params.block_size, gen_extent,
-                                         gen);
+        s->extents =
+                test_model_extents (0, params.virtual_size, params.block_size, gen_extent, gen);
         s->allocated = layout.allocated_blocks * params.block_size;
         return s;
 }
@@ -527,9 +520,9 @@ scenario_dynamic (void)
 static GBytes *
 write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs, guint8 *model)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
-        g_autoptr(VhdxIo) io = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
+        g_autoptr (VhdxIo) io = NULL;
         VhdxCreateParams p = *params;
         GBytes *bytes;
         int fd = memfd_create ("test-faults", MFD_CLOEXEC);
@@ -542,7 +535,8 @@ write_image (const VhdxCreateParams *params, const guint64 *runs, guint n_runs, 
                 g_autofree guint8 *buf = g_malloc (runs[2 * i + 1]);
                 vhdx_gen_pattern_fill_buffer (buf, runs[2 * i], runs[2 * i + 1], 50 + i);
                 memcpy (model + runs[2 * i], buf, runs[2 * i + 1]);
-                test_assert_ok (vhdx_creator_write (w, runs[2 * i], buf, runs[2 * i + 1], &error), error);
+                test_assert_ok (vhdx_creator_write (w, runs[2 * i], buf, runs[2 * i + 1], &error),
+                                error);
         }
         test_assert_ok (vhdx_creator_finish (w, &error), error);
         bytes = memfd_bytes (fd);
@@ -581,15 +575,15 @@ diff_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
                 e->kind = VHDX_EXTENT_DATA;
                 e->present = TRUE;
                 e->depth = 0;
-                e->file_offset = (m->child_bat[block] & VHDX_BAT_OFFSET_MASK) +
-                                 offset % m->block_size;
+                e->file_offset =
+                        (m->child_bat[block] & VHDX_BAT_OFFSET_MASK) + offset % m->block_size;
         } else if (runs_cover (m->base_runs, m->n_base_runs, block * m->block_size,
                                (block + 1) * m->block_size)) {
                 e->kind = VHDX_EXTENT_DATA;
                 e->present = TRUE;
                 e->depth = 1;
-                e->file_offset = (m->base_bat[block] & VHDX_BAT_OFFSET_MASK) +
-                                 offset % m->block_size;
+                e->file_offset =
+                        (m->base_bat[block] & VHDX_BAT_OFFSET_MASK) + offset % m->block_size;
         } else {
                 e->kind = VHDX_EXTENT_ZERO;
                 e->present = FALSE;
@@ -602,19 +596,25 @@ scenario_differencing (void)
 {
         static const guint64 base_runs[] = { 0, MiB, 3 * MiB, 8192 };
         /* Runs of sectors: partly present blocks, and one whole block. */
-        static const guint64 child_runs[] = { 512, 1024, 8192, 512, MiB + 4096, 4096,
-                                              2 * MiB, MiB };
+        static const guint64 child_runs[] = {
+                512, 1024, 8192, 512, MiB + 4096, 4096, 2 * MiB, MiB
+        };
         Scenario *s = scenario_new ("differencing");
-        g_autoptr(GBytes) base = NULL;
-        g_autoptr(GBytes) child = NULL;
+        g_autoptr (GBytes) base = NULL;
+        g_autoptr (GBytes) child = NULL;
         g_autofree char *base_path = NULL;
         g_autofree char *child_path = NULL;
         g_autofree guint64 *base_bat = NULL;
         g_autofree guint64 *child_bat = NULL;
         TestSpecLayout base_layout, child_layout;
         guint8 *model = g_malloc0 (4 * MiB);
-        DiffModel m = { base_runs, child_runs, G_N_ELEMENTS (base_runs) / 2,
-                        G_N_ELEMENTS (child_runs) / 2, MiB, NULL, NULL };
+        DiffModel m = { base_runs,
+                        child_runs,
+                        G_N_ELEMENTS (base_runs) / 2,
+                        G_N_ELEMENTS (child_runs) / 2,
+                        MiB,
+                        NULL,
+                        NULL };
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DYNAMIC,
                 .virtual_size = 4 * MiB,
@@ -643,13 +643,11 @@ scenario_differencing (void)
         /* The writer allocated exactly the blocks each level wrote to. */
         for (guint64 b = 0; b < 4; b++) {
                 gboolean in_base = runs_cover (base_runs, m.n_base_runs, b * MiB, (b + 1) * MiB);
-                gboolean in_child = runs_cover (child_runs, m.n_child_runs, b * MiB,
-                                                (b + 1) * MiB);
+                gboolean in_child = runs_cover (child_runs, m.n_child_runs, b * MiB, (b + 1) * MiB);
                 guint64 child_state = child_bat[b] & VHDX_BAT_STATE_MASK;
 
                 g_assert_cmpuint (base_bat[b] & VHDX_BAT_STATE_MASK, ==,
-                                  in_base ? VHDX_PAYLOAD_FULLY_PRESENT
-                                          : VHDX_PAYLOAD_NOT_PRESENT);
+                                  in_base ? VHDX_PAYLOAD_FULLY_PRESENT : VHDX_PAYLOAD_NOT_PRESENT);
                 if (in_child)
                         g_assert_true (child_state == VHDX_PAYLOAD_FULLY_PRESENT ||
                                        child_state == VHDX_PAYLOAD_PARTIALLY_PRESENT);
@@ -691,12 +689,12 @@ static Scenario *
 scenario_dirty (void)
 {
         Scenario *s = scenario_new ("dirty-log");
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GBytes) clean = NULL;
-        g_autoptr(GBytes) dirty = NULL;
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GBytes) clean = NULL;
+        g_autoptr (GBytes) dirty = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxLogWriter) writer = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxGenParams params;
         VhdxGenLayout layout;
         VhdxGuid log_guid;
@@ -731,9 +729,11 @@ scenario_dirty (void)
         vhdx_log_writer_add_data (writer, layout.bat_offset, sector);
         memset (sector, 0x3c, sizeof sector);
         vhdx_log_writer_add_data (writer, block0 + 4096, sector);
-        test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error), error);
+        test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error),
+                        error);
         vhdx_log_writer_add_zero (writer, block0 + 16384, 8192);
-        test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error), error);
+        test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, new_block + MiB, &error),
+                        error);
         for (guint h = 0; h < 2; h++) {
                 guint8 header[VHDX_HEADER_SIZE];
                 guint64 o = layout.header_offset[h];
@@ -765,7 +765,7 @@ scenario_dirty (void)
 int
 main (int argc, char **argv)
 {
-        g_autoptr(GPtrArray) scenarios = g_ptr_array_new_with_free_func (scenario_free);
+        g_autoptr (GPtrArray) scenarios = g_ptr_array_new_with_free_func (scenario_free);
         int status;
 
         g_test_init (&argc, &argv, NULL);

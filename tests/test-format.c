@@ -37,7 +37,7 @@ test_file_identifier (void)
         guint8 buf[520] = { 0 };
         const char *creator = "Hyper-V";
         g_autofree char *text = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         memcpy (buf, "vhdxfile", 8);
         for (guint i = 0; creator[i]; i++)
@@ -71,11 +71,12 @@ static void
 test_header_parse (void)
 {
         g_autofree guint8 *buf = g_malloc (VHDX_HEADER_SIZE);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxHeader h;
 
         make_header (buf, 42);
-        test_assert_ok (vhdx_header_parse (buf, VHDX_HEADER_SIZE, 65536, "header 1", &h, &error), error);
+        test_assert_ok (vhdx_header_parse (buf, VHDX_HEADER_SIZE, 65536, "header 1", &h, &error),
+                        error);
         g_assert_cmpuint (h.sequence, ==, 42);
         g_assert_cmpuint (h.version, ==, 1);
         g_assert_cmpuint (h.log_length, ==, 1 << 20);
@@ -100,7 +101,11 @@ test_header_parse (void)
 }
 
 static void
-put_region (guint8 *table, guint index, const VhdxGuid *guid, guint64 offset, guint32 length,
+put_region (guint8 *table,
+            guint index,
+            const VhdxGuid *guid,
+            guint64 offset,
+            guint32 length,
             guint32 required)
 {
         guint8 *e = table + 16 + 32 * index;
@@ -124,7 +129,7 @@ static void
 test_region_table_parse (void)
 {
         g_autofree guint8 *t = g_malloc0 (VHDX_REGION_TABLE_SIZE);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxRegionTable table = { 0 };
         VhdxGuid unknown;
         const guint64 file_size = 8 << 20;
@@ -133,8 +138,9 @@ test_region_table_parse (void)
         put_region (t, 0, &vhdx_guid_region_metadata, 2 << 20, 1 << 20, 1);
         put_region (t, 1, &vhdx_guid_region_bat, 3 << 20, 1 << 20, 1);
         seal_region_table (t, 2);
-        test_assert_ok (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                file_size, &table, &error), error);
+        test_assert_ok (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error),
+                        error);
         g_assert_cmpuint (table.bat.file_offset, ==, 3 << 20);
         g_assert_cmpuint (table.metadata.file_offset, ==, 2 << 20);
         g_assert_cmpuint (table.entries->len, ==, 2);
@@ -144,13 +150,14 @@ test_region_table_parse (void)
         g_assert_true (vhdx_guid_from_string ("01234567-89ab-cdef-0123-456789abcdef", &unknown));
         put_region (t, 2, &unknown, 4 << 20, 1 << 20, 0);
         seal_region_table (t, 3);
-        test_assert_ok (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                file_size, &table, &error), error);
+        test_assert_ok (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error),
+                        error);
         vhdx_region_table_clear (&table);
         put_region (t, 2, &unknown, 4 << 20, 1 << 20, 1);
         seal_region_table (t, 3);
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED);
         g_assert_nonnull (strstr (error->message, "01234567-89ab-cdef-0123-456789abcdef"));
         g_clear_error (&error);
@@ -158,35 +165,35 @@ test_region_table_parse (void)
         /* Overlapping regions. */
         put_region (t, 2, &unknown, (3 << 20), 1 << 20, 0);
         seal_region_table (t, 3);
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
         g_clear_error (&error);
 
         /* Misaligned, past the end of the file, and missing BAT. */
         put_region (t, 1, &vhdx_guid_region_bat, (3 << 20) + 4096, 1 << 20, 1);
         seal_region_table (t, 2);
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
         g_clear_error (&error);
         put_region (t, 1, &vhdx_guid_region_bat, 8 << 20, 1 << 20, 1);
         seal_region_table (t, 2);
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_TRUNCATED);
         g_clear_error (&error);
         seal_region_table (t, 1);
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
         g_assert_nonnull (strstr (error->message, "BAT"));
         g_clear_error (&error);
 
         /* Entry count over the limit, with a valid checksum. */
         seal_region_table (t, 2048);
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
         g_clear_error (&error);
 
@@ -194,8 +201,8 @@ test_region_table_parse (void)
         put_region (t, 1, &vhdx_guid_region_bat, 3 << 20, 1 << 20, 1);
         seal_region_table (t, 2);
         t[VHDX_REGION_TABLE_SIZE - 1] ^= 0x80;
-        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt",
-                                                 file_size, &table, &error));
+        g_assert_false (vhdx_region_table_parse (t, VHDX_REGION_TABLE_SIZE, 196608, "rt", file_size,
+                                                 &table, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_CHECKSUM);
 }
 

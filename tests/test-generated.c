@@ -16,19 +16,19 @@
 #define MAX_MEMORY_FILE (128 * VHDX_MiB)
 /* Disks up to this size are also compared in one whole-disk read. */
 #define MAX_WHOLE_READ (64 * VHDX_MiB)
-#define WINDOW (8 * VHDX_MiB)
+#define WINDOW         (8 * VHDX_MiB)
 
 static VhdxFile *
 open_generated (VhdxGen *gen)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxGenLayout layout;
         VhdxFile *file;
         VhdxIo *io;
 
         vhdx_gen_get_layout (gen, &layout);
         if (layout.file_size <= MAX_MEMORY_FILE) {
-                g_autoptr(GBytes) bytes = vhdx_gen_build (gen);
+                g_autoptr (GBytes) bytes = vhdx_gen_build (gen);
 
                 g_assert_nonnull (bytes);
                 g_assert_cmpuint (g_bytes_get_size (bytes), ==, layout.file_size);
@@ -70,7 +70,7 @@ assert_bytes_equal (const guint8 *found, const guint8 *expected, gsize len, guin
 static void
 assert_range (VhdxFile *file, VhdxGen *gen, guint64 offset, gsize len)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree guint8 *found = g_malloc (MAX (len, 1));
         g_autofree guint8 *expected = g_malloc (MAX (len, 1));
 
@@ -88,11 +88,12 @@ assert_whole_disk (VhdxFile *file, VhdxGen *gen)
         guint64 offset;
 
         if (params->virtual_size <= MAX_WHOLE_READ) {
-                g_autoptr(GError) error = NULL;
-                g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
+                g_autoptr (GError) error = NULL;
+                g_autoptr (GBytes) raw = vhdx_gen_build_raw (gen);
                 g_autofree guint8 *found = g_malloc (params->virtual_size);
 
-                test_assert_ok (vhdx_file_read (file, 0, found, params->virtual_size, &error), error);
+                test_assert_ok (vhdx_file_read (file, 0, found, params->virtual_size, &error),
+                                error);
                 assert_bytes_equal (found, g_bytes_get_data (raw, NULL), params->virtual_size, 0);
                 return;
         }
@@ -141,8 +142,8 @@ static void
 assert_map (VhdxFile *file, VhdxGen *gen)
 {
         const VhdxGenParams *params = vhdx_gen_get_params (gen);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GArray) extents = vhdx_file_map (file, 0, params->virtual_size, &error);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GArray) extents = vhdx_file_map (file, 0, params->virtual_size, &error);
         guint64 expected_offset = 0;
         guint64 allocated = 0, engine_allocated = 0;
         guint i;
@@ -160,8 +161,7 @@ assert_map (VhdxFile *file, VhdxGen *gen)
                 g_assert_true (e->offset % params->block_size == 0);
                 g_assert_true ((e->offset + e->length) % params->block_size == 0 ||
                                e->offset + e->length == params->virtual_size);
-                for (pos = e->offset; pos < e->offset + e->length;
-                     pos += params->block_size) {
+                for (pos = e->offset; pos < e->offset + e->length; pos += params->block_size) {
                         guint64 block = pos / params->block_size;
                         guint64 block_offset = 0;
                         gboolean stored = vhdx_gen_block_file_offset (gen, block, &block_offset);
@@ -223,7 +223,7 @@ assert_info (VhdxFile *file, VhdxGen *gen)
 static void
 check_image (VhdxGen *gen, guint n_random_reads)
 {
-        g_autoptr(VhdxFile) file = open_generated (gen);
+        g_autoptr (VhdxFile) file = open_generated (gen);
 
         assert_info (file, gen);
         assert_whole_disk (file, gen);
@@ -278,7 +278,7 @@ static void
 test_matrix (gconstpointer data)
 {
         const MatrixCase *c = data;
-        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
         VhdxGenParams params;
 
         vhdx_gen_params_init (&params);
@@ -312,8 +312,8 @@ small_gen (VhdxGenParams *params)
 static void
 test_metadata_first (void)
 {
-        VhdxGenParams params = {0};
-        g_autoptr(VhdxGen) gen = NULL;
+        VhdxGenParams params = { 0 };
+        g_autoptr (VhdxGen) gen = NULL;
 
         vhdx_gen_params_init (&params);
         params.block_size = 2 * VHDX_MiB;
@@ -326,9 +326,9 @@ test_metadata_first (void)
 static void
 test_identical_headers (void)
 {
-        VhdxGenParams params = {0};
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GBytes) bytes = NULL;
+        VhdxGenParams params = { 0 };
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GBytes) bytes = NULL;
         VhdxGenLayout layout;
         const guint8 *data;
 
@@ -349,8 +349,8 @@ test_identical_headers (void)
 static void
 test_shuffled (gconstpointer data)
 {
-        VhdxGenParams params = {0};
-        g_autoptr(VhdxGen) gen = NULL;
+        VhdxGenParams params = { 0 };
+        g_autoptr (VhdxGen) gen = NULL;
         guint64 block, previous = 0;
         gboolean out_of_order = FALSE;
 
@@ -377,11 +377,11 @@ test_shuffled (gconstpointer data)
 static void
 test_zero_state (void)
 {
-        VhdxGenParams params = {0};
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GArray) extents = NULL;
-        g_autoptr(GError) error = NULL;
+        VhdxGenParams params = { 0 };
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GArray) extents = NULL;
+        g_autoptr (GError) error = NULL;
 
         vhdx_gen_params_init (&params);
         params.block_size = VHDX_MiB;
@@ -408,8 +408,8 @@ assert_around_blocks (VhdxFile *file, VhdxGen *gen, const guint64 *blocks, guint
         for (i = 0; i < n_blocks; i++) {
                 guint64 start = blocks[i] * params->block_size;
                 guint64 from = start > 3 * VHDX_MiB / 2 ? start - 3 * VHDX_MiB / 2 : 0;
-                guint64 to = MIN (start + params->block_size + 3 * VHDX_MiB / 2,
-                                  params->virtual_size);
+                guint64 to =
+                        MIN (start + params->block_size + 3 * VHDX_MiB / 2, params->virtual_size);
 
                 assert_range (file, gen, from + 511, (gsize) (to - from - 511));
         }
@@ -423,10 +423,10 @@ assert_around_blocks (VhdxFile *file, VhdxGen *gen, const guint64 *blocks, guint
 static void
 test_multi_chunk_4k (gconstpointer data)
 {
-        const guint64 blocks[] = {0, 32767, 32768, 32770};
+        const guint64 blocks[] = { 0, 32767, 32768, 32770 };
         VhdxGenParams params;
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         VhdxGenLayout layout;
 
         vhdx_gen_params_init (&params);
@@ -458,10 +458,10 @@ test_multi_chunk_4k (gconstpointer data)
 static void
 test_multi_chunk_512 (gconstpointer data)
 {
-        const guint64 blocks[] = {4095, 4096, 4097, 8193, 8194};
+        const guint64 blocks[] = { 4095, 4096, 4097, 8193, 8194 };
         VhdxGenParams params;
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (VhdxFile) file = NULL;
 
         vhdx_gen_params_init (&params);
         params.disk_type = GPOINTER_TO_INT (data);
@@ -482,10 +482,10 @@ test_multi_chunk_512 (gconstpointer data)
 static void
 test_out_of_range (void)
 {
-        VhdxGenParams params = {0};
-        g_autoptr(VhdxGen) gen = small_gen (&params);
-        g_autoptr(VhdxFile) file = open_generated (gen);
-        g_autoptr(GError) error = NULL;
+        VhdxGenParams params = { 0 };
+        g_autoptr (VhdxGen) gen = small_gen (&params);
+        g_autoptr (VhdxFile) file = open_generated (gen);
+        g_autoptr (GError) error = NULL;
         guint8 buf[16];
         GArray *extents;
 
@@ -522,9 +522,9 @@ test_guids (void)
                                         &vhdx_guid_item_logical_sector_size));
         g_assert_true (vhdx_guid_equal (&vhdx_gen_guid_item[VHDX_GEN_ITEM_PHYSICAL_SECTOR_SIZE],
                                         &vhdx_guid_item_physical_sector_size));
-        g_assert_true (vhdx_guid_equal (
-                &vhdx_gen_guid_bat, (VhdxGuid[]){vhdx_gen_guid_from_text (
-                                            "2DC27766-F623-4200-9D64-115E9BFD4A08")}));
+        g_assert_true (vhdx_guid_equal (&vhdx_gen_guid_bat,
+                                        (VhdxGuid[]){ vhdx_gen_guid_from_text (
+                                                "2DC27766-F623-4200-9D64-115E9BFD4A08") }));
 }
 
 /* The pattern is a function of the absolute offset, not of where a fill starts. */
@@ -550,11 +550,11 @@ test_pattern (void)
 int
 main (int argc, char **argv)
 {
-        static const VhdxDiskType types[] = {VHDX_DISK_TYPE_FIXED, VHDX_DISK_TYPE_DYNAMIC};
-        static const guint32 sectors[] = {512, 4096};
-        static const guint32 blocks[] = {1, 2, 32, 256};
-        static MatrixCase cases[G_N_ELEMENTS (types) * G_N_ELEMENTS (sectors) *
-                                G_N_ELEMENTS (blocks)];
+        static const VhdxDiskType types[] = { VHDX_DISK_TYPE_FIXED, VHDX_DISK_TYPE_DYNAMIC };
+        static const guint32 sectors[] = { 512, 4096 };
+        static const guint32 blocks[] = { 1, 2, 32, 256 };
+        static MatrixCase
+                cases[G_N_ELEMENTS (types) * G_N_ELEMENTS (sectors) * G_N_ELEMENTS (blocks)];
         guint n = 0, t, s, b;
 
         g_test_init (&argc, &argv, NULL);
@@ -568,10 +568,9 @@ main (int argc, char **argv)
                                 c->disk_type = types[t];
                                 c->logical_sector_size = sectors[s];
                                 c->block_size = blocks[b] * VHDX_MiB;
-                                path = g_strdup_printf (
-                                        "/generated/matrix/%s/sector-%u/block-%uM",
-                                        vhdx_disk_type_to_string (types[t]), sectors[s],
-                                        blocks[b]);
+                                path = g_strdup_printf ("/generated/matrix/%s/sector-%u/block-%uM",
+                                                        vhdx_disk_type_to_string (types[t]),
+                                                        sectors[s], blocks[b]);
                                 g_test_add_data_func (path, c, test_matrix);
                         }
                 }

@@ -17,10 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MiB (G_GUINT64_CONSTANT (1) << 20)
-#define SECTOR 4096
+#define MiB          (G_GUINT64_CONSTANT (1) << 20)
+#define SECTOR       4096
 #define VIRTUAL_SIZE (64 * MiB)
-#define BLOCK_SIZE MiB
+#define BLOCK_SIZE   MiB
 
 typedef enum {
         SHAPE_ONE_ENTRY,
@@ -34,15 +34,15 @@ typedef enum {
 } Shape;
 
 static const char *shape_names[N_SHAPES] = {
-        "one-entry",    "several-entries", "ring-wraps",     "stale-entries",
-        "torn-head",    "data-and-zero",   "extends-file",
+        "one-entry", "several-entries", "ring-wraps",   "stale-entries",
+        "torn-head", "data-and-zero",   "extends-file",
 };
 
 typedef struct {
         char *dir;
-        char *clean;         /* the generator's clean image */
-        char *dirty;         /* the same image with a log to replay */
-        GByteArray *expect;  /* the virtual disk the dirty image must read as */
+        char *clean;        /* the generator's clean image */
+        char *dirty;        /* the same image with a log to replay */
+        GByteArray *expect; /* the virtual disk the dirty image must read as */
         VhdxGenLayout layout;
 } Scenario;
 
@@ -86,8 +86,12 @@ file_size (const char *path)
 /* The 4 KiB sector of the clean file holding BAT entry @index, with entry
  * @index set to @entry. */
 static void
-bat_sector_with (int fd, const VhdxGenLayout *layout, guint64 index, guint64 entry,
-                 guint8 *sector, guint64 *sector_offset)
+bat_sector_with (int fd,
+                 const VhdxGenLayout *layout,
+                 guint64 index,
+                 guint64 entry,
+                 guint8 *sector,
+                 guint64 *sector_offset)
 {
         guint64 at = layout->bat_offset + index * 8;
 
@@ -100,15 +104,15 @@ bat_sector_with (int fd, const VhdxGenLayout *layout, guint64 index, guint64 ent
 static void
 set_log_guid (const char *path, const VhdxGuid *guid)
 {
-        g_autoptr(VhdxIo) io = open_rw (path);
-        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_problem_free);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (VhdxIo) io = open_rw (path);
+        g_autoptr (GPtrArray) problems =
+                g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
+        g_autoptr (GError) error = NULL;
         VhdxHeader header;
         guint index;
 
-        test_assert_ok (vhdx_headers_read (io, file_size (path), &header, &index, problems,
-                                          &error), error);
+        test_assert_ok (vhdx_headers_read (io, file_size (path), &header, &index, problems, &error),
+                        error);
         header.log_guid = *guid;
         test_assert_ok (vhdx_headers_write (io, &header, index, &error), error);
 }
@@ -128,12 +132,12 @@ fill_expected_block (GByteArray *expect, guint64 block, const guint8 *data, gsiz
 static Scenario *
 scenario_new (Shape shape)
 {
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GBytes) raw = NULL;
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autoptr(VhdxLogWriter) stale = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) raw = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxLogWriter) writer = NULL;
+        g_autoptr (VhdxLogWriter) stale = NULL;
         g_autofree guint8 *sector = g_malloc (SECTOR);
         g_autofree guint8 *payload = g_malloc (BLOCK_SIZE);
         VhdxGenParams params;
@@ -178,9 +182,12 @@ scenario_new (Shape shape)
                 g_assert_cmpint (pwrite (fd, payload, BLOCK_SIZE, new_block_offset), ==,
                                  BLOCK_SIZE);
                 bat_sector_with (fd, &s->layout, 5, new_block_offset | 6, sector, &sector_offset);
-                writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 1);
+                writer =
+                        vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 1);
                 vhdx_log_writer_add_data (writer, sector_offset, sector);
-                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error), error);
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB,
+                                                        &error),
+                                error);
                 fill_expected_block (s->expect, 5, payload, BLOCK_SIZE);
                 break;
 
@@ -191,7 +198,8 @@ scenario_new (Shape shape)
                  * each logging the BAT sector as it then was. */
                 writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid,
                                               shape == SHAPE_RING_WRAPS ? log_length - 3 * SECTOR
-                                              : shape == SHAPE_STALE_ENTRIES ? 4 * SECTOR : 0,
+                                              : shape == SHAPE_STALE_ENTRIES ? 4 * SECTOR
+                                                                             : 0,
                                               shape == SHAPE_STALE_ENTRIES ? 40 : 7);
                 if (shape == SHAPE_STALE_ENTRIES) {
                         /* Entries of an earlier session, with higher sequence
@@ -211,13 +219,15 @@ scenario_new (Shape shape)
                         g_assert_cmpint (pwrite (fd, payload, BLOCK_SIZE, at), ==, BLOCK_SIZE);
                         vhdx_put_le64 (sector + (5 + i) * 8, at | 6);
                         vhdx_log_writer_add_data (writer, s->layout.bat_offset, sector);
-                        test_assert_ok (vhdx_log_writer_commit (writer, size, at + MiB, &error), error);
+                        test_assert_ok (vhdx_log_writer_commit (writer, size, at + MiB, &error),
+                                        error);
                         fill_expected_block (s->expect, 5 + i, payload, BLOCK_SIZE);
                 }
                 if (shape == SHAPE_STALE_ENTRIES) {
                         guint32 behind = vhdx_log_writer_get_position (writer);
-                        g_autoptr(VhdxLogWriter) after = vhdx_log_writer_new (
-                                io, s->layout.log_offset, log_length, &old_guid, behind, 600);
+                        g_autoptr (VhdxLogWriter) after =
+                                vhdx_log_writer_new (io, s->layout.log_offset, log_length,
+                                                     &old_guid, behind, 600);
                         vhdx_log_writer_add_zero (after, s->layout.bat_offset, SECTOR);
                         test_assert_ok (vhdx_log_writer_commit (after, size, size, &error), error);
                 }
@@ -232,7 +242,9 @@ scenario_new (Shape shape)
                 writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid,
                                               8 * SECTOR, 3);
                 vhdx_log_writer_add_data (writer, sector_offset, sector);
-                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error), error);
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB,
+                                                        &error),
+                                error);
                 fill_expected_block (s->expect, 5, payload, BLOCK_SIZE);
                 {
                         guint32 torn = vhdx_log_writer_get_position (writer);
@@ -240,24 +252,31 @@ scenario_new (Shape shape)
                         vhdx_put_le64 (sector + 6 * 8, (new_block_offset + MiB) | 6);
                         vhdx_log_writer_start_sequence (writer);
                         vhdx_log_writer_add_data (writer, sector_offset, sector);
-                        test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + 2 * MiB,
-                                                               &error), error);
+                        test_assert_ok (vhdx_log_writer_commit (writer, size,
+                                                                new_block_offset + 2 * MiB, &error),
+                                        error);
                         /* Tear its data sector. */
-                        g_assert_cmpint (pread (fd, &byte, 1, s->layout.log_offset + torn + SECTOR + 100), ==, 1);
+                        g_assert_cmpint (pread (fd, &byte, 1,
+                                                s->layout.log_offset + torn + SECTOR + 100),
+                                         ==, 1);
                         byte ^= 0x40;
-                        g_assert_cmpint (pwrite (fd, &byte, 1, s->layout.log_offset + torn + SECTOR + 100), ==, 1);
+                        g_assert_cmpint (pwrite (fd, &byte, 1,
+                                                 s->layout.log_offset + torn + SECTOR + 100),
+                                         ==, 1);
                 }
                 break;
 
         case SHAPE_DATA_AND_ZERO:
                 /* One entry zeroes the BAT sector (every block becomes absent)
                  * and then restores the entry of block 10 alone. */
-                writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 1);
+                writer =
+                        vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 1);
                 vhdx_log_writer_add_zero (writer, s->layout.bat_offset, SECTOR);
                 memset (sector, 0, SECTOR);
                 {
                         guint8 entry[8];
-                        g_assert_cmpint (pread (fd, entry, 8, s->layout.bat_offset + 10 * 8), ==, 8);
+                        g_assert_cmpint (pread (fd, entry, 8, s->layout.bat_offset + 10 * 8), ==,
+                                         8);
                         memcpy (sector + 10 * 8, entry, 8);
                 }
                 vhdx_log_writer_add_data (writer, s->layout.bat_offset, sector);
@@ -271,10 +290,13 @@ scenario_new (Shape shape)
                  * a new block 20 at the end, and LastFileOffset covers the rest
                  * of the block, which the replay must add as zeros. */
                 bat_sector_with (fd, &s->layout, 20, new_block_offset | 6, sector, &sector_offset);
-                writer = vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 9);
+                writer =
+                        vhdx_log_writer_new (io, s->layout.log_offset, log_length, &log_guid, 0, 9);
                 vhdx_log_writer_add_data (writer, sector_offset, sector);
                 vhdx_log_writer_add_data (writer, new_block_offset, payload);
-                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB, &error), error);
+                test_assert_ok (vhdx_log_writer_commit (writer, size, new_block_offset + MiB,
+                                                        &error),
+                                error);
                 fill_expected_block (s->expect, 20, payload, SECTOR);
                 break;
 
@@ -291,7 +313,7 @@ scenario_new (Shape shape)
 static void
 assert_virtual_disk (VhdxFile *file, const GByteArray *expect)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree guint8 *buf = g_malloc (VIRTUAL_SIZE);
 
         g_assert_cmpuint (vhdx_file_get_info (file)->virtual_size, ==, VIRTUAL_SIZE);
@@ -299,7 +321,8 @@ assert_virtual_disk (VhdxFile *file, const GByteArray *expect)
         for (guint64 block = 0; block < VIRTUAL_SIZE / BLOCK_SIZE; block++) {
                 if (memcmp (buf + block * BLOCK_SIZE, expect->data + block * BLOCK_SIZE,
                             BLOCK_SIZE) != 0)
-                        g_error ("virtual block %" G_GUINT64_FORMAT " differs from the expected disk",
+                        g_error ("virtual block %" G_GUINT64_FORMAT
+                                 " differs from the expected disk",
                                  block);
         }
 }
@@ -307,7 +330,7 @@ assert_virtual_disk (VhdxFile *file, const GByteArray *expect)
 static void
 assert_raw_file (const char *raw, const GByteArray *expect)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree char *contents = NULL;
         gsize length;
 
@@ -321,15 +344,15 @@ static void
 test_shape (gconstpointer data)
 {
         Shape shape = GPOINTER_TO_INT (data);
-        g_autoptr(Scenario) s = scenario_new (shape);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (Scenario) s = scenario_new (shape);
+        g_autoptr (GError) error = NULL;
         g_autofree char *before = test_sha256_file (s->dirty);
         g_autofree char *repaired = g_build_filename (s->dir, "repaired.vhdx", NULL);
         struct stat st_before, st_after;
 
         /* The generator's clean image is the disk before the log. */
         {
-                g_autoptr(VhdxFile) clean = test_open_path (s->clean, &error);
+                g_autoptr (VhdxFile) clean = test_open_path (s->clean, &error);
                 g_assert_no_error (error);
                 g_assert_cmpint (vhdx_file_get_info (clean)->log_state, ==, VHDX_LOG_STATE_CLEAN);
         }
@@ -337,9 +360,9 @@ test_shape (gconstpointer data)
         /* Read-only: replayed in memory, the file untouched. */
         g_assert_cmpint (stat (s->dirty, &st_before), ==, 0);
         {
-                g_autoptr(VhdxFile) file = test_open_path (s->dirty, &error);
-                g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_problem_free);
+                g_autoptr (VhdxFile) file = test_open_path (s->dirty, &error);
+                g_autoptr (GPtrArray) problems =
+                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
                 g_assert_no_error (error);
                 g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==,
                                  VHDX_LOG_STATE_REPLAYED_IN_MEMORY);
@@ -359,14 +382,14 @@ test_shape (gconstpointer data)
         /* Read-write: replayed onto a copy of the file, which is then clean. */
         copy_file (s->dirty, repaired);
         {
-                g_autoptr(VhdxFile) file = vhdx_file_open (open_rw (repaired),
-                                                           VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                g_autoptr (VhdxFile) file =
+                        vhdx_file_open (open_rw (repaired), VHDX_OPEN_FLAGS_READ_WRITE, &error);
                 g_assert_no_error (error);
                 g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_REPLAYED);
                 assert_virtual_disk (file, s->expect);
         }
         {
-                g_autoptr(VhdxFile) file = test_open_path (repaired, &error);
+                g_autoptr (VhdxFile) file = test_open_path (repaired, &error);
                 g_assert_no_error (error);
                 g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
                 g_assert_cmpuint (vhdx_file_get_open_problems (file)->len, ==, 0);
@@ -389,13 +412,13 @@ test_shape (gconstpointer data)
                 g_autofree char *qraw = g_build_filename (s->dir, "qemu.raw", NULL);
                 copy_file (s->dirty, qcopy);
                 {
-                        const char *argv[] = { "qemu-img", "check", "-q", "-r", "all", "-f", "vhdx",
-                                               qcopy, NULL };
+                        const char *argv[] = { "qemu-img", "check", "-q",  "-r", "all",
+                                               "-f",       "vhdx",  qcopy, NULL };
                         test_run (argv);
                 }
                 {
-                        const char *argv[] = { "qemu-img", "convert", "-f", "vhdx", "-O", "raw",
-                                               qcopy, qraw, NULL };
+                        const char *argv[] = { "qemu-img", "convert", "-f", "vhdx", "-O",
+                                               "raw",      qcopy,     qraw, NULL };
                         test_run (argv);
                 }
                 assert_raw_file (qraw, s->expect);
@@ -405,8 +428,8 @@ test_shape (gconstpointer data)
                 g_autofree char *qraw = g_build_filename (s->dir, "repaired.raw", NULL);
                 const char *check[] = { "qemu-img", "check", "-f", "vhdx", repaired, NULL };
                 const char *info[] = { "qemu-img", "info", "-f", "vhdx", repaired, NULL };
-                const char *convert[] = { "qemu-img", "convert", "-f", "vhdx", "-O", "raw",
-                                          repaired, qraw, NULL };
+                const char *convert[] = { "qemu-img", "convert", "-f", "vhdx", "-O",
+                                          "raw",      repaired,  qraw, NULL };
                 test_run (check);
                 test_run (info);
                 test_run (convert);
@@ -417,11 +440,11 @@ test_shape (gconstpointer data)
 static void
 test_flushed_beyond_end (void)
 {
-        g_autoptr(Scenario) s = scenario_new (SHAPE_ONE_ENTRY);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxIo) io = open_rw (s->dirty);
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Scenario) s = scenario_new (SHAPE_ONE_ENTRY);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxIo) io = open_rw (s->dirty);
+        g_autoptr (VhdxLogWriter) writer = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         guint64 size = file_size (s->dirty);
         VhdxGuid guid;
 
@@ -430,7 +453,8 @@ test_flushed_beyond_end (void)
         writer = vhdx_log_writer_new (io, s->layout.log_offset, s->layout.log_length, &guid,
                                       16 * SECTOR, 50);
         vhdx_log_writer_add_zero (writer, size - SECTOR, SECTOR);
-        test_assert_ok (vhdx_log_writer_commit (writer, size + 8 * MiB, size + 8 * MiB, &error), error);
+        test_assert_ok (vhdx_log_writer_commit (writer, size + 8 * MiB, size + 8 * MiB, &error),
+                        error);
         set_log_guid (s->dirty, &guid);
 
         file = test_open_path (s->dirty, &error);
@@ -446,9 +470,9 @@ test_flushed_beyond_end (void)
 static void
 test_no_valid_sequence (void)
 {
-        g_autoptr(Scenario) s = scenario_new (SHAPE_ONE_ENTRY);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (Scenario) s = scenario_new (SHAPE_ONE_ENTRY);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         VhdxGuid other;
 
         /* The header names a LogGuid that no entry carries. */
@@ -532,12 +556,12 @@ static void
 test_interrupted_repair (gconstpointer data)
 {
         Shape shape = GPOINTER_TO_INT (data);
-        g_autoptr(Scenario) s = scenario_new (shape);
+        g_autoptr (Scenario) s = scenario_new (shape);
         g_autofree char *work = g_build_filename (s->dir, "work.vhdx", NULL);
         guint n_faults = 0;
 
         for (int fail_at = 1;; fail_at++) {
-                g_autoptr(GError) error = NULL;
+                g_autoptr (GError) error = NULL;
                 FaultIo *io = g_new0 (FaultIo, 1);
                 VhdxFile *file;
 

@@ -55,15 +55,15 @@
 #define OPEN_HEAP_BUDGET (8 * MiB)
 
 typedef enum {
-        K_INT,       /* any integer */
-        K_OFFSET,    /* a file offset: also the offsets of other structures */
-        K_LENGTH,    /* a length: also limits and file sizes */
-        K_COUNT,     /* an entry count: also the limits of tables */
-        K_BAT,       /* a BAT entry: every state, offsets of other structures */
-        K_GUID,      /* a GUID: also the other known GUIDs */
-        K_BYTES,     /* a signature */
-        K_TEXT,      /* the first UTF-16 code unit of a text */
-        K_DIGIT,     /* the digit of a parent name: loops and unknown parents */
+        K_INT,    /* any integer */
+        K_OFFSET, /* a file offset: also the offsets of other structures */
+        K_LENGTH, /* a length: also limits and file sizes */
+        K_COUNT,  /* an entry count: also the limits of tables */
+        K_BAT,    /* a BAT entry: every state, offsets of other structures */
+        K_GUID,   /* a GUID: also the other known GUIDs */
+        K_BYTES,  /* a signature */
+        K_TEXT,   /* the first UTF-16 code unit of a text */
+        K_DIGIT,  /* the digit of a parent name: loops and unknown parents */
 } Kind;
 
 typedef enum {
@@ -76,21 +76,21 @@ typedef enum {
 typedef struct {
         char group[16];
         char name[64];
-        guint image;          /* index in Base.images */
+        guint image; /* index in Base.images */
         guint64 offset;
-        guint width;          /* at most 16 */
+        guint width; /* at most 16 */
         Kind kind;
-        gboolean neutral;     /* damage cannot change what the disk reads as */
+        gboolean neutral; /* damage cannot change what the disk reads as */
         Csum csum;
-        guint64 csum_offset;  /* the checksummed structure */
+        guint64 csum_offset; /* the checksummed structure */
         guint32 csum_length;
         gboolean entry_length; /* a log entry's length: also what its CRC covers */
 } Field;
 
 typedef struct {
-        char *name;           /* "img0.vhdx" */
+        char *name; /* "img0.vhdx" */
         GBytes *bytes;
-        guint64 marks[16];    /* offsets of its structures, for overlaps */
+        guint64 marks[16]; /* offsets of its structures, for overlaps */
         guint n_marks;
 } Image;
 
@@ -98,10 +98,10 @@ typedef struct {
 
 typedef struct {
         const char *name;
-        GPtrArray *images;    /* Image; the last one is opened */
-        GBytes *expect;       /* its virtual disk, from the generator or a model */
+        GPtrArray *images; /* Image; the last one is opened */
+        GBytes *expect;    /* its virtual disk, from the generator or a model */
         guint64 virtual_size;
-        GArray *fields;       /* Field */
+        GArray *fields; /* Field */
         /* The structure of each image, as the generator or the writer made it,
          * to count the fields the matrix must find in it. */
         guint n_regions[MAX_IMAGES];
@@ -199,7 +199,10 @@ base_free (gpointer data)
 }
 
 static VhdxGen *
-gen_new (VhdxDiskType type, guint64 virtual_size, guint32 sector_size, gboolean disk2vhd_like,
+gen_new (VhdxDiskType type,
+         guint64 virtual_size,
+         guint32 sector_size,
+         gboolean disk2vhd_like,
          guint32 seed)
 {
         VhdxGen *gen;
@@ -229,11 +232,15 @@ gen_new (VhdxDiskType type, guint64 virtual_size, guint32 sector_size, gboolean 
 
 /* A generated image; its virtual disk, from the generator, is the reference. */
 static void
-build_generated (Base *base, VhdxDiskType type, guint64 virtual_size, guint32 sector_size,
-                 gboolean disk2vhd_like, guint32 seed)
+build_generated (Base *base,
+                 VhdxDiskType type,
+                 guint64 virtual_size,
+                 guint32 sector_size,
+                 gboolean disk2vhd_like,
+                 guint32 seed)
 {
-        g_autoptr(VhdxGen) gen = gen_new (type, virtual_size, sector_size, disk2vhd_like, seed);
-        g_autoptr(GBytes) bytes = vhdx_gen_build (gen);
+        g_autoptr (VhdxGen) gen = gen_new (type, virtual_size, sector_size, disk2vhd_like, seed);
+        g_autoptr (GBytes) bytes = vhdx_gen_build (gen);
         VhdxGenLayout layout;
 
         vhdx_gen_get_layout (gen, &layout);
@@ -242,8 +249,8 @@ build_generated (Base *base, VhdxDiskType type, guint64 virtual_size, guint32 se
         base->virtual_size = virtual_size;
         base->n_regions[0] = layout.region_count;
         base->n_metadata_items[0] = layout.metadata_count;
-        base->bitmap_entry_in_bat[0] = (layout.chunk_ratio + 1) * VHDX_BAT_ENTRY_SIZE <=
-                                       layout.bat_length;
+        base->bitmap_entry_in_bat[0] =
+                (layout.chunk_ratio + 1) * VHDX_BAT_ENTRY_SIZE <= layout.bat_length;
 }
 
 /* Writes the pattern of @seed through @w, and into the model of the disk. */
@@ -251,7 +258,7 @@ static void
 writer_write (VhdxCreator *w, guint8 *model, guint64 offset, gsize len, guint32 seed)
 {
         g_autofree guint8 *buf = g_malloc (len);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         vhdx_gen_pattern_fill_buffer (buf, offset, len, seed);
         vhdx_gen_pattern_fill_buffer (model + offset, offset, len, seed);
@@ -261,9 +268,9 @@ writer_write (VhdxCreator *w, guint8 *model, guint64 offset, gsize len, guint32 
 static GBytes *
 build_with_writer (VhdxCreateParams *params, guint level, guint8 *model)
 {
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
+        g_autoptr (GError) error = NULL;
         GBytes *bytes;
         int fd;
 
@@ -306,10 +313,10 @@ build_chain (Base *base)
                 g_autofree char *name = g_strdup_printf ("img%u.vhdx", level);
                 g_autofree char *parent = g_strdup_printf ("img%u.vhdx", level - 1);
                 g_autofree char *absolute = g_strdup_printf ("C:/vms/img%u.vhdx", level - 1);
-                g_autoptr(GBytes) bytes = NULL;
+                g_autoptr (GBytes) bytes = NULL;
                 VhdxCreateParams params = {
-                        .disk_type = level == 0 ? VHDX_DISK_TYPE_DYNAMIC
-                                                : VHDX_DISK_TYPE_DIFFERENCING,
+                        .disk_type =
+                                level == 0 ? VHDX_DISK_TYPE_DYNAMIC : VHDX_DISK_TYPE_DIFFERENCING,
                         .virtual_size = virtual_size,
                         .block_size = MiB,
                 };
@@ -348,12 +355,12 @@ static void
 build_dirty (Base *base)
 {
         const guint64 virtual_size = 4 * MiB;
-        g_autoptr(VhdxGen) gen = gen_new (VHDX_DISK_TYPE_DYNAMIC, virtual_size, 512, FALSE, 40);
-        g_autoptr(GByteArray) image = vhdx_gen_build_array (gen);
-        g_autoptr(GBytes) raw = vhdx_gen_build_raw (gen);
-        g_autoptr(GByteArray) entry1 = NULL;
-        g_autoptr(GByteArray) entry2 = NULL;
-        g_autoptr(GBytes) bytes = NULL;
+        g_autoptr (VhdxGen) gen = gen_new (VHDX_DISK_TYPE_DYNAMIC, virtual_size, 512, FALSE, 40);
+        g_autoptr (GByteArray) image = vhdx_gen_build_array (gen);
+        g_autoptr (GBytes) raw = vhdx_gen_build_raw (gen);
+        g_autoptr (GByteArray) entry1 = NULL;
+        g_autoptr (GByteArray) entry2 = NULL;
+        g_autoptr (GBytes) bytes = NULL;
         const VhdxGuid log_guid = vhdx_gen_guid_from_text ("6C2A1C5E-3B1D-4F7A-9E21-0B5D7C4E8A13");
         guint8 bat_sector[4096], sector[4096];
         VhdxGenLayout layout;
@@ -369,8 +376,8 @@ build_dirty (Base *base)
 
         /* Entry 1: the BAT sector with block 2 pointing at the new block, which
          * holds the pattern of seed 41 in place of the generator's data. */
-        entry_offset = vhdx_gen_layout_bat_entry_offset (&layout,
-                                                         vhdx_gen_block_bat_index (gen, 2));
+        entry_offset =
+                vhdx_gen_layout_bat_entry_offset (&layout, vhdx_gen_block_bat_index (gen, 2));
         sector_offset = entry_offset / 4096 * 4096;
         memcpy (bat_sector, image->data + sector_offset, sizeof bat_sector);
         vhdx_put_le64 (bat_sector + (entry_offset - sector_offset),
@@ -404,8 +411,8 @@ build_dirty (Base *base)
         base->virtual_size = virtual_size;
         base->n_regions[0] = layout.region_count;
         base->n_metadata_items[0] = layout.metadata_count;
-        base->bitmap_entry_in_bat[0] = (layout.chunk_ratio + 1) * VHDX_BAT_ENTRY_SIZE <=
-                                       layout.bat_length;
+        base->bitmap_entry_in_bat[0] =
+                (layout.chunk_ratio + 1) * VHDX_BAT_ENTRY_SIZE <= layout.bat_length;
         /* Entry 1: one data descriptor; entry 2: a zero and a data descriptor. */
         base->n_log_entries = 2;
         base->n_log_descriptors = 3;
@@ -416,14 +423,13 @@ build_dirty (Base *base)
 
 typedef struct {
         VhdxIo parent;
-        const Case *c;     /* NULL: undamaged */
+        const Case *c; /* NULL: undamaged */
         GBytes *bytes;
         guint image;
 } PatchIo;
 
 static gboolean
-patch_io_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-                GError **error)
+patch_io_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         PatchIo *self = (PatchIo *) io;
         gsize size;
@@ -529,12 +535,25 @@ open_case (const Base *base, const Case *c, GError **error)
 /* Taking the images apart into fields */
 
 static void
-add_field (Base *base, guint image, const char *group, const char *name, guint64 offset,
-           guint width, Kind kind, gboolean neutral, Csum csum, guint64 csum_offset,
+add_field (Base *base,
+           guint image,
+           const char *group,
+           const char *name,
+           guint64 offset,
+           guint width,
+           Kind kind,
+           gboolean neutral,
+           Csum csum,
+           guint64 csum_offset,
            guint32 csum_length)
 {
-        Field f = { .image = image, .offset = offset, .width = width, .kind = kind,
-                    .neutral = neutral, .csum = csum, .csum_offset = csum_offset,
+        Field f = { .image = image,
+                    .offset = offset,
+                    .width = width,
+                    .kind = kind,
+                    .neutral = neutral,
+                    .csum = csum,
+                    .csum_offset = csum_offset,
                     .csum_length = csum_length };
 
         g_strlcpy (f.group, group, sizeof f.group);
@@ -575,8 +594,8 @@ fields_of_headers (Base *base, guint image)
                 };
                 for (guint i = 0; i < G_N_ELEMENTS (f); i++) {
                         g_autofree char *name = g_strdup_printf ("header%u.%s", h + 1, f[i].name);
-                        add_field (base, image, "header", name, o + f[i].off, f[i].width,
-                                   f[i].kind, f[i].neutral,
+                        add_field (base, image, "header", name, o + f[i].off, f[i].width, f[i].kind,
+                                   f[i].neutral,
                                    f[i].off == VHDX_HEADER_OFF_CHECKSUM ? CSUM_NONE : CSUM_HEADER,
                                    o, VHDX_HEADER_SIZE);
                 }
@@ -593,7 +612,10 @@ image_data (const Base *base, guint image, gsize *size)
 
 /* Region tables; returns the BAT and metadata regions of table 1. */
 static void
-fields_of_region_tables (Base *base, guint image, guint64 *bat_offset, guint64 *metadata_offset,
+fields_of_region_tables (Base *base,
+                         guint image,
+                         guint64 *bat_offset,
+                         guint64 *metadata_offset,
                          guint32 *metadata_length)
 {
         const guint8 *d = image_data (base, image, NULL);
@@ -627,8 +649,8 @@ fields_of_region_tables (Base *base, guint image, guint64 *bat_offset, guint64 *
                                 *metadata_length = vhdx_get_le32 (d + e + 24);
                         }
                         g_snprintf (name, sizeof name, "region%u.entry%u.guid", t + 1, i);
-                        add_field (base, image, "region", name, e, 16, K_GUID, copy, CSUM_REGION,
-                                   o, VHDX_REGION_TABLE_SIZE);
+                        add_field (base, image, "region", name, e, 16, K_GUID, copy, CSUM_REGION, o,
+                                   VHDX_REGION_TABLE_SIZE);
                         g_snprintf (name, sizeof name, "region%u.entry%u.offset", t + 1, i);
                         add_field (base, image, "region", name, e + 16, 8, K_OFFSET, copy,
                                    CSUM_REGION, o, VHDX_REGION_TABLE_SIZE);
@@ -636,8 +658,8 @@ fields_of_region_tables (Base *base, guint image, guint64 *bat_offset, guint64 *
                         add_field (base, image, "region", name, e + 24, 4, K_LENGTH, copy,
                                    CSUM_REGION, o, VHDX_REGION_TABLE_SIZE);
                         g_snprintf (name, sizeof name, "region%u.entry%u.required", t + 1, i);
-                        add_field (base, image, "region", name, e + 28, 4, K_INT, TRUE,
-                                   CSUM_REGION, o, VHDX_REGION_TABLE_SIZE);
+                        add_field (base, image, "region", name, e + 28, 4, K_INT, TRUE, CSUM_REGION,
+                                   o, VHDX_REGION_TABLE_SIZE);
                 }
         }
 }
@@ -650,10 +672,10 @@ fields_of_locator (Base *base, guint image, guint64 o, guint32 length)
         char name[64];
 
         add_field (base, image, "locator", "locator.type", o, 16, K_GUID, FALSE, CSUM_NONE, 0, 0);
-        add_field (base, image, "locator", "locator.reserved", o + 16, 2, K_INT, TRUE, CSUM_NONE,
-                   0, 0);
-        add_field (base, image, "locator", "locator.count", o + VHDX_LOCATOR_OFF_COUNT, 2,
-                   K_COUNT, FALSE, CSUM_NONE, 0, 0);
+        add_field (base, image, "locator", "locator.reserved", o + 16, 2, K_INT, TRUE, CSUM_NONE, 0,
+                   0);
+        add_field (base, image, "locator", "locator.count", o + VHDX_LOCATOR_OFF_COUNT, 2, K_COUNT,
+                   FALSE, CSUM_NONE, 0, 0);
         for (guint i = 0; i < count; i++) {
                 guint64 e = o + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
                 guint32 key = vhdx_get_le32 (d + e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET);
@@ -698,14 +720,14 @@ fields_of_metadata (Base *base, guint image, guint64 o, guint32 region_length)
         guint16 count = vhdx_get_le16 (d + o + VHDX_METADATA_OFF_ENTRY_COUNT);
         char name[64];
 
-        add_field (base, image, "metadata", "metadata.signature", o, 8, K_BYTES, FALSE,
-                   CSUM_NONE, 0, 0);
+        add_field (base, image, "metadata", "metadata.signature", o, 8, K_BYTES, FALSE, CSUM_NONE,
+                   0, 0);
         add_field (base, image, "metadata", "metadata.reserved", o + 8, 2, K_INT, TRUE, CSUM_NONE,
                    0, 0);
-        add_field (base, image, "metadata", "metadata.count", o + VHDX_METADATA_OFF_ENTRY_COUNT,
-                   2, K_COUNT, FALSE, CSUM_NONE, 0, 0);
-        add_field (base, image, "metadata", "metadata.reserved2", o + 12, 4, K_INT, TRUE,
-                   CSUM_NONE, 0, 0);
+        add_field (base, image, "metadata", "metadata.count", o + VHDX_METADATA_OFF_ENTRY_COUNT, 2,
+                   K_COUNT, FALSE, CSUM_NONE, 0, 0);
+        add_field (base, image, "metadata", "metadata.reserved2", o + 12, 4, K_INT, TRUE, CSUM_NONE,
+                   0, 0);
         for (guint i = 0; i < count; i++) {
                 guint64 e = o + VHDX_METADATA_HEADER_SIZE + i * VHDX_METADATA_ENTRY_SIZE;
                 VhdxGuid id = vhdx_get_guid (d + e);
@@ -715,29 +737,27 @@ fields_of_metadata (Base *base, guint image, guint64 o, guint32 region_length)
                 g_snprintf (name, sizeof name, "metadata.entry%u.id", i);
                 add_field (base, image, "metadata", name, e, 16, K_GUID, FALSE, CSUM_NONE, 0, 0);
                 g_snprintf (name, sizeof name, "metadata.entry%u.offset", i);
-                add_field (base, image, "metadata", name, e + 16, 4, K_LENGTH, FALSE, CSUM_NONE,
-                           0, 0);
+                add_field (base, image, "metadata", name, e + 16, 4, K_LENGTH, FALSE, CSUM_NONE, 0,
+                           0);
                 g_snprintf (name, sizeof name, "metadata.entry%u.length", i);
-                add_field (base, image, "metadata", name, e + 20, 4, K_LENGTH, FALSE, CSUM_NONE,
-                           0, 0);
+                add_field (base, image, "metadata", name, e + 20, 4, K_LENGTH, FALSE, CSUM_NONE, 0,
+                           0);
                 g_snprintf (name, sizeof name, "metadata.entry%u.flags", i);
-                add_field (base, image, "metadata", name, e + 24, 4, K_INT, FALSE, CSUM_NONE, 0,
-                           0);
+                add_field (base, image, "metadata", name, e + 24, 4, K_INT, FALSE, CSUM_NONE, 0, 0);
                 g_snprintf (name, sizeof name, "metadata.entry%u.reserved", i);
-                add_field (base, image, "metadata", name, e + 28, 4, K_INT, TRUE, CSUM_NONE, 0,
-                           0);
+                add_field (base, image, "metadata", name, e + 28, 4, K_INT, TRUE, CSUM_NONE, 0, 0);
 
                 if (vhdx_guid_equal (&id, &vhdx_guid_item_file_parameters)) {
                         add_field (base, image, "metadata", "item.block-size", item, 4, K_LENGTH,
                                    FALSE, CSUM_NONE, 0, 0);
-                        add_field (base, image, "metadata", "item.file-flags", item + 4, 4,
-                                   K_INT, FALSE, CSUM_NONE, 0, 0);
+                        add_field (base, image, "metadata", "item.file-flags", item + 4, 4, K_INT,
+                                   FALSE, CSUM_NONE, 0, 0);
                 } else if (vhdx_guid_equal (&id, &vhdx_guid_item_virtual_disk_size)) {
-                        add_field (base, image, "metadata", "item.virtual-size", item, 8,
-                                   K_LENGTH, FALSE, CSUM_NONE, 0, 0);
+                        add_field (base, image, "metadata", "item.virtual-size", item, 8, K_LENGTH,
+                                   FALSE, CSUM_NONE, 0, 0);
                 } else if (vhdx_guid_equal (&id, &vhdx_guid_item_virtual_disk_id)) {
-                        add_field (base, image, "metadata", "item.disk-id", item, 16, K_GUID,
-                                   TRUE, CSUM_NONE, 0, 0);
+                        add_field (base, image, "metadata", "item.disk-id", item, 16, K_GUID, TRUE,
+                                   CSUM_NONE, 0, 0);
                 } else if (vhdx_guid_equal (&id, &vhdx_guid_item_logical_sector_size)) {
                         add_field (base, image, "metadata", "item.logical-sector", item, 4,
                                    K_LENGTH, FALSE, CSUM_NONE, 0, 0);
@@ -768,8 +788,8 @@ fields_of_bat (Base *base, guint image, guint64 bat_offset, guint64 metadata_off
                 const guint8 *e = d + metadata_offset + VHDX_METADATA_HEADER_SIZE +
                                   i * VHDX_METADATA_ENTRY_SIZE;
                 VhdxGuid g = vhdx_get_guid (e);
-                const guint8 *item = d + metadata_offset +
-                                     vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_OFFSET);
+                const guint8 *item =
+                        d + metadata_offset + vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_OFFSET);
                 if (vhdx_guid_equal (&g, &vhdx_guid_item_file_parameters))
                         block_size = vhdx_get_le32 (item);
                 else if (vhdx_guid_equal (&g, &vhdx_guid_item_virtual_disk_size))
@@ -784,24 +804,22 @@ fields_of_bat (Base *base, guint image, guint64 bat_offset, guint64 metadata_off
                 guint64 index = b + b / cr;
                 guint64 entry = vhdx_get_le64 (d + bat_offset + index * VHDX_BAT_ENTRY_SIZE);
                 g_snprintf (name, sizeof name, "bat.block%" G_GUINT64_FORMAT, b);
-                add_field (base, image, "bat", name, bat_offset + index * VHDX_BAT_ENTRY_SIZE,
-                           8, K_BAT, FALSE, CSUM_NONE, 0, 0);
+                add_field (base, image, "bat", name, bat_offset + index * VHDX_BAT_ENTRY_SIZE, 8,
+                           K_BAT, FALSE, CSUM_NONE, 0, 0);
                 if ((entry & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT)
                         mark (img, entry & VHDX_BAT_OFFSET_MASK);
         }
         if (bat_offset + (cr + 1) * VHDX_BAT_ENTRY_SIZE <= size) {
                 guint64 entry = vhdx_get_le64 (d + bat_offset + cr * VHDX_BAT_ENTRY_SIZE);
-                add_field (base, image, "bat", "bat.bitmap0",
-                           bat_offset + cr * VHDX_BAT_ENTRY_SIZE, 8, K_BAT, FALSE, CSUM_NONE, 0,
-                           0);
+                add_field (base, image, "bat", "bat.bitmap0", bat_offset + cr * VHDX_BAT_ENTRY_SIZE,
+                           8, K_BAT, FALSE, CSUM_NONE, 0, 0);
                 if ((entry & VHDX_BAT_STATE_MASK) == VHDX_SB_PRESENT) {
                         guint64 bitmap = entry & VHDX_BAT_OFFSET_MASK;
                         guint64 per_block = block_size / lss / 8;
                         for (guint64 b = 0; b < MIN (blocks, 2); b++) {
-                                g_snprintf (name, sizeof name, "bitmap.block%" G_GUINT64_FORMAT,
-                                            b);
-                                add_field (base, image, "bitmap", name, bitmap + b * per_block,
-                                           1, K_INT, FALSE, CSUM_NONE, 0, 0);
+                                g_snprintf (name, sizeof name, "bitmap.block%" G_GUINT64_FORMAT, b);
+                                add_field (base, image, "bitmap", name, bitmap + b * per_block, 1,
+                                           K_INT, FALSE, CSUM_NONE, 0, 0);
                         }
                         mark (img, bitmap);
                 }
@@ -906,8 +924,8 @@ fields_of_image (Base *base, guint image, gboolean dirty)
         guint32 metadata_length = 0;
         guint64 log_offset = vhdx_get_le64 (d + VHDX_HEADER1_OFFSET + VHDX_HEADER_OFF_LOG_OFFSET);
 
-        add_field (base, image, "fileid", "file-id.signature", 0, 8, K_BYTES, FALSE, CSUM_NONE,
-                   0, 0);
+        add_field (base, image, "fileid", "file-id.signature", 0, 8, K_BYTES, FALSE, CSUM_NONE, 0,
+                   0);
         add_field (base, image, "fileid", "file-id.creator", 8, 2, K_TEXT, TRUE, CSUM_NONE, 0, 0);
         fields_of_headers (base, image);
         fields_of_region_tables (base, image, &bat_offset, &metadata_offset, &metadata_length);
@@ -946,8 +964,8 @@ add_bytes (GByteArray *values, const guint8 *bytes, guint width)
 static GByteArray *
 field_values (const Base *base, const Field *field)
 {
-        static const guint bits8[] = { 0, 1, 2, 3, 7, 8, 12, 15, 16, 20, 24, 31, 32, 40, 47, 48,
-                                       52, 56, 62, 63 };
+        static const guint bits8[] = { 0,  1,  2,  3,  7,  8,  12, 15, 16, 20,
+                                       24, 31, 32, 40, 47, 48, 52, 56, 62, 63 };
         const Image *img = g_ptr_array_index (base->images, field->image);
         gsize size;
         const guint8 *d = g_bytes_get_data (img->bytes, &size);
@@ -992,10 +1010,11 @@ field_values (const Base *base, const Field *field)
                         add_int (values, w, G_GUINT64_CONSTANT (1) << 40);
                         add_int (values, w, G_MAXUINT64 - MiB + 1);
                 } else if (field->kind == K_LENGTH) {
-                        static const guint64 lengths[] = { 4095, 4096, 65536, MiB, 2 * MiB,
-                                                           MiB + 4096, 256 * MiB,
-                                                           G_GUINT64_CONSTANT (1) << 31,
-                                                           64 * VHDX_TiB };
+                        static const guint64 lengths[] = {
+                                4095,         4096,       65536,     MiB,
+                                2 * MiB,      MiB + 4096, 256 * MiB, G_GUINT64_CONSTANT (1) << 31,
+                                64 * VHDX_TiB
+                        };
                         for (guint i = 0; i < G_N_ELEMENTS (lengths); i++)
                                 add_int (values, w, lengths[i]);
                         add_int (values, w, size);
@@ -1015,10 +1034,12 @@ field_values (const Base *base, const Field *field)
                 for (guint s = 0; s < 8; s++)
                         add_int (values, 8, (v & ~VHDX_BAT_STATE_MASK) | s);
                 for (guint i = 0; i < img->n_marks; i++) {
-                        add_int (values, 8, (img->marks[i] & VHDX_BAT_OFFSET_MASK) |
-                                                    VHDX_PAYLOAD_FULLY_PRESENT);
-                        add_int (values, 8, (img->marks[i] & VHDX_BAT_OFFSET_MASK) |
-                                                    VHDX_PAYLOAD_PARTIALLY_PRESENT);
+                        add_int (values, 8,
+                                 (img->marks[i] & VHDX_BAT_OFFSET_MASK) |
+                                         VHDX_PAYLOAD_FULLY_PRESENT);
+                        add_int (values, 8,
+                                 (img->marks[i] & VHDX_BAT_OFFSET_MASK) |
+                                         VHDX_PAYLOAD_PARTIALLY_PRESENT);
                 }
                 add_int (values, 8, VHDX_BAT_OFFSET_MASK | VHDX_PAYLOAD_FULLY_PRESENT);
                 add_int (values, 8, (v & VHDX_BAT_OFFSET_MASK) + MiB);
@@ -1072,8 +1093,8 @@ field_values (const Base *base, const Field *field)
                 break;
         }
         case K_TEXT: {
-                static const guint16 units[] = { 0, 0xd800, 0xdc00, 0xfffe, 0xffff, '/', '\\',
-                                                 '.', 'A', 0xe9 };
+                static const guint16 units[] = { 0,   0xd800, 0xdc00, 0xfffe, 0xffff,
+                                                 '/', '\\',   '.',    'A',    0xe9 };
                 for (guint i = 0; i < G_N_ELEMENTS (units); i++)
                         add_int (values, 2, units[i]);
                 break;
@@ -1099,8 +1120,12 @@ field_values (const Base *base, const Field *field)
 /* The case for @value of @field: the field's bytes, then, when @fix_checksum,
  * the checksum of its structure recomputed over the damaged bytes. */
 static void
-make_case (Case *c, const Base *base, const Field *field, const guint8 *value,
-           gboolean fix_checksum, guint index)
+make_case (Case *c,
+           const Base *base,
+           const Field *field,
+           const guint8 *value,
+           gboolean fix_checksum,
+           guint index)
 {
         memset (c, 0, sizeof *c);
         c->base = base;
@@ -1151,7 +1176,7 @@ for_each_case (const Base *base, guint image, CaseFunc func, gpointer user_data)
 
         for (guint i = 0; i < base->fields->len; i++) {
                 const Field *f = &g_array_index (base->fields, Field, i);
-                g_autoptr(GByteArray) values = NULL;
+                g_autoptr (GByteArray) values = NULL;
 
                 if (f->image != image)
                         continue;
@@ -1218,7 +1243,7 @@ read_ranges (VhdxFile *file, const Case *c)
         if (buf == NULL)
                 buf = g_malloc (READ_LIMIT);
         for (guint i = 0; i < n; i++) {
-                g_autoptr(GError) error = NULL;
+                g_autoptr (GError) error = NULL;
 
                 if (!vhdx_file_read (file, starts[i], buf, lengths[i], &error)) {
                         assert_soft_error (error, "read");
@@ -1239,10 +1264,10 @@ read_ranges (VhdxFile *file, const Case *c)
 static void
 run_case (const Case *c, gpointer user_data)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GPtrArray) problems = NULL;
-        g_autoptr(GArray) extents = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GPtrArray) problems = NULL;
+        g_autoptr (GArray) extents = NULL;
         const VhdxInfo *info;
         guint64 allocated;
         guint *n_run = user_data;
@@ -1261,8 +1286,8 @@ run_case (const Case *c, gpointer user_data)
                 g_error ("%s: opening took %" G_GSIZE_FORMAT " bytes of heap", current_case,
                          test_alloc_peak () - before);
         if (file == NULL) {
-                if (error == NULL || error->domain != VHDX_ERROR ||
-                    error->code < 0 || error->code > VHDX_ERROR_OUT_OF_RANGE)
+                if (error == NULL || error->domain != VHDX_ERROR || error->code < 0 ||
+                    error->code > VHDX_ERROR_OUT_OF_RANGE)
                         g_error ("%s: open failed with %s", current_case,
                                  error != NULL ? error->message : "no error");
                 n_failed[error->code]++;
@@ -1359,10 +1384,10 @@ test_undamaged (void)
         get_all_bases ();
         for (guint i = 0; i < bases->len; i++) {
                 const Base *base = g_ptr_array_index (bases, i);
-                g_autoptr(GError) error = NULL;
-                g_autoptr(VhdxFile) file = open_case (base, NULL, &error);
-                g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_problem_free);
+                g_autoptr (GError) error = NULL;
+                g_autoptr (VhdxFile) file = open_case (base, NULL, &error);
+                g_autoptr (GPtrArray) problems =
+                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
                 g_autofree guint8 *buf = NULL;
                 gsize size;
                 const guint8 *expect = g_bytes_get_data (base->expect, &size);
@@ -1394,8 +1419,8 @@ count_case (const Case *c, gpointer user_data)
         g_hash_table_insert (per_field, (gpointer) c->field, GUINT_TO_POINTER (n + 1));
 }
 
-static const char *const group_names[] = { "fileid", "header", "region", "metadata",
-                                           "locator", "bat", "bitmap", "log" };
+static const char *const group_names[] = { "fileid",  "header", "region", "metadata",
+                                           "locator", "bat",    "bitmap", "log" };
 
 /* The fields image @image of @base holds, by group, from the structure the
  * generator or the writer gave it and the field lists of MS-VHDX. */
@@ -1446,7 +1471,7 @@ test_count (void)
         get_all_bases ();
         for (guint i = 0; i < bases->len; i++) {
                 const Base *base = g_ptr_array_index (bases, i);
-                g_autoptr(GHashTable) per_field = g_hash_table_new (NULL, NULL);
+                g_autoptr (GHashTable) per_field = g_hash_table_new (NULL, NULL);
                 guint n = 0;
 
                 for (guint image = 0; image < base->images->len; image++) {
@@ -1491,7 +1516,7 @@ test_count (void)
 typedef struct {
         char *dir;
         GPtrArray *paths;
-        GHashTable *seen;  /* fields already tried */
+        GHashTable *seen; /* fields already tried */
         guint n_run;
 } FileContext;
 
@@ -1500,7 +1525,7 @@ typedef struct {
 static guint
 assert_descriptors_read_only (GPtrArray *paths)
 {
-        g_autoptr(GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
+        g_autoptr (GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
         const char *name;
         guint n = 0;
 
@@ -1521,8 +1546,7 @@ assert_descriptors_read_only (GPtrArray *paths)
                 g_assert_true (g_file_get_contents (info_path, &info, NULL, NULL));
                 flags = strstr (info, "flags:");
                 g_assert_nonnull (flags);
-                g_assert_cmpint (g_ascii_strtoull (flags + 6, NULL, 8) & O_ACCMODE, ==,
-                                 O_RDONLY);
+                g_assert_cmpint (g_ascii_strtoull (flags + 6, NULL, 8) & O_ACCMODE, ==, O_RDONLY);
                 n++;
         }
         return n;
@@ -1538,8 +1562,8 @@ apply_patches (const Case *c, FileContext *ctx, gboolean undo)
                 int fd = open (g_ptr_array_index (ctx->paths, p->image), O_WRONLY | O_CLOEXEC);
 
                 g_assert_cmpint (fd, >=, 0);
-                g_assert_cmpint (pwrite (fd, undo ? d + p->offset : p->data, p->len, p->offset),
-                                 ==, p->len);
+                g_assert_cmpint (pwrite (fd, undo ? d + p->offset : p->data, p->len, p->offset), ==,
+                                 p->len);
                 close (fd);
         }
 }
@@ -1551,8 +1575,8 @@ run_file_case (const Case *c, gpointer user_data)
         const Base *base = c->base;
         const char *top = g_ptr_array_index (ctx->paths, base->images->len - 1);
         struct stat before[4], after[4];
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         VhdxOpenOptions options = { .path = top };
         VhdxIo *io;
 
@@ -1571,8 +1595,8 @@ run_file_case (const Case *c, gpointer user_data)
         g_assert_no_error (error);
         file = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, &error);
         if (file != NULL) {
-                g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                        (GDestroyNotify) vhdx_problem_free);
+                g_autoptr (GPtrArray) problems =
+                        g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
                 g_autofree guint8 *buf = NULL;
                 guint64 n = MIN (vhdx_file_get_info (file)->virtual_size, READ_LIMIT);
 
@@ -1617,11 +1641,13 @@ test_read_only (void)
                 ctx.seen = g_hash_table_new (NULL, NULL);
                 for (guint i = 0; i < base->images->len; i++) {
                         const Image *img = g_ptr_array_index (base->images, i);
-                        g_autoptr(GError) error = NULL;
+                        g_autoptr (GError) error = NULL;
                         char *path = g_build_filename (ctx.dir, img->name, NULL);
-                        test_assert_ok (g_file_set_contents (
-                                path, g_bytes_get_data (img->bytes, NULL),
-                                (gssize) g_bytes_get_size (img->bytes), &error), error);
+                        test_assert_ok (g_file_set_contents (path,
+                                                             g_bytes_get_data (img->bytes, NULL),
+                                                             (gssize) g_bytes_get_size (img->bytes),
+                                                             &error),
+                                        error);
                         g_ptr_array_add (ctx.paths, path);
                 }
                 for (guint image = 0; image < base->images->len; image++)
@@ -1634,9 +1660,9 @@ test_read_only (void)
                         gsize len;
                         g_assert_true (g_file_get_contents (g_ptr_array_index (ctx.paths, i),
                                                             &contents, &len, NULL));
-                        g_assert_true (len == g_bytes_get_size (img->bytes) &&
-                                       memcmp (contents, g_bytes_get_data (img->bytes, NULL),
-                                               len) == 0);
+                        g_assert_true (
+                                len == g_bytes_get_size (img->bytes) &&
+                                memcmp (contents, g_bytes_get_data (img->bytes, NULL), len) == 0);
                 }
                 total += ctx.n_run;
                 g_hash_table_unref (ctx.seen);
@@ -1701,8 +1727,8 @@ main (int argc, char **argv)
         g_test_add_func ("/matrix/undamaged", test_undamaged);
         g_test_add_func ("/matrix/count", test_count);
         for (guint i = 0; i < G_N_ELEMENTS (groups); i++) {
-                g_autofree char *path = g_strdup_printf ("/matrix/%s/img%u", groups[i].base,
-                                                         groups[i].image);
+                g_autofree char *path =
+                        g_strdup_printf ("/matrix/%s/img%u", groups[i].base, groups[i].image);
                 g_test_add_data_func (path, &groups[i], test_group);
         }
         g_test_add_func ("/matrix/read-only", test_read_only);

@@ -26,27 +26,62 @@ typedef struct {
 #define GiB (G_GUINT64_CONSTANT (1) << 30)
 
 static const Fixture fixtures[] = {
-        { "dynamic-1M", "dynamic", 1 * MiB, 10 * MiB + 1536,
-          { { 0, 4096 }, { MiB - 1000, 3000 }, { 3 * MiB, 2 * MiB + 512 },
-            { 10 * MiB, 1536 } }, TRUE },
-        { "dynamic-2M", "dynamic", 2 * MiB, 33 * MiB,
-          { { 5 * MiB + 7, 6 * MiB }, { 32 * MiB, MiB } }, TRUE },
-        { "dynamic-32M", "dynamic", 32 * MiB, 100 * MiB,
-          { { 31 * MiB, 2 * MiB }, { 99 * MiB + 512, 512 } }, TRUE },
-        { "dynamic-256M", "dynamic", 256 * MiB, 600 * MiB,
-          { { 255 * MiB + 3, 2 * MiB }, { 599 * MiB, MiB } }, TRUE },
-        { "fixed-1M", "fixed", 1 * MiB, 20 * MiB + 1024,
-          { { 0, 512 }, { 7 * MiB - 5, 10 }, { 20 * MiB, 1024 } }, TRUE },
-        { "fixed-32M", "fixed", 32 * MiB, 70 * MiB,
-          { { 33 * MiB, 40 * MiB - 33 * MiB }, { 69 * MiB, MiB } }, TRUE },
+        { "dynamic-1M",
+          "dynamic",
+          1 * MiB,
+          10 * MiB + 1536,
+          { { 0, 4096 }, { MiB - 1000, 3000 }, { 3 * MiB, 2 * MiB + 512 }, { 10 * MiB, 1536 } },
+          TRUE },
+        { "dynamic-2M",
+          "dynamic",
+          2 * MiB,
+          33 * MiB,
+          { { 5 * MiB + 7, 6 * MiB }, { 32 * MiB, MiB } },
+          TRUE },
+        { "dynamic-32M",
+          "dynamic",
+          32 * MiB,
+          100 * MiB,
+          { { 31 * MiB, 2 * MiB }, { 99 * MiB + 512, 512 } },
+          TRUE },
+        { "dynamic-256M",
+          "dynamic",
+          256 * MiB,
+          600 * MiB,
+          { { 255 * MiB + 3, 2 * MiB }, { 599 * MiB, MiB } },
+          TRUE },
+        { "fixed-1M",
+          "fixed",
+          1 * MiB,
+          20 * MiB + 1024,
+          { { 0, 512 }, { 7 * MiB - 5, 10 }, { 20 * MiB, 1024 } },
+          TRUE },
+        { "fixed-32M",
+          "fixed",
+          32 * MiB,
+          70 * MiB,
+          { { 33 * MiB, 40 * MiB - 33 * MiB }, { 69 * MiB, MiB } },
+          TRUE },
         /* Larger than one chunk (4096 blocks of 1 MiB): the sector bitmap entry
          * interleaved at BAT index 4096 must be skipped. */
-        { "dynamic-5G", "dynamic", 1 * MiB, 5 * GiB,
-          { { 0, MiB }, { 4 * GiB - MiB - 100, 2 * MiB + 200 }, { 4 * GiB + 16 * MiB + 123, 4096 },
-            { 5 * GiB - MiB - 7, MiB + 7 } }, FALSE },
-        { "fixed-5G", "fixed", 1 * MiB, 5 * GiB,
-          { { 0, MiB }, { 4 * GiB - MiB - 100, 2 * MiB + 200 }, { 4 * GiB + 16 * MiB + 123, 4096 },
-            { 5 * GiB - MiB - 7, MiB + 7 } }, FALSE },
+        { "dynamic-5G",
+          "dynamic",
+          1 * MiB,
+          5 * GiB,
+          { { 0, MiB },
+            { 4 * GiB - MiB - 100, 2 * MiB + 200 },
+            { 4 * GiB + 16 * MiB + 123, 4096 },
+            { 5 * GiB - MiB - 7, MiB + 7 } },
+          FALSE },
+        { "fixed-5G",
+          "fixed",
+          1 * MiB,
+          5 * GiB,
+          { { 0, MiB },
+            { 4 * GiB - MiB - 100, 2 * MiB + 200 },
+            { 4 * GiB + 16 * MiB + 123, 4096 },
+            { 5 * GiB - MiB - 7, MiB + 7 } },
+          FALSE },
 };
 
 typedef struct {
@@ -61,9 +96,9 @@ static Made made[G_N_ELEMENTS (fixtures)];
 static void
 write_pattern_file (const char *path, gsize length, guint32 seed)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree guint8 *buf = g_malloc (length);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (seed);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (seed);
 
         for (gsize i = 0; i < length; i++)
                 buf[i] = (guint8) g_rand_int (rand);
@@ -77,7 +112,7 @@ make_fixture (guint index)
         const Fixture *f = &fixtures[index];
         Made *m = &made[index];
         g_autofree char *size = NULL, *opts = NULL;
-        g_autoptr(GPtrArray) io_argv = NULL;
+        g_autoptr (GPtrArray) io_argv = NULL;
 
         if (m->vhdx != NULL)
                 return m;
@@ -90,8 +125,8 @@ make_fixture (guint index)
         size = g_strdup_printf ("%" G_GUINT64_FORMAT, f->virtual_size);
         opts = g_strdup_printf ("subformat=%s,block_size=%u", f->subformat, f->block_size);
         {
-                const char *argv[] = { "qemu-img", "create", "-q", "-f", "vhdx", "-o", opts,
-                                       m->vhdx, size, NULL };
+                const char *argv[] = { "qemu-img", "create", "-q",    "-f", "vhdx",
+                                       "-o",       opts,     m->vhdx, size, NULL };
                 test_run (argv);
         }
 
@@ -100,22 +135,20 @@ make_fixture (guint index)
         g_ptr_array_add (io_argv, g_strdup ("-f"));
         g_ptr_array_add (io_argv, g_strdup ("vhdx"));
         for (guint i = 0; i < G_N_ELEMENTS (f->writes) && f->writes[i].length > 0; i++) {
-                g_autofree char *pattern =
-                        g_strdup_printf ("%s/%s-%u.pattern", tmpdir, f->name, i);
+                g_autofree char *pattern = g_strdup_printf ("%s/%s-%u.pattern", tmpdir, f->name, i);
                 write_pattern_file (pattern, f->writes[i].length, index * 100 + i + 1);
                 g_ptr_array_add (io_argv, g_strdup ("-c"));
-                g_ptr_array_add (io_argv,
-                                 g_strdup_printf ("write -q -s %s %" G_GUINT64_FORMAT
-                                                  " %" G_GUINT64_FORMAT,
-                                                  pattern, f->writes[i].offset,
-                                                  f->writes[i].length));
+                g_ptr_array_add (io_argv, g_strdup_printf ("write -q -s %s %" G_GUINT64_FORMAT
+                                                           " %" G_GUINT64_FORMAT,
+                                                           pattern, f->writes[i].offset,
+                                                           f->writes[i].length));
         }
         g_ptr_array_add (io_argv, g_strdup (m->vhdx));
         g_ptr_array_add (io_argv, NULL);
         test_run ((const char *const *) io_argv->pdata);
         {
-                const char *argv[] = { "qemu-img", "convert", "-f", "vhdx", "-O", "raw",
-                                       m->vhdx, m->raw, NULL };
+                const char *argv[] = { "qemu-img", "convert", "-f",   "vhdx", "-O",
+                                       "raw",      m->vhdx,   m->raw, NULL };
                 test_run (argv);
         }
         return m;
@@ -127,9 +160,9 @@ test_fixture (gconstpointer data)
         guint index = GPOINTER_TO_UINT (data);
         const Made *m = make_fixture (index);
         const Fixture *f = &fixtures[index];
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GRand) rand = g_rand_new_with_seed (index + 7);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GRand) rand = g_rand_new_with_seed (index + 7);
         const VhdxInfo *info;
         int raw_fd;
 
@@ -163,7 +196,8 @@ test_fixture (gconstpointer data)
                 test_assert_range_equal (file, raw_fd, start, end - start);
         }
         for (guint64 b = f->block_size; b < f->virtual_size && b < 64 * MiB; b += f->block_size)
-                test_assert_range_equal (file, raw_fd, b - 777, (gsize) MIN (1554, f->virtual_size - b + 777));
+                test_assert_range_equal (file, raw_fd, b - 777,
+                                         (gsize) MIN (1554, f->virtual_size - b + 777));
         /* Random unaligned ranges, some several blocks long. */
         for (guint i = 0; i < 200; i++) {
                 guint64 len = g_rand_int_range (rand, 1, i % 10 == 0 ? 3 * MiB : 70000);
@@ -191,9 +225,9 @@ test_map (gconstpointer data)
         guint index = GPOINTER_TO_UINT (data);
         const Made *m = make_fixture (index);
         const Fixture *f = &fixtures[index];
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GArray) extents = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GArray) extents = NULL;
         guint64 expect = 0;
         int vhdx_fd, raw_fd;
 
@@ -243,8 +277,7 @@ typedef struct {
 } CountingIo;
 
 static gboolean
-counting_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-                GError **error)
+counting_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         CountingIo *self = (CountingIo *) io;
 
@@ -281,8 +314,8 @@ test_one_pread_per_run (void)
         /* qemu-io allocated blocks 3 to 5 in order for one write: a read across
          * them is one run of the file. */
         const Made *m = make_fixture (0);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         g_autofree guint8 *buf = g_malloc (12 * MiB);
         CountingIo *io;
         int raw_fd;
@@ -323,7 +356,7 @@ reader_thread (gpointer data)
 {
         ThreadData *td = data;
         const VhdxInfo *info = vhdx_file_get_info (td->file);
-        g_autoptr(GRand) rand = g_rand_new_with_seed (td->seed);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (td->seed);
         int raw_fd = open (td->raw, O_RDONLY | O_CLOEXEC);
 
         for (guint i = 0; i < 300; i++) {
@@ -340,8 +373,8 @@ test_threads (void)
 {
         /* 5 GiB dynamic: the BAT pages load lazily while threads race. */
         const Made *m = make_fixture (6);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         GThread *threads[4];
         ThreadData td[4];
 
@@ -352,7 +385,7 @@ test_threads (void)
         file = test_open_path (m->vhdx, &error);
         g_assert_no_error (error);
         for (guint i = 0; i < G_N_ELEMENTS (threads); i++) {
-                td[i] = (ThreadData) { file, m->raw, i + 1 };
+                td[i] = (ThreadData){ file, m->raw, i + 1 };
                 threads[i] = g_thread_new ("reader", reader_thread, &td[i]);
         }
         for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
@@ -363,8 +396,8 @@ static void
 test_out_of_range (void)
 {
         const Made *m = make_fixture (0);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
         guint8 buf[16];
 
         if (m == NULL) {
@@ -379,7 +412,8 @@ test_out_of_range (void)
         g_assert_false (vhdx_file_read (file, G_MAXUINT64 - 4, buf, 16, &error));
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
         g_clear_error (&error);
-        test_assert_ok (vhdx_file_read (file, fixtures[0].virtual_size - 16, buf, 16, &error), error);
+        test_assert_ok (vhdx_file_read (file, fixtures[0].virtual_size - 16, buf, 16, &error),
+                        error);
         test_assert_ok (vhdx_file_read (file, fixtures[0].virtual_size, buf, 0, &error), error);
 }
 

@@ -37,7 +37,8 @@ static gboolean
 guard_pwrite (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error)
 {
         g_error ("the engine wrote %" G_GSIZE_FORMAT " bytes at %" G_GUINT64_FORMAT
-                 " to an image opened read-only", count, offset);
+                 " to an image opened read-only",
+                 count, offset);
         return FALSE;
 }
 
@@ -65,9 +66,9 @@ static const VhdxIoVTable guard_vtable = {
 
 /* What the image must read as: qemu-io wrote 0x5a over [WRITE_START, WRITE_END)
  * in whole 1 MiB blocks; the raw disk is qemu-img convert's. */
-#define BLOCK_SIZE (1024 * 1024)
-#define WRITE_START (1 * BLOCK_SIZE)
-#define WRITE_END (4 * BLOCK_SIZE)
+#define BLOCK_SIZE   (1024 * 1024)
+#define WRITE_START  (1 * BLOCK_SIZE)
+#define WRITE_END    (4 * BLOCK_SIZE)
 #define VIRTUAL_SIZE (24 * BLOCK_SIZE)
 
 /* The expected extents: data exactly where qemu-io wrote, stored where the
@@ -93,11 +94,11 @@ written_extent (guint64 offset, VhdxMapExtent *e, gpointer user_data)
 static void
 exercise (const char *path, const char *raw_sum)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GArray) extents = NULL;
-        g_autoptr(GArray) expected = NULL;
-        g_autoptr(GPtrArray) problems = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GArray) extents = NULL;
+        g_autoptr (GArray) expected = NULL;
+        g_autoptr (GPtrArray) problems = NULL;
         g_autofree char *sum = NULL;
         g_autofree guint64 *entries = NULL;
         GuardIo *io = g_new0 (GuardIo, 1);
@@ -146,19 +147,19 @@ test_unchanged (gconstpointer data)
                 return;
         }
         {
-                const char *argv[] = { "qemu-img", "create", "-q", "-f", "vhdx", "-o", opts,
-                                       image, "24M", NULL };
+                const char *argv[] = { "qemu-img", "create", "-q",  "-f",  "vhdx",
+                                       "-o",       opts,     image, "24M", NULL };
                 test_run (argv);
         }
         {
                 const char *argv[] = { "qemu-io", "-f", "vhdx", "-c", "write -q -P 0x5a 1M 3M",
-                                       image, NULL };
+                                       image,     NULL };
                 test_run (argv);
         }
         /* QEMU's reading of the disk. */
         {
-                const char *argv[] = { "qemu-img", "convert", "-f", "vhdx", "-O", "raw", image,
-                                       raw, NULL };
+                const char *argv[] = { "qemu-img", "convert", "-f", "vhdx", "-O",
+                                       "raw",      image,     raw,  NULL };
                 test_run (argv);
         }
         raw_sum = test_sha256_file (raw);
@@ -181,10 +182,10 @@ test_unchanged (gconstpointer data)
 static void
 test_refuses_read_write (void)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GBytes) bytes = g_bytes_new_static ("", 0);
-        VhdxFile *file = vhdx_file_open (vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_READ_WRITE,
-                                         &error);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static ("", 0);
+        VhdxFile *file =
+                vhdx_file_open (vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_READ_WRITE, &error);
 
         g_assert_null (file);
         g_assert_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED);

@@ -27,9 +27,9 @@ test_sample (gconstpointer data)
         g_autofree char *dir = test_samples_dir ();
         g_autofree char *src = NULL, *tmp = NULL, *image = NULL, *cmd = NULL;
         g_autofree char *before = NULL, *after = NULL, *sum = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GPtrArray) problems = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GPtrArray) problems = NULL;
         const VhdxInfo *info;
 
         if (dir == NULL) {

@@ -26,11 +26,11 @@
 #include <dlfcn.h>
 #endif
 
-#define MiB VHDX_MiB
-#define GiB VHDX_GiB
-#define N_THREADS 8
-#define N_ROUNDS 16
-#define N_REGIONS 48
+#define MiB         VHDX_MiB
+#define GiB         VHDX_GiB
+#define N_THREADS   8
+#define N_ROUNDS    16
+#define N_REGIONS   48
 #define REGION_SIZE (192 * 1024)
 
 #if defined(__SANITIZE_THREAD__)
@@ -89,7 +89,7 @@ typedef struct {
 typedef struct {
         const char *name;
         char *dir;
-        char *path;        /* the image opened */
+        char *path; /* the image opened */
         Region regions[N_REGIONS];
         Model model;
 } Scenario;
@@ -105,7 +105,7 @@ typedef struct {
 static VhdxFile *
 open_scenario (Scenario *s)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxOpenOptions options = { .path = s->path };
         VhdxIo *io = vhdx_io_open_path (s->path, FALSE, &error);
         VhdxFile *file;
@@ -149,27 +149,28 @@ static gpointer
 worker_run (gpointer data)
 {
         Worker *w = data;
-        g_autoptr(GRand) rand = g_rand_new_with_seed (w->seed);
+        g_autoptr (GRand) rand = g_rand_new_with_seed (w->seed);
         g_autofree guint8 *buf = g_malloc (REGION_SIZE);
 
         for (guint i = 0; i < 120; i++) {
                 const Region *r = &w->s->regions[g_rand_int_range (rand, 0, N_REGIONS)];
                 gsize skip = g_rand_int_range (rand, 0, r->length);
                 gsize len = g_rand_int_range (rand, 1, r->length - skip + 1);
-                g_autoptr(GError) error = NULL;
+                g_autoptr (GError) error = NULL;
 
                 if (g_rand_int_range (rand, 0, 8) == 0) {
-                        g_autoptr(GArray) extents = vhdx_file_map (w->file, r->offset + skip,
-                                                                   len, &error);
-                        g_autoptr(GArray) expected = test_model_extents (
-                                r->offset + skip, len, 512, model_extent, &w->s->model);
+                        g_autoptr (GArray) extents =
+                                vhdx_file_map (w->file, r->offset + skip, len, &error);
+                        g_autoptr (GArray) expected =
+                                test_model_extents (r->offset + skip, len, 512, model_extent,
+                                                    &w->s->model);
                         g_assert_no_error (error);
                         test_assert_extents_equal (extents, expected, w->s->name);
                         continue;
                 }
-                test_assert_ok (vhdx_file_read (w->file, r->offset + skip, buf, len, &error), error);
-                test_assert_bytes_equal (buf, r->expect + skip, len, r->offset + skip,
-                                         w->s->name);
+                test_assert_ok (vhdx_file_read (w->file, r->offset + skip, buf, len, &error),
+                                error);
+                test_assert_bytes_equal (buf, r->expect + skip, len, r->offset + skip, w->s->name);
                 w->n_reads++;
                 w->n_bytes += len;
         }
@@ -185,12 +186,12 @@ test_concurrent_reads (gconstpointer data)
 
         for (guint round = 0; round < N_ROUNDS; round++) {
                 /* A fresh file each round: nothing is loaded yet. */
-                g_autoptr(VhdxFile) file = open_scenario (s);
+                g_autoptr (VhdxFile) file = open_scenario (s);
                 Worker workers[N_THREADS];
                 GThread *threads[N_THREADS];
 
                 for (guint t = 0; t < N_THREADS; t++) {
-                        workers[t] = (Worker) { s, file, 1000 * round + t, 0, 0 };
+                        workers[t] = (Worker){ s, file, 1000 * round + t, 0, 0 };
                         threads[t] = g_thread_new ("reader", worker_run, &workers[t]);
                 }
                 for (guint t = 0; t < N_THREADS; t++) {
@@ -208,8 +209,12 @@ typedef void (*ExpectFunc) (guint64 offset, guint8 *buf, gsize length, gpointer 
 /* The regions every thread reads, and their bytes as the scenario's oracle
  * gives them. */
 static void
-scenario_set_regions (Scenario *s, const guint64 *starts, guint n_starts, guint64 virtual_size,
-                      ExpectFunc expect, gpointer user_data)
+scenario_set_regions (Scenario *s,
+                      const guint64 *starts,
+                      guint n_starts,
+                      guint64 virtual_size,
+                      ExpectFunc expect,
+                      gpointer user_data)
 {
         guint with_data = 0;
 
@@ -312,8 +317,8 @@ static Scenario *
 scenario_dynamic (void)
 {
         Scenario *s = scenario_new ("dynamic");
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GError) error = NULL;
         guint64 starts[16];
         VhdxGenParams params;
 
@@ -323,8 +328,8 @@ scenario_dynamic (void)
         params.shuffle_blocks = TRUE;
         gen = vhdx_gen_new (&params);
         for (guint i = 0; i < G_N_ELEMENTS (starts); i++) {
-                starts[i] = (guint64) i * (params.virtual_size / G_N_ELEMENTS (starts)) +
-                            MiB - 64 * 1024;
+                starts[i] = (guint64) i * (params.virtual_size / G_N_ELEMENTS (starts)) + MiB -
+                            64 * 1024;
                 vhdx_gen_fill_pattern (gen, starts[i], 512 * 1024, i + 1);
         }
         s->path = g_build_filename (s->dir, "dynamic.vhdx", NULL);
@@ -337,12 +342,16 @@ scenario_dynamic (void)
 }
 
 static void
-write_level (const char *path, VhdxCreateParams *params, const guint64 *starts, guint n,
-             gsize run, guint32 seed)
+write_level (const char *path,
+             VhdxCreateParams *params,
+             const guint64 *starts,
+             guint n,
+             gsize run,
+             guint32 seed)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxCreator) w = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxCreator) w = NULL;
         g_autofree guint8 *buf = g_malloc (run);
         int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
@@ -434,10 +443,10 @@ static Scenario *
 scenario_dirty (void)
 {
         Scenario *s = scenario_new ("dirty-log");
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxIo) io = NULL;
-        g_autoptr(VhdxLogWriter) writer = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxIo) io = NULL;
+        g_autoptr (VhdxLogWriter) writer = NULL;
         guint64 starts[8];
         guint8 sector[4096];
         VhdxGenParams params;
@@ -471,8 +480,9 @@ scenario_dirty (void)
                         vhdx_log_writer_add_data (writer, block + k * 3 * 4096, sector);
                 }
                 vhdx_log_writer_add_zero (writer, block + 256 * 1024, 64 * 1024);
-                test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size,
-                                                       layout.file_size, &error), error);
+                test_assert_ok (vhdx_log_writer_commit (writer, layout.file_size, layout.file_size,
+                                                        &error),
+                                error);
         }
         for (guint h = 0; h < 2; h++) {
                 guint8 header[VHDX_HEADER_SIZE];
@@ -502,7 +512,7 @@ scenario_dirty (void)
 int
 main (int argc, char **argv)
 {
-        g_autoptr(GPtrArray) scenarios = g_ptr_array_new_with_free_func (scenario_free);
+        g_autoptr (GPtrArray) scenarios = g_ptr_array_new_with_free_func (scenario_free);
 
         g_test_init (&argc, &argv, NULL);
         g_ptr_array_add (scenarios, scenario_dynamic ());

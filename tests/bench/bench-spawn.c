@@ -13,8 +13,8 @@
  *       command timed refusing an image)
  *
  * Standard output and standard error of the command go to /dev/null; a
- * command that exits with another status fails the whole run.  This program is small and uses only libc on purpose: a
- * forked child's peak RSS starts from its parent's.
+ * command that exits with another status fails the whole run.  This program is small and uses only
+ * libc on purpose: a forked child's peak RSS starts from its parent's.
  */
 
 #include <errno.h>

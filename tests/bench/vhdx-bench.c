@@ -48,16 +48,15 @@
 #include <libvhdi.h>
 #endif
 
-#define KiB ((guint64) 1024)
-#define MiB (KiB * 1024)
-#define SEQ_REQUEST MiB
-#define RANDOM_REQUEST (4 * KiB)
-#define RANDOM_COUNT 200000
-#define RANDOM_SEED G_GUINT64_CONSTANT (0x5eed0f4b1d)
+#define KiB             ((guint64) 1024)
+#define MiB             (KiB * 1024)
+#define SEQ_REQUEST     MiB
+#define RANDOM_REQUEST  (4 * KiB)
+#define RANDOM_COUNT    200000
+#define RANDOM_SEED     G_GUINT64_CONSTANT (0x5eed0f4b1d)
 #define ASYNC_IN_FLIGHT 4
 
-static G_NORETURN void
-die (const char *format, ...) G_GNUC_PRINTF (1, 2);
+static G_NORETURN void die (const char *format, ...) G_GNUC_PRINTF (1, 2);
 
 static G_NORETURN void
 die (const char *format, ...)
@@ -310,8 +309,8 @@ static gboolean
 vhdi_read (Reader *reader, guint64 offset, guint8 *buf, gsize count)
 {
         libvhdi_error_t *error = NULL;
-        ssize_t n = libvhdi_file_read_buffer_at_offset (reader->vhdi, buf, count,
-                                                        (off64_t) offset, &error);
+        ssize_t n = libvhdi_file_read_buffer_at_offset (reader->vhdi, buf, count, (off64_t) offset,
+                                                        &error);
 
         if (n != (ssize_t) count) {
                 libvhdi_error_free (&error);
@@ -432,18 +431,22 @@ best (const double *values, guint n)
 static void
 print_result_start (const char *bench, const Requests *r)
 {
-        g_print ("{\"bench\": \"%s\", \"requests\": %u, \"request_bytes\": %" G_GSIZE_FORMAT,
-                 bench, r->n, r->length);
+        g_print ("{\"bench\": \"%s\", \"requests\": %u, \"request_bytes\": %" G_GSIZE_FORMAT, bench,
+                 r->n, r->length);
 }
 
 /* Times @n_readers readers over @r in @rounds interleaved rounds; @extra
  * goes into the JSON line. */
 static void
-time_readers (const char *bench, Reader *readers, guint n_readers, const Requests *r,
-              guint rounds, const char *extra)
+time_readers (const char *bench,
+              Reader *readers,
+              guint n_readers,
+              const Requests *r,
+              guint rounds,
+              const char *extra)
 {
         g_autofree guint8 *buf = aligned_alloc_or_die (r->length);
-        g_autofree double *times = g_new0 (double, (gsize) n_readers * rounds);
+        g_autofree double *times = g_new0 (double, (gsize) n_readers *rounds);
         gboolean same = same_bytes (readers, n_readers, r); /* also warms the cache */
 
         for (guint round = 0; round < rounds; round++) {
@@ -490,8 +493,8 @@ cmd_reads (int argc, char **argv, gboolean random)
                 requests_random (&r, readers[0].size);
         else
                 requests_sequential (&r, readers[0].size);
-        time_readers (random ? "random" : "sequential", readers, n, &r,
-                      (guint) parse_u64 (argv[2]), "");
+        time_readers (random ? "random" : "sequential", readers, n, &r, (guint) parse_u64 (argv[2]),
+                      "");
         for (guint k = 0; k < n; k++)
                 reader_close (&readers[k]);
         g_free (r.offsets);
@@ -536,8 +539,10 @@ time_threads (Reader *reader, const Requests *r, guint n_threads)
         g_mutex_init (&lock);
         g_cond_init (&cond);
         for (guint i = 0; i < n_threads; i++) {
-                workers[i] = (Worker) { reader, r, r->n * i / n_threads,
-                                        r->n * (i + 1) / n_threads, &lock, &cond, &go };
+                workers[i] = (Worker){
+                        reader, r,  r->n * i / n_threads, r->n * (i + 1) / n_threads, &lock,
+                        &cond,  &go
+                };
                 threads[i] = g_thread_new ("reader", worker_run, &workers[i]);
         }
         g_usleep (10000);
@@ -659,8 +664,8 @@ async_start (AsyncRun *run)
 
                 req->run = run;
                 req->offset = run->next;
-                vhdx_image_read_bytes_async (run->image, run->next, SEQ_REQUEST,
-                                             G_PRIORITY_DEFAULT, NULL, async_done, req);
+                vhdx_image_read_bytes_async (run->image, run->next, SEQ_REQUEST, G_PRIORITY_DEFAULT,
+                                             NULL, async_done, req);
                 run->next += SEQ_REQUEST;
                 run->in_flight++;
         }
@@ -754,8 +759,7 @@ cmd_chain (int argc, char **argv)
         if (readers[0].size != readers[1].size)
                 die ("%s and %s differ in size", argv[0], argv[1]);
         requests_random (&r, readers[0].size);
-        depth = g_strdup_printf (", \"depth\": %u",
-                                 vhdx_file_get_chain_depth (readers[0].vfile));
+        depth = g_strdup_printf (", \"depth\": %u", vhdx_file_get_chain_depth (readers[0].vfile));
         time_readers ("chain", readers, 2, &r, (guint) parse_u64 (argv[2]), depth);
         reader_close (&readers[0]);
         reader_close (&readers[1]);

@@ -13,7 +13,7 @@
 int
 main (int argc, char **argv)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         VhdxHostileImage image;
         VhdxHostileKind kind;
 

@@ -26,7 +26,7 @@
 static void
 write_demo (VhdxGen *gen)
 {
-        const guint64 text_blocks[] = {0, 10};
+        const guint64 text_blocks[] = { 0, 10 };
         const gsize text_len = strlen (DEMO_TEXT);
         g_autofree guint8 *block = g_malloc (VHDX_MiB);
         gsize i;
@@ -109,7 +109,7 @@ typedef struct {
 static gboolean
 parse_pattern (const char *text, PatternSpec *spec, GError **error)
 {
-        g_auto(GStrv) parts = g_strsplit (text, ":", -1);
+        g_auto (GStrv) parts = g_strsplit (text, ":", -1);
         guint64 seed;
 
         if (g_strv_length (parts) != 3 || !parse_size (parts[0], &spec->offset) ||
@@ -164,7 +164,11 @@ check_params (const VhdxGenParams *params, GError **error)
  * replayed.
  */
 static gboolean
-make_dirty (VhdxGen *gen, const char *path, gint64 block, guint32 seed, VhdxGenDirty *dirty,
+make_dirty (VhdxGen *gen,
+            const char *path,
+            gint64 block,
+            guint32 seed,
+            VhdxGenDirty *dirty,
             GError **error)
 {
         const VhdxGenParams *params = vhdx_gen_get_params (gen);
@@ -205,7 +209,7 @@ record_blocks (VhdxGen *gen)
 
         vhdx_gen_get_layout (gen, &layout);
         for (block = 0; block < layout.payload_blocks; block++) {
-                BlockRecord record = {block, 0};
+                BlockRecord record = { block, 0 };
 
                 if (vhdx_gen_block_file_offset (gen, block, &record.file_offset))
                         g_array_append_val (blocks, record);
@@ -227,11 +231,14 @@ append_guid (GString *out, const char *key, const VhdxGuid *guid, gboolean last)
  * @blocks comes from record_blocks() before make_dirty().
  */
 static gboolean
-write_description (VhdxGen *gen, GArray *blocks, const VhdxGenDirty *dirty, const char *path,
+write_description (VhdxGen *gen,
+                   GArray *blocks,
+                   const VhdxGenDirty *dirty,
+                   const char *path,
                    GError **error)
 {
         const VhdxGenParams *params = vhdx_gen_get_params (gen);
-        g_autoptr(GString) out = g_string_new ("{\n");
+        g_autoptr (GString) out = g_string_new ("{\n");
         VhdxGuid file_write_guid, data_write_guid, virtual_disk_id;
         VhdxGenLayout layout;
         guint64 stored_bytes = 0;
@@ -280,17 +287,16 @@ write_description (VhdxGen *gen, GArray *blocks, const VhdxGenDirty *dirty, cons
                 guint64 start = r->block * params->block_size;
                 guint64 length = MIN ((guint64) params->block_size, params->virtual_size - start);
 
-                g_string_append_printf (out, "%s\n    {\"block\": %" G_GUINT64_FORMAT
+                g_string_append_printf (out,
+                                        "%s\n    {\"block\": %" G_GUINT64_FORMAT
                                         ", \"start\": %" G_GUINT64_FORMAT
                                         ", \"length\": %" G_GUINT64_FORMAT
                                         ", \"file-offset\": %" G_GUINT64_FORMAT "}",
-                                        i > 0 ? "," : "", r->block, start, length,
-                                        r->file_offset);
+                                        i > 0 ? "," : "", r->block, start, length, r->file_offset);
                 stored_bytes += length;
         }
         g_string_append (out, blocks->len > 0 ? "\n  ],\n" : "],\n");
-        g_string_append_printf (out, "  \"stored-bytes\": %" G_GUINT64_FORMAT ",\n",
-                                stored_bytes);
+        g_string_append_printf (out, "  \"stored-bytes\": %" G_GUINT64_FORMAT ",\n", stored_bytes);
         g_string_append_printf (out, "  \"file-size\": %" G_GUINT64_FORMAT ",\n",
                                 dirty != NULL ? dirty->block_file_offset + dirty->length
                                               : layout.file_size);
@@ -309,13 +315,11 @@ write_description (VhdxGen *gen, GArray *blocks, const VhdxGenDirty *dirty, cons
                         ", \"log-guid\": \"%s\", \"log-entry-offset\": %" G_GUINT64_FORMAT
                         ", \"log-entry-length\": %u, \"log-sequence\": %" G_GUINT64_FORMAT
                         ", \"flushed-file-offset\": %" G_GUINT64_FORMAT
-                        ", \"last-file-offset\": %" G_GUINT64_FORMAT
-                        ", \"header\": %u}\n",
+                        ", \"last-file-offset\": %" G_GUINT64_FORMAT ", \"header\": %u}\n",
                         dirty->block, dirty->block * params->block_size, dirty->length,
                         dirty->block_file_offset, dirty->bat_entry_offset, log_guid,
                         dirty->log_entry_offset, dirty->log_entry_length, dirty->log_sequence,
-                        dirty->flushed_file_offset, dirty->last_file_offset,
-                        dirty->header_index);
+                        dirty->flushed_file_offset, dirty->last_file_offset, dirty->header_index);
         }
         g_string_append (out, "}\n");
         return g_file_set_contents (path, out->str, (gssize) out->len, error);
@@ -338,56 +342,54 @@ main (int argc, char **argv)
         g_autofree char *log_size = NULL;
         g_autofree char *raw_path = NULL;
         g_autofree char *describe_path = NULL;
-        g_auto(GStrv) patterns = NULL;
+        g_auto (GStrv) patterns = NULL;
         gint seed = -1;
         gint dirty_block = -1;
         gint dirty_seed = 4242;
         const GOptionEntry entries[] = {
-                {"demo", 0, 0, G_OPTION_ARG_NONE, &demo,
-                 "Write the demo image (dynamic, 64 MiB, 1 MiB blocks, fixed content)", NULL},
-                {"type", 't', 0, G_OPTION_ARG_STRING, &type, "Disk type (default dynamic)",
-                 "fixed|dynamic"},
-                {"size", 's', 0, G_OPTION_ARG_STRING, &size,
-                 "Virtual size, with an optional K/M/G/T suffix (default 1G)", "N"},
-                {"block-size", 'b', 0, G_OPTION_ARG_STRING, &block_size,
-                 "Block size (default 32M)", "N"},
-                {"logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &logical,
-                 "Logical sector size, 512 or 4096 (default 512)", "N"},
-                {"physical-sector-size", 0, 0, G_OPTION_ARG_STRING, &physical,
-                 "Physical sector size, 512 or 4096 (default 4096)", "N"},
-                {"log-size", 0, 0, G_OPTION_ARG_STRING, &log_size, "Log size (default 1M)",
-                 "N"},
-                {"pattern", 'p', 0, G_OPTION_ARG_STRING_ARRAY, &patterns,
-                 "Fill LENGTH bytes at OFFSET with the pseudo-random pattern SEED (repeatable)",
-                 "OFFSET:LENGTH:SEED"},
-                {"metadata-first", 0, 0, G_OPTION_ARG_NONE, &metadata_first,
-                 "List the metadata region before the BAT in the region table", NULL},
-                {"identical-headers", 0, 0, G_OPTION_ARG_NONE, &identical_headers,
-                 "Write two identical headers with sequence number 1", NULL},
-                {"shuffle", 0, 0, G_OPTION_ARG_NONE, &shuffle,
-                 "Store payload blocks out of order", NULL},
-                {"zero-state", 0, 0, G_OPTION_ARG_NONE, &zero_state,
-                 "Mark unwritten blocks ZERO instead of NOT_PRESENT", NULL},
-                {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Seed of the GUIDs and the shuffle",
-                 "N"},
-                {"dirty", 0, 0, G_OPTION_ARG_NONE, &dirty,
-                 "Allocate one more block through the log and leave the log to be replayed",
-                 NULL},
-                {"dirty-block", 0, 0, G_OPTION_ARG_INT, &dirty_block,
-                 "Allocate block N through the log, as --dirty does for the first unallocated one",
-                 "N"},
-                {"dirty-seed", 0, 0, G_OPTION_ARG_INT, &dirty_seed,
-                 "With --dirty, the pattern seed of the new block (default 4242)", "N"},
-                {"describe", 0, 0, G_OPTION_ARG_FILENAME, &describe_path,
-                 "Write what was generated, as JSON, to FILE", "FILE"},
-                {"raw", 'r', 0, G_OPTION_ARG_FILENAME, &raw_path,
-                 "Also write the expected raw virtual disk (sparse) to FILE", "FILE"},
+                { "demo", 0, 0, G_OPTION_ARG_NONE, &demo,
+                  "Write the demo image (dynamic, 64 MiB, 1 MiB blocks, fixed content)", NULL },
+                { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Disk type (default dynamic)",
+                  "fixed|dynamic" },
+                { "size", 's', 0, G_OPTION_ARG_STRING, &size,
+                  "Virtual size, with an optional K/M/G/T suffix (default 1G)", "N" },
+                { "block-size", 'b', 0, G_OPTION_ARG_STRING, &block_size,
+                  "Block size (default 32M)", "N" },
+                { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &logical,
+                  "Logical sector size, 512 or 4096 (default 512)", "N" },
+                { "physical-sector-size", 0, 0, G_OPTION_ARG_STRING, &physical,
+                  "Physical sector size, 512 or 4096 (default 4096)", "N" },
+                { "log-size", 0, 0, G_OPTION_ARG_STRING, &log_size, "Log size (default 1M)", "N" },
+                { "pattern", 'p', 0, G_OPTION_ARG_STRING_ARRAY, &patterns,
+                  "Fill LENGTH bytes at OFFSET with the pseudo-random pattern SEED (repeatable)",
+                  "OFFSET:LENGTH:SEED" },
+                { "metadata-first", 0, 0, G_OPTION_ARG_NONE, &metadata_first,
+                  "List the metadata region before the BAT in the region table", NULL },
+                { "identical-headers", 0, 0, G_OPTION_ARG_NONE, &identical_headers,
+                  "Write two identical headers with sequence number 1", NULL },
+                { "shuffle", 0, 0, G_OPTION_ARG_NONE, &shuffle, "Store payload blocks out of order",
+                  NULL },
+                { "zero-state", 0, 0, G_OPTION_ARG_NONE, &zero_state,
+                  "Mark unwritten blocks ZERO instead of NOT_PRESENT", NULL },
+                { "seed", 0, 0, G_OPTION_ARG_INT, &seed, "Seed of the GUIDs and the shuffle", "N" },
+                { "dirty", 0, 0, G_OPTION_ARG_NONE, &dirty,
+                  "Allocate one more block through the log and leave the log to be replayed",
+                  NULL },
+                { "dirty-block", 0, 0, G_OPTION_ARG_INT, &dirty_block,
+                  "Allocate block N through the log, as --dirty does for the first unallocated one",
+                  "N" },
+                { "dirty-seed", 0, 0, G_OPTION_ARG_INT, &dirty_seed,
+                  "With --dirty, the pattern seed of the new block (default 4242)", "N" },
+                { "describe", 0, 0, G_OPTION_ARG_FILENAME, &describe_path,
+                  "Write what was generated, as JSON, to FILE", "FILE" },
+                { "raw", 'r', 0, G_OPTION_ARG_FILENAME, &raw_path,
+                  "Also write the expected raw virtual disk (sparse) to FILE", "FILE" },
                 G_OPTION_ENTRY_NULL,
         };
-        g_autoptr(GOptionContext) context = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VhdxGen) gen = NULL;
-        g_autoptr(GArray) blocks = NULL;
+        g_autoptr (GOptionContext) context = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
+        g_autoptr (GArray) blocks = NULL;
         VhdxGenParams params;
         VhdxGenDirty dirty_record;
         guint i;
@@ -433,8 +435,8 @@ main (int argc, char **argv)
                                                  &params.logical_sector_size, &error)) ||
             (physical != NULL && !parse_size_u32 ("--physical-sector-size", physical,
                                                   &params.physical_sector_size, &error)) ||
-            (log_size != NULL && !parse_size_u32 ("--log-size", log_size, &params.log_size,
-                                                  &error)))
+            (log_size != NULL &&
+             !parse_size_u32 ("--log-size", log_size, &params.log_size, &error)))
                 goto fail;
         params.metadata_region_first = metadata_first;
         params.identical_headers = identical_headers;
@@ -475,8 +477,8 @@ main (int argc, char **argv)
         blocks = record_blocks (gen);
         if (!vhdx_gen_write_file (gen, argv[1], &error))
                 goto fail;
-        if (dirty && !make_dirty (gen, argv[1], dirty_block, (guint32) dirty_seed, &dirty_record,
-                                  &error))
+        if (dirty &&
+            !make_dirty (gen, argv[1], dirty_block, (guint32) dirty_seed, &dirty_record, &error))
                 goto fail;
         if (describe_path != NULL &&
             !write_description (gen, blocks, dirty ? &dirty_record : NULL, describe_path, &error))

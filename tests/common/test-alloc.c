@@ -4,7 +4,7 @@
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define TEST_ALLOC_DISABLED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
         __has_feature(memory_sanitizer)
 #define TEST_ALLOC_DISABLED 1
 #endif

@@ -2,7 +2,6 @@
 /* VhdxIo wrappers for tests: a counting one. */
 #include "test-io.h"
 
-
 typedef struct {
         VhdxIo parent;
         VhdxIo *inner;
@@ -70,13 +69,12 @@ counting_free (VhdxIo *io)
 }
 
 /* Four variants: with and without writing, with and without next_data. */
-#define COUNTING_VTABLE(write, skip)                                                       \
-        {                                                                                  \
-                .pread = counting_pread, .get_size = counting_get_size,                    \
-                .pwrite = (write) ? counting_pwrite : NULL,                                \
-                .flush = (write) ? counting_flush : NULL, .free = counting_free,           \
-                .identify = counting_identify,                                             \
-                .next_data = (skip) ? counting_next_data : NULL,                           \
+#define COUNTING_VTABLE(write, skip)                                                               \
+        {                                                                                          \
+                .pread = counting_pread, .get_size = counting_get_size,                            \
+                .pwrite = (write) ? counting_pwrite : NULL,                                        \
+                .flush = (write) ? counting_flush : NULL, .free = counting_free,                   \
+                .identify = counting_identify, .next_data = (skip) ? counting_next_data : NULL,    \
         }
 
 static const VhdxIoVTable vtables[2][2] = {

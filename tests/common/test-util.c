@@ -13,7 +13,7 @@
 char *
 test_tmpdir_new (void)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         char *path = g_dir_make_tmp ("libvhdx-test-XXXXXX", &error);
 
         g_assert_no_error (error);
@@ -23,7 +23,7 @@ test_tmpdir_new (void)
 static void
 remove_tree (const char *path)
 {
-        g_autoptr(GDir) dir = g_dir_open (path, 0, NULL);
+        g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
         const char *name;
 
         if (dir != NULL) {
@@ -59,7 +59,7 @@ test_have_program (const char *program)
 void
 test_run (const char *const *argv)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree char *out = NULL;
         g_autofree char *err = NULL;
         g_autofree char *cmdline = g_strjoinv (" ", (char **) argv);
@@ -79,8 +79,8 @@ test_open_path (const char *path, GError **error)
         int fd = open (path, O_RDONLY | O_CLOEXEC);
 
         if (fd < 0) {
-                g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno), "%s: %s",
-                             path, g_strerror (errno));
+                g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno), "%s: %s", path,
+                             g_strerror (errno));
                 return NULL;
         }
         {
@@ -94,7 +94,7 @@ test_open_path (const char *path, GError **error)
 char *
 test_sha256_file (const char *path)
 {
-        g_autoptr(GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+        g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
         g_autofree guint8 *buf = g_malloc (1 << 20);
         int fd = open (path, O_RDONLY | O_CLOEXEC);
         ssize_t n;
@@ -111,12 +111,12 @@ char *
 test_sha256_virtual_disk (VhdxFile *file)
 {
         const VhdxInfo *info = vhdx_file_get_info (file);
-        g_autoptr(GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+        g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
         const gsize chunk = 8 << 20;
         g_autofree guint8 *buf = g_malloc (chunk);
 
         for (guint64 offset = 0; offset < info->virtual_size;) {
-                g_autoptr(GError) error = NULL;
+                g_autoptr (GError) error = NULL;
                 gsize n = (gsize) MIN ((guint64) chunk, info->virtual_size - offset);
                 test_assert_ok (vhdx_file_read (file, offset, buf, n, &error), error);
                 g_checksum_update (sum, buf, n);
@@ -128,7 +128,7 @@ test_sha256_virtual_disk (VhdxFile *file)
 void
 test_assert_range_equal (VhdxFile *file, int raw_fd, guint64 offset, gsize length)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree guint8 *got = g_malloc (MAX (length, 1));
         g_autofree guint8 *want = g_malloc0 (MAX (length, 1));
         gsize done = 0;
@@ -167,8 +167,11 @@ test_samples_dir (void)
 }
 
 void
-test_assert_bytes_equal (const guint8 *found, const guint8 *expected, gsize length,
-                         guint64 offset, const char *what)
+test_assert_bytes_equal (const guint8 *found,
+                         const guint8 *expected,
+                         gsize length,
+                         guint64 offset,
+                         const char *what)
 {
         if (memcmp (found, expected, length) == 0)
                 return;
@@ -185,12 +188,11 @@ char *
 test_guid_to_text (const guint8 *bytes)
 {
         return g_strdup_printf ("%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                                (guint) bytes[0] | (guint) bytes[1] << 8 |
-                                        (guint) bytes[2] << 16 | (guint) bytes[3] << 24,
+                                (guint) bytes[0] | (guint) bytes[1] << 8 | (guint) bytes[2] << 16 |
+                                        (guint) bytes[3] << 24,
                                 (guint) bytes[4] | (guint) bytes[5] << 8,
                                 (guint) bytes[6] | (guint) bytes[7] << 8, bytes[8], bytes[9],
-                                bytes[10], bytes[11], bytes[12], bytes[13], bytes[14],
-                                bytes[15]);
+                                bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
 }
 
 /* Taking a file apart by hand */
@@ -201,8 +203,8 @@ pread_exact (int fd, void *buf, gsize length, guint64 offset)
         gsize done = 0;
 
         while (done < length) {
-                ssize_t n = pread (fd, (guint8 *) buf + done, length - done,
-                                   (off_t) (offset + done));
+                ssize_t n =
+                        pread (fd, (guint8 *) buf + done, length - done, (off_t) (offset + done));
                 g_assert_cmpint (n, >, 0);
                 done += (gsize) n;
         }
@@ -307,12 +309,10 @@ test_spec_read_layout (const char *path, TestSpecLayout *layout)
                 } else if (memcmp (e, vhdx_gen_guid_item[VHDX_GEN_ITEM_VIRTUAL_DISK_ID].bytes,
                                    16) == 0) {
                         memcpy (layout->virtual_disk_id, value, 16);
-                } else if (memcmp (e,
-                                   vhdx_gen_guid_item[VHDX_GEN_ITEM_LOGICAL_SECTOR_SIZE].bytes,
+                } else if (memcmp (e, vhdx_gen_guid_item[VHDX_GEN_ITEM_LOGICAL_SECTOR_SIZE].bytes,
                                    16) == 0) {
                         layout->logical_sector_size = vhdx_get_le32 (value);
-                } else if (memcmp (e,
-                                   vhdx_gen_guid_item[VHDX_GEN_ITEM_PHYSICAL_SECTOR_SIZE].bytes,
+                } else if (memcmp (e, vhdx_gen_guid_item[VHDX_GEN_ITEM_PHYSICAL_SECTOR_SIZE].bytes,
                                    16) == 0) {
                         layout->physical_sector_size = vhdx_get_le32 (value);
                 }
@@ -323,12 +323,12 @@ test_spec_read_layout (const char *path, TestSpecLayout *layout)
         g_assert_cmpuint (layout->virtual_size, >, 0);
 
         /* MS-VHDX 2.5: the chunk ratio and the number of blocks. */
-        layout->chunk_ratio = (G_GUINT64_CONSTANT (1) << 23) * layout->logical_sector_size /
-                              layout->block_size;
-        layout->payload_blocks = (layout->virtual_size + layout->block_size - 1) /
-                                 layout->block_size;
-        layout->sector_bitmap_blocks = (layout->payload_blocks + layout->chunk_ratio - 1) /
-                                       layout->chunk_ratio;
+        layout->chunk_ratio =
+                (G_GUINT64_CONSTANT (1) << 23) * layout->logical_sector_size / layout->block_size;
+        layout->payload_blocks =
+                (layout->virtual_size + layout->block_size - 1) / layout->block_size;
+        layout->sector_bitmap_blocks =
+                (layout->payload_blocks + layout->chunk_ratio - 1) / layout->chunk_ratio;
 }
 
 guint64
@@ -392,7 +392,10 @@ model_append (GArray *extents, const VhdxMapExtent *e)
 }
 
 GArray *
-test_model_extents (guint64 offset, guint64 length, guint32 granule, TestExtentFunc func,
+test_model_extents (guint64 offset,
+                    guint64 length,
+                    guint32 granule,
+                    TestExtentFunc func,
                     gpointer user_data)
 {
         GArray *extents = g_array_new (FALSE, TRUE, sizeof (VhdxMapExtent));
@@ -421,9 +424,8 @@ print_extents (const char *title, GArray *extents)
                 const VhdxMapExtent *e = &g_array_index (extents, VhdxMapExtent, i);
                 g_test_message ("  %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
                                 " %s present=%d depth=%u file=%" G_GUINT64_FORMAT,
-                                e->offset, e->length,
-                                e->kind == VHDX_EXTENT_DATA ? "data" : "zero", e->present,
-                                e->depth, e->file_offset);
+                                e->offset, e->length, e->kind == VHDX_EXTENT_DATA ? "data" : "zero",
+                                e->present, e->depth, e->file_offset);
         }
 }
 
@@ -449,9 +451,13 @@ test_assert_extents_equal (GArray *found, GArray *expected, const char *what)
 /* Log entries by hand */
 
 GByteArray *
-test_log_entry_new (const VhdxGuid *log_guid, guint64 sequence, guint32 tail,
-                    guint64 flushed_file_offset, guint64 last_file_offset,
-                    const TestLogUpdate *updates, guint n_updates)
+test_log_entry_new (const VhdxGuid *log_guid,
+                    guint64 sequence,
+                    guint32 tail,
+                    guint64 flushed_file_offset,
+                    guint64 last_file_offset,
+                    const TestLogUpdate *updates,
+                    guint n_updates)
 {
         const guint32 sector = 4096;
         guint32 n_data = 0;

@@ -14,13 +14,13 @@ G_BEGIN_DECLS
  * Assert that @call, which reports failure through the GError @error,
  * succeeded: the error is asserted first, so that a failure shows its message.
  */
-#define test_assert_ok(call, error)                                                        \
-        G_STMT_START                                                                       \
-        {                                                                                  \
-                gboolean test_ok_ = (call);                                                \
-                g_assert_no_error (error);                                                 \
-                g_assert_true (test_ok_);                                                  \
-        }                                                                                  \
+#define test_assert_ok(call, error)                                                                \
+        G_STMT_START                                                                               \
+        {                                                                                          \
+                gboolean test_ok_ = (call);                                                        \
+                g_assert_no_error (error);                                                         \
+                g_assert_true (test_ok_);                                                          \
+        }                                                                                          \
         G_STMT_END
 
 /* A temporary directory removed (with its files) by test_tmpdir_free(). */
@@ -49,8 +49,11 @@ G_GNUC_WARN_UNUSED_RESULT char *test_samples_dir (void);
 
 /* Compare @length bytes read at virtual @offset with the expected ones,
  * failing the test with the first differing offset and @what. */
-void test_assert_bytes_equal (const guint8 *found, const guint8 *expected, gsize length,
-                              guint64 offset, const char *what);
+void test_assert_bytes_equal (const guint8 *found,
+                              const guint8 *expected,
+                              gsize length,
+                              guint64 offset,
+                              const char *what);
 
 /*
  * The engine's text form of the GUID stored as @bytes: lowercase, with
@@ -66,7 +69,7 @@ G_GNUC_WARN_UNUSED_RESULT char *test_guid_to_text (const guint8 *bytes);
  * a file that is not well formed fails the test.
  */
 typedef struct {
-        guint header_index;           /* 1 or 2 */
+        guint header_index; /* 1 or 2 */
         guint64 header_offset;
         guint64 header_sequence;
         guint8 file_write_guid[16];
@@ -75,7 +78,7 @@ typedef struct {
         guint64 log_offset;
         guint32 log_length;
 
-        guint region_table_index;     /* 1 or 2 */
+        guint region_table_index; /* 1 or 2 */
         guint64 bat_offset;
         guint32 bat_length;
         guint64 metadata_offset;
@@ -115,8 +118,10 @@ G_GNUC_WARN_UNUSED_RESULT guint64 *test_spec_read_payload_entries (const char *p
  */
 typedef void (*TestExtentFunc) (guint64 offset, VhdxMapExtent *extent, gpointer user_data);
 
-G_GNUC_WARN_UNUSED_RESULT GArray *test_model_extents (guint64 offset, guint64 length,
-                                                      guint32 granule, TestExtentFunc func,
+G_GNUC_WARN_UNUSED_RESULT GArray *test_model_extents (guint64 offset,
+                                                      guint64 length,
+                                                      guint32 granule,
+                                                      TestExtentFunc func,
                                                       gpointer user_data);
 /* Fails the test, listing both, unless the two arrays of VhdxMapExtent are equal. */
 void test_assert_extents_equal (GArray *found, GArray *expected, const char *what);
@@ -136,7 +141,8 @@ typedef struct {
  * update, and its CRC-32C.  @tail is the position (in the log) of the first
  * entry of its sequence. */
 G_GNUC_WARN_UNUSED_RESULT GByteArray *test_log_entry_new (const VhdxGuid *log_guid,
-                                                          guint64 sequence, guint32 tail,
+                                                          guint64 sequence,
+                                                          guint32 tail,
                                                           guint64 flushed_file_offset,
                                                           guint64 last_file_offset,
                                                           const TestLogUpdate *updates,

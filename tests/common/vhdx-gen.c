@@ -43,7 +43,7 @@ struct _VhdxGen {
         guint32 *fixed_slots; /* fixed images with shuffle_blocks */
         gboolean slots_valid;
 
-        GArray *extra_regions; /* GenRegion */
+        GArray *extra_regions;  /* GenRegion */
         GPtrArray *extra_items; /* GenItem */
 
         VhdxGuid file_write_guid;
@@ -51,26 +51,26 @@ struct _VhdxGen {
         VhdxGuid virtual_disk_id;
 };
 
-const VhdxGuid vhdx_gen_guid_bat = {{0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64,
-                                     0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08}};
-const VhdxGuid vhdx_gen_guid_metadata = {{0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8,
-                                          0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e}};
+const VhdxGuid vhdx_gen_guid_bat = { { 0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64,
+                                       0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08 } };
+const VhdxGuid vhdx_gen_guid_metadata = { { 0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8,
+                                            0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e } };
 const VhdxGuid vhdx_gen_guid_item[VHDX_GEN_N_ITEMS] = {
         /* CAA16737-FA36-4D43-B3B6-33F0AA44E76B */
-        {{0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7,
-          0x6b}},
+        { { 0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44,
+            0xe7, 0x6b } },
         /* 2FA54224-CD1B-4876-B211-5DBED83BF4B8 */
-        {{0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48, 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4,
-          0xb8}},
+        { { 0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48, 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b,
+            0xf4, 0xb8 } },
         /* BECA12AB-B2E6-4523-93EF-C309E000C746 */
-        {{0xab, 0x12, 0xca, 0xbe, 0xe6, 0xb2, 0x23, 0x45, 0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7,
-          0x46}},
+        { { 0xab, 0x12, 0xca, 0xbe, 0xe6, 0xb2, 0x23, 0x45, 0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00,
+            0xc7, 0x46 } },
         /* 8141BF1D-A96F-4709-BA47-F233A8FAAB5F */
-        {{0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47, 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab,
-          0x5f}},
+        { { 0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47, 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa,
+            0xab, 0x5f } },
         /* CDA348C7-445D-4471-9CC9-E9885251C556 */
-        {{0xc7, 0x48, 0xa3, 0xcd, 0x5d, 0x44, 0x71, 0x44, 0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5,
-          0x56}},
+        { { 0xc7, 0x48, 0xa3, 0xcd, 0x5d, 0x44, 0x71, 0x44, 0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51,
+            0xc5, 0x56 } },
 };
 
 static const guint32 item_flags[VHDX_GEN_N_ITEMS] = {
@@ -81,7 +81,7 @@ static const guint32 item_flags[VHDX_GEN_N_ITEMS] = {
         VHDX_METADATA_FLAG_IS_REQUIRED | VHDX_METADATA_FLAG_IS_VIRTUAL_DISK,
 };
 
-static const guint32 item_lengths[VHDX_GEN_N_ITEMS] = {8, 8, 16, 4, 4};
+static const guint32 item_lengths[VHDX_GEN_N_ITEMS] = { 8, 8, 16, 4, 4 };
 
 void
 vhdx_gen_params_init (VhdxGenParams *params)
@@ -115,8 +115,8 @@ VhdxGuid
 vhdx_gen_guid_from_text (const char *text)
 {
         /* Text order of the 16 bytes, then their place on disk (first three fields LE). */
-        static const guint disk_position[16] = {3, 2, 1, 0, 5, 4, 7, 6,
-                                                8, 9, 10, 11, 12, 13, 14, 15};
+        static const guint disk_position[16] = { 3, 2, 1,  0,  5,  4,  7,  6,
+                                                 8, 9, 10, 11, 12, 13, 14, 15 };
         VhdxGuid guid;
         guint n = 0;
         const char *p;
@@ -199,8 +199,8 @@ vhdx_gen_new (const VhdxGenParams *params)
         gen = g_new0 (VhdxGen, 1);
         gen->params = *params;
         gen->n_blocks = (params->virtual_size + params->block_size - 1) / params->block_size;
-        gen->chunk_ratio = ((G_GUINT64_CONSTANT (1) << 23) * params->logical_sector_size) /
-                           params->block_size;
+        gen->chunk_ratio =
+                ((G_GUINT64_CONSTANT (1) << 23) * params->logical_sector_size) / params->block_size;
         gen->pages = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, g_free);
         gen->blocks = g_hash_table_new (g_direct_hash, g_direct_equal);
         gen->extra_regions = g_array_new (FALSE, TRUE, sizeof (GenRegion));
@@ -348,7 +348,7 @@ write_source (VhdxGen *gen, guint64 offset, guint64 len, const Source *source)
 void
 vhdx_gen_write (VhdxGen *gen, guint64 offset, const void *data, gsize len)
 {
-        Source source = {SOURCE_DATA, data, 0, 0};
+        Source source = { SOURCE_DATA, data, 0, 0 };
 
         g_return_if_fail (gen != NULL);
         g_return_if_fail (data != NULL || len == 0);
@@ -358,7 +358,7 @@ vhdx_gen_write (VhdxGen *gen, guint64 offset, const void *data, gsize len)
 void
 vhdx_gen_fill_byte (VhdxGen *gen, guint64 offset, guint64 len, guint8 value)
 {
-        Source source = {SOURCE_BYTE, NULL, value, 0};
+        Source source = { SOURCE_BYTE, NULL, value, 0 };
 
         g_return_if_fail (gen != NULL);
         write_source (gen, offset, len, &source);
@@ -367,7 +367,7 @@ vhdx_gen_fill_byte (VhdxGen *gen, guint64 offset, guint64 len, guint8 value)
 void
 vhdx_gen_fill_pattern (VhdxGen *gen, guint64 offset, guint64 len, guint32 seed)
 {
-        Source source = {SOURCE_PATTERN, NULL, 0, seed};
+        Source source = { SOURCE_PATTERN, NULL, 0, seed };
 
         g_return_if_fail (gen != NULL);
         write_source (gen, offset, len, &source);
@@ -388,8 +388,11 @@ vhdx_gen_add_region (VhdxGen *gen, const VhdxGuid *guid, gboolean required, guin
 }
 
 void
-vhdx_gen_add_metadata_item (VhdxGen *gen, const VhdxGuid *item_id, guint32 flags,
-                            const void *data, guint32 len)
+vhdx_gen_add_metadata_item (VhdxGen *gen,
+                            const VhdxGuid *item_id,
+                            guint32 flags,
+                            const void *data,
+                            guint32 len)
 {
         GenItem *item;
 
@@ -445,8 +448,7 @@ ensure_slots (VhdxGen *gen)
                         gen->fixed_slots = g_new (guint32, gen->n_blocks);
                         for (i = 0; i < gen->n_blocks; i++)
                                 gen->fixed_slots[i] = i;
-                        shuffle_slots (gen->fixed_slots, (guint) gen->n_blocks,
-                                       gen->params.seed);
+                        shuffle_slots (gen->fixed_slots, (guint) gen->n_blocks, gen->params.seed);
                 }
         } else {
                 GArray *sorted = g_array_new (FALSE, FALSE, sizeof (guint));
@@ -559,8 +561,8 @@ vhdx_gen_get_layout (VhdxGen *gen, VhdxGenLayout *layout)
                 layout->allocated_blocks = gen->n_blocks;
         else
                 layout->allocated_blocks = g_hash_table_size (gen->blocks);
-        layout->file_size = layout->payload_offset +
-                            layout->allocated_blocks * gen->params.block_size;
+        layout->file_size =
+                layout->payload_offset + layout->allocated_blocks * gen->params.block_size;
 }
 
 guint64
@@ -600,7 +602,8 @@ block_slot (VhdxGen *gen, guint64 block)
 {
         if (gen->params.disk_type == VHDX_DISK_TYPE_FIXED)
                 return gen->fixed_slots != NULL ? gen->fixed_slots[block] : block;
-        return GPOINTER_TO_UINT (g_hash_table_lookup (gen->slots, GUINT_TO_POINTER ((guint) block)));
+        return GPOINTER_TO_UINT (
+                g_hash_table_lookup (gen->slots, GUINT_TO_POINTER ((guint) block)));
 }
 
 gboolean
@@ -612,8 +615,8 @@ vhdx_gen_block_file_offset (VhdxGen *gen, guint64 block, guint64 *file_offset)
                 return FALSE;
         ensure_slots (gen);
         if (file_offset != NULL)
-                *file_offset = payload_offset (gen) + block_slot (gen, block) *
-                                                              gen->params.block_size;
+                *file_offset =
+                        payload_offset (gen) + block_slot (gen, block) * gen->params.block_size;
         return TRUE;
 }
 
@@ -670,7 +673,10 @@ build_header (VhdxGen *gen, const VhdxGenLayout *layout, guint8 *p, guint64 sequ
 }
 
 static void
-put_region_entry (guint8 *p, const VhdxGuid *guid, guint64 offset, guint32 length,
+put_region_entry (guint8 *p,
+                  const VhdxGuid *guid,
+                  guint64 offset,
+                  guint32 length,
                   gboolean required)
 {
         put_guid (p + VHDX_REGION_ENTRY_OFF_GUID, guid);
@@ -691,20 +697,23 @@ build_region_table (VhdxGen *gen, const VhdxGenLayout *layout, guint8 *p)
         put_region_entry (entries + layout->region_index_bat * VHDX_REGION_ENTRY_SIZE,
                           &vhdx_gen_guid_bat, layout->bat_offset, layout->bat_length, TRUE);
         put_region_entry (entries + layout->region_index_metadata * VHDX_REGION_ENTRY_SIZE,
-                          &vhdx_gen_guid_metadata, layout->metadata_offset,
-                          layout->metadata_length, TRUE);
+                          &vhdx_gen_guid_metadata, layout->metadata_offset, layout->metadata_length,
+                          TRUE);
         for (i = 0; i < gen->extra_regions->len; i++) {
                 const GenRegion *region = &g_array_index (gen->extra_regions, GenRegion, i);
 
-                put_region_entry (entries + (2 + i) * VHDX_REGION_ENTRY_SIZE, &region->guid,
-                                  offset, region->length, region->required);
+                put_region_entry (entries + (2 + i) * VHDX_REGION_ENTRY_SIZE, &region->guid, offset,
+                                  region->length, region->required);
                 offset += region->length;
         }
         vhdx_gen_update_region_table_checksum (p);
 }
 
 static void
-put_metadata_entry (guint8 *p, const VhdxGuid *item_id, guint32 offset, guint32 length,
+put_metadata_entry (guint8 *p,
+                    const VhdxGuid *item_id,
+                    guint32 offset,
+                    guint32 length,
                     guint32 flags)
 {
         put_guid (p + VHDX_METADATA_ENTRY_OFF_ITEM_ID, item_id);
@@ -793,13 +802,19 @@ build_structures (VhdxGen *gen, const VhdxGenLayout *layout, guint8 *p)
         build_bat (gen, layout, p + layout->bat_offset);
 }
 
-typedef gboolean (*PageFunc) (guint64 file_offset, const guint8 *data, gsize len,
-                              gpointer user_data, GError **error);
+typedef gboolean (*PageFunc) (guint64 file_offset,
+                              const guint8 *data,
+                              gsize len,
+                              gpointer user_data,
+                              GError **error);
 
 /* Calls @func for each stored page with its place in the VHDX file. */
 static gboolean
-foreach_payload_page (VhdxGen *gen, const VhdxGenLayout *layout, PageFunc func,
-                      gpointer user_data, GError **error)
+foreach_payload_page (VhdxGen *gen,
+                      const VhdxGenLayout *layout,
+                      PageFunc func,
+                      gpointer user_data,
+                      GError **error)
 {
         GHashTableIter iter;
         gpointer key, value;
@@ -820,7 +835,10 @@ foreach_payload_page (VhdxGen *gen, const VhdxGenLayout *layout, PageFunc func,
 }
 
 static gboolean
-copy_page_to_buffer (guint64 file_offset, const guint8 *data, gsize len, gpointer user_data,
+copy_page_to_buffer (guint64 file_offset,
+                     const guint8 *data,
+                     gsize len,
+                     gpointer user_data,
                      G_GNUC_UNUSED GError **error)
 {
         memcpy ((guint8 *) user_data + file_offset, data, len);
@@ -908,7 +926,10 @@ pwrite_sparse (int fd, const guint8 *data, gsize len, guint64 offset, GError **e
 }
 
 static gboolean
-write_page_to_fd (guint64 file_offset, const guint8 *data, gsize len, gpointer user_data,
+write_page_to_fd (guint64 file_offset,
+                  const guint8 *data,
+                  gsize len,
+                  gpointer user_data,
                   GError **error)
 {
         return pwrite_sparse (GPOINTER_TO_INT (user_data), data, len, file_offset, error);
@@ -968,8 +989,7 @@ vhdx_gen_write_file (VhdxGen *gen, const char *path, GError **error)
         if (fd < 0)
                 return FALSE;
         if (!pwrite_sparse (fd, structures, layout.payload_offset, 0, error) ||
-            !foreach_payload_page (gen, &layout, write_page_to_fd, GINT_TO_POINTER (fd),
-                                   error)) {
+            !foreach_payload_page (gen, &layout, write_page_to_fd, GINT_TO_POINTER (fd), error)) {
                 close (fd);
                 return FALSE;
         }
@@ -992,8 +1012,9 @@ vhdx_gen_read_raw (VhdxGen *gen, guint64 offset, void *buf, gsize len)
                 guint64 pos = offset + done;
                 guint64 in_page = pos % GEN_PAGE_SIZE;
                 gsize n = (gsize) MIN (len - done, GEN_PAGE_SIZE - in_page);
-                const guint8 *page = g_hash_table_lookup (
-                        gen->pages, GUINT_TO_POINTER ((guint) (pos / GEN_PAGE_SIZE)));
+                const guint8 *page =
+                        g_hash_table_lookup (gen->pages,
+                                             GUINT_TO_POINTER ((guint) (pos / GEN_PAGE_SIZE)));
 
                 if (page != NULL)
                         memcpy (out + done, page + in_page, n);
@@ -1049,7 +1070,9 @@ vhdx_gen_write_raw_file (VhdxGen *gen, const char *path, GError **error)
 /* ---- Identity ---- */
 
 void
-vhdx_gen_get_guids (VhdxGen *gen, VhdxGuid *file_write_guid, VhdxGuid *data_write_guid,
+vhdx_gen_get_guids (VhdxGen *gen,
+                    VhdxGuid *file_write_guid,
+                    VhdxGuid *data_write_guid,
                     VhdxGuid *virtual_disk_id)
 {
         g_return_if_fail (gen != NULL);
@@ -1081,13 +1104,12 @@ vhdx_gen_guid_to_text (const VhdxGuid *guid)
         /* Data1, Data2 and Data3 are little-endian on disk; Data4 is as it is. */
         return g_strdup_printf ("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
                                 "%02x%02x%02x%02x%02x%02x",
-                                b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9],
-                                b[10], b[11], b[12], b[13], b[14], b[15]);
+                                b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10],
+                                b[11], b[12], b[13], b[14], b[15]);
 }
 
 void
-vhdx_gen_build_header (VhdxGen *gen, guint64 sequence, const VhdxGuid *log_guid,
-                       guint8 *header)
+vhdx_gen_build_header (VhdxGen *gen, guint64 sequence, const VhdxGuid *log_guid, guint8 *header)
 {
         VhdxGenLayout layout;
 
@@ -1126,7 +1148,8 @@ vhdx_gen_bat_entry (VhdxGen *gen, guint64 index)
 /* ---- The log ---- */
 
 GBytes *
-vhdx_gen_encode_log_entry (const VhdxGenLogEntry *entry, const VhdxGenLogDescriptor *descriptors,
+vhdx_gen_encode_log_entry (const VhdxGenLogEntry *entry,
+                           const VhdxGenLogDescriptor *descriptors,
                            guint n_descriptors)
 {
         guint64 descriptor_bytes, length;
@@ -1138,17 +1161,17 @@ vhdx_gen_encode_log_entry (const VhdxGenLogEntry *entry, const VhdxGenLogDescrip
         g_return_val_if_fail (descriptors != NULL || n_descriptors == 0, NULL);
 
         for (i = 0; i < n_descriptors; i++) {
-                g_return_val_if_fail (descriptors[i].file_offset % VHDX_LOG_SECTOR_SIZE == 0,
-                                      NULL);
+                g_return_val_if_fail (descriptors[i].file_offset % VHDX_LOG_SECTOR_SIZE == 0, NULL);
                 if (descriptors[i].data != NULL)
                         n_data++;
                 else
-                        g_return_val_if_fail (
-                                descriptors[i].zero_length % VHDX_LOG_SECTOR_SIZE == 0, NULL);
+                        g_return_val_if_fail (descriptors[i].zero_length % VHDX_LOG_SECTOR_SIZE ==
+                                                      0,
+                                              NULL);
         }
         /* The header and the descriptors fill whole sectors: 126 in the first, 128 after. */
-        descriptor_bytes = VHDX_LOG_ENTRY_HEADER_SIZE +
-                           (guint64) n_descriptors * VHDX_LOG_DESCRIPTOR_SIZE;
+        descriptor_bytes =
+                VHDX_LOG_ENTRY_HEADER_SIZE + (guint64) n_descriptors * VHDX_LOG_DESCRIPTOR_SIZE;
         n_descriptor_sectors = (descriptor_bytes + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE;
         length = (n_descriptor_sectors + n_data) * VHDX_LOG_SECTOR_SIZE;
         g_return_val_if_fail (length <= VHDX_LOG_MAX_LENGTH, NULL);
@@ -1220,15 +1243,19 @@ pread_all (int fd, guint8 *data, gsize len, guint64 offset, GError **error)
 }
 
 gboolean
-vhdx_gen_make_dirty (VhdxGen *gen, const char *path, guint64 block, guint32 seed,
-                     VhdxGenDirty *dirty, GError **error)
+vhdx_gen_make_dirty (VhdxGen *gen,
+                     const char *path,
+                     guint64 block,
+                     guint32 seed,
+                     VhdxGenDirty *dirty,
+                     GError **error)
 {
         const VhdxGenParams *params;
         VhdxGenLayout layout;
         VhdxGenDirty d;
         VhdxGenLogEntry entry;
         VhdxGenLogDescriptor descriptor;
-        g_autoptr(GBytes) encoded = NULL;
+        g_autoptr (GBytes) encoded = NULL;
         g_autofree guint8 *payload = NULL;
         guint8 sector[VHDX_LOG_SECTOR_SIZE];
         guint8 on_disk[VHDX_LOG_SECTOR_SIZE];
@@ -1246,7 +1273,8 @@ vhdx_gen_make_dirty (VhdxGen *gen, const char *path, guint64 block, guint32 seed
             vhdx_gen_block_is_allocated (gen, block)) {
                 g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                              "a dirty log needs an unallocated block of a dynamic image, "
-                             "not block %" G_GUINT64_FORMAT, block);
+                             "not block %" G_GUINT64_FORMAT,
+                             block);
                 return FALSE;
         }
 
@@ -1256,8 +1284,8 @@ vhdx_gen_make_dirty (VhdxGen *gen, const char *path, guint64 block, guint32 seed
         d.block_file_offset = round_up_mib (layout.file_size);
         d.length = MIN ((guint64) params->block_size,
                         params->virtual_size - block * params->block_size);
-        d.bat_entry_offset = vhdx_gen_layout_bat_entry_offset (
-                &layout, vhdx_gen_block_bat_index (gen, block));
+        d.bat_entry_offset =
+                vhdx_gen_layout_bat_entry_offset (&layout, vhdx_gen_block_bat_index (gen, block));
 
         /* The BAT sector holding the entry, as written, then with the new entry. */
         sector_offset = d.bat_entry_offset - d.bat_entry_offset % VHDX_LOG_SECTOR_SIZE;
@@ -1289,8 +1317,8 @@ vhdx_gen_make_dirty (VhdxGen *gen, const char *path, guint64 block, guint32 seed
                 goto fail;
         if (memcmp (on_disk, sector, sizeof sector) != 0) {
                 g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                             "%s: the BAT at %" G_GUINT64_FORMAT " is not the generator's",
-                             path, sector_offset);
+                             "%s: the BAT at %" G_GUINT64_FORMAT " is not the generator's", path,
+                             sector_offset);
                 goto fail;
         }
         vhdx_put_le64 (sector + (d.bat_entry_offset - sector_offset),

@@ -21,17 +21,17 @@ G_BEGIN_DECLS
 #define VHDX_GEN_CREATOR "libvhdx test generator"
 
 typedef struct {
-        VhdxDiskType disk_type;        /* VHDX_DISK_TYPE_FIXED or VHDX_DISK_TYPE_DYNAMIC */
-        guint64 virtual_size;          /* > 0, a multiple of logical_sector_size */
-        guint32 block_size;            /* power of two, 1 MiB .. 256 MiB */
-        guint32 logical_sector_size;   /* 512 or 4096 */
-        guint32 physical_sector_size;  /* 512 or 4096 */
-        guint32 log_size;              /* a multiple of 1 MiB, at least 1 MiB */
+        VhdxDiskType disk_type;         /* VHDX_DISK_TYPE_FIXED or VHDX_DISK_TYPE_DYNAMIC */
+        guint64 virtual_size;           /* > 0, a multiple of logical_sector_size */
+        guint32 block_size;             /* power of two, 1 MiB .. 256 MiB */
+        guint32 logical_sector_size;    /* 512 or 4096 */
+        guint32 physical_sector_size;   /* 512 or 4096 */
+        guint32 log_size;               /* a multiple of 1 MiB, at least 1 MiB */
         gboolean metadata_region_first; /* metadata listed before the BAT, as Disk2VHD does */
-        gboolean identical_headers;    /* both headers sequence 1 and byte-identical */
-        gboolean shuffle_blocks;       /* payload blocks stored out of virtual order */
-        guint32 zero_state;            /* BAT state of unwritten dynamic blocks: 0 or 2 */
-        guint32 seed;                  /* GUIDs and the shuffle derive from it */
+        gboolean identical_headers;     /* both headers sequence 1 and byte-identical */
+        gboolean shuffle_blocks;        /* payload blocks stored out of virtual order */
+        guint32 zero_state;             /* BAT state of unwritten dynamic blocks: 0 or 2 */
+        guint32 seed;                   /* GUIDs and the shuffle derive from it */
 } VhdxGenParams;
 
 /* The five metadata items every fixed or dynamic image carries, in table order. */
@@ -53,25 +53,25 @@ typedef struct {
         guint64 region_table_offset[2]; /* region table 1, region table 2 */
         guint region_index_bat;         /* entry index of the BAT in both region tables */
         guint region_index_metadata;
-        guint region_count;             /* entries in each region table */
+        guint region_count; /* entries in each region table */
 
         guint64 log_offset;
         guint32 log_length;
 
-        guint64 metadata_offset;        /* metadata region = metadata table */
+        guint64 metadata_offset; /* metadata region = metadata table */
         guint32 metadata_length;
-        guint metadata_count;           /* entries in the metadata table */
+        guint metadata_count;                            /* entries in the metadata table */
         guint64 metadata_entry_offset[VHDX_GEN_N_ITEMS]; /* the item's 32-byte table entry */
         guint64 metadata_item_offset[VHDX_GEN_N_ITEMS];  /* the item's payload */
 
         guint64 bat_offset;
-        guint32 bat_length;             /* rounded up to 1 MiB */
-        guint64 bat_entries;            /* N + (N - 1) / chunk_ratio */
+        guint32 bat_length;  /* rounded up to 1 MiB */
+        guint64 bat_entries; /* N + (N - 1) / chunk_ratio */
         guint64 chunk_ratio;
-        guint64 payload_blocks;         /* N */
+        guint64 payload_blocks; /* N */
 
-        guint64 payload_offset;         /* first payload block */
-        guint64 allocated_blocks;       /* payload blocks stored in the file */
+        guint64 payload_offset;   /* first payload block */
+        guint64 allocated_blocks; /* payload blocks stored in the file */
         guint64 file_size;
 } VhdxGenLayout;
 
@@ -112,19 +112,20 @@ void vhdx_gen_pattern_fill_buffer (guint8 *buf, guint64 offset, gsize len, guint
  * Adds a region entry (after the BAT and metadata entries) backed by
  * @length bytes of zeros, rounded up to 1 MiB and placed after the BAT.
  */
-void vhdx_gen_add_region (VhdxGen *gen, const VhdxGuid *guid, gboolean required,
-                          guint32 length);
+void vhdx_gen_add_region (VhdxGen *gen, const VhdxGuid *guid, gboolean required, guint32 length);
 /* Adds a metadata item after the standard five; @data is copied. */
-void vhdx_gen_add_metadata_item (VhdxGen *gen, const VhdxGuid *item_id, guint32 flags,
-                                 const void *data, guint32 len);
+void vhdx_gen_add_metadata_item (VhdxGen *gen,
+                                 const VhdxGuid *item_id,
+                                 guint32 flags,
+                                 const void *data,
+                                 guint32 len);
 
 /* The layout of the image vhdx_gen_build() would return now. */
 void vhdx_gen_get_layout (VhdxGen *gen, VhdxGenLayout *layout);
 /* File offset of BAT entry @index. */
 guint64 vhdx_gen_layout_bat_entry_offset (const VhdxGenLayout *layout, guint64 index);
 /* File offset of entry @index of region table @table (1 or 2). */
-guint64 vhdx_gen_layout_region_entry_offset (const VhdxGenLayout *layout, guint table,
-                                             guint index);
+guint64 vhdx_gen_layout_region_entry_offset (const VhdxGenLayout *layout, guint table, guint index);
 /* BAT index of payload block @block: block + block / chunk_ratio. */
 guint64 vhdx_gen_block_bat_index (VhdxGen *gen, guint64 block);
 /* TRUE and the block's file offset when payload block @block is stored in the file. */
@@ -135,13 +136,15 @@ gboolean vhdx_gen_block_is_allocated (VhdxGen *gen, guint64 block);
 G_GNUC_WARN_UNUSED_RESULT GByteArray *vhdx_gen_build_array (VhdxGen *gen);
 G_GNUC_WARN_UNUSED_RESULT GBytes *vhdx_gen_build (VhdxGen *gen);
 /* The VHDX file on disk, written sparsely: only the non-zero parts are written. */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_write_file (VhdxGen *gen, const char *path,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_write_file (VhdxGen *gen,
+                                                        const char *path,
                                                         GError **error);
 
 /* The expected raw virtual disk.  vhdx_gen_build_raw() holds it all in memory. */
 G_GNUC_WARN_UNUSED_RESULT GBytes *vhdx_gen_build_raw (VhdxGen *gen);
 void vhdx_gen_read_raw (VhdxGen *gen, guint64 offset, void *buf, gsize len);
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_write_raw_file (VhdxGen *gen, const char *path,
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_write_raw_file (VhdxGen *gen,
+                                                            const char *path,
                                                             GError **error);
 
 /*
@@ -154,7 +157,9 @@ void vhdx_gen_update_region_table_checksum (guint8 *table);
 /* ---- Identity, as the generator wrote it ---- */
 
 /* The GUIDs the generator put in the headers and the Virtual Disk ID item. */
-void vhdx_gen_get_guids (VhdxGen *gen, VhdxGuid *file_write_guid, VhdxGuid *data_write_guid,
+void vhdx_gen_get_guids (VhdxGen *gen,
+                         VhdxGuid *file_write_guid,
+                         VhdxGuid *data_write_guid,
                          VhdxGuid *virtual_disk_id);
 /* The sequence number the generator gives header @header (1 or 2). */
 guint64 vhdx_gen_get_header_sequence (VhdxGen *gen, guint header);
@@ -165,7 +170,9 @@ G_GNUC_WARN_UNUSED_RESULT char *vhdx_gen_guid_to_text (const VhdxGuid *guid);
  * A 4 KiB header as the generator writes it, with @sequence and @log_guid
  * (NULL: zero, an empty log), its checksum computed.
  */
-void vhdx_gen_build_header (VhdxGen *gen, guint64 sequence, const VhdxGuid *log_guid,
+void vhdx_gen_build_header (VhdxGen *gen,
+                            guint64 sequence,
+                            const VhdxGuid *log_guid,
                             guint8 *header);
 /* BAT entry @index as the generator writes it (sector-bitmap entries are 0). */
 guint64 vhdx_gen_bat_entry (VhdxGen *gen, guint64 index);
@@ -174,9 +181,9 @@ guint64 vhdx_gen_bat_entry (VhdxGen *gen, guint64 index);
 
 /* A data descriptor and its data sector when @data is set, else a zero descriptor. */
 typedef struct {
-        guint64 file_offset;  /* 4 KiB-aligned */
-        const guint8 *data;   /* the whole 4 KiB sector to write at file_offset */
-        guint64 zero_length;  /* zero descriptors: a multiple of 4 KiB */
+        guint64 file_offset; /* 4 KiB-aligned */
+        const guint8 *data;  /* the whole 4 KiB sector to write at file_offset */
+        guint64 zero_length; /* zero descriptors: a multiple of 4 KiB */
 } VhdxGenLogDescriptor;
 
 typedef struct {
@@ -193,23 +200,24 @@ typedef struct {
  * CRC-32C of the whole entry.
  */
 G_GNUC_WARN_UNUSED_RESULT GBytes *vhdx_gen_encode_log_entry (
-        const VhdxGenLogEntry *entry, const VhdxGenLogDescriptor *descriptors,
+        const VhdxGenLogEntry *entry,
+        const VhdxGenLogDescriptor *descriptors,
         guint n_descriptors);
 
 /* What vhdx_gen_make_dirty() wrote. */
 typedef struct {
-        guint64 block;               /* the payload block allocated through the log */
-        guint64 block_file_offset;   /* where its payload was written */
-        guint64 length;              /* payload bytes written (the block, clipped to the disk) */
-        guint64 bat_entry_offset;    /* file offset of its BAT entry, changed only in the log */
-        guint64 log_entry_offset;    /* file offset of the one log entry */
+        guint64 block;             /* the payload block allocated through the log */
+        guint64 block_file_offset; /* where its payload was written */
+        guint64 length;            /* payload bytes written (the block, clipped to the disk) */
+        guint64 bat_entry_offset;  /* file offset of its BAT entry, changed only in the log */
+        guint64 log_entry_offset;  /* file offset of the one log entry */
         guint32 log_entry_length;
         guint64 log_sequence;
         VhdxGuid log_guid;
         guint64 flushed_file_offset;
         guint64 last_file_offset;
-        guint header_index;          /* the current header afterwards: 1 or 2 */
-        guint64 header_sequence;     /* and its sequence number */
+        guint header_index;      /* the current header afterwards: 1 or 2 */
+        guint64 header_sequence; /* and its sequence number */
 } VhdxGenDirty;
 
 /*
@@ -223,9 +231,12 @@ typedef struct {
  * the image reads as once the log is replayed (its layout then no longer
  * describes the file).
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_make_dirty (VhdxGen *gen, const char *path,
-                                                        guint64 block, guint32 seed,
-                                                        VhdxGenDirty *dirty, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_gen_make_dirty (VhdxGen *gen,
+                                                        const char *path,
+                                                        guint64 block,
+                                                        guint32 seed,
+                                                        VhdxGenDirty *dirty,
+                                                        GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxGen, vhdx_gen_free)
 

@@ -80,7 +80,8 @@ patch_truncate (Patch *p, guint64 size)
 
 /* Change both region tables with @edit, then fix their checksums. */
 static void
-edit_region_tables (Patch *p, void (*edit) (guint8 *table, const VhdxGenLayout *layout),
+edit_region_tables (Patch *p,
+                    void (*edit) (guint8 *table, const VhdxGenLayout *layout),
                     const VhdxGenLayout *layout)
 {
         g_autofree guint8 *table = g_malloc (VHDX_REGION_TABLE_SIZE);
@@ -114,8 +115,8 @@ set_log_guid (Patch *p, const VhdxGenLayout *layout, const VhdxGuid *guid)
 static void
 set_huge_bat (guint8 *table, const VhdxGenLayout *layout)
 {
-        guint8 *e = table + VHDX_REGION_HEADER_SIZE +
-                    layout->region_index_bat * VHDX_REGION_ENTRY_SIZE;
+        guint8 *e =
+                table + VHDX_REGION_HEADER_SIZE + layout->region_index_bat * VHDX_REGION_ENTRY_SIZE;
 
         vhdx_put_le32 (e + VHDX_REGION_ENTRY_OFF_LENGTH, 513 * MiB);
 }
@@ -157,8 +158,13 @@ add_metadata_entries (Patch *p, const VhdxGenLayout *layout)
 /* A log entry header without descriptors at @position of @log, its checksum
  * over @checksum_length bytes (0: left wrong). */
 static void
-put_entry (guint8 *log, guint32 position, guint32 length, guint32 tail, guint64 sequence,
-           const VhdxGuid *guid, guint32 checksum_length)
+put_entry (guint8 *log,
+           guint32 position,
+           guint32 length,
+           guint32 tail,
+           guint64 sequence,
+           const VhdxGuid *guid,
+           guint32 checksum_length)
 {
         guint8 *h = log + position;
 
@@ -178,8 +184,8 @@ put_entry (guint8 *log, guint32 position, guint32 length, guint32 tail, guint64 
 static void
 fill_log (Patch *p, VhdxHostileImage *image, const VhdxGuid *guid)
 {
-        g_autoptr(VhdxIo) io = vhdx_io_new_fd (p->fd, FALSE);
-        g_autoptr(VhdxLogWriter) writer = NULL;
+        g_autoptr (VhdxIo) io = vhdx_io_new_fd (p->fd, FALSE);
+        g_autoptr (VhdxLogWriter) writer = NULL;
         guint8 sector[VHDX_LOG_SECTOR_SIZE];
         guint32 log_length = image->log_length;
 
@@ -192,11 +198,10 @@ fill_log (Patch *p, VhdxHostileImage *image, const VhdxGuid *guid)
                 vhdx_log_writer_add_data (writer,
                                           image->log_target + (guint64) i * VHDX_LOG_SECTOR_SIZE,
                                           sector);
-        if (!p->failed &&
-            !vhdx_log_writer_commit (writer, image->layout.file_size,
-                                     image->log_target +
-                                             (guint64) image->log_writes * VHDX_LOG_SECTOR_SIZE,
-                                     p->error))
+        if (!p->failed && !vhdx_log_writer_commit (writer, image->layout.file_size,
+                                                   image->log_target + (guint64) image->log_writes *
+                                                                               VHDX_LOG_SECTOR_SIZE,
+                                                   p->error))
                 p->failed = TRUE;
 }
 
@@ -217,10 +222,9 @@ log_length_of (VhdxHostileKind kind)
 }
 
 gboolean
-vhdx_hostile_write (VhdxHostileKind kind, const char *path, VhdxHostileImage *image,
-                    GError **error)
+vhdx_hostile_write (VhdxHostileKind kind, const char *path, VhdxHostileImage *image, GError **error)
 {
-        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
         g_autofree guint8 *log = NULL;
         VhdxGenParams params;
         VhdxGuid log_guid;

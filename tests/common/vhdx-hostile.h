@@ -32,9 +32,9 @@ typedef enum {
 /* What a crafted image is, for the tests' expectations. */
 typedef struct {
         VhdxGenLayout layout;
-        guint32 log_length;     /* the log the header describes */
-        guint64 log_target;     /* LOG_FULL: the first file offset its data descriptors write */
-        guint log_writes;       /* LOG_FULL: data descriptors (4 KiB each, 0x5a bytes) */
+        guint32 log_length; /* the log the header describes */
+        guint64 log_target; /* LOG_FULL: the first file offset its data descriptors write */
+        guint log_writes;   /* LOG_FULL: data descriptors (4 KiB each, 0x5a bytes) */
 } VhdxHostileImage;
 
 /* The kind's name ("huge-disk", "log-long-chain", ...), or NULL. */
@@ -43,7 +43,9 @@ const char *vhdx_hostile_kind_name (VhdxHostileKind kind);
 VhdxHostileKind vhdx_hostile_kind_from_name (const char *name);
 
 /* Write the crafted image @kind to @path. */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_hostile_write (VhdxHostileKind kind, const char *path,
-                                                       VhdxHostileImage *image, GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_hostile_write (VhdxHostileKind kind,
+                                                       const char *path,
+                                                       VhdxHostileImage *image,
+                                                       GError **error);
 
 G_END_DECLS

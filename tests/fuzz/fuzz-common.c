@@ -60,8 +60,7 @@ static void
 read_base (FuzzImage *image, guint64 offset, guint8 *buf, gsize len)
 {
         gsize base_len = 0;
-        const guint8 *base = image->base != NULL ? g_bytes_get_data (image->base, &base_len)
-                                                 : NULL;
+        const guint8 *base = image->base != NULL ? g_bytes_get_data (image->base, &base_len) : NULL;
         gsize n = 0;
 
         if (offset < base_len) {
@@ -185,8 +184,8 @@ fix_log_checksums (FuzzImage *image, guint64 log_offset, guint32 log_length)
                 entry = g_malloc (length);
                 fuzz_image_read (image, log_offset + pos, entry, first);
                 fuzz_image_read (image, log_offset, entry + first, length - first);
-                vhdx_put_le32 (head, vhdx_crc32c_with_zero_field (entry, length,
-                                                                 VHDX_LOG_OFF_CHECKSUM));
+                vhdx_put_le32 (head,
+                               vhdx_crc32c_with_zero_field (entry, length, VHDX_LOG_OFF_CHECKSUM));
                 fuzz_image_write (image, log_offset + pos + VHDX_LOG_OFF_CHECKSUM, head, 4);
         }
 }
@@ -244,8 +243,7 @@ typedef struct {
 } FuzzIo;
 
 static gboolean
-fuzz_io_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read,
-               GError **error)
+fuzz_io_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         FuzzIo *self = (FuzzIo *) io;
         guint64 size = self->image->size;
@@ -332,7 +330,10 @@ fuzz_image_new_io (FuzzImage *image, gboolean writable, guint64 identity)
 
 /* The input encoding */
 FuzzImage *
-fuzz_image_decode (const guint8 *data, gsize size, guint8 *flags, const guint8 **tail,
+fuzz_image_decode (const guint8 *data,
+                   gsize size,
+                   guint8 *flags,
+                   const guint8 **tail,
                    gsize *tail_len)
 {
         FuzzImage *image;
@@ -343,7 +344,7 @@ fuzz_image_decode (const guint8 *data, gsize size, guint8 *flags, const guint8 *
         *tail = NULL;
         *tail_len = 0;
         if (size >= 8 && memcmp (data, VHDX_FILE_ID_SIGNATURE, 8) == 0) {
-                g_autoptr(GBytes) whole = g_bytes_new (data, size);
+                g_autoptr (GBytes) whole = g_bytes_new (data, size);
                 return fuzz_image_new (whole, size);
         }
         if (size < FUZZ_HEADER_SIZE)
@@ -384,8 +385,7 @@ append_record (GByteArray *out, guint32 offset, const guint8 *data, guint16 leng
 }
 
 void
-fuzz_image_encode (GBytes *file, guint8 flags, const guint8 *tail, gsize tail_len,
-                   GByteArray *out)
+fuzz_image_encode (GBytes *file, guint8 flags, const guint8 *tail, gsize tail_len, GByteArray *out)
 {
         gsize size;
         const guint8 *data = g_bytes_get_data (file, &size);
@@ -427,12 +427,12 @@ fuzz_image_encode (GBytes *file, guint8 flags, const guint8 *tail, gsize tail_le
 
 /* The fixed parent */
 #define PARENT_VIRTUAL_SIZE (4 * VHDX_MiB)
-#define PARENT_BLOCK_SIZE VHDX_MiB
+#define PARENT_BLOCK_SIZE   VHDX_MiB
 
 static gpointer
 build_parent (gpointer data)
 {
-        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
         VhdxGenParams params;
 
         vhdx_gen_params_init (&params);
@@ -498,8 +498,7 @@ fuzz_open_image (FuzzImage *image, gboolean read_write, GError **error)
         };
 
         return vhdx_file_open_full (fuzz_image_new_io (image, read_write, 1),
-                                    read_write ? VHDX_OPEN_FLAGS_READ_WRITE
-                                               : VHDX_OPEN_FLAGS_NONE,
+                                    read_write ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
                                     &options, error);
 }
 
@@ -524,7 +523,7 @@ static gpointer
 build_log_template (gpointer data)
 {
         static const guint64 headers[] = { VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET };
-        g_autoptr(VhdxGen) gen = NULL;
+        g_autoptr (VhdxGen) gen = NULL;
         LogTemplate *t = g_new0 (LogTemplate, 1);
         VhdxGenParams params;
         VhdxGenLayout layout;

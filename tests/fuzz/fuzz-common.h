@@ -34,9 +34,9 @@ G_BEGIN_DECLS
 /* Targets that can open for writing do so (replaying the log onto the image). */
 #define FUZZ_FLAG_READ_WRITE (1u << 1)
 
-#define FUZZ_HEADER_SIZE 5
+#define FUZZ_HEADER_SIZE        5
 #define FUZZ_RECORD_HEADER_SIZE 6
-#define FUZZ_RECORD_END G_MAXUINT32
+#define FUZZ_RECORD_END         G_MAXUINT32
 /* Bounds the work of one input: every BAT entry of an image this size is
  * visited in well under a second. */
 #define FUZZ_MAX_FILE_SIZE (32 * VHDX_MiB)
@@ -44,8 +44,8 @@ G_BEGIN_DECLS
 #define FUZZ_MAX_WRITABLE_SIZE (64 * VHDX_MiB)
 
 /* Where a differencing input is opened from, and the name of its parent. */
-#define FUZZ_CHILD_PATH "/fuzz/child.vhdx"
-#define FUZZ_CHILD_NAME "child.vhdx"
+#define FUZZ_CHILD_PATH  "/fuzz/child.vhdx"
+#define FUZZ_CHILD_NAME  "child.vhdx"
 #define FUZZ_PARENT_NAME "parent.vhdx"
 
 typedef struct _FuzzImage FuzzImage;
@@ -69,16 +69,22 @@ void fuzz_image_fix_checksums (FuzzImage *image);
  * FUZZ_MAX_WRITABLE_SIZE.  A non-zero @identity is reported by identify(),
  * so that a chain that loops back to the same image is recognised.
  */
-G_GNUC_WARN_UNUSED_RESULT VhdxIo *fuzz_image_new_io (FuzzImage *image, gboolean writable,
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *fuzz_image_new_io (FuzzImage *image,
+                                                     gboolean writable,
                                                      guint64 identity);
 
 /* Decode an input (see above); NULL when it is too short to mean anything. */
-G_GNUC_WARN_UNUSED_RESULT FuzzImage *fuzz_image_decode (const guint8 *data, gsize size,
-                                                        guint8 *flags, const guint8 **tail,
+G_GNUC_WARN_UNUSED_RESULT FuzzImage *fuzz_image_decode (const guint8 *data,
+                                                        gsize size,
+                                                        guint8 *flags,
+                                                        const guint8 **tail,
                                                         gsize *tail_len);
 /* Encode @file with @flags as an input, records only where bytes are not zero;
  * @tail (may be NULL) follows the end marker. */
-void fuzz_image_encode (GBytes *file, guint8 flags, const guint8 *tail, gsize tail_len,
+void fuzz_image_encode (GBytes *file,
+                        guint8 flags,
+                        const guint8 *tail,
+                        gsize tail_len,
                         GByteArray *out);
 
 /* The fixed parent of differencing inputs: a dynamic image, built once. */
@@ -96,7 +102,8 @@ guint32 fuzz_parent_block_size (void);
 VhdxIo *fuzz_open_func (const char *path, gpointer user_data, GError **error);
 
 /* Open @image read-only (or read-write) as FUZZ_CHILD_PATH with fuzz_open_func. */
-G_GNUC_WARN_UNUSED_RESULT VhdxFile *fuzz_open_image (FuzzImage *image, gboolean read_write,
+G_GNUC_WARN_UNUSED_RESULT VhdxFile *fuzz_open_image (FuzzImage *image,
+                                                     gboolean read_write,
                                                      GError **error);
 
 /* The dirty-log template of fuzz-log: a dynamic image whose headers carry

@@ -21,12 +21,12 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-        g_autoptr(GBytes) bytes = g_bytes_new (data, size);
-        g_autoptr(VhdxIo) io = vhdx_io_new_memory (bytes);
-        g_autoptr(GPtrArray) locator = NULL;
-        g_autoptr(GPtrArray) candidates = NULL;
-        g_autoptr(GPtrArray) explicit = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new (data, size);
+        g_autoptr (VhdxIo) io = vhdx_io_new_memory (bytes);
+        g_autoptr (GPtrArray) locator = NULL;
+        g_autoptr (GPtrArray) candidates = NULL;
+        g_autoptr (GPtrArray) explicit = NULL;
+        g_autoptr (GError) error = NULL;
         const char *linkage;
         VhdxGuid guid;
         gsize text_bytes = 0;

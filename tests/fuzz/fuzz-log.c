@@ -38,8 +38,8 @@ build_image (const guint8 *data, gsize size)
         FuzzImage *image = fuzz_image_new (template, g_bytes_get_size (template));
         guint64 log_offset = fuzz_log_template_log_offset ();
         guint32 log_length = fuzz_log_template_log_length ();
-        guint32 position = vhdx_get_le32 (data + 1) % log_length / VHDX_LOG_SECTOR_SIZE *
-                           VHDX_LOG_SECTOR_SIZE;
+        guint32 position =
+                vhdx_get_le32 (data + 1) % log_length / VHDX_LOG_SECTOR_SIZE * VHDX_LOG_SECTOR_SIZE;
         gsize n = MIN (size - FUZZ_LOG_INPUT_HEADER, (gsize) log_length);
         gsize first = MIN (n, (gsize) (log_length - position));
 
@@ -58,10 +58,10 @@ exercise (VhdxFile *file)
         const VhdxInfo *info = vhdx_file_get_info (file);
         gsize n = (gsize) MIN (info->virtual_size, READ_LIMIT);
         g_autofree guint8 *buf = g_malloc (n);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GPtrArray) problems = g_ptr_array_new_with_free_func (
-                (GDestroyNotify) vhdx_problem_free);
-        g_autoptr(GArray) extents = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GPtrArray) problems =
+                g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);
+        g_autoptr (GArray) extents = NULL;
         gboolean read_ok;
 
         read_ok = vhdx_file_read (file, 0, buf, n, &error);
@@ -86,14 +86,14 @@ exercise (VhdxFile *file)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-        g_autoptr(FuzzImage) image = NULL;
-        g_autoptr(FuzzImage) replayed = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(VhdxFile) writable = NULL;
-        g_autoptr(VhdxFile) reopened = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GBytes) in_memory = NULL;
-        g_autoptr(GBytes) on_file = NULL;
+        g_autoptr (FuzzImage) image = NULL;
+        g_autoptr (FuzzImage) replayed = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (VhdxFile) writable = NULL;
+        g_autoptr (VhdxFile) reopened = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) in_memory = NULL;
+        g_autoptr (GBytes) on_file = NULL;
         guint64 virtual_size = 0;
 
         if (size < FUZZ_LOG_INPUT_HEADER)
@@ -121,8 +121,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                  * the file that large may run into the limit; anything else is
                  * damage, and the read-only open must have seen the same damage. */
                 if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE)) {
-                        g_assert (file == NULL || vhdx_file_get_info (file)->file_size >
-                                                          FUZZ_MAX_WRITABLE_SIZE);
+                        g_assert (file == NULL ||
+                                  vhdx_file_get_info (file)->file_size > FUZZ_MAX_WRITABLE_SIZE);
                         return 0;
                 }
                 g_assert (error->domain == VHDX_ERROR);

@@ -20,8 +20,8 @@ compare_names (gconstpointer a, gconstpointer b)
 static void
 collect (const char *path, GPtrArray *files)
 {
-        g_autoptr(GDir) dir = NULL;
-        g_autoptr(GPtrArray) names = NULL;
+        g_autoptr (GDir) dir = NULL;
+        g_autoptr (GPtrArray) names = NULL;
         const char *name;
 
         if (!g_file_test (path, G_FILE_TEST_EXISTS))
@@ -46,7 +46,7 @@ collect (const char *path, GPtrArray *files)
 int
 main (int argc, char **argv)
 {
-        g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+        g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
 
         LLVMFuzzerInitialize (&argc, &argv);
         if (argc < 2) {
@@ -58,7 +58,7 @@ main (int argc, char **argv)
         for (guint i = 0; i < files->len; i++) {
                 const char *path = g_ptr_array_index (files, i);
                 g_autofree char *data = NULL;
-                g_autoptr(GError) error = NULL;
+                g_autoptr (GError) error = NULL;
                 gsize size;
 
                 if (!g_file_get_contents (path, &data, &size, &error)) {

@@ -23,10 +23,10 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-        g_autoptr(FuzzImage) image = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GPtrArray) problems = NULL;
+        g_autoptr (FuzzImage) image = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GPtrArray) problems = NULL;
         const guint8 *tail;
         gsize tail_len;
         guint8 flags;

@@ -17,9 +17,9 @@
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 
-#define OP_SIZE 9
-#define MAX_OPS 16
-#define OP_MAP (1u << 0)
+#define OP_SIZE     9
+#define MAX_OPS     16
+#define OP_MAP      (1u << 0)
 #define OP_FROM_END (1u << 1)
 
 int
@@ -39,8 +39,12 @@ assert_request_error (const VhdxInfo *info, guint64 offset, guint64 length, GErr
 
 /* The bytes that a data extent names, in the file of its chain member. */
 static gboolean
-read_extent_source (VhdxFile *file, FuzzImage *image, const VhdxMapExtent *e, guint64 skip,
-                    guint8 *buf, gsize len)
+read_extent_source (VhdxFile *file,
+                    FuzzImage *image,
+                    const VhdxMapExtent *e,
+                    guint64 skip,
+                    guint8 *buf,
+                    gsize len)
 {
         VhdxFile *member = file;
 
@@ -57,8 +61,8 @@ read_extent_source (VhdxFile *file, FuzzImage *image, const VhdxMapExtent *e, gu
                 /* The fixed parent is the only other image an input can reach:
                  * the input itself as its own parent is a loop. */
                 g_assert_cmpuint (e->depth, ==, 1);
-                g_assert (g_str_has_suffix (vhdx_file_get_parent_path (file),
-                                            "/" FUZZ_PARENT_NAME));
+                g_assert (
+                        g_str_has_suffix (vhdx_file_get_parent_path (file), "/" FUZZ_PARENT_NAME));
                 g_assert_cmpuint (e->file_offset + skip + len, <=, size);
                 memcpy (buf, parent + e->file_offset + skip, len);
         }
@@ -80,8 +84,14 @@ is_zero (const guint8 *p, gsize len)
 }
 
 static void
-check_map (VhdxFile *file, FuzzImage *image, guint64 offset, guint64 length, GArray *extents,
-           const guint8 *bytes, guint64 bytes_offset, gsize bytes_len)
+check_map (VhdxFile *file,
+           FuzzImage *image,
+           guint64 offset,
+           guint64 length,
+           GArray *extents,
+           const guint8 *bytes,
+           guint64 bytes_offset,
+           gsize bytes_len)
 {
         guint64 expect = offset;
 
@@ -114,19 +124,19 @@ static void
 run_op (VhdxFile *file, FuzzImage *image, guint kind, guint64 offset, guint64 length)
 {
         const VhdxInfo *info = vhdx_file_get_info (file);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         if (kind & OP_FROM_END)
                 offset = info->virtual_size - MIN (offset, info->virtual_size);
         if (kind & OP_MAP) {
-                g_autoptr(GArray) extents = vhdx_file_map (file, offset, length, &error);
+                g_autoptr (GArray) extents = vhdx_file_map (file, offset, length, &error);
                 if (extents == NULL)
                         assert_request_error (info, offset, length, error);
                 else
                         check_map (file, image, offset, length, extents, NULL, 0, 0);
         } else {
                 g_autofree guint8 *buf = g_malloc (length > 0 ? length : 1);
-                g_autoptr(GArray) extents = NULL;
+                g_autoptr (GArray) extents = NULL;
 
                 if (!vhdx_file_read (file, offset, buf, length, &error)) {
                         assert_request_error (info, offset, length, error);
@@ -144,9 +154,9 @@ run_op (VhdxFile *file, FuzzImage *image, guint kind, guint64 offset, guint64 le
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-        g_autoptr(FuzzImage) image = NULL;
-        g_autoptr(VhdxFile) file = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (FuzzImage) image = NULL;
+        g_autoptr (VhdxFile) file = NULL;
+        g_autoptr (GError) error = NULL;
         const guint8 *tail;
         gsize tail_len;
         guint8 flags;

@@ -34,7 +34,7 @@ save (const char *target, const char *name, const guint8 *data, gsize len)
 {
         g_autofree char *dir = g_build_filename (outdir, target, NULL);
         g_autofree char *path = g_build_filename (dir, name, NULL);
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         if (g_mkdir_with_parents (dir, 0755) < 0)
                 g_error ("%s: %s", dir, g_strerror (errno));
@@ -61,9 +61,9 @@ add_op (GByteArray *ops, guint kind, guint64 offset, guint32 length)
 static void
 save_image (const char *name, GBytes *file, guint64 virtual_size)
 {
-        g_autoptr(GByteArray) plain = g_byte_array_new ();
-        g_autoptr(GByteArray) with_ops = g_byte_array_new ();
-        g_autoptr(GByteArray) ops = g_byte_array_new ();
+        g_autoptr (GByteArray) plain = g_byte_array_new ();
+        g_autoptr (GByteArray) with_ops = g_byte_array_new ();
+        g_autoptr (GByteArray) ops = g_byte_array_new ();
         g_autofree char *ops_name = g_strconcat (name, "-ops", NULL);
 
         fuzz_image_encode (file, FUZZ_FLAG_FIX_CHECKSUMS, NULL, 0, plain);
@@ -71,12 +71,12 @@ save_image (const char *name, GBytes *file, guint64 virtual_size)
         save ("read", name, plain->data, plain->len);
 
         add_op (ops, 0, 0, 64 * 1024);
-        add_op (ops, 0, MiB - 700, 1400);                /* across a block boundary */
+        add_op (ops, 0, MiB - 700, 1400); /* across a block boundary */
         add_op (ops, 0, 3 * 512, 3 * 512);
-        add_op (ops, 2, 8192, 8192);                     /* the end of the disk */
+        add_op (ops, 2, 8192, 8192); /* the end of the disk */
         add_op (ops, 1, 0, (guint32) (virtual_size / 4096));
         add_op (ops, 1, 4096, 300);
-        add_op (ops, 0, virtual_size - 512, 1024);       /* past the end */
+        add_op (ops, 0, virtual_size - 512, 1024); /* past the end */
         fuzz_image_encode (file, FUZZ_FLAG_FIX_CHECKSUMS, ops->data, ops->len, with_ops);
         save ("read", ops_name, with_ops->data, with_ops->len);
 }
@@ -100,19 +100,19 @@ seed_generated (void)
                 guint32 zero_state;
         } images[] = {
                 { "fixed", VHDX_DISK_TYPE_FIXED, 4 * MiB, 512, 512, FALSE, FALSE, FALSE, FALSE, 0 },
-                { "dynamic", VHDX_DISK_TYPE_DYNAMIC, 8 * MiB, 512, 4096, FALSE, FALSE, FALSE,
-                  FALSE, 0 },
-                { "dynamic-disk2vhd", VHDX_DISK_TYPE_DYNAMIC, 8 * MiB, 512, 4096, TRUE, TRUE,
-                  TRUE, FALSE, VHDX_PAYLOAD_ZERO },
+                { "dynamic", VHDX_DISK_TYPE_DYNAMIC, 8 * MiB, 512, 4096, FALSE, FALSE, FALSE, FALSE,
+                  0 },
+                { "dynamic-disk2vhd", VHDX_DISK_TYPE_DYNAMIC, 8 * MiB, 512, 4096, TRUE, TRUE, TRUE,
+                  FALSE, VHDX_PAYLOAD_ZERO },
                 { "dynamic-4k", VHDX_DISK_TYPE_DYNAMIC, 3 * MiB + 3 * 4096, 4096, 4096, FALSE,
                   FALSE, FALSE, FALSE, 0 },
-                { "dynamic-extra", VHDX_DISK_TYPE_DYNAMIC, 4 * MiB, 512, 512, FALSE, FALSE,
-                  FALSE, TRUE, 0 },
+                { "dynamic-extra", VHDX_DISK_TYPE_DYNAMIC, 4 * MiB, 512, 512, FALSE, FALSE, FALSE,
+                  TRUE, 0 },
         };
 
         for (guint i = 0; i < G_N_ELEMENTS (images); i++) {
-                g_autoptr(VhdxGen) gen = NULL;
-                g_autoptr(GBytes) file = NULL;
+                g_autoptr (VhdxGen) gen = NULL;
+                g_autoptr (GBytes) file = NULL;
                 VhdxGenParams params;
                 guint64 vs = images[i].virtual_size;
 
@@ -134,10 +134,10 @@ seed_generated (void)
                 write_sectors (gen, vs - 512, 512, 3);
                 if (images[i].extra) {
                         static const guint8 value[4] = { 1, 2, 3, 4 };
-                        VhdxGuid region = vhdx_gen_guid_from_text (
-                                "a1b2c3d4-0000-4000-8000-000000000001");
-                        VhdxGuid item = vhdx_gen_guid_from_text (
-                                "da02d7bc-3d3a-423c-ac88-2a36ab21479b");
+                        VhdxGuid region =
+                                vhdx_gen_guid_from_text ("a1b2c3d4-0000-4000-8000-000000000001");
+                        VhdxGuid item =
+                                vhdx_gen_guid_from_text ("da02d7bc-3d3a-423c-ac88-2a36ab21479b");
                         vhdx_gen_add_region (gen, &region, FALSE, MiB);
                         vhdx_gen_add_metadata_item (gen, &item, VHDX_METADATA_FLAG_IS_VIRTUAL_DISK,
                                                     value, sizeof value);
@@ -147,7 +147,7 @@ seed_generated (void)
 
                 if (i == 1) {
                         /* The same image, cut short inside its BAT. */
-                        g_autoptr(GBytes) cut = g_bytes_new_from_bytes (file, 0, 3 * MiB + 4096);
+                        g_autoptr (GBytes) cut = g_bytes_new_from_bytes (file, 0, 3 * MiB + 4096);
                         save_image ("dynamic-truncated", cut, vs);
                 }
         }
@@ -156,10 +156,10 @@ seed_generated (void)
 static GBytes *
 write_differencing (guint32 sector_size, const char *relative_path, gboolean full_block)
 {
-        g_autoptr(FuzzImage) image = fuzz_image_new (NULL, 0);
-        g_autoptr(VhdxIo) io = fuzz_image_new_io (image, TRUE, 0);
-        g_autoptr(VhdxCreator) writer = NULL;
-        g_autoptr(GError) error = NULL;
+        g_autoptr (FuzzImage) image = fuzz_image_new (NULL, 0);
+        g_autoptr (VhdxIo) io = fuzz_image_new_io (image, TRUE, 0);
+        g_autoptr (VhdxCreator) writer = NULL;
+        g_autoptr (GError) error = NULL;
         g_autofree guint8 *buf = g_malloc (MiB);
         VhdxCreateParams params = {
                 .disk_type = VHDX_DISK_TYPE_DIFFERENCING,
@@ -176,7 +176,8 @@ write_differencing (guint32 sector_size, const char *relative_path, gboolean ful
         vhdx_gen_pattern_fill_buffer (buf, 0, MiB, 9);
         /* Partly present blocks 0 and 1, and (optionally) block 3 whole. */
         must_succeed (vhdx_creator_write (writer, sector_size, buf, sector_size, &error), &error);
-        must_succeed (vhdx_creator_write (writer, 8 * sector_size, buf, 3 * sector_size, &error), &error);
+        must_succeed (vhdx_creator_write (writer, 8 * sector_size, buf, 3 * sector_size, &error),
+                      &error);
         must_succeed (vhdx_creator_write (writer, MiB + 4096, buf, 4096, &error), &error);
         if (full_block) {
                 memset (buf + 512, 0, MiB - 1024);
@@ -189,11 +190,10 @@ write_differencing (guint32 sector_size, const char *relative_path, gboolean ful
 static void
 seed_differencing (void)
 {
-        g_autoptr(GBytes) diff = write_differencing (512, FUZZ_PARENT_NAME, TRUE);
-        g_autoptr(GBytes) partial = write_differencing (512, "..\\fuzz\\" FUZZ_PARENT_NAME,
-                                                        FALSE);
-        g_autoptr(GBytes) loop = write_differencing (512, FUZZ_CHILD_NAME, FALSE);
-        g_autoptr(GBytes) sectors_4k = write_differencing (4096, FUZZ_PARENT_NAME, FALSE);
+        g_autoptr (GBytes) diff = write_differencing (512, FUZZ_PARENT_NAME, TRUE);
+        g_autoptr (GBytes) partial = write_differencing (512, "..\\fuzz\\" FUZZ_PARENT_NAME, FALSE);
+        g_autoptr (GBytes) loop = write_differencing (512, FUZZ_CHILD_NAME, FALSE);
+        g_autoptr (GBytes) sectors_4k = write_differencing (4096, FUZZ_PARENT_NAME, FALSE);
 
         save_image ("differencing", diff, fuzz_parent_virtual_size ());
         save_image ("differencing-relative", partial, fuzz_parent_virtual_size ());
@@ -216,9 +216,8 @@ typedef enum {
 } LogShape;
 
 static const char *const log_shape_names[N_LOG_SHAPES] = {
-        "one-entry",       "several-entries", "wraps",   "zero-descriptors",
-        "many-descriptors", "stale-entries",  "torn-head", "extends-file",
-        "payload",
+        "one-entry",     "several-entries", "wraps",        "zero-descriptors", "many-descriptors",
+        "stale-entries", "torn-head",       "extends-file", "payload",
 };
 
 /* BAT offset of the template, from its first region table. */
@@ -240,7 +239,11 @@ template_bat_offset (GBytes *template)
 
 /* The template's BAT sector holding entry @index, with that entry set to @entry. */
 static void
-bat_sector (FuzzImage *image, guint64 bat_offset, guint64 index, guint64 entry, guint8 *sector,
+bat_sector (FuzzImage *image,
+            guint64 bat_offset,
+            guint64 index,
+            guint64 entry,
+            guint8 *sector,
             guint64 *sector_offset)
 {
         guint64 at = bat_offset + index * VHDX_BAT_ENTRY_SIZE;
@@ -253,7 +256,7 @@ bat_sector (FuzzImage *image, guint64 bat_offset, guint64 index, guint64 entry, 
 static void
 commit (VhdxLogWriter *writer, guint64 flushed, guint64 last)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         must_succeed (vhdx_log_writer_commit (writer, flushed, last, &error), &error);
 }
@@ -267,16 +270,16 @@ seed_log (LogShape shape)
         guint32 log_length = fuzz_log_template_log_length ();
         guint64 bat_offset = template_bat_offset (template);
         guint64 new_block = (size + MiB - 1) / MiB * MiB;
-        g_autoptr(FuzzImage) image = fuzz_image_new (template, size);
-        g_autoptr(VhdxIo) io = fuzz_image_new_io (image, TRUE, 0);
-        g_autoptr(VhdxLogWriter) writer = NULL;
-        g_autoptr(VhdxLogWriter) stale = NULL;
-        g_autoptr(GByteArray) seed = g_byte_array_new ();
+        g_autoptr (FuzzImage) image = fuzz_image_new (template, size);
+        g_autoptr (VhdxIo) io = fuzz_image_new_io (image, TRUE, 0);
+        g_autoptr (VhdxLogWriter) writer = NULL;
+        g_autoptr (VhdxLogWriter) stale = NULL;
+        g_autoptr (GByteArray) seed = g_byte_array_new ();
         g_autofree guint8 *sector = g_malloc (VHDX_LOG_SECTOR_SIZE);
         g_autofree guint8 *log = g_malloc (log_length);
         VhdxGuid guid = fuzz_log_guid ();
         VhdxGuid other = vhdx_gen_guid_from_text ("0badc0de-1111-4222-8333-444455556666");
-        guint32 start = shape == LOG_WRAPS ? log_length - 2 * VHDX_LOG_SECTOR_SIZE
+        guint32 start = shape == LOG_WRAPS           ? log_length - 2 * VHDX_LOG_SECTOR_SIZE
                         : shape == LOG_STALE_ENTRIES ? 4 * VHDX_LOG_SECTOR_SIZE
                                                      : 0;
         guint64 sector_offset;
@@ -364,8 +367,8 @@ seed_log (LogShape shape)
 
         /* The whole dirty image is a seed of the other targets too. */
         if (shape == LOG_ONE_ENTRY || shape == LOG_WRAPS || shape == LOG_STALE_ENTRIES) {
-                g_autoptr(FuzzImage) dirty = fuzz_image_new (template, size);
-                g_autoptr(GBytes) file = NULL;
+                g_autoptr (FuzzImage) dirty = fuzz_image_new (template, size);
+                g_autoptr (GBytes) file = NULL;
                 g_autofree char *name = g_strconcat ("dirty-", log_shape_names[shape], NULL);
 
                 fuzz_image_write (dirty, log_offset, log + (log_length - start), start);
@@ -379,7 +382,7 @@ seed_log (LogShape shape)
 static void
 save_locator (const char *name, const char *const *pairs, gboolean vhdx_type)
 {
-        g_autoptr(GByteArray) item = g_byte_array_new ();
+        g_autoptr (GByteArray) item = g_byte_array_new ();
         guint count = (guint) g_strv_length ((char **) pairs) / 2;
         guint32 data = VHDX_LOCATOR_HEADER_SIZE + count * VHDX_LOCATOR_ENTRY_SIZE;
 
@@ -391,8 +394,8 @@ save_locator (const char *name, const char *const *pairs, gboolean vhdx_type)
         for (guint i = 0; i < 2 * count; i++) {
                 glong n = 0;
                 g_autofree gunichar2 *text = g_utf8_to_utf16 (pairs[i], -1, NULL, &n, NULL);
-                guint8 *e = item->data + VHDX_LOCATOR_HEADER_SIZE +
-                            (i / 2) * VHDX_LOCATOR_ENTRY_SIZE;
+                guint8 *e =
+                        item->data + VHDX_LOCATOR_HEADER_SIZE + (i / 2) * VHDX_LOCATOR_ENTRY_SIZE;
 
                 vhdx_put_le32 (e + (i % 2 == 0 ? VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET
                                                : VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET),
@@ -412,26 +415,41 @@ save_locator (const char *name, const char *const *pairs, gboolean vhdx_type)
 static void
 seed_locators (void)
 {
-        const char *const writer[] = { "parent_linkage", "{6b0d3a2e-9f1c-4b7a-8e25-1d4c7f9a0b3e}",
-                                       "relative_path", "..\\base\\parent.vhdx",
-                                       "absolute_win32_path", "\\\\?\\C:\\vms\\base\\parent.vhdx",
+        const char *const writer[] = { "parent_linkage",
+                                       "{6b0d3a2e-9f1c-4b7a-8e25-1d4c7f9a0b3e}",
+                                       "relative_path",
+                                       "..\\base\\parent.vhdx",
+                                       "absolute_win32_path",
+                                       "\\\\?\\C:\\vms\\base\\parent.vhdx",
                                        NULL };
-        const char *const hyperv[] = { "parent_linkage", "{6B0D3A2E-9F1C-4B7A-8E25-1D4C7F9A0B3E}",
-                                       "parent_linkage2", "{00000000-0000-0000-0000-000000000000}",
-                                       "relative_path", ".\\parent.vhdx",
+        const char *const hyperv[] = { "parent_linkage",
+                                       "{6B0D3A2E-9F1C-4B7A-8E25-1D4C7F9A0B3E}",
+                                       "parent_linkage2",
+                                       "{00000000-0000-0000-0000-000000000000}",
+                                       "relative_path",
+                                       ".\\parent.vhdx",
                                        "volume_path",
                                        "\\\\?\\Volume{1b2c3d4e-0000-0000-0000-100000000000}\\"
                                        "vms\\parent.vhdx",
-                                       "absolute_win32_path", "\\\\server\\share\\parent.vhdx",
+                                       "absolute_win32_path",
+                                       "\\\\server\\share\\parent.vhdx",
                                        NULL };
-        const char *const unicode[] = { "parent_linkage", "6b0d3a2e-9f1c-4b7a-8e25-1d4c7f9a0b3e",
-                                        "relative_path", "p\xc3\xa4rent-\xf0\x9f\x92\xbe.vhdx",
-                                        "absolute_win32_path", "..", NULL };
-        const char *const absolute[] = { "parent_linkage", "{not a guid}", "relative_path",
-                                         "/abs/parent.vhdx", "volume_path", "\\", NULL };
+        const char *const unicode[] = { "parent_linkage",
+                                        "6b0d3a2e-9f1c-4b7a-8e25-1d4c7f9a0b3e",
+                                        "relative_path",
+                                        "p\xc3\xa4rent-\xf0\x9f\x92\xbe.vhdx",
+                                        "absolute_win32_path",
+                                        "..",
+                                        NULL };
+        const char *const absolute[] = { "parent_linkage",
+                                         "{not a guid}",
+                                         "relative_path",
+                                         "/abs/parent.vhdx",
+                                         "volume_path",
+                                         "\\",
+                                         NULL };
         const char *const no_linkage[] = { "relative_path", "parent.vhdx", NULL };
-        const char *const duplicate[] = { "parent_linkage", "{x}", "parent_linkage", "{y}",
-                                          NULL };
+        const char *const duplicate[] = { "parent_linkage", "{x}", "parent_linkage", "{y}", NULL };
 
         save_locator ("writer", writer, TRUE);
         save_locator ("hyper-v", hyperv, TRUE);
@@ -445,7 +463,7 @@ seed_locators (void)
 int
 main (int argc, char **argv)
 {
-        g_autoptr(GError) error = NULL;
+        g_autoptr (GError) error = NULL;
 
         if (argc != 3) {
                 fprintf (stderr, "usage: %s OUTDIR STAMP\n", argv[0]);

@@ -201,8 +201,8 @@ assert_properties (VhdxImage *image, const Fixture *fixture)
                       &block_size, "logical-sector-size", &logical, "physical-sector-size",
                       &physical, "disk-type", &disk_type, "virtual-disk-id", &virtual_disk_id,
                       "creator", &creator, "log-state", &log_state, "file-size", &file_size,
-                      "allocated-size", &allocated, "has-parent", &has_parent, "parent",
-                      &parent, "chain-depth", &depth, NULL);
+                      "allocated-size", &allocated, "has-parent", &has_parent, "parent", &parent,
+                      "chain-depth", &depth, NULL);
         g_assert_nonnull (file);
         g_assert_cmpuint (virtual_size, ==, params->virtual_size);
         g_assert_cmpuint (vhdx_image_get_virtual_size (image), ==, params->virtual_size);
@@ -222,8 +222,9 @@ assert_properties (VhdxImage *image, const Fixture *fixture)
          * metadata item, FileWriteGuid and DataWriteGuid at bytes 16 and 32
          * of the current header. */
         current = current_header (fixture->path, layout, &sequence);
-        expected_disk_id = file_guid_text (
-                fixture->path, layout->metadata_item_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_ID]);
+        expected_disk_id =
+                file_guid_text (fixture->path,
+                                layout->metadata_item_offset[VHDX_GEN_ITEM_VIRTUAL_DISK_ID]);
         expected_file_guid = file_guid_text (fixture->path, layout->header_offset[current] + 16);
         expected_data_guid = file_guid_text (fixture->path, layout->header_offset[current] + 32);
         g_assert_cmpstr (virtual_disk_id, ==, expected_disk_id);
@@ -285,7 +286,8 @@ write_file (const char *path, gsize size, guint8 seed)
 
         for (gsize i = 0; i < size; i++)
                 data[i] = (guint8) (i * 31 + seed);
-        test_assert_ok (g_file_set_contents (path, (const char *) data, (gssize) size, &error), error);
+        test_assert_ok (g_file_set_contents (path, (const char *) data, (gssize) size, &error),
+                        error);
 }
 
 static void
@@ -361,12 +363,10 @@ test_read_buffer (Fixture *fixture, gconstpointer data)
                 guint64 offset;
                 gsize length;
         } ranges[] = {
-                { 0, 64 * MiB },          /* the whole disk, in several chunks */
-                { 3 * MiB, 512 },
-                { 3 * MiB + 511, 2 },
+                { 0, 64 * MiB }, /* the whole disk, in several chunks */
+                { 3 * MiB, 512 },         { 3 * MiB + 511, 2 },
                 { 2 * MiB - 7, 5 * MiB }, /* across blocks, unaligned */
-                { 64 * MiB - 1, 1 },
-                { 64 * MiB, 0 },
+                { 64 * MiB - 1, 1 },      { 64 * MiB, 0 },
         };
         g_autoptr (VhdxImage) image = open_fixture (fixture);
 
@@ -376,7 +376,8 @@ test_read_buffer (Fixture *fixture, gconstpointer data)
 
                 memset (buf, 0xee, ranges[i].length);
                 test_assert_ok (vhdx_image_read (image, ranges[i].offset, buf, ranges[i].length,
-                                                NULL, &error), error);
+                                                 NULL, &error),
+                                error);
                 assert_raw_range (fixture->gen, buf, ranges[i].offset, ranges[i].length);
         }
 }
@@ -431,8 +432,8 @@ read_randomly (gpointer user_data)
                 guint64 offset = (guint64) g_rand_double_range (rand, 0, (double) size);
                 guint64 wanted = (guint64) g_rand_int_range (rand, 1, 3 * MiB);
                 gsize length = (gsize) MIN (wanted, size - offset);
-                g_autoptr (GBytes) bytes = vhdx_image_read_bytes (data->image, offset, length,
-                                                                  NULL, &error);
+                g_autoptr (GBytes) bytes =
+                        vhdx_image_read_bytes (data->image, offset, length, NULL, &error);
 
                 g_assert_no_error (error);
                 g_assert_cmpuint (g_bytes_get_size (bytes), ==, length);
@@ -449,7 +450,7 @@ test_read_threads (Fixture *fixture, gconstpointer data)
         GThread *threads[8];
 
         for (guint i = 0; i < G_N_ELEMENTS (threads); i++) {
-                thread_data[i] = (ThreadData) { image, fixture->gen, 100 + i };
+                thread_data[i] = (ThreadData){ image, fixture->gen, 100 + i };
                 threads[i] = g_thread_new ("reader", read_randomly, &thread_data[i]);
         }
         for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
@@ -465,8 +466,8 @@ test_read_async (Fixture *fixture, gconstpointer data)
         g_autoptr (GBytes) bytes = NULL;
         g_autofree guint8 *buf = g_malloc (9 * MiB);
 
-        vhdx_image_read_async (image, 1 * MiB, buf, 9 * MiB, G_PRIORITY_DEFAULT, NULL,
-                               store_result, &result);
+        vhdx_image_read_async (image, 1 * MiB, buf, 9 * MiB, G_PRIORITY_DEFAULT, NULL, store_result,
+                               &result);
         test_assert_ok (vhdx_image_read_finish (image, wait_for_result (&result), &error), error);
         assert_raw_range (fixture->gen, buf, 1 * MiB, 9 * MiB);
         g_clear_object (&result);
@@ -596,7 +597,8 @@ test_stream (Fixture *fixture, gconstpointer data)
         g_assert_cmpint (g_seekable_tell (seekable), ==, 0);
 
         test_assert_ok (g_seekable_seek (seekable, 3 * MiB + 100, G_SEEK_SET, NULL, &error), error);
-        test_assert_ok (g_input_stream_read_all (stream, buf, sizeof buf, &n_read, NULL, &error), error);
+        test_assert_ok (g_input_stream_read_all (stream, buf, sizeof buf, &n_read, NULL, &error),
+                        error);
         g_assert_cmpuint (n_read, ==, sizeof buf);
         assert_raw_range (fixture->gen, buf, 3 * MiB + 100, sizeof buf);
         g_assert_cmpint (g_seekable_tell (seekable), ==, 3 * MiB + 100 + sizeof buf);
@@ -663,8 +665,8 @@ assert_extents_match (Fixture *fixture, GPtrArray *extents, guint64 offset, guin
                         guint64 block = at / params->block_size;
                         guint64 block_end = MIN ((block + 1) * params->block_size, end);
                         guint64 file_offset = 0;
-                        gboolean allocated = vhdx_gen_block_file_offset (fixture->gen, block,
-                                                                         &file_offset);
+                        gboolean allocated =
+                                vhdx_gen_block_file_offset (fixture->gen, block, &file_offset);
 
                         if (vhdx_extent_get_kind (extent) == VHDX_EXTENT_KIND_DATA) {
                                 g_assert_true (allocated);
@@ -755,11 +757,11 @@ test_check_open_findings (Fixture *fixture, gconstpointer data)
 
         fd = g_open (fixture->path, O_RDWR, 0);
         g_assert_cmpint (fd, >=, 0);
-        g_assert_cmpint (pread (fd, &byte, 1, (off_t) fixture->layout.header_offset[0] + 1000),
-                         ==, 1);
+        g_assert_cmpint (pread (fd, &byte, 1, (off_t) fixture->layout.header_offset[0] + 1000), ==,
+                         1);
         byte ^= 0x10;
-        g_assert_cmpint (pwrite (fd, &byte, 1, (off_t) fixture->layout.header_offset[0] + 1000),
-                         ==, 1);
+        g_assert_cmpint (pwrite (fd, &byte, 1, (off_t) fixture->layout.header_offset[0] + 1000), ==,
+                         1);
         close (fd);
         /* The checksum stored in header 1 and the one of its damaged bytes. */
         header = file_bytes (fixture->path, fixture->layout.header_offset[0], 4096);
@@ -774,8 +776,7 @@ test_check_open_findings (Fixture *fixture, gconstpointer data)
         g_assert_cmpuint (problems->len, ==, 1);
         problem = g_ptr_array_index (problems, 0);
         g_assert_cmpint (vhdx_problem_get_severity (problem), ==, VHDX_SEVERITY_WARNING);
-        g_assert_cmpuint (vhdx_problem_get_offset (problem), ==,
-                          fixture->layout.header_offset[0]);
+        g_assert_cmpuint (vhdx_problem_get_offset (problem), ==, fixture->layout.header_offset[0]);
         g_assert_cmpstr (vhdx_problem_get_structure (problem), ==, "header 1");
         if (strstr (vhdx_problem_get_message (problem), checksums) == NULL)
                 g_error ("the problem \"%s\" does not quote \"%s\"",
@@ -791,7 +792,7 @@ typedef struct {
         char *base_path;
         char *child_path;
         guint64 size;
-        char *base_guid;        /* the base's DataWriteGuid, as the test chose it */
+        char *base_guid; /* the base's DataWriteGuid, as the test chose it */
 } Chain;
 
 static void
@@ -806,7 +807,10 @@ chain_free (Chain *chain)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Chain, chain_free)
 
 static void
-write_image (const char *path, const VhdxCreateParams *params, guint64 offset, gsize length,
+write_image (const char *path,
+             const VhdxCreateParams *params,
+             guint64 offset,
+             gsize length,
              guint32 seed)
 {
         g_autoptr (GError) error = NULL;
@@ -825,7 +829,7 @@ write_image (const char *path, const VhdxCreateParams *params, guint64 offset, g
 }
 
 /* The DataWriteGuids the chain's images are given. */
-#define BASE_GUID "5B0E7C41-2D9A-4F36-8C1E-A47B3D92F605"
+#define BASE_GUID  "5B0E7C41-2D9A-4F36-8C1E-A47B3D92F605"
 #define CHILD_GUID "E2C94A17-60B3-4D8F-9A25-1F7C0B6D3E48"
 
 /* A base with a run of pattern 1, and a child with a run of pattern 2 over
@@ -1083,8 +1087,8 @@ main (int argc, char **argv)
                     fixture_tear_down);
         g_test_add ("/image/open/errors", Fixture, NULL, fixture_set_up, test_open_errors,
                     fixture_tear_down);
-        g_test_add ("/image/open/init-twice", Fixture, NULL, fixture_set_up,
-                    test_open_init_twice, fixture_tear_down);
+        g_test_add ("/image/open/init-twice", Fixture, NULL, fixture_set_up, test_open_init_twice,
+                    fixture_tear_down);
         g_test_add ("/image/read/buffer", Fixture, NULL, fixture_set_up, test_read_buffer,
                     fixture_tear_down);
         g_test_add ("/image/read/range", Fixture, NULL, fixture_set_up, test_read_range,
@@ -1096,8 +1100,7 @@ main (int argc, char **argv)
         g_test_add ("/image/read/cancelled", Fixture, NULL, fixture_set_up, test_read_cancelled,
                     fixture_tear_down);
         g_test_add_func ("/image/read/cancelled-midway", test_read_cancelled_midway);
-        g_test_add ("/image/stream", Fixture, NULL, fixture_set_up, test_stream,
-                    fixture_tear_down);
+        g_test_add ("/image/stream", Fixture, NULL, fixture_set_up, test_stream, fixture_tear_down);
         g_test_add ("/image/extents", Fixture, NULL, fixture_set_up, test_extents,
                     fixture_tear_down);
         g_test_add ("/image/check/clean", Fixture, NULL, fixture_set_up, test_check_clean,
