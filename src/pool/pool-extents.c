@@ -4,6 +4,7 @@
 
 #include "pool-extents.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 #include <glib/gi18n.h>
@@ -49,7 +50,7 @@ pool_extent_cursor_find (PoolExtentCursor *cursor, guint64 position, GError **er
                 cursor->index++;
         }
         g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                     _ ("the map of the virtual disk has a gap at offset %" G_GUINT64_FORMAT),
+                     _ ("the map of the virtual disk has a gap at offset %" PRIu64),
                      position);
         return NULL;
 }

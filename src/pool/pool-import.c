@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,7 +196,7 @@ static void
 set_difference_error (Compare *compare, guint64 offset)
 {
         g_set_error (&compare->error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                     _ ("volume '%s' differs from the image at offset %" G_GUINT64_FORMAT),
+                     _ ("volume '%s' differs from the image at offset %" PRIu64),
                      compare->volume, offset);
 }
 
