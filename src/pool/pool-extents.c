@@ -50,7 +50,6 @@ pool_extent_cursor_find (PoolExtentCursor *cursor, guint64 position, GError **er
                 cursor->index++;
         }
         g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
-                     _ ("the map of the virtual disk has a gap at offset %" PRIu64),
-                     position);
+                     _ ("the map of the virtual disk has a gap at offset %" PRIu64), position);
         return NULL;
 }

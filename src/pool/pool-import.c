@@ -196,8 +196,8 @@ static void
 set_difference_error (Compare *compare, guint64 offset)
 {
         g_set_error (&compare->error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                     _ ("volume '%s' differs from the image at offset %" PRIu64),
-                     compare->volume, offset);
+                     _ ("volume '%s' differs from the image at offset %" PRIu64), compare->volume,
+                     offset);
 }
 
 static gboolean
