@@ -794,11 +794,24 @@ test_parent_mismatch (void)
         g_clear_error (&error);
         /* Unless the caller allows it. */
         {
-                VhdxOpenOptions options = { .path = top (c)->path, .allow_parent_mismatch = TRUE };
+                VhdxOpenOptions options = { .path = top (c)->path };
+                GPtrArray *problems;
+
                 file = vhdx_file_open_full (vhdx_io_open_path (top (c)->path, FALSE, NULL),
-                                            VHDX_OPEN_FLAGS_NONE, &options, &error);
+                                            VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH, &options,
+                                            &error);
                 g_assert_no_error (error);
                 g_assert_nonnull (vhdx_file_get_parent (file));
+                /* With a warning that names both GUIDs. */
+                problems = vhdx_file_get_open_problems (file);
+                g_assert_cmpuint (problems->len, ==, 1);
+                {
+                        const VhdxProblem *p = g_ptr_array_index (problems, 0);
+                        g_autofree char *message = g_ascii_strdown (p->message, -1);
+
+                        g_assert_cmpint (p->severity, ==, VHDX_SEVERITY_WARNING);
+                        g_assert_nonnull (strstr (message, guid));
+                }
         }
 }
 

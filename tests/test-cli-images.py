@@ -377,8 +377,12 @@ class Tests:
         expect_equal(result.returncode, 1, 'no parent: exit status')
         expect(b'cannot be found' in result.stderr and base.encode() in result.stderr,
                'the message lists the paths tried: %r' % result.stderr)
-        result = vhdx('check', child)
-        expect_equal(result.returncode, 1, 'check without the parent cannot check')
+        # check checks the child and finds the missing parent: one error.
+        result = vhdx('check', '--json', child)
+        expect_equal(result.returncode, 2, 'check without the parent: exit status')
+        report = json.loads(result.stdout)
+        expect_equal([(p['severity'], p['structure']) for p in report['problems']],
+                     [('error', 'parent locator')], 'check without the parent: its problems')
         expect_equal(cat_sha256('--parent', moved, child), sha256(mod_raw), '--parent')
         ok([TOOL, 'map', '--parent', moved, child])
         info = json.loads(ok([TOOL, 'info', '--json', '--parent', moved, child]).stdout)
@@ -434,6 +438,19 @@ class Tests:
                      ['differencing', 'differencing', 'dynamic'], 'disk types')
         text = ok([TOOL, 'info', '--backing-chain', grand]).stdout.decode()
         expect_equal(text.count('Disk type:'), 3, 'text output of the chain')
+        # Without the base, the chain ends at the child, whose parent is missing.
+        os.rename(base, base + '.gone')
+        chain = json.loads(ok([TOOL, 'info', '--json', '--backing-chain', grand]).stdout)
+        expect_equal([(c['filename'], c['format-specific']['data']['parent-missing'])
+                      for c in chain],
+                     [(grand, False), (os.path.realpath(child), True)],
+                     'the chain down to the missing base')
+        expect_equal(os.path.realpath(chain[1]['format-specific']['data']['parent-tried'][0]),
+                     os.path.realpath(base),
+                     'the base looked for first where the locator says')
+        result = vhdx('check', grand)
+        expect_equal(result.returncode, 2, 'check of a chain missing its base: exit status')
+        os.rename(base + '.gone', base)
 
 
 def main():

@@ -120,15 +120,19 @@ problems_print_text (GPtrArray *problems, guint n_errors, guint n_warnings, cons
 static gboolean
 collect_problems (const char *path,
                   gboolean repair,
-                  const char *parent,
+                  const CliParentOptions *parents,
                   GPtrArray *problems,
                   VhdxFile **file,
                   GError **error)
 {
         g_autoptr (GError) local_error = NULL;
 
-        *file = cli_open_image (path, repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE,
-                                parent, NULL, &local_error);
+        /* A parent that cannot be found is one of the problems, after those
+         * of the image itself. */
+        *file = cli_open_image (path,
+                                (repair ? VHDX_OPEN_FLAGS_READ_WRITE : VHDX_OPEN_FLAGS_NONE) |
+                                        VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT,
+                                parents, NULL, &local_error);
         if (*file == NULL) {
                 if (!error_is_corruption (local_error)) {
                         g_propagate_error (error, g_steal_pointer (&local_error));
@@ -149,15 +153,12 @@ cli_cmd_check (int argc, char **argv)
         gboolean json = FALSE;
         gboolean repair = FALSE;
         g_auto (GStrv) args = NULL;
-        g_autofree char *parent = NULL;
+        g_auto (CliParentOptions) parents = { 0 };
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON object"), NULL },
                 { "repair", 0, 0, G_OPTION_ARG_NONE, &repair,
                   N_ ("Replay a pending log onto the image (opens it for writing)"), NULL },
-                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
-                      "locator names"),
-                  N_ ("PARENT") },
+                CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -172,7 +173,9 @@ cli_cmd_check (int argc, char **argv)
         context = tool_command_context_new (
                 "check", _ ("IMAGE"), _ ("Check an image for corruption."),
                 _ ("Validates the headers, region tables, metadata, log and every BAT\n"
-                   "entry, and prints one line per problem found, then a summary.\n"
+                   "entry, and prints one line per problem found, then a summary.  Every\n"
+                   "image of a differencing image's chain is checked; a parent that\n"
+                   "cannot be found is an error, after the image itself was checked.\n"
                    "\n"
                    "With --json, prints one object with the keys filename, format,\n"
                    "check-errors (problems of severity error), warnings, problems\n"
@@ -193,7 +196,7 @@ cli_cmd_check (int argc, char **argv)
             !tool_check_arguments ("check", args, 1))
                 return EXIT_FAILURE;
 
-        if (!collect_problems (args[0], repair, parent, problems, &file, &error)) {
+        if (!collect_problems (args[0], repair, &parents, problems, &file, &error)) {
                 tool_print_file_error (args[0], error);
                 return EXIT_FAILURE;
         }

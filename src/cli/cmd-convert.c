@@ -40,7 +40,7 @@ source_clear (Source *source)
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Source, source_clear)
 
 static gboolean
-source_open (Source *source, const char *path, const char *parent, GError **error)
+source_open (Source *source, const char *path, const CliParentOptions *parents, GError **error)
 {
         g_autoptr (VhdxIo) io = NULL;
         gboolean is_vhdx;
@@ -55,10 +55,8 @@ source_open (Source *source, const char *path, const char *parent, GError **erro
         if (!vhdx_probe (io, &is_vhdx, error))
                 return FALSE;
         if (is_vhdx) {
-                VhdxOpenOptions options = { .path = path, .parent_path = parent };
-
-                source->vhdx = vhdx_file_open_full (g_steal_pointer (&io), VHDX_OPEN_FLAGS_NONE,
-                                                    &options, error);
+                g_clear_pointer (&io, vhdx_io_free);
+                source->vhdx = cli_open_image (path, VHDX_OPEN_FLAGS_NONE, parents, NULL, error);
                 if (source->vhdx == NULL)
                         return FALSE;
                 source->size = vhdx_file_get_info (source->vhdx)->virtual_size;
@@ -289,6 +287,7 @@ convert_to_raw (Source *source, int fd, const char *dst, ToolProgress *progress,
 typedef struct {
         char *type;
         char *parent;
+        const CliParentOptions *search; /* how the parent's own parents are found */
         char *block_size;
         char *logical_sector_size;
         char *physical_sector_size;
@@ -375,15 +374,17 @@ static gboolean
 params_from_parent (VhdxCreateParams *params,
                     const char *path,
                     const char *dst,
-                    gboolean for_convert,
+                    const CliParentOptions *search,
                     VhdxFile **parent)
 {
+        CliParentOptions parents = { NULL, search != NULL ? search->parent_dirs : NULL,
+                                     search != NULL && search->ignore_mismatch };
         g_autoptr (GError) error = NULL;
         g_autofree char *relative = NULL;
         g_autofree char *absolute = NULL;
         const VhdxInfo *info;
 
-        *parent = cli_open_image (path, VHDX_OPEN_FLAGS_NONE, NULL, NULL, &error);
+        *parent = cli_open_image (path, VHDX_OPEN_FLAGS_NONE, &parents, NULL, &error);
         if (*parent == NULL) {
                 tool_print_file_error (path, error);
                 return FALSE;
@@ -399,8 +400,6 @@ params_from_parent (VhdxCreateParams *params,
         params->logical_sector_size = info->logical_sector_size;
         if (params->physical_sector_size == 0)
                 params->physical_sector_size = info->physical_sector_size;
-        if (params->block_size == 0 && !for_convert)
-                params->block_size = info->block_size;
         params->virtual_size = info->virtual_size;
         params->parent_data_write_guid = info->data_write_guid;
         /* Interned: the locator strings live as long as the process. */
@@ -439,8 +438,7 @@ create_params_from_options (const CreateOptions *o,
                               &params->physical_sector_size) ||
             !size_option_u32 ("--log-size", o->log_size, &params->log_size))
                 return FALSE;
-        return o->parent == NULL ||
-               params_from_parent (params, o->parent, dst, for_convert, parent);
+        return o->parent == NULL || params_from_parent (params, o->parent, dst, o->search, parent);
 }
 
 /* Runs of sectors of @buf (at virtual @offset) that differ from @base are
@@ -565,8 +563,8 @@ convert_to_vhdx (Source *source,
         creator = vhdx_creator_new (io, params, &error);
         if (creator == NULL)
                 return fail (failure, dst, error);
-        unit = MIN ((guint64) params->block_size != 0 ? params->block_size
-                                                      : VHDX_DEFAULT_BLOCK_SIZE,
+        /* Units of a block (the creator resolved the default), at most CLI_CHUNK_SIZE. */
+        unit = MIN ((guint64) vhdx_creator_get_params (creator)->block_size,
                     (guint64) CLI_CHUNK_SIZE);
         c.creator = creator;
         c.dst = dst;
@@ -640,8 +638,9 @@ cli_cmd_convert (int argc, char **argv)
 {
         gboolean show_progress = FALSE;
         g_autofree char *output_format = NULL;
-        g_autofree char *source_parent = NULL;
-        g_auto (CreateOptions) create = { 0 };
+        /* --source-parent, and how the parents of SOURCE and PARENT are found. */
+        g_auto (CliParentOptions) source_parents = { 0 };
+        g_auto (CreateOptions) create = { .search = &source_parents };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
@@ -656,13 +655,14 @@ cli_cmd_convert (int argc, char **argv)
                       "that differ"),
                   N_ ("PARENT") },
                 { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
-                  N_ ("Block size of VHDX output (default 32M)"), N_ ("SIZE") },
+                  N_ ("Block size of VHDX output (default 32M, with --parent 2M)"), N_ ("SIZE") },
                 { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
                   N_ ("512 (default) or 4096, for VHDX output"), N_ ("N") },
-                { "source-parent", 0, 0, G_OPTION_ARG_FILENAME, &source_parent,
+                { "source-parent", 0, 0, G_OPTION_ARG_FILENAME, &source_parents.parent,
                   N_ ("Use PARENT as the parent of a differencing SOURCE instead of the one "
                       "its locator names"),
                   N_ ("PARENT") },
+                CLI_PARENT_SEARCH_OPTION_ENTRIES (&source_parents),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -684,9 +684,11 @@ cli_cmd_convert (int argc, char **argv)
                    "and writes its virtual disk to DESTINATION.  Raw output leaves holes\n"
                    "where the disk reads as zeros.  VHDX output stores only blocks that\n"
                    "are not all zeros; with --parent it is a differencing image that\n"
-                   "stores only the sectors that differ from PARENT.  DESTINATION is\n"
-                   "written under a temporary name in the same directory and renamed\n"
-                   "into place only when complete; an existing DESTINATION is replaced.\n"
+                   "stores only the sectors that differ from PARENT.  New images have\n"
+                   "Hyper-V's defaults: 32 MiB blocks, 2 MiB for a differencing image.\n"
+                   "DESTINATION is written under a temporary name in the same directory\n"
+                   "and renamed into place only when complete; an existing DESTINATION\n"
+                   "is replaced.\n"
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
@@ -694,7 +696,7 @@ cli_cmd_convert (int argc, char **argv)
             !tool_check_arguments ("convert", args, 2) ||
             !output_is_vhdx (output_format, &create, args[1], &to_vhdx))
                 return EXIT_FAILURE;
-        if (!source_open (&source, args[0], source_parent, &error)) {
+        if (!source_open (&source, args[0], &source_parents, &error)) {
                 tool_print_file_error (args[0], error);
                 return EXIT_FAILURE;
         }
@@ -751,16 +753,17 @@ create_size (char **args, const CreateOptions *create, VhdxCreateParams *params)
 int
 cli_cmd_create (int argc, char **argv)
 {
-        g_auto (CreateOptions) create = { 0 };
+        g_auto (CliParentOptions) search = { 0 };
+        g_auto (CreateOptions) create = { .search = &search };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "type", 0, 0, G_OPTION_ARG_STRING, &create.type,
                   N_ ("dynamic (default), fixed or differencing"), N_ ("TYPE") },
                 { "parent", 0, 0, G_OPTION_ARG_FILENAME, &create.parent,
                   N_ ("Make a differencing image of PARENT"), N_ ("PARENT") },
+                CLI_PARENT_SEARCH_OPTION_ENTRIES (&search),
                 { "block-size", 0, 0, G_OPTION_ARG_STRING, &create.block_size,
-                  N_ ("Block size (default 32M, a differencing image: its parent's)"),
-                  N_ ("SIZE") },
+                  N_ ("Block size (default 32M, a differencing image 2M)"), N_ ("SIZE") },
                 { "logical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.logical_sector_size,
                   N_ ("512 (default) or 4096"), N_ ("N") },
                 { "physical-sector-size", 0, 0, G_OPTION_ARG_STRING, &create.physical_sector_size,
@@ -784,7 +787,10 @@ cli_cmd_create (int argc, char **argv)
                 _ ("Creates IMAGE, a new empty VHDX image of SIZE bytes (a K, M, G or T\n"
                    "suffix multiplies by powers of 1024).  A differencing image (--parent)\n"
                    "takes its size and logical sector size from its parent, and its\n"
-                   "locator names the parent by DataWriteGuid and relative path.\n"
+                   "locator names the parent by DataWriteGuid and relative path.  The\n"
+                   "defaults are Hyper-V's: dynamic, 32 MiB blocks (2 MiB for a\n"
+                   "differencing image), 512-byte logical and 4 KiB physical sectors\n"
+                   "(a differencing image: its parent's), a 1 MiB log.\n"
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);

@@ -18,11 +18,14 @@ typedef struct {
         char *filename;      /* as named: the argument, or the path the parent was opened from */
         char *json_filename; /* the argument, or a parent's absolute path, as qemu-img names them */
         const VhdxInfo *info;
-        guint64 actual_size;     /* bytes the file occupies on its file system */
-        guint64 allocated;       /* bytes of the virtual disk the file stores */
-        const char *parent_path; /* the path the parent was opened from, or NULL */
-        char *backing_name;      /* the parent as the locator names it */
-        char *full_backing_name; /* the parent's absolute path */
+        guint64 actual_size;        /* bytes the file occupies on its file system */
+        guint64 allocated;          /* bytes of the virtual disk the file stores */
+        const char *parent_path;    /* the path the parent was opened from, or NULL */
+        char *backing_name;         /* the parent as the locator names it */
+        char *full_backing_name;    /* the parent's absolute path */
+        GPtrArray *locator;         /* differencing images: VhdxLocatorEntry */
+        const GError *parent_error; /* why the parent is missing, or NULL */
+        GPtrArray *tried;           /* where it was looked for, when missing */
 } Facts;
 
 static void
@@ -32,6 +35,7 @@ facts_clear (Facts *facts)
         g_free (facts->json_filename);
         g_free (facts->backing_name);
         g_free (facts->full_backing_name);
+        g_clear_pointer (&facts->tried, g_ptr_array_unref);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Facts, facts_clear)
@@ -52,9 +56,15 @@ backing_name (VhdxFile *file, const char *resolved)
         return g_strdup (resolved);
 }
 
-/* The facts of @file, named @filename; @top: the image named on the command line. */
+/* The facts of @file, named @filename; @top: the image named on the command
+ * line, whose parents were looked for as @parents says. */
 static gboolean
-facts_collect (Facts *facts, VhdxFile *file, const char *filename, gboolean top, GError **error)
+facts_collect (Facts *facts,
+               VhdxFile *file,
+               const char *filename,
+               gboolean top,
+               const CliParentOptions *parents,
+               GError **error)
 {
         GStatBuf st;
 
@@ -63,10 +73,17 @@ facts_collect (Facts *facts, VhdxFile *file, const char *filename, gboolean top,
         facts->json_filename = top ? g_strdup (filename) : g_canonicalize_filename (filename, NULL);
         facts->info = vhdx_file_get_info (file);
         facts->actual_size = g_stat (filename, &st) == 0 ? (guint64) st.st_blocks * 512 : 0;
+        facts->locator = vhdx_file_get_parent_locator (file);
         if (vhdx_file_get_parent (file) != NULL) {
                 facts->parent_path = vhdx_file_get_parent_path (file);
                 facts->full_backing_name = g_canonicalize_filename (facts->parent_path, NULL);
                 facts->backing_name = backing_name (file, facts->full_backing_name);
+        } else if (facts->locator != NULL) {
+                facts->backing_name = backing_name (file, NULL);
+                facts->parent_error = vhdx_file_get_parent_error (file);
+                facts->tried = vhdx_parent_candidates (facts->locator, filename,
+                                                       top ? parents->parent : NULL,
+                                                       (const char *const *) parents->parent_dirs);
         }
         return vhdx_file_get_allocated_bytes (file, &facts->allocated, error);
 }
@@ -142,7 +159,63 @@ facts_print_text (const Facts *facts)
                 g_autofree char *display = g_filename_display_name (facts->parent_path);
 
                 g_print ("%-22s%s\n", _ ("Parent:"), display);
+        } else if (facts->locator != NULL) {
+                g_autoptr (GString) tried = g_string_new (NULL);
+
+                for (guint i = 0; i < facts->tried->len; i++) {
+                        g_autofree char *display =
+                                g_filename_display_name (g_ptr_array_index (facts->tried, i));
+
+                        g_string_append_printf (tried, "%s%s", i > 0 ? ", " : "", display);
+                }
+                /* TRANSLATORS: the parent of a differencing image cannot be found */
+                g_print ("%-22s%s\n", _ ("Parent:"), _ ("missing"));
+                g_print ("%-22s%s\n", _ ("Parent looked for:"),
+                         tried->len > 0 ? tried->str : _ ("nowhere"));
+                g_print ("%-22s%s\n", _ ("Parent error:"),
+                         facts->parent_error != NULL ? facts->parent_error->message : "");
         }
+        if (facts->locator != NULL) {
+                g_print ("%s\n", _ ("Parent locator:"));
+                for (guint i = 0; i < facts->locator->len; i++) {
+                        const VhdxLocatorEntry *entry = g_ptr_array_index (facts->locator, i);
+
+                        g_print ("  %-20s%s\n", entry->key, entry->value);
+                }
+        }
+}
+
+/* A differencing image's parent locator and, when its parent is missing, why and where it was
+ * looked for. */
+static void
+add_parent_json (JsonBuilder *builder, const Facts *facts)
+{
+        json_builder_set_member_name (builder, "parent-locator");
+        json_builder_begin_object (builder);
+        for (guint i = 0; i < facts->locator->len; i++) {
+                const VhdxLocatorEntry *entry = g_ptr_array_index (facts->locator, i);
+
+                json_builder_set_member_name (builder, entry->key);
+                json_builder_add_string_value (builder, entry->value);
+        }
+        json_builder_end_object (builder);
+        json_builder_set_member_name (builder, "parent-missing");
+        json_builder_add_boolean_value (builder, facts->parent_path == NULL);
+        if (facts->parent_path != NULL)
+                return;
+        json_builder_set_member_name (builder, "parent-error");
+        json_builder_add_string_value (builder, facts->parent_error != NULL
+                                                        ? facts->parent_error->message
+                                                        : "");
+        json_builder_set_member_name (builder, "parent-tried");
+        json_builder_begin_array (builder);
+        for (guint i = 0; i < facts->tried->len; i++) {
+                g_autofree char *display =
+                        g_filename_display_name (g_ptr_array_index (facts->tried, i));
+
+                json_builder_add_string_value (builder, display);
+        }
+        json_builder_end_array (builder);
 }
 
 /* The keys of qemu-img info --output=json where they overlap. */
@@ -167,11 +240,15 @@ facts_to_json (const Facts *facts)
         json_builder_add_int_value (builder, info->block_size);
         json_builder_set_member_name (builder, "dirty-flag");
         json_builder_add_boolean_value (builder, info->log_state != VHDX_LOG_STATE_CLEAN);
+        /* A missing parent still has the name the locator gives it, as
+         * qemu-img names a missing backing file. */
+        if (facts->backing_name != NULL) {
+                json_builder_set_member_name (builder, "backing-filename");
+                json_builder_add_string_value (builder, facts->backing_name);
+        }
         if (facts->parent_path != NULL) {
                 g_autofree char *full = g_filename_display_name (facts->full_backing_name);
 
-                json_builder_set_member_name (builder, "backing-filename");
-                json_builder_add_string_value (builder, facts->backing_name);
                 json_builder_set_member_name (builder, "full-backing-filename");
                 json_builder_add_string_value (builder, full);
         }
@@ -205,6 +282,8 @@ facts_to_json (const Facts *facts)
         json_builder_add_int_value (builder, (gint64) facts->allocated);
         json_builder_set_member_name (builder, "header-sequence");
         json_builder_add_int_value (builder, (gint64) info->header_sequence);
+        if (facts->locator != NULL)
+                add_parent_json (builder, facts);
         json_builder_end_object (builder);
         json_builder_end_object (builder);
 
@@ -217,16 +296,13 @@ cli_cmd_info (int argc, char **argv)
 {
         gboolean json = FALSE;
         gboolean chain = FALSE;
-        g_autofree char *parent = NULL;
+        g_auto (CliParentOptions) parents = { 0 };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON object"), NULL },
                 { "backing-chain", 0, 0, G_OPTION_ARG_NONE, &chain,
                   N_ ("Show every image of a differencing image's chain, down to the base"), NULL },
-                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
-                      "locator names"),
-                  N_ ("PARENT") },
+                CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -244,10 +320,17 @@ cli_cmd_info (int argc, char **argv)
                    "(type \"vhdx\"; data: disk-type, logical-sector-size,\n"
                    "physical-sector-size, virtual-disk-id, data-write-guid,\n"
                    "file-write-guid, creator, log-state, allocated-bytes,\n"
-                   "header-sequence), and for a differencing image backing-filename\n"
-                   "and full-backing-filename (its parent's path).  Sizes are in bytes.\n"
+                   "header-sequence, and for a differencing image parent-locator, an\n"
+                   "object of the locator's keys and values, and parent-missing; when\n"
+                   "the parent is missing, also parent-error and parent-tried, the paths\n"
+                   "looked at), and for a differencing image backing-filename (the\n"
+                   "parent as its locator names it) and, unless the parent is missing,\n"
+                   "full-backing-filename (its path).  Sizes are in bytes.\n"
                    "With --backing-chain, one such object for each image of the chain,\n"
-                   "in an array.\n"
+                   "in an array, down to the base or to the first parent missing.\n"
+                   "\n"
+                   "Reads the headers and metadata, and scans the BAT for the allocated\n"
+                   "bytes.\n"
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
@@ -255,7 +338,10 @@ cli_cmd_info (int argc, char **argv)
             !tool_check_arguments ("info", args, 1))
                 return EXIT_FAILURE;
 
-        file = cli_open_image (args[0], VHDX_OPEN_FLAGS_NONE, parent, NULL, &error);
+        /* An image whose parent cannot be found is still described: the chain
+         * ends where the missing parent would be. */
+        file = cli_open_image (args[0], VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT, &parents, NULL,
+                               &error);
         if (file == NULL) {
                 tool_print_file_error (args[0], error);
                 return EXIT_FAILURE;
@@ -266,7 +352,7 @@ cli_cmd_info (int argc, char **argv)
         for (VhdxFile *member = file; member != NULL; member = vhdx_file_get_parent (member)) {
                 g_auto (Facts) facts = { 0 };
 
-                if (!facts_collect (&facts, member, path, member == file, &error)) {
+                if (!facts_collect (&facts, member, path, member == file, &parents, &error)) {
                         tool_print_file_error (path, error);
                         return EXIT_FAILURE;
                 }

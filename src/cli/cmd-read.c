@@ -21,6 +21,9 @@ extent_kind_name (const VhdxMapExtent *extent)
 {
         if (extent->kind == VHDX_EXTENT_DATA)
                 return _ ("data");
+        if (extent->kind == VHDX_EXTENT_PARENT)
+                /* TRANSLATORS: a range of a disk that its missing parent holds */
+                return _ ("parent");
         if (extent->present)
                 return _ ("zero");
         return _ ("unallocated");
@@ -41,7 +44,7 @@ add_extent_json (JsonBuilder *builder, const VhdxMapExtent *extent)
         json_builder_set_member_name (builder, "present");
         json_builder_add_boolean_value (builder, data || extent->present);
         json_builder_set_member_name (builder, "zero");
-        json_builder_add_boolean_value (builder, !data);
+        json_builder_add_boolean_value (builder, extent->kind == VHDX_EXTENT_ZERO);
         json_builder_set_member_name (builder, "data");
         json_builder_add_boolean_value (builder, data);
         if (data) {
@@ -95,14 +98,11 @@ cli_cmd_map (int argc, char **argv)
 {
         gboolean json = FALSE;
         g_auto (GStrv) args = NULL;
-        g_autofree char *parent = NULL;
+        g_auto (CliParentOptions) parents = { 0 };
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json,
                   N_ ("Print a JSON array like qemu-img map --output=json"), NULL },
-                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
-                      "locator names"),
-                  N_ ("PARENT") },
+                CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -117,11 +117,13 @@ cli_cmd_map (int argc, char **argv)
                 "map", _ ("IMAGE"), _ ("Show which parts of the virtual disk hold data."),
                 _ ("Prints the virtual disk as a list of extents, from offset 0 to the\n"
                    "virtual size: data (stored in the file at File-offset), zero\n"
-                   "(allocated but reads as zeros) or unallocated.\n"
+                   "(allocated but reads as zeros), unallocated, or parent (held by a\n"
+                   "parent that cannot be found; Depth is that parent's).\n"
                    "\n"
                    "With --json, prints an array of objects with the keys start,\n"
                    "length, depth, present, zero, data and, for data, offset (the file\n"
-                   "offset), as qemu-img map --output=json does.\n"
+                   "offset), as qemu-img map --output=json does; a range of a missing\n"
+                   "parent is neither present, zero nor data.\n"
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
@@ -129,7 +131,9 @@ cli_cmd_map (int argc, char **argv)
             !tool_check_arguments ("map", args, 1))
                 return EXIT_FAILURE;
 
-        file = cli_open_image (args[0], VHDX_OPEN_FLAGS_NONE, parent, NULL, &error);
+        /* Without its parent, an image's own map still says which ranges are the parent's. */
+        file = cli_open_image (args[0], VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT, &parents, NULL,
+                               &error);
         if (file == NULL) {
                 tool_print_file_error (args[0], error);
                 return EXIT_FAILURE;
@@ -223,16 +227,13 @@ cli_cmd_cat (int argc, char **argv)
         g_autofree char *offset_text = NULL;
         g_autofree char *length_text = NULL;
         g_auto (GStrv) args = NULL;
-        g_autofree char *parent = NULL;
+        g_auto (CliParentOptions) parents = { 0 };
         const GOptionEntry entries[] = {
                 { "offset", 0, 0, G_OPTION_ARG_STRING, &offset_text,
                   N_ ("Start at byte N of the virtual disk (default 0)"), N_ ("N") },
                 { "length", 0, 0, G_OPTION_ARG_STRING, &length_text,
                   N_ ("Write N bytes (default: up to the end of the disk)"), N_ ("N") },
-                { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent,
-                  N_ ("Use PARENT as the parent of a differencing image instead of the one its "
-                      "locator names"),
-                  N_ ("PARENT") },
+                CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -261,7 +262,7 @@ cli_cmd_cat (int argc, char **argv)
         if (length_text != NULL && !cli_parse_size ("--length", length_text, 0, &length))
                 return EXIT_FAILURE;
 
-        file = cli_open_image (args[0], VHDX_OPEN_FLAGS_NONE, parent, NULL, &error);
+        file = cli_open_image (args[0], VHDX_OPEN_FLAGS_NONE, &parents, NULL, &error);
         if (file == NULL) {
                 tool_print_file_error (args[0], error);
                 return EXIT_FAILURE;

@@ -15,11 +15,52 @@ G_BEGIN_DECLS
 /* Large enough for fast sequential reads, small enough to keep memory low. */
 #define CLI_CHUNK_SIZE (4 * VHDX_MiB)
 
-/* Open @path as the commands do, with @parent (or NULL) instead of the
- * parent its locator names; the file's status goes to @st when not NULL. */
+/* How the commands that open images find the parents of differencing images. */
+typedef struct {
+        char *parent;             /* --parent: instead of the locator's paths */
+        char **parent_dirs;       /* --parent-dir: more directories to look in */
+        gboolean ignore_mismatch; /* --ignore-parent-mismatch */
+} CliParentOptions;
+
+void cli_parent_options_clear (CliParentOptions *options);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CliParentOptions, cli_parent_options_clear)
+
+/* The option entries of a CliParentOptions, in a command's entries, with
+ * @parent_help as the help of --parent. */
+#define CLI_PARENT_OPTION_ENTRIES(options, parent_help)                                            \
+        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &(options)->parent, parent_help, N_ ("PARENT") }, \
+                CLI_PARENT_SEARCH_OPTION_ENTRIES (options)
+
+/* --parent-dir and --ignore-parent-mismatch alone, for commands whose
+ * --parent means something else. */
+#define CLI_PARENT_SEARCH_OPTION_ENTRIES(options)                                                  \
+        { "parent-dir",                                                                            \
+          0,                                                                                       \
+          0,                                                                                       \
+          G_OPTION_ARG_FILENAME_ARRAY,                                                             \
+          &(options)->parent_dirs,                                                                 \
+          N_ ("Also look for parents in DIR, after the image's own directory (repeatable)"),       \
+          N_ ("DIR") },                                                                            \
+        {                                                                                          \
+                "ignore-parent-mismatch", 0, 0, G_OPTION_ARG_NONE, &(options)->ignore_mismatch,    \
+                        N_ ("Use a parent whose DataWriteGuid is not the one the image was made "  \
+                            "from "                                                                \
+                            "(with a warning)"),                                                   \
+                        NULL                                                                       \
+        }
+
+#define CLI_PARENT_HELP                                                                            \
+        N_ ("Use PARENT as the parent of a differencing image instead of the one its locator "     \
+            "names")
+
+/*
+ * Open @path as the commands do, finding parents as @parents says (NULL:
+ * as the locator says); the file's status goes to @st when not NULL.  The
+ * warning of a parent taken despite a mismatch is printed.
+ */
 G_GNUC_WARN_UNUSED_RESULT VhdxFile *cli_open_image (const char *path,
                                                     VhdxOpenFlags flags,
-                                                    const char *parent,
+                                                    const CliParentOptions *parents,
                                                     struct stat *st,
                                                     GError **error);
 

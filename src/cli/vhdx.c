@@ -23,19 +23,45 @@ static const ToolCommand commands[] = {
         { "create", N_ ("Create a new VHDX image"), cli_cmd_create },
 };
 
+void
+cli_parent_options_clear (CliParentOptions *options)
+{
+        g_clear_pointer (&options->parent, g_free);
+        g_clear_pointer (&options->parent_dirs, g_strfreev);
+}
+
 VhdxFile *
 cli_open_image (const char *path,
                 VhdxOpenFlags flags,
-                const char *parent,
+                const CliParentOptions *parents,
                 struct stat *st,
                 GError **error)
 {
-        VhdxOpenOptions options = { .path = path, .parent_path = parent };
+        VhdxOpenOptions options = {
+                .path = path,
+                .parent_path = parents != NULL ? parents->parent : NULL,
+                .parent_dirs = parents != NULL ? (const char *const *) parents->parent_dirs : NULL,
+        };
+        VhdxFile *file;
         int fd = vhdx_open_image_fd (path, (flags & VHDX_OPEN_FLAGS_READ_WRITE) != 0, st, error);
 
         if (fd < 0)
                 return NULL;
-        return vhdx_file_open_full (vhdx_io_new_fd (fd, TRUE), flags, &options, error);
+        if (parents != NULL && parents->ignore_mismatch)
+                flags |= VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH;
+        file = vhdx_file_open_full (vhdx_io_new_fd (fd, TRUE), flags, &options, error);
+        for (VhdxFile *member = file; member != NULL; member = vhdx_file_get_parent (member)) {
+                const char *warning = vhdx_file_get_parent_warning (member);
+
+                if (warning != NULL) {
+                        /* TRANSLATORS: a warning about an image, e.g. that its parent is not the
+                         * one */
+                        g_autofree char *line = g_strdup_printf (_ ("warning: %s"), warning);
+
+                        tool_print_error (path, line);
+                }
+        }
+        return file;
 }
 
 gboolean

@@ -6,6 +6,7 @@
 
 #include "vhdx-parent.h"
 #include "vhdx-private.h"
+#include "vhdx-problems.h"
 #include "vhdx-reader-private.h"
 
 /* (device, inode) of every member of a chain being opened, to detect loops. */
@@ -42,12 +43,179 @@ linkage_matches (VhdxFile *file, VhdxFile *parent, GError **error)
         return FALSE;
 }
 
+/* The text of the linkage GUIDs the image was made from: "{A}" or "{A} or {B}". */
+static char *
+linkage_text (VhdxFile *file)
+{
+        const char *linkage = vhdx_parent_locator_lookup (file->locator, "parent_linkage");
+        const char *linkage2 = vhdx_parent_locator_lookup (file->locator, "parent_linkage2");
+
+        if (linkage2 == NULL)
+                return g_strdup (linkage);
+        /* TRANSLATORS: two GUIDs, the ones a differencing image may have as its parent's */
+        return g_strdup_printf (_ ("%s or %s"), linkage, linkage2);
+}
+
+/* What the search for a parent found, candidate by candidate. */
+typedef struct {
+        GString *tried;           /* "path (what was wrong), ..." */
+        gboolean mismatched;      /* a candidate was an image, but not the parent */
+        VhdxFile *first_mismatch; /* kept with VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH */
+        char *first_mismatch_path;
+} Search;
+
+static void
+search_clear (Search *search)
+{
+        g_string_free (search->tried, TRUE);
+        vhdx_file_free (search->first_mismatch);
+        g_free (search->first_mismatch_path);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Search, search_clear)
+
+static void
+search_note (Search *search, const char *display, const char *outcome)
+{
+        if (search->tried->len > 0)
+                g_string_append (search->tried, ", ");
+        g_string_append (search->tried, display);
+        if (outcome != NULL)
+                g_string_append_printf (search->tried, " (%s)", outcome);
+}
+
+/* Make @parent, opened from @path, the parent of @file. */
+static gboolean
+adopt_parent (VhdxFile *file, VhdxFile *parent, const char *path, GError **error)
+{
+        if (parent->info.logical_sector_size != file->info.logical_sector_size) {
+                g_autofree char *display = g_filename_display_name (path);
+
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
+                             _ ("Parent %s has %u-byte logical sectors, the image %u"), display,
+                             parent->info.logical_sector_size, file->info.logical_sector_size);
+                vhdx_file_free (parent);
+                return FALSE;
+        }
+        file->parent = parent;
+        file->parent_path = g_strdup (path);
+        return TRUE;
+}
+
+/*
+ * Try the candidate @path: TRUE when the search is over (the parent found,
+ * or an error that stops it), FALSE to go on with the next candidate.
+ */
+static gboolean
+try_candidate (VhdxFile *file,
+               const char *path,
+               const VhdxOpenOptions *options,
+               VhdxOpenFlags parent_flags,
+               guint depth,
+               GArray *identities,
+               Search *search,
+               gboolean *found,
+               GError **error)
+{
+        VhdxOpenFunc open_func = options != NULL && options->open_func != NULL ? options->open_func
+                                                                               : default_open_func;
+        gpointer open_data = options != NULL ? options->open_data : NULL;
+        VhdxOpenOptions parent_options = {
+                .path = path,
+                .parent_dirs = options != NULL ? options->parent_dirs : NULL,
+                .open_func = open_func,
+                .open_data = open_data,
+        };
+        g_autofree char *display = g_filename_display_name (path);
+        g_autoptr (GError) local_error = NULL;
+        char found_guid[VHDX_GUID_STRING_LENGTH + 1];
+        g_autofree char *expected = NULL;
+        g_autofree char *outcome = NULL;
+        guint n_identities = identities->len;
+        VhdxFile *parent;
+        VhdxIo *io;
+
+        io = open_func (path, open_data, &local_error);
+        if (io == NULL) {
+                if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        search_note (search, display, NULL);
+                        return FALSE;
+                }
+                /* A FIFO, a directory, a device named like the parent: not it. */
+                if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_REGULAR_FILE) ||
+                    g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_IS_DIRECTORY)) {
+                        search_note (search, display, local_error->message);
+                        return FALSE;
+                }
+                g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
+                                            _ ("Parent %s: "), display);
+                return TRUE;
+        }
+        parent = vhdx_file_open_member (io, parent_flags, &parent_options, depth + 1, identities,
+                                        &local_error);
+        if (parent == NULL) {
+                g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
+                                            _ ("Parent %s: "), display);
+                return TRUE;
+        }
+        if (linkage_matches (file, parent, &local_error)) {
+                *found = adopt_parent (file, parent, path, error);
+                return TRUE;
+        }
+        if (local_error != NULL) {
+                vhdx_file_free (parent);
+                g_propagate_error (error, g_steal_pointer (&local_error));
+                return TRUE;
+        }
+        /* An image, but not the one the child was made from: go on.  Its
+         * chain is no part of this one, which may share members with it. */
+        g_array_set_size (identities, n_identities);
+        vhdx_guid_to_string_buf (&parent->info.data_write_guid, found_guid);
+        expected = linkage_text (file);
+        /* TRANSLATORS: a GUID found, then the one (or two) expected */
+        outcome = g_strdup_printf (_ ("DataWriteGuid %s, not %s"), found_guid, expected);
+        search_note (search, display, outcome);
+        search->mismatched = TRUE;
+        if ((file->flags & VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH) &&
+            search->first_mismatch == NULL) {
+                search->first_mismatch = parent;
+                search->first_mismatch_path = g_strdup (path);
+        } else {
+                vhdx_file_free (parent);
+        }
+        return FALSE;
+}
+
+/* The parent was not found: the error that says so, with what was tried. */
+static void
+set_not_found (VhdxFile *file, GPtrArray *candidates, Search *search, GError **error)
+{
+        const char *relative = vhdx_parent_locator_lookup (file->locator, "relative_path");
+
+        if (search->mismatched)
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
+                             _ ("No image found is the parent of this differencing image; "
+                                "tried: %s"),
+                             search->tried->str);
+        else if (candidates->len == 0)
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
+                             _ ("The parent of this differencing image cannot be found: no "
+                                "path to look in (relative_path “%s”) and no parent was given"),
+                             relative != NULL ? relative : "");
+        else
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
+                             _ ("The parent of this differencing image cannot be found; tried: "
+                                "%s"),
+                             search->tried->str);
+}
+
 /*
  * Find and open the parent of a differencing image: the explicit parent or
  * the locator's paths in order.  A path that does not exist is skipped; one
  * that opens but is not the image's parent (DataWriteGuid differs from the
- * linkage) is remembered and skipped; anything else wrong with a parent that
- * exists stops the search.
+ * linkage) is noted and skipped, or kept as the parent if no other is found
+ * and mismatches are ignored; anything else wrong with a parent that exists
+ * stops the search.
  */
 gboolean
 vhdx_chain_open_parent (VhdxFile *file,
@@ -58,103 +226,53 @@ vhdx_chain_open_parent (VhdxFile *file,
 {
         g_autoptr (GPtrArray) candidates =
                 vhdx_parent_candidates (file->locator, options != NULL ? options->path : NULL,
-                                        options != NULL ? options->parent_path : NULL);
-        g_autoptr (GString) tried = g_string_new (NULL);
-        g_autoptr (GError) mismatch = NULL;
-        VhdxOpenFunc open_func = options != NULL && options->open_func != NULL ? options->open_func
-                                                                               : default_open_func;
-        gpointer open_data = options != NULL ? options->open_data : NULL;
-        gboolean allow_mismatch = options != NULL && options->allow_parent_mismatch;
+                                        options != NULL ? options->parent_path : NULL,
+                                        options != NULL ? options->parent_dirs : NULL);
+        g_auto (Search) search = { g_string_new (NULL), FALSE, NULL, NULL };
+        g_autoptr (GError) local_error = NULL;
+        /* Parents are read-only; how a missing or mismatched parent is taken
+         * holds for the whole chain. */
+        VhdxOpenFlags parent_flags = file->flags & (VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT |
+                                                    VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH);
+        gboolean found = FALSE;
 
+        if (file->flags & VHDX_OPEN_FLAGS_NO_PARENT) {
+                g_set_error (&file->parent_error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
+                             _ ("The image was opened without its parent"));
+                return TRUE;
+        }
         if (depth + 1 > VHDX_MAX_CHAIN_DEPTH) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_INVALID,
                              _ ("The chain of parents is longer than %u images"),
                              (guint) VHDX_MAX_CHAIN_DEPTH);
                 return FALSE;
         }
-
         for (guint i = 0; i < candidates->len; i++) {
-                const char *path = g_ptr_array_index (candidates, i);
-                g_autofree char *display = g_filename_display_name (path);
-                g_autoptr (GError) local_error = NULL;
-                VhdxOpenOptions parent_options = {
-                        .path = path,
-                        .allow_parent_mismatch = allow_mismatch,
-                        .open_func = open_func,
-                        .open_data = open_data,
-                };
-                VhdxFile *parent;
-                VhdxIo *io;
+                if (try_candidate (file, g_ptr_array_index (candidates, i), options, parent_flags,
+                                   depth, identities, &search, &found, error))
+                        return found;
+        }
+        if (search.first_mismatch != NULL) {
+                char guid[VHDX_GUID_STRING_LENGTH + 1];
+                g_autofree char *display = g_filename_display_name (search.first_mismatch_path);
+                g_autofree char *expected = linkage_text (file);
 
-                g_string_append_printf (tried, "%s%s", tried->len > 0 ? ", " : "", display);
-                io = open_func (path, open_data, &local_error);
-                if (io == NULL) {
-                        if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND))
-                                continue;
-                        g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
-                                                    _ ("Parent %s: "), display);
-                        return FALSE;
-                }
-                parent = vhdx_file_open_member (io, VHDX_OPEN_FLAGS_NONE, &parent_options,
-                                                depth + 1, identities, &local_error);
-                if (parent == NULL) {
-                        g_propagate_prefixed_error (error, g_steal_pointer (&local_error),
-                                                    _ ("Parent %s: "), display);
-                        return FALSE;
-                }
-                if (!linkage_matches (file, parent, &local_error)) {
-                        char found[VHDX_GUID_STRING_LENGTH + 1];
-                        if (local_error != NULL) {
-                                vhdx_file_free (parent);
-                                g_propagate_error (error, g_steal_pointer (&local_error));
-                                return FALSE;
-                        }
-                        if (!allow_mismatch) {
-                                const char *linkage2 =
-                                        vhdx_parent_locator_lookup (file->locator,
-                                                                    "parent_linkage2");
-                                vhdx_guid_to_string_buf (&parent->info.data_write_guid, found);
-                                g_clear_error (&mismatch);
-                                g_set_error (&mismatch, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
-                                             _ ("Parent %s has DataWriteGuid %s, but the image "
-                                                "was made from %s%s%s"),
-                                             display, found,
-                                             vhdx_parent_locator_lookup (file->locator,
-                                                                         "parent_linkage"),
-                                             linkage2 != NULL ? _ (" or ") : "",
-                                             linkage2 != NULL ? linkage2 : "");
-                                vhdx_file_free (parent);
-                                continue;
-                        }
-                }
-                if (parent->info.logical_sector_size != file->info.logical_sector_size) {
-                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH,
-                                     _ ("Parent %s has %u-byte logical sectors, the image %u"),
-                                     display, parent->info.logical_sector_size,
-                                     file->info.logical_sector_size);
-                        vhdx_file_free (parent);
-                        return FALSE;
-                }
-                file->parent = parent;
-                file->parent_path = g_strdup (path);
+                vhdx_guid_to_string_buf (&search.first_mismatch->info.data_write_guid, guid);
+                file->parent_warning = g_strdup_printf (
+                        _ ("the parent %s has DataWriteGuid %s, but the image was made from %s; "
+                           "it is used as the parent all the same"),
+                        display, guid, expected);
+                vhdx_problems_add (file->open_problems, VHDX_SEVERITY_WARNING, _ ("parent locator"),
+                                   file->info.parent_locator_offset, "%s", file->parent_warning);
+                return adopt_parent (file, g_steal_pointer (&search.first_mismatch),
+                                     search.first_mismatch_path, error);
+        }
+        set_not_found (file, candidates, &search, &local_error);
+        if (file->flags & VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT) {
+                file->parent_error = g_steal_pointer (&local_error);
                 return TRUE;
         }
-
-        if (mismatch != NULL) {
-                g_propagate_error (error, g_steal_pointer (&mismatch));
-                return FALSE;
-        }
-        if (candidates->len == 0) {
-                const char *relative = vhdx_parent_locator_lookup (file->locator, "relative_path");
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
-                             _ ("The parent of this differencing image cannot be found: no "
-                                "path to look in (relative_path “%s”) and no parent was given"),
-                             relative != NULL ? relative : "");
-        } else
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
-                             _ ("The parent of this differencing image cannot be found; tried: "
-                                "%s"),
-                             tried->str);
+        g_propagate_error (error, g_steal_pointer (&local_error));
         return FALSE;
 }
 

@@ -339,7 +339,13 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
                 return FALSE;
         check_overlaps (extents, problems);
 
-        /* Every member of the chain is checked; its findings name it. */
+        /* A broken chain is a broken image: the image itself is checked,
+         * and the missing parent is one error. */
+        if (file->parent == NULL && file->parent_error != NULL)
+                vhdx_problems_add (problems, VHDX_SEVERITY_ERROR, _ ("parent locator"),
+                                   info->parent_locator_offset, "%s", file->parent_error->message);
+
+        /* Every member of the chain is checked; its problems name it. */
         if (file->parent != NULL) {
                 g_autoptr (GPtrArray) parent_problems =
                         g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_problem_free);

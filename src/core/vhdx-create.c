@@ -43,7 +43,9 @@ gboolean
 vhdx_create_params_resolve (VhdxCreateParams *p, GError **error)
 {
         if (p->block_size == 0)
-                p->block_size = VHDX_DEFAULT_BLOCK_SIZE;
+                p->block_size = p->disk_type == VHDX_DISK_TYPE_DIFFERENCING
+                                        ? VHDX_DEFAULT_DIFFERENCING_BLOCK_SIZE
+                                        : VHDX_DEFAULT_BLOCK_SIZE;
         if (p->logical_sector_size == 0)
                 p->logical_sector_size = 512;
         if (p->physical_sector_size == 0)
@@ -155,6 +157,12 @@ vhdx_creator_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
                 }
         }
         return g_steal_pointer (&w);
+}
+
+const VhdxCreateParams *
+vhdx_creator_get_params (VhdxCreator *creator)
+{
+        return &creator->params;
 }
 
 void

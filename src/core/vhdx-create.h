@@ -13,8 +13,11 @@
 
 G_BEGIN_DECLS
 
-#define VHDX_DEFAULT_BLOCK_SIZE (32 * VHDX_MiB)
-#define VHDX_DEFAULT_LOG_SIZE   (1 * VHDX_MiB)
+/* Hyper-V's defaults (New-VHD): 32 MiB blocks for fixed and dynamic disks,
+ * 2 MiB for differencing ones (checkpoints), a 1 MiB log. */
+#define VHDX_DEFAULT_BLOCK_SIZE              (32 * VHDX_MiB)
+#define VHDX_DEFAULT_DIFFERENCING_BLOCK_SIZE (2 * VHDX_MiB)
+#define VHDX_DEFAULT_LOG_SIZE                (1 * VHDX_MiB)
 
 typedef struct {
         VhdxDiskType disk_type;
@@ -43,6 +46,9 @@ G_GNUC_WARN_UNUSED_RESULT VhdxCreator *vhdx_creator_new (VhdxIo *io,
                                                          const VhdxCreateParams *params,
                                                          GError **error);
 void vhdx_creator_free (VhdxCreator *writer);
+
+/* The parameters of the new image, the defaults filled in. */
+const VhdxCreateParams *vhdx_creator_get_params (VhdxCreator *creator);
 
 /*
  * Store @count bytes of the virtual disk at @offset, both multiples of the

@@ -40,8 +40,9 @@ static gboolean map_range (VhdxFile *file,
                            GArray *extents,
                            GError **error);
 
-/* Extents for a range this file does not store: the parent's, one level
- * deeper; holes where the parent is smaller or there is none. */
+/* Extents for a range this differencing image does not store: the parent's,
+ * one level deeper, and holes where the parent is smaller; one PARENT extent
+ * when the image was opened without its parent. */
 static gboolean
 map_from_parent (VhdxFile *file,
                  guint64 offset,
@@ -52,7 +53,16 @@ map_from_parent (VhdxFile *file,
 {
         guint64 from_parent = 0;
 
-        if (file->parent != NULL && offset < file->parent->info.virtual_size) {
+        if (file->parent == NULL) {
+                /* A differencing image opened without its parent. */
+                VhdxMapExtent missing = { .offset = offset,
+                                          .length = length,
+                                          .kind = VHDX_EXTENT_PARENT,
+                                          .depth = depth + 1 };
+                vhdx_map_extents_append (extents, &missing);
+                return TRUE;
+        }
+        if (offset < file->parent->info.virtual_size) {
                 from_parent = MIN (length, file->parent->info.virtual_size - offset);
                 if (!map_range (file->parent, offset, from_parent, depth + 1, extents, error))
                         return FALSE;
@@ -119,7 +129,8 @@ map_range (VhdxFile *file,
                                 }
                                 pos = run_end;
                         }
-                } else if (state == VHDX_PAYLOAD_NOT_PRESENT && file->parent != NULL) {
+                } else if (state == VHDX_PAYLOAD_NOT_PRESENT &&
+                           file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
                         if (!map_from_parent (file, offset, n, depth, extents, error))
                                 return FALSE;
                 } else {

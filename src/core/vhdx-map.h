@@ -12,8 +12,9 @@
 G_BEGIN_DECLS
 
 typedef enum {
-        VHDX_EXTENT_DATA, /* stored in a file of the chain at file_offset */
-        VHDX_EXTENT_ZERO, /* reads as zeros */
+        VHDX_EXTENT_DATA,   /* stored in a file of the chain at file_offset */
+        VHDX_EXTENT_ZERO,   /* reads as zeros */
+        VHDX_EXTENT_PARENT, /* the parent's, which was not opened (depth: its) */
 } VhdxMapExtentKind;
 
 typedef struct {

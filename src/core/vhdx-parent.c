@@ -194,35 +194,121 @@ windows_basename (const char *path)
         return slash != NULL ? slash + 1 : path;
 }
 
-GPtrArray *
-vhdx_parent_candidates (GPtrArray *locator, const char *child_path, const char *explicit_path)
+/* @relative (slashes) under @dir, without "." components: "./x" from ".\\x". */
+static char *
+join_clean (const char *dir, const char *relative)
 {
+        g_auto (GStrv) parts = g_strsplit (relative, "/", -1);
+        g_autoptr (GPtrArray) kept = g_ptr_array_new ();
+
+        g_ptr_array_add (kept, (gpointer) dir);
+        for (guint i = 0; parts[i] != NULL; i++) {
+                if (*parts[i] != '\0' && strcmp (parts[i], ".") != 0)
+                        g_ptr_array_add (kept, parts[i]);
+        }
+        g_ptr_array_add (kept, NULL);
+        return g_build_filenamev ((char **) kept->pdata);
+}
+
+/*
+ * @name in @dir; when no file has exactly that name but one differs only in
+ * case (Windows file names are not case-sensitive, and a copy keeps the case
+ * the file had while the locator may spell it otherwise), that one.
+ */
+static char *
+name_in_dir (const char *dir, const char *name)
+{
+        char *path = g_build_filename (dir, name, NULL);
+        g_autoptr (GDir) listing = NULL;
+        g_autofree char *folded = NULL;
+        const char *entry;
+
+        if (g_file_test (path, G_FILE_TEST_EXISTS))
+                return path;
+        listing = g_dir_open (dir, 0, NULL);
+        if (listing == NULL)
+                return path;
+        folded = g_utf8_casefold (name, -1);
+        while ((entry = g_dir_read_name (listing)) != NULL) {
+                g_autofree char *entry_folded = g_utf8_casefold (entry, -1);
+
+                if (g_str_equal (entry_folded, folded)) {
+                        g_free (path);
+                        return g_build_filename (dir, entry, NULL);
+                }
+        }
+        return path;
+}
+
+/* Where Hyper-V keeps the disks of a virtual machine, beside its checkpoints:
+ * an export or a copied machine folder has them as siblings. */
+static const char *const hyperv_folders[] = { "Virtual Hard Disks", "Snapshots" };
+
+GPtrArray *
+vhdx_parent_candidates (GPtrArray *locator,
+                        const char *child_path,
+                        const char *explicit_path,
+                        const char *const *parent_dirs)
+{
+        static const char *const keys[] = { "relative_path", "absolute_win32_path", "volume_path" };
         GPtrArray *candidates = g_ptr_array_new_with_free_func (g_free);
+        g_autoptr (GPtrArray) dirs = g_ptr_array_new_with_free_func (g_free);
+        g_autoptr (GPtrArray) names = g_ptr_array_new ();
         g_autofree char *dir = child_path != NULL ? g_path_get_dirname (child_path) : NULL;
-        static const char *const by_name[] = { "absolute_win32_path", "volume_path" };
         const char *relative;
 
         if (explicit_path != NULL) {
                 g_ptr_array_add (candidates, g_strdup (explicit_path));
                 return candidates;
         }
-        if (dir == NULL)
-                return candidates;
 
-        relative = vhdx_parent_locator_lookup (locator, "relative_path");
-        if (relative != NULL && *relative != '\0') {
-                g_autofree char *unix_path = g_strdelimit (g_strdup (relative), "\\", '/');
-                if (g_path_is_absolute (unix_path))
-                        add_candidate (candidates, g_steal_pointer (&unix_path));
-                else
-                        add_candidate (candidates, g_build_filename (dir, unix_path, NULL));
-        }
-        for (guint i = 0; i < G_N_ELEMENTS (by_name); i++) {
-                const char *value = vhdx_parent_locator_lookup (locator, by_name[i]);
+        /* The file names the locator's paths end in. */
+        for (guint i = 0; i < G_N_ELEMENTS (keys); i++) {
+                const char *value = vhdx_parent_locator_lookup (locator, keys[i]);
                 const char *name = value != NULL ? windows_basename (value) : NULL;
-                if (name != NULL && *name != '\0' && strcmp (name, ".") != 0 &&
-                    strcmp (name, "..") != 0)
-                        add_candidate (candidates, g_build_filename (dir, name, NULL));
+                gboolean seen = FALSE;
+
+                if (name == NULL || *name == '\0' || strcmp (name, ".") == 0 ||
+                    strcmp (name, "..") == 0)
+                        continue;
+                for (guint j = 0; j < names->len && !seen; j++)
+                        seen = g_str_equal (g_ptr_array_index (names, j), name);
+                if (!seen)
+                        g_ptr_array_add (names, (gpointer) name);
+        }
+
+        /* The child's directory: relative_path as the specification means it,
+         * then the names; then the folders of a Hyper-V machine beside it;
+         * then the directories the caller gave. */
+        if (dir != NULL) {
+                relative = vhdx_parent_locator_lookup (locator, "relative_path");
+                if (relative != NULL && *relative != '\0') {
+                        g_autofree char *unix_path = g_strdelimit (g_strdup (relative), "\\", '/');
+
+                        if (g_path_is_absolute (unix_path))
+                                add_candidate (candidates, g_steal_pointer (&unix_path));
+                        else
+                                add_candidate (candidates, join_clean (dir, unix_path));
+                }
+                g_ptr_array_add (dirs, g_strdup (dir));
+                for (guint i = 0; i < G_N_ELEMENTS (hyperv_folders); i++) {
+                        /* The directory above ".", for an image named without one. */
+                        g_autofree char *up =
+                                g_str_equal (dir, ".") ? g_strdup ("..") : g_path_get_dirname (dir);
+                        g_autofree char *base = g_path_get_basename (dir);
+
+                        if (g_ascii_strcasecmp (base, hyperv_folders[i]) != 0)
+                                g_ptr_array_add (dirs,
+                                                 g_build_filename (up, hyperv_folders[i], NULL));
+                }
+        }
+        for (guint i = 0; parent_dirs != NULL && parent_dirs[i] != NULL; i++)
+                g_ptr_array_add (dirs, g_strdup (parent_dirs[i]));
+
+        for (guint d = 0; d < dirs->len; d++) {
+                for (guint n = 0; n < names->len; n++)
+                        add_candidate (candidates, name_in_dir (g_ptr_array_index (dirs, d),
+                                                                g_ptr_array_index (names, n)));
         }
         return candidates;
 }

@@ -35,11 +35,16 @@ const char *vhdx_parent_locator_lookup (GPtrArray *locator, const char *key);
 /*
  * The paths to try for the parent, in order: @explicit_path if given, else
  * relative_path (backslashes made slashes) relative to the directory of
- * @child_path, then the file names of absolute_win32_path and volume_path in
- * that directory.  Duplicates are dropped.
+ * @child_path; then the file names of relative_path, absolute_win32_path and
+ * volume_path in that directory, in the "Virtual Hard Disks" and "Snapshots"
+ * folders beside it (where a Hyper-V export keeps disks and checkpoints),
+ * and in each of @parent_dirs (NULL-terminated, may be NULL).  A name that
+ * no file has exactly is matched without regard to case.  Duplicates are
+ * dropped.
  */
 G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_candidates (GPtrArray *locator,
                                                              const char *child_path,
-                                                             const char *explicit_path);
+                                                             const char *explicit_path,
+                                                             const char *const *parent_dirs);
 
 G_END_DECLS

@@ -19,7 +19,9 @@ struct _VhdxFile {
         GPtrArray *open_problems;
         VhdxFile *parent;
         char *parent_path;
-        GPtrArray *locator; /* VhdxLocatorEntry */
+        GError *parent_error; /* why a differencing image has no parent */
+        char *parent_warning; /* a parent taken although it is not the one */
+        GPtrArray *locator;   /* VhdxLocatorEntry */
 };
 
 /* Open one member of a chain at @depth (0: the image itself); the chain

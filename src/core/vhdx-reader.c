@@ -21,6 +21,8 @@ vhdx_file_free (VhdxFile *file)
         vhdx_bat_free (file->bat);
         vhdx_file_free (file->parent);
         g_free (file->parent_path);
+        g_clear_error (&file->parent_error);
+        g_free (file->parent_warning);
         g_clear_pointer (&file->locator, g_ptr_array_unref);
         vhdx_region_table_clear (&file->regions);
         g_clear_pointer (&file->open_problems, g_ptr_array_unref);
@@ -185,6 +187,8 @@ open_structures (VhdxFile *file, GError **error)
                 info->disk_type = VHDX_DISK_TYPE_DYNAMIC;
 
         if (metadata.has_parent) {
+                info->parent_locator_offset = metadata.parent_locator_offset;
+                info->parent_locator_length = metadata.parent_locator_length;
                 file->locator = vhdx_parent_locator_read (file->io, metadata.parent_locator_offset,
                                                           metadata.parent_locator_length, error);
                 if (file->locator == NULL)
@@ -219,6 +223,18 @@ VhdxFile *
 vhdx_file_get_parent (VhdxFile *file)
 {
         return file->parent;
+}
+
+const GError *
+vhdx_file_get_parent_error (VhdxFile *file)
+{
+        return file->parent_error;
+}
+
+const char *
+vhdx_file_get_parent_warning (VhdxFile *file)
+{
+        return file->parent_warning;
 }
 
 const char *
@@ -337,6 +353,14 @@ read_from_parent (VhdxFile *file, guint64 offset, guint8 *out, gsize count, GErr
 {
         gsize from_parent = 0;
 
+        if (file->parent == NULL && file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND,
+                             _ ("The %zu bytes at offset %" PRIu64
+                                " of the virtual disk are the parent's, which is missing: %s"),
+                             count, offset,
+                             file->parent_error != NULL ? file->parent_error->message : "");
+                return FALSE;
+        }
         if (file->parent != NULL && offset < file->parent->info.virtual_size) {
                 from_parent =
                         (gsize) MIN ((guint64) count, file->parent->info.virtual_size - offset);

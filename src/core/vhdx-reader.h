@@ -49,6 +49,9 @@ typedef struct {
         VhdxGuid virtual_disk_id;
         guint32 logical_sector_size;
         guint32 physical_sector_size;
+        /* Differencing images: where the parent locator item lies. */
+        guint64 parent_locator_offset;
+        guint32 parent_locator_length;
 
         VhdxBatGeometry geometry;
 } VhdxInfo;
@@ -69,8 +72,9 @@ typedef struct {
         const char *path;
         /* An explicit parent, tried instead of the locator's paths. */
         const char *parent_path;
-        /* Accept a parent whose DataWriteGuid matches neither linkage GUID. */
-        gboolean allow_parent_mismatch;
+        /* More directories to look for parents in (NULL-terminated, or NULL),
+         * after the image's own directory. */
+        const char *const *parent_dirs;
         /* How parents are opened; NULL: vhdx_io_open_path(), read-only. */
         VhdxOpenFunc open_func;
         gpointer open_data;
@@ -87,8 +91,17 @@ G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open_full (VhdxIo *io,
                                                          const VhdxOpenOptions *options,
                                                          GError **error);
 
-/* The parent of a differencing image (owned by @file), or NULL. */
+/* The parent of a differencing image (owned by @file), or NULL: always for
+ * images without one, and for a differencing image opened without it. */
 VhdxFile *vhdx_file_get_parent (VhdxFile *file);
+/* Why a differencing image was opened without its parent (owned by @file),
+ * or NULL when it was not: VHDX_ERROR_PARENT_NOT_FOUND or _PARENT_MISMATCH
+ * with the paths tried, or VHDX_ERROR_PARENT_NOT_FOUND for
+ * VHDX_OPEN_FLAGS_NO_PARENT. */
+const GError *vhdx_file_get_parent_error (VhdxFile *file);
+/* With VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH: the warning that the parent
+ * taken is not the one the image was made from (owned by @file), or NULL. */
+const char *vhdx_file_get_parent_warning (VhdxFile *file);
 /* The path the parent was opened from (owned by @file), or NULL. */
 const char *vhdx_file_get_parent_path (VhdxFile *file);
 /* Ancestors below this image: 0 for an image without a parent. */

@@ -50,6 +50,18 @@ typedef enum {
  * @VHDX_OPEN_FLAGS_NONE: open read-only; a pending log is replayed in memory
  * @VHDX_OPEN_FLAGS_READ_WRITE: open the file for writing and replay a pending
  *   log onto it
+ * @VHDX_OPEN_FLAGS_NO_PARENT: open a differencing image without its parent,
+ *   which is not looked for: the image's own structures are read and
+ *   checked, and reads of what the parent holds fail with
+ *   %VHDX_ERROR_PARENT_NOT_FOUND
+ * @VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT: open the chain of parents as far as
+ *   it can be found: a parent that cannot be found, or is not the image's
+ *   parent, ends the chain there instead of failing the open; reads of what
+ *   it holds fail with %VHDX_ERROR_PARENT_NOT_FOUND
+ * @VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH: accept a parent whose
+ *   DataWriteGuid is not the one the image was made from, as Hyper-V's
+ *   `Set-VHD -IgnoreIdMismatch` does for recovery; the open records a
+ *   warning naming both GUIDs
  *
  * How an image is opened.
  *
@@ -58,6 +70,9 @@ typedef enum {
 typedef enum /*< flags >*/ {
         VHDX_OPEN_FLAGS_NONE = 0,
         VHDX_OPEN_FLAGS_READ_WRITE = 1 << 0,
+        VHDX_OPEN_FLAGS_NO_PARENT = 1 << 1,
+        VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT = 1 << 2,
+        VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH = 1 << 3,
 } VhdxOpenFlags;
 
 /**

@@ -22,8 +22,18 @@ vhdx_extent_new (const VhdxMapExtent *map_extent)
 
         self->offset = map_extent->offset;
         self->length = map_extent->length;
-        self->kind = map_extent->kind == VHDX_EXTENT_DATA ? VHDX_EXTENT_KIND_DATA
-                                                          : VHDX_EXTENT_KIND_ZERO;
+        switch (map_extent->kind) {
+        case VHDX_EXTENT_DATA:
+                self->kind = VHDX_EXTENT_KIND_DATA;
+                break;
+        case VHDX_EXTENT_PARENT:
+                self->kind = VHDX_EXTENT_KIND_PARENT;
+                break;
+        case VHDX_EXTENT_ZERO:
+        default:
+                self->kind = VHDX_EXTENT_KIND_ZERO;
+                break;
+        }
         self->depth = map_extent->depth;
         self->present = map_extent->kind == VHDX_EXTENT_DATA || map_extent->present;
         self->file_offset = map_extent->kind == VHDX_EXTENT_DATA ? map_extent->file_offset : 0;

@@ -11,6 +11,9 @@ G_BEGIN_DECLS
  * @VHDX_EXTENT_KIND_DATA: the range is stored in a file of the chain, at
  *   [method@Vhdx.Extent.get_file_offset]
  * @VHDX_EXTENT_KIND_ZERO: the range reads as zeros
+ * @VHDX_EXTENT_KIND_PARENT: the range is the parent's, and the image was
+ *   opened without its parent (%VHDX_OPEN_FLAGS_NO_PARENT,
+ *   %VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT); the depth is the parent's
  *
  * What a range of the virtual disk holds.
  *
@@ -19,6 +22,7 @@ G_BEGIN_DECLS
 typedef enum {
         VHDX_EXTENT_KIND_DATA,
         VHDX_EXTENT_KIND_ZERO,
+        VHDX_EXTENT_KIND_PARENT,
 } VhdxExtentKind;
 
 #define VHDX_TYPE_EXTENT (vhdx_extent_get_type ())

@@ -57,6 +57,7 @@ struct _VhdxImage {
 
         GFile *file;
         GFile *parent_file;
+        char **parent_search_path;
         VhdxOpenFlags flags;
 
         /* The engine's opened image: set once, by initable_init() or when
@@ -90,6 +91,7 @@ enum {
         PROP_FILE,
         PROP_FLAGS,
         PROP_PARENT_FILE,
+        PROP_PARENT_SEARCH_PATH,
         PROP_VIRTUAL_SIZE,
         PROP_BLOCK_SIZE,
         PROP_LOGICAL_SECTOR_SIZE,
@@ -191,6 +193,7 @@ image_open (VhdxImage *self, GCancellable *cancellable, GError **error)
                 parent_name = vhdx_gfile_io_name (self->parent_file);
         options.path = path;
         options.parent_path = parent_name;
+        options.parent_dirs = (const char *const *) self->parent_search_path;
         options.open_func = open_parent_io;
         options.open_data = &context;
 
@@ -298,6 +301,9 @@ vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSp
         case PROP_PARENT_FILE:
                 g_value_set_object (value, self->parent_file);
                 break;
+        case PROP_PARENT_SEARCH_PATH:
+                g_value_set_boxed (value, self->parent_search_path);
+                break;
         case PROP_VIRTUAL_SIZE:
                 g_value_set_uint64 (value, vhdx_image_get_virtual_size (self));
                 break;
@@ -367,6 +373,10 @@ vhdx_image_set_property (GObject *object, guint prop_id, const GValue *value, GP
         case PROP_PARENT_FILE:
                 g_set_object (&self->parent_file, g_value_get_object (value));
                 break;
+        case PROP_PARENT_SEARCH_PATH:
+                g_strfreev (self->parent_search_path);
+                self->parent_search_path = g_value_dup_boxed (value);
+                break;
         default:
                 G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
                 break;
@@ -391,6 +401,7 @@ vhdx_image_finalize (GObject *object)
         g_clear_pointer (&self->handle, vhdx_file_free);
         g_clear_error (&self->init_error);
         g_clear_object (&self->parent_file);
+        g_clear_pointer (&self->parent_search_path, g_strfreev);
         g_clear_object (&self->file);
         g_mutex_clear (&self->init_lock);
         g_mutex_clear (&self->allocated_lock);
@@ -456,6 +467,21 @@ vhdx_image_class_init (VhdxImageClass *klass)
          */
         props[PROP_PARENT_FILE] =
                 g_param_spec_object ("parent-file", NULL, NULL, G_TYPE_FILE, construct);
+
+        /**
+         * VhdxImage:parent-search-path:
+         *
+         * More directories to look for the parent of a differencing image
+         * in (and for its parents), after the image's own directory and the
+         * folders beside it where Hyper-V keeps disks and checkpoints
+         * (`Virtual Hard Disks`, `Snapshots`).  The file names of the
+         * parent locator's paths are looked for in each; a file found must
+         * still carry the DataWriteGuid the image was made from.
+         *
+         * Since: 0.1
+         */
+        props[PROP_PARENT_SEARCH_PATH] =
+                g_param_spec_boxed ("parent-search-path", NULL, NULL, G_TYPE_STRV, construct);
 
         /**
          * VhdxImage:virtual-size:
@@ -762,6 +788,26 @@ vhdx_image_get_parent_file (VhdxImage *self)
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
 
         return self->parent_file;
+}
+
+/**
+ * vhdx_image_get_parent_search_path:
+ * @self: an image
+ *
+ * Gets the directories the image's parent is looked for in, besides those
+ * its locator names.
+ *
+ * Returns: (transfer none) (nullable) (array zero-terminated=1): the
+ *   directories, or %NULL
+ *
+ * Since: 0.1
+ */
+const char *const *
+vhdx_image_get_parent_search_path (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        return (const char *const *) self->parent_search_path;
 }
 
 /**

@@ -28,6 +28,7 @@ VhdxImage *vhdx_image_new_finish (GAsyncResult *result, GError **error);
 
 GFile *vhdx_image_get_file (VhdxImage *self);
 GFile *vhdx_image_get_parent_file (VhdxImage *self);
+const char *const *vhdx_image_get_parent_search_path (VhdxImage *self);
 VhdxOpenFlags vhdx_image_get_flags (VhdxImage *self);
 
 guint64 vhdx_image_get_virtual_size (VhdxImage *self);

@@ -29,8 +29,10 @@
 /* The NBD protocol's largest preferred block size. */
 #define NBD_MAX_PREFERRED_BLOCK_SIZE (32 * 1024 * 1024)
 
-static char *image_path;  /* absolute: nbdkit may change directory */
-static char *parent_path; /* absolute, or NULL: follow the parent locator */
+static char *image_path;       /* absolute: nbdkit may change directory */
+static char *parent_path;      /* absolute, or NULL: follow the parent locator */
+static GPtrArray *parent_dirs; /* absolute directories to look for parents in, NULL-terminated */
+static gboolean ignore_parent_mismatch;
 static VhdxFile *image;
 
 /* The errno an NBD client receives for a failed engine call: a request
@@ -66,6 +68,7 @@ vhdx_plugin_unload (void)
         g_clear_pointer (&image, vhdx_file_free);
         g_clear_pointer (&image_path, free);
         g_clear_pointer (&parent_path, free);
+        g_clear_pointer (&parent_dirs, g_ptr_array_unref);
 }
 
 static void
@@ -79,6 +82,27 @@ vhdx_plugin_config (const char *key, const char *value)
 {
         char **slot;
 
+        if (g_strcmp0 (key, "parent-dir") == 0) {
+                char *dir = nbdkit_realpath (value);
+
+                if (dir == NULL)
+                        return -1;
+                if (parent_dirs == NULL) {
+                        parent_dirs = g_ptr_array_new_with_free_func (free);
+                        g_ptr_array_add (parent_dirs, NULL);
+                }
+                /* Kept NULL-terminated: the new one goes before the NULL. */
+                g_ptr_array_insert (parent_dirs, (gint) parent_dirs->len - 1, dir);
+                return 0;
+        }
+        if (g_strcmp0 (key, "ignore-parent-mismatch") == 0) {
+                int flag = nbdkit_parse_bool (value);
+
+                if (flag < 0)
+                        return -1;
+                ignore_parent_mismatch = flag;
+                return 0;
+        }
         if (g_strcmp0 (key, "file") == 0) {
                 slot = &image_path;
         } else if (g_strcmp0 (key, "parent") == 0) {
@@ -109,7 +133,11 @@ vhdx_plugin_config_complete (void)
 #define vhdx_plugin_config_help                                                                    \
         "[file=]DISK.vhdx     (required) The VHDX image to serve, read-only.\n"                    \
         "parent=PARENT.vhdx   The parent of a differencing image, instead of\n"                    \
-        "                     the one its parent locator names."
+        "                     the one its parent locator names.\n"                                 \
+        "parent-dir=DIR       Also look for parents in DIR (repeatable).\n"                        \
+        "ignore-parent-mismatch=true\n"                                                            \
+        "                     Use a parent that is not the one the image was\n"                    \
+        "                     made from (its DataWriteGuid differs), with a warning."
 
 /*
  * Open the image before nbdkit forks and starts serving, so that a damaged
@@ -122,7 +150,11 @@ vhdx_plugin_get_ready (void)
         VhdxOpenOptions options = {
                 .path = image_path,
                 .parent_path = parent_path,
+                .parent_dirs =
+                        parent_dirs != NULL ? (const char *const *) parent_dirs->pdata : NULL,
         };
+        VhdxOpenFlags flags = ignore_parent_mismatch ? VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH
+                                                     : VHDX_OPEN_FLAGS_NONE;
         const VhdxInfo *info;
         GPtrArray *problems;
         VhdxIo *io;
@@ -132,12 +164,17 @@ vhdx_plugin_get_ready (void)
                 nbdkit_error ("%s: %s", image_path, error->message);
                 return -1;
         }
-        image = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, &error);
+        image = vhdx_file_open_full (io, flags, &options, &error);
         if (image == NULL) {
                 nbdkit_error ("%s: %s", image_path, error->message);
                 return -1;
         }
 
+        for (VhdxFile *member = image; member != NULL; member = vhdx_file_get_parent (member)) {
+                if (vhdx_file_get_parent_warning (member) != NULL)
+                        nbdkit_error ("%s: warning: %s", image_path,
+                                      vhdx_file_get_parent_warning (member));
+        }
         problems = vhdx_file_get_open_problems (image);
         for (guint i = 0; i < problems->len; i++) {
                 const VhdxProblem *problem = g_ptr_array_index (problems, i);

@@ -163,15 +163,34 @@ volume_paths_new (virConnectPtr conn)
 
 /* Inspection of one volume */
 
+/* The parent that the differencing image @image, opened without it, names. */
+static PoolParent *
+missing_parent (VhdxImage *image)
+{
+        static const char *const keys[] = { "relative_path", "absolute_win32_path", "volume_path" };
+        GHashTable *locator = vhdx_image_get_parent_locator (image);
+        PoolParent *parent = g_new0 (PoolParent, 1);
+
+        parent->missing = TRUE;
+        for (gsize i = 0; locator != NULL && i < G_N_ELEMENTS (keys) && parent->path == NULL; i++)
+                parent->path = g_strdup (g_hash_table_lookup (locator, keys[i]));
+        if (parent->path == NULL)
+                parent->path = g_strdup ("");
+        return parent;
+}
+
 static void
 inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
 {
         g_autoptr (GFile) file = g_file_new_for_path (volume->path);
         g_autoptr (VhdxImage) image = NULL;
         g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxImage) last = NULL;
         VhdxImage *member;
 
-        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_NONE, NULL, &error);
+        /* A checkpoint copied without its parent is still what it is: a
+         * differencing image, whose chain ends at a missing parent. */
+        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT, NULL, &error);
         if (image == NULL) {
                 volume->error = g_strdup (error->message);
                 return;
@@ -184,6 +203,7 @@ inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
         volume->log_state = vhdx_image_get_log_state (image);
         volume->parents = g_ptr_array_new_with_free_func ((GDestroyNotify) pool_parent_free);
 
+        last = g_object_ref (image);
         member = vhdx_image_dup_parent (image);
         while (member != NULL) {
                 g_autoptr (VhdxImage) current = member;
@@ -205,8 +225,11 @@ inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
                         parent->path = g_file_get_uri (vhdx_image_get_file (current));
                 }
                 g_ptr_array_add (volume->parents, parent);
+                g_set_object (&last, current);
                 member = vhdx_image_dup_parent (current);
         }
+        if (vhdx_image_has_parent (last))
+                g_ptr_array_add (volume->parents, missing_parent (last));
 }
 
 static PoolVolume *
@@ -406,6 +429,8 @@ add_volume_json (JsonBuilder *builder, const PoolVolume *volume)
                                 json_builder_add_string_value (builder, parent->volume);
                         else
                                 json_builder_add_null_value (builder);
+                        json_builder_set_member_name (builder, "missing");
+                        json_builder_add_boolean_value (builder, parent->missing);
                         json_builder_end_object (builder);
                 }
                 json_builder_end_array (builder);
@@ -471,7 +496,11 @@ parents_cell (const PoolVolume *volume)
 
                 if (i > 0)
                         g_string_append (text, " > ");
-                if (parent->pool != NULL) {
+                if (parent->missing) {
+                        /* TRANSLATORS: a parent image that cannot be found, as its child names it
+                         */
+                        g_string_append_printf (text, _ ("missing: %s"), parent->path);
+                } else if (parent->pool != NULL) {
                         g_string_append_printf (text, "%s/%s", parent->pool, parent->volume);
                 } else {
                         g_autofree char *display = g_filename_display_name (parent->path);

@@ -25,6 +25,8 @@ typedef struct {
         /* The pool and the volume that the parent is, or NULL. */
         char *pool;
         char *volume;
+        /* The parent cannot be found: path is the one its child's locator names. */
+        gboolean missing;
 } PoolParent;
 
 typedef struct {

@@ -3,7 +3,8 @@
 # A small reader of VHDX structures written from MS-VHDX alone, for the
 # Python tests: an oracle that shares no code with the engine.  It reads
 # the file identifier, the headers, region table 1, the metadata items and
-# BAT entries, and checks the CRC-32C of headers and region tables.
+# BAT entries, and checks the CRC-32C of headers and region tables; and it
+# rewrites a parent locator, as another tool (Hyper-V) would have written it.
 
 import struct
 import uuid
@@ -25,6 +26,7 @@ VIRTUAL_DISK_ID = uuid.UUID('BECA12AB-B2E6-4523-93EF-C309E000C746')
 LOGICAL_SECTOR_SIZE = uuid.UUID('8141BF1D-A96F-4709-BA47-F233A8FAAB5F')
 PHYSICAL_SECTOR_SIZE = uuid.UUID('CDA348C7-445D-4471-9CC9-E9885251C556')
 PARENT_LOCATOR = uuid.UUID('A8D35F2D-B30B-454D-ABF7-D3D84834AB0C')
+LOCATOR_TYPE_VHDX = uuid.UUID('B04AEFB7-D19E-4A81-B789-25B8E9445913')
 
 # BAT payload block states.
 NOT_PRESENT = 0
@@ -190,3 +192,44 @@ class Vhdx:
             if entry & 7 == FULLY_PRESENT:
                 stored[block] = entry & ~0xFFFFF
         return stored
+
+
+def encode_parent_locator(pairs):
+    """The parent locator item (MS-VHDX 2.6.2.6) holding @pairs, a list of
+    (key, value) in order: the VHDX locator type, then 12-byte entries, then
+    the keys and values in UTF-16LE."""
+    header = LOCATOR_TYPE_VHDX.bytes_le + struct.pack('<HH', 0, len(pairs))
+    text = b''
+    entries = b''
+    base = len(header) + 12 * len(pairs)
+    for key, value in pairs:
+        k, v = key.encode('utf-16-le'), value.encode('utf-16-le')
+        entries += struct.pack('<IIHH', base + len(text), base + len(text) + len(k), len(k),
+                               len(v))
+        text += k + v
+    return header + entries + text
+
+
+def write_parent_locator(path, pairs):
+    """Replace the parent locator of the differencing image @path with one of
+    @pairs, in place of the old item (its metadata table entry's length updated;
+    the metadata region is not checksummed)."""
+    spec = Vhdx(path)
+    item = encode_parent_locator(pairs)
+    offset, length, _ = spec.regions[METADATA_REGION]
+    with open(path, 'r+b') as f:
+        region = bytearray(_read(f, offset, length))
+        (count,) = struct.unpack_from('<H', region, 10)
+        for i in range(count):
+            entry = 32 + 32 * i
+            if uuid.UUID(bytes_le=bytes(region[entry:entry + 16])) != PARENT_LOCATOR:
+                continue
+            (item_offset,) = struct.unpack_from('<I', region, entry + 16)
+            if item_offset + len(item) > length:
+                raise ValueError('%s: no room for the new parent locator' % path)
+            struct.pack_into('<I', region, entry + 20, len(item))
+            region[item_offset:item_offset + len(item)] = item
+            f.seek(offset)
+            f.write(region)
+            return
+    raise ValueError('%s: no parent locator' % path)

@@ -53,17 +53,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
          * bounded by the item, however its entries point into it. */
         g_assert_cmpuint (text_bytes, <=, 3 * size / 2);
 
-        candidates = vhdx_parent_candidates (locator, "/fuzz/dir/" FUZZ_CHILD_NAME, NULL);
+        candidates = vhdx_parent_candidates (locator, "/fuzz/dir/" FUZZ_CHILD_NAME, NULL, NULL);
         for (guint i = 0; i < candidates->len; i++) {
                 const char *path = g_ptr_array_index (candidates, i);
                 g_assert (path != NULL && *path != '\0');
                 for (guint j = 0; j < i; j++)
                         g_assert_cmpstr (g_ptr_array_index (candidates, j), !=, path);
         }
-        explicit = vhdx_parent_candidates (locator, NULL, "/elsewhere/parent.vhdx");
+        explicit = vhdx_parent_candidates (locator, NULL, "/elsewhere/parent.vhdx", NULL);
         g_assert_cmpuint (explicit->len, ==, 1);
         g_clear_pointer (&candidates, g_ptr_array_unref);
-        candidates = vhdx_parent_candidates (locator, NULL, NULL);
+        candidates = vhdx_parent_candidates (locator, NULL, NULL, NULL);
         g_assert_cmpuint (candidates->len, ==, 0);
         return 0;
 }

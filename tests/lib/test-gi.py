@@ -571,6 +571,32 @@ class Tests:
         expect_equal(image.props.parent.props.file.get_path(), moved, 'parent file')
         expect(image.read_bytes(0, img.size, None).get_data() == img.raw, 'data')
 
+    def test_missing_parent(self):
+        img, base, child = self.make_child()
+        elsewhere = os.path.join(self.workdir, 'elsewhere')
+        os.makedirs(elsewhere, exist_ok=True)
+        moved = os.path.join(elsewhere, 'base.vhdx')
+        os.replace(base, moved)
+        # Opened without its parent, the child describes itself; what the
+        # parent holds cannot be read, and its extents say whose it is.
+        for flags in (Vhdx.OpenFlags.NO_PARENT, Vhdx.OpenFlags.ALLOW_MISSING_PARENT):
+            image = Vhdx.Image.new(Gio.File.new_for_path(child), flags, None)
+            expect_equal((image.props.has_parent, image.props.parent, image.props.chain_depth),
+                         (True, None, 0), '%r: has-parent, parent, chain-depth' % flags)
+            expect_equal(image.props.virtual_size, img.size, 'virtual size')
+            expect_error(lambda: image.read_bytes(3 * MiB, 512, None), 'vhdx-error-quark',
+                         Vhdx.Error.PARENT_NOT_FOUND, '%r: a read of the parent\'s' % flags)
+            extents = [(e.get_offset(), e.get_length(), e.get_kind(), e.get_depth(),
+                        e.is_present()) for e in image.get_extents(0, img.size, None)]
+            expect_equal(extents, [(0, img.size, Vhdx.ExtentKind.PARENT, 1, False)],
+                         '%r: the extents of an empty child' % flags)
+        # The search path finds it under its own name.
+        image = Vhdx.Image(file=Gio.File.new_for_path(child), parent_search_path=[elsewhere])
+        image.init(None)
+        expect_equal(image.get_parent_search_path(), [elsewhere], 'get_parent_search_path()')
+        expect_equal(image.props.parent.props.file.get_path(), moved, 'found in the search path')
+        expect(image.read_bytes(0, img.size, None).get_data() == img.raw, 'data')
+
     # the examples
 
     def test_example_c(self):

@@ -541,6 +541,31 @@ class Tests:
             check_ok(run([NBDCOPY, server.uri, copy]), 'nbdcopy')
             expect_equal(sha256_file(copy), image.raw_sha256, 'sha256 with parent=')
 
+        # parent-dir= finds it under its own name in another directory.
+        os.rename(moved, os.path.join(elsewhere, os.path.basename(parent.path)))
+        with Server(self.workdir, ['file=' + child, 'parent-dir=' + elsewhere]) as server:
+            copy = self.path('child-copy-dir.raw')
+            check_ok(run([NBDCOPY, server.uri, copy]), 'nbdcopy')
+            expect_equal(sha256_file(copy), image.raw_sha256, 'sha256 with parent-dir=')
+
+        # Another image under the parent's name: refused, and served on purpose.
+        other = generated_image(self.workdir, 'other', [
+            '--type', 'dynamic', '--size', '24M', '--block-size', '1M', '--seed', '99'])
+        shutil.copyfile(other.path, parent.path)
+        output = nbdkit_refuses(self.workdir, ['file=' + child])
+        expect('DataWriteGuid' in output, 'the error does not name the GUIDs: %r' % output)
+        with Server(self.workdir, ['file=' + child, 'ignore-parent-mismatch=true']) as server:
+            check_ok(run([NBDCOPY, server.uri, self.path('other-chain.raw')]), 'nbdcopy')
+            output = server.stop()
+        expect('warning' in output and 'DataWriteGuid' in output,
+               'no warning naming the GUIDs: %r' % output)
+
+        # A FIFO where the locator leads: not the parent, and nothing waits on it.
+        os.unlink(parent.path)
+        os.mkfifo(parent.path)
+        output = nbdkit_refuses(self.workdir, ['file=' + child])
+        expect('Not a regular file' in output, 'the FIFO is not named: %r' % output)
+
     def test_missing_parent_refused(self):
         image = generated_image(self.workdir, 'no-parent', ['--size', '8M'])
         output = nbdkit_refuses(self.workdir, ['file=' + image.path,

@@ -676,10 +676,59 @@ def test_expose(session, expected):
     expect(EXPOSE_POOL not in pools, 'pool %s is left: %r' % (EXPOSE_POOL, pools))
 
 
+def test_missing_parents_and_fifos(session, expected):
+    """A checkpoint copied without its parent is a differencing volume whose
+    parent is missing, not an error; a FIFO in the pool, and a checkpoint
+    whose locator leads to it, stop nothing.  The files are removed after."""
+    d = session.pool_dir
+    work = session.path('work')
+    base = os.path.join(work, 'gone-base.vhdx')
+    shutil.copy(os.path.join(d, 'base.vhdx'), base)
+    orphan = os.path.join(d, 'orphan.avhdx')
+    fifo_parent = os.path.join(d, 'fifo-parent.avhdx')
+    fifo = os.path.join(d, 'pipe.vhdx')
+    run_root([VHDX_TOOL, 'convert', '--parent', base, expected['child.avhdx'], orphan])
+    shutil.copy(os.path.join(d, 'base.vhdx'), os.path.join(d, 'pipe-base.vhdx'))
+    run_root([VHDX_TOOL, 'convert', '--parent', os.path.join(d, 'pipe-base.vhdx'),
+              expected['child.avhdx'], fifo_parent])
+    os.unlink(os.path.join(d, 'pipe-base.vhdx'))
+    os.unlink(base)
+    # The checkpoint's locator leads to the FIFO, under the name it looks for.
+    os.mkfifo(os.path.join(d, 'pipe-base.vhdx'))
+    os.mkfifo(fifo)
+    for path in (orphan, fifo_parent, fifo, os.path.join(d, 'pipe-base.vhdx')):
+        os.chmod(path, 0o644)
+        os.lchown(path, NOBODY, NOBODY) if session.as_nobody else None
+    try:
+        result = check_ok(session.tool('list', '--json', POOL), 'list --json')
+        volumes = {v['name']: v for v in json.loads(result.stdout)}
+        # Named as the locator's relative_path names them, from the pool directory.
+        for name, link in (('orphan.avhdx', '..\\work\\gone-base.vhdx'),
+                           ('fifo-parent.avhdx', 'pipe-base.vhdx')):
+            v = volumes[name]
+            expect('error' not in v, '%s: an error %r' % (name, v.get('error')))
+            expect_equal(v['disk-type'], 'differencing', '%s: disk type' % name)
+            expect_equal(v['parents'], [{'path': link, 'pool': None, 'volume': None,
+                                         'missing': True}], '%s: parents' % name)
+        for name in ('pipe.vhdx', 'pipe-base.vhdx'):
+            if name in volumes:
+                expect(not volumes[name]['vhdx'] and 'error' not in volumes[name],
+                       '%s: %r' % (name, volumes[name]))
+        text = check_ok(session.tool('list', POOL), 'list').stdout.decode()
+        row = [line for line in text.splitlines() if line.startswith('orphan.avhdx')]
+        expect(len(row) == 1 and 'missing: ..\\work\\gone-base.vhdx' in row[0],
+               'orphan.avhdx row: %r' % row)
+    finally:
+        for path in (orphan, fifo_parent, fifo, os.path.join(d, 'pipe-base.vhdx')):
+            os.unlink(path)
+        session.virsh('pool-refresh', POOL)
+
+
 TESTS = [
     ('list --json reports the real sizes and flags libvirt\'s', test_list_json),
     ('list prints an aligned table', test_list_text),
     ('errors are one line and exit status 1', test_errors),
+    ('missing parents and FIFOs are no errors', test_missing_parents_and_fifos),
     ('watch rewrites the index on refresh, new files and libvirtd restarts', test_watch),
     ('import makes raw and qcow2 volumes with the virtual disk', test_import),
     ('expose shows the images as raw files to libvirt', test_expose),
