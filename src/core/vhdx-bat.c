@@ -46,8 +46,8 @@ struct _VhdxBat {
         guint64 file_offset;
         VhdxBatGeometry geometry;
         VhdxDiskType disk_type;
-        guint64 file_size;
-        GArray *reserved; /* VhdxFileRange */
+        guint64 file_size; /* atomic: an image being written grows */
+        GArray *reserved;  /* VhdxFileRange */
         guint64 n_pages;
         /* Each page is NULL until first used, then an array of host-order
          * entries; set once with a compare-and-swap and never changed. */
@@ -123,8 +123,64 @@ vhdx_bat_get (VhdxBat *bat, guint64 index, guint64 *entry, GError **error)
                 if (entries == NULL)
                         return FALSE;
         }
-        *entry = entries[index % VHDX_BAT_PAGE_ENTRIES];
+        /* Writers store entries atomically (vhdx_bat_set). */
+        *entry = __atomic_load_n (&entries[index % VHDX_BAT_PAGE_ENTRIES], __ATOMIC_ACQUIRE);
         return TRUE;
+}
+
+/* The loaded page of entry @index. */
+static guint64 *
+loaded_page (VhdxBat *bat, guint64 index, GError **error)
+{
+        guint64 page = index / VHDX_BAT_PAGE_ENTRIES;
+        guint64 *entries = g_atomic_pointer_get (&bat->pages[page]);
+
+        return entries != NULL ? entries : load_page (bat, page, error);
+}
+
+gboolean
+vhdx_bat_set (VhdxBat *bat, guint64 index, guint64 entry, GError **error)
+{
+        guint64 *entries;
+
+        g_return_val_if_fail (index < bat->geometry.bat_entries, FALSE);
+
+        entries = loaded_page (bat, index, error);
+        if (entries == NULL)
+                return FALSE;
+        /* Published to readers at once: they see the old entry or this one. */
+        __atomic_store_n (&entries[index % VHDX_BAT_PAGE_ENTRIES], entry, __ATOMIC_RELEASE);
+        return TRUE;
+}
+
+guint64
+vhdx_bat_sector_offset (VhdxBat *bat, guint64 index)
+{
+        return bat->file_offset + index / VHDX_BAT_SECTOR_ENTRIES * VHDX_LOG_SECTOR_SIZE;
+}
+
+gboolean
+vhdx_bat_sector_image (VhdxBat *bat, guint64 index, guint8 *sector, GError **error)
+{
+        guint64 first = index / VHDX_BAT_SECTOR_ENTRIES * VHDX_BAT_SECTOR_ENTRIES;
+        guint64 *entries = loaded_page (bat, first, error);
+
+        if (entries == NULL)
+                return FALSE;
+        /* The last sector of the table may be part table, part padding. */
+        memset (sector, 0, VHDX_LOG_SECTOR_SIZE);
+        for (guint64 i = first;
+             i < MIN (first + VHDX_BAT_SECTOR_ENTRIES, bat->geometry.bat_entries); i++)
+                vhdx_put_le64 (sector + (i - first) * VHDX_BAT_ENTRY_SIZE,
+                               __atomic_load_n (&entries[i % VHDX_BAT_PAGE_ENTRIES],
+                                                __ATOMIC_ACQUIRE));
+        return TRUE;
+}
+
+void
+vhdx_bat_set_file_size (VhdxBat *bat, guint64 file_size)
+{
+        __atomic_store_n (&bat->file_size, file_size, __ATOMIC_RELEASE);
 }
 
 /* The structure that the file bytes [start, end) would overlap, or NULL. */
@@ -147,16 +203,18 @@ overlapped_structure (VhdxBat *bat, guint64 start, guint64 end)
 static gboolean
 check_stored_block (VhdxBat *bat, guint64 index, guint64 offset, guint64 length, GError **error)
 {
-        guint64 end;
         const char *overlapped;
+        guint64 end;
 
-        if (!vhdx_add_u64 (offset, length, &end) || end > bat->file_size) {
+        guint64 file_size = __atomic_load_n (&bat->file_size, __ATOMIC_ACQUIRE);
+
+        if (!vhdx_add_u64 (offset, length, &end) || end > file_size) {
                 g_autofree char *what = g_strdup_printf (_ ("BAT entry %" PRIu64), index);
                 vhdx_set_error (error, VHDX_ERROR_INVALID, what,
                                 bat->file_offset + index * VHDX_BAT_ENTRY_SIZE,
                                 _ ("the block at file offset %" PRIu64
                                    " ends past the end of the file (%" PRIu64 " bytes)"),
-                                offset, bat->file_size);
+                                offset, file_size);
                 return FALSE;
         }
         overlapped = overlapped_structure (bat, offset, end);

@@ -125,6 +125,9 @@ typedef struct _VhdxBat VhdxBat;
 /* Entries per lazily loaded page (32 KiB of BAT). */
 #define VHDX_BAT_PAGE_ENTRIES 4096
 
+/* Entries per 4 KiB sector, the unit in which the log updates the table. */
+#define VHDX_BAT_SECTOR_ENTRIES (VHDX_LOG_SECTOR_SIZE / VHDX_BAT_ENTRY_SIZE)
+
 /* Entries per step of a streaming scan (1 MiB of BAT). */
 #define VHDX_BAT_SCAN_ENTRIES (128 * 1024)
 
@@ -148,6 +151,25 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_get (VhdxBat *bat,
                                                  guint64 index,
                                                  guint64 *entry,
                                                  GError **error);
+
+/*
+ * Set entry @index in the table in memory (its page loaded on the way);
+ * readers see the old entry or the new one.  The file is written through the
+ * journal: vhdx_bat_sector_image() gives the sector to log.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_set (VhdxBat *bat,
+                                                 guint64 index,
+                                                 guint64 entry,
+                                                 GError **error);
+/* The file offset of the 4 KiB sector that holds entry @index. */
+guint64 vhdx_bat_sector_offset (VhdxBat *bat, guint64 index);
+/* The 4 KiB sector that holds entry @index, as it is in memory, in file order. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bat_sector_image (VhdxBat *bat,
+                                                          guint64 index,
+                                                          guint8 *sector,
+                                                          GError **error);
+/* The file grew (an image being written): stored blocks may reach @file_size. */
+void vhdx_bat_set_file_size (VhdxBat *bat, guint64 file_size);
 
 /*
  * Check @entry as the entry of payload block @block: a state allowed for

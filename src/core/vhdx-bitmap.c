@@ -14,6 +14,13 @@ vhdx_bitmap_set_range (guint8 *bits, guint64 first, guint64 count)
                 bits[s / 8] |= (guint8) (1u << (s % 8));
 }
 
+void
+vhdx_bitmap_clear_range (guint8 *bits, guint64 first, guint64 count)
+{
+        for (guint64 s = first; s < first + count; s++)
+                bits[s / 8] &= (guint8) ~(1u << (s % 8));
+}
+
 guint64
 vhdx_bitmap_count_set (const guint8 *bits, guint64 first, guint64 count)
 {
@@ -72,8 +79,10 @@ vhdx_bitmap_cache_free (VhdxBitmapCache *cache)
         g_free (cache);
 }
 
-GBytes *
-vhdx_bitmap_cache_get (VhdxBitmapCache *cache, guint64 block, GError **error)
+/* The bits of @block, loaded on a miss; called with the lock held, so that
+ * an update (vhdx_bitmap_cache_update) never races a load of old bits. */
+static GBytes *
+get_locked (VhdxBitmapCache *cache, guint64 block, GError **error)
 {
         const VhdxBatGeometry *g = vhdx_bat_get_geometry (cache->bat);
         guint64 sectors = vhdx_bat_sectors_per_block (g);
@@ -84,13 +93,9 @@ vhdx_bitmap_cache_get (VhdxBitmapCache *cache, guint64 block, GError **error)
         GBytes *bytes;
         guint64 key = block;
 
-        g_mutex_lock (&cache->lock);
         bytes = g_hash_table_lookup (cache->blocks, &key);
         if (bytes != NULL)
-                g_bytes_ref (bytes);
-        g_mutex_unlock (&cache->lock);
-        if (bytes != NULL)
-                return bytes;
+                return g_bytes_ref (bytes);
 
         if (!vhdx_bat_lookup_bitmap (cache->bat, block, &offset, error))
                 return NULL;
@@ -100,16 +105,40 @@ vhdx_bitmap_cache_get (VhdxBitmapCache *cache, guint64 block, GError **error)
                 return NULL;
         bytes = g_bytes_new_take (g_steal_pointer (&bits), length);
 
-        g_mutex_lock (&cache->lock);
         if (cache->bytes + length > BITMAP_CACHE_MAX_BYTES) {
                 g_hash_table_remove_all (cache->blocks);
                 cache->bytes = 0;
         }
-        if (!g_hash_table_contains (cache->blocks, &key)) {
-                g_hash_table_insert (cache->blocks, g_memdup2 (&key, sizeof key),
-                                     g_bytes_ref (bytes));
-                cache->bytes += length;
-        }
-        g_mutex_unlock (&cache->lock);
+        g_hash_table_insert (cache->blocks, g_memdup2 (&key, sizeof key), g_bytes_ref (bytes));
+        cache->bytes += length;
         return bytes;
+}
+
+GBytes *
+vhdx_bitmap_cache_get (VhdxBitmapCache *cache, guint64 block, GError **error)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&cache->lock);
+
+        return get_locked (cache, block, error);
+}
+
+gboolean
+vhdx_bitmap_cache_update (VhdxBitmapCache *cache,
+                          guint64 block,
+                          VhdxBitmapUpdateFunc func,
+                          gpointer user_data,
+                          GError **error)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&cache->lock);
+        GBytes *bytes;
+        guint64 key = block;
+
+        if (!func (user_data, error))
+                return FALSE;
+        bytes = g_hash_table_lookup (cache->blocks, &key);
+        if (bytes != NULL) {
+                cache->bytes -= g_bytes_get_size (bytes);
+                g_hash_table_remove (cache->blocks, &key);
+        }
+        return TRUE;
 }

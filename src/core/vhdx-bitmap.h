@@ -20,6 +20,9 @@ vhdx_bitmap_bit (const guint8 *bits, guint64 sector)
 /* Set the bits of sectors [@first, @first + @count). */
 void vhdx_bitmap_set_range (guint8 *bits, guint64 first, guint64 count);
 
+/* Clear the bits of sectors [@first, @first + @count). */
+void vhdx_bitmap_clear_range (guint8 *bits, guint64 first, guint64 count);
+
 /* The number of set bits among sectors [@first, @first + @count). */
 guint64 vhdx_bitmap_count_set (const guint8 *bits, guint64 first, guint64 count);
 
@@ -36,7 +39,8 @@ guint64 vhdx_bitmap_run_end (const guint8 *bits,
 
 typedef struct _VhdxBitmapCache VhdxBitmapCache;
 
-/* The sector bitmaps that @bat (borrowed) points at, read from @io (borrowed). */
+/* The sector bitmaps that @bat (borrowed) points at, read from @io
+ * (borrowed; for an image being written, the journal's view of the file). */
 G_GNUC_WARN_UNUSED_RESULT VhdxBitmapCache *vhdx_bitmap_cache_new (VhdxIo *io, VhdxBat *bat);
 void vhdx_bitmap_cache_free (VhdxBitmapCache *cache);
 
@@ -48,5 +52,19 @@ void vhdx_bitmap_cache_free (VhdxBitmapCache *cache);
 G_GNUC_WARN_UNUSED_RESULT GBytes *vhdx_bitmap_cache_get (VhdxBitmapCache *cache,
                                                          guint64 block,
                                                          GError **error);
+
+/* Changes the bitmap that the cache reads (through the journal). */
+typedef gboolean (*VhdxBitmapUpdateFunc) (gpointer user_data, GError **error);
+
+/*
+ * Call @func, which changes the bits of @block where the cache reads them,
+ * and forget what the cache holds of @block, with no load of the block's
+ * bits in between: later reads see the new bits.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_bitmap_cache_update (VhdxBitmapCache *cache,
+                                                             guint64 block,
+                                                             VhdxBitmapUpdateFunc func,
+                                                             gpointer user_data,
+                                                             GError **error);
 
 G_END_DECLS

@@ -118,7 +118,7 @@ vhdx_creator_new (VhdxIo *io, const VhdxCreateParams *params, GError **error)
         w->params = *params;
         if (!vhdx_create_params_resolve (&w->params, error))
                 return NULL;
-        if (io->vtable->pwrite == NULL || io->vtable->flush == NULL) {
+        if (!vhdx_io_is_writable (io)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
                              _ ("The new image was not opened for writing"));
                 return NULL;
@@ -227,8 +227,7 @@ vhdx_creator_write (VhdxCreator *w, guint64 offset, const void *buf, gsize count
                                                          : VHDX_PAYLOAD_FULLY_PRESENT);
                         w->next_free += w->params.block_size;
                 }
-                if (!w->io->vtable->pwrite (w->io, in, n, vhdx_bat_entry_offset (*entry) + in_block,
-                                            error))
+                if (!vhdx_io_write (w->io, in, n, vhdx_bat_entry_offset (*entry) + in_block, error))
                         return FALSE;
                 if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING)
                         mark_present (w, block, in_block, n);
@@ -272,7 +271,7 @@ finish_bitmaps (VhdxCreator *w, GError **error)
                 }
                 if (!need_bitmap)
                         continue;
-                if (!w->io->vtable->pwrite (w->io, bits, VHDX_MiB, w->next_free, error))
+                if (!vhdx_io_write (w->io, bits, VHDX_MiB, w->next_free, error))
                         return FALSE;
                 w->bat[vhdx_bat_bitmap_index (&w->geometry, chunk)] =
                         w->next_free | VHDX_SB_PRESENT;
@@ -392,7 +391,7 @@ write_metadata (VhdxCreator *w, GError **error)
                                     VHDX_METADATA_FLAG_IS_REQUIRED);
         }
         vhdx_put_le16 (region + VHDX_METADATA_OFF_ENTRY_COUNT, (guint16) count);
-        return w->io->vtable->pwrite (w->io, region, METADATA_LENGTH, w->metadata_offset, error);
+        return vhdx_io_write (w->io, region, METADATA_LENGTH, w->metadata_offset, error);
 }
 
 static gboolean
@@ -436,8 +435,8 @@ write_header_section (VhdxCreator *w, GError **error)
                        vhdx_crc32c_with_zero_field (table, VHDX_REGION_TABLE_SIZE,
                                                     VHDX_REGION_OFF_CHECKSUM));
         memcpy (section + VHDX_REGION_TABLE2_OFFSET, table, VHDX_REGION_TABLE_SIZE);
-        return w->io->vtable->pwrite (w->io, section,
-                                      VHDX_REGION_TABLE2_OFFSET + VHDX_REGION_TABLE_SIZE, 0, error);
+        return vhdx_io_write (w->io, section, VHDX_REGION_TABLE2_OFFSET + VHDX_REGION_TABLE_SIZE, 0,
+                              error);
 }
 
 gboolean
@@ -455,7 +454,7 @@ vhdx_creator_finish (VhdxCreator *w, GError **error)
          * the end of the last one. */
         if (!vhdx_io_get_size (w->io, &size, error))
                 return FALSE;
-        if (size < w->next_free && !w->io->vtable->pwrite (w->io, "", 1, w->next_free - 1, error))
+        if (size < w->next_free && !vhdx_io_write (w->io, "", 1, w->next_free - 1, error))
                 return FALSE;
 
         /* The BAT in 1 MiB pieces; all-zero pieces are left as holes, so a
@@ -471,12 +470,11 @@ vhdx_creator_finish (VhdxCreator *w, GError **error)
                         vhdx_put_le64 (bat + (i - first) * VHDX_BAT_ENTRY_SIZE, w->bat[i]);
                         zero = zero && w->bat[i] == 0;
                 }
-                if (!zero &&
-                    !w->io->vtable->pwrite (w->io, bat, VHDX_MiB, w->bat_offset + done, error))
+                if (!zero && !vhdx_io_write (w->io, bat, VHDX_MiB, w->bat_offset + done, error))
                         return FALSE;
         }
-        if (!write_metadata (w, error) || !w->io->vtable->flush (w->io, error))
+        if (!write_metadata (w, error) || !vhdx_io_flush (w->io, error))
                 return FALSE;
         /* The headers and region tables last: only now is the file a VHDX. */
-        return write_header_section (w, error) && w->io->vtable->flush (w->io, error);
+        return write_header_section (w, error) && vhdx_io_flush (w->io, error);
 }

@@ -262,7 +262,7 @@ vhdx_headers_write (VhdxIo *io, VhdxHeader *header, guint current_index, GError 
 
         g_return_val_if_fail (current_index == 1 || current_index == 2, FALSE);
 
-        if (io->vtable->pwrite == NULL || io->vtable->flush == NULL) {
+        if (!vhdx_io_is_writable (io)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
                              _ ("The image was not opened for writing"));
                 return FALSE;
@@ -271,8 +271,8 @@ vhdx_headers_write (VhdxIo *io, VhdxHeader *header, guint current_index, GError 
                 guint index = step == 0 ? other : 1 - other;
                 header->sequence = sequence + 1 + step;
                 vhdx_header_serialize (header, buf);
-                if (!io->vtable->pwrite (io, buf, VHDX_HEADER_SIZE, offsets[index], error) ||
-                    !io->vtable->flush (io, error))
+                if (!vhdx_io_write (io, buf, VHDX_HEADER_SIZE, offsets[index], error) ||
+                    !vhdx_io_flush (io, error))
                         return FALSE;
         }
         return TRUE;

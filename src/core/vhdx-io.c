@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vhdx-format.h"
 #include "vhdx-private.h"
 
 /* The file descriptor backend.  Only pread()/pwrite() are used, never the
@@ -152,6 +153,19 @@ fd_next_data (VhdxIo *io, guint64 offset)
         return offset;
 }
 
+/* A hole where the file system can punch one (reading as zeros, taking no
+ * space), or zeroed space that stays allocated; else written zeros. */
+static gboolean
+fd_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, GError **error)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        int mode = (punch ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE) | FALLOC_FL_KEEP_SIZE;
+
+        if (fallocate (self->fd, mode, (off_t) offset, (off_t) length) == 0)
+                return TRUE;
+        return vhdx_io_write_zeros (io, offset, length, error);
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
@@ -160,6 +174,7 @@ static const VhdxIoVTable fd_vtable = {
         .free = fd_free,
         .identify = fd_identify,
         .next_data = fd_next_data,
+        .zero_range = fd_zero_range,
 };
 
 void
@@ -334,6 +349,63 @@ guint64
 vhdx_io_next_data (VhdxIo *io, guint64 offset)
 {
         return io->vtable->next_data != NULL ? io->vtable->next_data (io, offset) : offset;
+}
+
+gboolean
+vhdx_io_is_writable (VhdxIo *io)
+{
+        return io->vtable->pwrite != NULL && io->vtable->flush != NULL;
+}
+
+gboolean
+vhdx_io_write (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error)
+{
+        if (!vhdx_io_is_writable (io)) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _ ("The image was not opened for writing"));
+                return FALSE;
+        }
+        return io->vtable->pwrite (io, buf, count, offset, error);
+}
+
+gboolean
+vhdx_io_flush (VhdxIo *io, GError **error)
+{
+        return io->vtable->flush == NULL || io->vtable->flush (io, error);
+}
+
+gboolean
+vhdx_io_write_zeros (VhdxIo *io, guint64 offset, guint64 length, GError **error)
+{
+        g_autofree guint8 *zeros = g_malloc0 (MIN (length, VHDX_MiB));
+
+        for (guint64 done = 0; done < length;) {
+                gsize n = (gsize) MIN (length - done, VHDX_MiB);
+
+                if (!vhdx_io_write (io, zeros, n, offset + done, error))
+                        return FALSE;
+                done += n;
+        }
+        return TRUE;
+}
+
+gboolean
+vhdx_io_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, GError **error)
+{
+        if (io->vtable->zero_range != NULL && vhdx_io_is_writable (io))
+                return io->vtable->zero_range (io, offset, length, punch, error);
+        return vhdx_io_write_zeros (io, offset, length, error);
+}
+
+gboolean
+vhdx_io_extend (VhdxIo *io, guint64 size, GError **error)
+{
+        guint64 current;
+
+        if (!vhdx_io_get_size (io, &current, error))
+                return FALSE;
+        /* One zero byte at the new end: the rest reads as zeros (a hole). */
+        return current >= size || vhdx_io_write (io, "", 1, size - 1, error);
 }
 
 gboolean

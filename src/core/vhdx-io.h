@@ -34,6 +34,15 @@ typedef struct {
          * Every byte from @offset up to the result lies inside the file and
          * reads as zero.  Returns @offset when the backend cannot tell. */
         guint64 (*next_data) (VhdxIo *io, guint64 offset);
+        /* Optional, writable backends: make [@offset, @offset + @length)
+         * read as zeros cheaply where the backend can: as a hole when
+         * @punch, else keeping the space allocated.  The size of the file
+         * does not change.  NULL: zeros are written. */
+        gboolean (*zero_range) (VhdxIo *io,
+                                guint64 offset,
+                                guint64 length,
+                                gboolean punch,
+                                GError **error);
 } VhdxIoVTable;
 
 struct _VhdxIo {
@@ -75,6 +84,31 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_read_exact (VhdxIo *io,
                                                        guint64 offset,
                                                        const char *structure,
                                                        GError **error);
+
+/* TRUE when @io can be written (pwrite and flush). */
+gboolean vhdx_io_is_writable (VhdxIo *io);
+
+/* Write all of @buf at @offset; VHDX_ERROR_NOT_SUPPORTED for a read-only backend. */
+G_GNUC_WARN_UNUSED_RESULT gboolean
+vhdx_io_write (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error);
+
+/* Make everything written so far durable (fdatasync); nothing to do for a read-only backend. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_flush (VhdxIo *io, GError **error);
+
+/* Write zeros over [@offset, @offset + @length). */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_write_zeros (VhdxIo *io,
+                                                        guint64 offset,
+                                                        guint64 length,
+                                                        GError **error);
+
+/* Make [@offset, @offset + @length) read as zeros: the backend's zero_range
+ * (a hole when @punch, else keeping the space allocated), or written zeros.
+ * It must lie inside the file. */
+G_GNUC_WARN_UNUSED_RESULT gboolean
+vhdx_io_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, GError **error);
+
+/* Make the file at least @size bytes long (the new bytes read as zeros). */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_extend (VhdxIo *io, guint64 size, GError **error);
 
 /* FALSE when the backend cannot tell. */
 gboolean vhdx_io_identify (VhdxIo *io, guint64 *device, guint64 *inode);

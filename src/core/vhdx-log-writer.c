@@ -128,7 +128,7 @@ vhdx_log_writer_commit (VhdxLogWriter *writer,
                              length, writer->log_length);
                 return FALSE;
         }
-        if (writer->io->vtable->pwrite == NULL || writer->io->vtable->flush == NULL) {
+        if (!vhdx_io_is_writable (writer->io)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
                              _ ("The image was not opened for writing"));
                 return FALSE;
@@ -177,14 +177,16 @@ vhdx_log_writer_commit (VhdxLogWriter *writer,
         vhdx_put_le32 (entry + VHDX_LOG_OFF_CHECKSUM,
                        vhdx_crc32c_with_zero_field (entry, length, VHDX_LOG_OFF_CHECKSUM));
 
-        /* Sector by sector: the entry may wrap past the end of the ring. */
-        for (guint64 done = 0; done < length; done += VHDX_LOG_SECTOR_SIZE) {
+        /* In two pieces where the entry wraps past the end of the ring. */
+        for (guint64 done = 0; done < length;) {
                 guint64 at = (writer->position + done) % writer->log_length;
-                if (!writer->io->vtable->pwrite (writer->io, entry + done, VHDX_LOG_SECTOR_SIZE,
-                                                 writer->log_offset + at, error))
+                gsize n = (gsize) MIN (length - done, writer->log_length - at);
+
+                if (!vhdx_io_write (writer->io, entry + done, n, writer->log_offset + at, error))
                         return FALSE;
+                done += n;
         }
-        if (!writer->io->vtable->flush (writer->io, error))
+        if (!vhdx_io_flush (writer->io, error))
                 return FALSE;
 
         writer->position = (guint32) ((writer->position + length) % writer->log_length);

@@ -514,23 +514,6 @@ vhdx_io_new_log_overlay (VhdxIo *base, VhdxLogSequence *sequence, GError **error
         return &self->parent;
 }
 
-static gboolean
-io_write (VhdxIo *io, const void *buf, gsize count, guint64 offset, GError **error)
-{
-        if (io->vtable->pwrite == NULL) {
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _ ("The image was not opened for writing"));
-                return FALSE;
-        }
-        return io->vtable->pwrite (io, buf, count, offset, error);
-}
-
-static gboolean
-io_flush (VhdxIo *io, GError **error)
-{
-        return io->vtable->flush == NULL || io->vtable->flush (io, error);
-}
-
 gboolean
 vhdx_log_replay_to_file (VhdxIo *io, const VhdxLogSequence *sequence, GError **error)
 {
@@ -541,25 +524,25 @@ vhdx_log_replay_to_file (VhdxIo *io, const VhdxLogSequence *sequence, GError **e
                 const VhdxLogWrite *w = &g_array_index (sequence->writes, VhdxLogWrite, i);
 
                 if (w->data != NULL) {
-                        if (!io_write (io, w->data, w->length, w->file_offset, error))
+                        if (!vhdx_io_write (io, w->data, w->length, w->file_offset, error))
                                 return FALSE;
                         continue;
                 }
                 for (guint64 done = 0; done < w->length;) {
                         gsize n = (gsize) MIN (w->length - done, VHDX_MiB);
-                        if (!io_write (io, zeros, n, w->file_offset + done, error))
+                        if (!vhdx_io_write (io, zeros, n, w->file_offset + done, error))
                                 return FALSE;
                         done += n;
                 }
         }
-        if (!io_flush (io, error))
+        if (!vhdx_io_flush (io, error))
                 return FALSE;
         if (!vhdx_io_get_size (io, &size, error))
                 return FALSE;
         if (size < sequence->last_file_offset) {
                 /* Extend the file: everything past its old end reads as zeros. */
-                if (!io_write (io, zeros, 1, sequence->last_file_offset - 1, error) ||
-                    !io_flush (io, error))
+                if (!vhdx_io_write (io, zeros, 1, sequence->last_file_offset - 1, error) ||
+                    !vhdx_io_flush (io, error))
                         return FALSE;
         }
         return TRUE;

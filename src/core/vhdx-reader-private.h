@@ -4,6 +4,7 @@
 
 #include "vhdx-bat.h"
 #include "vhdx-bitmap.h"
+#include "vhdx-header.h"
 #include "vhdx-reader.h"
 #include "vhdx-region.h"
 
@@ -22,6 +23,11 @@ struct _VhdxFile {
         GError *parent_error; /* why a differencing image has no parent */
         char *parent_warning; /* a parent taken although it is not the one */
         GPtrArray *locator;   /* VhdxLocatorEntry */
+
+        /* Opened read-write: */
+        VhdxHeader header;                /* the current header */
+        gboolean file_write_guid_changed; /* by the log replay at open */
+        struct _VhdxWriter *writer;
 };
 
 /* Open one member of a chain at @depth (0: the image itself); the chain

@@ -11,14 +11,24 @@
 #include "vhdx-parent.h"
 #include "vhdx-private.h"
 #include "vhdx-reader-private.h"
+#include "vhdx-writer.h"
 
 void
 vhdx_file_free (VhdxFile *file)
 {
         if (file == NULL)
                 return;
+        if (file->writer != NULL) {
+                g_autoptr (GError) error = NULL;
+
+                /* Whoever needed to know called vhdx_file_close(); a
+                 * failure leaves the log, which the next open replays. */
+                if (!vhdx_file_close (file, &error))
+                        g_debug ("Closing the image: %s", error->message);
+        }
         vhdx_bitmap_cache_free (file->bitmaps);
         vhdx_bat_free (file->bat);
+        vhdx_writer_free (file->writer);
         vhdx_file_free (file->parent);
         g_free (file->parent_path);
         g_clear_error (&file->parent_error);
@@ -71,10 +81,15 @@ replay_log (VhdxFile *file, VhdxHeader *header, GError **error)
         info->log_head_sequence = sequence->head_sequence;
 
         if (file->flags & VHDX_OPEN_FLAGS_READ_WRITE) {
+                /* The replay is a modification: a new FileWriteGuid first
+                 * (MS-VHDX 2.2.2), then the replay, then a clean header. */
+                vhdx_guid_new_random (&header->file_write_guid);
+                if (!vhdx_headers_write (file->io, header, info->header_index, error))
+                        return FALSE;
+                file->file_write_guid_changed = TRUE;
                 if (!vhdx_log_replay_to_file (file->io, sequence, error))
                         return FALSE;
                 header->log_guid = vhdx_guid_zero;
-                vhdx_guid_new_random (&header->file_write_guid);
                 if (!vhdx_headers_write (file->io, header, info->header_index, error))
                         return FALSE;
                 info->header_sequence = header->sequence;
@@ -133,6 +148,7 @@ open_structures (VhdxFile *file, GError **error)
         VhdxMetadata metadata;
         g_autoptr (GArray) reserved = NULL;
         guint64 bat_bytes;
+        VhdxIo *metadata_io;
 
         if (!vhdx_io_get_size (file->io, &info->file_size, error))
                 return FALSE;
@@ -206,10 +222,23 @@ open_structures (VhdxFile *file, GError **error)
                                 info->bat_length, info->geometry.bat_entries, bat_bytes);
                 return FALSE;
         }
+        file->header = header;
         reserved = reserved_ranges (file);
-        file->bat = vhdx_bat_new (file->io, info->bat_offset, &info->geometry, info->disk_type,
+        /* After the replay: a read-only open reads through its overlay. */
+        metadata_io = file->io;
+        if (file->flags & VHDX_OPEN_FLAGS_READ_WRITE) {
+                guint64 end = 0;
+
+                for (guint i = 0; i < reserved->len; i++)
+                        end = MAX (end, g_array_index (reserved, VhdxFileRange, i).end);
+                /* The BAT and the bitmaps are read through the journal. */
+                metadata_io = vhdx_writer_attach (file, end, error);
+                if (metadata_io == NULL)
+                        return FALSE;
+        }
+        file->bat = vhdx_bat_new (metadata_io, info->bat_offset, &info->geometry, info->disk_type,
                                   info->file_size, reserved);
-        file->bitmaps = vhdx_bitmap_cache_new (file->io, file->bat);
+        file->bitmaps = vhdx_bitmap_cache_new (metadata_io, file->bat);
         return TRUE;
 }
 
@@ -270,8 +299,7 @@ vhdx_file_open_member (VhdxIo *io,
         file->flags = flags;
         file->open_problems = vhdx_problems_new ();
 
-        if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) &&
-            (io->vtable->pwrite == NULL || io->vtable->flush == NULL)) {
+        if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) && !vhdx_io_is_writable (io)) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
                              _ ("This image cannot be opened for writing"));
                 return NULL;

@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The journal of metadata changes and its commits through the log (see vhdx-journal.h). */
+#include "vhdx-journal.h"
+
+#include "vhdx-log-writer.h"
+#include "vhdx-private.h"
+
+/* A queued page: its 4 KiB, or NULL for zeros. */
+typedef GBytes Page;
+
+struct _VhdxJournal {
+        VhdxIo *io;
+        guint64 log_offset;
+        guint32 log_length;
+        VhdxLogWriter *log; /* NULL when the image has no log */
+        guint64 sequences;
+        gboolean failed; /* a commit failed: the file lags behind memory */
+
+        GMutex lock;
+        GTree *pending;    /* file offset -> Page: queued for the next commit */
+        GTree *committing; /* what the commit under way writes, or NULL */
+
+        VhdxIo view;
+};
+
+static gint
+compare_offsets (gconstpointer a, gconstpointer b, gpointer user_data)
+{
+        guint64 x = *(const guint64 *) a, y = *(const guint64 *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+static void
+page_free (gpointer data)
+{
+        if (data != NULL)
+                g_bytes_unref (data);
+}
+
+static GTree *
+pages_new (void)
+{
+        return g_tree_new_full (compare_offsets, NULL, g_free, page_free);
+}
+
+/* The view: the file, with the committing pages over it and the pending ones over those. */
+
+typedef struct {
+        guint8 *out;
+        guint64 start;
+        guint64 end;
+} Overlay;
+
+static gboolean
+overlay_page (gpointer key, gpointer value, gpointer user_data)
+{
+        Overlay *o = user_data;
+        guint64 page = *(const guint64 *) key;
+        guint64 lo = MAX (page, o->start);
+        guint64 hi = MIN (page + VHDX_LOG_SECTOR_SIZE, o->end);
+
+        if (page >= o->end)
+                return TRUE; /* past the range: stop */
+        if (lo >= hi)
+                return FALSE;
+        if (value != NULL)
+                memcpy (o->out + (lo - o->start),
+                        (const guint8 *) g_bytes_get_data (value, NULL) + (lo - page), hi - lo);
+        else
+                memset (o->out + (lo - o->start), 0, hi - lo);
+        return FALSE;
+}
+
+static void
+overlay_tree (GTree *tree, Overlay *o)
+{
+        guint64 first = o->start - o->start % VHDX_LOG_SECTOR_SIZE;
+        GTreeNode *node;
+
+        if (tree == NULL)
+                return;
+        node = g_tree_lower_bound (tree, &first);
+        for (; node != NULL; node = g_tree_node_next (node)) {
+                if (overlay_page (g_tree_node_key (node), g_tree_node_value (node), o))
+                        break;
+        }
+}
+
+static VhdxJournal *
+journal_of_view (VhdxIo *io)
+{
+        return (VhdxJournal *) ((guint8 *) io - G_STRUCT_OFFSET (VhdxJournal, view));
+}
+
+static gboolean
+view_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
+{
+        VhdxJournal *journal = journal_of_view (io);
+        g_autoptr (GMutexLocker) locker = NULL;
+        Overlay o;
+
+        if (!journal->io->vtable->pread (journal->io, buf, count, offset, n_read, error))
+                return FALSE;
+        /* Pages lie inside the file: those past a short read do not matter. */
+        o.out = buf;
+        o.start = offset;
+        o.end = offset + *n_read;
+        locker = g_mutex_locker_new (&journal->lock);
+        overlay_tree (journal->committing, &o);
+        overlay_tree (journal->pending, &o);
+        return TRUE;
+}
+
+static gboolean
+view_get_size (VhdxIo *io, guint64 *size, GError **error)
+{
+        return vhdx_io_get_size (journal_of_view (io)->io, size, error);
+}
+
+/* The file's zeros, up to the first page queued or committing. */
+static guint64
+view_next_data (VhdxIo *io, guint64 offset)
+{
+        VhdxJournal *journal = journal_of_view (io);
+        guint64 data = vhdx_io_next_data (journal->io, offset);
+        guint64 first = offset - offset % VHDX_LOG_SECTOR_SIZE;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
+        GTree *trees[] = { journal->committing, journal->pending };
+
+        for (guint i = 0; i < G_N_ELEMENTS (trees); i++) {
+                GTreeNode *node = trees[i] != NULL ? g_tree_lower_bound (trees[i], &first) : NULL;
+
+                if (node != NULL)
+                        data = MIN (data, MAX (*(const guint64 *) g_tree_node_key (node), offset));
+        }
+        return data;
+}
+
+static void
+view_free (VhdxIo *io)
+{
+        /* Owned by the journal. */
+}
+
+static const VhdxIoVTable view_vtable = {
+        .pread = view_pread,
+        .get_size = view_get_size,
+        .free = view_free,
+        .next_data = view_next_data,
+};
+
+VhdxJournal *
+vhdx_journal_new (VhdxIo *io, guint64 log_offset, guint32 log_length, const VhdxGuid *log_guid)
+{
+        VhdxJournal *journal = g_new0 (VhdxJournal, 1);
+
+        journal->io = io;
+        journal->log_offset = log_offset;
+        journal->log_length = log_length;
+        /* The entries start at the log's beginning: those there carry another LogGuid. */
+        if (log_length > 0)
+                journal->log = vhdx_log_writer_new (io, log_offset, log_length, log_guid, 0, 1);
+        g_mutex_init (&journal->lock);
+        journal->pending = pages_new ();
+        journal->view.vtable = &view_vtable;
+        return journal;
+}
+
+void
+vhdx_journal_free (VhdxJournal *journal)
+{
+        if (journal == NULL)
+                return;
+        vhdx_log_writer_free (journal->log);
+        g_clear_pointer (&journal->pending, g_tree_unref);
+        g_clear_pointer (&journal->committing, g_tree_unref);
+        g_mutex_clear (&journal->lock);
+        g_free (journal);
+}
+
+VhdxIo *
+vhdx_journal_get_view (VhdxJournal *journal)
+{
+        return &journal->view;
+}
+
+void
+vhdx_journal_set_page (VhdxJournal *journal, guint64 offset, const guint8 *page)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
+
+        g_return_if_fail (offset % VHDX_LOG_SECTOR_SIZE == 0);
+        g_tree_replace (journal->pending, g_memdup2 (&offset, sizeof offset),
+                        g_bytes_new (page, VHDX_LOG_SECTOR_SIZE));
+}
+
+void
+vhdx_journal_set_zeros (VhdxJournal *journal, guint64 offset, guint64 length)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
+
+        g_return_if_fail (offset % VHDX_LOG_SECTOR_SIZE == 0 && length % VHDX_LOG_SECTOR_SIZE == 0);
+        for (guint64 at = offset; at < offset + length; at += VHDX_LOG_SECTOR_SIZE)
+                g_tree_replace (journal->pending, g_memdup2 (&at, sizeof at), NULL);
+}
+
+gboolean
+vhdx_journal_is_empty (VhdxJournal *journal)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
+
+        return g_tree_nnodes (journal->pending) == 0;
+}
+
+guint64
+vhdx_journal_get_sequences (VhdxJournal *journal)
+{
+        return journal->sequences;
+}
+
+/* An update of the file: a page, or a run of zero pages. */
+typedef struct {
+        guint64 offset;
+        guint64 length;
+        GBytes *data; /* 4 KiB, or NULL for zeros */
+} Update;
+
+static gboolean
+collect_update (gpointer key, gpointer value, gpointer user_data)
+{
+        GArray *updates = user_data;
+        guint64 offset = *(const guint64 *) key;
+        Update *last = updates->len > 0 ? &g_array_index (updates, Update, updates->len - 1) : NULL;
+
+        /* Adjacent zero pages are one zero descriptor. */
+        if (value == NULL && last != NULL && last->data == NULL &&
+            last->offset + last->length == offset) {
+                last->length += VHDX_LOG_SECTOR_SIZE;
+        } else {
+                Update u = { offset, VHDX_LOG_SECTOR_SIZE, value };
+                g_array_append_val (updates, u);
+        }
+        return FALSE;
+}
+
+/* Bytes of a log entry with @n_descriptors descriptors, @n_data of them data. */
+static guint64
+entry_length (guint n_descriptors, guint n_data)
+{
+        guint64 header =
+                VHDX_LOG_ENTRY_HEADER_SIZE + (guint64) n_descriptors * VHDX_LOG_DESCRIPTOR_SIZE;
+
+        return (header + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE * VHDX_LOG_SECTOR_SIZE +
+               (guint64) n_data * VHDX_LOG_SECTOR_SIZE;
+}
+
+/* Write @updates[@first, @end) in place. */
+static gboolean
+apply (VhdxJournal *journal, GArray *updates, guint first, guint end, GError **error)
+{
+        for (guint i = first; i < end; i++) {
+                const Update *u = &g_array_index (updates, Update, i);
+
+                if (u->data != NULL
+                            ? !vhdx_io_write (journal->io, g_bytes_get_data (u->data, NULL),
+                                              VHDX_LOG_SECTOR_SIZE, u->offset, error)
+                            : !vhdx_io_write_zeros (journal->io, u->offset, u->length, error))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
+static gboolean
+commit_updates (VhdxJournal *journal,
+                GArray *updates,
+                guint64 flushed_file_offset,
+                guint64 last_file_offset,
+                VhdxJournalHook before_apply,
+                gpointer user_data,
+                GError **error)
+{
+        guint first = 0;
+
+        while (first < updates->len) {
+                guint end = first, n_data = 0;
+
+                /* As many updates as one entry of half the log holds: an entry
+                 * never overwrites the one before it, which must stay valid
+                 * until this one is whole (a crash in between replays it). */
+                while (end < updates->len) {
+                        gboolean data = g_array_index (updates, Update, end).data != NULL;
+
+                        if (entry_length (end - first + 1, n_data + data) > journal->log_length / 2)
+                                break;
+                        n_data += data;
+                        end++;
+                }
+                if (end == first) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     _ ("The log of %u bytes is too small for one update"),
+                                     journal->log_length);
+                        return FALSE;
+                }
+                vhdx_log_writer_start_sequence (journal->log);
+                for (guint i = first; i < end; i++) {
+                        const Update *u = &g_array_index (updates, Update, i);
+
+                        if (u->data != NULL)
+                                vhdx_log_writer_add_data (journal->log, u->offset,
+                                                          g_bytes_get_data (u->data, NULL));
+                        else
+                                vhdx_log_writer_add_zero (journal->log, u->offset, u->length);
+                }
+                /* The entry, flushed: from here a crash replays it. */
+                if (!vhdx_log_writer_commit (journal->log, flushed_file_offset, last_file_offset,
+                                             error))
+                        return FALSE;
+                journal->sequences++;
+                if (before_apply != NULL && first == 0 && !before_apply (user_data, error))
+                        return FALSE;
+                if (!apply (journal, updates, first, end, error))
+                        return FALSE;
+                /* The next entry may overwrite this one's log space only once
+                 * its updates are durable in place. */
+                if (end < updates->len && !vhdx_io_flush (journal->io, error))
+                        return FALSE;
+                first = end;
+        }
+        return TRUE;
+}
+
+gboolean
+vhdx_journal_seal (VhdxJournal *journal)
+{
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
+
+        g_return_val_if_fail (journal->committing == NULL || journal->failed, FALSE);
+        if (journal->committing != NULL || g_tree_nnodes (journal->pending) == 0)
+                return FALSE;
+        journal->committing = journal->pending;
+        journal->pending = pages_new ();
+        return TRUE;
+}
+
+gboolean
+vhdx_journal_commit (VhdxJournal *journal,
+                     guint64 flushed_file_offset,
+                     guint64 last_file_offset,
+                     VhdxJournalHook before_apply,
+                     gpointer user_data,
+                     GError **error)
+{
+        g_autoptr (GArray) updates = g_array_new (FALSE, FALSE, sizeof (Update));
+        GTree *batch;
+
+        if (journal->failed) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_LOG,
+                             _ ("An earlier update of the image's metadata failed"));
+                return FALSE;
+        }
+        /* Only the commit changes the sealed tree: read it unlocked. */
+        batch = journal->committing;
+        if (batch == NULL)
+                return TRUE;
+        g_tree_foreach (batch, collect_update, updates);
+        if (journal->log == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _ ("The image has no log, through which its metadata must be "
+                                "updated"));
+                journal->failed = TRUE;
+                return FALSE;
+        }
+        if (!commit_updates (journal, updates, flushed_file_offset, last_file_offset, before_apply,
+                             user_data, error)) {
+                /* What is committing stays in the view: memory is ahead of the file. */
+                journal->failed = TRUE;
+                return FALSE;
+        }
+        g_mutex_lock (&journal->lock);
+        journal->committing = NULL;
+        g_mutex_unlock (&journal->lock);
+        g_tree_unref (batch);
+        return TRUE;
+}

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Writing the virtual disk of an image opened read-write: data, zeros and
+ * discards in place, for fixed, dynamic and differencing images, from
+ * several threads at once.  Payload goes straight to the file; BAT and
+ * sector bitmap changes go through the journal, committed at each flush
+ * (MS-VHDX 2.3); the headers get new identifiers before the first change
+ * (MS-VHDX 2.2.2).  What was flushed survives a crash at any later moment.
+ */
+#pragma once
+
+#include "vhdx-reader.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+        VHDX_WRITE_FLAGS_NONE = 0,
+        /* Durable when the call returns (a flush follows). */
+        VHDX_WRITE_FLAGS_FUA = 1 << 0,
+        /* Zeroing may free the blocks it covers entirely (they then read
+         * as zeros without taking space); without it, allocated blocks stay
+         * allocated. */
+        VHDX_WRITE_FLAGS_MAY_UNMAP = 1 << 1,
+} VhdxWriteFlags;
+
+/* TRUE when @file was opened with VHDX_OPEN_FLAGS_READ_WRITE. */
+gboolean vhdx_file_is_writable (VhdxFile *file);
+
+/* Write @count bytes at @offset of the virtual disk, which must lie inside it. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_write (VhdxFile *file,
+                                                    guint64 offset,
+                                                    const void *buf,
+                                                    gsize count,
+                                                    VhdxWriteFlags flags,
+                                                    GError **error);
+
+/* Make [@offset, @offset + @length) read as zeros (never as the parent's data). */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_write_zeroes (VhdxFile *file,
+                                                           guint64 offset,
+                                                           guint64 length,
+                                                           VhdxWriteFlags flags,
+                                                           GError **error);
+
+/*
+ * Say that [@offset, @offset + @length) is no longer needed: the blocks it
+ * covers entirely are freed and read as zeros; the rest is unchanged.  The
+ * blocks of a fixed image stay allocated.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_discard (VhdxFile *file,
+                                                      guint64 offset,
+                                                      guint64 length,
+                                                      VhdxWriteFlags flags,
+                                                      GError **error);
+
+/*
+ * Make everything written so far durable: the payload, then the metadata
+ * changes through the log.  Concurrent flushes are serialised; writes may
+ * go on meanwhile.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_flush (VhdxFile *file, GError **error);
+
+/*
+ * Flush, write the metadata in place for good and clear the header's
+ * LogGuid: the image is clean, as other tools expect it.  No write may run
+ * or follow; vhdx_file_free() does this too, reporting nothing.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_close (VhdxFile *file, GError **error);
+
+/* What the writer did since open, for tests and tools. */
+typedef struct {
+        guint64 blocks_allocated;  /* payload blocks given file space */
+        guint64 bitmaps_allocated; /* sector bitmap blocks given file space */
+        guint64 blocks_reused;     /* of those, in space freed earlier */
+        guint64 blocks_freed;
+        guint64 log_sequences; /* log sequences written */
+        guint64 flushes;       /* flushes of the file */
+        guint64 header_updates;
+} VhdxWriteStats;
+
+void vhdx_file_get_write_stats (VhdxFile *file, VhdxWriteStats *stats);
+
+/* For the reader, when it opens an image read-write. */
+typedef struct _VhdxWriter VhdxWriter;
+
+/*
+ * Start writing @file, whose fixed structures are read and whose log was
+ * replayed onto it, all below @structures_end: returns the I/O that the BAT
+ * and the sector bitmaps must be read through (the journal's view).
+ */
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_writer_attach (VhdxFile *file,
+                                                      guint64 structures_end,
+                                                      GError **error);
+void vhdx_writer_free (VhdxWriter *writer);
+
+G_END_DECLS
