@@ -109,6 +109,13 @@ vhdx_file_get_write_stats (VhdxFile *file, VhdxWriteStats *stats)
         stats->log_sequences = vhdx_journal_get_sequences (w->journal);
 }
 
+void
+vhdx_file_set_log_entry_limit (VhdxFile *file, guint32 bytes)
+{
+        g_return_if_fail (file->writer != NULL);
+        vhdx_journal_set_entry_limit (file->writer->journal, bytes);
+}
+
 static gboolean
 check_writable (VhdxFile *file, GError **error)
 {
@@ -218,6 +225,34 @@ check_log (VhdxWriter *w, GError **error)
         return TRUE;
 }
 
+/*
+ * The order in which a commit that takes several log sequences writes the
+ * pages, so that each sequence leaves a consistent file: sector bitmap
+ * pages first, then the BAT sectors that hold sector bitmap entries, the
+ * last first (the payload entries after a bitmap entry belong to the next
+ * chunk, whose bitmap entry lies further on), then the other BAT sectors.
+ */
+enum {
+        ORDER_BITMAP = 0,
+        ORDER_BAT_WITH_BITMAP_ENTRY = 1, /* + (G_MAXUINT32 - sector) */
+        ORDER_BAT = G_MAXUINT32 + G_GUINT64_CONSTANT (2),
+};
+
+static guint64
+bat_sector_order (VhdxWriter *w, guint64 index)
+{
+        const VhdxBatGeometry *g = &w->file->info.geometry;
+        guint64 sector = index / VHDX_BAT_SECTOR_ENTRIES;
+        guint64 first = sector * VHDX_BAT_SECTOR_ENTRIES;
+        guint64 end = MIN (first + VHDX_BAT_SECTOR_ENTRIES, g->bat_entries);
+        /* The first bitmap entry at or after @first. */
+        guint64 chunk = first / (g->chunk_ratio + 1);
+
+        if (vhdx_bat_bitmap_index (g, chunk) < end)
+                return ORDER_BAT_WITH_BITMAP_ENTRY + (G_MAXUINT32 - MIN (sector, G_MAXUINT32));
+        return ORDER_BAT;
+}
+
 /* Set BAT entry @index and queue its sector; called with w->lock held. */
 static gboolean
 set_bat_entry (VhdxWriter *w, guint64 index, guint64 entry, GError **error)
@@ -228,7 +263,8 @@ set_bat_entry (VhdxWriter *w, guint64 index, guint64 entry, GError **error)
         if (!vhdx_bat_set (bat, index, entry, error) ||
             !vhdx_bat_sector_image (bat, index, sector, error))
                 return FALSE;
-        vhdx_journal_set_page (w->journal, vhdx_bat_sector_offset (bat, index), sector);
+        vhdx_journal_set_page (w->journal, vhdx_bat_sector_offset (bat, index), sector,
+                               bat_sector_order (w, index));
         return TRUE;
 }
 
@@ -326,7 +362,8 @@ update_bits (gpointer user_data, GError **error)
                 if (set_lo < set_hi)
                         vhdx_bitmap_set_range (bits, set_lo - page_first, set_hi - set_lo);
                 vhdx_journal_set_page (u->w->journal,
-                                       u->bitmap_offset + page * VHDX_LOG_SECTOR_SIZE, bits);
+                                       u->bitmap_offset + page * VHDX_LOG_SECTOR_SIZE, bits,
+                                       ORDER_BITMAP);
         }
         return TRUE;
 }

@@ -79,6 +79,10 @@ typedef struct {
 
 void vhdx_file_get_write_stats (VhdxFile *file, VhdxWriteStats *stats);
 
+/* For tests: log entries of at most @bytes, so that small commits take
+ * several log sequences (vhdx_journal_set_entry_limit()). */
+void vhdx_file_set_log_entry_limit (VhdxFile *file, guint32 bytes);
+
 /* For the reader, when it opens an image read-write. */
 typedef struct _VhdxWriter VhdxWriter;
 
