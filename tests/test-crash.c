@@ -66,6 +66,11 @@ typedef struct {
         guint8 *model;   /* the disk now */
         guint8 *initial; /* the disk before the workload */
         GRand *rand;
+        /* Buffers reused for every crash image. */
+        GByteArray *image;
+        GByteArray *repaired;
+        GByteArray *ro;
+        GByteArray *rw;
         guint64 images_checked;
         guint64 qemu_checked;
 } Run;
@@ -346,14 +351,22 @@ workload_differencing (Run *r)
 static void
 workload_log_wrap (Run *r)
 {
-        for (guint i = 0; i < 160; i++) {
+        for (guint i = 0; i < 90; i++) {
                 guint64 block = i % (r->size / r->bs);
                 do_write (r, block * r->bs + (i % 7) * r->ss, r->ss);
                 do_flush (r);
-                if (i % 3 == 2) {
+                /* Freed, and taken again by a later write. */
+                if (i % 5 != 4) {
                         do_discard (r, block * r->bs, r->bs);
                         do_flush (r);
                 }
+        }
+        {
+                /* Entries of at least 8 KiB went round the 1 MiB log. */
+                VhdxWriteStats stats;
+                vhdx_file_get_write_stats (r->file, &stats);
+                g_assert_cmpuint (stats.log_sequences * 8192, >, 1 * MiB);
+                g_assert_cmpuint (stats.blocks_reused, >, 0);
         }
 }
 
@@ -465,66 +478,61 @@ static void
 check_image (Run *r, GByteArray *image, const Allowed *allowed, GArray *ranges, const char *what)
 {
         g_autoptr (GError) error = NULL;
-        g_autoptr (GByteArray) ro = g_byte_array_new ();
-        g_autoptr (GByteArray) rw = g_byte_array_new ();
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
         g_autoptr (GBytes) repaired = NULL;
-        g_autoptr (GBytes) bytes = NULL;
-        VhdxIo *io;
         guint64 at = 0;
 
         /* Read-write first, on a copy: the log replayed onto the file. */
-        io = crash_io_new (image->data, image->len, FALSE);
         {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
                 g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
                 if (file == NULL)
                         g_error ("%s: the read-write open fails: %s", what, error->message);
-                read_ranges (file, ranges, rw, what);
+                read_ranges (file, ranges, r->rw, what);
                 if (!vhdx_file_close (file, &error))
                         g_error ("%s: closing the repaired image fails: %s", what, error->message);
-                repaired = crash_io_steal_contents (io);
         }
+        repaired = g_bytes_new_static (r->repaired->data, r->repaired->len);
 
         /* Read-only: the log replayed in memory. */
-        bytes = g_byte_array_free_to_bytes (g_byte_array_ref (image));
         {
                 g_autoptr (VhdxFile) file =
                         open_image (r, vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, &error);
                 if (file == NULL)
                         g_error ("%s: the read-only open fails: %s", what, error->message);
-                read_ranges (file, ranges, ro, what);
+                read_ranges (file, ranges, r->ro, what);
                 assert_check_clean (file, what);
         }
         for (guint i = 0; i < ranges->len; i++) {
                 const Range *range = &g_array_index (ranges, Range, i);
                 for (guint64 s = 0; s < range->length; s += UNIT)
-                        assert_sector (r, allowed, ro->data + at + s, range->offset + s, what);
+                        assert_sector (r, allowed, r->ro->data + at + s, range->offset + s, what);
                 at += range->length;
         }
-        if (rw->len != ro->len || memcmp (rw->data, ro->data, ro->len) != 0)
+        if (r->rw->len != r->ro->len || memcmp (r->rw->data, r->ro->data, r->ro->len) != 0)
                 g_error ("%s: the read-write open reads otherwise", what);
 
         /* Repaired: clean, nothing wrong, the same disk. */
         {
                 g_autoptr (VhdxFile) file =
                         open_image (r, vhdx_io_new_memory (repaired), VHDX_OPEN_FLAGS_NONE, &error);
-                g_autoptr (GByteArray) again = g_byte_array_new ();
                 if (file == NULL)
                         g_error ("%s: the repaired image does not open: %s", what, error->message);
                 g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
                 assert_check_clean (file, what);
-                read_ranges (file, ranges, again, what);
-                if (memcmp (again->data, ro->data, ro->len) != 0)
+                read_ranges (file, ranges, r->rw, what);
+                if (memcmp (r->rw->data, r->ro->data, r->ro->len) != 0)
                         g_error ("%s: the repaired image reads otherwise", what);
         }
         r->images_checked++;
         /* QEMU on a sample of them. */
         if (kind_is_qemu (r->kind) && r->images_checked % (g_test_thorough () ? 10 : 40) == 1 &&
             test_have_program ("qemu-img"))
-                assert_qemu (r, repaired, ro, what);
+                assert_qemu (r, repaired, r->ro, what);
 }
 
 static void
-run_crashes (Run *r, CrashTrace *trace)
+run_crashes (Run *r, CrashTrace *trace, guint stride)
 {
         g_autoptr (CrashWalker) walker = crash_walker_new (trace);
         g_autoptr (GArray) ranges = check_ranges (r);
@@ -537,6 +545,7 @@ run_crashes (Run *r, CrashTrace *trace)
         do {
                 guint point = crash_walker_get_point (walker);
                 Allowed allowed = { durable, since };
+                gboolean sampled = thorough || point % stride == 0;
 
                 /* The model at this point: flushes completed, writes started. */
                 while (next_op < r->ops->len) {
@@ -558,21 +567,22 @@ run_crashes (Run *r, CrashTrace *trace)
                         next_op++;
                 }
                 for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
-                        g_autoptr (GByteArray) image = NULL;
                         g_autofree char *what = NULL;
                         guint vol = crash_walker_get_volatile (walker);
 
                         /* What the last flush left is one file per flush. */
                         if (kind == CRASH_DURABLE && durable_checked && vol > 0)
                                 continue;
-                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
-                            (vol == 0 || (!thorough && point % 3 != 0)))
+                        if (kind == CRASH_ALL && !sampled)
                                 continue;
-                        image = crash_walker_image (walker, kind, r->rand);
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            (vol == 0 || (!thorough && point % (3 * stride) != 0)))
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
                         what = g_strdup_printf ("crash before call %u of %u, %s", point,
                                                 crash_trace_get_calls (trace),
                                                 crash_kind_name (kind));
-                        check_image (r, image, &allowed, ranges, what);
+                        check_image (r, r->image, &allowed, ranges, what);
                         if (kind == CRASH_DURABLE)
                                 durable_checked = TRUE;
                 }
@@ -586,6 +596,7 @@ typedef struct {
         guint32 block_size;
         WorkloadFunc workload;
         guint32 entry_limit; /* log entries of at most this many bytes; 0: half the log */
+        guint quick_stride;  /* without -m thorough, every this many crash points (0: 1) */
 } Case;
 
 static void
@@ -611,6 +622,10 @@ test_case (gconstpointer data)
                          ? VHDX_DISK_TYPE_DIFFERENCING
                          : VHDX_DISK_TYPE_DYNAMIC;
         r.rand = g_rand_new_with_seed (g_str_hash (c->name));
+        r.image = g_byte_array_new ();
+        r.repaired = g_byte_array_new ();
+        r.ro = g_byte_array_new ();
+        r.rw = g_byte_array_new ();
         r.ops = g_array_new (FALSE, FALSE, sizeof (Op));
         g_array_set_clear_func (r.ops, op_clear);
         image = make_image (&r);
@@ -634,7 +649,7 @@ test_case (gconstpointer data)
         trace = crash_io_get_trace (r.io);
         g_clear_pointer (&r.file, vhdx_file_free);
 
-        run_crashes (&r, trace);
+        run_crashes (&r, trace, MAX (c->quick_stride, 1));
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
                         " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
                         c->name, crash_trace_get_calls (trace), r.images_checked, r.qemu_checked);
@@ -643,6 +658,10 @@ test_case (gconstpointer data)
         g_free (r.initial);
         g_free (r.parent);
         g_array_unref (r.ops);
+        g_byte_array_unref (r.image);
+        g_byte_array_unref (r.repaired);
+        g_byte_array_unref (r.ro);
+        g_byte_array_unref (r.rw);
         g_rand_free (r.rand);
         test_tmpdir_free (r.dir);
 }
@@ -655,7 +674,7 @@ static const Case cases[] = {
         { "dynamic-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, workload_random },
         { "differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, workload_differencing },
         { "differencing-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, workload_differencing },
-        { "log-wrap", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, workload_log_wrap },
+        { "log-wrap", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, workload_log_wrap, 0, 3 },
         /* Entries of one page: every commit of a child's BAT and bitmap
          * pages takes several log sequences, and the log wraps often. */
         { "split-commits", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, workload_differencing, 8192 },

@@ -151,6 +151,19 @@ crash_io_new (const guint8 *contents, gsize length, gboolean record_calls)
         return &self->parent;
 }
 
+VhdxIo *
+crash_io_new_in (GByteArray *storage, const guint8 *contents, gsize length)
+{
+        CrashIo *self = g_new0 (CrashIo, 1);
+
+        self->parent.vtable = &crash_vtable;
+        self->contents = g_byte_array_ref (storage);
+        g_byte_array_set_size (storage, (guint) length);
+        memcpy (storage->data, contents, length);
+        g_mutex_init (&self->lock);
+        return &self->parent;
+}
+
 guint
 crash_io_get_calls (VhdxIo *io)
 {
@@ -301,13 +314,13 @@ apply_torn (GByteArray *file, const Call *call, GRand *rand)
         }
 }
 
-GByteArray *
-crash_walker_image (CrashWalker *walker, CrashKind kind, GRand *rand)
+void
+crash_walker_build (CrashWalker *walker, CrashKind kind, GRand *rand, GByteArray *file)
 {
-        GByteArray *file = g_byte_array_sized_new (walker->durable->len);
         guint first = walker->first_volatile, end = walker->point;
 
-        g_byte_array_append (file, walker->durable->data, walker->durable->len);
+        g_byte_array_set_size (file, walker->durable->len);
+        memcpy (file->data, walker->durable->data, walker->durable->len);
         switch (kind) {
         case CRASH_DURABLE:
                 break;
@@ -349,5 +362,4 @@ crash_walker_image (CrashWalker *walker, CrashKind kind, GRand *rand)
         default:
                 g_assert_not_reached ();
         }
-        return file;
 }

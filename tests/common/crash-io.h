@@ -17,6 +17,13 @@ G_GNUC_WARN_UNUSED_RESULT VhdxIo *crash_io_new (const guint8 *contents,
                                                 gsize length,
                                                 gboolean record);
 
+/* A file (not recording) holding @contents, copied into @storage, which it
+ * keeps a reference to and writes: the caller can reuse one buffer for
+ * many files, and read what the file holds after it is freed. */
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *crash_io_new_in (GByteArray *storage,
+                                                   const guint8 *contents,
+                                                   gsize length);
+
 /* The writes and flushes recorded so far (the crash points: a crash just
  * before call N, for N from 0 to the count). */
 guint crash_io_get_calls (VhdxIo *io);
@@ -57,10 +64,8 @@ guint crash_walker_get_volatile (CrashWalker *walker);
 /* Move past the next call; FALSE when there is none. */
 gboolean crash_walker_advance (CrashWalker *walker);
 
-/* A file a crash now could leave (g_byte_array_unref() it). */
-G_GNUC_WARN_UNUSED_RESULT GByteArray *crash_walker_image (CrashWalker *walker,
-                                                          CrashKind kind,
-                                                          GRand *rand);
+/* A file a crash now could leave, into @out (whose memory is reused). */
+void crash_walker_build (CrashWalker *walker, CrashKind kind, GRand *rand, GByteArray *out);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (CrashTrace, crash_trace_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (CrashWalker, crash_walker_free)
