@@ -9,19 +9,11 @@
  */
 #pragma once
 
+/* VhdxWriteFlags, how a write is made, is public: in the library's enumerations. */
+#include "vhdx-enums.h"
 #include "vhdx-reader.h"
 
 G_BEGIN_DECLS
-
-typedef enum {
-        VHDX_WRITE_FLAGS_NONE = 0,
-        /* Durable when the call returns (a flush follows). */
-        VHDX_WRITE_FLAGS_FUA = 1 << 0,
-        /* Zeroing may free the blocks it covers entirely (they then read
-         * as zeros without taking space); without it, allocated blocks stay
-         * allocated. */
-        VHDX_WRITE_FLAGS_MAY_UNMAP = 1 << 1,
-} VhdxWriteFlags;
 
 /* TRUE when @file was opened with VHDX_OPEN_FLAGS_READ_WRITE. */
 gboolean vhdx_file_is_writable (VhdxFile *file);

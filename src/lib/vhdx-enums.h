@@ -76,6 +76,28 @@ typedef enum /*< flags >*/ {
 } VhdxOpenFlags;
 
 /**
+ * VhdxWriteFlags:
+ * @VHDX_WRITE_FLAGS_NONE: no flag: the change is durable once the image is
+ *   next flushed or closed
+ * @VHDX_WRITE_FLAGS_FUA: the change is durable when the call returns: the
+ *   image is flushed after it, as [method@Vhdx.Image.flush] does
+ * @VHDX_WRITE_FLAGS_MAY_UNMAP: zeroing may free the blocks of a dynamic or
+ *   differencing image that it covers entirely: they then read as zeros
+ *   without taking space in the file.  Without it, the blocks stored stay
+ *   allocated and are filled with zeros.  Only
+ *   [method@Vhdx.Image.write_zeroes] looks at this flag.
+ *
+ * How a write to the virtual disk is made.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_WRITE_FLAGS_NONE = 0,
+        VHDX_WRITE_FLAGS_FUA = 1 << 0,
+        VHDX_WRITE_FLAGS_MAY_UNMAP = 1 << 1,
+} VhdxWriteFlags;
+
+/**
  * VhdxSeverity:
  * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
  *   the specification says it should be
