@@ -870,11 +870,20 @@ vhdx_file_close (VhdxFile *file, GError **error)
 
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-        if (w == NULL || g_atomic_int_get (&w->closed))
+        if (w == NULL)
                 return TRUE;
+        locker = g_mutex_locker_new (&w->flush_lock);
+        if (g_atomic_int_get (&w->closed)) {
+                /* Closed before: clean, unless that close failed. */
+                if (!w->log_guid_set && !g_atomic_int_get (&w->failed))
+                        return TRUE;
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                             _ ("An earlier close of the image failed; it must be opened again, "
+                                "which replays its log"));
+                return FALSE;
+        }
         if (!check_writable (file, error))
                 return FALSE;
-        locker = g_mutex_locker_new (&w->flush_lock);
         g_atomic_int_set (&w->closed, TRUE);
         if (!flush_locked (w, error))
                 return FALSE;

@@ -89,7 +89,7 @@ typedef enum /*< flags >*/ {
  *
  * How a write to the virtual disk is made.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 typedef enum /*< flags >*/ {
         VHDX_WRITE_FLAGS_NONE = 0,

@@ -719,7 +719,7 @@ vhdx_image_class_init (VhdxImageClass *klass)
          * %TRUE unless it was opened with %VHDX_OPEN_FLAGS_READ_WRITE.  The
          * parents of a differencing image are always read-only.
          *
-         * Since: 0.2
+         * Since: 0.1
          */
         props[PROP_READ_ONLY] = g_param_spec_boolean ("read-only", NULL, NULL, TRUE, readable);
 
@@ -1172,7 +1172,7 @@ vhdx_image_get_allocated_size (VhdxImage *self)
  * Returns: %TRUE unless the image was opened with
  *   %VHDX_OPEN_FLAGS_READ_WRITE
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_is_read_only (VhdxImage *self)
@@ -1612,7 +1612,7 @@ vhdx_image_open_stream (VhdxImage *self)
  *
  * Returns: (transfer full): a [class@Gio.IOStream] over the virtual disk
  *
- * Since: 0.2
+ * Since: 0.1
  */
 GIOStream *
 vhdx_image_open_io_stream (VhdxImage *self)
@@ -1796,7 +1796,7 @@ modify_finish (VhdxImage *self, GAsyncResult *result, gpointer source_tag, GErro
  *   [method@Vhdx.Image.close], %VHDX_ERROR_OUT_OF_RANGE if the range goes
  *   beyond the end of the virtual disk, %G_IO_ERROR_CANCELLED
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_write (VhdxImage *self,
@@ -1835,7 +1835,7 @@ vhdx_image_write (VhdxImage *self,
  * Call [method@Vhdx.Image.write_finish] from @callback.  Bindings use
  * [method@Vhdx.Image.write_bytes_async].
  *
- * Since: 0.2
+ * Since: 0.1
  */
 void
 vhdx_image_write_async (VhdxImage *self,
@@ -1871,7 +1871,7 @@ vhdx_image_write_async (VhdxImage *self,
  *
  * Returns: %TRUE if the bytes were written; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_write_finish (VhdxImage *self, GAsyncResult *result, GError **error)
@@ -1900,7 +1900,7 @@ vhdx_image_write_finish (VhdxImage *self, GAsyncResult *result, GError **error)
  *   [method@Vhdx.Image.close], %VHDX_ERROR_OUT_OF_RANGE if the range goes
  *   beyond the end of the virtual disk, %G_IO_ERROR_CANCELLED
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_write_bytes (VhdxImage *self,
@@ -1939,7 +1939,7 @@ vhdx_image_write_bytes (VhdxImage *self,
  * [method@Vhdx.Image.write_bytes] does.  Call
  * [method@Vhdx.Image.write_bytes_finish] from @callback.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 void
 vhdx_image_write_bytes_async (VhdxImage *self,
@@ -1977,7 +1977,7 @@ vhdx_image_write_bytes_async (VhdxImage *self,
  *
  * Returns: %TRUE if the bytes were written; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_write_bytes_finish (VhdxImage *self, GAsyncResult *result, GError **error)
@@ -2008,7 +2008,7 @@ vhdx_image_write_bytes_finish (VhdxImage *self, GAsyncResult *result, GError **e
  * Returns: %TRUE on success; %FALSE with @error set, with the errors of
  *   [method@Vhdx.Image.write]
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_write_zeroes (VhdxImage *self,
@@ -2042,7 +2042,7 @@ vhdx_image_write_zeroes (VhdxImage *self,
  * Zeroes a range in a worker thread, as [method@Vhdx.Image.write_zeroes]
  * does.  Call [method@Vhdx.Image.write_zeroes_finish] from @callback.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 void
 vhdx_image_write_zeroes_async (VhdxImage *self,
@@ -2072,7 +2072,7 @@ vhdx_image_write_zeroes_async (VhdxImage *self,
  *
  * Returns: %TRUE if the range reads as zeros; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_write_zeroes_finish (VhdxImage *self, GAsyncResult *result, GError **error)
@@ -2102,7 +2102,7 @@ vhdx_image_write_zeroes_finish (VhdxImage *self, GAsyncResult *result, GError **
  * Returns: %TRUE on success; %FALSE with @error set, with the errors of
  *   [method@Vhdx.Image.write]
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_discard (VhdxImage *self,
@@ -2136,7 +2136,7 @@ vhdx_image_discard (VhdxImage *self,
  * Discards a range in a worker thread, as [method@Vhdx.Image.discard]
  * does.  Call [method@Vhdx.Image.discard_finish] from @callback.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 void
 vhdx_image_discard_async (VhdxImage *self,
@@ -2166,7 +2166,7 @@ vhdx_image_discard_async (VhdxImage *self,
  *
  * Returns: %TRUE if the range was discarded; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_discard_finish (VhdxImage *self, GAsyncResult *result, GError **error)
@@ -2193,7 +2193,7 @@ vhdx_image_discard_finish (VhdxImage *self, GAsyncResult *result, GError **error
  * Returns: %TRUE on success; %FALSE with @error set, with
  *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close]
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_flush (VhdxImage *self, GCancellable *cancellable, GError **error)
@@ -2230,7 +2230,7 @@ flush_thread (GTask *task, gpointer source_object, gpointer task_data, GCancella
  * Flushes the image in a worker thread, as [method@Vhdx.Image.flush]
  * does.  Call [method@Vhdx.Image.flush_finish] from @callback.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 void
 vhdx_image_flush_async (VhdxImage *self,
@@ -2261,7 +2261,7 @@ vhdx_image_flush_async (VhdxImage *self,
  *
  * Returns: %TRUE if the image was flushed; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_flush_finish (VhdxImage *self, GAsyncResult *result, GError **error)
@@ -2342,7 +2342,7 @@ image_update_guids (VhdxImage *self)
  *
  * Returns: %TRUE on success; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_close (VhdxImage *self, GCancellable *cancellable, GError **error)
@@ -2397,7 +2397,7 @@ close_done (GObject *source, GAsyncResult *result, gpointer user_data)
  * the GUID properties are notified in the thread-default main context of
  * the caller.  Call [method@Vhdx.Image.close_finish] from @callback.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 void
 vhdx_image_close_async (VhdxImage *self,
@@ -2436,7 +2436,7 @@ vhdx_image_close_async (VhdxImage *self,
  *
  * Returns: %TRUE if the image was closed; %FALSE with @error set
  *
- * Since: 0.2
+ * Since: 0.1
  */
 gboolean
 vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError **error)

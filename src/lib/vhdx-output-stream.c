@@ -27,7 +27,7 @@
  * writes and flushes run in a worker thread.  Writes to a read-only image
  * fail with %G_IO_ERROR_READ_ONLY.
  *
- * Since: 0.2
+ * Since: 0.1
  */
 
 struct _VhdxOutputStream {
@@ -257,7 +257,7 @@ vhdx_output_stream_class_init (VhdxOutputStreamClass *klass)
          *
          * The opened image whose virtual disk the stream writes.
          *
-         * Since: 0.2
+         * Since: 0.1
          */
         props[PROP_IMAGE] =
                 g_param_spec_object ("image", NULL, NULL, VHDX_TYPE_IMAGE,
@@ -280,7 +280,7 @@ vhdx_output_stream_init (VhdxOutputStream *self)
  *
  * Returns: (transfer none): the image
  *
- * Since: 0.2
+ * Since: 0.1
  */
 VhdxImage *
 vhdx_output_stream_get_image (VhdxOutputStream *self)
