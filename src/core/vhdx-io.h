@@ -63,6 +63,15 @@ G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_memory (GBytes *bytes);
  * and its status in @st when not NULL.
  */
 int vhdx_open_image_fd (const char *path, gboolean writable, struct stat *st, GError **error);
+/*
+ * Lock the image open as @fd against other processes as QEMU does, so that
+ * each refuses what the other holds: a reader refuses a file being
+ * written, a writer any file in use.  G_IO_ERROR_BUSY on a conflict.  The
+ * locks go with the descriptor (OFD locks; flock() where those are
+ * missing): closing it, or the process dying, releases them.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_lock_image_fd (int fd, gboolean writer, GError **error);
+
 /* vhdx_open_image_fd() with the file descriptor backend. */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_open_path (const char *path,
                                                      gboolean writable,
