@@ -540,7 +540,8 @@ scenario_dirty (void)
 typedef struct {
         VhdxFile *file;
         guint index;
-        guint8 *model; /* the whole disk; each thread changes its own stripes only */
+        guint8 *model;   /* the whole disk; each thread changes its own stripes only */
+        gboolean halves; /* two threads, halves of the same sectors */
 } Writer;
 
 static gboolean
@@ -557,6 +558,22 @@ writer_thread (gpointer data)
         guint8 buf[2 * STRIPE];
         guint64 stripes = WRITE_DISK_SIZE / STRIPE;
 
+        if (w->halves) {
+                /* Each thread its own half of the same sectors: each write is
+                 * read, merged and written whole by the engine. */
+                for (guint i = 0; i < 20 * N_WRITES; i++) {
+                        g_autoptr (GError) error = NULL;
+                        guint64 sector = (guint64) g_rand_int_range (rand, 0, 4);
+                        guint64 offset = sector * 512 + w->index * 256;
+                        for (guint j = 0; j < 256; j++)
+                                buf[j] = (guint8) g_rand_int (rand);
+                        test_assert_ok (vhdx_file_write (w->file, offset, buf, 256,
+                                                         VHDX_WRITE_FLAGS_NONE, &error),
+                                        error);
+                        memcpy (w->model + offset, buf, 256);
+                }
+                return NULL;
+        }
         for (guint i = 0; i < N_WRITES; i++) {
                 g_autoptr (GError) error = NULL;
                 guint64 stripe =
@@ -602,7 +619,8 @@ writer_thread (gpointer data)
 static void
 test_concurrent_writes (gconstpointer data)
 {
-        gboolean differencing = GPOINTER_TO_INT (data);
+        guint mode = GPOINTER_TO_UINT (data); /* 0 dynamic, 1 differencing, 2 halves of sectors */
+        gboolean differencing = mode != 0;
         g_autoptr (GError) error = NULL;
         g_autofree char *dir = test_tmpdir_new ();
         g_autofree char *base = g_build_filename (dir, "base.vhdx", NULL);
@@ -652,14 +670,16 @@ test_concurrent_writes (gconstpointer data)
         {
                 VhdxIo *io = vhdx_io_open_path (path, TRUE, &error);
                 g_autoptr (VhdxFile) file = NULL;
+                guint n = mode == 2 ? 2 : N_WRITERS;
+
                 g_assert_no_error (error);
                 file = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_READ_WRITE, &options, &error);
                 g_assert_no_error (error);
-                for (guint i = 0; i < N_WRITERS; i++) {
-                        writers[i] = (Writer){ file, i, model };
+                for (guint i = 0; i < n; i++) {
+                        writers[i] = (Writer){ file, i, model, mode == 2 };
                         threads[i] = g_thread_new ("writer", writer_thread, &writers[i]);
                 }
-                for (guint i = 0; i < N_WRITERS; i++)
+                for (guint i = 0; i < n; i++)
                         g_thread_join (threads[i]);
                 test_assert_ok (vhdx_file_close (file, &error), error);
         }
@@ -687,9 +707,11 @@ main (int argc, char **argv)
                 g_autofree char *path = g_strdup_printf ("/threads/%s", s->name);
                 g_test_add_data_func (path, s, test_concurrent_reads);
         }
-        g_test_add_data_func ("/threads/writes/dynamic", GINT_TO_POINTER (FALSE),
+        g_test_add_data_func ("/threads/writes/dynamic", GUINT_TO_POINTER (0),
                               test_concurrent_writes);
-        g_test_add_data_func ("/threads/writes/differencing", GINT_TO_POINTER (TRUE),
+        g_test_add_data_func ("/threads/writes/differencing", GUINT_TO_POINTER (1),
+                              test_concurrent_writes);
+        g_test_add_data_func ("/threads/writes/halves-of-sectors", GUINT_TO_POINTER (2),
                               test_concurrent_writes);
         return g_test_run ();
 }

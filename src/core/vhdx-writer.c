@@ -562,6 +562,16 @@ write_block_sectors (VhdxWriter *w,
         return write_block (w, block, start, sectors, end - start, error);
 }
 
+/* TRUE when a write covers parts of sectors of a differencing image. */
+static gboolean
+writes_parts_of_sectors (VhdxFile *file, guint64 offset, guint64 count)
+{
+        guint32 ss = file->info.logical_sector_size;
+
+        return file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
+               (offset % ss != 0 || count % ss != 0);
+}
+
 gboolean
 vhdx_file_write (VhdxFile *file,
                  guint64 offset,
@@ -572,7 +582,7 @@ vhdx_file_write (VhdxFile *file,
 {
         VhdxWriter *w = file->writer;
         const guint8 *in = buf;
-        gboolean ok = TRUE;
+        gboolean ok = TRUE, exclusive;
 
         g_return_val_if_fail (file != NULL, FALSE);
         g_return_val_if_fail (buf != NULL || count == 0, FALSE);
@@ -585,7 +595,14 @@ vhdx_file_write (VhdxFile *file,
         if (!prepare_change (w, TRUE, error))
                 return FALSE;
 
-        g_rw_lock_reader_lock (&w->moving);
+        /* Parts of sectors of a differencing image are read, merged and
+         * written whole: alone, so that no other write to those sectors
+         * comes in between. */
+        exclusive = writes_parts_of_sectors (file, offset, count);
+        if (exclusive)
+                g_rw_lock_writer_lock (&w->moving);
+        else
+                g_rw_lock_reader_lock (&w->moving);
         while (ok && count > 0) {
                 guint64 block = offset / file->info.block_size;
                 guint64 in_block = offset % file->info.block_size;
@@ -596,7 +613,10 @@ vhdx_file_write (VhdxFile *file,
                 offset += n;
                 count -= n;
         }
-        g_rw_lock_reader_unlock (&w->moving);
+        if (exclusive)
+                g_rw_lock_writer_unlock (&w->moving);
+        else
+                g_rw_lock_reader_unlock (&w->moving);
         if (ok && (flags & VHDX_WRITE_FLAGS_FUA))
                 ok = vhdx_file_flush (file, error);
         return ok;
@@ -761,7 +781,12 @@ clear_range (VhdxFile *file,
         }
         /* The parts of blocks: zeroed, or left alone by a discard. */
         if (kind == CLEAR_ZERO && ok) {
-                g_rw_lock_reader_lock (&w->moving);
+                gboolean exclusive = writes_parts_of_sectors (file, offset, length);
+
+                if (exclusive)
+                        g_rw_lock_writer_lock (&w->moving);
+                else
+                        g_rw_lock_reader_lock (&w->moving);
                 while (ok && offset < end) {
                         guint64 block = offset / bs;
                         guint64 in_block = offset % bs;
@@ -774,7 +799,10 @@ clear_range (VhdxFile *file,
                         ok = zero_in_block (w, block, in_block, n, flags, error);
                         offset += n;
                 }
-                g_rw_lock_reader_unlock (&w->moving);
+                if (exclusive)
+                        g_rw_lock_writer_unlock (&w->moving);
+                else
+                        g_rw_lock_reader_unlock (&w->moving);
         }
         if (ok && (flags & VHDX_WRITE_FLAGS_FUA))
                 ok = vhdx_file_flush (file, error);
