@@ -167,6 +167,12 @@ fd_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, GErro
         return vhdx_io_write_zeros (io, offset, length, error);
 }
 
+static gboolean
+fd_lock (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error)
+{
+        return vhdx_lock_image_fd (((VhdxIoFd *) io)->fd, mode, written, error);
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
@@ -176,6 +182,7 @@ static const VhdxIoVTable fd_vtable = {
         .identify = fd_identify,
         .next_data = fd_next_data,
         .zero_range = fd_zero_range,
+        .lock = fd_lock,
 };
 
 void
@@ -242,9 +249,9 @@ vhdx_open_image_fd (const char *path, gboolean writable, struct stat *st, GError
 #define PERM_RESIZE       3
 
 static int
-lock_byte (int fd, int byte)
+lock_byte (int fd, int byte, short type)
 {
-        struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+        struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
 
         return fcntl (fd, F_OFD_SETLK, &fl);
 }
@@ -272,25 +279,43 @@ set_busy_error (GError **error, gboolean writer)
 }
 
 gboolean
-vhdx_lock_image_fd (int fd, gboolean writer, GError **error)
+vhdx_lock_image_fd (int fd, VhdxLockMode mode, gboolean *written, GError **error)
 {
         static const int reader_use[] = { PERM_READ };
         static const int writer_use[] = { PERM_READ, PERM_WRITE, PERM_RESIZE };
         static const int unshared[] = { PERM_WRITE, PERM_RESIZE };
+        gboolean writer = mode == VHDX_LOCK_WRITER;
         const int *use = writer ? writer_use : reader_use;
         guint n_use = writer ? G_N_ELEMENTS (writer_use) : G_N_ELEMENTS (reader_use);
+        int locked;
 
+        if (written != NULL)
+                *written = FALSE;
+        if (mode == VHDX_LOCK_TEST) {
+                locked = byte_is_locked (fd, LOCK_USE_BASE + PERM_WRITE);
+                if (locked >= 0) {
+                        if (written != NULL)
+                                *written = locked;
+                        return TRUE;
+                }
+                /* Without OFD locks, nothing to tell. */
+                return TRUE;
+        }
+        /* A writer that becomes a reader gives the writing up. */
+        if (!writer && (lock_byte (fd, LOCK_USE_BASE + PERM_WRITE, F_UNLCK) < 0 ||
+                        lock_byte (fd, LOCK_USE_BASE + PERM_RESIZE, F_UNLCK) < 0))
+                goto no_ofd;
         for (guint i = 0; i < n_use; i++) {
-                if (lock_byte (fd, LOCK_USE_BASE + use[i]) < 0)
+                if (lock_byte (fd, LOCK_USE_BASE + use[i], F_RDLCK) < 0)
                         goto no_ofd;
         }
         for (guint i = 0; i < G_N_ELEMENTS (unshared); i++) {
-                if (lock_byte (fd, LOCK_UNSHARE_BASE + unshared[i]) < 0)
+                if (lock_byte (fd, LOCK_UNSHARE_BASE + unshared[i], F_RDLCK) < 0)
                         goto no_ofd;
         }
         /* Nobody may refuse to share what this open uses... */
         for (guint i = 0; i < n_use; i++) {
-                int locked = byte_is_locked (fd, LOCK_UNSHARE_BASE + use[i]);
+                locked = byte_is_locked (fd, LOCK_UNSHARE_BASE + use[i]);
                 if (locked < 0)
                         goto no_ofd;
                 if (locked)
@@ -298,7 +323,7 @@ vhdx_lock_image_fd (int fd, gboolean writer, GError **error)
         }
         /* ...nor use what it does not share. */
         for (guint i = 0; i < G_N_ELEMENTS (unshared); i++) {
-                int locked = byte_is_locked (fd, LOCK_USE_BASE + unshared[i]);
+                locked = byte_is_locked (fd, LOCK_USE_BASE + unshared[i]);
                 if (locked < 0)
                         goto no_ofd;
                 if (locked)
@@ -313,6 +338,7 @@ no_ofd:
         }
         /* Without OFD locks (old kernels, some network file systems): the
          * whole file, one writer or any readers. */
+        /* (flock() turns a writer's lock into a reader's in place.) */
         if (flock (fd, (writer ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
                 return TRUE;
         if (errno == EWOULDBLOCK)
@@ -322,6 +348,14 @@ no_ofd:
                 return TRUE;
         vhdx_set_error_from_errno (error, errno);
         return FALSE;
+}
+
+gboolean
+vhdx_io_lock (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error)
+{
+        if (written != NULL)
+                *written = FALSE;
+        return io->vtable->lock == NULL || io->vtable->lock (io, mode, written, error);
 }
 
 VhdxIo *

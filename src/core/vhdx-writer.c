@@ -889,6 +889,15 @@ vhdx_file_flush (VhdxFile *file, GError **error)
         return flush_locked (w, error);
 }
 
+/* Closed: what stays open only reads, and lets other processes read too. */
+static gboolean
+release_writer_lock (VhdxFile *file, GError **error)
+{
+        if (file->flags & VHDX_OPEN_FLAGS_FORCE_SHARE)
+                return TRUE;
+        return vhdx_io_lock (file->io, VHDX_LOCK_READER, NULL, error);
+}
+
 gboolean
 vhdx_file_close (VhdxFile *file, GError **error)
 {
@@ -916,7 +925,7 @@ vhdx_file_close (VhdxFile *file, GError **error)
         if (!flush_locked (w, error))
                 return FALSE;
         if (!w->log_guid_set)
-                return TRUE;
+                return release_writer_lock (file, error);
         /* The in-place updates durable, the log is not needed any more. */
         if (!vhdx_io_flush (file->io, error))
                 return FALSE;
@@ -926,5 +935,5 @@ vhdx_file_close (VhdxFile *file, GError **error)
         if (write_headers (w, &header, error))
                 w->log_guid_set = FALSE;
         g_mutex_unlock (&w->header_lock);
-        return !w->log_guid_set;
+        return !w->log_guid_set && release_writer_lock (file, error);
 }
