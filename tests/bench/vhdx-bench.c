@@ -773,7 +773,8 @@ cmd_chain (int argc, char **argv)
 
 /* Info of many images in one process, as `vhdx info --json` builds it. */
 
-/* What vhdx info --json says of an image, from its properties. */
+/* What vhdx info --json says of an image, from its properties (no stored
+ * bytes: info counts them only with --allocated). */
 static JsonNode *
 image_facts_json (VhdxImage *image)
 {
@@ -794,8 +795,6 @@ image_facts_json (VhdxImage *image)
         json_builder_add_string_value (builder, vhdx_image_get_file_write_guid (image));
         json_builder_set_member_name (builder, "creator");
         json_builder_add_string_value (builder, vhdx_image_get_creator (image));
-        json_builder_set_member_name (builder, "allocated-bytes");
-        json_builder_add_int_value (builder, (gint64) vhdx_image_get_allocated_size (image));
         json_builder_end_object (builder);
         return json_builder_get_root (builder);
 }
