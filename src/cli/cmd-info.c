@@ -361,9 +361,8 @@ cli_cmd_info (int argc, char **argv)
                    "image stores (\"Allocated\", allocated-bytes).\n"
                    "\n"
                    "Of the commands of vhdx, info (without --allocated) and create take\n"
-                   "a constant time; check reads every BAT entry (and so counts the\n"
-                   "allocated bytes); map, cat and convert walk the BAT over the range\n"
-                   "they cover and read the data they copy.\n"
+                   "a constant time; check reads every BAT entry; map, cat and convert\n"
+                   "walk the BAT over the range they cover and read the data they copy.\n"
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
