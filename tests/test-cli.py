@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import uuid
 
@@ -44,6 +45,7 @@ TOOL = os.environ.get('VHDX_TOOL')
 MKIMAGE = os.environ.get('VHDX_MKIMAGE')
 QEMU_IMG = shutil.which('qemu-img')
 QEMU_IO = shutil.which('qemu-io')
+QEMU_NBD = shutil.which('qemu-nbd')
 TOOL_ENV = dict(os.environ, LC_ALL='C.UTF-8')
 
 
@@ -740,6 +742,88 @@ class Tests:
         self.expect_raw_copy(path, self.path('conv-dirty.out.raw'), raw, 'dirty, --no-sync',
                              '--no-sync')
         expect_equal(sha256_file(path), before, 'the dirty image modified')
+
+    # locking: an image QEMU has open
+
+    def test_locking(self):
+        if QEMU_NBD is None:
+            raise Skip('qemu-nbd not installed: QEMU holds the other side of the lock')
+        img = self.image('dynamic')
+        path = self.path('locked.vhdx')
+        shutil.copyfile(img.path, path)
+        want = hashlib.sha256(img.raw).hexdigest()
+        with QemuNbd(self.workdir, path, writable=True):
+            for args in (['info'], ['map'], ['check'], ['cat'], ['convert', '-O', 'raw']):
+                result = vhdx(*(args + [path] + ([self.path('no.raw')] if 'convert' in args
+                                                   else [])))
+                expect_equal(result.returncode, 1, '%s of an image QEMU writes' % args[0])
+                expect(b'Another process is writing the image' in result.stderr,
+                       '%s: no lock error: %r' % (args[0], result.stderr))
+            result = check_ok(vhdx('info', '--json', '--force-share', path), 'info -U')
+            expect(b'warning: another process is writing' in result.stderr,
+                   'info -U: no warning: %r' % result.stderr)
+            info = json.loads(result.stdout)
+            expect_equal(info['format-specific']['data']['in-use-by-writer'], True,
+                         'in-use-by-writer while qemu-nbd writes')
+            out = check_ok(vhdx('info', '-U', path), 'info -U').stdout.decode()
+            expect(re.search(r'^In use: +by a writer$', out, re.M), 'no In use line: %r' % out)
+            # What QEMU itself reads shared (qemu-img -U) is what we read shared.
+            qemu_raw = self.path('locked.qemu.raw')
+            check_ok(run([QEMU_IMG, 'convert', '-U', '-f', 'vhdx', '-O', 'raw', path, qemu_raw]),
+                     'qemu-img convert -U')
+            expect_equal(sha256_file(qemu_raw), want, 'qemu-img convert -U')
+            expect_equal(sha256_of_output([TOOL, 'cat', '-U', path]), want, 'cat -U')
+            check_ok(vhdx('convert', '-U', '-O', 'raw', path, self.path('locked.raw')),
+                     'convert -U')
+            expect_equal(sha256_file(self.path('locked.raw')), want, 'convert -U')
+            check_ok(vhdx('map', '-U', path), 'map -U')
+            check_ok(vhdx('check', '-U', path), 'check -U')
+            result = vhdx('check', '--repair', '-U', path)
+            expect_equal(result.returncode, 1, 'check --repair -U')
+            expect(b'--force-share' in result.stderr, 'check --repair -U: %r' % result.stderr)
+        with QemuNbd(self.workdir, path, writable=False):
+            info = json.loads(check_ok(vhdx('info', '--json', path), 'info').stdout)
+            expect_equal(info['format-specific']['data']['in-use-by-writer'], False,
+                         'in-use-by-writer while qemu-nbd reads')
+            result = vhdx('check', '--repair', path)
+            expect_equal(result.returncode, 1, 'check --repair of an image QEMU reads')
+            expect(b'Another process has the image open' in result.stderr,
+                   'check --repair: no lock error: %r' % result.stderr)
+        # The locks went with qemu-nbd.
+        check_ok(vhdx('check', '--repair', path), 'check --repair after qemu-nbd stopped')
+        expect_equal(sha256_of_output([TOOL, 'cat', path]), want, 'cat after qemu-nbd')
+
+
+class QemuNbd:
+    """qemu-nbd serving an image; --fork returns once the image is open and
+    locked."""
+
+    def __init__(self, workdir, path, writable):
+        self.socket = os.path.join(workdir, 'qemu-nbd.sock')
+        pidfile = self.socket + '.pid'
+        args = [QEMU_NBD, '--fork', '--pid-file', pidfile, '-f', 'vhdx', '-k', self.socket]
+        check_ok(run(args + ([] if writable else ['-r']) + [path]), 'qemu-nbd')
+        with open(pidfile) as f:
+            self.pid = int(f.read())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.kill(self.pid, 15)
+        # Not our child: wait, counted, until it is gone (or a zombie).
+        for _ in range(6000):
+            try:
+                with open('/proc/%d/stat' % self.pid) as f:
+                    if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError('qemu-nbd did not stop')
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
 
 
 def main():

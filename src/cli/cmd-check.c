@@ -120,7 +120,7 @@ problems_print_text (GPtrArray *problems, guint n_errors, guint n_warnings, cons
 static gboolean
 collect_problems (const char *path,
                   gboolean repair,
-                  const CliParentOptions *parents,
+                  const CliOpenOptions *parents,
                   GPtrArray *problems,
                   VhdxFile **file,
                   GError **error)
@@ -153,12 +153,13 @@ cli_cmd_check (int argc, char **argv)
         gboolean json = FALSE;
         gboolean repair = FALSE;
         g_auto (GStrv) args = NULL;
-        g_auto (CliParentOptions) parents = { 0 };
+        g_auto (CliOpenOptions) parents = { 0 };
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON object"), NULL },
                 { "repair", 0, 0, G_OPTION_ARG_NONE, &repair,
                   N_ ("Replay a pending log onto the image (opens it for writing)"), NULL },
                 CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
+                CLI_FORCE_SHARE_OPTION_ENTRY (&parents),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -195,6 +196,11 @@ cli_cmd_check (int argc, char **argv)
         if (!tool_parse_command_line (context, &argc, &argv) ||
             !tool_check_arguments ("check", args, 1))
                 return EXIT_FAILURE;
+        if (repair && parents.force_share) {
+                tool_usage_error (_ ("--repair writes the image: it cannot be used with "
+                                     "--force-share"));
+                return EXIT_FAILURE;
+        }
 
         if (!collect_problems (args[0], repair, &parents, problems, &file, &error)) {
                 tool_print_file_error (args[0], error);

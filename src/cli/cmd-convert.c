@@ -44,7 +44,7 @@ source_clear (Source *source)
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Source, source_clear)
 
 static gboolean
-source_open (Source *source, const char *path, const CliParentOptions *parents, GError **error)
+source_open (Source *source, const char *path, const CliOpenOptions *parents, GError **error)
 {
         g_autoptr (VhdxIo) io = NULL;
         gboolean is_vhdx;
@@ -486,7 +486,7 @@ convert_to_raw (Source *source,
 typedef struct {
         char *type;
         char *parent;
-        const CliParentOptions *search; /* how the parent's own parents are found */
+        const CliOpenOptions *search; /* how the parent's own parents are found */
         char *block_size;
         char *logical_sector_size;
         char *physical_sector_size;
@@ -573,11 +573,11 @@ static gboolean
 params_from_parent (VhdxCreateParams *params,
                     const char *path,
                     const char *dst,
-                    const CliParentOptions *search,
+                    const CliOpenOptions *search,
                     VhdxFile **parent)
 {
-        CliParentOptions parents = { NULL, search != NULL ? search->parent_dirs : NULL,
-                                     search != NULL && search->ignore_mismatch };
+        CliOpenOptions parents = { NULL, search != NULL ? search->parent_dirs : NULL,
+                                   search != NULL && search->ignore_mismatch };
         g_autoptr (GError) error = NULL;
         g_autofree char *relative = NULL;
         g_autofree char *absolute = NULL;
@@ -839,7 +839,7 @@ cli_cmd_convert (int argc, char **argv)
         gboolean no_sync = FALSE;
         g_autofree char *output_format = NULL;
         /* --source-parent, and how the parents of SOURCE and PARENT are found. */
-        g_auto (CliParentOptions) source_parents = { 0 };
+        g_auto (CliOpenOptions) source_parents = { 0 };
         g_auto (CreateOptions) create = { .search = &source_parents };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
@@ -867,6 +867,7 @@ cli_cmd_convert (int argc, char **argv)
                       "its locator names"),
                   N_ ("PARENT") },
                 CLI_PARENT_SEARCH_OPTION_ENTRIES (&source_parents),
+                CLI_FORCE_SHARE_OPTION_ENTRY (&source_parents),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -965,7 +966,7 @@ create_size (char **args, const CreateOptions *create, VhdxCreateParams *params)
 int
 cli_cmd_create (int argc, char **argv)
 {
-        g_auto (CliParentOptions) search = { 0 };
+        g_auto (CliOpenOptions) search = { 0 };
         g_auto (CreateOptions) create = { .search = &search };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {

@@ -66,7 +66,7 @@ facts_collect (Facts *facts,
                VhdxFile *file,
                const char *filename,
                gboolean top,
-               const CliParentOptions *parents,
+               const CliOpenOptions *parents,
                gboolean allocated,
                GError **error)
 {
@@ -140,6 +140,7 @@ facts_print_text (const Facts *facts)
                 _ ("Log state"),
                 _ ("Dirty"),
                 _ ("Header sequence"),
+                _ ("In use"),
         };
         g_auto (GStrv) values = g_new0 (char *, G_N_ELEMENTS (labels) + 1);
         guint n = 0;
@@ -164,6 +165,8 @@ facts_print_text (const Facts *facts)
         values[n++] =
                 g_strdup_printf (_ ("%llu (header %u)"), (unsigned long long) info->header_sequence,
                                  info->header_index);
+        /* TRANSLATORS: "In use": another process has the image open for writing */
+        values[n++] = g_strdup (info->written_elsewhere ? _ ("by a writer") : _ ("no"));
         g_assert (n == G_N_ELEMENTS (labels));
         if (!facts->has_allocated) {
                 /* Without --allocated, no "Allocated" line: its value is NULL. */
@@ -303,6 +306,8 @@ facts_to_json (const Facts *facts)
         }
         json_builder_set_member_name (builder, "header-sequence");
         json_builder_add_int_value (builder, (gint64) info->header_sequence);
+        json_builder_set_member_name (builder, "in-use-by-writer");
+        json_builder_add_boolean_value (builder, info->written_elsewhere);
         if (facts->locator != NULL)
                 add_parent_json (builder, facts);
         json_builder_end_object (builder);
@@ -318,7 +323,7 @@ cli_cmd_info (int argc, char **argv)
         gboolean json = FALSE;
         gboolean chain = FALSE;
         gboolean allocated = FALSE;
-        g_auto (CliParentOptions) parents = { 0 };
+        g_auto (CliOpenOptions) parents = { 0 };
         g_auto (GStrv) args = NULL;
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Print a JSON object"), NULL },
@@ -327,6 +332,7 @@ cli_cmd_info (int argc, char **argv)
                 { "allocated", 0, 0, G_OPTION_ARG_NONE, &allocated,
                   N_ ("Also count the bytes the image stores (scans the BAT)"), NULL },
                 CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
+                CLI_FORCE_SHARE_OPTION_ENTRY (&parents),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -344,9 +350,10 @@ cli_cmd_info (int argc, char **argv)
                    "(type \"vhdx\"; data: disk-type, logical-sector-size,\n"
                    "physical-sector-size, virtual-disk-id, data-write-guid,\n"
                    "file-write-guid, creator, log-state, allocated-bytes (only with\n"
-                   "--allocated), header-sequence, and for a differencing image parent-locator, "
-                   "an\n"
-                   "object of the locator's keys and values, and parent-missing; when\n"
+                   "--allocated), header-sequence, in-use-by-writer (true when another\n"
+                   "process writes the image, which only --force-share opens), and for\n"
+                   "a differencing image parent-locator, an object of the locator's\n"
+                   "keys and values, and parent-missing; when\n"
                    "the parent is missing, also parent-error and parent-tried, the paths\n"
                    "looked at), and for a differencing image backing-filename (the\n"
                    "parent as its locator names it) and, unless the parent is missing,\n"
@@ -359,6 +366,10 @@ cli_cmd_info (int argc, char **argv)
                    "--allocated it also scans the BAT, whose size grows with the virtual\n"
                    "size (512 MiB for 64 TiB in 1 MiB blocks), and prints the bytes the\n"
                    "image stores (\"Allocated\", allocated-bytes).\n"
+                   "\n"
+                   "An image that another process (this tool, QEMU) has open for\n"
+                   "writing is locked: info refuses it, and --force-share reads it\n"
+                   "anyway, with a warning, and shows it as in use.\n"
                    "\n"
                    "Of the commands of vhdx, info (without --allocated) and create take\n"
                    "a constant time; check reads every BAT entry; map, cat and convert\n"

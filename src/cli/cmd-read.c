@@ -98,11 +98,12 @@ cli_cmd_map (int argc, char **argv)
 {
         gboolean json = FALSE;
         g_auto (GStrv) args = NULL;
-        g_auto (CliParentOptions) parents = { 0 };
+        g_auto (CliOpenOptions) parents = { 0 };
         const GOptionEntry entries[] = {
                 { "json", 0, 0, G_OPTION_ARG_NONE, &json,
                   N_ ("Print a JSON array like qemu-img map --output=json"), NULL },
                 CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
+                CLI_FORCE_SHARE_OPTION_ENTRY (&parents),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };
@@ -227,13 +228,14 @@ cli_cmd_cat (int argc, char **argv)
         g_autofree char *offset_text = NULL;
         g_autofree char *length_text = NULL;
         g_auto (GStrv) args = NULL;
-        g_auto (CliParentOptions) parents = { 0 };
+        g_auto (CliOpenOptions) parents = { 0 };
         const GOptionEntry entries[] = {
                 { "offset", 0, 0, G_OPTION_ARG_STRING, &offset_text,
                   N_ ("Start at byte N of the virtual disk (default 0)"), N_ ("N") },
                 { "length", 0, 0, G_OPTION_ARG_STRING, &length_text,
                   N_ ("Write N bytes (default: up to the end of the disk)"), N_ ("N") },
                 CLI_PARENT_OPTION_ENTRIES (&parents, CLI_PARENT_HELP),
+                CLI_FORCE_SHARE_OPTION_ENTRY (&parents),
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL },
                 G_OPTION_ENTRY_NULL
         };

@@ -15,17 +15,19 @@ G_BEGIN_DECLS
 /* Large enough for fast sequential reads, small enough to keep memory low. */
 #define CLI_CHUNK_SIZE (4 * VHDX_MiB)
 
-/* How the commands that open images find the parents of differencing images. */
+/* How the commands open images: where the parents of differencing images
+ * are found, and whether an image that another process writes is read. */
 typedef struct {
         char *parent;             /* --parent: instead of the locator's paths */
         char **parent_dirs;       /* --parent-dir: more directories to look in */
         gboolean ignore_mismatch; /* --ignore-parent-mismatch */
-} CliParentOptions;
+        gboolean force_share;     /* -U, --force-share: read despite a writer's lock */
+} CliOpenOptions;
 
-void cli_parent_options_clear (CliParentOptions *options);
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CliParentOptions, cli_parent_options_clear)
+void cli_open_options_clear (CliOpenOptions *options);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CliOpenOptions, cli_open_options_clear)
 
-/* The option entries of a CliParentOptions, in a command's entries, with
+/* The option entries of a CliOpenOptions, in a command's entries, with
  * @parent_help as the help of --parent. */
 #define CLI_PARENT_OPTION_ENTRIES(options, parent_help)                                            \
         { "parent", 0, 0, G_OPTION_ARG_FILENAME, &(options)->parent, parent_help, N_ ("PARENT") }, \
@@ -49,18 +51,29 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CliParentOptions, cli_parent_options_clear)
                         NULL                                                                       \
         }
 
+/* -U, --force-share, for the commands that only read. */
+#define CLI_FORCE_SHARE_OPTION_ENTRY(options)                                                      \
+        {                                                                                          \
+                "force-share", 'U', 0, G_OPTION_ARG_NONE, &(options)->force_share,                 \
+                        N_ ("Read the image even while another process writes it (it may be "      \
+                            "inconsistent)"),                                                      \
+                        NULL                                                                       \
+        }
+
 #define CLI_PARENT_HELP                                                                            \
         N_ ("Use PARENT as the parent of a differencing image instead of the one its locator "     \
             "names")
 
 /*
  * Open @path as the commands do, finding parents as @parents says (NULL:
- * as the locator says); the file's status goes to @st when not NULL.  The
- * warning of a parent taken despite a mismatch is printed.
+ * as the locator says) and sharing it with a writer when it says so; the
+ * file's status goes to @st when not NULL.  The warnings of a parent taken
+ * despite a mismatch and of an image that another process writes are
+ * printed.
  */
 G_GNUC_WARN_UNUSED_RESULT VhdxFile *cli_open_image (const char *path,
                                                     VhdxOpenFlags flags,
-                                                    const CliParentOptions *parents,
+                                                    const CliOpenOptions *parents,
                                                     struct stat *st,
                                                     GError **error);
 

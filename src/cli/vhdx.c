@@ -24,7 +24,7 @@ static const ToolCommand commands[] = {
 };
 
 void
-cli_parent_options_clear (CliParentOptions *options)
+cli_open_options_clear (CliOpenOptions *options)
 {
         g_clear_pointer (&options->parent, g_free);
         g_clear_pointer (&options->parent_dirs, g_strfreev);
@@ -33,7 +33,7 @@ cli_parent_options_clear (CliParentOptions *options)
 VhdxFile *
 cli_open_image (const char *path,
                 VhdxOpenFlags flags,
-                const CliParentOptions *parents,
+                const CliOpenOptions *parents,
                 struct stat *st,
                 GError **error)
 {
@@ -43,16 +43,28 @@ cli_open_image (const char *path,
                 .parent_dirs = parents != NULL ? (const char *const *) parents->parent_dirs : NULL,
         };
         VhdxFile *file;
+        const char *member_path = path;
         int fd = vhdx_open_image_fd (path, (flags & VHDX_OPEN_FLAGS_READ_WRITE) != 0, st, error);
 
         if (fd < 0)
                 return NULL;
         if (parents != NULL && parents->ignore_mismatch)
                 flags |= VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH;
+        if (parents != NULL && parents->force_share)
+                flags |= VHDX_OPEN_FLAGS_FORCE_SHARE;
         file = vhdx_file_open_full (vhdx_io_new_fd (fd, TRUE), flags, &options, error);
         for (VhdxFile *member = file; member != NULL; member = vhdx_file_get_parent (member)) {
                 const char *warning = vhdx_file_get_parent_warning (member);
 
+                if (vhdx_file_get_info (member)->written_elsewhere) {
+                        g_autofree char *display = g_filename_display_name (member_path);
+                        g_autofree char *line = g_strdup_printf (
+                                _ ("warning: another process is writing %s: what is read may "
+                                   "change under it or be inconsistent"),
+                                display);
+
+                        tool_print_error (path, line);
+                }
                 if (warning != NULL) {
                         /* TRANSLATORS: a warning about an image, e.g. that its parent is not the
                          * one */
@@ -60,6 +72,7 @@ cli_open_image (const char *path,
 
                         tool_print_error (path, line);
                 }
+                member_path = vhdx_file_get_parent_path (member);
         }
         return file;
 }

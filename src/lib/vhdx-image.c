@@ -148,6 +148,7 @@ enum {
         PROP_PARENT_LOCATOR,
         PROP_CHAIN_DEPTH,
         PROP_READ_ONLY,
+        PROP_IN_USE,
         N_PROPS
 };
 
@@ -396,6 +397,9 @@ vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSp
                 break;
         case PROP_READ_ONLY:
                 g_value_set_boolean (value, vhdx_image_is_read_only (self));
+                break;
+        case PROP_IN_USE:
+                g_value_set_boolean (value, vhdx_image_is_in_use (self));
                 break;
         default:
                 G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -722,6 +726,20 @@ vhdx_image_class_init (VhdxImageClass *klass)
          * Since: 0.1
          */
         props[PROP_READ_ONLY] = g_param_spec_boolean ("read-only", NULL, NULL, TRUE, readable);
+
+        /**
+         * VhdxImage:in-use: (getter is_in_use)
+         *
+         * Whether another process had the image open for writing when it
+         * was opened (this library, QEMU, or anything that locks images as
+         * QEMU does).  Only an image opened with
+         * %VHDX_OPEN_FLAGS_FORCE_SHARE can be: without it, opening such an
+         * image fails with %G_IO_ERROR_BUSY.  What such an image reads may
+         * change, or be inconsistent, while the other process writes.
+         *
+         * Since: 0.1
+         */
+        props[PROP_IN_USE] = g_param_spec_boolean ("in-use", NULL, NULL, FALSE, readable);
 
         g_object_class_install_properties (object_class, N_PROPS, props);
 }
@@ -1161,6 +1179,25 @@ vhdx_image_get_allocated_size (VhdxImage *self)
                 return 0;
         }
         return allocated;
+}
+
+/**
+ * vhdx_image_is_in_use: (get-property in-use)
+ * @self: an image
+ *
+ * Gets whether another process had the image open for writing when it was
+ * opened with %VHDX_OPEN_FLAGS_FORCE_SHARE.
+ *
+ * Returns: %TRUE when it had
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_is_in_use (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+
+        return self->handle != NULL && image_info (self)->written_elsewhere;
 }
 
 /**

@@ -45,6 +45,7 @@ guint64 vhdx_image_get_file_size (VhdxImage *self);
 guint64 vhdx_image_get_allocated_size (VhdxImage *self);
 
 gboolean vhdx_image_is_read_only (VhdxImage *self);
+gboolean vhdx_image_is_in_use (VhdxImage *self);
 gboolean vhdx_image_has_parent (VhdxImage *self);
 G_GNUC_WARN_UNUSED_RESULT
 VhdxImage *vhdx_image_dup_parent (VhdxImage *self);

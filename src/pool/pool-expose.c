@@ -8,8 +8,12 @@
  * cp, libvirt's sparse streams) skip what the image does not store.
  *
  * The directory is scanned again when it is listed and when a name is looked
- * up that the mount does not have; an image stays open for as long as a
- * handle on it is.
+ * up that the mount does not have.  What the listing shows comes from images
+ * opened with force-share, which take no lock: a guest may start on one while
+ * it is exposed.  Each handle on a raw file opens its image again, locked as a
+ * reader for as long as the handle is open, so that a file is not read while
+ * another process writes the image (opening it then fails with EBUSY), and no
+ * process writes it while it is read.
  */
 #include "config.h"
 
@@ -56,6 +60,13 @@ typedef struct {
         gboolean data_bytes_known;
         guint64 data_bytes;
 } Exposed;
+
+/* An open raw file: its image opened again, locked as a reader. */
+typedef struct {
+        Exposed *exposed;
+        VhdxImage *image;
+        guint64 size;
+} Handle;
 
 typedef struct {
         char *dir;
@@ -128,7 +139,7 @@ exposed_open (const char *source, const struct stat *st, GError **error)
         VhdxImage *image;
         Exposed *exposed;
 
-        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_NONE, NULL, error);
+        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_FORCE_SHARE, NULL, error);
         if (image == NULL)
                 return NULL;
         exposed = g_atomic_rc_box_new0 (Exposed);
@@ -370,21 +381,42 @@ expose_readdir (const char *path,
 static int
 expose_open (const char *path, struct fuse_file_info *fi)
 {
+        g_autoptr (GFile) file = NULL;
+        g_autoptr (GError) error = NULL;
         Exposed *exposed;
+        VhdxImage *image;
+        Handle *handle;
 
         if ((fi->flags & O_ACCMODE) != O_RDONLY)
                 return -EROFS;
         exposed = exposer_lookup (get_exposer (), path);
         if (exposed == NULL)
                 return -ENOENT;
-        fi->fh = (uint64_t) (uintptr_t) exposed;
+        file = g_file_new_for_path (exposed->source);
+        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_NONE, NULL, &error);
+        if (image == NULL) {
+                g_autofree char *display = g_filename_display_name (exposed->source);
+
+                exposed_unref (exposed);
+                tool_print_error_printf ("%s: %s", display, error->message);
+                return g_error_matches (error, G_IO_ERROR, G_IO_ERROR_BUSY) ? -EBUSY : -EIO;
+        }
+        handle = g_new0 (Handle, 1);
+        handle->exposed = exposed;
+        handle->image = image;
+        handle->size = vhdx_image_get_virtual_size (image);
+        fi->fh = (uint64_t) (uintptr_t) handle;
         return 0;
 }
 
 static int
 expose_release (const char *path, struct fuse_file_info *fi)
 {
-        exposed_unref ((Exposed *) (uintptr_t) fi->fh);
+        Handle *handle = (Handle *) (uintptr_t) fi->fh;
+
+        g_object_unref (handle->image);
+        exposed_unref (handle->exposed);
+        g_free (handle);
         fi->fh = 0;
         return 0;
 }
@@ -392,17 +424,17 @@ expose_release (const char *path, struct fuse_file_info *fi)
 static int
 expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi)
 {
-        Exposed *exposed = (Exposed *) (uintptr_t) fi->fh;
+        Handle *handle = (Handle *) (uintptr_t) fi->fh;
         g_autoptr (GError) error = NULL;
         gsize count;
 
         if (offset < 0)
                 return -EINVAL;
-        if ((guint64) offset >= exposed->size)
+        if ((guint64) offset >= handle->size)
                 return 0;
-        count = (gsize) MIN ((guint64) size, exposed->size - (guint64) offset);
-        if (!vhdx_image_read (exposed->image, (guint64) offset, buf, count, NULL, &error)) {
-                g_autofree char *display = g_filename_display_name (exposed->source);
+        count = (gsize) MIN ((guint64) size, handle->size - (guint64) offset);
+        if (!vhdx_image_read (handle->image, (guint64) offset, buf, count, NULL, &error)) {
+                g_autofree char *display = g_filename_display_name (handle->exposed->source);
 
                 tool_print_error_printf ("%s: %s", display, error->message);
                 return -EIO;
@@ -414,7 +446,7 @@ expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse
 static off_t
 expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info *fi)
 {
-        Exposed *exposed = (Exposed *) (uintptr_t) fi->fh;
+        Handle *handle = (Handle *) (uintptr_t) fi->fh;
         g_auto (PoolExtentCursor) cursor = { 0 };
         gboolean want_data;
 
@@ -422,11 +454,11 @@ expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info 
                 return -EINVAL;
         if (offset < 0)
                 return -ENXIO;
-        if ((guint64) offset >= exposed->size)
+        if ((guint64) offset >= handle->size)
                 return -ENXIO;
         want_data = whence == SEEK_DATA;
-        pool_extent_cursor_init (&cursor, exposed->image);
-        for (guint64 start = (guint64) offset; start < exposed->size;) {
+        pool_extent_cursor_init (&cursor, handle->image);
+        for (guint64 start = (guint64) offset; start < handle->size;) {
                 const VhdxExtent *extent = pool_extent_cursor_find (&cursor, start, NULL);
 
                 if (extent == NULL)
@@ -436,7 +468,7 @@ expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info 
                 start = vhdx_extent_get_offset (extent) + vhdx_extent_get_length (extent);
         }
         /* No data after @offset; the implicit hole at the end. */
-        return want_data ? -ENXIO : (off_t) exposed->size;
+        return want_data ? -ENXIO : (off_t) handle->size;
 }
 
 static int

@@ -216,8 +216,12 @@ inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
         VhdxImage *member;
 
         /* A checkpoint copied without its parent is still what it is: a
-         * differencing image, whose chain ends at a missing parent. */
-        image = vhdx_image_new (file, VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT, NULL, &error);
+         * differencing image, whose chain ends at a missing parent.  Listing
+         * takes no lock (force-share): the image of a running guest is
+         * described, as in use, and a guest can start while it is listed. */
+        image = vhdx_image_new (file,
+                                VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT | VHDX_OPEN_FLAGS_FORCE_SHARE,
+                                NULL, &error);
         if (image == NULL) {
                 volume->error = g_strdup (error->message);
                 return;
@@ -230,6 +234,7 @@ inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
         volume->file_size = vhdx_image_get_file_size (image);
         volume->disk_type = vhdx_image_get_disk_type (image);
         volume->log_state = vhdx_image_get_log_state (image);
+        volume->in_use = vhdx_image_is_in_use (image);
         volume->parents = g_ptr_array_new_with_free_func ((GDestroyNotify) pool_parent_free);
 
         last = g_object_ref (image);
@@ -443,6 +448,8 @@ add_volume_json (JsonBuilder *builder, const PoolVolume *volume)
                                                                         (int) volume->log_state));
                 json_builder_set_member_name (builder, "dirty-log");
                 json_builder_add_boolean_value (builder, volume->log_state != VHDX_LOG_STATE_CLEAN);
+                json_builder_set_member_name (builder, "in-use");
+                json_builder_add_boolean_value (builder, volume->in_use);
                 json_builder_set_member_name (builder, "parents");
                 json_builder_begin_array (builder);
                 for (guint i = 0; i < volume->parents->len; i++) {
@@ -670,7 +677,11 @@ pool_volumes_print_table (GPtrArray *volumes)
                                                 ? pool_format_capacity (volume->allocated_size)
                                                 : g_strdup (_ ("not counted"));
                                 cells[COLUMN_TYPE] = g_strdup (type_cell (volume->disk_type));
-                                cells[COLUMN_LOG] = g_strdup (log_cell (volume->log_state));
+                                /* TRANSLATORS: in the Log column: another process writes
+                                 * the image, so its log may be live */
+                                cells[COLUMN_LOG] =
+                                        g_strdup (volume->in_use ? _ ("in use")
+                                                                 : log_cell (volume->log_state));
                         }
                 }
                 for (guint c = COLUMN_FORMAT; c < COLUMN_PARENTS; c++) {

@@ -48,6 +48,7 @@ typedef struct {
         gboolean details_known;
         VhdxDiskType disk_type;
         VhdxLogState log_state;
+        gboolean in_use;    /* another process writes it */
         GPtrArray *parents; /* of PoolParent, nearest first */
         PoolMismatch mismatches;
 

@@ -1978,6 +1978,63 @@ test_write_stream (void)
         assert_qemu_reads_model (disk, disk->path);
 }
 
+/* Whether qemu-img info opens @path: QEMU refuses an image that a writer
+ * locks as it does. */
+static gboolean
+qemu_img_info_opens (const char *path)
+{
+        const char *argv[] = { "qemu-img", "info", path, NULL };
+        int status;
+
+        g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL,
+                                     G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                                             G_SPAWN_STDERR_TO_DEV_NULL,
+                                     NULL, NULL, NULL, NULL, &status, NULL));
+        return g_spawn_check_wait_status (status, NULL);
+}
+
+static void
+test_lock_in_use (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) writer = NULL;
+        g_autoptr (VhdxImage) reader = NULL;
+        g_autoptr (GError) error = NULL;
+        gboolean in_use = FALSE;
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (4 * MiB);
+        writer = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        g_assert_false (vhdx_image_is_in_use (writer));
+        g_assert_false (qemu_img_info_opens (disk->path));
+
+        /* A reader is refused while the writer has the image... */
+        reader = open_path_with_flags (disk->path, VHDX_OPEN_FLAGS_NONE, &error);
+        g_assert_null (reader);
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_BUSY);
+        g_clear_error (&error);
+        /* ...but not with force-share, which says the image is in use. */
+        reader = disk_open (disk, VHDX_OPEN_FLAGS_FORCE_SHARE);
+        g_object_get (reader, "in-use", &in_use, NULL);
+        g_assert_true (in_use);
+        g_assert_true (vhdx_image_is_in_use (reader));
+        g_clear_object (&reader);
+        /* Force-share never writes. */
+        reader = open_path_with_flags (disk->path,
+                                       VHDX_OPEN_FLAGS_FORCE_SHARE | VHDX_OPEN_FLAGS_READ_WRITE,
+                                       &error);
+        g_assert_null (reader);
+        g_assert_nonnull (error);
+        g_clear_error (&error);
+
+        /* Closing releases the writer's lock. */
+        test_assert_ok (vhdx_image_close (writer, NULL, &error), error);
+        g_assert_true (qemu_img_info_opens (disk->path));
+        reader = disk_open (disk, VHDX_OPEN_FLAGS_FORCE_SHARE);
+        g_assert_false (vhdx_image_is_in_use (reader));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -2022,6 +2079,7 @@ main (int argc, char **argv)
         g_test_add_func ("/image/write/cancelled", test_write_cancelled);
         g_test_add_func ("/image/write/cancelled-midway", test_write_cancelled_midway);
         g_test_add_func ("/image/write/stream", test_write_stream);
+        g_test_add_func ("/image/lock/in-use", test_lock_in_use);
 
         return g_test_run ();
 }

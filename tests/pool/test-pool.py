@@ -724,6 +724,112 @@ def test_missing_parents_and_fifos(session, expected):
         session.virsh('pool-refresh', POOL)
 
 
+class QemuNbd:
+    """qemu-nbd serving an image as the session's user, as a guest would use
+    it; --fork returns once the image is open and locked.  started is False
+    when qemu-nbd could not open the image."""
+
+    def __init__(self, session, path, writable=True):
+        self.socket = session.path('qemu-nbd.sock')
+        pidfile = self.socket + '.pid'
+        args = ['qemu-nbd', '--fork', '--pid-file', pidfile, '-f', 'vhdx', '-k', self.socket]
+        self.result = session.run(args + ([] if writable else ['-r']) + [path])
+        self.started = self.result.returncode == 0
+        if self.started:
+            with open(pidfile) as f:
+                self.pid = int(f.read())
+
+    def stop(self):
+        if not self.started:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        # Not our child: wait, counted, until it is gone (or a zombie).
+        for _ in range(6000):
+            try:
+                with open('/proc/%d/stat' % self.pid) as f:
+                    if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError('qemu-nbd did not stop')
+        self.started = False
+
+
+def test_in_use(session, expected):
+    """The image of a running guest is listed as in use, and exposed raw
+    files are not read while it is written, nor written while read."""
+    if shutil.which('qemu-nbd') is None:
+        raise Skip('qemu-nbd is not installed: it plays the guest')
+    image = os.path.join(session.pool_dir, 'base.vhdx')
+    guest = QemuNbd(session, image)
+    check_ok(guest.result, 'qemu-nbd on base.vhdx')
+    try:
+        result = check_ok(session.tool('list', '--json', POOL), 'list --json')
+        volumes = {v['name']: v for v in json.loads(result.stdout)}
+        expect_equal(volumes['base.vhdx'].get('in-use'), True, 'base.vhdx: in-use')
+        expect_equal(volumes['fixed.vhdx'].get('in-use'), False, 'fixed.vhdx: in-use')
+        expect('error' not in volumes['base.vhdx'], 'base.vhdx: %r' % volumes['base.vhdx'])
+        expect_equal(volumes['child.avhdx']['parents'][0]['volume'], 'base.vhdx',
+                     'child of an image in use: parent')
+        rows = check_ok(session.tool('list', POOL), 'list').stdout.decode().splitlines()
+        row = next(r for r in rows if r.startswith('base.vhdx '))
+        expect('in use' in row, 'base.vhdx row: %r' % row)
+    finally:
+        guest.stop()
+
+    reason = fuse_unavailable()
+    if reason:
+        raise Skip(reason)
+    src = session.path('src-in-use')
+    mnt = session.path('mnt-in-use')
+    for d in (src, mnt):
+        check_ok(session.run(['mkdir', '-p', d]), 'mkdir')
+    check_ok(session.run(['cp', image, src]), 'cp')
+    source = os.path.join(src, 'base.vhdx')
+    raw = os.path.join(mnt, 'base.raw')
+    expose = session.popen([session.pool_tool, '-c', URI, 'expose', src, mnt])
+    try:
+        ready = select.select([expose.stdout], [], [], WAIT_SECONDS)[0]
+        if not ready or expose.poll() is not None:
+            expose.wait(timeout=10)
+            stderr = expose.stderr.read().decode(errors='replace')
+            if 'fuse' in stderr.lower() or 'mount' in stderr.lower():
+                raise Skip('FUSE mounts are not permitted here: %s' % stderr.strip())
+            raise AssertionError('expose did not start: %s' % stderr)
+        expose.stdout.readline()
+        # Listed without a lock: the guest starts while the image is exposed.
+        check_ok(session.run(['ls', '-l', mnt]), 'ls of the mount')
+        guest = QemuNbd(session, source)
+        check_ok(guest.result, 'qemu-nbd on an exposed image')
+        try:
+            result = session.run(['head', '-c', '512', raw])
+            expect(result.returncode != 0, 'the raw file of an image in use was read')
+            expect(b'busy' in result.stderr.lower(), 'no EBUSY: %r' % result.stderr)
+            check_ok(session.run(['ls', '-l', raw]), 'ls of the raw file of an image in use')
+        finally:
+            guest.stop()
+        # An open raw file keeps writers out until it is closed.
+        reader = session.popen(['sh', '-c', 'exec 3<"$0" && echo open && exec sleep 60', raw])
+        try:
+            expect(select.select([reader.stdout], [], [], WAIT_SECONDS)[0], 'no reader')
+            expect_equal(reader.stdout.readline(), b'open\n', 'the reader opened the file')
+            guest = QemuNbd(session, source)
+            expect(not guest.started, 'qemu-nbd wrote an image whose raw file is open')
+            expect(b'lock' in guest.result.stderr, 'qemu-nbd: %r' % guest.result.stderr)
+            guest.stop()
+        finally:
+            reader.kill()
+            reader.wait()
+        guest = QemuNbd(session, source)
+        check_ok(guest.result, 'qemu-nbd once the raw file is closed')
+        guest.stop()
+    finally:
+        status = stop(expose, 'expose')
+    expect_equal(status, 0, 'expose exit status')
+
+
 TESTS = [
     ('list --json reports the real sizes and flags libvirt\'s', test_list_json),
     ('list prints an aligned table', test_list_text),
@@ -732,6 +838,7 @@ TESTS = [
     ('watch rewrites the index on refresh, new files and libvirtd restarts', test_watch),
     ('import makes raw and qcow2 volumes with the virtual disk', test_import),
     ('expose shows the images as raw files to libvirt', test_expose),
+    ('an image in use is listed as such, and exposed files lock it', test_in_use),
 ]
 
 
