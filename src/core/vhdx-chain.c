@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Opening the parents of a differencing image (see vhdx-chain.h). */
+/* Opening the parents of a differencing image, and what an opened image says of its parent (see
+ * vhdx-chain.h). */
 #include "vhdx-chain.h"
 
 #include <gio/gio.h>
@@ -303,4 +304,42 @@ vhdx_chain_enter (GArray *identities, VhdxIo *io, GError **error)
         }
         g_array_append_val (identities, identity);
         return TRUE;
+}
+
+/* What an opened image says of its parent (declared in vhdx-reader.h). */
+
+VhdxFile *
+vhdx_file_get_parent (VhdxFile *file)
+{
+        return file->parent;
+}
+
+const GError *
+vhdx_file_get_parent_error (VhdxFile *file)
+{
+        return file->parent_error;
+}
+
+const char *
+vhdx_file_get_parent_warning (VhdxFile *file)
+{
+        return file->parent_warning;
+}
+
+const char *
+vhdx_file_get_parent_path (VhdxFile *file)
+{
+        return file->parent_path;
+}
+
+guint
+vhdx_file_get_chain_depth (VhdxFile *file)
+{
+        return file->parent != NULL ? 1 + vhdx_file_get_chain_depth (file->parent) : 0;
+}
+
+GPtrArray *
+vhdx_file_get_parent_locator (VhdxFile *file)
+{
+        return file->locator;
 }

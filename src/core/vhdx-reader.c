@@ -249,42 +249,6 @@ vhdx_file_open (VhdxIo *io, VhdxOpenFlags flags, GError **error)
 }
 
 VhdxFile *
-vhdx_file_get_parent (VhdxFile *file)
-{
-        return file->parent;
-}
-
-const GError *
-vhdx_file_get_parent_error (VhdxFile *file)
-{
-        return file->parent_error;
-}
-
-const char *
-vhdx_file_get_parent_warning (VhdxFile *file)
-{
-        return file->parent_warning;
-}
-
-const char *
-vhdx_file_get_parent_path (VhdxFile *file)
-{
-        return file->parent_path;
-}
-
-guint
-vhdx_file_get_chain_depth (VhdxFile *file)
-{
-        return file->parent != NULL ? 1 + vhdx_file_get_chain_depth (file->parent) : 0;
-}
-
-GPtrArray *
-vhdx_file_get_parent_locator (VhdxFile *file)
-{
-        return file->locator;
-}
-
-VhdxFile *
 vhdx_file_open_member (VhdxIo *io,
                        VhdxOpenFlags flags,
                        const VhdxOpenOptions *options,
@@ -299,27 +263,23 @@ vhdx_file_open_member (VhdxIo *io,
         file->flags = flags;
         file->open_problems = vhdx_problems_new ();
 
-        if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) && !vhdx_io_is_writable (io)) {
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _ ("This image cannot be opened for writing"));
+        if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) &&
+            (!vhdx_io_is_writable (io) || (flags & VHDX_OPEN_FLAGS_FORCE_SHARE))) {
+                g_set_error_literal (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     (flags & VHDX_OPEN_FLAGS_FORCE_SHARE)
+                                             ? _ ("An image opened with force-share cannot be "
+                                                  "written")
+                                             : _ ("This image cannot be opened for writing"));
                 return NULL;
         }
-        if (!vhdx_chain_enter (identities, io, error))
+        /* Force-share takes no lock: it only tests whether someone writes. */
+        if (!vhdx_chain_enter (identities, io, error) ||
+            !vhdx_io_lock (io,
+                           (flags & VHDX_OPEN_FLAGS_FORCE_SHARE)  ? VHDX_LOCK_TEST
+                           : (flags & VHDX_OPEN_FLAGS_READ_WRITE) ? VHDX_LOCK_WRITER
+                                                                  : VHDX_LOCK_READER,
+                           &file->info.written_elsewhere, error))
                 return NULL;
-        if (flags & VHDX_OPEN_FLAGS_FORCE_SHARE) {
-                if (flags & VHDX_OPEN_FLAGS_READ_WRITE) {
-                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                                     _ ("An image opened with force-share cannot be written"));
-                        return NULL;
-                }
-                if (!vhdx_io_lock (io, VHDX_LOCK_TEST, &file->info.written_elsewhere, error))
-                        return NULL;
-        } else if (!vhdx_io_lock (io,
-                                  (flags & VHDX_OPEN_FLAGS_READ_WRITE) ? VHDX_LOCK_WRITER
-                                                                       : VHDX_LOCK_READER,
-                                  NULL, error)) {
-                return NULL;
-        }
         if (!open_structures (file, error))
                 return NULL;
         if (file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
