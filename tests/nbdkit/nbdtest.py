@@ -140,6 +140,7 @@ class Server:
         Server.counter += 1
         name = 'nbdkit-%d' % Server.counter
         self.killed = False
+        self.stopped = False
         rundir = rundir or workdir
         self.socket = os.path.join(rundir, name + '.sock')
         self.pidfile = os.path.join(rundir, name + '.pid')
@@ -169,10 +170,14 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self):
-        """Stop the server; it must not have crashed or reported memory errors."""
+        """Stop the server; it must not have crashed or reported memory
+        errors.  Returns its output (again when called again)."""
+        if self.stopped:
+            return self.output()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         status = wait_for_exit(self.proc, 'nbdkit')
+        self.stopped = True
         output = self.output()
         reports = sanitizer_reports(output)
         expect(not reports, 'sanitizer reports from nbdkit: %s' % output)

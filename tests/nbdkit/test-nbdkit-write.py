@@ -18,10 +18,13 @@
 # it was.
 #
 # With --kill: rounds in which nbdkit is killed with SIGKILL after a random
-# number of requests of a random workload; every sector must then read as
-# the last value that a completed flush made durable, or as one written
-# after it, with the read-only open of `vhdx cat`, and `vhdx check
-# --repair`, `qemu-img check` and `qemu-img convert` must agree.
+# number of requests of a random workload, on dynamic images of QEMU and
+# on differencing children; every sector must then read, through the
+# read-only open of `vhdx cat`, as the last value that a completed flush
+# made durable or as one sent after it; `vhdx check` must find the log
+# pending and nothing corrupt, `vhdx check --repair` must replay it, and
+# then `qemu-img check` must find no error and `qemu-img compare` must
+# read the bytes read before the repair (dynamic images).
 #
 # With --libguestfs: guestfish makes ext4 file systems through the plugin
 # and writes files into them, in an empty dynamic image and in differencing
@@ -50,8 +53,9 @@ from nbdclient import (  # noqa: E402
     CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLUSH, CMD_READ, CMD_TRIM,
     CMD_WRITE, CMD_WRITE_ZEROES, Client, Disconnected)
 from nbdtest import (  # noqa: E402
-    CLIENT_ENV, GUESTFISH, KiB, MKIMAGE, MiB, NBDINFO, QEMU_IMG, QEMU_IO, TOOL, Server, Skip, check_ok,
-    expect, expect_equal, guestfish, main, need, run, sha256_file, skip_unless_appliance_runs)
+    CLIENT_ENV, GUESTFISH, KiB, MKIMAGE, MiB, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, TOOL, Server,
+    Skip, check_ok, expect, expect_equal, guestfish, main, need, run, sha256_file,
+    skip_unless_appliance_runs)
 
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR')
 SETPRIV = shutil.which('setpriv')
@@ -421,6 +425,53 @@ class Tests:
         self.expect_freed(child, model)
         check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', parent]), 'qemu-img check of the parent')
 
+    def test_round_trip_4k_sectors(self):
+        # 4 KiB logical sectors, which QEMU does not read: a dynamic image
+        # and a differencing child, whose writes of parts of sectors read
+        # the rest of the sector (from the parent) first.
+        for kind in ('dynamic', 'differencing'):
+            base = self.path('4k-%s.vhdx' % kind)
+            check_ok(run([MKIMAGE, '--type', 'dynamic', '--size', '24M', '--block-size', '1M',
+                          '--logical-sector-size', '4096', '--physical-sector-size', '4096',
+                          '--pattern', '0:3M:1', '--pattern', '10M:1M:2', base]), 'vhdx-mkimage')
+            image, parent = base, None
+            if kind == 'differencing':
+                image, parent = self.path('4k-child.vhdx'), base
+                check_ok(run([TOOL, 'create', '--parent', parent, image]),
+                         'vhdx create --parent')
+            model = Model(vhdx_cat(base), vhdxspec.Vhdx(image).block_size, kind)
+            self.round_trip(image, model, 4, 250, parent=parent)
+            expect_clean(image, qemu=False)
+            expect(vhdx_cat(image) == model.data, 'vhdx cat does not read the model')
+            self.expect_freed(image, model)
+
+    def test_parts_of_one_sector_at_once(self):
+        # Two connections write the two halves of each sector of a
+        # differencing child at the same time (the engine writes part of a
+        # sector by reading and writing back the whole sector): both halves
+        # must land.
+        parent = self.path('halves-base.vhdx')
+        check_ok(run([MKIMAGE, '--type', 'dynamic', '--size', '16M', '--block-size', '1M',
+                      '--pattern', '0:16M:1', parent]), 'vhdx-mkimage')
+        child = self.path('halves.vhdx')
+        check_ok(run([TOOL, 'create', '--parent', parent, child]), 'vhdx create --parent')
+        sectors = 20000
+        with Server(self.workdir, ['file=' + child]) as server:
+            with Client(server.socket) as a, Client(server.socket) as b:
+                a.pwrite(b'\3' * (12 * MiB), 0)
+                for sector in range(sectors):
+                    a.send(CMD_WRITE, sector * 512, data=b'A' * 256)
+                    b.send(CMD_WRITE, sector * 512 + 256, data=b'B' * 256)
+                    if sector % 32 == 31 or sector == sectors - 1:
+                        for client in (a, b):
+                            while client.in_flight:
+                                expect_equal(client.receive()[1], 0, 'error of a write')
+                disk = a.pread(0, sectors * 512)
+        lost = [s for s in range(sectors) if disk[s * 512:(s + 1) * 512] != b'A' * 256 + b'B' * 256]
+        expect(not lost, '%d sectors lost half of what was written, the first at %d' % (
+            len(lost), lost[0] * 512 if lost else 0))
+        expect(vhdx_cat(child)[:sectors * 512] == disk, 'the child does not hold the halves')
+
     def write_raw(self, name, model):
         path = self.path(name)
         with open(path, 'wb') as f:
@@ -538,6 +589,24 @@ class Tests:
             self.expect_refuses_writes(server)
         expect_equal(sha256_file(image), before, 'sha256 of the image served with -r')
 
+    def test_cow_filter(self):
+        # nbdkit-cow-filter opens the plugin read-only: clients write to
+        # its overlay, and the image is left as it was.
+        if run([NBDKIT, '--filter=cow', 'null', '--dump-plugin']).returncode != 0:
+            raise Skip('nbdkit has no cow filter')
+        image = self.path('cow.vhdx')
+        qemu_create(image, 'dynamic', 16 * MiB, MiB, [(0x99, MiB, MiB)])
+        before = sha256_file(image)
+        with Server(self.workdir, ['file=' + image], options=['--filter=cow', '-v']) as server:
+            with Client(server.socket) as c:
+                expect(not c.has(nbdclient.FLAG_READ_ONLY), 'the overlay is read-only')
+                c.pwrite(b'\1' * 4096, MiB)
+                c.flush()
+                expect(c.pread(MiB, 8192) == b'\1' * 4096 + b'\x99' * 4096, 'the overlay')
+            output = server.stop()
+        expect('read-only' in output, 'the plugin was not opened read-only: %s' % output)
+        expect_equal(sha256_file(image), before, 'sha256 of the image under the cow filter')
+
     def expect_refuses_writes(self, server):
         with Client(server.socket) as c:
             expect(c.has(nbdclient.FLAG_READ_ONLY), 'the export is not read-only')
@@ -625,15 +694,20 @@ ZERO_UNIT = bytes(UNIT)
 class CrashModel:
     """What each 4 KiB unit of the disk may hold after a crash: the value
     that the last completed flush made durable (or a write with FUA whose
-    reply came), or any value sent after it.  Value 0 is zeros; others
-    are writes, (offset, data)."""
+    reply came), or any value sent after it.  Value 0 is what the disk
+    read before the workload (zeros, or a parent's data), ZEROS is zeros,
+    and the others are writes, (offset, data)."""
 
-    def __init__(self, size, block_size):
+    ZEROS = -1
+
+    def __init__(self, size, block_size, base=None):
         self.size = size
         self.block_size = block_size
-        self.durable = {}  # unit -> value; absent: 0
-        self.current = {}  # unit -> value of the last request sent
-        self.since = {}    # unit -> values sent since it was made durable
+        self.base = base      # the parent's disk, or None: zeros
+        self.durable = {}     # unit -> value; absent: 0
+        self.current = {}     # unit -> value of the last request sent
+        self.since = {}       # unit -> values sent since it was made durable
+        self.touched = set()  # blocks written or zeroed
         self.values = {}
         self.next_value = 1
 
@@ -645,21 +719,31 @@ class CrashModel:
             self.since.setdefault(unit, []).append(value)
             self.current[unit] = value
 
+    def _touch(self, offset, length):
+        self.touched.update(range(offset // self.block_size,
+                                  (offset + length - 1) // self.block_size + 1))
+
     def write(self, offset, data):
         value = self.next_value
         self.next_value += 1
         self.values[value] = (offset, data)
         self._send(offset, len(data), value)
+        self._touch(offset, len(data))
         return value
 
     def zero(self, offset, length):
-        self._send(offset, length, 0)
+        self._send(offset, length, self.ZEROS)
+        self._touch(offset, length)
 
     def trim(self, offset, length):
-        # Dynamic images: the blocks covered read as zeros, the rest is unchanged.
+        # The blocks covered read as zeros, the rest is unchanged; in a
+        # differencing image, blocks never written nor zeroed stay the
+        # parent's.
         for block in whole_blocks(offset, length, self.block_size, self.size):
+            if self.base is not None and block not in self.touched:
+                continue
             start = block * self.block_size
-            self._send(start, min(self.block_size, self.size - start), 0)
+            self._send(start, min(self.block_size, self.size - start), self.ZEROS)
 
     def flushed(self):
         """A flush completed, sent once every earlier request had its reply."""
@@ -677,8 +761,10 @@ class CrashModel:
         return self.unit(value, unit)[index * 512:(index + 1) * 512]
 
     def unit(self, value, unit):
-        if value == 0:
+        if value == self.ZEROS or (value == 0 and self.base is None):
             return ZERO_UNIT
+        if value == 0:
+            return self.base[unit * UNIT:(unit + 1) * UNIT]
         offset, data = self.values[value]
         start = unit * UNIT - offset
         return data[start:start + UNIT]
@@ -688,13 +774,19 @@ class CrashModel:
         units read as a value sent after the last flush that covers them."""
         newer = 0
         units = sorted(set(self.durable) | set(self.since))
-        # Every unit never written reads as zeros (counted in place: the
-        # disk is not copied).
+        # Every unit never written reads as before: zeros (counted in
+        # place), or the parent's data (compared a MiB at a time: the
+        # disk is not copied whole).
         position = 0
         for start in [u * UNIT for u in units] + [self.size]:
-            if disk.count(0, position, start) != start - position:
-                offset = position + next(i for i in range(position, start) if disk[i])
-                raise AssertionError('bytes never written are not zeros at %d' % offset)
+            if self.base is None:
+                same = disk.count(0, position, start) == start - position
+            else:
+                same = all(disk[o:min(o + MiB, start)] == self.base[o:min(o + MiB, start)]
+                           for o in range(position, start, MiB))
+            if not same:
+                raise AssertionError('bytes never written changed between %d and %d'
+                                     % (position, start))
             position = start + UNIT
         for unit in units:
             allowed = [self.durable.get(unit, 0)] + self.since.get(unit, [])
@@ -734,28 +826,40 @@ class KillTests:
     def test_kill_rounds(self):
         need(('qemu-img', QEMU_IMG))
         size = KILL_SIZE
-        totals = {'rounds': 0, 'dirty': 0, 'in flight': 0, 'flushes': 0, 'requests': 0,
-                  'newer units': 0, 'repaired': 0}
+        totals = {'rounds': 0, 'differencing': 0, 'dirty': 0, 'in flight': 0, 'flushes': 0,
+                  'requests': 0, 'newer units': 0, 'repaired': 0}
         for number in range(KILL_ROUNDS):
             self.kill_round(number, size, totals)
-        print('# %d rounds (seed %d): %d with a dirty log at the kill, %d repaired by '
-              'vhdx check --repair; %d requests, %d flushes completed, %d requests in flight '
-              'at the kills, %d units reading a value newer than their last flush'
-              % (totals['rounds'], KILL_SEED, totals['dirty'], totals['repaired'],
-                 totals['requests'], totals['flushes'], totals['in flight'],
-                 totals['newer units']))
+        print('# %d rounds (seed %d; %d of them on differencing children): %d with a dirty '
+              'log at the kill, %d repaired by vhdx check --repair; %d requests, %d flushes '
+              'completed, %d requests in flight at the kills, %d units reading a value newer '
+              'than their last flush'
+              % (totals['rounds'], KILL_SEED, totals['differencing'], totals['dirty'],
+                 totals['repaired'], totals['requests'], totals['flushes'],
+                 totals['in flight'], totals['newer units']))
         expect(totals['dirty'] > 0, 'no round left a dirty log')
 
     def kill_round(self, number, size, totals):
+        """A dynamic image made by QEMU, or (every fourth round) a
+        differencing child of a parent that holds data."""
         rng = random.Random(KILL_SEED * 1000 + number)
         image = self.path('kill.vhdx')
         if os.path.exists(image):
             os.unlink(image)
-        check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o',
-                      'subformat=dynamic,block_size=%d' % MiB, image, size]), 'qemu-img create')
-        model = CrashModel(size, MiB)
+        differencing = number % 4 == 3
+        if differencing:
+            parent = self.parent(size)
+            check_ok(run([TOOL, 'create', '--parent', parent, image]), 'vhdx create --parent')
+            model = CrashModel(size, vhdxspec.Vhdx(image).block_size, self.parent_disk)
+            totals['differencing'] += 1
+        else:
+            check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o',
+                          'subformat=dynamic,block_size=%d' % MiB, image, size]),
+                     'qemu-img create')
+            model = CrashModel(size, MiB)
         kill_after = rng.randint(1, 48)
-        what = 'round %d (seed %d, kill after %d requests)' % (number, KILL_SEED, kill_after)
+        what = 'round %d (seed %d, %s, kill after %d requests)' % (
+            number, KILL_SEED, 'differencing' if differencing else 'dynamic', kill_after)
         server = Server(self.workdir, ['file=' + image])
         try:
             clients = [Client(server.socket), Client(server.socket)]
@@ -786,13 +890,27 @@ class KillTests:
         totals['requests'] += sent
 
         try:
-            self.check_after_kill(image, model, totals)
+            self.check_after_kill(image, model, totals, differencing)
         except AssertionError as e:
             raise AssertionError('%s: %s' % (what, e))
+
+    def parent(self, size):
+        """The parent of the differencing rounds, made once: data in some
+        blocks, parts of others, nothing in the rest."""
+        path = self.path('kill-parent.vhdx')
+        if not os.path.exists(path):
+            check_ok(run([MKIMAGE, '--type', 'dynamic', '--size', str(size), '--block-size',
+                          '1M', '--pattern', '0:6M:11', '--pattern', '20M:3M:12',
+                          '--pattern', '%d:%d:13' % (33 * MiB + 512, 5 * MiB),
+                          '--pattern', '%d:1M:14' % (size - MiB), path]), 'vhdx-mkimage')
+            self.parent_disk = vhdx_cat(path)
+            self.parent_sha256 = sha256_file(path)
+        return path
 
     def kill_request(self, rng, pipeline, model, totals, last):
         """Send one random request; the last one is not waited for."""
         size = model.size
+        bs = model.block_size
         conn = rng.randrange(len(pipeline.clients))
         r = rng.random()
         length = UNIT * rng.randint(1, MiB // UNIT)
@@ -818,11 +936,10 @@ class KillTests:
             pipeline.submit(conn, CMD_WRITE_ZEROES, offset, length, None, flags,
                             expect_success('zero'))
         elif r < 0.80:
-            first = rng.randrange(size // MiB)
-            n = min(rng.randint(1, 2), size // MiB - first)
-            model.trim(first * MiB, n * MiB)
-            pipeline.submit(conn, CMD_TRIM, first * MiB, n * MiB, None, 0,
-                            expect_success('trim'))
+            first = rng.randrange(size // bs)
+            n = min(rng.randint(1, 2), size // bs - first)
+            model.trim(first * bs, n * bs)
+            pipeline.submit(conn, CMD_TRIM, first * bs, n * bs, None, 0, expect_success('trim'))
         else:
             done = []
             pipeline.submit(conn, CMD_FLUSH, 0, 0, None, 0, lambda error, _: done.append(error),
@@ -833,7 +950,7 @@ class KillTests:
                 model.flushed()
                 totals['flushes'] += 1
 
-    def check_after_kill(self, image, model, totals):
+    def check_after_kill(self, image, model, totals, differencing):
         result, info = vhdx_json('info', image)
         check_ok(result, 'vhdx info after the kill')
         state = info['format-specific']['data']['log-state']
@@ -857,10 +974,16 @@ class KillTests:
         expect_equal(report['log-replayed'] is not None, dirty, 'vhdx check --repair replayed')
         totals['repaired'] += report['log-replayed'] is not None
         expect_equal(log_state(image), 'clean', 'log state after the repair')
-        check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image]), 'qemu-img check after repair')
-        # QEMU reads the repaired image as we read the image with its log.
-        check_ok(run([QEMU_IMG, 'compare', '-q', '-f', 'vhdx', '-F', 'raw', image, raw]),
-                 'qemu-img compare of the repaired image with the read before the repair')
+        if differencing:
+            # QEMU does not read differencing images; the parent must not change.
+            expect_equal(sha256_file(self.path('kill-parent.vhdx')), self.parent_sha256,
+                         'sha256 of the parent')
+        else:
+            check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image]),
+                     'qemu-img check after repair')
+            # QEMU reads the repaired image as we read the image with its log.
+            check_ok(run([QEMU_IMG, 'compare', '-q', '-f', 'vhdx', '-F', 'raw', image, raw]),
+                     'qemu-img compare of the repaired image with the read before the repair')
         expect(vhdx_cat(image, raw, into=self.repaired) == disk,
                'the repaired image reads otherwise')
 
