@@ -42,11 +42,11 @@ static GPtrArray *parent_dirs; /* absolute directories to look for parents in, N
 static gboolean ignore_parent_mismatch;
 
 /*
- * The image that every connection uses, guarded by image_lock (the
- * requests themselves take no lock of ours).  It is replaced only while no
- * connection uses it: read-only from get_ready on, opened for writing by
- * the first connection that may write, and closed by the last connection
- * that uses it when it was writable.
+ * The image that every connection uses, guarded by image_lock, which
+ * requests do not take.  It is replaced only while no connection uses it:
+ * read-only from get_ready on, opened for writing by the first connection
+ * that may write, and closed by the last connection that uses it when it
+ * was writable.
  */
 static GMutex image_lock;
 static VhdxFile *image;

@@ -13,12 +13,15 @@
 # image must read as the model with `qemu-img compare` (QEMU reads fixed
 # and dynamic images) or `vhdx cat` (differencing images, which QEMU does
 # not read; the parent must not change).  qemu-io and qemu-img write through
-# the plugin as well.  A read-only server (nbdkit -r), and one that cannot
-# open the file for writing, must refuse every write and leave the file as
-# it was.
+# the plugin as well.  A read-only server (nbdkit -r), one that cannot
+# open the file for writing, and the cow filter must leave the file as it
+# was, the first two refusing every write.  Fast zeroes, requests outside
+# the disk, a full file system and halves of one sector written at once
+# get their own tests.
 #
 # With --kill: rounds in which nbdkit is killed with SIGKILL after a random
-# number of requests of a random workload, on dynamic images of QEMU and
+# number of requests of a random workload (or right after the clients
+# disconnected, while it closes the image), on dynamic images of QEMU and
 # on differencing children; every sector must then read, through the
 # read-only open of `vhdx cat`, as the last value that a completed flush
 # made durable or as one sent after it; `vhdx check` must find the log
@@ -663,6 +666,48 @@ class Tests:
         expect_equal(sha256_file(image), before, 'sha256 of the image served read-only')
         expect_equal(log_state(image), 'replayed-in-memory', 'log state of the image')
 
+    def test_file_system_full(self):
+        # A file system that fills up: writes fail with ENOSPC, the server
+        # goes on, and the image keeps what was flushed before.  A small
+        # tmpfs is mounted for it, which needs root.
+        if os.geteuid() != 0:
+            raise Skip('mounting a small file system needs root')
+        mountpoint = self.path('full')
+        os.mkdir(mountpoint)
+        if run(['mount', '-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mountpoint]).returncode:
+            raise Skip('cannot mount a tmpfs here')
+        try:
+            self.fill_up(mountpoint)
+        finally:
+            check_ok(run(['umount', mountpoint]), 'umount')
+
+    def fill_up(self, directory):
+        image = os.path.join(directory, 'full.vhdx')
+        qemu_create(image, 'dynamic', 64 * MiB, MiB)
+        rng = random.Random(21)
+        flushed = rng.randbytes(4 * MiB)
+        errors = []
+        with Server(self.workdir, ['file=' + image]) as server:
+            with Client(server.socket) as c:
+                c.pwrite(flushed, 0)
+                c.flush()
+                for block in range(4, 40):
+                    errors.append(c.error_of(CMD_WRITE, block * MiB, data=rng.randbytes(MiB)))
+                errors.append(c.error_of(CMD_FLUSH))
+                expect(c.pread(0, 4 * MiB) == flushed, 'the first blocks read otherwise')
+            output = server.stop()
+        expect(nbdclient.ENOSPC in errors, 'no write failed with ENOSPC: %r' % errors)
+        expect(set(errors) <= {0, nbdclient.ENOSPC, nbdclient.EIO}, 'errors %r' % errors)
+        expect('No space left on device' in output, 'the engine\'s message was not logged: %s'
+               % output)
+        # What was flushed is there; whatever the state of the log, nothing
+        # is corrupt.
+        result, report = vhdx_json('check', image)
+        check_ok(result, 'vhdx check of the full image')
+        expect_equal(report['check-errors'], 0, 'errors found by vhdx check')
+        expect(vhdx_cat(image, self.path('full.raw'))[:4 * MiB] == flushed,
+               'the data flushed before the file system filled up is lost')
+
     def test_requests_outside_the_disk(self):
         # nbdkit answers these itself, before the plugin.
         image = self.path('bounds.vhdx')
@@ -710,6 +755,12 @@ class CrashModel:
         self.touched = set()  # blocks written or zeroed
         self.values = {}
         self.next_value = 1
+        self.cut_short = set()  # units that requests in flight at the kill cover
+        self.torn_sectors = 0
+
+    def in_flight_at_kill(self, ranges):
+        for start, end in ranges:
+            self.cut_short.update(self._units(start, end - start))
 
     def _units(self, offset, length):
         return range(offset // UNIT, (offset + length + UNIT - 1) // UNIT)
@@ -796,20 +847,38 @@ class CrashModel:
             if any(found == self.unit(v, unit) for v in allowed[1:]):
                 newer += 1
                 continue
-            # Sector by sector: a write cut short by the kill.
+            # Sector by sector: a request cut short by the kill.
             seen_newer = False
             for index in range(UNIT // 512):
                 start = unit * UNIT + index * 512
                 found = bytes(disk[start:start + 512])
                 matching = [v for v in allowed if self.sector(v, unit, index) == found]
+                if not matching and unit in self.cut_short and self.torn(found, allowed, unit,
+                                                                         index):
+                    self.torn_sectors += 1
+                    matching = [None]
                 if not matching:
                     raise AssertionError(
                         'sector at %d holds none of the values allowed (durable: %r, '
-                        'sent since: %r)' % (start, allowed[0], allowed[1:]))
+                        'sent since: %r%s)' % (start, allowed[0], allowed[1:],
+                                               ', in flight at the kill'
+                                               if unit in self.cut_short else ''))
                 if allowed[0] not in matching:
                     seen_newer = True
             newer += seen_newer
         return newer
+
+    def torn(self, found, allowed, unit, index):
+        """Whether @found is a value cut short by the kill: its first bytes
+        from one allowed value, the rest from another.  The kernel may stop
+        a write of a killed process at any byte (where a page of the buffer
+        written from had to be faulted in), not only at a sector."""
+        sectors = [self.sector(v, unit, index) for v in allowed]
+        for new in sectors:
+            split = next((i for i in range(512) if found[i] != new[i]), 512)
+            if any(found[split:] == old[split:] for old in sectors):
+                return True
+        return False
 
 
 class KillTests:
@@ -826,17 +895,20 @@ class KillTests:
     def test_kill_rounds(self):
         need(('qemu-img', QEMU_IMG))
         size = KILL_SIZE
-        totals = {'rounds': 0, 'differencing': 0, 'dirty': 0, 'in flight': 0, 'flushes': 0,
-                  'requests': 0, 'newer units': 0, 'repaired': 0}
+        totals = {'rounds': 0, 'differencing': 0, 'at close': 0, 'closed first': 0,
+                  'dirty': 0, 'in flight': 0, 'flushes': 0, 'requests': 0, 'newer units': 0,
+                  'torn sectors': 0, 'repaired': 0}
         for number in range(KILL_ROUNDS):
             self.kill_round(number, size, totals)
-        print('# %d rounds (seed %d; %d of them on differencing children): %d with a dirty '
-              'log at the kill, %d repaired by vhdx check --repair; %d requests, %d flushes '
-              'completed, %d requests in flight at the kills, %d units reading a value newer '
-              'than their last flush'
-              % (totals['rounds'], KILL_SEED, totals['differencing'], totals['dirty'],
-                 totals['repaired'], totals['requests'], totals['flushes'],
-                 totals['in flight'], totals['newer units']))
+        print('# %d rounds (seed %d; %d on differencing children, %d killed as the clients '
+              'left, of which %d after a clean close): %d with a dirty log at the kill, %d '
+              'repaired by vhdx check --repair; %d requests, %d flushes completed, %d requests '
+              'in flight at the kills, %d units reading a value newer than their last flush, '
+              '%d sectors holding a request cut short'
+              % (totals['rounds'], KILL_SEED, totals['differencing'], totals['at close'],
+                 totals['closed first'], totals['dirty'], totals['repaired'],
+                 totals['requests'], totals['flushes'], totals['in flight'],
+                 totals['newer units'], totals['torn sectors']))
         expect(totals['dirty'] > 0, 'no round left a dirty log')
 
     def kill_round(self, number, size, totals):
@@ -858,8 +930,12 @@ class KillTests:
                      'qemu-img create')
             model = CrashModel(size, MiB)
         kill_after = rng.randint(1, 48)
-        what = 'round %d (seed %d, %s, kill after %d requests)' % (
-            number, KILL_SEED, 'differencing' if differencing else 'dynamic', kill_after)
+        # One round in eight, the clients disconnect after their requests
+        # and nbdkit is killed at once: while it closes the image.
+        at_close = rng.random() < 0.125
+        what = 'round %d (seed %d, %s, kill %s %d requests)' % (
+            number, KILL_SEED, 'differencing' if differencing else 'dynamic',
+            'at the close after' if at_close else 'after', kill_after)
         server = Server(self.workdir, ['file=' + image])
         try:
             clients = [Client(server.socket), Client(server.socket)]
@@ -868,17 +944,26 @@ class KillTests:
             try:
                 while sent < kill_after:
                     sent += 1
-                    self.kill_request(rng, pipeline, model, totals, last=sent == kill_after)
-                totals['in flight'] += pipeline.in_flight()
-                server.kill()
-                # The client sees the connection go.
-                try:
+                    last = sent == kill_after and not at_close
+                    self.kill_request(rng, pipeline, model, totals, last=last)
+                if at_close:
                     pipeline.drain()
-                    clients[0].request(CMD_READ, 0, 512)
-                except Disconnected:
-                    pass
+                    for client in clients:
+                        client.close()
+                    server.kill()
+                    totals['at close'] += 1
                 else:
-                    raise AssertionError('%s: no disconnect after the kill' % what)
+                    totals['in flight'] += pipeline.in_flight()
+                    model.in_flight_at_kill((s, e) for s, e, _ in pipeline.ranges.values())
+                    server.kill()
+                    # The client sees the connection go.
+                    try:
+                        pipeline.drain()
+                        clients[0].request(CMD_READ, 0, 512)
+                    except Disconnected:
+                        pass
+                    else:
+                        raise AssertionError('%s: no disconnect after the kill' % what)
             except Disconnected:
                 raise AssertionError('%s: disconnected before the kill' % what)
             for client in clients:
@@ -890,9 +975,11 @@ class KillTests:
         totals['requests'] += sent
 
         try:
-            self.check_after_kill(image, model, totals, differencing)
+            dirty = self.check_after_kill(image, model, totals, differencing)
         except AssertionError as e:
             raise AssertionError('%s: %s' % (what, e))
+        if at_close and not dirty:
+            totals['closed first'] += 1
 
     def parent(self, size):
         """The parent of the differencing rounds, made once: data in some
@@ -967,6 +1054,7 @@ class KillTests:
         raw = self.path('kill.raw')
         disk = vhdx_cat(image, raw, into=self.disk)
         totals['newer units'] += model.check(disk)
+        totals['torn sectors'] += model.torn_sectors
 
         result, report = vhdx_json('check', image, '--repair')
         check_ok(result, 'vhdx check --repair')
@@ -986,6 +1074,7 @@ class KillTests:
                      'qemu-img compare of the repaired image with the read before the repair')
         expect(vhdx_cat(image, raw, into=self.repaired) == disk,
                'the repaired image reads otherwise')
+        return dirty
 
 
 # guestfish writing ext4 file systems.
