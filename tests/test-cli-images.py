@@ -292,7 +292,7 @@ class Tests:
         # A dynamic image stores only blocks that hold data.
         img = self.path('rt-sparse.vhdx')
         ok([TOOL, 'convert', '--block-size=1M', raw, img])
-        info = json.loads(ok([TOOL, 'info', '--json', img]).stdout)
+        info = json.loads(ok([TOOL, 'info', '--json', '--allocated', img]).stdout)
         # Blocks 0, 4, 5, 33 and 34, and the 12 KiB last block 70: bytes of
         # the virtual disk, which ends 12 KiB into block 70.
         expect_equal(sorted(vhdxspec.Vhdx(img).stored_blocks()), [0, 4, 5, 33, 34, 70],
@@ -345,7 +345,7 @@ class Tests:
         expect_equal(found.get('Parent identifier'),
                      vhdxspec.Vhdx(base).header['data-write-guid'], 'vhdiinfo parent identifier')
         expect_equal(spec.virtual_size, 64 * MiB, 'VirtualDiskSize of the child')
-        info = json.loads(ok([TOOL, 'info', '--json', child]).stdout)
+        info = json.loads(ok([TOOL, 'info', '--json', '--allocated', child]).stdout)
         data = info['format-specific']['data']
         expect_equal(data['disk-type'], 'differencing', 'disk type')
         # Only the differing sectors are stored: 1 + 16 + 6144 sectors.

@@ -204,7 +204,7 @@ class Tests:
 
     def info_json(self, name):
         img = self.image(name)
-        info = json.loads(check_ok(vhdx('info', '--json', img.path), 'info').stdout)
+        info = json.loads(check_ok(vhdx('info', '--json', '--allocated', img.path), 'info').stdout)
         data = info['format-specific']['data']
         # The keys qemu-img info shares, and the file's allocation.
         for key in ('format', 'virtual-size', 'cluster-size', 'dirty-flag', 'actual-size'):
@@ -289,7 +289,7 @@ class Tests:
                 made = json.load(f)
             if made['dirty'] is not None:
                 self.expect_qemu_replays(path, raw)
-            info = json.loads(check_ok(vhdx('info', '--json', path), 'info').stdout)
+            info = json.loads(check_ok(vhdx('info', '--json', '--allocated', path), 'info').stdout)
             data = info['format-specific']['data']
             stored = made['stored-bytes'] + (made['dirty']['length'] if made['dirty'] else 0)
             expect_equal({
@@ -637,6 +637,109 @@ class Tests:
         for img in self.images().values():
             vhdx('check', img.path)
             expect_equal(sha256_file(img.path), img.sha256, '%s modified' % img.path)
+
+    # info reads no BAT unless asked to count (--allocated)
+
+    def test_info_reads_no_bat(self):
+        img = self.image('dynamic')
+        path = self.path('bat-damaged.vhdx')
+        shutil.copyfile(img.path, path)
+        spec = vhdxspec.Vhdx(path)
+        with open(path, 'r+b') as f:
+            # State 5 is no BAT entry state of MS-VHDX: only a scan finds it.
+            f.seek(spec.bat_offset)
+            f.write(struct.pack('<Q', 5))
+        info = json.loads(check_ok(vhdx('info', '--json', path), 'info').stdout)
+        expect('allocated-bytes' not in info['format-specific']['data'],
+               'allocated-bytes without --allocated')
+        out = check_ok(vhdx('info', path), 'info').stdout.decode()
+        expect('Allocated' not in out, 'an Allocated line without --allocated: %r' % out)
+        for args in (['info', '--allocated', path], ['info', '--allocated', '--json', path]):
+            result = vhdx(*args)
+            expect_equal(result.returncode, 1, '%s of a damaged BAT' % ' '.join(args[:-1]))
+        os.unlink(path)
+
+    def test_info_allocated(self):
+        img = self.image('dynamic')
+        out = check_ok(vhdx('info', '--allocated', img.path), 'info').stdout.decode()
+        expect(re.search(r'^Allocated: +.*\(%d bytes\)$' % img.allocated_bytes(), out, re.M),
+               'Allocated line of --allocated: %r' % out)
+
+    # convert to raw: the kernel's copy, the buffer's, and --no-sync
+
+    def expect_raw_copy(self, source, out, want, what, *options):
+        check_ok(vhdx('convert', '-O', 'raw', *options, source, out), 'convert ' + what)
+        expect_equal(sha256_file(out), sha256_file(want), what)
+        expect_equal(os.path.getsize(out), os.path.getsize(want), what + ': size')
+        leftovers = [n for n in os.listdir(os.path.dirname(out))
+                     if n.startswith(os.path.basename(out) + '.')]
+        expect(not leftovers, what + ': temporary files left: %r' % leftovers)
+        os.unlink(out)
+
+    def test_convert_raw_paths(self):
+        img = self.image('dynamic')
+        raw = self.path('dynamic.expected.raw')
+        with open(raw, 'wb') as f:
+            f.write(img.raw)
+        self.expect_raw_copy(img.path, self.path('c1.raw'), raw, 'one file system')
+        self.expect_raw_copy(img.path, self.path('c2.raw'), raw, '--no-sync', '--no-sync')
+        # A raw source, copied the same way.
+        self.expect_raw_copy(raw, self.path('c3.raw'), raw, 'raw source')
+        # Another file system: copy_file_range() cannot copy there (EXDEV), the buffer does.
+        shm = '/dev/shm'
+        if os.path.isdir(shm) and os.stat(shm).st_dev != os.stat(self.workdir).st_dev:
+            out = os.path.join(shm, 'vhdx-test-cli-%d.raw' % os.getpid())
+            try:
+                self.expect_raw_copy(img.path, out, raw, 'to another file system')
+            finally:
+                if os.path.exists(out):
+                    os.unlink(out)
+        os.unlink(raw)
+
+    def test_convert_raw_dirty_log(self):
+        # The file is not what the disk reads until the log is replayed: the
+        # data must come through the engine, not straight from the file.
+        if not MKIMAGE:
+            raise Skip('VHDX_MKIMAGE not set')
+        path = self.path('conv-dirty.vhdx')
+        raw = self.path('conv-dirty.raw')
+        described = self.path('conv-dirty.json')
+        check_ok(run([MKIMAGE, '--size', '16M', '--block-size', '1M', '--pattern', '0:6M:1',
+                      '--dirty', '--describe', described, '--raw', raw, path]), 'vhdx-mkimage')
+        with open(described, encoding='utf-8') as f:
+            dirty = json.load(f)['dirty']
+        expect(dirty is not None, 'the image has a log to replay')
+        # A second data descriptor in the log entry rewrites one sector of
+        # block 0, whose payload the file holds: the file's bytes there are
+        # then not the disk's until the log is replayed.
+        sector = 3 * 4096
+        payload = vhdxspec.Vhdx(path).stored_blocks()[0]
+        new_sector = bytes((i * 7 + 1) % 251 for i in range(4096))
+        with open(path, 'r+b') as f:
+            f.seek(dirty['log-entry-offset'])
+            entry = bytearray(f.read(dirty['log-entry-length']))
+            (count,) = struct.unpack_from('<I', entry, 24)
+            (sequence,) = struct.unpack_from('<Q', entry, 16)
+            expect(64 + 32 * (count + 1) <= 4096, 'room for one more descriptor')
+            struct.pack_into('<4s4s8sQQ', entry, 64 + 32 * count, b'desc', new_sector[-4:],
+                             new_sector[:8], payload + sector, sequence)
+            entry += struct.pack('<4sI', b'data', sequence >> 32) + new_sector[8:-4] + \
+                struct.pack('<I', sequence & 0xFFFFFFFF)
+            struct.pack_into('<II', entry, 4, 0, len(entry))
+            struct.pack_into('<I', entry, 24, count + 1)
+            struct.pack_into('<I', entry, 4, vhdxspec.crc32c(bytes(entry)))
+            f.seek(dirty['log-entry-offset'])
+            f.write(entry)
+        with open(raw, 'r+b') as f:
+            f.seek(sector)
+            f.write(new_sector)
+        expect_equal(sha256_of_output([TOOL, 'cat', path]), sha256_file(raw),
+                     'vhdx cat of the image with the longer log entry')
+        before = sha256_file(path)
+        self.expect_raw_copy(path, self.path('conv-dirty.out.raw'), raw, 'dirty image')
+        self.expect_raw_copy(path, self.path('conv-dirty.out.raw'), raw, 'dirty, --no-sync',
+                             '--no-sync')
+        expect_equal(sha256_file(path), before, 'the dirty image modified')
 
 
 def main():

@@ -260,8 +260,18 @@ static const Op orders[][N_OPS] = {
 static gboolean
 extents_equal (GArray *a, GArray *b)
 {
-        return a->len == b->len &&
-               memcmp (a->data, b->data, (gsize) a->len * sizeof (VhdxMapExtent)) == 0;
+        if (a->len != b->len)
+                return FALSE;
+        /* Field by field: the structure has padding. */
+        for (guint i = 0; i < a->len; i++) {
+                const VhdxMapExtent *x = &g_array_index (a, VhdxMapExtent, i);
+                const VhdxMapExtent *y = &g_array_index (b, VhdxMapExtent, i);
+                if (x->offset != y->offset || x->length != y->length || x->kind != y->kind ||
+                    x->present != y->present || x->file_offset != y->file_offset ||
+                    x->depth != y->depth)
+                        return FALSE;
+        }
+        return TRUE;
 }
 
 /* Run @op; when it succeeds, its result must be the clean run's. */

@@ -5,8 +5,12 @@
  * and compare every byte and extent with what the image holds.  Images: a
  * dynamic disk large enough for several BAT pages, a differencing chain with
  * partly present blocks in two chunks, and an image with a dirty log read
- * through its in-memory replay.  `./run tsan` runs this under
- * ThreadSanitizer.
+ * through its in-memory replay.  Then concurrent writes: threads that own
+ * interleaved 4 KiB stripes of a dynamic and of a differencing image write,
+ * zero and read back their stripes at once, racing to give the same blocks
+ * space and to set bits of the same sector bitmap pages, with flushes in
+ * between; the disk read back after the close must hold every thread's
+ * last data.  `./run tsan` runs this under ThreadSanitizer.
  *
  * The expected bytes come from the generator's raw disk, from the model of
  * the runs each level of the chain wrote, and for the dirty log from the
@@ -17,6 +21,7 @@
 #include "vhdx-gen.h"
 #include "vhdx-log-writer.h"
 #include "vhdx-create.h"
+#include "vhdx-writer.h"
 
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -63,6 +68,22 @@ g_mutex_unlock (GMutex *mutex)
                 real = (void (*) (GMutex *)) dlsym (RTLD_NEXT, "g_mutex_unlock");
         __tsan_release (mutex);
         real (mutex);
+}
+
+/* Reference counts are GLib atomics too: each release of a reference
+ * orders what its holder did before the free of the last one. */
+void
+g_bytes_unref (GBytes *bytes)
+{
+        static void (*real) (GBytes *);
+
+        if (real == NULL)
+                real = (void (*) (GBytes *)) dlsym (RTLD_NEXT, "g_bytes_unref");
+        if (bytes != NULL) {
+                __tsan_release (bytes);
+                __tsan_acquire (bytes);
+        }
+        real (bytes);
 }
 #endif
 
@@ -509,6 +530,169 @@ scenario_dirty (void)
         return s;
 }
 
+/* Concurrent writes. */
+
+#define STRIPE          4096
+#define N_WRITERS       4
+#define N_WRITES        150
+#define WRITE_DISK_SIZE (12 * MiB)
+
+typedef struct {
+        VhdxFile *file;
+        guint index;
+        guint8 *model;   /* the whole disk; each thread changes its own stripes only */
+        gboolean halves; /* two threads, halves of the same sectors */
+} Writer;
+
+static gboolean
+owns (const Writer *w, guint64 stripe)
+{
+        return stripe % N_WRITERS == w->index;
+}
+
+static gpointer
+writer_thread (gpointer data)
+{
+        Writer *w = data;
+        g_autoptr (GRand) rand = g_rand_new_with_seed (100 + w->index);
+        guint8 buf[2 * STRIPE];
+        guint64 stripes = WRITE_DISK_SIZE / STRIPE;
+
+        if (w->halves) {
+                /* Each thread its own half of the same sectors: each write is
+                 * read, merged and written whole by the engine. */
+                for (guint i = 0; i < 20 * N_WRITES; i++) {
+                        g_autoptr (GError) error = NULL;
+                        guint64 sector = (guint64) g_rand_int_range (rand, 0, 4);
+                        guint64 offset = sector * 512 + w->index * 256;
+                        for (guint j = 0; j < 256; j++)
+                                buf[j] = (guint8) g_rand_int (rand);
+                        test_assert_ok (vhdx_file_write (w->file, offset, buf, 256,
+                                                         VHDX_WRITE_FLAGS_NONE, &error),
+                                        error);
+                        memcpy (w->model + offset, buf, 256);
+                }
+                return NULL;
+        }
+        for (guint i = 0; i < N_WRITES; i++) {
+                g_autoptr (GError) error = NULL;
+                guint64 stripe =
+                        (guint64) g_rand_int_range (rand, 0, (gint32) (stripes / N_WRITERS)) *
+                                N_WRITERS +
+                        w->index;
+                guint64 offset = stripe * STRIPE;
+                guint pick = g_rand_int_range (rand, 0, 10);
+
+                g_assert_true (owns (w, stripe));
+                if (pick < 7) {
+                        /* A part of the stripe, sometimes parts of sectors. */
+                        guint64 start = (guint64) g_rand_int_range (rand, 0, STRIPE - 1);
+                        guint64 n =
+                                (guint64) g_rand_int_range (rand, 1, (gint32) (STRIPE - start) + 1);
+                        if (pick < 4) {
+                                start = start / 512 * 512;
+                                n = (n + 511) / 512 * 512;
+                                n = MIN (n, STRIPE - start);
+                        }
+                        for (guint64 j = 0; j < n; j++)
+                                buf[j] = (guint8) g_rand_int (rand);
+                        test_assert_ok (vhdx_file_write (w->file, offset + start, buf, n,
+                                                         VHDX_WRITE_FLAGS_NONE, &error),
+                                        error);
+                        memcpy (w->model + offset + start, buf, n);
+                } else if (pick < 8) {
+                        test_assert_ok (vhdx_file_write_zeroes (w->file, offset, STRIPE,
+                                                                VHDX_WRITE_FLAGS_MAY_UNMAP, &error),
+                                        error);
+                        memset (w->model + offset, 0, STRIPE);
+                } else if (pick < 9) {
+                        test_assert_ok (vhdx_file_flush (w->file, &error), error);
+                }
+                /* Read back a stripe of this thread's. */
+                test_assert_ok (vhdx_file_read (w->file, offset, buf, STRIPE, &error), error);
+                test_assert_bytes_equal (buf, w->model + offset, STRIPE, offset,
+                                         "a stripe read back while others write");
+        }
+        return NULL;
+}
+
+static void
+test_concurrent_writes (gconstpointer data)
+{
+        guint mode = GPOINTER_TO_UINT (data); /* 0 dynamic, 1 differencing, 2 halves of sectors */
+        gboolean differencing = mode != 0;
+        g_autoptr (GError) error = NULL;
+        g_autofree char *dir = test_tmpdir_new ();
+        g_autofree char *base = g_build_filename (dir, "base.vhdx", NULL);
+        g_autofree char *path = g_build_filename (dir, "disk.vhdx", NULL);
+        g_autofree guint8 *model = g_malloc0 (WRITE_DISK_SIZE);
+        g_autofree guint8 *found = g_malloc (WRITE_DISK_SIZE);
+        Writer writers[N_WRITERS];
+        GThread *threads[N_WRITERS];
+        VhdxCreateParams params = { .disk_type = VHDX_DISK_TYPE_DYNAMIC,
+                                    .virtual_size = WRITE_DISK_SIZE,
+                                    .block_size = 1 * MiB };
+        VhdxOpenOptions options = { .path = path };
+
+        if (differencing) {
+                VhdxIo *io;
+                for (guint64 i = 0; i < WRITE_DISK_SIZE; i++)
+                        model[i] = (guint8) (i / 512 + 3);
+                io = vhdx_io_new_fd (open (base, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
+                                     TRUE);
+                {
+                        g_autoptr (VhdxCreator) c = vhdx_creator_new (io, &params, &error);
+                        g_assert_no_error (error);
+                        test_assert_ok (vhdx_creator_write (c, 0, model, WRITE_DISK_SIZE, &error),
+                                        error);
+                        test_assert_ok (vhdx_creator_finish (c, &error), error);
+                }
+                vhdx_io_free (io);
+                {
+                        g_autoptr (VhdxFile) parent = test_open_path (base, &error);
+                        g_assert_no_error (error);
+                        params.parent_data_write_guid =
+                                vhdx_file_get_info (parent)->data_write_guid;
+                }
+                params.disk_type = VHDX_DISK_TYPE_DIFFERENCING;
+                params.parent_relative_path = "base.vhdx";
+                params.block_size = 2 * MiB;
+        }
+        {
+                VhdxIo *io =
+                        vhdx_io_new_fd (open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
+                                        TRUE);
+                g_autoptr (VhdxCreator) c = vhdx_creator_new (io, &params, &error);
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_creator_finish (c, &error), error);
+                vhdx_io_free (io);
+        }
+        {
+                VhdxIo *io = vhdx_io_open_path (path, TRUE, &error);
+                g_autoptr (VhdxFile) file = NULL;
+                guint n = mode == 2 ? 2 : N_WRITERS;
+
+                g_assert_no_error (error);
+                file = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_READ_WRITE, &options, &error);
+                g_assert_no_error (error);
+                for (guint i = 0; i < n; i++) {
+                        writers[i] = (Writer){ file, i, model, mode == 2 };
+                        threads[i] = g_thread_new ("writer", writer_thread, &writers[i]);
+                }
+                for (guint i = 0; i < n; i++)
+                        g_thread_join (threads[i]);
+                test_assert_ok (vhdx_file_close (file, &error), error);
+        }
+        {
+                g_autoptr (VhdxFile) file = test_open_path (path, &error);
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, 0, found, WRITE_DISK_SIZE, &error), error);
+                test_assert_bytes_equal (found, model, WRITE_DISK_SIZE, 0,
+                                         "the disk after the concurrent writes");
+        }
+        test_tmpdir_free (g_steal_pointer (&dir));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -523,5 +707,11 @@ main (int argc, char **argv)
                 g_autofree char *path = g_strdup_printf ("/threads/%s", s->name);
                 g_test_add_data_func (path, s, test_concurrent_reads);
         }
+        g_test_add_data_func ("/threads/writes/dynamic", GUINT_TO_POINTER (0),
+                              test_concurrent_writes);
+        g_test_add_data_func ("/threads/writes/differencing", GUINT_TO_POINTER (1),
+                              test_concurrent_writes);
+        g_test_add_data_func ("/threads/writes/halves-of-sectors", GUINT_TO_POINTER (2),
+                              test_concurrent_writes);
         return g_test_run ();
 }

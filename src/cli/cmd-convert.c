@@ -24,6 +24,7 @@ typedef struct {
         const char *path;
         VhdxFile *vhdx; /* NULL for a raw image */
         int fd;         /* raw images */
+        int image_fd;   /* a VHDX image's own file, to copy its data from, or -1 */
         guint64 size;
         struct stat st;
 } Source;
@@ -35,6 +36,9 @@ source_clear (Source *source)
         if (source->fd >= 0)
                 close (source->fd);
         source->fd = -1;
+        if (source->image_fd >= 0)
+                close (source->image_fd);
+        source->image_fd = -1;
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Source, source_clear)
@@ -48,6 +52,7 @@ source_open (Source *source, const char *path, const CliParentOptions *parents, 
 
         source->path = path;
         source->fd = -1;
+        source->image_fd = -1;
         fd = vhdx_open_image_fd (path, FALSE, &source->st, error);
         if (fd < 0)
                 return FALSE;
@@ -55,11 +60,24 @@ source_open (Source *source, const char *path, const CliParentOptions *parents, 
         if (!vhdx_probe (io, &is_vhdx, error))
                 return FALSE;
         if (is_vhdx) {
+                struct stat opened;
+
+                /* Kept to copy data extents straight from the file: only
+                 * when it is the file the engine opened, and only while the
+                 * file holds what the disk reads (no log replayed in memory
+                 * over it). */
+                source->image_fd = dup (fd);
                 g_clear_pointer (&io, vhdx_io_free);
-                source->vhdx = cli_open_image (path, VHDX_OPEN_FLAGS_NONE, parents, NULL, error);
+                source->vhdx = cli_open_image (path, VHDX_OPEN_FLAGS_NONE, parents, &opened, error);
                 if (source->vhdx == NULL)
                         return FALSE;
                 source->size = vhdx_file_get_info (source->vhdx)->virtual_size;
+                if (source->image_fd >= 0 &&
+                    (opened.st_dev != source->st.st_dev || opened.st_ino != source->st.st_ino ||
+                     vhdx_file_get_info (source->vhdx)->log_state != VHDX_LOG_STATE_CLEAN)) {
+                        close (source->image_fd);
+                        source->image_fd = -1;
+                }
                 return TRUE;
         }
         if (!vhdx_io_get_size (io, &source->size, error))
@@ -242,45 +260,226 @@ fail (Failure *failure, const char *path, GError *error)
         return FALSE;
 }
 
-/* Copy the data of @source into the raw file @fd, leaving holes wherever the disk reads as zeros.
+/*
+ * The raw copy.  The data of the disk is copied a chunk at a time, and a
+ * chunk that reads as zeros is left a hole.  A chunk whose first bytes are
+ * not zeros cannot be a hole, so it is copied without reading it into
+ * memory: with copy_file_range() from where the source file holds it (a
+ * VHDX image's data extents of its own file, or a raw file), which the
+ * kernel copies from page cache to page cache.  Only the chunks that begin
+ * with zeros, and every chunk where the kernel cannot copy between the two
+ * files (EXDEV between file systems), go through the buffer.
  */
-static gboolean
-convert_to_raw (Source *source, int fd, const char *dst, ToolProgress *progress, Failure *failure)
-{
-        g_auto (DataCursor) cursor;
-        g_autofree guint8 *buf = g_malloc (CLI_CHUNK_SIZE);
-        GError *error = NULL;
 
-        data_cursor_init (&cursor, source->vhdx, source->fd, source->size);
+/* How much of a chunk is looked at to tell it cannot be a hole. */
+#define RAW_PROBE_SIZE ((gsize) 4096)
+
+/* How far behind the copy the write-back is waited for, with sync. */
+#define RAW_WRITE_BACK_LAG (8 * (guint64) CLI_CHUNK_SIZE)
+
+typedef struct {
+        Source *source;
+        int fd; /* the output */
+        gboolean sync;
+        gboolean can_copy;    /* copy_file_range() works between the two files */
+        guint8 *buf;          /* CLI_CHUNK_SIZE */
+        guint64 written_back; /* the output before this offset is on the disk */
+} RawCopy;
+
+/* The file of the source that holds [@offset, ...) of @extent as it is,
+ * and where: -1 when none does (a parent's data, or through a log). */
+static int
+source_file_range (Source *source,
+                   const VhdxMapExtent *extent,
+                   guint64 offset,
+                   guint64 *file_offset)
+{
+        if (source->vhdx == NULL) {
+                *file_offset = offset;
+                return source->fd;
+        }
+        if (source->image_fd < 0 || extent->depth != 0 || extent->kind != VHDX_EXTENT_DATA)
+                return -1;
+        *file_offset = extent->file_offset + (offset - extent->offset);
+        return source->image_fd;
+}
+
+/* Copy @n bytes from @in at @in_offset to @out at @offset in the kernel;
+ * FALSE (errno 0 when the source ended early) when not all were copied. */
+static gboolean
+copy_range (int in, guint64 in_offset, int out, guint64 offset, gsize n, gsize *done)
+{
+        *done = 0;
+        while (*done < n) {
+                off_t from = (off_t) (in_offset + *done);
+                off_t to = (off_t) (offset + *done);
+                ssize_t r = copy_file_range (in, &from, out, &to, n - *done, 0);
+
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0) {
+                        if (r == 0)
+                                errno = 0;
+                        return FALSE;
+                }
+                *done += (gsize) r;
+        }
+        return TRUE;
+}
+
+/* With sync: start writing back [@start, @end) now, and wait for what was
+ * written well before, so that dirty pages never pile up and the final
+ * fsync() waits for the last chunks only. */
+static void
+raw_copy_write_back (RawCopy *copy, guint64 start, guint64 end)
+{
+        if (!copy->sync)
+                return;
+        (void) sync_file_range (copy->fd, (off_t) start, (off_t) (end - start),
+                                SYNC_FILE_RANGE_WRITE);
+        if (end > copy->written_back + RAW_WRITE_BACK_LAG) {
+                guint64 upto = end - RAW_WRITE_BACK_LAG;
+
+                (void) sync_file_range (copy->fd, (off_t) copy->written_back,
+                                        (off_t) (upto - copy->written_back),
+                                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                                SYNC_FILE_RANGE_WAIT_AFTER);
+                copy->written_back = upto;
+        }
+}
+
+/* One chunk, [@offset, @offset + @n) of @extent, @n at most CLI_CHUNK_SIZE. */
+static gboolean
+raw_copy_chunk (RawCopy *copy,
+                const VhdxMapExtent *extent,
+                guint64 offset,
+                gsize n,
+                const char *dst,
+                Failure *failure)
+{
+        Source *source = copy->source;
+        GError *error = NULL;
+        guint64 file_offset = 0;
+        int in = copy->can_copy ? source_file_range (source, extent, offset, &file_offset) : -1;
+
+        if (in >= 0) {
+                gsize probe = MIN (n, RAW_PROBE_SIZE);
+                gsize done = 0;
+
+                if (!source_read (source, offset, copy->buf, probe, &error))
+                        return fail (failure, source->path, error);
+                if (!buffer_is_zero (copy->buf, probe)) {
+                        if (copy_range (in, file_offset, copy->fd, offset, n, &done)) {
+                                raw_copy_write_back (copy, offset, offset + n);
+                                return TRUE;
+                        }
+                        if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                            errno == EOPNOTSUPP || errno == EBADF || errno == EPERM) {
+                                /* Not between these two files: the buffer from now on. */
+                                copy->can_copy = FALSE;
+                        } else if (errno != 0) {
+                                vhdx_set_error_from_errno (&error, errno);
+                                return fail (failure, dst, error);
+                        }
+                        /* The rest is read as the engine reads it (a file that
+                         * ends early is its error), and cannot be a hole once
+                         * some of the chunk was copied. */
+                        if (done > 0) {
+                                offset += done;
+                                n -= done;
+                                if (!source_read (source, offset, copy->buf, n, &error))
+                                        return fail (failure, source->path, error);
+                                if (!pwrite_all (copy->fd, copy->buf, n, offset, &error))
+                                        return fail (failure, dst, error);
+                                raw_copy_write_back (copy, offset - done, offset + n);
+                                return TRUE;
+                        }
+                }
+        }
+        if (!source_read (source, offset, copy->buf, n, &error))
+                return fail (failure, source->path, error);
+        if (!buffer_is_zero (copy->buf, n)) {
+                if (!pwrite_all (copy->fd, copy->buf, n, offset, &error))
+                        return fail (failure, dst, error);
+                raw_copy_write_back (copy, offset, offset + n);
+        }
+        return TRUE;
+}
+
+/* The chunks of [@start, @end) of @extent. */
+static gboolean
+raw_copy_extent (RawCopy *copy,
+                 const VhdxMapExtent *extent,
+                 guint64 start,
+                 guint64 end,
+                 const char *dst,
+                 ToolProgress *progress,
+                 Failure *failure)
+{
+        for (guint64 offset = start; offset < end;) {
+                gsize n = (gsize) MIN (end - offset, CLI_CHUNK_SIZE);
+
+                if (!raw_copy_chunk (copy, extent, offset, n, dst, failure))
+                        return FALSE;
+                offset += n;
+                tool_progress_update (progress, offset);
+        }
+        return TRUE;
+}
+
+/* Copy the data of @source into the raw file @fd, leaving holes wherever the disk reads as
+ * zeros; with @sync, writing it back as it goes, for the caller's fsync(). */
+static gboolean
+convert_to_raw (Source *source,
+                int fd,
+                const char *dst,
+                gboolean sync,
+                ToolProgress *progress,
+                Failure *failure)
+{
+        g_autofree guint8 *buf = g_malloc (CLI_CHUNK_SIZE);
+        RawCopy copy = { source, fd, sync, TRUE, buf, 0 };
+        GError *error = NULL;
+        VhdxMapIter iter;
+        VhdxMapExtent extent;
+        gboolean ok = TRUE;
+
         if (ftruncate (fd, (off_t) source->size) < 0) {
                 vhdx_set_error_from_errno (&error, errno);
                 return fail (failure, dst, error);
         }
-        for (;;) {
-                guint64 offset, end;
+        if (source->vhdx == NULL) {
+                /* A raw source: its data segments, which its own file holds. */
+                g_auto (DataCursor) cursor;
 
-                if (!data_cursor_advance (&cursor, &error))
-                        return fail (failure, source->path, error);
-                if (cursor.done)
-                        break;
-                for (offset = cursor.start, end = cursor.end; offset < end;) {
-                        gsize n = (gsize) MIN (end - offset, CLI_CHUNK_SIZE);
-
-                        if (!source_read (source, offset, buf, n, &error))
+                data_cursor_init (&cursor, NULL, source->fd, source->size);
+                for (;;) {
+                        if (!data_cursor_advance (&cursor, &error))
                                 return fail (failure, source->path, error);
-                        if (!buffer_is_zero (buf, n)) {
-                                if (!pwrite_all (fd, buf, n, offset, &error))
-                                        return fail (failure, dst, error);
-                                /* Write back now: the disk works while the next chunks
-                                 * are copied, and the final fsync() waits for less. */
-                                (void) sync_file_range (fd, (off_t) offset, (off_t) n,
-                                                        SYNC_FILE_RANGE_WRITE);
-                        }
-                        offset += n;
-                        tool_progress_update (progress, offset);
+                        if (cursor.done)
+                                return TRUE;
+                        extent = (VhdxMapExtent){ .offset = cursor.start,
+                                                  .length = cursor.end - cursor.start,
+                                                  .kind = VHDX_EXTENT_DATA,
+                                                  .present = TRUE,
+                                                  .file_offset = cursor.start };
+                        if (!raw_copy_extent (&copy, &extent, cursor.start, cursor.end, dst,
+                                              progress, failure))
+                                return FALSE;
                 }
         }
-        return TRUE;
+        /* A VHDX source: its data extents; holes and zero blocks stay holes. */
+        vhdx_map_iter_init (&iter, source->vhdx, 0, source->size);
+        while (ok && vhdx_map_iter_next (&iter, &extent, &error)) {
+                if (extent.kind == VHDX_EXTENT_DATA)
+                        ok = raw_copy_extent (&copy, &extent, extent.offset,
+                                              extent.offset + extent.length, dst, progress,
+                                              failure);
+        }
+        vhdx_map_iter_clear (&iter);
+        if (error != NULL)
+                return fail (failure, source->path, error);
+        return ok;
 }
 
 /* Options that shape a new VHDX image. */
@@ -637,6 +836,7 @@ int
 cli_cmd_convert (int argc, char **argv)
 {
         gboolean show_progress = FALSE;
+        gboolean no_sync = FALSE;
         g_autofree char *output_format = NULL;
         /* --source-parent, and how the parents of SOURCE and PARENT are found. */
         g_auto (CliParentOptions) source_parents = { 0 };
@@ -645,6 +845,10 @@ cli_cmd_convert (int argc, char **argv)
         const GOptionEntry entries[] = {
                 { "progress", 'p', 0, G_OPTION_ARG_NONE, &show_progress,
                   N_ ("Show progress on a terminal"), NULL },
+                { "no-sync", 0, 0, G_OPTION_ARG_NONE, &no_sync,
+                  N_ ("Do not wait for DESTINATION to reach the disk (faster; a crash may lose "
+                      "it)"),
+                  NULL },
                 { "output-format", 'O', 0, G_OPTION_ARG_STRING, &output_format,
                   N_ ("raw or vhdx (default: vhdx when DESTINATION ends in .vhdx or .avhdx)"),
                   N_ ("FORMAT") },
@@ -688,7 +892,15 @@ cli_cmd_convert (int argc, char **argv)
                    "Hyper-V's defaults: 32 MiB blocks, 2 MiB for a differencing image.\n"
                    "DESTINATION is written under a temporary name in the same directory\n"
                    "and renamed into place only when complete; an existing DESTINATION\n"
-                   "is replaced.\n"
+                   "is replaced.  It is on the disk (synced, with its directory) when\n"
+                   "convert exits, as after `qemu-img convert` and `sync DESTINATION`;\n"
+                   "with --no-sync it is left to the kernel to write back, as `cp` and\n"
+                   "`qemu-img convert -t unsafe` leave a copy, and a crash soon after\n"
+                   "may lose it.\n"
+                   "\n"
+                   "Raw output is copied by the kernel (copy_file_range) from the data\n"
+                   "blocks of the source file wherever both files are on one file\n"
+                   "system; the holes of the source are never read.\n"
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
@@ -714,9 +926,9 @@ cli_cmd_convert (int argc, char **argv)
         tool_progress_start (&progress, show_progress, NULL, source.size);
         ok = to_vhdx ? convert_to_vhdx (&source, output.fd, args[1], &params, parent, &progress,
                                         &failure)
-                     : convert_to_raw (&source, output.fd, args[1], &progress, &failure);
+                     : convert_to_raw (&source, output.fd, args[1], !no_sync, &progress, &failure);
         source_clear (&source);
-        if (ok && !tool_output_commit (&output, &failure.error)) {
+        if (ok && !tool_output_commit_full (&output, !no_sync, &failure.error)) {
                 failure.path = args[1];
                 ok = FALSE;
         }

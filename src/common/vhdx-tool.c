@@ -370,6 +370,32 @@ tool_output_commit (ToolOutput *output, GError **error)
         return TRUE;
 }
 
+gboolean
+tool_output_commit_full (ToolOutput *output, gboolean sync, GError **error)
+{
+        sigset_t old;
+        int fd;
+
+        if (sync)
+                return tool_output_commit (output, error);
+        fd = output->fd;
+        output->fd = -1;
+        if (close (fd) < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        block_cleanup_signals (TRUE, &old);
+        if (rename (output->path, output->destination) < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                block_cleanup_signals (FALSE, &old);
+                return FALSE;
+        }
+        g_clear_pointer (&output->path, g_free);
+        cleanup_armed = 0;
+        block_cleanup_signals (FALSE, &old);
+        return TRUE;
+}
+
 void
 tool_output_clear (ToolOutput *output)
 {

@@ -99,6 +99,11 @@ G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_create (ToolOutput *output,
                                                        GError **error);
 /* fsync, rename into place, sync the directory. */
 G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_commit (ToolOutput *output, GError **error);
+/* tool_output_commit() without either sync (@sync FALSE): the file is in
+ * place, and the kernel writes it back when it will, as `cp` leaves a copy. */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_commit_full (ToolOutput *output,
+                                                            gboolean sync,
+                                                            GError **error);
 /* Remove the temporary file (if any); also what g_auto() does. */
 void tool_output_clear (ToolOutput *output);
 

@@ -232,8 +232,10 @@ vhdx_chain_open_parent (VhdxFile *file,
         g_autoptr (GError) local_error = NULL;
         /* Parents are read-only; how a missing or mismatched parent is taken
          * holds for the whole chain. */
+        /* Parents are read-only: locked shared, or not at all with force-share. */
         VhdxOpenFlags parent_flags = file->flags & (VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT |
-                                                    VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH);
+                                                    VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH |
+                                                    VHDX_OPEN_FLAGS_FORCE_SHARE);
         gboolean found = FALSE;
 
         if (file->flags & VHDX_OPEN_FLAGS_NO_PARENT) {

@@ -22,4 +22,15 @@ guint32 vhdx_crc32c_with_zero_field (const guint8 *data, gsize len, gsize checks
  * a duration does not. */
 guint64 vhdx_crc32c_get_bytes_checksummed (void);
 
+/* Which implementation computes the checksums: the CPU's CRC-32C instruction
+ * (SSE 4.2 on x86-64, the CRC extension on ARMv8) when the CPU has one, the
+ * tables otherwise. */
+gboolean vhdx_crc32c_uses_instruction (void);
+
+/* Test hook: with @table_only, the tables compute every checksum from now on,
+ * whatever the CPU has; without it, the choice is made again.  Returns whether
+ * the implementation asked for is the one in use (FALSE when the CPU has no
+ * instruction and !@table_only).  Not for use while other threads checksum. */
+gboolean vhdx_crc32c_set_table_only (gboolean table_only);
+
 G_END_DECLS

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -166,6 +167,12 @@ fd_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, GErro
         return vhdx_io_write_zeros (io, offset, length, error);
 }
 
+static gboolean
+fd_lock (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error)
+{
+        return vhdx_lock_image_fd (((VhdxIoFd *) io)->fd, mode, written, error);
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
@@ -175,6 +182,7 @@ static const VhdxIoVTable fd_vtable = {
         .identify = fd_identify,
         .next_data = fd_next_data,
         .zero_range = fd_zero_range,
+        .lock = fd_lock,
 };
 
 void
@@ -224,6 +232,130 @@ vhdx_open_image_fd (const char *path, gboolean writable, struct stat *st, GError
                 return -1;
         }
         return fd;
+}
+
+/*
+ * The bytes QEMU locks in an image it uses (block/file-posix.c): 100 + n for
+ * each permission n it uses, 200 + n for each it does not share with
+ * others, as OFD read locks; a conflict is another open file holding a
+ * lock on a byte this one needs to be free.  Permissions: 0 consistent
+ * read, 1 write, 3 resize.  A reader uses 0 and shares neither writing nor
+ * resizing; a writer uses 0, 1 and 3 and shares neither.
+ */
+#define LOCK_USE_BASE     100
+#define LOCK_UNSHARE_BASE 200
+#define PERM_READ         0
+#define PERM_WRITE        1
+#define PERM_RESIZE       3
+
+static int
+lock_byte (int fd, int byte, short type)
+{
+        struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+
+        return fcntl (fd, F_OFD_SETLK, &fl);
+}
+
+/* 1 when another open file holds a lock on @byte, 0 when none, -1 on error. */
+static int
+byte_is_locked (int fd, int byte)
+{
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+
+        if (fcntl (fd, F_OFD_GETLK, &fl) < 0)
+                return -1;
+        return fl.l_type != F_UNLCK;
+}
+
+static gboolean
+set_busy_error (GError **error, gboolean writer)
+{
+        g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                             writer ? _ ("Another process has the image open; it cannot be "
+                                         "written while it is in use")
+                                    : _ ("Another process is writing the image; sharing it "
+                                         "(force-share) reads it anyway, as it is at the moment"));
+        return FALSE;
+}
+
+gboolean
+vhdx_lock_image_fd (int fd, VhdxLockMode mode, gboolean *written, GError **error)
+{
+        static const int reader_use[] = { PERM_READ };
+        static const int writer_use[] = { PERM_READ, PERM_WRITE, PERM_RESIZE };
+        static const int unshared[] = { PERM_WRITE, PERM_RESIZE };
+        gboolean writer = mode == VHDX_LOCK_WRITER;
+        const int *use = writer ? writer_use : reader_use;
+        guint n_use = writer ? G_N_ELEMENTS (writer_use) : G_N_ELEMENTS (reader_use);
+        int locked;
+
+        if (written != NULL)
+                *written = FALSE;
+        if (mode == VHDX_LOCK_TEST) {
+                locked = byte_is_locked (fd, LOCK_USE_BASE + PERM_WRITE);
+                if (locked >= 0) {
+                        if (written != NULL)
+                                *written = locked;
+                        return TRUE;
+                }
+                /* Without OFD locks, nothing to tell. */
+                return TRUE;
+        }
+        /* A writer that becomes a reader gives the writing up. */
+        if (!writer && (lock_byte (fd, LOCK_USE_BASE + PERM_WRITE, F_UNLCK) < 0 ||
+                        lock_byte (fd, LOCK_USE_BASE + PERM_RESIZE, F_UNLCK) < 0))
+                goto no_ofd;
+        for (guint i = 0; i < n_use; i++) {
+                if (lock_byte (fd, LOCK_USE_BASE + use[i], F_RDLCK) < 0)
+                        goto no_ofd;
+        }
+        for (guint i = 0; i < G_N_ELEMENTS (unshared); i++) {
+                if (lock_byte (fd, LOCK_UNSHARE_BASE + unshared[i], F_RDLCK) < 0)
+                        goto no_ofd;
+        }
+        /* Nobody may refuse to share what this open uses... */
+        for (guint i = 0; i < n_use; i++) {
+                locked = byte_is_locked (fd, LOCK_UNSHARE_BASE + use[i]);
+                if (locked < 0)
+                        goto no_ofd;
+                if (locked)
+                        return set_busy_error (error, writer);
+        }
+        /* ...nor use what it does not share. */
+        for (guint i = 0; i < G_N_ELEMENTS (unshared); i++) {
+                locked = byte_is_locked (fd, LOCK_USE_BASE + unshared[i]);
+                if (locked < 0)
+                        goto no_ofd;
+                if (locked)
+                        return set_busy_error (error, writer);
+        }
+        return TRUE;
+
+no_ofd:
+        if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+                vhdx_set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        /* Without OFD locks (old kernels, some network file systems): the
+         * whole file, one writer or any readers. */
+        /* (flock() turns a writer's lock into a reader's in place.) */
+        if (flock (fd, (writer ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+                return TRUE;
+        if (errno == EWOULDBLOCK)
+                return set_busy_error (error, writer);
+        /* No locks at all here: nothing to take. */
+        if (errno == EINVAL || errno == ENOLCK || errno == EOPNOTSUPP)
+                return TRUE;
+        vhdx_set_error_from_errno (error, errno);
+        return FALSE;
+}
+
+gboolean
+vhdx_io_lock (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error)
+{
+        if (written != NULL)
+                *written = FALSE;
+        return io->vtable->lock == NULL || io->vtable->lock (io, mode, written, error);
 }
 
 VhdxIo *

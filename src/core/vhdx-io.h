@@ -12,6 +12,16 @@ G_BEGIN_DECLS
 
 typedef struct _VhdxIo VhdxIo;
 
+/* How an image's file is locked against other processes. */
+typedef enum {
+        /* No lock; only tell whether another process writes the file. */
+        VHDX_LOCK_TEST,
+        /* A reader's: refuses a file being written, keeps it from being written. */
+        VHDX_LOCK_READER,
+        /* A writer's: refuses a file in use, keeps it from being used. */
+        VHDX_LOCK_WRITER,
+} VhdxLockMode;
+
 typedef struct {
         /* Read up to @count bytes at @offset; *@n_read < @count only at end of file. */
         gboolean (*pread) (VhdxIo *io,
@@ -38,6 +48,9 @@ typedef struct {
          * read as zeros cheaply where the backend can: as a hole when
          * @punch, else keeping the space allocated.  The size of the file
          * does not change.  NULL: zeros are written. */
+        /* Optional: lock the file against other processes
+         * (vhdx_lock_image_fd()) as @mode says. */
+        gboolean (*lock) (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error);
         gboolean (*zero_range) (VhdxIo *io,
                                 guint64 offset,
                                 guint64 length,
@@ -63,6 +76,27 @@ G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_memory (GBytes *bytes);
  * and its status in @st when not NULL.
  */
 int vhdx_open_image_fd (const char *path, gboolean writable, struct stat *st, GError **error);
+/*
+ * Lock the image open as @fd against other processes as QEMU does, so that
+ * each refuses what the other holds: a reader refuses a file being
+ * written, a writer any file in use.  G_IO_ERROR_BUSY on a conflict.  The
+ * locks go with the descriptor (OFD locks; flock() where those are
+ * missing): closing it, or the process dying, releases them.
+ * VHDX_LOCK_TEST takes none and sets @written when another process writes.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_lock_image_fd (int fd,
+                                                       VhdxLockMode mode,
+                                                       gboolean *written,
+                                                       GError **error);
+
+/* The backend's lock, or nothing (TRUE, and not @written) when it has none.
+ * @written (may be NULL) tells, for VHDX_LOCK_TEST, whether another process
+ * writes the file. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_lock (VhdxIo *io,
+                                                 VhdxLockMode mode,
+                                                 gboolean *written,
+                                                 GError **error);
+
 /* vhdx_open_image_fd() with the file descriptor backend. */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_open_path (const char *path,
                                                      gboolean writable,

@@ -5,8 +5,11 @@
 #include "vhdx-log-writer.h"
 #include "vhdx-private.h"
 
-/* A queued page: its 4 KiB, or NULL for zeros. */
-typedef GBytes Page;
+/* A queued page: its 4 KiB (NULL for zeros), and where its commit puts it. */
+typedef struct {
+        GBytes *data;
+        guint64 order;
+} Page;
 
 struct _VhdxJournal {
         VhdxIo *io;
@@ -14,7 +17,8 @@ struct _VhdxJournal {
         guint32 log_length;
         VhdxLogWriter *log; /* NULL when the image has no log */
         guint64 sequences;
-        gboolean failed; /* a commit failed: the file lags behind memory */
+        guint32 entry_limit; /* half the log, or less for tests */
+        gboolean failed;     /* a commit failed: the file lags behind memory */
 
         GMutex lock;
         GTree *pending;    /* file offset -> Page: queued for the next commit */
@@ -34,8 +38,21 @@ compare_offsets (gconstpointer a, gconstpointer b, gpointer user_data)
 static void
 page_free (gpointer data)
 {
-        if (data != NULL)
-                g_bytes_unref (data);
+        Page *page = data;
+
+        if (page->data != NULL)
+                g_bytes_unref (page->data);
+        g_free (page);
+}
+
+static Page *
+page_new (const guint8 *data, guint64 order)
+{
+        Page *page = g_new (Page, 1);
+
+        page->data = data != NULL ? g_bytes_new (data, VHDX_LOG_SECTOR_SIZE) : NULL;
+        page->order = order;
+        return page;
 }
 
 static GTree *
@@ -56,6 +73,7 @@ static gboolean
 overlay_page (gpointer key, gpointer value, gpointer user_data)
 {
         Overlay *o = user_data;
+        const Page *p = value;
         guint64 page = *(const guint64 *) key;
         guint64 lo = MAX (page, o->start);
         guint64 hi = MIN (page + VHDX_LOG_SECTOR_SIZE, o->end);
@@ -64,9 +82,9 @@ overlay_page (gpointer key, gpointer value, gpointer user_data)
                 return TRUE; /* past the range: stop */
         if (lo >= hi)
                 return FALSE;
-        if (value != NULL)
+        if (p->data != NULL)
                 memcpy (o->out + (lo - o->start),
-                        (const guint8 *) g_bytes_get_data (value, NULL) + (lo - page), hi - lo);
+                        (const guint8 *) g_bytes_get_data (p->data, NULL) + (lo - page), hi - lo);
         else
                 memset (o->out + (lo - o->start), 0, hi - lo);
         return FALSE;
@@ -158,6 +176,7 @@ vhdx_journal_new (VhdxIo *io, guint64 log_offset, guint32 log_length, const Vhdx
         journal->io = io;
         journal->log_offset = log_offset;
         journal->log_length = log_length;
+        journal->entry_limit = log_length / 2;
         /* The entries start at the log's beginning: those there carry another LogGuid. */
         if (log_length > 0)
                 journal->log = vhdx_log_writer_new (io, log_offset, log_length, log_guid, 0, 1);
@@ -186,23 +205,24 @@ vhdx_journal_get_view (VhdxJournal *journal)
 }
 
 void
-vhdx_journal_set_page (VhdxJournal *journal, guint64 offset, const guint8 *page)
+vhdx_journal_set_page (VhdxJournal *journal, guint64 offset, const guint8 *page, guint64 order)
 {
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
 
         g_return_if_fail (offset % VHDX_LOG_SECTOR_SIZE == 0);
         g_tree_replace (journal->pending, g_memdup2 (&offset, sizeof offset),
-                        g_bytes_new (page, VHDX_LOG_SECTOR_SIZE));
+                        page_new (page, order));
 }
 
 void
-vhdx_journal_set_zeros (VhdxJournal *journal, guint64 offset, guint64 length)
+vhdx_journal_set_zeros (VhdxJournal *journal, guint64 offset, guint64 length, guint64 order)
 {
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
 
         g_return_if_fail (offset % VHDX_LOG_SECTOR_SIZE == 0 && length % VHDX_LOG_SECTOR_SIZE == 0);
         for (guint64 at = offset; at < offset + length; at += VHDX_LOG_SECTOR_SIZE)
-                g_tree_replace (journal->pending, g_memdup2 (&at, sizeof at), NULL);
+                g_tree_replace (journal->pending, g_memdup2 (&at, sizeof at),
+                                page_new (NULL, order));
 }
 
 gboolean
@@ -211,6 +231,13 @@ vhdx_journal_is_empty (VhdxJournal *journal)
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&journal->lock);
 
         return g_tree_nnodes (journal->pending) == 0;
+}
+
+void
+vhdx_journal_set_entry_limit (VhdxJournal *journal, guint32 bytes)
+{
+        g_return_if_fail (bytes >= 2 * VHDX_LOG_SECTOR_SIZE);
+        journal->entry_limit = MIN (bytes, journal->log_length / 2);
 }
 
 guint64
@@ -224,21 +251,33 @@ typedef struct {
         guint64 offset;
         guint64 length;
         GBytes *data; /* 4 KiB, or NULL for zeros */
+        guint64 order;
 } Update;
+
+static gint
+compare_updates (gconstpointer a, gconstpointer b)
+{
+        const Update *x = a, *y = b;
+
+        if (x->order != y->order)
+                return x->order < y->order ? -1 : 1;
+        return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
 
 static gboolean
 collect_update (gpointer key, gpointer value, gpointer user_data)
 {
         GArray *updates = user_data;
+        const Page *page = value;
         guint64 offset = *(const guint64 *) key;
         Update *last = updates->len > 0 ? &g_array_index (updates, Update, updates->len - 1) : NULL;
 
         /* Adjacent zero pages are one zero descriptor. */
-        if (value == NULL && last != NULL && last->data == NULL &&
-            last->offset + last->length == offset) {
+        if (page->data == NULL && last != NULL && last->data == NULL &&
+            last->order == page->order && last->offset + last->length == offset) {
                 last->length += VHDX_LOG_SECTOR_SIZE;
         } else {
-                Update u = { offset, VHDX_LOG_SECTOR_SIZE, value };
+                Update u = { offset, VHDX_LOG_SECTOR_SIZE, page->data, page->order };
                 g_array_append_val (updates, u);
         }
         return FALSE;
@@ -291,7 +330,7 @@ commit_updates (VhdxJournal *journal,
                 while (end < updates->len) {
                         gboolean data = g_array_index (updates, Update, end).data != NULL;
 
-                        if (entry_length (end - first + 1, n_data + data) > journal->log_length / 2)
+                        if (entry_length (end - first + 1, n_data + data) > journal->entry_limit)
                                 break;
                         n_data += data;
                         end++;
@@ -364,6 +403,8 @@ vhdx_journal_commit (VhdxJournal *journal,
         if (batch == NULL)
                 return TRUE;
         g_tree_foreach (batch, collect_update, updates);
+        /* Stable: pages of one order stay in file order. */
+        g_array_sort (updates, compare_updates);
         if (journal->log == NULL) {
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
                              _ ("The image has no log, through which its metadata must be "

@@ -30,11 +30,19 @@ void vhdx_journal_free (VhdxJournal *journal);
  * the journal): read-only, for the BAT and the sector bitmaps. */
 VhdxIo *vhdx_journal_get_view (VhdxJournal *journal);
 
-/* Queue the 4 KiB page @page (copied) for the file offset @offset (4 KiB-aligned),
- * replacing what was queued there. */
-void vhdx_journal_set_page (VhdxJournal *journal, guint64 offset, const guint8 *page);
+/*
+ * Queue the 4 KiB page @page (copied) for the file offset @offset
+ * (4 KiB-aligned), replacing what was queued there.  A commit that takes
+ * several log sequences writes pages of a lower @order first: each
+ * sequence must leave a consistent file, so what a page refers to goes
+ * before it (a sector bitmap before the BAT entries that need it).
+ */
+void vhdx_journal_set_page (VhdxJournal *journal,
+                            guint64 offset,
+                            const guint8 *page,
+                            guint64 order);
 /* Queue zeros over [@offset, @offset + @length), whole pages. */
-void vhdx_journal_set_zeros (VhdxJournal *journal, guint64 offset, guint64 length);
+void vhdx_journal_set_zeros (VhdxJournal *journal, guint64 offset, guint64 length, guint64 order);
 
 /* TRUE when nothing is queued. */
 gboolean vhdx_journal_is_empty (VhdxJournal *journal);
@@ -68,6 +76,10 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_journal_commit (VhdxJournal *journal,
                                                         VhdxJournalHook before_apply,
                                                         gpointer user_data,
                                                         GError **error);
+
+/* Log entries of at most @bytes (at least 8 KiB, at most half the log): for
+ * tests, so that small commits take several sequences. */
+void vhdx_journal_set_entry_limit (VhdxJournal *journal, guint32 bytes);
 
 /* Log sequences written so far (each commit is one or more). */
 guint64 vhdx_journal_get_sequences (VhdxJournal *journal);

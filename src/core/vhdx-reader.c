@@ -306,6 +306,20 @@ vhdx_file_open_member (VhdxIo *io,
         }
         if (!vhdx_chain_enter (identities, io, error))
                 return NULL;
+        if (flags & VHDX_OPEN_FLAGS_FORCE_SHARE) {
+                if (flags & VHDX_OPEN_FLAGS_READ_WRITE) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     _ ("An image opened with force-share cannot be written"));
+                        return NULL;
+                }
+                if (!vhdx_io_lock (io, VHDX_LOCK_TEST, &file->info.written_elsewhere, error))
+                        return NULL;
+        } else if (!vhdx_io_lock (io,
+                                  (flags & VHDX_OPEN_FLAGS_READ_WRITE) ? VHDX_LOCK_WRITER
+                                                                       : VHDX_LOCK_READER,
+                                  NULL, error)) {
+                return NULL;
+        }
         if (!open_structures (file, error))
                 return NULL;
         if (file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING &&

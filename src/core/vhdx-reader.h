@@ -54,6 +54,10 @@ typedef struct {
         guint32 parent_locator_length;
 
         VhdxBatGeometry geometry;
+
+        /* Opened with VHDX_OPEN_FLAGS_FORCE_SHARE while another process was
+         * writing the image. */
+        gboolean written_elsewhere;
 } VhdxInfo;
 
 /*

@@ -109,6 +109,13 @@ vhdx_file_get_write_stats (VhdxFile *file, VhdxWriteStats *stats)
         stats->log_sequences = vhdx_journal_get_sequences (w->journal);
 }
 
+void
+vhdx_file_set_log_entry_limit (VhdxFile *file, guint32 bytes)
+{
+        g_return_if_fail (file->writer != NULL);
+        vhdx_journal_set_entry_limit (file->writer->journal, bytes);
+}
+
 static gboolean
 check_writable (VhdxFile *file, GError **error)
 {
@@ -218,6 +225,34 @@ check_log (VhdxWriter *w, GError **error)
         return TRUE;
 }
 
+/*
+ * The order in which a commit that takes several log sequences writes the
+ * pages, so that each sequence leaves a consistent file: sector bitmap
+ * pages first, then the BAT sectors that hold sector bitmap entries, the
+ * last first (the payload entries after a bitmap entry belong to the next
+ * chunk, whose bitmap entry lies further on), then the other BAT sectors.
+ */
+enum {
+        ORDER_BITMAP = 0,
+        ORDER_BAT_WITH_BITMAP_ENTRY = 1, /* + (G_MAXUINT32 - sector) */
+        ORDER_BAT = G_MAXUINT32 + G_GUINT64_CONSTANT (2),
+};
+
+static guint64
+bat_sector_order (VhdxWriter *w, guint64 index)
+{
+        const VhdxBatGeometry *g = &w->file->info.geometry;
+        guint64 sector = index / VHDX_BAT_SECTOR_ENTRIES;
+        guint64 first = sector * VHDX_BAT_SECTOR_ENTRIES;
+        guint64 end = MIN (first + VHDX_BAT_SECTOR_ENTRIES, g->bat_entries);
+        /* The first bitmap entry at or after @first. */
+        guint64 chunk = first / (g->chunk_ratio + 1);
+
+        if (vhdx_bat_bitmap_index (g, chunk) < end)
+                return ORDER_BAT_WITH_BITMAP_ENTRY + (G_MAXUINT32 - MIN (sector, G_MAXUINT32));
+        return ORDER_BAT;
+}
+
 /* Set BAT entry @index and queue its sector; called with w->lock held. */
 static gboolean
 set_bat_entry (VhdxWriter *w, guint64 index, guint64 entry, GError **error)
@@ -228,7 +263,8 @@ set_bat_entry (VhdxWriter *w, guint64 index, guint64 entry, GError **error)
         if (!vhdx_bat_set (bat, index, entry, error) ||
             !vhdx_bat_sector_image (bat, index, sector, error))
                 return FALSE;
-        vhdx_journal_set_page (w->journal, vhdx_bat_sector_offset (bat, index), sector);
+        vhdx_journal_set_page (w->journal, vhdx_bat_sector_offset (bat, index), sector,
+                               bat_sector_order (w, index));
         return TRUE;
 }
 
@@ -326,7 +362,8 @@ update_bits (gpointer user_data, GError **error)
                 if (set_lo < set_hi)
                         vhdx_bitmap_set_range (bits, set_lo - page_first, set_hi - set_lo);
                 vhdx_journal_set_page (u->w->journal,
-                                       u->bitmap_offset + page * VHDX_LOG_SECTOR_SIZE, bits);
+                                       u->bitmap_offset + page * VHDX_LOG_SECTOR_SIZE, bits,
+                                       ORDER_BITMAP);
         }
         return TRUE;
 }
@@ -525,6 +562,16 @@ write_block_sectors (VhdxWriter *w,
         return write_block (w, block, start, sectors, end - start, error);
 }
 
+/* TRUE when a write covers parts of sectors of a differencing image. */
+static gboolean
+writes_parts_of_sectors (VhdxFile *file, guint64 offset, guint64 count)
+{
+        guint32 ss = file->info.logical_sector_size;
+
+        return file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
+               (offset % ss != 0 || count % ss != 0);
+}
+
 gboolean
 vhdx_file_write (VhdxFile *file,
                  guint64 offset,
@@ -535,7 +582,7 @@ vhdx_file_write (VhdxFile *file,
 {
         VhdxWriter *w = file->writer;
         const guint8 *in = buf;
-        gboolean ok = TRUE;
+        gboolean ok = TRUE, exclusive;
 
         g_return_val_if_fail (file != NULL, FALSE);
         g_return_val_if_fail (buf != NULL || count == 0, FALSE);
@@ -548,7 +595,14 @@ vhdx_file_write (VhdxFile *file,
         if (!prepare_change (w, TRUE, error))
                 return FALSE;
 
-        g_rw_lock_reader_lock (&w->moving);
+        /* Parts of sectors of a differencing image are read, merged and
+         * written whole: alone, so that no other write to those sectors
+         * comes in between. */
+        exclusive = writes_parts_of_sectors (file, offset, count);
+        if (exclusive)
+                g_rw_lock_writer_lock (&w->moving);
+        else
+                g_rw_lock_reader_lock (&w->moving);
         while (ok && count > 0) {
                 guint64 block = offset / file->info.block_size;
                 guint64 in_block = offset % file->info.block_size;
@@ -559,7 +613,10 @@ vhdx_file_write (VhdxFile *file,
                 offset += n;
                 count -= n;
         }
-        g_rw_lock_reader_unlock (&w->moving);
+        if (exclusive)
+                g_rw_lock_writer_unlock (&w->moving);
+        else
+                g_rw_lock_reader_unlock (&w->moving);
         if (ok && (flags & VHDX_WRITE_FLAGS_FUA))
                 ok = vhdx_file_flush (file, error);
         return ok;
@@ -724,7 +781,12 @@ clear_range (VhdxFile *file,
         }
         /* The parts of blocks: zeroed, or left alone by a discard. */
         if (kind == CLEAR_ZERO && ok) {
-                g_rw_lock_reader_lock (&w->moving);
+                gboolean exclusive = writes_parts_of_sectors (file, offset, length);
+
+                if (exclusive)
+                        g_rw_lock_writer_lock (&w->moving);
+                else
+                        g_rw_lock_reader_lock (&w->moving);
                 while (ok && offset < end) {
                         guint64 block = offset / bs;
                         guint64 in_block = offset % bs;
@@ -737,7 +799,10 @@ clear_range (VhdxFile *file,
                         ok = zero_in_block (w, block, in_block, n, flags, error);
                         offset += n;
                 }
-                g_rw_lock_reader_unlock (&w->moving);
+                if (exclusive)
+                        g_rw_lock_writer_unlock (&w->moving);
+                else
+                        g_rw_lock_reader_unlock (&w->moving);
         }
         if (ok && (flags & VHDX_WRITE_FLAGS_FUA))
                 ok = vhdx_file_flush (file, error);
@@ -824,6 +889,15 @@ vhdx_file_flush (VhdxFile *file, GError **error)
         return flush_locked (w, error);
 }
 
+/* Closed: what stays open only reads, and lets other processes read too. */
+static gboolean
+release_writer_lock (VhdxFile *file, GError **error)
+{
+        if (file->flags & VHDX_OPEN_FLAGS_FORCE_SHARE)
+                return TRUE;
+        return vhdx_io_lock (file->io, VHDX_LOCK_READER, NULL, error);
+}
+
 gboolean
 vhdx_file_close (VhdxFile *file, GError **error)
 {
@@ -833,16 +907,25 @@ vhdx_file_close (VhdxFile *file, GError **error)
 
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-        if (w == NULL || g_atomic_int_get (&w->closed))
+        if (w == NULL)
                 return TRUE;
+        locker = g_mutex_locker_new (&w->flush_lock);
+        if (g_atomic_int_get (&w->closed)) {
+                /* Closed before: clean, unless that close failed. */
+                if (!w->log_guid_set && !g_atomic_int_get (&w->failed))
+                        return TRUE;
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                             _ ("An earlier close of the image failed; it must be opened again, "
+                                "which replays its log"));
+                return FALSE;
+        }
         if (!check_writable (file, error))
                 return FALSE;
-        locker = g_mutex_locker_new (&w->flush_lock);
         g_atomic_int_set (&w->closed, TRUE);
         if (!flush_locked (w, error))
                 return FALSE;
         if (!w->log_guid_set)
-                return TRUE;
+                return release_writer_lock (file, error);
         /* The in-place updates durable, the log is not needed any more. */
         if (!vhdx_io_flush (file->io, error))
                 return FALSE;
@@ -852,5 +935,5 @@ vhdx_file_close (VhdxFile *file, GError **error)
         if (write_headers (w, &header, error))
                 w->log_guid_set = FALSE;
         g_mutex_unlock (&w->header_lock);
-        return !w->log_guid_set;
+        return !w->log_guid_set && release_writer_lock (file, error);
 }

@@ -9,19 +9,11 @@
  */
 #pragma once
 
+/* VhdxWriteFlags, how a write is made, is public: in the library's enumerations. */
+#include "vhdx-enums.h"
 #include "vhdx-reader.h"
 
 G_BEGIN_DECLS
-
-typedef enum {
-        VHDX_WRITE_FLAGS_NONE = 0,
-        /* Durable when the call returns (a flush follows). */
-        VHDX_WRITE_FLAGS_FUA = 1 << 0,
-        /* Zeroing may free the blocks it covers entirely (they then read
-         * as zeros without taking space); without it, allocated blocks stay
-         * allocated. */
-        VHDX_WRITE_FLAGS_MAY_UNMAP = 1 << 1,
-} VhdxWriteFlags;
 
 /* TRUE when @file was opened with VHDX_OPEN_FLAGS_READ_WRITE. */
 gboolean vhdx_file_is_writable (VhdxFile *file);
@@ -78,6 +70,10 @@ typedef struct {
 } VhdxWriteStats;
 
 void vhdx_file_get_write_stats (VhdxFile *file, VhdxWriteStats *stats);
+
+/* For tests: log entries of at most @bytes, so that small commits take
+ * several log sequences (vhdx_journal_set_entry_limit()). */
+void vhdx_file_set_log_entry_limit (VhdxFile *file, guint32 bytes);
 
 /* For the reader, when it opens an image read-write. */
 typedef struct _VhdxWriter VhdxWriter;

@@ -62,6 +62,15 @@ typedef enum {
  *   DataWriteGuid is not the one the image was made from, as Hyper-V's
  *   `Set-VHD -IgnoreIdMismatch` does for recovery; the open records a
  *   warning naming both GUIDs
+ * @VHDX_OPEN_FLAGS_FORCE_SHARE: open read-only without the lock that keeps
+ *   other processes from writing the image meanwhile, and open even an
+ *   image another process is writing (as QEMU's `--force-share`); a
+ *   pending log is replayed in memory.  What is read may be changing.
+ *
+ * Every other open locks the image file (and its parents, shared) as QEMU
+ * does: a read-only open fails with %G_IO_ERROR_BUSY while another process
+ * writes the image, and an open for writing while another process has it
+ * open at all.  The locks go when the image is closed or its process dies.
  *
  * How an image is opened.
  *
@@ -73,7 +82,30 @@ typedef enum /*< flags >*/ {
         VHDX_OPEN_FLAGS_NO_PARENT = 1 << 1,
         VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT = 1 << 2,
         VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH = 1 << 3,
+        VHDX_OPEN_FLAGS_FORCE_SHARE = 1 << 4,
 } VhdxOpenFlags;
+
+/**
+ * VhdxWriteFlags:
+ * @VHDX_WRITE_FLAGS_NONE: no flag: the change is durable once the image is
+ *   next flushed or closed
+ * @VHDX_WRITE_FLAGS_FUA: the change is durable when the call returns: the
+ *   image is flushed after it, as [method@Vhdx.Image.flush] does
+ * @VHDX_WRITE_FLAGS_MAY_UNMAP: zeroing may free the blocks of a dynamic or
+ *   differencing image that it covers entirely: they then read as zeros
+ *   without taking space in the file.  Without it, the blocks stored stay
+ *   allocated and are filled with zeros.  Only
+ *   [method@Vhdx.Image.write_zeroes] looks at this flag.
+ *
+ * How a write to the virtual disk is made.
+ *
+ * Since: 0.1
+ */
+typedef enum /*< flags >*/ {
+        VHDX_WRITE_FLAGS_NONE = 0,
+        VHDX_WRITE_FLAGS_FUA = 1 << 0,
+        VHDX_WRITE_FLAGS_MAY_UNMAP = 1 << 1,
+} VhdxWriteFlags;
 
 /**
  * VhdxSeverity:

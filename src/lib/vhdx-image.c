@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* VhdxImage, the GObject of an opened image: properties, reads, extents and check. */
+/* VhdxImage, the GObject of an opened image: properties, reads, writes, extents and check. */
 #include "config.h"
 
 #include <inttypes.h>
@@ -15,8 +15,10 @@
 #include "vhdx-gfile-io-private.h"
 #include "vhdx-input-stream.h"
 #include "vhdx-map.h"
+#include "vhdx-output-stream.h"
 #include "vhdx-problems.h"
 #include "vhdx-reader.h"
+#include "vhdx-writer.h"
 
 /**
  * VhdxImage:
@@ -39,15 +41,38 @@
  * Every asynchronous call runs in a worker thread, and every call that takes
  * a [class@Gio.Cancellable] honours it, between chunks for long operations.
  *
+ * An image opened with %VHDX_OPEN_FLAGS_READ_WRITE can be written
+ * ([method@Vhdx.Image.write_bytes], [method@Vhdx.Image.write_zeroes],
+ * [method@Vhdx.Image.discard], [method@Vhdx.Image.open_io_stream]), also
+ * from several threads at once and while it is read.  Reads see every write
+ * as soon as it returns; a write is durable once [method@Vhdx.Image.flush]
+ * or [method@Vhdx.Image.close] has returned after it, or at once with
+ * %VHDX_WRITE_FLAGS_FUA.  What was flushed survives a crash: the next open
+ * replays the image's log.  Other images are read-only
+ * ([property@Vhdx.Image:read-only]) and refuse writes with
+ * %G_IO_ERROR_READ_ONLY.
+ *
+ * Close an image that was written with [method@Vhdx.Image.close], which
+ * leaves it clean for other programs and reports what went wrong.  An image
+ * released without being closed is closed when its last reference goes
+ * away, the same way, but a failure then is not reported: the file keeps
+ * its log, which the next open replays.
+ *
  * The parent of a differencing image is found through its parent locator
  * (relative to the image's own directory when the image is a local file)
- * unless [property@Vhdx.Image:parent-file] names it.
+ * unless [property@Vhdx.Image:parent-file] names it.  The parents are
+ * always opened read-only.
  *
  * Since: 0.1
  */
 
-/* Long reads look at their cancellable between chunks of this size. */
-#define READ_CHUNK_SIZE ((gsize) 8 * 1024 * 1024)
+/* Long reads and writes look at their cancellable between chunks of this size. */
+#define IO_CHUNK_SIZE ((gsize) 8 * 1024 * 1024)
+
+/* Zeroing and discarding look at their cancellable between chunks of this
+ * size, a multiple of every block size (powers of two up to 256 MiB), so
+ * that a block covered entirely by a range is covered entirely by a chunk. */
+#define CLEAR_CHUNK_SIZE (G_GUINT64_CONSTANT (1) << 30)
 
 /* get_extents() maps this many blocks between looks at its cancellable. */
 #define MAP_CHUNK_BLOCKS G_GUINT64_CONSTANT (65536)
@@ -65,10 +90,23 @@ struct _VhdxImage {
         VhdxFile *handle;
         /* For the image of a parent: the image whose VhdxFile owns ours. */
         VhdxImage *owner;
+        /* The engine's I/O of an image opened read-write, owned by handle:
+         * the size of the file as it grows. */
+        VhdxIo *io;
         char *virtual_disk_id;
+        /* Replaced by close(), which keeps the strings replaced in
+         * retired_strings: a caller may still hold them. */
         char *data_write_guid;
         char *file_write_guid;
+        GPtrArray *retired_strings;
         GHashTable *parent_locator;
+
+        /* Writes hold it for reading; close() and the update of the GUIDs
+         * after it, for writing: no write runs while the image closes. */
+        GRWLock close_lock;
+        /* Counts the writes made (atomic), so that the allocated size is
+         * counted again after them. */
+        gint writes;
 
         GMutex init_lock;
         gboolean init_done;
@@ -76,6 +114,7 @@ struct _VhdxImage {
 
         GMutex allocated_lock;
         gboolean allocated_known;
+        gint allocated_writes; /* the count of writes it was counted after */
         guint64 allocated;
 
         /*
@@ -108,6 +147,7 @@ enum {
         PROP_PARENT,
         PROP_PARENT_LOCATOR,
         PROP_CHAIN_DEPTH,
+        PROP_READ_ONLY,
         N_PROPS
 };
 
@@ -200,6 +240,8 @@ image_open (VhdxImage *self, GCancellable *cancellable, GError **error)
         self->handle = vhdx_file_open_full (io, self->flags, &options, error);
         if (self->handle == NULL)
                 return FALSE;
+        if (writable)
+                self->io = io;
         image_cache_strings (self);
         return TRUE;
 }
@@ -323,10 +365,10 @@ vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSp
                 g_value_set_string (value, self->virtual_disk_id);
                 break;
         case PROP_DATA_WRITE_GUID:
-                g_value_set_string (value, self->data_write_guid);
+                g_value_set_string (value, vhdx_image_get_data_write_guid (self));
                 break;
         case PROP_FILE_WRITE_GUID:
-                g_value_set_string (value, self->file_write_guid);
+                g_value_set_string (value, vhdx_image_get_file_write_guid (self));
                 break;
         case PROP_CREATOR:
                 g_value_set_string (value, vhdx_image_get_creator (self));
@@ -351,6 +393,9 @@ vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSp
                 break;
         case PROP_CHAIN_DEPTH:
                 g_value_set_uint (value, vhdx_image_get_chain_depth (self));
+                break;
+        case PROP_READ_ONLY:
+                g_value_set_boolean (value, vhdx_image_is_read_only (self));
                 break;
         default:
                 G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -393,11 +438,14 @@ vhdx_image_finalize (GObject *object)
         g_free (self->virtual_disk_id);
         g_free (self->data_write_guid);
         g_free (self->file_write_guid);
+        g_clear_pointer (&self->retired_strings, g_ptr_array_unref);
         /* The image of a parent only borrows its VhdxFile from the owner's chain. */
         if (self->owner != NULL) {
                 self->handle = NULL;
                 g_clear_object (&self->owner);
         }
+        /* Closes an image opened read-write, reporting nothing. */
+        self->io = NULL;
         g_clear_pointer (&self->handle, vhdx_file_free);
         g_clear_error (&self->init_error);
         g_clear_object (&self->parent_file);
@@ -406,6 +454,7 @@ vhdx_image_finalize (GObject *object)
         g_mutex_clear (&self->init_lock);
         g_mutex_clear (&self->allocated_lock);
         g_mutex_clear (&self->parent_lock);
+        g_rw_lock_clear (&self->close_lock);
 
         G_OBJECT_CLASS (vhdx_image_parent_class)->finalize (object);
 }
@@ -552,6 +601,10 @@ vhdx_image_class_init (VhdxImageClass *klass)
          * The GUID that changes whenever the virtual disk's data changes,
          * in lowercase.  Differencing images name their parent by it.
          *
+         * The first write to an image gives it a new DataWriteGuid in the
+         * file; the property keeps the GUID the image was opened with until
+         * [method@Vhdx.Image.close] gives it the new one, and notifies it.
+         *
          * Since: 0.1
          */
         props[PROP_DATA_WRITE_GUID] =
@@ -562,6 +615,10 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * The GUID that changes whenever the file is opened for writing,
          * in lowercase.
+         *
+         * The file gets a new one before it is first changed; the property
+         * keeps the GUID the image was opened with until
+         * [method@Vhdx.Image.close] gives it the new one, and notifies it.
          *
          * Since: 0.1
          */
@@ -591,7 +648,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
         /**
          * VhdxImage:file-size:
          *
-         * The size in bytes of the image file.
+         * The size in bytes of the image file: its current size for an
+         * image opened read-write, which grows as blocks are written.
          *
          * Since: 0.1
          */
@@ -603,9 +661,10 @@ vhdx_image_class_init (VhdxImageClass *klass)
          *
          * How many bytes of the virtual disk the image file stores itself
          * (blocks of a differencing image's parents do not count).
-         * Counting them reads the whole block allocation table, once, when
-         * the property is first read; 0 if the table cannot be read, as
-         * [method@Vhdx.Image.check] then reports.
+         * Counting them reads the whole block allocation table, when the
+         * property is first read and again after the image was written;
+         * 0 if the table cannot be read, as [method@Vhdx.Image.check] then
+         * reports.
          *
          * Since: 0.1
          */
@@ -653,6 +712,17 @@ vhdx_image_class_init (VhdxImageClass *klass)
         props[PROP_CHAIN_DEPTH] =
                 g_param_spec_uint ("chain-depth", NULL, NULL, 0, G_MAXUINT, 0, readable);
 
+        /**
+         * VhdxImage:read-only: (getter is_read_only)
+         *
+         * Whether the image refuses writes, with %G_IO_ERROR_READ_ONLY:
+         * %TRUE unless it was opened with %VHDX_OPEN_FLAGS_READ_WRITE.  The
+         * parents of a differencing image are always read-only.
+         *
+         * Since: 0.1
+         */
+        props[PROP_READ_ONLY] = g_param_spec_boolean ("read-only", NULL, NULL, TRUE, readable);
+
         g_object_class_install_properties (object_class, N_PROPS, props);
 }
 
@@ -662,6 +732,7 @@ vhdx_image_init (VhdxImage *self)
         g_mutex_init (&self->init_lock);
         g_mutex_init (&self->allocated_lock);
         g_mutex_init (&self->parent_lock);
+        g_rw_lock_init (&self->close_lock);
         g_weak_ref_init (&self->parent_ref, NULL);
 }
 
@@ -940,7 +1011,8 @@ vhdx_image_get_virtual_disk_id (VhdxImage *self)
  * vhdx_image_get_data_write_guid:
  * @self: an image
  *
- * Gets the GUID that changes whenever the virtual disk's data changes.
+ * Gets the GUID that changes whenever the virtual disk's data changes,
+ * as [property@Vhdx.Image:data-write-guid] says.
  *
  * Returns: (nullable): the GUID in lowercase, or %NULL before the image is open
  *
@@ -951,14 +1023,15 @@ vhdx_image_get_data_write_guid (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
 
-        return self->data_write_guid;
+        return g_atomic_pointer_get (&self->data_write_guid);
 }
 
 /**
  * vhdx_image_get_file_write_guid:
  * @self: an image
  *
- * Gets the GUID that changes whenever the file is opened for writing.
+ * Gets the GUID that changes whenever the file is opened for writing,
+ * as [property@Vhdx.Image:file-write-guid] says.
  *
  * Returns: (nullable): the GUID in lowercase, or %NULL before the image is open
  *
@@ -969,7 +1042,7 @@ vhdx_image_get_file_write_guid (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
 
-        return self->file_write_guid;
+        return g_atomic_pointer_get (&self->file_write_guid);
 }
 
 /**
@@ -1018,7 +1091,8 @@ vhdx_image_get_log_state (VhdxImage *self)
  * vhdx_image_get_file_size:
  * @self: an image
  *
- * Gets the size of the image file.
+ * Gets the size of the image file: its current size for an image opened
+ * read-write.
  *
  * Returns: the size in bytes of the file
  *
@@ -1027,20 +1101,33 @@ vhdx_image_get_log_state (VhdxImage *self)
 guint64
 vhdx_image_get_file_size (VhdxImage *self)
 {
+        g_autoptr (GError) error = NULL;
+        guint64 size;
+
         g_return_val_if_fail (VHDX_IS_IMAGE (self), 0);
 
-        return self->handle != NULL ? image_info (self)->file_size : 0;
+        if (self->handle == NULL)
+                return 0;
+        if (self->io != NULL) {
+                if (vhdx_io_get_size (self->io, &size, &error))
+                        return size;
+                g_debug ("Could not get the size of the image: %s", error->message);
+        }
+        return vhdx_file_get_info (self->handle)->file_size;
 }
 
 static gboolean
 image_get_allocated (VhdxImage *self, guint64 *allocated, GError **error)
 {
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->allocated_lock);
+        /* A write that ends during the count makes the next call count again. */
+        gint writes = g_atomic_int_get (&self->writes);
 
-        if (!self->allocated_known) {
+        if (!self->allocated_known || self->allocated_writes != writes) {
                 if (!vhdx_file_get_allocated_bytes (self->handle, &self->allocated, error))
                         return FALSE;
                 self->allocated_known = TRUE;
+                self->allocated_writes = writes;
         }
         *allocated = self->allocated;
         return TRUE;
@@ -1052,7 +1139,7 @@ image_get_allocated (VhdxImage *self, guint64 *allocated, GError **error)
  *
  * Gets how many bytes of the virtual disk the image file stores itself.
  * The first call reads the whole block allocation table; later calls
- * return the figure it found.
+ * return the figure it found, until the image is written.
  *
  * Returns: the number of bytes, or 0 if the block allocation table
  *   cannot be read
@@ -1074,6 +1161,27 @@ vhdx_image_get_allocated_size (VhdxImage *self)
                 return 0;
         }
         return allocated;
+}
+
+/**
+ * vhdx_image_is_read_only: (get-property read-only)
+ * @self: an image
+ *
+ * Gets whether the image refuses writes.
+ *
+ * Returns: %TRUE unless the image was opened with
+ *   %VHDX_OPEN_FLAGS_READ_WRITE
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_is_read_only (VhdxImage *self)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), TRUE);
+
+        if (self->handle != NULL)
+                return !vhdx_file_is_writable (self->handle);
+        return (self->flags & VHDX_OPEN_FLAGS_READ_WRITE) == 0;
 }
 
 /**
@@ -1184,7 +1292,7 @@ read_chunked (VhdxImage *self,
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return FALSE;
         while (count > 0) {
-                gsize n = MIN (count, READ_CHUNK_SIZE);
+                gsize n = MIN (count, IO_CHUNK_SIZE);
 
                 if (!vhdx_file_read (self->handle, offset, buffer, n, error))
                         return FALSE;
@@ -1487,6 +1595,853 @@ vhdx_image_open_stream (VhdxImage *self)
         g_return_val_if_fail (self->handle != NULL, NULL);
 
         return g_object_new (VHDX_TYPE_INPUT_STREAM, "image", self, NULL);
+}
+
+/**
+ * vhdx_image_open_io_stream:
+ * @self: an image
+ *
+ * Opens a stream to read and write the virtual disk: its input stream is
+ * a [class@Vhdx.InputStream], as [method@Vhdx.Image.open_stream] returns,
+ * and its output stream a [class@Vhdx.OutputStream].  Each has its own
+ * position, at the start of the disk: seek each of them on its own.
+ *
+ * Closing the stream flushes the image, as [method@Vhdx.Image.flush] does,
+ * but does not close the image.  The stream of a read-only image can be
+ * opened, but its writes fail with %G_IO_ERROR_READ_ONLY.
+ *
+ * Returns: (transfer full): a [class@Gio.IOStream] over the virtual disk
+ *
+ * Since: 0.1
+ */
+GIOStream *
+vhdx_image_open_io_stream (VhdxImage *self)
+{
+        g_autoptr (GInputStream) input = NULL;
+        g_autoptr (GOutputStream) output = NULL;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+        g_return_val_if_fail (self->handle != NULL, NULL);
+
+        input = vhdx_image_open_stream (self);
+        output = g_object_new (VHDX_TYPE_OUTPUT_STREAM, "image", self, NULL);
+        return g_simple_io_stream_new (input, output);
+}
+
+/* Writing */
+
+typedef enum {
+        MODIFY_WRITE,
+        MODIFY_ZEROES,
+        MODIFY_DISCARD,
+} ModifyKind;
+
+/* A change of the virtual disk, and the task data of its asynchronous call. */
+typedef struct {
+        ModifyKind kind;
+        guint64 offset;
+        guint64 length;
+        const void *buffer; /* the bytes of a write */
+        GBytes *bytes;      /* what holds them, for write_bytes_async() */
+        VhdxWriteFlags flags;
+} Modify;
+
+static Modify *
+modify_new (ModifyKind kind, guint64 offset, guint64 length, VhdxWriteFlags flags)
+{
+        Modify *m = g_new0 (Modify, 1);
+
+        m->kind = kind;
+        m->offset = offset;
+        m->length = length;
+        m->flags = flags;
+        return m;
+}
+
+static void
+modify_free (Modify *m)
+{
+        g_clear_pointer (&m->bytes, g_bytes_unref);
+        g_free (m);
+}
+
+/* Makes a change allowed and known to lie inside the disk, a chunk at a
+ * time; a flush at the end makes it durable when FUA asks for it. */
+static gboolean
+modify_chunked (VhdxImage *self, const Modify *m, GCancellable *cancellable, GError **error)
+{
+        VhdxWriteFlags flags = m->flags & ~VHDX_WRITE_FLAGS_FUA;
+        const guint8 *buffer = m->buffer;
+        guint64 offset = m->offset;
+        guint64 length = m->length;
+
+        while (length > 0) {
+                guint64 n;
+                gboolean ok;
+
+                switch (m->kind) {
+                case MODIFY_WRITE:
+                        n = MIN (length, IO_CHUNK_SIZE);
+                        ok = vhdx_file_write (self->handle, offset, buffer, (gsize) n, flags,
+                                              error);
+                        buffer += n;
+                        break;
+                case MODIFY_ZEROES:
+                        n = MIN (length, CLEAR_CHUNK_SIZE - offset % CLEAR_CHUNK_SIZE);
+                        ok = vhdx_file_write_zeroes (self->handle, offset, n, flags, error);
+                        break;
+                case MODIFY_DISCARD:
+                default:
+                        n = MIN (length, CLEAR_CHUNK_SIZE - offset % CLEAR_CHUNK_SIZE);
+                        ok = vhdx_file_discard (self->handle, offset, n, flags, error);
+                        break;
+                }
+                if (!ok)
+                        return FALSE;
+                offset += n;
+                length -= n;
+                if (length > 0 && g_cancellable_set_error_if_cancelled (cancellable, error))
+                        return FALSE;
+        }
+        return (m->flags & VHDX_WRITE_FLAGS_FUA) == 0 || vhdx_file_flush (self->handle, error);
+}
+
+static gboolean
+image_modify (VhdxImage *self, const Modify *m, GCancellable *cancellable, GError **error)
+{
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return FALSE;
+        g_rw_lock_reader_lock (&self->close_lock);
+        /*
+         * The engine's refusals of a read-only or closed image come first,
+         * as it makes them: an empty write asks for them.  The range is
+         * checked whole, so that a range that does not fit writes nothing.
+         */
+        ok = vhdx_file_write (self->handle, 0, NULL, 0, VHDX_WRITE_FLAGS_NONE, error) &&
+             vhdx_file_check_range (self->handle, m->offset, m->length, error);
+        if (ok) {
+                ok = modify_chunked (self, m, cancellable, error);
+                g_atomic_int_inc (&self->writes);
+        }
+        g_rw_lock_reader_unlock (&self->close_lock);
+        return ok;
+}
+
+static void
+modify_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
+{
+        GError *error = NULL;
+
+        if (!image_modify (source_object, task_data, cancellable, &error))
+                g_task_return_error (task, error);
+        else
+                g_task_return_boolean (task, TRUE);
+}
+
+static void
+modify_async (VhdxImage *self,
+              Modify *m,
+              gpointer source_tag,
+              int io_priority,
+              GCancellable *cancellable,
+              GAsyncReadyCallback callback,
+              gpointer user_data)
+{
+        g_autoptr (GTask) task = g_task_new (self, cancellable, callback, user_data);
+
+        g_task_set_source_tag (task, source_tag);
+        g_task_set_priority (task, io_priority);
+        g_task_set_task_data (task, m, (GDestroyNotify) modify_free);
+        g_task_run_in_thread (task, modify_thread);
+}
+
+static gboolean
+modify_finish (VhdxImage *self, GAsyncResult *result, gpointer source_tag, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+        g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == source_tag, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+/**
+ * vhdx_image_write: (skip)
+ * @self: an image opened read-write
+ * @offset: where to start writing in the virtual disk
+ * @buffer: (array length=count) (element-type guint8): the bytes to write
+ * @count: how many bytes to write
+ * @flags: how to write them
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Writes @count bytes from @buffer to the virtual disk at @offset.  The
+ * range must lie inside the virtual disk: a write never goes past its end,
+ * and one that would fails, writing nothing.  Reads see the bytes as soon
+ * as the call returns; they are durable once the image is flushed, or at
+ * once with %VHDX_WRITE_FLAGS_FUA.
+ *
+ * A cancellation noticed before the write starts writes nothing; a long
+ * write notices it between chunks of 8 MiB, and what it wrote until then
+ * stays written.
+ *
+ * This may be called from several threads at once.  Bindings use
+ * [method@Vhdx.Image.write_bytes].
+ *
+ * Returns: %TRUE on success; %FALSE with @error set: %G_IO_ERROR_READ_ONLY
+ *   for an image not opened read-write, %G_IO_ERROR_CLOSED after
+ *   [method@Vhdx.Image.close], %VHDX_ERROR_OUT_OF_RANGE if the range goes
+ *   beyond the end of the virtual disk, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_write (VhdxImage *self,
+                  guint64 offset,
+                  const void *buffer,
+                  gsize count,
+                  VhdxWriteFlags flags,
+                  GCancellable *cancellable,
+                  GError **error)
+{
+        Modify m = { MODIFY_WRITE, offset, count, buffer, NULL, flags };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (buffer != NULL || count == 0, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return image_modify (self, &m, cancellable, error);
+}
+
+/**
+ * vhdx_image_write_async: (skip)
+ * @self: an image opened read-write
+ * @offset: where to start writing in the virtual disk
+ * @buffer: (array length=count) (element-type guint8): the bytes to write;
+ *   they must stay valid until @callback runs
+ * @count: how many bytes to write
+ * @flags: how to write them
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the bytes are written
+ * @user_data: (closure): data for @callback
+ *
+ * Writes @buffer in a worker thread, as [method@Vhdx.Image.write] does.
+ * Call [method@Vhdx.Image.write_finish] from @callback.  Bindings use
+ * [method@Vhdx.Image.write_bytes_async].
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_write_async (VhdxImage *self,
+                        guint64 offset,
+                        const void *buffer,
+                        gsize count,
+                        VhdxWriteFlags flags,
+                        int io_priority,
+                        GCancellable *cancellable,
+                        GAsyncReadyCallback callback,
+                        gpointer user_data)
+{
+        Modify *m;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (buffer != NULL || count == 0);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        m = modify_new (MODIFY_WRITE, offset, count, flags);
+        m->buffer = buffer;
+        modify_async (self, m, vhdx_image_write_async, io_priority, cancellable, callback,
+                      user_data);
+}
+
+/**
+ * vhdx_image_write_finish: (skip)
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes a write started with [method@Vhdx.Image.write_async].
+ *
+ * Returns: %TRUE if the bytes were written; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_write_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return modify_finish (self, result, vhdx_image_write_async, error);
+}
+
+/**
+ * vhdx_image_write_bytes:
+ * @self: an image opened read-write
+ * @offset: where to start writing in the virtual disk
+ * @bytes: the bytes to write
+ * @flags: how to write them
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Writes @bytes to the virtual disk at @offset, as
+ * [method@Vhdx.Image.write] does: all of them, or none if the range goes
+ * beyond the end of the virtual disk.
+ *
+ * This may be called from several threads at once; a program with a main
+ * loop should call [method@Vhdx.Image.write_bytes_async] instead.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set: %G_IO_ERROR_READ_ONLY
+ *   for an image not opened read-write, %G_IO_ERROR_CLOSED after
+ *   [method@Vhdx.Image.close], %VHDX_ERROR_OUT_OF_RANGE if the range goes
+ *   beyond the end of the virtual disk, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_write_bytes (VhdxImage *self,
+                        guint64 offset,
+                        GBytes *bytes,
+                        VhdxWriteFlags flags,
+                        GCancellable *cancellable,
+                        GError **error)
+{
+        Modify m = { MODIFY_WRITE, offset, 0, NULL, NULL, flags };
+        gsize size;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (bytes != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        m.buffer = g_bytes_get_data (bytes, &size);
+        m.length = size;
+        return image_modify (self, &m, cancellable, error);
+}
+
+/**
+ * vhdx_image_write_bytes_async:
+ * @self: an image opened read-write
+ * @offset: where to start writing in the virtual disk
+ * @bytes: the bytes to write
+ * @flags: how to write them
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the bytes are written
+ * @user_data: (closure): data for @callback
+ *
+ * Writes @bytes to the virtual disk at @offset in a worker thread, as
+ * [method@Vhdx.Image.write_bytes] does.  Call
+ * [method@Vhdx.Image.write_bytes_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_write_bytes_async (VhdxImage *self,
+                              guint64 offset,
+                              GBytes *bytes,
+                              VhdxWriteFlags flags,
+                              int io_priority,
+                              GCancellable *cancellable,
+                              GAsyncReadyCallback callback,
+                              gpointer user_data)
+{
+        Modify *m;
+        gsize size;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (bytes != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        m = modify_new (MODIFY_WRITE, offset, 0, flags);
+        m->bytes = g_bytes_ref (bytes);
+        m->buffer = g_bytes_get_data (bytes, &size);
+        m->length = size;
+        modify_async (self, m, vhdx_image_write_bytes_async, io_priority, cancellable, callback,
+                      user_data);
+}
+
+/**
+ * vhdx_image_write_bytes_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes a write started with [method@Vhdx.Image.write_bytes_async].
+ *
+ * Returns: %TRUE if the bytes were written; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_write_bytes_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return modify_finish (self, result, vhdx_image_write_bytes_async, error);
+}
+
+/**
+ * vhdx_image_write_zeroes:
+ * @self: an image opened read-write
+ * @offset: where the range starts in the virtual disk
+ * @length: the length of the range
+ * @flags: how to write the zeros: with %VHDX_WRITE_FLAGS_MAY_UNMAP, the
+ *   blocks that the range covers entirely may be freed
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Makes a range of the virtual disk read as zeros, never as the data of a
+ * differencing image's parent.  Ranges of a dynamic or differencing image
+ * that read as zeros already take no new space; the blocks that the range
+ * covers entirely are freed with %VHDX_WRITE_FLAGS_MAY_UNMAP, and are
+ * filled with zeros otherwise.  The range must lie inside the virtual disk.
+ *
+ * A cancellation noticed before the call starts changes nothing; a long
+ * range notices it between chunks of 1 GiB, and what was zeroed until then
+ * stays zeroed.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set, with the errors of
+ *   [method@Vhdx.Image.write]
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_write_zeroes (VhdxImage *self,
+                         guint64 offset,
+                         guint64 length,
+                         VhdxWriteFlags flags,
+                         GCancellable *cancellable,
+                         GError **error)
+{
+        Modify m = { MODIFY_ZEROES, offset, length, NULL, NULL, flags };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return image_modify (self, &m, cancellable, error);
+}
+
+/**
+ * vhdx_image_write_zeroes_async:
+ * @self: an image opened read-write
+ * @offset: where the range starts in the virtual disk
+ * @length: the length of the range
+ * @flags: how to write the zeros
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the range reads as zeros
+ * @user_data: (closure): data for @callback
+ *
+ * Zeroes a range in a worker thread, as [method@Vhdx.Image.write_zeroes]
+ * does.  Call [method@Vhdx.Image.write_zeroes_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_write_zeroes_async (VhdxImage *self,
+                               guint64 offset,
+                               guint64 length,
+                               VhdxWriteFlags flags,
+                               int io_priority,
+                               GCancellable *cancellable,
+                               GAsyncReadyCallback callback,
+                               gpointer user_data)
+{
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        modify_async (self, modify_new (MODIFY_ZEROES, offset, length, flags),
+                      vhdx_image_write_zeroes_async, io_priority, cancellable, callback, user_data);
+}
+
+/**
+ * vhdx_image_write_zeroes_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.write_zeroes_async].
+ *
+ * Returns: %TRUE if the range reads as zeros; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_write_zeroes_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return modify_finish (self, result, vhdx_image_write_zeroes_async, error);
+}
+
+/**
+ * vhdx_image_discard:
+ * @self: an image opened read-write
+ * @offset: where the range starts in the virtual disk
+ * @length: the length of the range
+ * @flags: how to discard: %VHDX_WRITE_FLAGS_FUA makes the change durable
+ *   at once; %VHDX_WRITE_FLAGS_MAY_UNMAP changes nothing
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Says that a range of the virtual disk is no longer needed, as a guest's
+ * TRIM does.  A dynamic or differencing image frees the blocks that the
+ * range covers entirely, which then read as zeros; the rest of the range,
+ * and every block of a fixed image, keeps its data.  The range must lie
+ * inside the virtual disk.
+ *
+ * A cancellation noticed before the call starts changes nothing; a long
+ * range notices it between chunks of 1 GiB.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set, with the errors of
+ *   [method@Vhdx.Image.write]
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_discard (VhdxImage *self,
+                    guint64 offset,
+                    guint64 length,
+                    VhdxWriteFlags flags,
+                    GCancellable *cancellable,
+                    GError **error)
+{
+        Modify m = { MODIFY_DISCARD, offset, length, NULL, NULL, flags };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return image_modify (self, &m, cancellable, error);
+}
+
+/**
+ * vhdx_image_discard_async:
+ * @self: an image opened read-write
+ * @offset: where the range starts in the virtual disk
+ * @length: the length of the range
+ * @flags: how to discard
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the range is discarded
+ * @user_data: (closure): data for @callback
+ *
+ * Discards a range in a worker thread, as [method@Vhdx.Image.discard]
+ * does.  Call [method@Vhdx.Image.discard_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_discard_async (VhdxImage *self,
+                          guint64 offset,
+                          guint64 length,
+                          VhdxWriteFlags flags,
+                          int io_priority,
+                          GCancellable *cancellable,
+                          GAsyncReadyCallback callback,
+                          gpointer user_data)
+{
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        modify_async (self, modify_new (MODIFY_DISCARD, offset, length, flags),
+                      vhdx_image_discard_async, io_priority, cancellable, callback, user_data);
+}
+
+/**
+ * vhdx_image_discard_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.discard_async].
+ *
+ * Returns: %TRUE if the range was discarded; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_discard_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return modify_finish (self, result, vhdx_image_discard_async, error);
+}
+
+/* Flushing and closing */
+
+/**
+ * vhdx_image_flush:
+ * @self: an image
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Makes everything written to the image so far durable: the data, then
+ * the changes of the image's structures, through its log.  Writes may go
+ * on meanwhile, from other threads; they are made durable by a later
+ * flush.  A read-only image has nothing to flush.
+ *
+ * If a flush fails, the image refuses every later write and flush with
+ * %G_IO_ERROR_FAILED: it must be opened again, which replays its log.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set, with
+ *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close]
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_flush (VhdxImage *self, GCancellable *cancellable, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return FALSE;
+        return vhdx_file_flush (self->handle, error);
+}
+
+static void
+flush_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
+{
+        GError *error = NULL;
+
+        if (!vhdx_image_flush (source_object, cancellable, &error))
+                g_task_return_error (task, error);
+        else
+                g_task_return_boolean (task, TRUE);
+}
+
+/**
+ * vhdx_image_flush_async:
+ * @self: an image
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the image is flushed
+ * @user_data: (closure): data for @callback
+ *
+ * Flushes the image in a worker thread, as [method@Vhdx.Image.flush]
+ * does.  Call [method@Vhdx.Image.flush_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_flush_async (VhdxImage *self,
+                        int io_priority,
+                        GCancellable *cancellable,
+                        GAsyncReadyCallback callback,
+                        gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = g_task_new (self, cancellable, callback, user_data);
+        g_task_set_source_tag (task, vhdx_image_flush_async);
+        g_task_set_priority (task, io_priority);
+        g_task_run_in_thread (task, flush_thread);
+}
+
+/**
+ * vhdx_image_flush_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.flush_async].
+ *
+ * Returns: %TRUE if the image was flushed; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_flush_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return modify_finish (self, result, vhdx_image_flush_async, error);
+}
+
+/* Closes the engine's image once no write runs. */
+static gboolean
+image_close (VhdxImage *self, GCancellable *cancellable, GError **error)
+{
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return FALSE;
+        g_rw_lock_writer_lock (&self->close_lock);
+        ok = vhdx_file_close (self->handle, error);
+        g_rw_lock_writer_unlock (&self->close_lock);
+        return ok;
+}
+
+/* Once the image is closed, nothing changes its headers any more: the
+ * properties take the GUIDs they hold, and notify those that changed. */
+static void
+image_update_guids (VhdxImage *self)
+{
+        const VhdxInfo *info = image_info (self);
+        struct {
+                char **field;
+                const VhdxGuid *guid;
+                GParamSpec *pspec;
+                gboolean changed;
+        } guids[] = {
+                { &self->data_write_guid, &info->data_write_guid, props[PROP_DATA_WRITE_GUID] },
+                { &self->file_write_guid, &info->file_write_guid, props[PROP_FILE_WRITE_GUID] },
+        };
+
+        g_rw_lock_writer_lock (&self->close_lock);
+        for (gsize i = 0; i < G_N_ELEMENTS (guids); i++) {
+                char *text = vhdx_guid_to_string (guids[i].guid);
+
+                if (g_strcmp0 (text, *guids[i].field) == 0) {
+                        g_free (text);
+                        continue;
+                }
+                if (self->retired_strings == NULL)
+                        self->retired_strings = g_ptr_array_new_with_free_func (g_free);
+                g_ptr_array_add (self->retired_strings, *guids[i].field);
+                g_atomic_pointer_set (guids[i].field, text);
+                guids[i].changed = TRUE;
+        }
+        g_rw_lock_writer_unlock (&self->close_lock);
+        for (gsize i = 0; i < G_N_ELEMENTS (guids); i++) {
+                if (guids[i].changed)
+                        g_object_notify_by_pspec (G_OBJECT (self), guids[i].pspec);
+        }
+}
+
+/**
+ * vhdx_image_close:
+ * @self: an image
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Finishes writing an image: flushes it, writes the changes of its
+ * structures in place for good and clears the log's GUID in its header,
+ * so that other programs find the image clean.  Writes running in other
+ * threads end first; later writes and flushes fail with
+ * %G_IO_ERROR_CLOSED.  The image can still be read.
+ * [property@Vhdx.Image:data-write-guid] and
+ * [property@Vhdx.Image:file-write-guid] then take the GUIDs the file holds.
+ *
+ * A read-only image has nothing to close; closing an image again does
+ * nothing.  An image released without being closed is closed when its
+ * last reference goes away, in the same way, but without a word if that
+ * fails.  If closing fails, the image keeps its log, which the next open
+ * replays, and refuses any more writes.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_close (VhdxImage *self, GCancellable *cancellable, GError **error)
+{
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (!image_close (self, cancellable, error))
+                return FALSE;
+        image_update_guids (self);
+        return TRUE;
+}
+
+static void
+close_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
+{
+        GError *error = NULL;
+
+        if (!image_close (source_object, cancellable, &error))
+                g_task_return_error (task, error);
+        else
+                g_task_return_boolean (task, TRUE);
+}
+
+/* Back in the caller's context, where the GUIDs are notified: finishes the task of close_async().
+ */
+static void
+close_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+        g_autoptr (GTask) task = user_data;
+        GError *error = NULL;
+
+        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
+                g_task_return_error (task, error);
+                return;
+        }
+        image_update_guids (VHDX_IMAGE (source));
+        g_task_return_boolean (task, TRUE);
+}
+
+/**
+ * vhdx_image_close_async:
+ * @self: an image
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async): called when the image is closed
+ * @user_data: (closure): data for @callback
+ *
+ * Closes the image in a worker thread, as [method@Vhdx.Image.close] does;
+ * the GUID properties are notified in the thread-default main context of
+ * the caller.  Call [method@Vhdx.Image.close_finish] from @callback.
+ *
+ * Since: 0.1
+ */
+void
+vhdx_image_close_async (VhdxImage *self,
+                        int io_priority,
+                        GCancellable *cancellable,
+                        GAsyncReadyCallback callback,
+                        gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+        g_autoptr (GTask) worker = NULL;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        /* The result is what the close did, even if the cancellable was
+         * cancelled after it started. */
+        task = g_task_new (self, cancellable, callback, user_data);
+        g_task_set_source_tag (task, vhdx_image_close_async);
+        g_task_set_priority (task, io_priority);
+        g_task_set_check_cancellable (task, FALSE);
+        worker = g_task_new (self, cancellable, close_done, g_steal_pointer (&task));
+        g_task_set_source_tag (worker, close_thread);
+        g_task_set_priority (worker, io_priority);
+        g_task_set_check_cancellable (worker, FALSE);
+        g_task_run_in_thread (worker, close_thread);
+}
+
+/**
+ * vhdx_image_close_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.close_async].
+ *
+ * Returns: %TRUE if the image was closed; %FALSE with @error set
+ *
+ * Since: 0.1
+ */
+gboolean
+vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return modify_finish (self, result, vhdx_image_close_async, error);
 }
 
 /* Extents */

@@ -44,6 +44,7 @@ VhdxLogState vhdx_image_get_log_state (VhdxImage *self);
 guint64 vhdx_image_get_file_size (VhdxImage *self);
 guint64 vhdx_image_get_allocated_size (VhdxImage *self);
 
+gboolean vhdx_image_is_read_only (VhdxImage *self);
 gboolean vhdx_image_has_parent (VhdxImage *self);
 G_GNUC_WARN_UNUSED_RESULT
 VhdxImage *vhdx_image_dup_parent (VhdxImage *self);
@@ -86,6 +87,102 @@ GBytes *vhdx_image_read_bytes_finish (VhdxImage *self, GAsyncResult *result, GEr
 
 G_GNUC_WARN_UNUSED_RESULT
 GInputStream *vhdx_image_open_stream (VhdxImage *self);
+G_GNUC_WARN_UNUSED_RESULT
+GIOStream *vhdx_image_open_io_stream (VhdxImage *self);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_write (VhdxImage *self,
+                           guint64 offset,
+                           const void *buffer,
+                           gsize count,
+                           VhdxWriteFlags flags,
+                           GCancellable *cancellable,
+                           GError **error);
+void vhdx_image_write_async (VhdxImage *self,
+                             guint64 offset,
+                             const void *buffer,
+                             gsize count,
+                             VhdxWriteFlags flags,
+                             int io_priority,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_write_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_write_bytes (VhdxImage *self,
+                                 guint64 offset,
+                                 GBytes *bytes,
+                                 VhdxWriteFlags flags,
+                                 GCancellable *cancellable,
+                                 GError **error);
+void vhdx_image_write_bytes_async (VhdxImage *self,
+                                   guint64 offset,
+                                   GBytes *bytes,
+                                   VhdxWriteFlags flags,
+                                   int io_priority,
+                                   GCancellable *cancellable,
+                                   GAsyncReadyCallback callback,
+                                   gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_write_bytes_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_write_zeroes (VhdxImage *self,
+                                  guint64 offset,
+                                  guint64 length,
+                                  VhdxWriteFlags flags,
+                                  GCancellable *cancellable,
+                                  GError **error);
+void vhdx_image_write_zeroes_async (VhdxImage *self,
+                                    guint64 offset,
+                                    guint64 length,
+                                    VhdxWriteFlags flags,
+                                    int io_priority,
+                                    GCancellable *cancellable,
+                                    GAsyncReadyCallback callback,
+                                    gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_write_zeroes_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_discard (VhdxImage *self,
+                             guint64 offset,
+                             guint64 length,
+                             VhdxWriteFlags flags,
+                             GCancellable *cancellable,
+                             GError **error);
+void vhdx_image_discard_async (VhdxImage *self,
+                               guint64 offset,
+                               guint64 length,
+                               VhdxWriteFlags flags,
+                               int io_priority,
+                               GCancellable *cancellable,
+                               GAsyncReadyCallback callback,
+                               gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_discard_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_flush (VhdxImage *self, GCancellable *cancellable, GError **error);
+void vhdx_image_flush_async (VhdxImage *self,
+                             int io_priority,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_flush_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_close (VhdxImage *self, GCancellable *cancellable, GError **error);
+void vhdx_image_close_async (VhdxImage *self,
+                             int io_priority,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 
 G_GNUC_WARN_UNUSED_RESULT
 GPtrArray *vhdx_image_get_extents (VhdxImage *self,

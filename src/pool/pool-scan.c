@@ -179,6 +179,33 @@ missing_parent (VhdxImage *image)
         return parent;
 }
 
+/* The stored bytes of an image are counted by scanning its BAT, whose size
+ * grows with the virtual disk (512 MiB for 64 TiB in 1 MiB blocks).  A listing
+ * reads no BAT of more entries than this (1 MiB of table: 128 GiB of disk in
+ * 1 MiB blocks, 4 TiB in 32 MiB blocks), so that listing a pool of large
+ * images costs what opening them does; larger images have no stored bytes in
+ * the listing (`vhdx info --allocated` counts them). */
+#define ALLOCATED_MAX_BAT_ENTRIES (128 * 1024)
+
+/* allocated_size of an image whose BAT is too large to scan. */
+#define ALLOCATED_UNKNOWN G_MAXUINT64
+
+/* The entries of @image's BAT, from its geometry (MS-VHDX 2.5): a sector
+ * bitmap entry follows every chunk of data block entries. */
+static guint64
+bat_entries (VhdxImage *image)
+{
+        guint64 block = vhdx_image_get_block_size (image);
+        guint64 sector = vhdx_image_get_logical_sector_size (image);
+        guint64 chunk_ratio, blocks;
+
+        if (block == 0 || sector == 0)
+                return G_MAXUINT64;
+        chunk_ratio = MAX ((G_GUINT64_CONSTANT (1) << 23) * sector / block, 1);
+        blocks = (vhdx_image_get_virtual_size (image) + block - 1) / block;
+        return blocks + (blocks + chunk_ratio - 1) / chunk_ratio;
+}
+
 static void
 inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
 {
@@ -197,7 +224,9 @@ inspect_image (PoolVolume *volume, virConnectPtr conn, GHashTable **paths)
         }
         volume->details_known = TRUE;
         volume->virtual_size = vhdx_image_get_virtual_size (image);
-        volume->allocated_size = vhdx_image_get_allocated_size (image);
+        volume->allocated_size = bat_entries (image) <= ALLOCATED_MAX_BAT_ENTRIES
+                                         ? vhdx_image_get_allocated_size (image)
+                                         : ALLOCATED_UNKNOWN;
         volume->file_size = vhdx_image_get_file_size (image);
         volume->disk_type = vhdx_image_get_disk_type (image);
         volume->log_state = vhdx_image_get_log_state (image);
@@ -306,7 +335,8 @@ inspect_volume (virConnectPtr conn, virStorageVolPtr vol, gboolean local, GHashT
         if (volume->details_known) {
                 if (volume->libvirt_capacity != volume->virtual_size)
                         volume->mismatches |= POOL_MISMATCH_CAPACITY;
-                if (volume->libvirt_allocation != volume->allocated_size)
+                if (volume->allocated_size != ALLOCATED_UNKNOWN &&
+                    volume->libvirt_allocation != volume->allocated_size)
                         volume->mismatches |= POOL_MISMATCH_ALLOCATION;
         }
         return volume;
@@ -397,8 +427,10 @@ add_volume_json (JsonBuilder *builder, const PoolVolume *volume)
         if (!volume->is_vhdx || volume->details_known) {
                 json_builder_set_member_name (builder, "virtual-size");
                 json_builder_add_int_value (builder, (gint64) volume->virtual_size);
-                json_builder_set_member_name (builder, "allocated-size");
-                json_builder_add_int_value (builder, (gint64) volume->allocated_size);
+                if (volume->allocated_size != ALLOCATED_UNKNOWN) {
+                        json_builder_set_member_name (builder, "allocated-size");
+                        json_builder_add_int_value (builder, (gint64) volume->allocated_size);
+                }
         }
         if (volume->details_known) {
                 json_builder_set_member_name (builder, "file-size");
@@ -631,8 +663,12 @@ pool_volumes_print_table (GPtrArray *volumes)
                         if (volume->details_known) {
                                 cells[COLUMN_VIRTUAL_SIZE] =
                                         pool_format_capacity (volume->virtual_size);
+                                /* TRANSLATORS: the stored bytes of an image too large to
+                                 * count them in a listing */
                                 cells[COLUMN_STORED] =
-                                        pool_format_capacity (volume->allocated_size);
+                                        volume->allocated_size != ALLOCATED_UNKNOWN
+                                                ? pool_format_capacity (volume->allocated_size)
+                                                : g_strdup (_ ("not counted"));
                                 cells[COLUMN_TYPE] = g_strdup (type_cell (volume->disk_type));
                                 cells[COLUMN_LOG] = g_strdup (log_cell (volume->log_state));
                         }

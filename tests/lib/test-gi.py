@@ -6,7 +6,9 @@
 #
 # The oracle is QEMU: qemu-img creates the images, qemu-io writes known
 # patterns into them, `qemu-img info` describes them and
-# `qemu-img convert -O raw` gives the expected bytes.  What QEMU does not
+# `qemu-img convert -O raw` gives the expected bytes.  The images written
+# through the library are checked by `qemu-img check` and by
+# `qemu-img compare` against the bytes the test expects.  What QEMU does not
 # report (GUIDs, sector sizes, the creator, header sequence numbers, a
 # child's parent locator) is read from the bytes of the files with
 # tests/common/vhdxspec.py, written from the specification.  Without
@@ -596,6 +598,181 @@ class Tests:
         expect_equal(image.get_parent_search_path(), [elsewhere], 'get_parent_search_path()')
         expect_equal(image.props.parent.props.file.get_path(), moved, 'found in the search path')
         expect(image.read_bytes(0, img.size, None).get_data() == img.raw, 'data')
+
+    # writing: the images QEMU made, copied and written; the model of the
+    # disk starts as `qemu-img convert` gave it, and QEMU reads the image
+    # back once it is closed
+
+    def writable_copy(self, name):
+        """A copy of a QEMU-made image to write, and the model of its disk."""
+        img = self.image(name)
+        path = os.path.join(self.workdir, 'written-%s.vhdx' % name)
+        shutil.copyfile(img.path, path)
+        return img, path, bytearray(img.raw)
+
+    def check_with_qemu(self, path, model):
+        raw = path + '.raw'
+        with open(raw, 'wb') as f:
+            f.write(model)
+        check_ok(run([QEMU_IMG, 'check', '-q', '-f', 'vhdx', path]), 'qemu-img check')
+        check_ok(run([QEMU_IMG, 'compare', '-q', '-f', 'vhdx', '-F', 'raw', path, raw]),
+                 'qemu-img compare')
+        os.unlink(raw)
+
+    def test_write(self):
+        img, path, model = self.writable_copy('dynamic')
+        gfile = Gio.File.new_for_path(path)
+        image = Vhdx.Image.new(gfile, Vhdx.OpenFlags.READ_WRITE, None)
+        expect_equal((image.props.read_only, image.is_read_only()), (False, False),
+                     'read-only of an image opened read-write')
+        guid_at_open = image.props.data_write_guid
+        notified = []
+        image.connect('notify::data-write-guid',
+                      lambda obj, pspec: notified.append(obj.props.data_write_guid))
+
+        for offset, length, flags in ((3 * MiB - 5, 10, Vhdx.WriteFlags.NONE),
+                                      (20 * MiB + 1000, 100 * KiB, Vhdx.WriteFlags.NONE),
+                                      (img.size - 512, 512, Vhdx.WriteFlags.FUA),
+                                      (7 * MiB + 1, 9 * MiB + 3, Vhdx.WriteFlags.NONE)):
+            data = os.urandom(length)
+            image.write_bytes(offset, GLib.Bytes.new(data), flags, None)
+            model[offset:offset + length] = data
+        image.write_zeroes(3 * MiB + 4096, 64 * KiB, Vhdx.WriteFlags.MAY_UNMAP, None)
+        model[3 * MiB + 4096:3 * MiB + 68 * KiB] = bytes(64 * KiB)
+        # A dynamic image frees the last block, whole; the other range
+        # covers no block whole and keeps its data.
+        image.discard(39 * MiB, MiB, Vhdx.WriteFlags.NONE, None)
+        model[39 * MiB:40 * MiB] = bytes(MiB)
+        image.discard(20 * MiB + 2048, MiB, Vhdx.WriteFlags.NONE, None)
+        expect(image.read_bytes(0, img.size, None).get_data() == bytes(model),
+               'reads see the writes')
+        expect_error(lambda: image.write_bytes(img.size - 4, GLib.Bytes.new(b'12345678'),
+                                               Vhdx.WriteFlags.NONE, None),
+                     'vhdx-error-quark', Vhdx.Error.OUT_OF_RANGE, 'a write across the end')
+        image.flush(None)
+        image.close(None)
+
+        # The GUIDs of the closed file, read from its bytes.
+        header = vhdxspec.Vhdx(path).header
+        expect_equal(image.props.data_write_guid, header['data-write-guid'],
+                     'data-write-guid after close')
+        expect_equal(image.props.file_write_guid, header['file-write-guid'],
+                     'file-write-guid after close')
+        expect(header['data-write-guid'] != guid_at_open, 'a new DataWriteGuid')
+        expect_equal(notified, [header['data-write-guid']], 'notify::data-write-guid')
+        expect_error(lambda: image.write_bytes(0, GLib.Bytes.new(b'x'), Vhdx.WriteFlags.NONE,
+                                               None),
+                     'g-io-error-quark', Gio.IOErrorEnum.CLOSED, 'a write after close')
+        del image
+
+        reopened = Vhdx.Image.new(gfile, Vhdx.OpenFlags.NONE, None)
+        expect_equal(reopened.props.read_only, True, 'read-only of an image opened read-only')
+        expect(reopened.read_bytes(0, img.size, None).get_data() == bytes(model),
+               'the disk read after reopening')
+        expect_error(lambda: reopened.write_bytes(0, GLib.Bytes.new(b'x'), Vhdx.WriteFlags.NONE,
+                                                  None),
+                     'g-io-error-quark', Gio.IOErrorEnum.READ_ONLY, 'a write to it')
+        del reopened
+        self.check_with_qemu(path, model)
+
+    def test_write_async(self):
+        img, path, model = self.writable_copy('odd')
+        image = open_async(Gio.File.new_for_path(path), Vhdx.OpenFlags.READ_WRITE)
+
+        def call(start, finish):
+            return run_loop(lambda done: start(GLib.PRIORITY_DEFAULT, None, finisher(
+                lambda source, result: getattr(source, finish)(result), done)))
+
+        data = os.urandom(5 * MiB)
+        call(lambda *args: image.write_bytes_async(30 * MiB, GLib.Bytes.new(data),
+                                                   Vhdx.WriteFlags.NONE, *args),
+             'write_bytes_finish')
+        model[30 * MiB:35 * MiB] = data
+        call(lambda *args: image.write_zeroes_async(64 * MiB + 4 * KiB, 8 * KiB,
+                                                    Vhdx.WriteFlags.NONE, *args),
+             'write_zeroes_finish')
+        model[64 * MiB + 4 * KiB:64 * MiB + 12 * KiB] = bytes(8 * KiB)
+        # The second block of 32 MiB, whole.
+        call(lambda *args: image.discard_async(32 * MiB, 32 * MiB, Vhdx.WriteFlags.NONE, *args),
+             'discard_finish')
+        model[32 * MiB:64 * MiB] = bytes(32 * MiB)
+
+        cancellable = Gio.Cancellable()
+        cancellable.cancel()
+        expect_error(lambda: run_loop(lambda done: image.write_bytes_async(
+            0, GLib.Bytes.new(b'\xff' * 4096), Vhdx.WriteFlags.NONE, GLib.PRIORITY_DEFAULT,
+            cancellable, finisher(lambda source, result: source.write_bytes_finish(result),
+                                  done))),
+            'g-io-error-quark', Gio.IOErrorEnum.CANCELLED, 'a cancelled write')
+        expect_equal(read_all_async(image), bytes(model), 'reads see the writes')
+        call(image.flush_async, 'flush_finish')
+        call(image.close_async, 'close_finish')
+        expect_equal(image.props.data_write_guid, vhdxspec.Vhdx(path).header['data-write-guid'],
+                     'data-write-guid after close_async')
+        del image
+        self.check_with_qemu(path, model)
+
+    def test_write_read_only(self):
+        img = self.image('fixed')
+        with open(img.path, 'rb') as f:
+            before = hashlib.sha256(f.read()).hexdigest()
+        image = img.open()
+        expect_equal((image.props.read_only, image.is_read_only()), (True, True), 'read-only')
+        read_only = ('g-io-error-quark', Gio.IOErrorEnum.READ_ONLY)
+        expect_error(lambda: image.write_bytes(0, GLib.Bytes.new(b'x' * 512),
+                                               Vhdx.WriteFlags.NONE, None),
+                     *read_only, 'write_bytes')
+        expect_error(lambda: image.write_zeroes(0, MiB, Vhdx.WriteFlags.MAY_UNMAP, None),
+                     *read_only, 'write_zeroes')
+        expect_error(lambda: image.discard(0, MiB, Vhdx.WriteFlags.NONE, None), *read_only,
+                     'discard')
+        expect_error(lambda: run_loop(lambda done: image.write_bytes_async(
+            0, GLib.Bytes.new(b'x'), Vhdx.WriteFlags.FUA, GLib.PRIORITY_DEFAULT, None,
+            finisher(lambda source, result: source.write_bytes_finish(result), done))),
+            *read_only, 'write_bytes_async')
+        stream = image.open_io_stream()
+        expect_error(lambda: stream.get_output_stream().write(b'x' * 512, None), *read_only,
+                     'a write to the stream')
+        stream.close(None)
+        image.flush(None)
+        image.close(None)
+        del image
+        with open(img.path, 'rb') as f:
+            expect_equal(hashlib.sha256(f.read()).hexdigest(), before, 'sha256 of the file')
+
+    def test_io_stream(self):
+        img, path, model = self.writable_copy('fixed')
+        image = Vhdx.Image.new(Gio.File.new_for_path(path), Vhdx.OpenFlags.READ_WRITE, None)
+        stream = image.open_io_stream()
+        output = stream.get_output_stream()
+        input_ = stream.get_input_stream()
+        expect(isinstance(output, Vhdx.OutputStream), 'not a Vhdx.OutputStream')
+        expect(isinstance(input_, Vhdx.InputStream), 'not a Vhdx.InputStream')
+        expect(output.get_image() == image, 'get_image()')
+        expect(output.can_seek() and not output.can_truncate(), 'seek/truncate')
+        output.seek(5 * MiB + 3, GLib.SeekType.SET, None)
+        data = os.urandom(3 * MiB)
+        ok, written = output.write_all(data, None)
+        expect_equal((ok, written), (True, len(data)), 'write_all')
+        model[5 * MiB + 3:8 * MiB + 3] = data
+        expect_equal(output.tell(), 8 * MiB + 3, 'tell')
+        output.seek(-10, GLib.SeekType.END, None)
+        expect_equal(output.write(b'\x11' * 100, None), 10, 'a write across the end')
+        model[-10:] = b'\x11' * 10
+        expect_error(lambda: output.write(b'\x22', None), 'g-io-error-quark',
+                     Gio.IOErrorEnum.NO_SPACE, 'a write at the end')
+        expect_error(lambda: output.truncate(0, None), 'g-io-error-quark',
+                     Gio.IOErrorEnum.NOT_SUPPORTED, 'truncate')
+        output.flush(None)
+        input_.seek(5 * MiB, GLib.SeekType.SET, None)
+        expect_equal(input_.read_bytes(4 * MiB, None).get_data(), bytes(model[5 * MiB:9 * MiB]),
+                     'read back through the input stream')
+        # A fixed image keeps every block: a discard changes nothing.
+        image.discard(0, 8 * MiB, Vhdx.WriteFlags.NONE, None)
+        stream.close(None)
+        image.close(None)
+        del image
+        self.check_with_qemu(path, model)
 
     # the examples
 

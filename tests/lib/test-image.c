@@ -3,8 +3,10 @@
  * The GObject library's C-only parts, and everything that is easier to
  * check from C: reads into the caller's buffer, reads from many threads at
  * once, cancellation in the middle of a read, differencing images made by
- * the project's writer.  The images come from the test generator, whose
- * raw disk is the expected result of every read.
+ * the project's writer, writes.  The images read come from the test
+ * generator, whose raw disk is the expected result of every read; the
+ * images written are made by qemu-img, and checked by it once closed
+ * against the disk the test expects.
  */
 #include <fcntl.h>
 #include <glib/gstdio.h>
@@ -75,11 +77,17 @@ fixture_tear_down (Fixture *fixture, gconstpointer data)
 }
 
 static VhdxImage *
-open_path (const char *path, GError **error)
+open_path_with_flags (const char *path, VhdxOpenFlags flags, GError **error)
 {
         g_autoptr (GFile) file = g_file_new_for_path (path);
 
-        return vhdx_image_new (file, VHDX_OPEN_FLAGS_NONE, NULL, error);
+        return vhdx_image_new (file, flags, NULL, error);
+}
+
+static VhdxImage *
+open_path (const char *path, GError **error)
+{
+        return open_path_with_flags (path, VHDX_OPEN_FLAGS_NONE, error);
 }
 
 static VhdxImage *
@@ -1075,6 +1083,901 @@ test_parent_file (void)
         g_assert_cmpuint (vhdx_image_get_chain_depth (child), ==, 1);
 }
 
+/* Writing.  QEMU makes the images and reads them back once they are
+ * closed (qemu-img check and compare); the test keeps the disk it expects
+ * in a model buffer, changed as each call should change the disk. */
+
+#define KiB (G_GUINT64_CONSTANT (1) << 10)
+
+typedef struct {
+        char *dir;
+        char *path;
+        guint64 size;
+        guint8 *model;
+        guint64 *initial_bat; /* the payload BAT entries QEMU wrote */
+} Disk;
+
+static void
+disk_free (Disk *disk)
+{
+        g_free (disk->model);
+        g_free (disk->initial_bat);
+        g_free (disk->path);
+        test_tmpdir_free (disk->dir);
+        g_free (disk);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Disk, disk_free)
+
+static gboolean
+have_qemu_img (void)
+{
+        if (test_have_program ("qemu-img"))
+                return TRUE;
+        g_test_skip ("qemu-img is not installed: it makes the images written and checks them");
+        return FALSE;
+}
+
+static void
+qemu_img_create (const char *path, guint64 size)
+{
+        g_autofree char *size_text = g_strdup_printf ("%" G_GUINT64_FORMAT, size);
+        const char *argv[] = {
+                "qemu-img", "create",  "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=1M",
+                path,       size_text, NULL
+        };
+
+        test_run (argv);
+}
+
+/* An empty dynamic image of @size bytes in 1 MiB blocks, made by qemu-img,
+ * and its model: zeros.  QEMU marks its blocks ZERO, as the BAT read from
+ * the file tells. */
+static Disk *
+disk_new (guint64 size)
+{
+        Disk *disk = g_new0 (Disk, 1);
+        TestSpecLayout layout;
+
+        disk->dir = test_tmpdir_new ();
+        disk->path = g_build_filename (disk->dir, "disk.vhdx", NULL);
+        disk->size = size;
+        disk->model = g_malloc0 (size);
+        qemu_img_create (disk->path, size);
+        test_spec_read_layout (disk->path, &layout);
+        disk->initial_bat = test_spec_read_payload_entries (disk->path, &layout);
+        return disk;
+}
+
+static VhdxImage *
+disk_open (Disk *disk, VhdxOpenFlags flags)
+{
+        g_autoptr (GError) error = NULL;
+        VhdxImage *image = open_path_with_flags (disk->path, flags, &error);
+
+        g_assert_no_error (error);
+        g_assert_nonnull (image);
+        return image;
+}
+
+/* @length bytes of a random pattern made from @seed. */
+static GBytes *
+random_bytes (gsize length, guint32 seed)
+{
+        g_autoptr (GRand) rand = g_rand_new_with_seed (seed);
+        guint8 *data = g_malloc (MAX (length, 1));
+
+        for (gsize i = 0; i < length; i++)
+                data[i] = (guint8) g_rand_int (rand);
+        return g_bytes_new_take (data, length);
+}
+
+static void
+model_write (Disk *disk, guint64 offset, GBytes *bytes)
+{
+        gsize length;
+        const guint8 *data = g_bytes_get_data (bytes, &length);
+
+        g_assert_cmpuint (offset + length, <=, disk->size);
+        memcpy (disk->model + offset, data, length);
+}
+
+/* A discard frees the blocks of a dynamic image that the range covers
+ * entirely, and they read as zeros; the rest keeps its data. */
+static void
+model_discard (Disk *disk, guint64 offset, guint64 length)
+{
+        guint64 first = (offset + MiB - 1) / MiB * MiB;
+        guint64 end = offset + length == disk->size ? disk->size : (offset + length) / MiB * MiB;
+
+        if (first < end)
+                memset (disk->model + first, 0, end - first);
+}
+
+/* The image, open, reads as the model. */
+static void
+assert_reads_model (VhdxImage *image, Disk *disk)
+{
+        g_autoptr (GError) error = NULL;
+        g_autofree guint8 *found = g_malloc (disk->size);
+
+        test_assert_ok (vhdx_image_read (image, 0, found, disk->size, NULL, &error), error);
+        test_assert_bytes_equal (found, disk->model, disk->size, 0, "the disk read back");
+}
+
+/* QEMU finds the image at @path clean, and reading as the model. */
+static void
+assert_qemu_reads_model (Disk *disk, const char *path)
+{
+        g_autoptr (GError) error = NULL;
+        g_autofree char *raw = g_build_filename (disk->dir, "model.raw", NULL);
+        const char *check[] = { "qemu-img", "check", "-q", "-f", "vhdx", path, NULL };
+        const char *compare[] = { "qemu-img", "compare", "-q", "-f", "vhdx",
+                                  "-F",       "raw",     path, raw,  NULL };
+
+        test_assert_ok (g_file_set_contents (raw, (const char *) disk->model, (gssize) disk->size,
+                                             &error),
+                        error);
+        test_run (check);
+        test_run (compare);
+}
+
+typedef enum {
+        OP_WRITE,       /* vhdx_image_write() */
+        OP_WRITE_BYTES, /* vhdx_image_write_bytes() */
+        OP_ZEROES,
+        OP_DISCARD,
+} OpKind;
+
+typedef struct {
+        OpKind kind;
+        guint64 offset;
+        guint64 length;
+        VhdxWriteFlags flags;
+} Op;
+
+/* The changes made to a 24 MiB disk, and the states of its blocks after them. */
+static const Op write_ops[] = {
+        /* Across three blocks, and a partial sector. */
+        { OP_WRITE, 3 * MiB - 4096, MiB + 8192, VHDX_WRITE_FLAGS_NONE },
+        { OP_WRITE_BYTES, 5 * MiB + 100, 3000, VHDX_WRITE_FLAGS_NONE },
+        { OP_WRITE_BYTES, 10 * MiB, 3 * MiB, VHDX_WRITE_FLAGS_NONE },
+        /* The end of the disk, durable at once. */
+        { OP_WRITE, 24 * MiB - 64 * KiB, 64 * KiB, VHDX_WRITE_FLAGS_FUA },
+        /* More than a chunk of the library's. */
+        { OP_WRITE, 14 * MiB + 3, 9 * MiB + 10, VHDX_WRITE_FLAGS_NONE },
+        /* Zeros inside a block; a block freed; a block zeroed in place. */
+        { OP_ZEROES, 3 * MiB + 1000, 5000, VHDX_WRITE_FLAGS_NONE },
+        { OP_ZEROES, 10 * MiB, MiB, VHDX_WRITE_FLAGS_MAY_UNMAP },
+        { OP_ZEROES, 11 * MiB, MiB, VHDX_WRITE_FLAGS_NONE },
+        /* Block 12 freed; the parts of blocks 11 and 13 kept. */
+        { OP_DISCARD, 12 * MiB - 512, MiB + 1024, VHDX_WRITE_FLAGS_NONE },
+        /* Over what was written. */
+        { OP_WRITE_BYTES, 3 * MiB - 4096 + 77, 10 * KiB, VHDX_WRITE_FLAGS_FUA },
+        { OP_ZEROES, 5 * MiB, 200, VHDX_WRITE_FLAGS_NONE },
+};
+#define WRITE_OPS_SIZE (24 * MiB)
+
+/* The BAT states, from MS-VHDX 2.5.1.1: blocks 2 to 5, 10 to 12 and 14 to
+ * 23 were written (FULLY_PRESENT, 6), 10 then zeroed with MAY_UNMAP (ZERO,
+ * 2) and 12 discarded (UNMAPPED, 3); the others keep the state QEMU gave
+ * them. */
+static guint
+write_ops_block_state (Disk *disk, guint64 block)
+{
+        if (block == 10)
+                return 2;
+        if (block == 12)
+                return 3;
+        if ((block >= 2 && block <= 5) || (block >= 10 && block <= 23 && block != 13))
+                return 6;
+        return (guint) (disk->initial_bat[block] & VHDX_BAT_STATE_MASK);
+}
+
+/* The model of @op, and the bytes it writes. */
+static GBytes *
+model_op (Disk *disk, const Op *op, guint32 seed)
+{
+        g_autoptr (GBytes) bytes = NULL;
+
+        switch (op->kind) {
+        case OP_WRITE:
+        case OP_WRITE_BYTES:
+                bytes = random_bytes ((gsize) op->length, seed);
+                model_write (disk, op->offset, bytes);
+                break;
+        case OP_ZEROES:
+                memset (disk->model + op->offset, 0, op->length);
+                break;
+        case OP_DISCARD:
+                model_discard (disk, op->offset, op->length);
+                break;
+        }
+        return g_steal_pointer (&bytes);
+}
+
+static gboolean
+run_op (VhdxImage *image, const Op *op, GBytes *bytes, GCancellable *cancellable, GError **error)
+{
+        switch (op->kind) {
+        case OP_WRITE:
+                return vhdx_image_write (image, op->offset, g_bytes_get_data (bytes, NULL),
+                                         g_bytes_get_size (bytes), op->flags, cancellable, error);
+        case OP_WRITE_BYTES:
+                return vhdx_image_write_bytes (image, op->offset, bytes, op->flags, cancellable,
+                                               error);
+        case OP_ZEROES:
+                return vhdx_image_write_zeroes (image, op->offset, op->length, op->flags,
+                                                cancellable, error);
+        case OP_DISCARD:
+        default:
+                return vhdx_image_discard (image, op->offset, op->length, op->flags, cancellable,
+                                           error);
+        }
+}
+
+/* Waiting in a main loop for an asynchronous call. */
+typedef struct {
+        GMainLoop *loop;
+        GAsyncResult *result;
+} Waiter;
+
+static void
+waiter_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+        Waiter *waiter = user_data;
+
+        g_assert_null (waiter->result);
+        waiter->result = g_object_ref (result);
+        g_main_loop_quit (waiter->loop);
+}
+
+/* Runs the loop until the call ends; the result is the waiter's until the next call. */
+static GAsyncResult *
+waiter_wait (Waiter *waiter)
+{
+        g_main_loop_run (waiter->loop);
+        g_assert_nonnull (waiter->result);
+        return waiter->result;
+}
+
+static void
+waiter_clear (Waiter *waiter)
+{
+        g_clear_object (&waiter->result);
+}
+
+static gboolean
+run_op_async (VhdxImage *image,
+              const Op *op,
+              GBytes *bytes,
+              GCancellable *cancellable,
+              Waiter *waiter,
+              GError **error)
+{
+        gboolean ok;
+
+        switch (op->kind) {
+        case OP_WRITE:
+                vhdx_image_write_async (image, op->offset, g_bytes_get_data (bytes, NULL),
+                                        g_bytes_get_size (bytes), op->flags, G_PRIORITY_DEFAULT,
+                                        cancellable, waiter_done, waiter);
+                ok = vhdx_image_write_finish (image, waiter_wait (waiter), error);
+                break;
+        case OP_WRITE_BYTES:
+                vhdx_image_write_bytes_async (image, op->offset, bytes, op->flags,
+                                              G_PRIORITY_DEFAULT, cancellable, waiter_done, waiter);
+                ok = vhdx_image_write_bytes_finish (image, waiter_wait (waiter), error);
+                break;
+        case OP_ZEROES:
+                vhdx_image_write_zeroes_async (image, op->offset, op->length, op->flags,
+                                               G_PRIORITY_DEFAULT, cancellable, waiter_done,
+                                               waiter);
+                ok = vhdx_image_write_zeroes_finish (image, waiter_wait (waiter), error);
+                break;
+        case OP_DISCARD:
+        default:
+                vhdx_image_discard_async (image, op->offset, op->length, op->flags,
+                                          G_PRIORITY_DEFAULT, cancellable, waiter_done, waiter);
+                ok = vhdx_image_discard_finish (image, waiter_wait (waiter), error);
+                break;
+        }
+        waiter_clear (waiter);
+        return ok;
+}
+
+/* Notifications of a property: how many, and in which thread the last. */
+typedef struct {
+        guint count;
+        GThread *thread;
+} Notified;
+
+static void
+count_notify (GObject *object, GParamSpec *pspec, gpointer user_data)
+{
+        Notified *notified = user_data;
+
+        notified->count++;
+        notified->thread = g_thread_self ();
+}
+
+/* What a closed image written by write_ops holds, read from its bytes: the
+ * block states, a clean log, the GUIDs the image reports. */
+static void
+assert_closed_image (Disk *disk, VhdxImage *image, const char *data_guid_at_open)
+{
+        g_autofree guint64 *bat = NULL;
+        g_autofree char *data_guid = NULL;
+        g_autofree char *file_guid = NULL;
+        static const guint8 zero_guid[16] = { 0 };
+        TestSpecLayout layout;
+        GStatBuf st;
+        guint64 stored = 0;
+
+        test_spec_read_layout (disk->path, &layout);
+        bat = test_spec_read_payload_entries (disk->path, &layout);
+        for (guint64 block = 0; block < layout.payload_blocks; block++) {
+                guint state = (guint) (bat[block] & VHDX_BAT_STATE_MASK);
+
+                g_test_message ("block %" G_GUINT64_FORMAT ": state %u", block, state);
+                g_assert_cmpuint (state, ==, write_ops_block_state (disk, block));
+                if (state == VHDX_PAYLOAD_FULLY_PRESENT)
+                        stored += MiB;
+        }
+        /* Clean: the log's GUID cleared in the current header. */
+        g_assert_cmpmem (layout.log_guid, 16, zero_guid, 16);
+        /* The GUIDs given at the first write, as the properties now say. */
+        data_guid = test_guid_to_text (layout.data_write_guid);
+        file_guid = test_guid_to_text (layout.file_write_guid);
+        g_assert_cmpstr (vhdx_image_get_data_write_guid (image), ==, data_guid);
+        g_assert_cmpstr (vhdx_image_get_file_write_guid (image), ==, file_guid);
+        g_assert_cmpstr (data_guid, !=, data_guid_at_open);
+        g_assert_cmpuint (vhdx_image_get_allocated_size (image), ==, stored);
+        g_assert_cmpint (g_stat (disk->path, &st), ==, 0);
+        g_assert_cmpuint (vhdx_image_get_file_size (image), ==, (guint64) st.st_size);
+}
+
+static void
+test_write_sync (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autofree char *data_guid_at_open = NULL;
+        g_autofree char *file_guid_at_open = NULL;
+        Notified data_guid_notified = { 0 };
+        Notified file_guid_notified = { 0 };
+        gboolean read_only = TRUE;
+        guint8 byte = 1;
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (WRITE_OPS_SIZE);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        g_object_get (image, "read-only", &read_only, NULL);
+        g_assert_false (read_only);
+        g_assert_false (vhdx_image_is_read_only (image));
+        /* QEMU's empty image stores no block; the count is made again after writes. */
+        g_assert_cmpuint (vhdx_image_get_allocated_size (image), ==, 0);
+        data_guid_at_open = g_strdup (vhdx_image_get_data_write_guid (image));
+        file_guid_at_open = g_strdup (vhdx_image_get_file_write_guid (image));
+        g_signal_connect (image, "notify::data-write-guid", G_CALLBACK (count_notify),
+                          &data_guid_notified);
+        g_signal_connect (image, "notify::file-write-guid", G_CALLBACK (count_notify),
+                          &file_guid_notified);
+
+        for (gsize i = 0; i < G_N_ELEMENTS (write_ops); i++) {
+                g_autoptr (GBytes) bytes = model_op (disk, &write_ops[i], 100 + i);
+
+                test_assert_ok (run_op (image, &write_ops[i], bytes, NULL, &error), error);
+                /* Reads see each change at once. */
+                assert_reads_model (image, disk);
+        }
+        g_assert_cmpuint (vhdx_image_get_allocated_size (image), ==, 15 * MiB);
+        /* The properties keep the GUIDs of the open until the close. */
+        g_assert_cmpstr (vhdx_image_get_data_write_guid (image), ==, data_guid_at_open);
+        test_assert_ok (vhdx_image_flush (image, NULL, &error), error);
+        test_assert_ok (vhdx_image_close (image, NULL, &error), error);
+        g_assert_cmpuint (data_guid_notified.count, ==, 1);
+        g_assert_cmpuint (file_guid_notified.count, ==, 1);
+        g_assert_cmpstr (vhdx_image_get_file_write_guid (image), !=, file_guid_at_open);
+        assert_closed_image (disk, image, data_guid_at_open);
+
+        /* Closed: reads go on, writes and flushes are refused, closing again is nothing. */
+        assert_reads_model (image, disk);
+        g_assert_false (vhdx_image_write (image, 0, &byte, 1, VHDX_WRITE_FLAGS_NONE, NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED);
+        g_clear_error (&error);
+        g_assert_false (vhdx_image_flush (image, NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED);
+        g_clear_error (&error);
+        test_assert_ok (vhdx_image_close (image, NULL, &error), error);
+        g_assert_cmpuint (data_guid_notified.count, ==, 1);
+        g_clear_object (&image);
+
+        assert_qemu_reads_model (disk, disk->path);
+}
+
+static void
+test_write_async (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+        g_autofree char *data_guid_at_open = NULL;
+        Waiter waiter = { loop, NULL };
+        Notified notified = { 0 };
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (WRITE_OPS_SIZE);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        data_guid_at_open = g_strdup (vhdx_image_get_data_write_guid (image));
+        g_signal_connect (image, "notify::data-write-guid", G_CALLBACK (count_notify), &notified);
+
+        for (gsize i = 0; i < G_N_ELEMENTS (write_ops); i++) {
+                g_autoptr (GBytes) bytes = model_op (disk, &write_ops[i], 200 + i);
+
+                test_assert_ok (run_op_async (image, &write_ops[i], bytes, NULL, &waiter, &error),
+                                error);
+        }
+        assert_reads_model (image, disk);
+
+        vhdx_image_flush_async (image, G_PRIORITY_DEFAULT, NULL, waiter_done, &waiter);
+        test_assert_ok (vhdx_image_flush_finish (image, waiter_wait (&waiter), &error), error);
+        waiter_clear (&waiter);
+        vhdx_image_close_async (image, G_PRIORITY_DEFAULT, NULL, waiter_done, &waiter);
+        test_assert_ok (vhdx_image_close_finish (image, waiter_wait (&waiter), &error), error);
+        waiter_clear (&waiter);
+        /* Notified in the thread that runs the loop, not in the worker. */
+        g_assert_cmpuint (notified.count, ==, 1);
+        g_assert_true (notified.thread == g_thread_self ());
+        assert_closed_image (disk, image, data_guid_at_open);
+        g_clear_object (&image);
+
+        assert_qemu_reads_model (disk, disk->path);
+}
+
+/* What was flushed is in the file: a copy taken then, opened by QEMU, which
+ * replays its log, reads as the model. */
+static void
+test_write_flush_durable (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = random_bytes (3 * MiB, 7);
+        g_autoptr (GBytes) later = random_bytes (MiB, 8);
+        g_autoptr (GFile) file = NULL;
+        g_autoptr (GFile) copy = NULL;
+        g_autofree char *copy_path = NULL;
+        const char *replay[] = { "qemu-io", "-f", "vhdx", "-c", "flush", NULL, NULL };
+
+        if (!have_qemu_img ())
+                return;
+        if (!test_have_program ("qemu-io")) {
+                g_test_skip ("qemu-io is not installed: it replays the log of the copy");
+                return;
+        }
+        disk = disk_new (8 * MiB);
+        copy_path = g_build_filename (disk->dir, "copy.vhdx", NULL);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        test_assert_ok (vhdx_image_write_bytes (image, MiB + 512, bytes, VHDX_WRITE_FLAGS_NONE,
+                                                NULL, &error),
+                        error);
+        model_write (disk, MiB + 512, bytes);
+        test_assert_ok (vhdx_image_flush (image, NULL, &error), error);
+        file = g_file_new_for_path (disk->path);
+        copy = g_file_new_for_path (copy_path);
+        test_assert_ok (g_file_copy (file, copy, G_FILE_COPY_NONE, NULL, NULL, NULL, &error),
+                        error);
+        /* Written after the copy was taken: only the image gets it, closed
+         * when it is released. */
+        test_assert_ok (vhdx_image_write_bytes (image, 6 * MiB, later, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                &error),
+                        error);
+        g_clear_object (&image);
+
+        replay[5] = copy_path;
+        test_run (replay);
+        assert_qemu_reads_model (disk, copy_path);
+        model_write (disk, 6 * MiB, later);
+        assert_qemu_reads_model (disk, disk->path);
+}
+
+static void
+test_write_range (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = random_bytes (16, 9);
+        g_autoptr (GBytes) empty = g_bytes_new (NULL, 0);
+        guint8 buf[16] = { 0x5a };
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (4 * MiB);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        /* Ranges that do not fit write nothing, not even what fits. */
+        g_assert_false (vhdx_image_write (image, 4 * MiB - 8, buf, sizeof buf,
+                                          VHDX_WRITE_FLAGS_NONE, NULL, &error));
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
+        g_clear_error (&error);
+        g_assert_false (vhdx_image_write_bytes (image, G_MAXUINT64 - 4, bytes,
+                                                VHDX_WRITE_FLAGS_NONE, NULL, &error));
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
+        g_clear_error (&error);
+        g_assert_false (vhdx_image_write_zeroes (image, 3 * MiB, MiB + 1,
+                                                 VHDX_WRITE_FLAGS_MAY_UNMAP, NULL, &error));
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
+        g_clear_error (&error);
+        g_assert_false (
+                vhdx_image_discard (image, 5 * MiB, 0, VHDX_WRITE_FLAGS_NONE, NULL, &error));
+        g_assert_error (error, VHDX_ERROR, VHDX_ERROR_OUT_OF_RANGE);
+        g_clear_error (&error);
+        /* Empty writes at the end are in range, and change nothing. */
+        test_assert_ok (vhdx_image_write_bytes (image, 4 * MiB, empty, VHDX_WRITE_FLAGS_FUA, NULL,
+                                                &error),
+                        error);
+        test_assert_ok (vhdx_image_write_zeroes (image, 4 * MiB, 0, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                 &error),
+                        error);
+        assert_reads_model (image, disk);
+        g_clear_object (&image);
+        assert_qemu_reads_model (disk, disk->path);
+}
+
+static void
+test_write_read_only (Fixture *fixture, gconstpointer data)
+{
+        g_autofree char *before = test_sha256_file (fixture->path);
+        g_autofree char *after = NULL;
+        g_autoptr (VhdxImage) image = open_fixture (fixture);
+        g_autoptr (VhdxImage) writable = NULL;
+        g_autoptr (GBytes) bytes = random_bytes (4096, 10);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+        g_autoptr (GIOStream) stream = NULL;
+        g_autofree guint8 *found = g_malloc (64 * MiB);
+        Waiter waiter = { loop, NULL };
+        gboolean read_only = FALSE;
+        gsize written = 99;
+
+        g_object_get (image, "read-only", &read_only, NULL);
+        g_assert_true (read_only);
+        g_assert_true (vhdx_image_is_read_only (image));
+
+        for (gsize i = 0; i < G_N_ELEMENTS (write_ops); i++) {
+                g_assert_false (run_op (image, &write_ops[i], bytes, NULL, &error));
+                g_assert_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY);
+                g_clear_error (&error);
+        }
+        /* The refusal comes before the range is looked at. */
+        g_assert_false (vhdx_image_write_bytes (image, 64 * MiB, bytes, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY);
+        g_clear_error (&error);
+        vhdx_image_write_bytes_async (image, 0, bytes, VHDX_WRITE_FLAGS_FUA, G_PRIORITY_DEFAULT,
+                                      NULL, waiter_done, &waiter);
+        g_assert_false (vhdx_image_write_bytes_finish (image, waiter_wait (&waiter), &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY);
+        g_clear_error (&error);
+        waiter_clear (&waiter);
+        stream = vhdx_image_open_io_stream (image);
+        g_assert_false (g_output_stream_write_all (g_io_stream_get_output_stream (stream),
+                                                   g_bytes_get_data (bytes, NULL), 4096, &written,
+                                                   NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY);
+        g_assert_cmpuint (written, ==, 0);
+        g_clear_error (&error);
+        /* Nothing to flush or close. */
+        test_assert_ok (vhdx_image_flush (image, NULL, &error), error);
+        test_assert_ok (g_io_stream_close (stream, NULL, &error), error);
+        test_assert_ok (vhdx_image_close (image, NULL, &error), error);
+        test_assert_ok (vhdx_image_read (image, 0, found, 64 * MiB, NULL, &error), error);
+        assert_raw_range (fixture->gen, found, 0, 64 * MiB);
+        g_clear_object (&stream);
+        g_clear_object (&image);
+
+        after = test_sha256_file (fixture->path);
+        g_assert_cmpstr (after, ==, before);
+
+        writable = open_path_with_flags (fixture->path, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        g_assert_false (vhdx_image_is_read_only (writable));
+}
+
+/* The parents of an image opened read-write stay read-only. */
+static void
+test_write_parent_read_only (void)
+{
+        g_autoptr (Chain) chain = chain_new ();
+        g_autofree char *base_before = test_sha256_file (chain->base_path);
+        g_autofree char *base_after = NULL;
+        g_autoptr (VhdxImage) child = NULL;
+        g_autoptr (VhdxImage) parent = NULL;
+        g_autoptr (GBytes) bytes = random_bytes (8192, 11);
+        g_autoptr (GError) error = NULL;
+        g_autofree guint8 *expected = g_malloc (chain->size);
+        g_autofree guint8 *found = g_malloc (chain->size);
+        gboolean read_only = FALSE;
+
+        child = open_path_with_flags (chain->child_path, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        g_assert_false (vhdx_image_is_read_only (child));
+        parent = vhdx_image_dup_parent (child);
+        g_object_get (parent, "read-only", &read_only, NULL);
+        g_assert_true (read_only);
+        g_assert_false (vhdx_image_write_bytes (parent, 2 * MiB, bytes, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY);
+        g_clear_error (&error);
+
+        /* Over the parent's data, and over the child's. */
+        test_assert_ok (vhdx_image_write_bytes (child, 2 * MiB + 512, bytes, VHDX_WRITE_FLAGS_NONE,
+                                                NULL, &error),
+                        error);
+        test_assert_ok (vhdx_image_write_zeroes (child, 4 * MiB, 4096, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                 &error),
+                        error);
+        test_assert_ok (vhdx_image_close (child, NULL, &error), error);
+        g_clear_object (&parent);
+        g_clear_object (&child);
+
+        base_after = test_sha256_file (chain->base_path);
+        g_assert_cmpstr (base_after, ==, base_before);
+        chain_expected (0, expected, chain->size);
+        memcpy (expected + 2 * MiB + 512, g_bytes_get_data (bytes, NULL), 8192);
+        memset (expected + 4 * MiB, 0, 4096);
+        child = open_child (chain, NULL);
+        test_assert_ok (vhdx_image_read (child, 0, found, chain->size, NULL, &error), error);
+        assert_bytes_equal (found, expected, chain->size, 0);
+}
+
+/* A cancelled cancellable: nothing is written, the file is unchanged. */
+static void
+test_write_cancelled (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+        g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+        g_autoptr (GBytes) bytes = random_bytes (MiB, 12);
+        g_autofree char *before = NULL;
+        g_autofree char *after = NULL;
+        Waiter waiter = { loop, NULL };
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (WRITE_OPS_SIZE);
+        before = test_sha256_file (disk->path);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        g_cancellable_cancel (cancellable);
+        for (gsize i = 0; i < G_N_ELEMENTS (write_ops); i++) {
+                g_assert_false (run_op (image, &write_ops[i], bytes, cancellable, &error));
+                g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+                g_clear_error (&error);
+                g_assert_false (
+                        run_op_async (image, &write_ops[i], bytes, cancellable, &waiter, &error));
+                g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+                g_clear_error (&error);
+        }
+        g_assert_false (vhdx_image_flush (image, cancellable, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        vhdx_image_flush_async (image, G_PRIORITY_DEFAULT, cancellable, waiter_done, &waiter);
+        g_assert_false (vhdx_image_flush_finish (image, waiter_wait (&waiter), &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        waiter_clear (&waiter);
+        g_assert_false (vhdx_image_close (image, cancellable, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        vhdx_image_close_async (image, G_PRIORITY_DEFAULT, cancellable, waiter_done, &waiter);
+        g_assert_false (vhdx_image_close_finish (image, waiter_wait (&waiter), &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        waiter_clear (&waiter);
+        assert_reads_model (image, disk);
+        g_clear_object (&image);
+        after = test_sha256_file (disk->path);
+        g_assert_cmpstr (after, ==, before);
+
+        /* The cancelled close did not close: the image can still be written. */
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        g_assert_false (vhdx_image_close (image, cancellable, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        test_assert_ok (vhdx_image_write_bytes (image, 5 * MiB, bytes, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                &error),
+                        error);
+        model_write (disk, 5 * MiB, bytes);
+        test_assert_ok (vhdx_image_close (image, NULL, &error), error);
+        g_clear_object (&image);
+        assert_qemu_reads_model (disk, disk->path);
+}
+
+typedef struct {
+        VhdxImage *image;
+        GCancellable *cancellable;
+} WriteWatcher;
+
+/* Cancels as soon as the first byte of the write reads back. */
+static gpointer
+cancel_after_first_write (gpointer user_data)
+{
+        WriteWatcher *watcher = user_data;
+        guint8 byte = 0;
+
+        while (byte == 0) {
+                g_autoptr (GError) error = NULL;
+
+                test_assert_ok (vhdx_image_read (watcher->image, 0, &byte, 1, NULL, &error), error);
+        }
+        g_cancellable_cancel (watcher->cancellable);
+        return NULL;
+}
+
+/* A long write notices a cancellation between its chunks and stops, keeping what it wrote. */
+static void
+test_write_cancelled_midway (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+        const gsize size = 128 * MiB;
+        g_autofree guint8 *data = g_malloc (size);
+        guint8 first = 0, last = 0;
+        WriteWatcher watcher;
+        GThread *thread;
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (size);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        memset (data, 0xa5, size);
+        watcher.image = image;
+        watcher.cancellable = cancellable;
+        thread = g_thread_new ("canceller", cancel_after_first_write, &watcher);
+        g_assert_false (vhdx_image_write (image, 0, data, size, VHDX_WRITE_FLAGS_NONE, cancellable,
+                                          &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        g_thread_join (thread);
+        test_assert_ok (vhdx_image_read (image, 0, &first, 1, NULL, &error), error);
+        test_assert_ok (vhdx_image_read (image, size - 1, &last, 1, NULL, &error), error);
+        g_assert_cmpuint (first, ==, 0xa5);
+        g_assert_cmpuint (last, ==, 0);
+}
+
+/* Streams: seek, write and flush through the output stream, read back
+ * through the input stream. */
+static void
+test_write_stream (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GIOStream) stream = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+        g_autoptr (GBytes) first = random_bytes (300 * KiB, 13);
+        g_autoptr (GBytes) second = random_bytes (2000, 14);
+        g_autoptr (GBytes) third = random_bytes (100, 15);
+        g_autoptr (GBytes) fourth = random_bytes (MiB + MiB / 2, 16);
+        g_autoptr (GBytes) after_close = random_bytes (512, 17);
+        g_autofree guint8 *found = NULL;
+        Waiter waiter = { loop, NULL };
+        GOutputStream *output;
+        GInputStream *input;
+        GSeekable *seekable;
+        gsize written = 0;
+        gsize n_read = 0;
+        gssize n;
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (8 * MiB);
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        stream = vhdx_image_open_io_stream (image);
+        output = g_io_stream_get_output_stream (stream);
+        input = g_io_stream_get_input_stream (stream);
+        seekable = G_SEEKABLE (output);
+        g_assert_true (VHDX_IS_OUTPUT_STREAM (output));
+        g_assert_true (VHDX_IS_INPUT_STREAM (input));
+        g_assert_true (vhdx_output_stream_get_image (VHDX_OUTPUT_STREAM (output)) == image);
+        g_assert_true (g_seekable_can_seek (seekable));
+        g_assert_false (g_seekable_can_truncate (seekable));
+        g_assert_cmpint (g_seekable_tell (seekable), ==, 0);
+
+        test_assert_ok (g_seekable_seek (seekable, 7 * MiB - 100, G_SEEK_SET, NULL, &error), error);
+        test_assert_ok (g_output_stream_write_all (output, g_bytes_get_data (first, NULL),
+                                                   g_bytes_get_size (first), &written, NULL,
+                                                   &error),
+                        error);
+        g_assert_cmpuint (written, ==, g_bytes_get_size (first));
+        model_write (disk, 7 * MiB - 100, first);
+        g_assert_cmpint (g_seekable_tell (seekable), ==, 7 * MiB - 100 + 300 * KiB);
+
+        test_assert_ok (g_seekable_seek (seekable, -1000, G_SEEK_CUR, NULL, &error), error);
+        test_assert_ok (g_output_stream_write_all (output, g_bytes_get_data (second, NULL),
+                                                   g_bytes_get_size (second), &written, NULL,
+                                                   &error),
+                        error);
+        model_write (disk, 7 * MiB - 100 + 300 * KiB - 1000, second);
+
+        /* The end: a short write, then no space, also past the end. */
+        test_assert_ok (g_seekable_seek (seekable, -50, G_SEEK_END, NULL, &error), error);
+        n = g_output_stream_write (output, g_bytes_get_data (third, NULL), 100, NULL, &error);
+        g_assert_no_error (error);
+        g_assert_cmpint (n, ==, 50);
+        memcpy (disk->model + 8 * MiB - 50, g_bytes_get_data (third, NULL), 50);
+        g_assert_cmpint (g_seekable_tell (seekable), ==, 8 * MiB);
+        n = g_output_stream_write (output, g_bytes_get_data (third, NULL), 100, NULL, &error);
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE);
+        g_assert_cmpint (n, ==, -1);
+        g_clear_error (&error);
+        test_assert_ok (g_seekable_seek (seekable, 9 * MiB, G_SEEK_SET, NULL, &error), error);
+        g_assert_false (g_output_stream_write_all (output, g_bytes_get_data (third, NULL), 100,
+                                                   &written, NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE);
+        g_assert_cmpuint (written, ==, 0);
+        g_clear_error (&error);
+        g_assert_false (g_seekable_seek (seekable, -1, G_SEEK_SET, NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+        g_clear_error (&error);
+        g_assert_false (g_seekable_truncate (seekable, 0, NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
+        g_clear_error (&error);
+
+        /* Asynchronous writes and flushes, in a worker thread. */
+        test_assert_ok (g_seekable_seek (seekable, 2 * MiB - 7, G_SEEK_SET, NULL, &error), error);
+        g_output_stream_write_all_async (output, g_bytes_get_data (fourth, NULL),
+                                         g_bytes_get_size (fourth), G_PRIORITY_DEFAULT, NULL,
+                                         waiter_done, &waiter);
+        test_assert_ok (g_output_stream_write_all_finish (output, waiter_wait (&waiter), &written,
+                                                          &error),
+                        error);
+        waiter_clear (&waiter);
+        g_assert_cmpuint (written, ==, g_bytes_get_size (fourth));
+        model_write (disk, 2 * MiB - 7, fourth);
+        g_output_stream_flush_async (output, G_PRIORITY_DEFAULT, NULL, waiter_done, &waiter);
+        test_assert_ok (g_output_stream_flush_finish (output, waiter_wait (&waiter), &error),
+                        error);
+        waiter_clear (&waiter);
+        test_assert_ok (g_output_stream_flush (output, NULL, &error), error);
+
+        /* The input stream has its own position, and reads what was written. */
+        found = g_malloc (disk->size);
+        g_assert_cmpint (g_seekable_tell (G_SEEKABLE (input)), ==, 0);
+        test_assert_ok (g_input_stream_read_all (input, found, disk->size, &n_read, NULL, &error),
+                        error);
+        g_assert_cmpuint (n_read, ==, disk->size);
+        test_assert_bytes_equal (found, disk->model, disk->size, 0, "the disk read by the stream");
+        test_assert_ok (g_seekable_seek (G_SEEKABLE (input), 7 * MiB - 100, G_SEEK_SET, NULL,
+                                         &error),
+                        error);
+        n = g_input_stream_read (input, found, 300 * KiB, NULL, &error);
+        g_assert_no_error (error);
+        g_assert_cmpint (n, ==, 300 * KiB);
+        test_assert_bytes_equal (found, disk->model + 7 * MiB - 100, 300 * KiB, 7 * MiB - 100,
+                                 "a range read by the stream");
+
+        /* Closing the stream leaves the image open. */
+        test_assert_ok (g_io_stream_close (stream, NULL, &error), error);
+        g_assert_true (g_output_stream_is_closed (output));
+        test_assert_ok (vhdx_image_write_bytes (image, 0, after_close, VHDX_WRITE_FLAGS_NONE, NULL,
+                                                &error),
+                        error);
+        model_write (disk, 0, after_close);
+        test_assert_ok (vhdx_image_close (image, NULL, &error), error);
+        g_clear_object (&stream);
+        g_clear_object (&image);
+        assert_qemu_reads_model (disk, disk->path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1109,6 +2012,16 @@ main (int argc, char **argv)
                     test_check_open_findings, fixture_tear_down);
         g_test_add_func ("/image/parent/locator", test_parent);
         g_test_add_func ("/image/parent/parent-file", test_parent_file);
+        g_test_add_func ("/image/write/sync", test_write_sync);
+        g_test_add_func ("/image/write/async", test_write_async);
+        g_test_add_func ("/image/write/flush-durable", test_write_flush_durable);
+        g_test_add_func ("/image/write/range", test_write_range);
+        g_test_add ("/image/write/read-only", Fixture, NULL, fixture_set_up, test_write_read_only,
+                    fixture_tear_down);
+        g_test_add_func ("/image/write/parent-read-only", test_write_parent_read_only);
+        g_test_add_func ("/image/write/cancelled", test_write_cancelled);
+        g_test_add_func ("/image/write/cancelled-midway", test_write_cancelled_midway);
+        g_test_add_func ("/image/write/stream", test_write_stream);
 
         return g_test_run ();
 }

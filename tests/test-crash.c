@@ -1,0 +1,699 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Crash safety of the write path.  Each workload runs once against a
+ * recording in-memory file (crash-io.h) while the test keeps its own model
+ * of the disk; then, for crash points at the file's writes and flushes, the
+ * files a power cut could leave are built (unflushed writes dropped, all
+ * applied, a random subset in a random order, a prefix with the last write
+ * torn) and each must open read-only and read-write, have no error in
+ * `check` after the replay, and read, sector by sector, the value the model
+ * had at the last completed flush or a value written after it.  QEMU checks
+ * a sample of the repaired files of the 512-byte fixed and dynamic
+ * workloads, whose images QEMU makes.  With -m thorough (./run crash),
+ * every kind at every crash point.
+ */
+#include "config.h"
+
+#include "crash-io.h"
+#include "test-util.h"
+#include "vhdx-create.h"
+#include "vhdx-writer.h"
+
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#define MiB  (G_GUINT64_CONSTANT (1) << 20)
+#define UNIT 512
+
+/* An operation of the workload, and where in the file's calls it ran. */
+typedef struct {
+        gboolean flush;
+        guint64 offset; /* what the disk reads after it, 512-byte aligned */
+        guint64 length;
+        guint8 *after;
+        guint start_call;
+        guint end_call;
+} Op;
+
+static void
+op_clear (gpointer data)
+{
+        g_free (((Op *) data)->after);
+}
+
+typedef enum {
+        IMAGE_QEMU_DYNAMIC,
+        IMAGE_QEMU_FIXED,
+        IMAGE_DYNAMIC,
+        IMAGE_DYNAMIC_4K,
+        IMAGE_DIFFERENCING,
+        IMAGE_DIFFERENCING_4K,
+} ImageKind;
+
+typedef struct {
+        char *dir;
+        char *parent; /* differencing: the parent's path */
+        ImageKind kind;
+        guint64 size;
+        guint32 ss;
+        guint32 bs;
+        VhdxDiskType type;
+        VhdxFile *file;
+        VhdxIo *io; /* the recording file, owned by file */
+        GArray *ops;
+        guint8 *model;   /* the disk now */
+        guint8 *initial; /* the disk before the workload */
+        GRand *rand;
+        /* Buffers reused for every crash image. */
+        GByteArray *image;
+        GByteArray *repaired;
+        GByteArray *ro;
+        GByteArray *rw;
+        guint64 images_checked;
+        guint64 qemu_checked;
+} Run;
+
+static gboolean
+kind_is_qemu (ImageKind kind)
+{
+        return kind == IMAGE_QEMU_DYNAMIC || kind == IMAGE_QEMU_FIXED;
+}
+
+/* Images. */
+
+static GBytes *
+create_image (Run *r, const VhdxCreateParams *params, const guint8 *data, const char *path)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (VhdxIo) io = crash_io_new (NULL, 0, FALSE);
+        g_autoptr (VhdxCreator) creator = vhdx_creator_new (io, params, &error);
+        const GByteArray *contents;
+
+        g_assert_no_error (error);
+        if (data != NULL)
+                test_assert_ok (vhdx_creator_write (creator, 0, data, params->virtual_size, &error),
+                                error);
+        test_assert_ok (vhdx_creator_finish (creator, &error), error);
+        contents = crash_io_get_contents (io);
+        if (path != NULL)
+                test_assert_ok (g_file_set_contents (path, (const char *) contents->data,
+                                                     contents->len, &error),
+                                error);
+        return g_bytes_new (contents->data, contents->len);
+}
+
+static GBytes *
+qemu_image (Run *r, const char *subformat)
+{
+        g_autoptr (GError) error = NULL;
+        g_autofree char *path = g_build_filename (r->dir, "qemu.vhdx", NULL);
+        g_autofree char *size = g_strdup_printf ("%" G_GUINT64_FORMAT, r->size);
+        g_autofree char *options =
+                g_strdup_printf ("subformat=%s,block_size=%uM", subformat, (guint) (r->bs / MiB));
+        const char *argv[] = { "qemu-img", "create", "-q", "-f", "vhdx",
+                               "-o",       options,  path, size, NULL };
+        char *contents;
+        gsize length;
+
+        test_run (argv);
+        test_assert_ok (g_file_get_contents (path, &contents, &length, &error), error);
+        return g_bytes_new_take (contents, length);
+}
+
+/* The image the workload starts from, and the disk it holds. */
+static GBytes *
+make_image (Run *r)
+{
+        VhdxCreateParams params = {
+                .disk_type = VHDX_DISK_TYPE_DYNAMIC,
+                .virtual_size = r->size,
+                .block_size = r->bs,
+                .logical_sector_size = r->ss,
+        };
+
+        r->initial = g_malloc0 (r->size);
+        switch (r->kind) {
+        case IMAGE_QEMU_DYNAMIC:
+                return qemu_image (r, "dynamic");
+        case IMAGE_QEMU_FIXED:
+                return qemu_image (r, "fixed");
+        case IMAGE_DYNAMIC:
+        case IMAGE_DYNAMIC_4K:
+                return create_image (r, &params, NULL, NULL);
+        case IMAGE_DIFFERENCING:
+        case IMAGE_DIFFERENCING_4K: {
+                g_autoptr (GBytes) parent = NULL;
+                VhdxCreateParams child = params;
+                g_autoptr (GError) error = NULL;
+
+                for (guint64 i = 0; i < r->size; i++)
+                        r->initial[i] = (guint8) (i / UNIT * 31 + 7);
+                r->parent = g_build_filename (r->dir, "parent.vhdx", NULL);
+                params.block_size = 1 * MiB;
+                parent = create_image (r, &params, r->initial, r->parent);
+                {
+                        g_autoptr (VhdxFile) p = test_open_path (r->parent, &error);
+                        g_assert_no_error (error);
+                        child.parent_data_write_guid = vhdx_file_get_info (p)->data_write_guid;
+                }
+                child.disk_type = VHDX_DISK_TYPE_DIFFERENCING;
+                child.parent_relative_path = "parent.vhdx";
+                return create_image (r, &child, NULL, NULL);
+        }
+        default:
+                g_assert_not_reached ();
+        }
+}
+
+static VhdxFile *
+open_image (Run *r, VhdxIo *io, VhdxOpenFlags flags, GError **error)
+{
+        VhdxOpenOptions options = { .parent_path = r->parent };
+
+        return vhdx_file_open_full (io, flags, &options, error);
+}
+
+/* The workload's operations, on the image and on the model. */
+
+static void
+add_op (Run *r, gboolean flush, guint64 offset, guint64 length, guint start)
+{
+        Op op = { flush, 0, 0, NULL, start, crash_io_get_calls (r->io) };
+
+        if (!flush) {
+                op.offset = offset / UNIT * UNIT;
+                op.length = (offset + length + UNIT - 1) / UNIT * UNIT - op.offset;
+                op.after = g_memdup2 (r->model + op.offset, op.length);
+        }
+        g_array_append_val (r->ops, op);
+}
+
+static void
+do_write (Run *r, guint64 offset, guint64 length)
+{
+        g_autoptr (GError) error = NULL;
+        g_autofree guint8 *data = g_malloc (length);
+        guint start = crash_io_get_calls (r->io);
+
+        for (guint64 i = 0; i < length; i++)
+                data[i] = (guint8) g_rand_int (r->rand);
+        test_assert_ok (vhdx_file_write (r->file, offset, data, length, VHDX_WRITE_FLAGS_NONE,
+                                         &error),
+                        error);
+        memcpy (r->model + offset, data, length);
+        add_op (r, FALSE, offset, length, start);
+}
+
+static void
+do_zero (Run *r, guint64 offset, guint64 length, VhdxWriteFlags flags)
+{
+        g_autoptr (GError) error = NULL;
+        guint start = crash_io_get_calls (r->io);
+
+        test_assert_ok (vhdx_file_write_zeroes (r->file, offset, length, flags, &error), error);
+        memset (r->model + offset, 0, length);
+        add_op (r, FALSE, offset, length, start);
+}
+
+/* Discards free the blocks they cover entirely (not in fixed images): those read as zeros. */
+static void
+do_discard (Run *r, guint64 offset, guint64 length)
+{
+        g_autoptr (GError) error = NULL;
+        guint start = crash_io_get_calls (r->io);
+        guint64 first = (offset + r->bs - 1) / r->bs;
+        guint64 end = offset + length == r->size ? (r->size + r->bs - 1) / r->bs
+                                                 : (offset + length) / r->bs;
+
+        test_assert_ok (vhdx_file_discard (r->file, offset, length, VHDX_WRITE_FLAGS_NONE, &error),
+                        error);
+        if (first < end && r->type != VHDX_DISK_TYPE_FIXED) {
+                guint64 zero_end = MIN (end * r->bs, r->size);
+                memset (r->model + first * r->bs, 0, zero_end - first * r->bs);
+                add_op (r, FALSE, first * r->bs, zero_end - first * r->bs, start);
+        }
+}
+
+static void
+do_flush (Run *r)
+{
+        g_autoptr (GError) error = NULL;
+        guint start = crash_io_get_calls (r->io);
+
+        test_assert_ok (vhdx_file_flush (r->file, &error), error);
+        add_op (r, TRUE, 0, 0, start);
+}
+
+static guint64
+random_sectors (Run *r, guint max_sectors, guint64 *length)
+{
+        guint64 sectors = r->size / r->ss;
+        guint64 first = (guint64) g_rand_int_range (r->rand, 0, (gint32) sectors);
+        guint64 n = (guint64) g_rand_int_range (r->rand, 1, (gint32) max_sectors + 1);
+
+        *length = MIN (n, sectors - first) * r->ss;
+        return first * r->ss;
+}
+
+typedef void (*WorkloadFunc) (Run *r);
+
+static void
+workload_sequential (Run *r)
+{
+        for (guint64 at = 0, i = 0; at < r->size; at += 128 * 1024, i++) {
+                do_write (r, at, MIN (128 * 1024, r->size - at));
+                if (i % 6 == 5)
+                        do_flush (r);
+        }
+}
+
+static void
+workload_random (Run *r)
+{
+        for (guint i = 0; i < 60; i++) {
+                guint64 length, offset = random_sectors (r, 64, &length);
+                do_write (r, offset, length);
+                if (i % 5 == 4)
+                        do_flush (r);
+        }
+}
+
+/* Zeroes and discards, whole blocks and parts, with and without unmap,
+ * between writes that take the freed space again. */
+static void
+workload_zero_discard (Run *r)
+{
+        for (guint64 at = 0; at < r->size; at += r->bs)
+                do_write (r, at, MIN (r->bs, r->size - at));
+        do_flush (r);
+        for (guint i = 0; i < 24; i++) {
+                guint64 length, offset = random_sectors (r, 3000, &length);
+                switch (g_rand_int_range (r->rand, 0, 5)) {
+                case 0:
+                        do_zero (r, offset, length, VHDX_WRITE_FLAGS_MAY_UNMAP);
+                        break;
+                case 1:
+                        do_zero (r, offset, length, VHDX_WRITE_FLAGS_NONE);
+                        break;
+                case 2:
+                        do_discard (r, offset, length);
+                        break;
+                default:
+                        do_write (r, offset, MIN (length, 64 * r->ss));
+                        break;
+                }
+                if (i % 4 == 3)
+                        do_flush (r);
+        }
+}
+
+/* Partial sectors and partial blocks of a child, whole blocks, zeroes. */
+static void
+workload_differencing (Run *r)
+{
+        for (guint i = 0; i < 40; i++) {
+                guint pick = g_rand_int_range (r->rand, 0, 10);
+                guint64 length, offset = random_sectors (r, 40, &length);
+
+                if (pick < 4) {
+                        /* Parts of sectors: the rest of each comes from the parent. */
+                        guint64 at =
+                                (guint64) g_rand_int_range (r->rand, 0, (gint32) (r->size - 1));
+                        guint64 n = (guint64) g_rand_int_range (r->rand, 1, 2 * (gint32) r->ss);
+                        do_write (r, at, MIN (n, r->size - at));
+                } else if (pick < 6) {
+                        do_write (r, offset, length);
+                } else if (pick < 7) {
+                        guint64 block =
+                                (guint64) g_rand_int_range (r->rand, 0, (gint32) (r->size / r->bs));
+                        do_write (r, block * r->bs, r->bs);
+                } else if (pick < 8) {
+                        do_zero (r, offset, length,
+                                 g_rand_boolean (r->rand) ? VHDX_WRITE_FLAGS_MAY_UNMAP
+                                                          : VHDX_WRITE_FLAGS_NONE);
+                } else if (pick < 9) {
+                        guint64 block =
+                                (guint64) g_rand_int_range (r->rand, 0, (gint32) (r->size / r->bs));
+                        if (g_rand_boolean (r->rand))
+                                do_zero (r, block * r->bs, r->bs, VHDX_WRITE_FLAGS_MAY_UNMAP);
+                        else
+                                do_discard (r, block * r->bs, r->bs);
+                } else {
+                        do_flush (r);
+                }
+        }
+}
+
+/* Many small commits: the log ring wraps several times, and freed blocks
+ * are taken again. */
+static void
+workload_log_wrap (Run *r)
+{
+        for (guint i = 0; i < 90; i++) {
+                guint64 block = i % (r->size / r->bs);
+                do_write (r, block * r->bs + (i % 7) * r->ss, r->ss);
+                do_flush (r);
+                /* Freed, and taken again by a later write. */
+                if (i % 5 != 4) {
+                        do_discard (r, block * r->bs, r->bs);
+                        do_flush (r);
+                }
+        }
+        {
+                /* Entries of at least 8 KiB went round the 1 MiB log. */
+                VhdxWriteStats stats;
+                vhdx_file_get_write_stats (r->file, &stats);
+                g_assert_cmpuint (stats.log_sequences * 8192, >, 1 * MiB);
+                g_assert_cmpuint (stats.blocks_reused, >, 0);
+        }
+}
+
+/* Checking the crash images. */
+
+typedef struct {
+        guint64 offset;
+        guint64 length;
+} Range;
+
+/* The ranges of the disk to read back: all of it. */
+static GArray *
+check_ranges (Run *r)
+{
+        GArray *ranges = g_array_new (FALSE, FALSE, sizeof (Range));
+        Range all = { 0, r->size };
+
+        g_array_append_val (ranges, all);
+        return ranges;
+}
+
+/*
+ * The model at a crash point: @durable is the disk as of the last flush
+ * that completed, and @since the writes after it that had started.
+ */
+typedef struct {
+        const guint8 *durable;
+        GPtrArray *since; /* Op */
+} Allowed;
+
+static void
+assert_sector (Run *r,
+               const Allowed *allowed,
+               const guint8 *found,
+               guint64 offset,
+               const char *what)
+{
+        if (memcmp (found, allowed->durable + offset, UNIT) == 0)
+                return;
+        for (guint i = 0; i < allowed->since->len; i++) {
+                const Op *op = g_ptr_array_index (allowed->since, i);
+                if (offset >= op->offset && offset < op->offset + op->length &&
+                    memcmp (found, op->after + (offset - op->offset), UNIT) == 0)
+                        return;
+        }
+        g_error ("%s: the sector at virtual offset %" G_GUINT64_FORMAT
+                 " reads neither its flushed value nor one written after the flush",
+                 what, offset);
+}
+
+static void
+read_ranges (VhdxFile *file, GArray *ranges, GByteArray *out, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+
+        g_byte_array_set_size (out, 0);
+        for (guint i = 0; i < ranges->len; i++) {
+                const Range *range = &g_array_index (ranges, Range, i);
+                guint old = out->len;
+                g_byte_array_set_size (out, old + (guint) range->length);
+                if (!vhdx_file_read (file, range->offset, out->data + old, range->length, &error))
+                        g_error ("%s: read at %" G_GUINT64_FORMAT ": %s", what, range->offset,
+                                 error->message);
+        }
+}
+
+static void
+assert_check_clean (VhdxFile *file, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GPtrArray) problems = vhdx_problems_new ();
+
+        if (!vhdx_file_check (file, problems, &error))
+                g_error ("%s: check failed: %s", what, error->message);
+        for (guint i = 0; i < problems->len; i++) {
+                const VhdxProblem *p = g_ptr_array_index (problems, i);
+                if (p->severity == VHDX_SEVERITY_ERROR)
+                        g_error ("%s: check finds an error: %s", what, p->message);
+        }
+}
+
+/* QEMU finds no error in the repaired file and reads the disk we read. */
+static void
+assert_qemu (Run *r, GBytes *repaired, const GByteArray *disk, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autofree char *path = g_build_filename (r->dir, "repaired.vhdx", NULL);
+        g_autofree char *raw = g_build_filename (r->dir, "repaired.raw", NULL);
+        const char *check[] = { "qemu-img", "check", "-q", "-f", "vhdx", path, NULL };
+        const char *convert[] = {
+                "qemu-img", "convert", "-f", "vhdx", "-O", "raw", path, raw, NULL
+        };
+        g_autofree char *contents = NULL;
+        gsize length;
+
+        test_assert_ok (g_file_set_contents (path, g_bytes_get_data (repaired, NULL),
+                                             (gssize) g_bytes_get_size (repaired), &error),
+                        error);
+        test_run (check);
+        test_run (convert);
+        test_assert_ok (g_file_get_contents (raw, &contents, &length, &error), error);
+        g_assert_cmpuint (length, ==, r->size);
+        if (memcmp (contents, disk->data, r->size) != 0)
+                g_error ("%s: QEMU reads the repaired image differently", what);
+        r->qemu_checked++;
+}
+
+static void
+check_image (Run *r, GByteArray *image, const Allowed *allowed, GArray *ranges, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
+        g_autoptr (GBytes) repaired = NULL;
+        guint64 at = 0;
+
+        /* Read-write first, on a copy: the log replayed onto the file. */
+        {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
+                g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-write open fails: %s", what, error->message);
+                read_ranges (file, ranges, r->rw, what);
+                if (!vhdx_file_close (file, &error))
+                        g_error ("%s: closing the repaired image fails: %s", what, error->message);
+        }
+        repaired = g_bytes_new_static (r->repaired->data, r->repaired->len);
+
+        /* Read-only: the log replayed in memory. */
+        {
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-only open fails: %s", what, error->message);
+                read_ranges (file, ranges, r->ro, what);
+                assert_check_clean (file, what);
+        }
+        for (guint i = 0; i < ranges->len; i++) {
+                const Range *range = &g_array_index (ranges, Range, i);
+                for (guint64 s = 0; s < range->length; s += UNIT)
+                        assert_sector (r, allowed, r->ro->data + at + s, range->offset + s, what);
+                at += range->length;
+        }
+        if (r->rw->len != r->ro->len || memcmp (r->rw->data, r->ro->data, r->ro->len) != 0)
+                g_error ("%s: the read-write open reads otherwise", what);
+
+        /* Repaired: clean, nothing wrong, the same disk. */
+        {
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (repaired), VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the repaired image does not open: %s", what, error->message);
+                g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
+                assert_check_clean (file, what);
+                read_ranges (file, ranges, r->rw, what);
+                if (memcmp (r->rw->data, r->ro->data, r->ro->len) != 0)
+                        g_error ("%s: the repaired image reads otherwise", what);
+        }
+        r->images_checked++;
+        /* QEMU on a sample of them. */
+        if (kind_is_qemu (r->kind) && r->images_checked % (g_test_thorough () ? 10 : 40) == 1 &&
+            test_have_program ("qemu-img"))
+                assert_qemu (r, repaired, r->ro, what);
+}
+
+static void
+run_crashes (Run *r, CrashTrace *trace, guint stride)
+{
+        g_autoptr (CrashWalker) walker = crash_walker_new (trace);
+        g_autoptr (GArray) ranges = check_ranges (r);
+        g_autofree guint8 *durable = g_memdup2 (r->initial, r->size);
+        g_autoptr (GPtrArray) since = g_ptr_array_new ();
+        gboolean thorough = g_test_thorough ();
+        guint next_op = 0;
+        gboolean durable_checked = FALSE;
+
+        do {
+                guint point = crash_walker_get_point (walker);
+                Allowed allowed = { durable, since };
+                gboolean sampled = thorough || point % stride == 0;
+
+                /* The model at this point: flushes completed, writes started. */
+                while (next_op < r->ops->len) {
+                        Op *op = &g_array_index (r->ops, Op, next_op);
+                        if (op->start_call >= point && !(op->flush && op->end_call <= point))
+                                break;
+                        if (op->flush) {
+                                if (op->end_call > point)
+                                        break;
+                                for (guint i = 0; i < since->len; i++) {
+                                        const Op *w = g_ptr_array_index (since, i);
+                                        memcpy (durable + w->offset, w->after, w->length);
+                                }
+                                g_ptr_array_set_size (since, 0);
+                                durable_checked = FALSE;
+                        } else {
+                                g_ptr_array_add (since, op);
+                        }
+                        next_op++;
+                }
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+                        guint vol = crash_walker_get_volatile (walker);
+
+                        /* What the last flush left is one file per flush. */
+                        if (kind == CRASH_DURABLE && durable_checked && vol > 0)
+                                continue;
+                        if (kind == CRASH_ALL && !sampled)
+                                continue;
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            (vol == 0 || (!thorough && point % (3 * stride) != 0)))
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("crash before call %u of %u, %s", point,
+                                                crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_image (r, r->image, &allowed, ranges, what);
+                        if (kind == CRASH_DURABLE)
+                                durable_checked = TRUE;
+                }
+        } while (crash_walker_advance (walker));
+}
+
+typedef struct {
+        const char *name;
+        ImageKind image;
+        guint64 size;
+        guint32 block_size;
+        WorkloadFunc workload;
+        guint32 entry_limit; /* log entries of at most this many bytes; 0: half the log */
+        guint quick_stride;  /* without -m thorough, every this many crash points (0: 1) */
+} Case;
+
+static void
+test_case (gconstpointer data)
+{
+        const Case *c = data;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) image = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        Run r = { 0 };
+
+        if (kind_is_qemu (c->image) && !test_have_program ("qemu-img")) {
+                g_test_skip ("qemu-img is not installed: QEMU makes this workload's image");
+                return;
+        }
+        r.dir = test_tmpdir_new ();
+        r.kind = c->image;
+        r.size = c->size;
+        r.bs = c->block_size;
+        r.ss = c->image == IMAGE_DYNAMIC_4K || c->image == IMAGE_DIFFERENCING_4K ? 4096 : 512;
+        r.type = c->image == IMAGE_QEMU_FIXED ? VHDX_DISK_TYPE_FIXED
+                 : c->image == IMAGE_DIFFERENCING || c->image == IMAGE_DIFFERENCING_4K
+                         ? VHDX_DISK_TYPE_DIFFERENCING
+                         : VHDX_DISK_TYPE_DYNAMIC;
+        r.rand = g_rand_new_with_seed (g_str_hash (c->name));
+        r.image = g_byte_array_new ();
+        r.repaired = g_byte_array_new ();
+        r.ro = g_byte_array_new ();
+        r.rw = g_byte_array_new ();
+        r.ops = g_array_new (FALSE, FALSE, sizeof (Op));
+        g_array_set_clear_func (r.ops, op_clear);
+        image = make_image (&r);
+        r.model = g_memdup2 (r.initial, r.size);
+
+        {
+                gsize length;
+                const guint8 *contents = g_bytes_get_data (image, &length);
+                r.io = crash_io_new (contents, length, TRUE);
+        }
+        r.file = open_image (&r, r.io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (r.file, c->entry_limit);
+        c->workload (&r);
+        {
+                guint start = crash_io_get_calls (r.io);
+                test_assert_ok (vhdx_file_close (r.file, &error), error);
+                add_op (&r, TRUE, 0, 0, start);
+        }
+        trace = crash_io_get_trace (r.io);
+        g_clear_pointer (&r.file, vhdx_file_free);
+
+        run_crashes (&r, trace, MAX (c->quick_stride, 1));
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
+                        c->name, crash_trace_get_calls (trace), r.images_checked, r.qemu_checked);
+
+        g_free (r.model);
+        g_free (r.initial);
+        g_free (r.parent);
+        g_array_unref (r.ops);
+        g_byte_array_unref (r.image);
+        g_byte_array_unref (r.repaired);
+        g_byte_array_unref (r.ro);
+        g_byte_array_unref (r.rw);
+        g_rand_free (r.rand);
+        test_tmpdir_free (r.dir);
+}
+
+static const Case cases[] = {
+        { "sequential", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, workload_sequential },
+        { "random", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, workload_random },
+        { "zero-discard", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, workload_zero_discard },
+        { "fixed", IMAGE_QEMU_FIXED, 4 * MiB, 1 * MiB, workload_zero_discard },
+        { "dynamic-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, workload_random },
+        { "differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, workload_differencing },
+        { "differencing-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, workload_differencing },
+        { "log-wrap", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, workload_log_wrap, 0, 3 },
+        /* Entries of one page: every commit of a child's BAT and bitmap
+         * pages takes several log sequences, and the log wraps often. */
+        { "split-commits", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, workload_differencing, 8192 },
+        { "split-commits-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, workload_differencing,
+          8192 },
+};
+
+int
+main (int argc, char **argv)
+{
+        g_test_init (&argc, &argv, NULL);
+        /* Crash images are copied by the thousand: keep the memory they
+         * take instead of mapping it afresh each time. */
+        mallopt (M_MMAP_THRESHOLD, 512 * 1024 * 1024);
+        mallopt (M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+
+        for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+                g_autofree char *path = g_strdup_printf ("/crash/%s", cases[i].name);
+                g_test_add_data_func (path, &cases[i], test_case);
+        }
+        return g_test_run ();
+}
