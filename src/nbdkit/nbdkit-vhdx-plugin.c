@@ -309,8 +309,11 @@ vhdx_plugin_get_ready (void)
 
 /*
  * Make the shared image writable for a connection that may write; called
- * with image_lock held.  Returns FALSE with nbdkit_error called when the
- * image cannot be served at all; *@writable tells whether it may be written.
+ * with image_lock held.  *@writable tells whether it may be written; when
+ * the file may not be written (its permissions, a read-only file system),
+ * the image may be left closed, to be opened read-only.  Returns FALSE with
+ * nbdkit_error called, the image closed, when it cannot be opened for
+ * writing otherwise (another process uses it, it is damaged).
  */
 static gboolean
 make_writable (gboolean *writable)
@@ -331,6 +334,11 @@ make_writable (gboolean *writable)
                               image_path);
                 return TRUE;
         }
+        /* The read-only image holds a reader's lock on the file, which keeps
+         * writers out, this process's own too: it goes first.  When the
+         * image cannot be opened for writing, the caller opens it
+         * read-only again. */
+        g_clear_pointer (&image, vhdx_file_free);
         file = open_image (TRUE, &refused, &error);
         if (file == NULL && refused)
                 return TRUE;
@@ -338,7 +346,6 @@ make_writable (gboolean *writable)
                 nbdkit_error ("%s: opening for writing: %s", image_path, error->message);
                 return FALSE;
         }
-        g_clear_pointer (&image, vhdx_file_free);
         image = file;
         image_writable = TRUE;
         *writable = TRUE;
@@ -355,7 +362,8 @@ vhdx_plugin_open (int readonly)
         if (!readonly && !make_writable (&writable))
                 return NULL;
         if (image == NULL) {
-                /* The last writable connection closed it. */
+                /* The last writable connection closed it, or it could not
+                 * be opened for writing. */
                 g_autoptr (GError) error = NULL;
 
                 image = open_image (FALSE, NULL, &error);
