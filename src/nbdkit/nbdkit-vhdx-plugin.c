@@ -53,23 +53,6 @@ static VhdxFile *image;
 static gboolean image_writable;
 static guint image_users;
 
-/*
- * A differencing image stores whole logical sectors, so the engine writes
- * part of a sector by reading the sector, changing it and writing it back:
- * two such writes to one sector at once, or one and a write of the whole
- * sector, could lose one of them.  Writes and zeroes that do not cover
- * whole sectors of a differencing image therefore run alone; the others
- * share this lock.  Clients that keep to the minimum block size (the
- * sector size) never take it alone.
- */
-static GRWLock sector_lock;
-
-typedef enum {
-        SECTORS_UNLOCKED,
-        SECTORS_SHARED,
-        SECTORS_ALONE,
-} SectorLock;
-
 /* One connection. */
 typedef struct {
         VhdxFile *file;
@@ -491,30 +474,6 @@ write_flags (uint32_t flags)
         return out;
 }
 
-static SectorLock
-lock_sectors (VhdxFile *file, uint64_t offset, uint64_t count)
-{
-        const VhdxInfo *info = vhdx_file_get_info (file);
-
-        if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING)
-                return SECTORS_UNLOCKED;
-        if ((offset | count) % info->logical_sector_size != 0) {
-                g_rw_lock_writer_lock (&sector_lock);
-                return SECTORS_ALONE;
-        }
-        g_rw_lock_reader_lock (&sector_lock);
-        return SECTORS_SHARED;
-}
-
-static void
-unlock_sectors (SectorLock lock)
-{
-        if (lock == SECTORS_ALONE)
-                g_rw_lock_writer_unlock (&sector_lock);
-        else if (lock == SECTORS_SHARED)
-                g_rw_lock_reader_unlock (&sector_lock);
-}
-
 static int
 vhdx_plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
@@ -533,11 +492,8 @@ vhdx_plugin_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offs
 {
         g_autoptr (GError) error = NULL;
         Handle *h = handle;
-        SectorLock lock = lock_sectors (h->file, offset, count);
-        gboolean ok = vhdx_file_write (h->file, offset, buf, count, write_flags (flags), &error);
 
-        unlock_sectors (lock);
-        if (!ok) {
+        if (!vhdx_file_write (h->file, offset, buf, count, write_flags (flags), &error)) {
                 report_error ("writing", count, offset, error);
                 return -1;
         }
@@ -611,8 +567,6 @@ vhdx_plugin_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
         g_autoptr (GError) error = NULL;
         Handle *h = handle;
-        SectorLock lock;
-        gboolean ok;
 
         if ((flags & NBDKIT_FLAG_FAST_ZERO) &&
             !zero_is_fast (h->file, count, offset, (flags & NBDKIT_FLAG_MAY_TRIM) != 0)) {
@@ -622,10 +576,7 @@ vhdx_plugin_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
                 nbdkit_set_error (ENOTSUP);
                 return -1;
         }
-        lock = lock_sectors (h->file, offset, count);
-        ok = vhdx_file_write_zeroes (h->file, offset, count, write_flags (flags), &error);
-        unlock_sectors (lock);
-        if (!ok) {
+        if (!vhdx_file_write_zeroes (h->file, offset, count, write_flags (flags), &error)) {
                 report_error ("zeroing", count, offset, error);
                 return -1;
         }
