@@ -46,7 +46,9 @@ static gboolean ignore_parent_mismatch;
  * requests do not take.  It is replaced only while no connection uses it:
  * read-only from get_ready on, opened for writing by the first connection
  * that may write, and closed by the last connection that uses it when it
- * was writable.
+ * was writable, which opens it read-only again.  Its locks keep other
+ * processes from writing the file all along, and from opening it at all
+ * while it is writable.
  */
 static GMutex image_lock;
 static VhdxFile *image;
@@ -345,8 +347,8 @@ vhdx_plugin_open (int readonly)
         if (!readonly && !make_writable (&writable))
                 return NULL;
         if (image == NULL) {
-                /* The last writable connection closed it, or it could not
-                 * be opened for writing. */
+                /* It could not be opened for writing, or not again
+                 * read-only when the last writable connection closed it. */
                 g_autoptr (GError) error = NULL;
 
                 image = open_image (FALSE, NULL, &error);
@@ -372,9 +374,19 @@ vhdx_plugin_close (void *handle)
         g_assert (image_users > 0 && h->file == image);
         g_free (h);
         /* A read-only image stays open for the next connection; a writable
-         * one is closed cleanly as soon as no connection writes to it. */
-        if (--image_users == 0 && image_writable)
+         * one is closed cleanly as soon as no connection writes to it, and
+         * opened read-only again, so that other processes are kept from
+         * writing it meanwhile as they are from get_ready on. */
+        if (--image_users == 0 && image_writable) {
+                g_autoptr (GError) error = NULL;
+
                 release_image ();
+                image = open_image (FALSE, NULL, &error);
+                if (image == NULL)
+                        nbdkit_debug ("%s: opening read-only again: %s (the next connection "
+                                      "tries again)",
+                                      image_path, error->message);
+        }
 }
 
 static int64_t
