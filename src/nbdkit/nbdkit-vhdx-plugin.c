@@ -4,6 +4,7 @@
  * and writing.
  *
  *   nbdkit [-r] vhdx [file=]DISK.vhdx [parent=PARENT.vhdx]
+ *   nbdkit -r vhdx [file=]DISK.vhdx force-share=true
  *
  * Every connection shares one opened VhdxFile: reads, writes, zeroes,
  * discards and flushes of an opened VhdxFile are thread-safe, so the plugin
@@ -13,6 +14,8 @@
  * serving, so that a damaged image stops nbdkit at once; the first
  * connection that may write opens it again for writing (replaying a pending
  * log onto the file), and the last one to close it closes it cleanly.
+ * With force-share=true (and nbdkit -r) the image is opened without
+ * locking other processes out, to be served while one of them writes it.
  */
 #include "config.h"
 
@@ -40,6 +43,7 @@ static char *image_path;       /* absolute: nbdkit may change directory */
 static char *parent_path;      /* absolute, or NULL: follow the parent locator */
 static GPtrArray *parent_dirs; /* absolute directories to look for parents in, NULL-terminated */
 static gboolean ignore_parent_mismatch;
+static gboolean force_share; /* served read-only, without locking others out */
 
 /*
  * The image that every connection uses, guarded by image_lock, which
@@ -48,7 +52,7 @@ static gboolean ignore_parent_mismatch;
  * that may write, and closed by the last connection that uses it when it
  * was writable, which opens it read-only again.  Its locks keep other
  * processes from writing the file all along, and from opening it at all
- * while it is writable.
+ * while it is writable (none with force-share).
  */
 static GMutex image_lock;
 static VhdxFile *image;
@@ -155,6 +159,14 @@ vhdx_plugin_config (const char *key, const char *value)
                 ignore_parent_mismatch = flag;
                 return 0;
         }
+        if (g_strcmp0 (key, "force-share") == 0) {
+                int flag = nbdkit_parse_bool (value);
+
+                if (flag < 0)
+                        return -1;
+                force_share = flag;
+                return 0;
+        }
         if (g_strcmp0 (key, "file") == 0) {
                 slot = &image_path;
         } else if (g_strcmp0 (key, "parent") == 0) {
@@ -189,7 +201,9 @@ vhdx_plugin_config_complete (void)
         "parent-dir=DIR       Also look for parents in DIR (repeatable).\n"                        \
         "ignore-parent-mismatch=true\n"                                                            \
         "                     Use a parent that is not the one the image was\n"                    \
-        "                     made from (its DataWriteGuid differs), with a warning."
+        "                     made from (its DataWriteGuid differs), with a warning.\n"            \
+        "force-share=true     Serve the image (read-only, with -r) even while\n"                   \
+        "                     another process writes it, without locking it."
 
 /* TRUE when @error says that the file may be read but not written. */
 static gboolean
@@ -207,11 +221,25 @@ describe_image (VhdxFile *file)
 {
         const VhdxInfo *info = vhdx_file_get_info (file);
         GPtrArray *problems;
+        const char *path = image_path;
 
         for (VhdxFile *member = file; member != NULL; member = vhdx_file_get_parent (member)) {
                 if (vhdx_file_get_parent_warning (member) != NULL)
                         nbdkit_error ("%s: warning: %s", image_path,
                                       vhdx_file_get_parent_warning (member));
+                /* Seen without -v: clients may read data that changes
+                 * under them, and the parts of the allocation table that
+                 * have been read are kept, so blocks that the writer
+                 * allocates or frees later may read as before. */
+                if (vhdx_file_get_info (member)->written_elsewhere)
+                        nbdkit_error ("%s: warning: another process is writing %s: served with "
+                                      "force-share as it is at each moment, what clients read "
+                                      "may change or be inconsistent",
+                                      image_path, path);
+                else if (force_share)
+                        nbdkit_debug ("%s: opened with force-share; no other process writes %s",
+                                      image_path, path);
+                path = vhdx_file_get_parent_path (member);
         }
         problems = vhdx_file_get_open_problems (file);
         for (guint i = 0; i < problems->len; i++) {
@@ -229,6 +257,19 @@ describe_image (VhdxFile *file)
                       vhdx_file_is_writable (file) ? "read-write" : "read-only");
 }
 
+/* An image that another process writes can still be served read-only:
+ * a read-only open refused for that says how, in the plugin's terms. */
+static void
+suggest_force_share (gboolean writable, GError **error)
+{
+        if (writable || force_share || !g_error_matches (*error, G_IO_ERROR, G_IO_ERROR_BUSY))
+                return;
+        g_clear_error (error);
+        g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                             "another process is writing the image (it is locked); nbdkit -r "
+                             "with force-share=true serves it anyway, as it is at each moment");
+}
+
 /*
  * Open the image, read-only or for writing (its parents stay read-only).
  * When @writable and the file cannot be opened for writing (its
@@ -244,8 +285,7 @@ open_image (gboolean writable, gboolean *refused, GError **error)
                 .parent_dirs =
                         parent_dirs != NULL ? (const char *const *) parent_dirs->pdata : NULL,
         };
-        VhdxOpenFlags flags = ignore_parent_mismatch ? VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH
-                                                     : VHDX_OPEN_FLAGS_NONE;
+        VhdxOpenFlags flags = VHDX_OPEN_FLAGS_NONE;
         g_autoptr (GError) local_error = NULL;
         VhdxFile *file;
         VhdxIo *io;
@@ -264,11 +304,19 @@ open_image (gboolean writable, gboolean *refused, GError **error)
                 g_propagate_error (error, g_steal_pointer (&local_error));
                 return NULL;
         }
+        if (ignore_parent_mismatch)
+                flags |= VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH;
+        if (force_share)
+                flags |= VHDX_OPEN_FLAGS_FORCE_SHARE;
         if (writable)
                 flags |= VHDX_OPEN_FLAGS_READ_WRITE;
-        file = vhdx_file_open_full (io, flags, &options, error);
-        if (file != NULL)
-                describe_image (file);
+        file = vhdx_file_open_full (io, flags, &options, &local_error);
+        if (file == NULL) {
+                suggest_force_share (writable, &local_error);
+                g_propagate_error (error, g_steal_pointer (&local_error));
+                return NULL;
+        }
+        describe_image (file);
         return file;
 }
 
@@ -343,6 +391,16 @@ vhdx_plugin_open (int readonly)
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&image_lock);
         gboolean writable = FALSE;
         Handle *h;
+
+        /* Whether nbdkit runs with -r is known only here.  An image shared
+         * with a writer elsewhere is never written: silently serving it
+         * read-only would surprise a client that asked to write. */
+        if (force_share && !readonly) {
+                nbdkit_error ("%s: force-share=true serves the image read-only only: run "
+                              "nbdkit with -r",
+                              image_path);
+                return NULL;
+        }
 
         if (!readonly && !make_writable (&writable))
                 return NULL;

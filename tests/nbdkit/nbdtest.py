@@ -30,6 +30,7 @@ NBDCOPY = shutil.which('nbdcopy')
 NBDINFO = shutil.which('nbdinfo')
 QEMU_IMG = shutil.which('qemu-img')
 QEMU_IO = shutil.which('qemu-io')
+QEMU_NBD = shutil.which('qemu-nbd')
 GUESTFISH = shutil.which('guestfish')
 CLIENT_ENV = dict(os.environ, LC_ALL='C.UTF-8')
 CLIENT_ENV.pop('LD_PRELOAD', None)
@@ -112,10 +113,12 @@ def sanitizer_reports(text):
             or 'LeakSanitizer' in line]
 
 
-def nbdkit_refuses(workdir, params):
-    """Run nbdkit with the plugin; it must refuse to start.  Returns its output."""
+def nbdkit_refuses(workdir, params, options=()):
+    """Run nbdkit with the plugin (@options before it: -r); it must refuse
+    to start.  Returns its output."""
     log = os.path.join(workdir, 'refused.log')
-    args = [NBDKIT, '-U', os.path.join(workdir, 'refused.sock'), PLUGIN] + params
+    args = [NBDKIT, '-U', os.path.join(workdir, 'refused.sock')] + list(options) + [
+        PLUGIN] + params
     with open(log, 'wb') as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                 env=nbdkit_env())

@@ -17,7 +17,9 @@
 # open the file for writing, and the cow filter must leave the file as it
 # was, the first two refusing every write.  Fast zeroes, requests outside
 # the disk, a full file system and halves of one sector written at once
-# get their own tests.
+# get their own tests, and so do the locks that keep the plugin and QEMU
+# (qemu-nbd, qemu-img) from writing an image that the other uses, and
+# force-share=true, which serves an image that another process writes.
 #
 # With --kill: rounds in which nbdkit is killed with SIGKILL after a random
 # number of requests of a random workload (or right after the clients
@@ -46,6 +48,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -56,9 +59,9 @@ from nbdclient import (  # noqa: E402
     CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLUSH, CMD_READ, CMD_TRIM,
     CMD_WRITE, CMD_WRITE_ZEROES, Client, Disconnected)
 from nbdtest import (  # noqa: E402
-    CLIENT_ENV, GUESTFISH, KiB, MKIMAGE, MiB, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, TOOL, Server,
-    Skip, check_ok, expect, expect_equal, guestfish, main, need, run, sha256_file,
-    skip_unless_appliance_runs)
+    CLIENT_ENV, GUESTFISH, KiB, MKIMAGE, MiB, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, QEMU_NBD, TOOL,
+    Server, Skip, check_ok, expect, expect_equal, guestfish, main, need, nbdkit_refuses, run,
+    sha256_file, skip_unless_appliance_runs)
 
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR')
 SETPRIV = shutil.which('setpriv')
@@ -316,6 +319,48 @@ def read_all(client, size):
 
 def describe(counts):
     return ', '.join('%d %s' % (n, k) for k, n in sorted(counts.items()))
+
+
+class QemuNbd:
+    """qemu-nbd serving @image (read-only with -r in @options) on a Unix
+    socket until stop(), to as many connections in turn as come."""
+
+    def __init__(self, workdir, image, options=()):
+        self.socket = os.path.join(workdir, 'qemu-nbd.sock')
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        self.proc = subprocess.Popen([QEMU_NBD, '--persistent', '-f', 'vhdx', '-k', self.socket]
+                                     + list(options) + [image], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=CLIENT_ENV)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError('qemu-nbd did not start: %s'
+                                     % self.proc.stderr.read().decode(errors='replace'))
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop()
+
+
+def refused_connection(server):
+    """Connect to @server, which must refuse the export; returns its output."""
+    try:
+        Client(server.socket).close()
+    except AssertionError as e:
+        expect('NBD_OPT_GO refused' in str(e), 'the connection failed otherwise: %s' % e)
+    else:
+        raise AssertionError('the export was served')
+    return server.output()
 
 
 class Tests:
@@ -665,6 +710,96 @@ class Tests:
                'no debug message about the fallback: %s' % output)
         expect_equal(sha256_file(image), before, 'sha256 of the image served read-only')
         expect_equal(log_state(image), 'replayed-in-memory', 'log state of the image')
+
+    def test_locked_by_qemu(self):
+        # qemu-nbd writes the image: nbdkit does not start, with -r or
+        # without, unless force-share=true shares it with -r.  qemu-nbd only
+        # reads it: nbdkit serves it read-only, and refuses connections that
+        # may write.
+        need(('qemu-nbd', QEMU_NBD))
+        image = self.path('qemu-locked.vhdx')
+        qemu_create(image, 'dynamic', 64 * MiB, MiB, writes=[(0x5a, 0, MiB)])
+        written = random.Random(31).randbytes(MiB)
+        with QemuNbd(self.workdir, image) as qemu:
+            with Client(qemu.socket) as c:
+                c.pwrite(written, 8 * MiB)
+                c.flush()
+                for options in ([], ['-r']):
+                    output = nbdkit_refuses(self.workdir, ['file=' + image], options)
+                    expect('another process is writing the image' in output
+                           and 'force-share=true' in output,
+                           'nbdkit %r does not say that the image is locked: %s'
+                           % (options, output))
+                with Server(self.workdir, ['file=' + image, 'force-share=true'],
+                            options=['-r']) as server:
+                    with Client(server.socket) as shared:
+                        expect(shared.has(nbdclient.FLAG_READ_ONLY), 'the export is writable')
+                        expect(shared.pread(0, MiB) == b'\x5a' * MiB,
+                               'the data that QEMU wrote before it served the image')
+                        expect(shared.pread(8 * MiB, MiB) == written,
+                               'the data that qemu-nbd wrote and flushed')
+                        expect(shared.pread(16 * MiB, MiB) == bytes(MiB), 'an unwritten block')
+                    output = server.stop()
+                expect('warning: another process is writing' in output,
+                       'no warning that the image is written elsewhere: %s' % output)
+                # force-share=true without -r: nbdkit starts (its read-only
+                # open shares the image) and refuses every connection.
+                with Server(self.workdir, ['file=' + image, 'force-share=true']) as server:
+                    output = refused_connection(server)
+                    expect('force-share=true serves the image read-only only' in output,
+                           'the refusal does not name force-share: %s' % output)
+                # What qemu-nbd serves is still there for it.
+                expect(c.pread(8 * MiB, MiB) == written, 'qemu-nbd reads otherwise')
+        check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image]), 'qemu-img check')
+
+        before = sha256_file(image)
+        with QemuNbd(self.workdir, image, ['-r']) as qemu:
+            with Server(self.workdir, ['file=' + image]) as server:
+                output = refused_connection(server)
+                expect('opening for writing: Another process has the image open' in output,
+                       'the refusal of a writable connection says otherwise: %s' % output)
+            with Server(self.workdir, ['file=' + image], options=['-r']) as server:
+                with Client(server.socket) as c, Client(qemu.socket) as q:
+                    expect(c.pread(8 * MiB, MiB) == written == q.pread(8 * MiB, MiB),
+                           'nbdkit -r and qemu-nbd -r read otherwise')
+        expect_equal(sha256_file(image), before, 'sha256 of the image that qemu-nbd -r served')
+
+    def test_locked_by_the_plugin(self):
+        # While a client may write through the plugin, a second nbdkit and
+        # QEMU are kept out, unless the second nbdkit shares the image
+        # (force-share=true; QEMU's -U would read it too, but not with the
+        # log that the flush left pending); once no client writes, the image
+        # is only kept from being written.
+        image = self.path('plugin-locked.vhdx')
+        qemu_create(image, 'dynamic', 64 * MiB, MiB)
+        written = random.Random(37).randbytes(2 * MiB)
+        with Server(self.workdir, ['file=' + image]) as writer:
+            with Client(writer.socket) as c:
+                c.pwrite(written, 3 * MiB)
+                c.flush()
+                output = nbdkit_refuses(self.workdir, ['file=' + image], ['-r'])
+                expect('another process is writing the image' in output,
+                       'a second nbdkit does not say that the image is locked: %s' % output)
+                result = run([QEMU_IMG, 'info', '-f', 'vhdx', image])
+                expect(result.returncode != 0 and b'lock' in result.stderr,
+                       'qemu-img info opened the image being written: %r' % (result.stderr,))
+                with Server(self.workdir, ['file=' + image, 'force-share=true'],
+                            options=['-r']) as server:
+                    with Client(server.socket) as shared:
+                        # The log that the flush committed is replayed in memory.
+                        expect(shared.pread(3 * MiB, 2 * MiB) == written,
+                               'the flushed data, read by a second nbdkit sharing the image')
+                    output = server.stop()
+                expect('warning: another process is writing' in output,
+                       'no warning that the image is written elsewhere: %s' % output)
+            # The last writer closed the image: a reader may open it.
+            check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image]),
+                     'qemu-img check once no client writes')
+            result = run([QEMU_IO, '-f', 'vhdx', '-c', 'write 0 4096', image])
+            expect(result.returncode != 0 and b'lock' in result.stderr,
+                   'qemu-io wrote to the image nbdkit serves: %r' % (result.stderr,))
+        check_ok(run([QEMU_IO, '-f', 'vhdx', '-c', 'write 0 4096', image]),
+                 'qemu-io once nbdkit stopped')
 
     def test_file_system_full(self):
         # A file system that fills up: writes fail with ENOSPC, the server
