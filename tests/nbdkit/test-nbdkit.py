@@ -14,6 +14,11 @@
 # wrote (vhdx-mkimage --describe); the expected extents from the blocks the
 # test wrote or the generator stored.
 #
+# Every image is served read-only (nbdkit -r) and then writable, which
+# must leave a clean image as it was when nothing is written; a dirty log
+# is replayed onto the file by a writable server only.  Writing is tested
+# by test-nbdkit-write.py.
+#
 # With --libguestfs, the one test is libguestfs reading files from an ext4
 # filesystem in a VHDX image through the plugin.
 #
@@ -26,182 +31,16 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import traceback
 
-MiB = 1024 * 1024
-KiB = 1024
-
-PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
-TOOL = os.environ.get('VHDX_TOOL')
-MKIMAGE = os.environ.get('VHDX_MKIMAGE')
-ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME', '')
-NBDKIT = shutil.which('nbdkit')
-NBDCOPY = shutil.which('nbdcopy')
-NBDINFO = shutil.which('nbdinfo')
-QEMU_IMG = shutil.which('qemu-img')
-QEMU_IO = shutil.which('qemu-io')
-GUESTFISH = shutil.which('guestfish')
-CLIENT_ENV = dict(os.environ, LC_ALL='C.UTF-8')
-CLIENT_ENV.pop('LD_PRELOAD', None)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nbdtest import (  # noqa: E402
+    KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, PLUGIN, QEMU_IMG, QEMU_IO, GUESTFISH, TOOL,
+    Server, Skip, check_ok, expect, expect_equal, guestfish, main, need, nbdkit_env,
+    nbdkit_refuses, run, sha256_file, skip_unless_appliance_runs)
 
 EXTENT_HOLE = 1
 EXTENT_ZERO = 2
-
-
-class Skip(Exception):
-    pass
-
-
-def run(args, timeout=300, env=None, **kwargs):
-    return subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=env or CLIENT_ENV, timeout=timeout,
-                          **kwargs)
-
-
-def check_ok(result, what):
-    if result.returncode != 0:
-        raise AssertionError('%s exited with %d: %s' % (
-            what, result.returncode, result.stderr.decode(errors='replace').strip()))
-    return result
-
-
-def expect_equal(found, expected, what):
-    if found != expected:
-        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
-
-
-def expect(condition, what):
-    if not condition:
-        raise AssertionError(what)
-
-
-def need(*programs):
-    for name, path in programs:
-        if path is None:
-            raise Skip('%s not installed' % name)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(MiB), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
-def nbdkit_env():
-    env = dict(os.environ)
-    if ASAN_RUNTIME:
-        env['LD_PRELOAD'] = ASAN_RUNTIME
-        # nbdkit itself is not built with the sanitizer: its own allocations
-        # at exit are not ours to judge.
-        env['ASAN_OPTIONS'] = 'detect_leaks=0:abort_on_error=1'
-    return env
-
-
-# With the AddressSanitizer runtime preloaded, nbdkit hangs in its exit
-# handlers once anything in the process has called gettext (glibc's locale
-# lock is left unbalanced and p11-kit's destructor waits on it).  Serving is
-# over by then, and sanitizer reports are printed when an error happens, so
-# such a server is killed after a grace period instead of failing the test.
-EXIT_GRACE = 5
-
-
-def wait_for_exit(proc, what):
-    """The exit status of @proc, or None when it hung at exit under ASan."""
-    try:
-        return proc.wait(timeout=EXIT_GRACE if ASAN_RUNTIME else 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        if ASAN_RUNTIME:
-            return None
-        raise AssertionError('%s did not exit' % what)
-
-
-def nbdkit_refuses(workdir, params):
-    """Run nbdkit with the plugin; it must refuse to start.  Returns its output."""
-    log = os.path.join(workdir, 'refused.log')
-    args = [NBDKIT, '-U', os.path.join(workdir, 'refused.sock'), PLUGIN] + params
-    with open(log, 'wb') as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                env=nbdkit_env())
-    status = wait_for_exit(proc, 'nbdkit')
-    with open(log, 'rb') as f:
-        output = f.read().decode(errors='replace')
-    expect(status != 0, 'nbdkit started with %r: %s' % (params, output))
-    expect('error' in output, 'nbdkit gave no error: %r' % output)
-    expect(not sanitizer_reports(output), 'sanitizer reports: %s' % output)
-    return output
-
-
-def sanitizer_reports(text):
-    return [line for line in text.splitlines()
-            if 'AddressSanitizer' in line or 'runtime error:' in line
-            or 'LeakSanitizer' in line]
-
-
-class Server:
-    """nbdkit serving one image through the plugin, in the foreground of a
-    child process, on a Unix socket."""
-
-    counter = 0
-
-    def __init__(self, workdir, params):
-        Server.counter += 1
-        name = 'nbdkit-%d' % Server.counter
-        self.socket = os.path.join(workdir, name + '.sock')
-        self.pidfile = os.path.join(workdir, name + '.pid')
-        self.log = os.path.join(workdir, name + '.log')
-        self.uri = 'nbd+unix:///?socket=' + self.socket
-        args = [NBDKIT, '-f', '-U', self.socket, '-P', self.pidfile, '--exit-with-parent',
-                PLUGIN] + [str(p) for p in params]
-        with open(self.log, 'wb') as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         env=nbdkit_env())
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.pidfile):
-            if self.proc.poll() is not None:
-                raise AssertionError('nbdkit exited with %d: %s' % (
-                    self.proc.returncode, self.output().strip()))
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError('nbdkit did not start: %s' % self.output().strip())
-            time.sleep(0.05)
-
-    def output(self):
-        with open(self.log, 'rb') as f:
-            return f.read().decode(errors='replace')
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        """Stop the server; it must not have crashed or reported memory errors."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        status = wait_for_exit(self.proc, 'nbdkit')
-        output = self.output()
-        reports = sanitizer_reports(output)
-        expect(not reports, 'sanitizer reports from nbdkit: %s' % output)
-        if status is not None:
-            expect_equal(status, 0, 'nbdkit exit status (output: %s)' % output)
-        return output
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.stop()
-        elif self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Image:
@@ -319,16 +158,34 @@ def qemu_replays_to(workdir, image, raw_path):
     os.unlink(copy)
 
 
-def expect_served_correctly(workdir, image, bare_file_param=False):
-    """Every client reads @image through the plugin as its raw disk."""
+def expect_served_correctly(workdir, image, bare_file_param=False, writable=True):
+    """Every client reads @image through the plugin as its raw disk: served
+    read-only (nbdkit -r), then, unless not @writable, writable, where
+    opening it for writing and closing it again with nothing written must
+    leave the file as it was."""
+    before = sha256_file(image.path)
+    skipped = serve_and_compare(workdir, image, bare_file_param, True)
+    expect_equal(sha256_file(image.path), before, 'sha256 of the image served read-only')
+    if writable:
+        skipped = serve_and_compare(workdir, image, bare_file_param, False) or skipped
+        expect_equal(sha256_file(image.path), before,
+                     'sha256 of the image served writable, nothing written')
+    if skipped:
+        raise Skip(skipped)
+
+
+def serve_and_compare(workdir, image, bare_file_param, readonly):
+    """Serve @image, read-only or writable, and compare what every client
+    reads with its raw disk.  Returns why some comparisons were skipped, or
+    None."""
     need(('nbdcopy', NBDCOPY), ('nbdinfo', NBDINFO))
     params = [image.path] if bare_file_param else ['file=' + image.path]
     copy = os.path.join(workdir, 'copy.raw')
-    with Server(workdir, params) as server:
+    with Server(workdir, params, options=['-r'] if readonly else []) as server:
         info = json.loads(check_ok(run([NBDINFO, '--json', server.uri]), 'nbdinfo').stdout)
         export = info['exports'][0]
         expect_equal(export['export-size'], image.size, 'export size')
-        expect_equal(export['is_read_only'], True, 'is_read_only')
+        expect_equal(export['is_read_only'], readonly, 'is_read_only')
         expect_equal(export['can_multi_conn'], True, 'can_multi_conn')
         expect_equal(export['block_size_minimum'], image.logical_sector_size,
                      'minimum block size')
@@ -366,12 +223,12 @@ def expect_served_correctly(workdir, image, bare_file_param=False):
                               for o, n, t in image.expected_extents()),
                 'extents seen by qemu-img map')
 
-        # A read-only export: a client cannot write to it.
-        result = run([NBDCOPY, image.raw_path, server.uri])
-        expect(result.returncode != 0, 'nbdcopy wrote to the export')
+        if readonly:
+            # A read-only export: a client cannot write to it.
+            result = run([NBDCOPY, image.raw_path, server.uri])
+            expect(result.returncode != 0, 'nbdcopy wrote to the export')
         expect(server.alive(), 'nbdkit died')
-    if skipped:
-        raise Skip(skipped)
+    return skipped
 
 
 class Tests:
@@ -466,10 +323,26 @@ class Tests:
         expect_equal(info['format-specific']['data']['log-state'], 'replayed-in-memory',
                      'log state of the dirty image')
         before = sha256_file(image.path)
-        expect_served_correctly(self.workdir, image)
+        # Served read-only (nbdkit -r), the log is replayed in memory only.
+        expect_served_correctly(self.workdir, image, writable=False)
         expect_equal(sha256_file(image.path), before, 'the dirty image was modified')
         # QEMU replays the log of a copy and reads the disk expected.
         qemu_replays_to(self.workdir, image.path, image.raw_path)
+
+        # Served writable, the log is replayed onto the file when the first
+        # client connects; the image is clean once the last one is gone.
+        skipped = serve_and_compare(self.workdir, image, False, False)
+        info = json.loads(check_ok(run([TOOL, 'info', '--json', image.path]),
+                                   'vhdx info').stdout)
+        expect_equal(info['format-specific']['data']['log-state'], 'clean',
+                     'log state of the image served writable')
+        check_ok(run([TOOL, 'check', image.path]), 'vhdx check')
+        if QEMU_IMG is not None:
+            check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image.path]), 'qemu-img check')
+            check_ok(run([QEMU_IMG, 'compare', '-f', 'vhdx', '-F', 'raw', image.path,
+                          image.raw_path]), 'qemu-img compare after the replay')
+        if skipped:
+            raise Skip(skipped)
 
     def test_malformed_image_refused(self):
         image = generated_image(self.workdir, 'malformed', ['--size', '8M'])
@@ -599,19 +472,6 @@ class Tests:
                'the engine\'s message was not logged: %s' % log)
 
 
-def libguestfs_env():
-    env = dict(CLIENT_ENV)
-    env.setdefault('LIBGUESTFS_BACKEND', 'direct')
-    # KVM can hang the appliance on some hosts (a CPU MSR it cannot set);
-    # emulation is slower but always works.  Set the variable to override.
-    env.setdefault('LIBGUESTFS_BACKEND_SETTINGS', 'force_tcg')
-    return env
-
-
-def guestfish(args, timeout=600, env=None):
-    return run([GUESTFISH] + args, timeout=timeout, env=env or libguestfs_env())
-
-
 class LibguestfsTests:
     def __init__(self, workdir):
         self.workdir = workdir
@@ -657,12 +517,7 @@ class LibguestfsTests:
                                 'checksum', 'sha256', '/random.bin', ':',
                                 'checksum', 'sha256', '/docs/numbers.txt'])
             if result.returncode != 0:
-                # Tell a broken appliance from a broken plugin: try without NBD.
-                probe = guestfish(['--ro', '-a', '/dev/null', 'run'])
-                if probe.returncode != 0:
-                    lines = probe.stderr.decode(errors='replace').strip().splitlines()
-                    raise Skip('libguestfs cannot run its appliance here: %s' % (
-                        ' / '.join(lines[-3:]) or 'exit status %d' % probe.returncode))
+                skip_unless_appliance_runs()
                 check_ok(result, 'guestfish')
         out = result.stdout.decode()
         print('# guestfish output:')
@@ -680,41 +535,6 @@ class LibguestfsTests:
                      'sha256 of /docs/numbers.txt')
 
 
-def main():
-    if not PLUGIN or not TOOL or not MKIMAGE:
-        print('Bail out! VHDX_NBDKIT_PLUGIN, VHDX_TOOL and VHDX_MKIMAGE must be set')
-        return 1
-    if NBDKIT is None:
-        print('1..0 # SKIP nbdkit is not installed')
-        return 0
-    if ASAN_RUNTIME and not os.path.isabs(ASAN_RUNTIME):
-        print('1..0 # SKIP no AddressSanitizer runtime to preload into nbdkit (%s)'
-              % ASAN_RUNTIME)
-        return 0
-
-    suite = LibguestfsTests if '--libguestfs' in sys.argv[1:] else Tests
-    names = [n for n in suite.__dict__ if n.startswith('test_')]
-    print('1..%d' % len(names))
-    sys.stdout.flush()
-    failed = 0
-    with tempfile.TemporaryDirectory(prefix='vhdx-test-nbdkit-') as workdir:
-        tests = suite(workdir)
-        for number, name in enumerate(names, 1):
-            title = name[len('test_'):].replace('_', ' ')
-            try:
-                getattr(tests, name)()
-            except Skip as e:
-                print('ok %d - %s # SKIP %s' % (number, title, e))
-            except Exception:
-                failed += 1
-                print('not ok %d - %s' % (number, title))
-                for line in traceback.format_exc().splitlines():
-                    print('# ' + line)
-            else:
-                print('ok %d - %s' % (number, title))
-            sys.stdout.flush()
-    return 1 if failed else 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(LibguestfsTests if '--libguestfs' in sys.argv[1:] else Tests,
+                  'vhdx-test-nbdkit-'))
