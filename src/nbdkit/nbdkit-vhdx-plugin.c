@@ -36,8 +36,11 @@
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
-/* The NBD protocol's largest preferred block size. */
-#define NBD_MAX_PREFERRED_BLOCK_SIZE (32 * 1024 * 1024)
+/* The largest preferred block size advertised.  Clients such as nbdcopy
+ * make every request of the preferred size, and requests as large as a
+ * 32 MiB block cost a new buffer of that size on both sides each time; at
+ * 1 MiB, a block of data is still one pread of the file per request. */
+#define PREFERRED_BLOCK_SIZE_MAX (1024 * 1024)
 
 static char *image_path;       /* absolute: nbdkit may change directory */
 static char *parent_path;      /* absolute, or NULL: follow the parent locator */
@@ -462,7 +465,7 @@ vhdx_plugin_block_size (void *handle, uint32_t *minimum, uint32_t *preferred, ui
         const VhdxInfo *info = vhdx_file_get_info (h->file);
 
         *minimum = info->logical_sector_size;
-        *preferred = MIN (info->block_size, NBD_MAX_PREFERRED_BLOCK_SIZE);
+        *preferred = MIN (info->block_size, PREFERRED_BLOCK_SIZE_MAX);
         *maximum = 0xffffffff;
         return 0;
 }
