@@ -773,7 +773,7 @@ class Tests:
         image = self.path('plugin-locked.vhdx')
         qemu_create(image, 'dynamic', 64 * MiB, MiB)
         written = random.Random(37).randbytes(2 * MiB)
-        with Server(self.workdir, ['file=' + image]) as writer:
+        with Server(self.workdir, ['file=' + image], options=['-v']) as writer:
             with Client(writer.socket) as c:
                 c.pwrite(written, 3 * MiB)
                 c.flush()
@@ -792,7 +792,14 @@ class Tests:
                     output = server.stop()
                 expect('warning: another process is writing' in output,
                        'no warning that the image is written elsewhere: %s' % output)
-            # The last writer closed the image: a reader may open it.
+            # The last writer closed the image and opened it read-only again
+            # (once nbdkit has run the close of the connection, after the
+            # client left): a reader may open it, a writer may not.
+            deadline = time.monotonic() + 60
+            while ', read-only' not in writer.output().partition('closed cleanly')[2]:
+                expect(time.monotonic() < deadline, 'the image was not opened read-only '
+                       'again: %s' % writer.output())
+                time.sleep(0.05)
             check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image]),
                      'qemu-img check once no client writes')
             result = run([QEMU_IO, '-f', 'vhdx', '-c', 'write 0 4096', image])
