@@ -231,9 +231,9 @@ vhdx_chain_open_parent (VhdxFile *file,
                                         options != NULL ? options->parent_dirs : NULL);
         g_auto (Search) search = { g_string_new (NULL), FALSE, NULL, NULL };
         g_autoptr (GError) local_error = NULL;
-        /* Parents are read-only; how a missing or mismatched parent is taken
-         * holds for the whole chain. */
-        /* Parents are read-only: locked shared, or not at all with force-share. */
+        /* Parents are read-only (locked as readers, or not at all with
+         * force-share); how a missing or mismatched parent is taken holds for
+         * the whole chain. */
         VhdxOpenFlags parent_flags = file->flags & (VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT |
                                                     VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH |
                                                     VHDX_OPEN_FLAGS_FORCE_SHARE);

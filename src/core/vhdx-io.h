@@ -48,14 +48,14 @@ typedef struct {
          * read as zeros cheaply where the backend can: as a hole when
          * @punch, else keeping the space allocated.  The size of the file
          * does not change.  NULL: zeros are written. */
-        /* Optional: lock the file against other processes
-         * (vhdx_lock_image_fd()) as @mode says. */
-        gboolean (*lock) (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error);
         gboolean (*zero_range) (VhdxIo *io,
                                 guint64 offset,
                                 guint64 length,
                                 gboolean punch,
                                 GError **error);
+        /* Optional: lock the file against other processes
+         * (vhdx_lock_image_fd()) as @mode says. */
+        gboolean (*lock) (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error);
 } VhdxIoVTable;
 
 struct _VhdxIo {

@@ -75,10 +75,14 @@ crash_get_size (VhdxIo *io, guint64 *size, GError **error)
 static void
 record (CrashIo *self, gboolean flush, guint64 offset, const void *data, gsize length)
 {
-        Call call = { flush, offset, length, data != NULL ? g_memdup2 (data, length) : NULL };
+        Call call = { flush, offset, length, NULL };
 
-        if (self->trace != NULL)
-                g_array_append_val (self->trace->calls, call);
+        /* Files that record nothing (the crash images themselves) keep no copy. */
+        if (self->trace == NULL)
+                return;
+        if (data != NULL)
+                call.data = g_memdup2 (data, length);
+        g_array_append_val (self->trace->calls, call);
 }
 
 static gboolean
