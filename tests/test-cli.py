@@ -26,12 +26,12 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common'))
 import vhdxspec  # noqa: E402
+from qemunbd import QemuNbd  # noqa: E402
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -752,7 +752,8 @@ class Tests:
         path = self.path('locked.vhdx')
         shutil.copyfile(img.path, path)
         want = hashlib.sha256(img.raw).hexdigest()
-        with QemuNbd(self.workdir, path, writable=True):
+        with QemuNbd(run, self.path('qemu-nbd.sock'), path) as guest:
+            check_ok(guest.result, 'qemu-nbd')
             for args in (['info'], ['map'], ['check'], ['cat'], ['convert', '-O', 'raw']):
                 result = vhdx(*(args + [path] + ([self.path('no.raw')] if 'convert' in args
                                                    else [])))
@@ -781,7 +782,8 @@ class Tests:
             result = vhdx('check', '--repair', '-U', path)
             expect_equal(result.returncode, 1, 'check --repair -U')
             expect(b'--force-share' in result.stderr, 'check --repair -U: %r' % result.stderr)
-        with QemuNbd(self.workdir, path, writable=False):
+        with QemuNbd(run, self.path('qemu-nbd.sock'), path, writable=False) as guest:
+            check_ok(guest.result, 'qemu-nbd -r')
             info = json.loads(check_ok(vhdx('info', '--json', path), 'info').stdout)
             expect_equal(info['format-specific']['data']['in-use-by-writer'], False,
                          'in-use-by-writer while qemu-nbd reads')
@@ -793,37 +795,6 @@ class Tests:
         check_ok(vhdx('check', '--repair', path), 'check --repair after qemu-nbd stopped')
         expect_equal(sha256_of_output([TOOL, 'cat', path]), want, 'cat after qemu-nbd')
 
-
-class QemuNbd:
-    """qemu-nbd serving an image; --fork returns once the image is open and
-    locked."""
-
-    def __init__(self, workdir, path, writable):
-        self.socket = os.path.join(workdir, 'qemu-nbd.sock')
-        pidfile = self.socket + '.pid'
-        args = [QEMU_NBD, '--fork', '--pid-file', pidfile, '-f', 'vhdx', '-k', self.socket]
-        check_ok(run(args + ([] if writable else ['-r']) + [path]), 'qemu-nbd')
-        with open(pidfile) as f:
-            self.pid = int(f.read())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        os.kill(self.pid, 15)
-        # Not our child: wait, counted, until it is gone (or a zombie).
-        for _ in range(6000):
-            try:
-                with open('/proc/%d/stat' % self.pid) as f:
-                    if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':
-                        break
-            except FileNotFoundError:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError('qemu-nbd did not stop')
-        if os.path.exists(self.socket):
-            os.unlink(self.socket)
 
 
 def main():

@@ -29,6 +29,10 @@ import tempfile
 import time
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'common'))
+from qemunbd import QemuNbd  # noqa: E402
+
 MiB = 1024 * 1024
 NOBODY = 65534
 POOL = 'vhdxtest'
@@ -608,6 +612,22 @@ def fuse_unavailable():
     return None
 
 
+def start_expose(session, src, mnt, *options):
+    """vhdx-pool expose of @src on @mnt, once it says it is ready: the
+    process and its first line."""
+    expose = session.popen([session.pool_tool, '-c', URI, 'expose'] + list(options) + [src, mnt])
+    ready = select.select([expose.stdout], [], [], WAIT_SECONDS)[0]
+    if not ready or expose.poll() is not None:
+        if expose.poll() is None:
+            stop(expose, 'expose')
+        expose.wait(timeout=10)
+        stderr = expose.stderr.read().decode(errors='replace')
+        if 'fuse' in stderr.lower() or 'mount' in stderr.lower():
+            raise Skip('FUSE mounts are not permitted here: %s' % stderr.strip())
+        raise AssertionError('expose did not start: %s' % stderr)
+    return expose, expose.stdout.readline().decode()
+
+
 def test_expose(session, expected):
     reason = fuse_unavailable()
     if reason:
@@ -617,17 +637,8 @@ def test_expose(session, expected):
     for name in ('base.vhdx', 'child.avhdx', 'dirty.vhdx', 'fixed.vhdx', 'notes.img'):
         check_ok(session.run(['cp', os.path.join(session.pool_dir, name), src]), 'cp')
 
-    expose = session.popen([session.pool_tool, '-c', URI, 'expose', '--define-pool',
-                            EXPOSE_POOL, src, mnt])
+    expose, line = start_expose(session, src, mnt, '--define-pool', EXPOSE_POOL)
     try:
-        ready = select.select([expose.stdout], [], [], WAIT_SECONDS)[0]
-        if not ready or expose.poll() is not None:
-            expose.wait(timeout=10)
-            stderr = expose.stderr.read().decode(errors='replace')
-            if 'fuse' in stderr.lower() or 'mount' in stderr.lower():
-                raise Skip('FUSE mounts are not permitted here: %s' % stderr.strip())
-            raise AssertionError('expose did not start: %s' % stderr)
-        line = expose.stdout.readline().decode()
         expect(EXPOSE_POOL in line, 'expose said %r' % line)
 
         names = session.virsh('vol-list', EXPOSE_POOL).stdout.decode().split()
@@ -724,46 +735,13 @@ def test_missing_parents_and_fifos(session, expected):
         session.virsh('pool-refresh', POOL)
 
 
-class QemuNbd:
-    """qemu-nbd serving an image as the session's user, as a guest would use
-    it; --fork returns once the image is open and locked.  started is False
-    when qemu-nbd could not open the image."""
-
-    def __init__(self, session, path, writable=True):
-        self.socket = session.path('qemu-nbd.sock')
-        pidfile = self.socket + '.pid'
-        args = ['qemu-nbd', '--fork', '--pid-file', pidfile, '-f', 'vhdx', '-k', self.socket]
-        self.result = session.run(args + ([] if writable else ['-r']) + [path])
-        self.started = self.result.returncode == 0
-        if self.started:
-            with open(pidfile) as f:
-                self.pid = int(f.read())
-
-    def stop(self):
-        if not self.started:
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        # Not our child: wait, counted, until it is gone (or a zombie).
-        for _ in range(6000):
-            try:
-                with open('/proc/%d/stat' % self.pid) as f:
-                    if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':
-                        break
-            except FileNotFoundError:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError('qemu-nbd did not stop')
-        self.started = False
-
-
 def test_in_use(session, expected):
     """The image of a running guest is listed as in use, and exposed raw
     files are not read while it is written, nor written while read."""
     if shutil.which('qemu-nbd') is None:
         raise Skip('qemu-nbd is not installed: it plays the guest')
     image = os.path.join(session.pool_dir, 'base.vhdx')
-    guest = QemuNbd(session, image)
+    guest = QemuNbd(session.run, session.path('qemu-nbd.sock'), image)
     check_ok(guest.result, 'qemu-nbd on base.vhdx')
     try:
         result = check_ok(session.tool('list', '--json', POOL), 'list --json')
@@ -789,19 +767,11 @@ def test_in_use(session, expected):
     check_ok(session.run(['cp', image, src]), 'cp')
     source = os.path.join(src, 'base.vhdx')
     raw = os.path.join(mnt, 'base.raw')
-    expose = session.popen([session.pool_tool, '-c', URI, 'expose', src, mnt])
+    expose, _ = start_expose(session, src, mnt)
     try:
-        ready = select.select([expose.stdout], [], [], WAIT_SECONDS)[0]
-        if not ready or expose.poll() is not None:
-            expose.wait(timeout=10)
-            stderr = expose.stderr.read().decode(errors='replace')
-            if 'fuse' in stderr.lower() or 'mount' in stderr.lower():
-                raise Skip('FUSE mounts are not permitted here: %s' % stderr.strip())
-            raise AssertionError('expose did not start: %s' % stderr)
-        expose.stdout.readline()
         # Listed without a lock: the guest starts while the image is exposed.
         check_ok(session.run(['ls', '-l', mnt]), 'ls of the mount')
-        guest = QemuNbd(session, source)
+        guest = QemuNbd(session.run, session.path('qemu-nbd.sock'), source)
         check_ok(guest.result, 'qemu-nbd on an exposed image')
         try:
             result = session.run(['head', '-c', '512', raw])
@@ -815,14 +785,14 @@ def test_in_use(session, expected):
         try:
             expect(select.select([reader.stdout], [], [], WAIT_SECONDS)[0], 'no reader')
             expect_equal(reader.stdout.readline(), b'open\n', 'the reader opened the file')
-            guest = QemuNbd(session, source)
+            guest = QemuNbd(session.run, session.path('qemu-nbd.sock'), source)
             expect(not guest.started, 'qemu-nbd wrote an image whose raw file is open')
             expect(b'lock' in guest.result.stderr, 'qemu-nbd: %r' % guest.result.stderr)
             guest.stop()
         finally:
             reader.kill()
             reader.wait()
-        guest = QemuNbd(session, source)
+        guest = QemuNbd(session.run, session.path('qemu-nbd.sock'), source)
         check_ok(guest.result, 'qemu-nbd once the raw file is closed')
         guest.stop()
     finally:
