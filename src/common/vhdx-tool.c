@@ -349,38 +349,17 @@ sync_directory (const char *path)
 gboolean
 tool_output_commit (ToolOutput *output, GError **error)
 {
-        sigset_t old;
-        int fd = output->fd;
-
-        output->fd = -1;
-        if (fsync (fd) < 0 || close (fd) < 0) {
-                vhdx_set_error_from_errno (error, errno);
-                return FALSE;
-        }
-        block_cleanup_signals (TRUE, &old);
-        if (rename (output->path, output->destination) < 0) {
-                vhdx_set_error_from_errno (error, errno);
-                block_cleanup_signals (FALSE, &old);
-                return FALSE;
-        }
-        g_clear_pointer (&output->path, g_free);
-        cleanup_armed = 0;
-        block_cleanup_signals (FALSE, &old);
-        sync_directory (output->destination);
-        return TRUE;
+        return tool_output_commit_full (output, TRUE, error);
 }
 
 gboolean
 tool_output_commit_full (ToolOutput *output, gboolean sync, GError **error)
 {
         sigset_t old;
-        int fd;
+        int fd = output->fd;
 
-        if (sync)
-                return tool_output_commit (output, error);
-        fd = output->fd;
         output->fd = -1;
-        if (close (fd) < 0) {
+        if ((sync && fsync (fd) < 0) || close (fd) < 0) {
                 vhdx_set_error_from_errno (error, errno);
                 return FALSE;
         }
@@ -393,6 +372,8 @@ tool_output_commit_full (ToolOutput *output, gboolean sync, GError **error)
         g_clear_pointer (&output->path, g_free);
         cleanup_armed = 0;
         block_cleanup_signals (FALSE, &old);
+        if (sync)
+                sync_directory (output->destination);
         return TRUE;
 }
 

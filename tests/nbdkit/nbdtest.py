@@ -262,3 +262,18 @@ def main(suite, prefix):
                 print('ok %d - %s' % (number, title))
             sys.stdout.flush()
     return 1 if failed else 0
+
+
+def qemu_create(path, subformat, size, block_size=None, writes=()):
+    """An image made by qemu-img, with qemu-io's patterns (pattern, offset, length)."""
+    need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO))
+    options = 'subformat=%s' % subformat
+    if block_size:
+        options += ',block_size=%d' % block_size
+    check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o', options, path, size]),
+             'qemu-img create')
+    commands = []
+    for pattern, offset, length in writes:
+        commands += ['-c', 'write -P 0x%02x %d %d' % (pattern, offset, length)]
+    if commands:
+        check_ok(run([QEMU_IO, '-f', 'vhdx'] + commands + [path]), 'qemu-io')

@@ -60,8 +60,8 @@ from nbdclient import (  # noqa: E402
     CMD_WRITE, CMD_WRITE_ZEROES, Client, Disconnected)
 from nbdtest import (  # noqa: E402
     CLIENT_ENV, GUESTFISH, KiB, MKIMAGE, MiB, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, QEMU_NBD, TOOL,
-    Server, Skip, check_ok, expect, expect_equal, guestfish, main, need, nbdkit_refuses, run,
-    sha256_file, skip_unless_appliance_runs)
+    Server, Skip, check_ok, expect, expect_equal, guestfish, main, need, nbdkit_refuses,
+    qemu_create, run, sha256_file, skip_unless_appliance_runs)
 
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR')
 SETPRIV = shutil.which('setpriv')
@@ -98,21 +98,6 @@ def vhdx_cat(path, raw=None, into=None):
             return f.read()
         expect_equal(f.readinto(into), len(into), 'bytes read by vhdx cat')
         return into
-
-
-def qemu_create(path, subformat, size, block_size=None, writes=()):
-    """An image made by qemu-img, with qemu-io's patterns (pattern, offset, length)."""
-    need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO))
-    options = 'subformat=%s' % subformat
-    if block_size:
-        options += ',block_size=%d' % block_size
-    check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o', options, path, size]),
-             'qemu-img create')
-    commands = []
-    for pattern, offset, length in writes:
-        commands += ['-c', 'write -P 0x%02x %d %d' % (pattern, offset, length)]
-    if commands:
-        check_ok(run([QEMU_IO, '-f', 'vhdx'] + commands + [path]), 'qemu-io')
 
 
 def qemu_raw(path):

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdtest import (  # noqa: E402
     KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, PLUGIN, QEMU_IMG, QEMU_IO, GUESTFISH, TOOL,
     Server, Skip, check_ok, expect, expect_equal, guestfish, main, need, nbdkit_env,
-    nbdkit_refuses, run, sha256_file, skip_unless_appliance_runs)
+    nbdkit_refuses, qemu_create, run, sha256_file, skip_unless_appliance_runs)
 
 EXTENT_HOLE = 1
 EXTENT_ZERO = 2
@@ -97,19 +97,9 @@ def qemu_image(workdir, name, subformat, size, block_size, writes):
     and `qemu-img info` gives the sizes.  QEMU stores exactly the blocks
     written to (those of a fixed image that were never written are in the
     ZERO state)."""
-    need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO))
     path = os.path.join(workdir, name + '.vhdx')
     raw = os.path.join(workdir, name + '.raw')
-    options = 'subformat=%s' % subformat
-    if block_size:
-        options += ',block_size=%d' % block_size
-    check_ok(run([QEMU_IMG, 'create', '-q', '-f', 'vhdx', '-o', options, path, size]),
-             'qemu-img create')
-    commands = []
-    for pattern, offset, length in writes:
-        commands += ['-c', 'write -P 0x%02x %d %d' % (pattern, offset, length)]
-    if commands:
-        check_ok(run([QEMU_IO, '-f', 'vhdx'] + commands + [path]), 'qemu-io')
+    qemu_create(path, subformat, size, block_size, writes)
     check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', path, raw]),
              'qemu-img convert')
     info = json.loads(check_ok(run([QEMU_IMG, 'info', '--output=json', '-f', 'vhdx', path]),
@@ -189,7 +179,9 @@ def serve_and_compare(workdir, image, bare_file_param, readonly):
         expect_equal(export['can_multi_conn'], True, 'can_multi_conn')
         expect_equal(export['block_size_minimum'], image.logical_sector_size,
                      'minimum block size')
-        expect_equal(export['block_size_preferred'], min(image.block_size, 32 * MiB),
+        # The image's block size (from qemu-img info or the generator), up to
+        # the 1 MiB that nbdkit-vhdx-plugin(1) documents.
+        expect_equal(export['block_size_preferred'], min(image.block_size, MiB),
                      'preferred block size')
         expect_equal(export['block_size_maximum'], 0xffffffff, 'maximum block size')
 
