@@ -327,8 +327,10 @@ expose_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
                 st->st_atim = dir_st.st_atim;
                 return 0;
         }
-        exposed = fi != NULL && fi->fh != 0 ? exposed_ref ((Exposed *) (uintptr_t) fi->fh)
-                                            : exposer_lookup (exposer, path);
+        /* An open file is its handle's image; anything else is looked up. */
+        exposed = fi != NULL && fi->fh != 0
+                          ? exposed_ref (((const Handle *) (uintptr_t) fi->fh)->exposed)
+                          : exposer_lookup (exposer, path);
         if (exposed == NULL)
                 return -ENOENT;
         st->st_mode = S_IFREG | 0444;

@@ -32,9 +32,15 @@ class QemuNbd:
     def stop(self):
         if not self.started:
             return
-        os.kill(self.pid, signal.SIGTERM)
         # Not our child: wait, counted, until it is gone (or a zombie).
-        for _ in range(6000):
+        # qemu-nbd ignores a SIGTERM that comes before its main loop runs,
+        # which may be after --fork returned: ask again now and then.
+        for count in range(6000):
+            if count % 50 == 0:
+                try:
+                    os.kill(self.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    break
             try:
                 with open('/proc/%d/stat' % self.pid) as f:
                     if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':
