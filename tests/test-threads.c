@@ -48,26 +48,37 @@
 void __tsan_acquire (void *addr);
 void __tsan_release (void *addr);
 
+/* The real function NAME, found on first use.  GLib locks mutexes before
+ * any constructor of the test runs, and threads may race to the first use:
+ * the slot is read and set atomically. */
+static gpointer
+real_function (gpointer *slot, const char *name)
+{
+        gpointer function = g_atomic_pointer_get (slot);
+
+        if (function == NULL) {
+                function = dlsym (RTLD_NEXT, name);
+                g_atomic_pointer_set (slot, function);
+        }
+        return function;
+}
+
+static gpointer real_mutex_lock;
+static gpointer real_mutex_unlock;
+static gpointer real_bytes_unref;
+
 void
 g_mutex_lock (GMutex *mutex)
 {
-        static void (*real) (GMutex *);
-
-        if (real == NULL)
-                real = (void (*) (GMutex *)) dlsym (RTLD_NEXT, "g_mutex_lock");
-        real (mutex);
+        ((void (*) (GMutex *)) real_function (&real_mutex_lock, "g_mutex_lock")) (mutex);
         __tsan_acquire (mutex);
 }
 
 void
 g_mutex_unlock (GMutex *mutex)
 {
-        static void (*real) (GMutex *);
-
-        if (real == NULL)
-                real = (void (*) (GMutex *)) dlsym (RTLD_NEXT, "g_mutex_unlock");
         __tsan_release (mutex);
-        real (mutex);
+        ((void (*) (GMutex *)) real_function (&real_mutex_unlock, "g_mutex_unlock")) (mutex);
 }
 
 /* Reference counts are GLib atomics too: each release of a reference
@@ -75,15 +86,11 @@ g_mutex_unlock (GMutex *mutex)
 void
 g_bytes_unref (GBytes *bytes)
 {
-        static void (*real) (GBytes *);
-
-        if (real == NULL)
-                real = (void (*) (GBytes *)) dlsym (RTLD_NEXT, "g_bytes_unref");
         if (bytes != NULL) {
                 __tsan_release (bytes);
                 __tsan_acquire (bytes);
         }
-        real (bytes);
+        ((void (*) (GBytes *)) real_function (&real_bytes_unref, "g_bytes_unref")) (bytes);
 }
 #endif
 
