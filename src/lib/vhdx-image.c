@@ -17,6 +17,7 @@
 #include "vhdx-map.h"
 #include "vhdx-output-stream.h"
 #include "vhdx-problems.h"
+#include "vhdx-read-pool-private.h"
 #include "vhdx-reader.h"
 #include "vhdx-writer.h"
 
@@ -1384,6 +1385,29 @@ vhdx_image_read (VhdxImage *self,
         return read_chunked (self, offset, buffer, count, cancellable, error);
 }
 
+/* The buffer for a read of up to *COUNT bytes at OFFSET: *COUNT is cut
+ * at the end of the disk (0 and no buffer past it). */
+static gboolean
+bytes_buffer_new (VhdxImage *self, guint64 offset, gsize *count, guint8 **buffer, GError **error)
+{
+        guint64 size = vhdx_file_get_info (self->handle)->virtual_size;
+
+        *buffer = NULL;
+        if (offset >= size || *count == 0) {
+                *count = 0;
+                return TRUE;
+        }
+        *count = (gsize) MIN ((guint64) *count, size - offset);
+        *buffer = g_try_malloc (*count);
+        if (*buffer == NULL) {
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                             _ ("Not enough memory to read %llu bytes"),
+                             (unsigned long long) *count);
+                return FALSE;
+        }
+        return TRUE;
+}
+
 /**
  * vhdx_image_read_bytes:
  * @self: an image
@@ -1412,7 +1436,6 @@ vhdx_image_read_bytes (VhdxImage *self,
                        GError **error)
 {
         g_autofree guint8 *buffer = NULL;
-        guint64 size;
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
         g_return_val_if_fail (self->handle != NULL, NULL);
@@ -1421,18 +1444,10 @@ vhdx_image_read_bytes (VhdxImage *self,
 
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
-        size = vhdx_file_get_info (self->handle)->virtual_size;
-        if (offset >= size || count == 0)
-                return g_bytes_new (NULL, 0);
-        count = (gsize) MIN ((guint64) count, size - offset);
-
-        buffer = g_try_malloc (count);
-        if (buffer == NULL) {
-                g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
-                             _ ("Not enough memory to read %llu bytes"),
-                             (unsigned long long) count);
+        if (!bytes_buffer_new (self, offset, &count, &buffer, error))
                 return NULL;
-        }
+        if (count == 0)
+                return g_bytes_new (NULL, 0);
         if (!read_chunked (self, offset, buffer, count, cancellable, error))
                 return NULL;
         return g_bytes_new_take (g_steal_pointer (&buffer), count);
@@ -1506,7 +1521,7 @@ vhdx_image_read_async (VhdxImage *self,
         g_task_set_source_tag (task, vhdx_image_read_async);
         g_task_set_priority (task, io_priority);
         g_task_set_task_data (task, range_data_new (offset, count, buffer), g_free);
-        g_task_run_in_thread (task, read_thread);
+        vhdx_read_pool_run (task, read_thread);
 }
 
 /**
@@ -1543,12 +1558,21 @@ read_bytes_thread (GTask *task,
         GError *error = NULL;
         GBytes *bytes;
 
-        bytes = vhdx_image_read_bytes (source_object, data->offset, (gsize) data->length,
-                                       cancellable, &error);
-        if (bytes == NULL)
+        if (g_cancellable_set_error_if_cancelled (cancellable, &error) ||
+            !read_chunked (source_object, data->offset, data->buffer, (gsize) data->length,
+                           cancellable, &error)) {
                 g_task_return_error (task, error);
-        else
-                g_task_return_pointer (task, bytes, (GDestroyNotify) g_bytes_unref);
+                return;
+        }
+        bytes = g_bytes_new_take (g_steal_pointer (&data->buffer), (gsize) data->length);
+        g_task_return_pointer (task, bytes, (GDestroyNotify) g_bytes_unref);
+}
+
+static void
+range_data_free_buffer (gpointer data)
+{
+        g_free (((RangeData *) data)->buffer);
+        g_free (data);
 }
 
 /**
@@ -1577,6 +1601,8 @@ vhdx_image_read_bytes_async (VhdxImage *self,
                              gpointer user_data)
 {
         g_autoptr (GTask) task = NULL;
+        GError *error = NULL;
+        guint8 *buffer;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
         g_return_if_fail (self->handle != NULL);
@@ -1585,8 +1611,20 @@ vhdx_image_read_bytes_async (VhdxImage *self,
         task = g_task_new (self, cancellable, callback, user_data);
         g_task_set_source_tag (task, vhdx_image_read_bytes_async);
         g_task_set_priority (task, io_priority);
-        g_task_set_task_data (task, range_data_new (offset, count, NULL), g_free);
-        g_task_run_in_thread (task, read_bytes_thread);
+        /* The buffer comes from the caller's thread, where the bytes are
+         * usually freed: the allocator then reuses it for the next request,
+         * where a buffer of a worker's arena would be given back to the
+         * kernel when freed here and faulted in again by the next. */
+        if (!bytes_buffer_new (self, offset, &count, &buffer, &error)) {
+                g_task_return_error (task, error);
+                return;
+        }
+        if (count == 0) {
+                g_task_return_pointer (task, g_bytes_new (NULL, 0), (GDestroyNotify) g_bytes_unref);
+                return;
+        }
+        g_task_set_task_data (task, range_data_new (offset, count, buffer), range_data_free_buffer);
+        vhdx_read_pool_run (task, read_bytes_thread);
 }
 
 /**

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "vhdx-input-stream.h"
+#include "vhdx-read-pool-private.h"
 
 #include <glib/gi18n-lib.h>
 
@@ -127,7 +128,7 @@ vhdx_input_stream_read_async (GInputStream *stream,
         g_task_set_source_tag (task, vhdx_input_stream_read_async);
         g_task_set_priority (task, io_priority);
         g_task_set_task_data (task, data, g_free);
-        g_task_run_in_thread (task, read_thread);
+        vhdx_read_pool_run (task, read_thread);
 }
 
 static gssize

@@ -493,6 +493,47 @@ test_read_async (Fixture *fixture, gconstpointer data)
         g_assert_no_error (error);
         g_assert_cmpuint (g_bytes_get_size (bytes), ==, 4 * MiB);
         assert_raw_range (fixture->gen, g_bytes_get_data (bytes, NULL), 39 * MiB, 4 * MiB);
+        g_clear_pointer (&bytes, g_bytes_unref);
+        g_clear_object (&result);
+
+        /* Cut at the end of the 64 MiB disk, and nothing past it. */
+        vhdx_image_read_bytes_async (image, 63 * MiB, 4 * MiB, G_PRIORITY_DEFAULT, NULL,
+                                     store_result, &result);
+        bytes = vhdx_image_read_bytes_finish (image, wait_for_result (&result), &error);
+        g_assert_no_error (error);
+        g_assert_cmpuint (g_bytes_get_size (bytes), ==, 1 * MiB);
+        assert_raw_range (fixture->gen, g_bytes_get_data (bytes, NULL), 63 * MiB, 1 * MiB);
+        g_clear_pointer (&bytes, g_bytes_unref);
+        g_clear_object (&result);
+        vhdx_image_read_bytes_async (image, 64 * MiB, 4 * MiB, G_PRIORITY_DEFAULT, NULL,
+                                     store_result, &result);
+        bytes = vhdx_image_read_bytes_finish (image, wait_for_result (&result), &error);
+        g_assert_no_error (error);
+        g_assert_cmpuint (g_bytes_get_size (bytes), ==, 0);
+}
+
+/* The whole disk in 1 MiB requests, all in flight at once with mixed
+ * priorities: each comes back once, with its bytes. */
+static void
+test_read_async_many (Fixture *fixture, gconstpointer data)
+{
+        g_autoptr (VhdxImage) image = open_fixture (fixture);
+        GAsyncResult *results[64] = { NULL };
+        static const int priorities[] = { G_PRIORITY_LOW, G_PRIORITY_DEFAULT, G_PRIORITY_HIGH };
+
+        for (guint i = 0; i < G_N_ELEMENTS (results); i++)
+                vhdx_image_read_bytes_async (image, i * MiB, 1 * MiB, priorities[i % 3], NULL,
+                                             store_result, &results[i]);
+        for (guint i = 0; i < G_N_ELEMENTS (results); i++) {
+                g_autoptr (GError) error = NULL;
+                g_autoptr (GBytes) bytes = NULL;
+
+                bytes = vhdx_image_read_bytes_finish (image, wait_for_result (&results[i]), &error);
+                g_assert_no_error (error);
+                g_assert_cmpuint (g_bytes_get_size (bytes), ==, 1 * MiB);
+                assert_raw_range (fixture->gen, g_bytes_get_data (bytes, NULL), i * MiB, 1 * MiB);
+                g_clear_object (&results[i]);
+        }
 }
 
 static void
@@ -2056,6 +2097,8 @@ main (int argc, char **argv)
         g_test_add ("/image/read/threads", Fixture, NULL, fixture_set_up, test_read_threads,
                     fixture_tear_down);
         g_test_add ("/image/read/async", Fixture, NULL, fixture_set_up, test_read_async,
+                    fixture_tear_down);
+        g_test_add ("/image/read/async-many", Fixture, NULL, fixture_set_up, test_read_async_many,
                     fixture_tear_down);
         g_test_add ("/image/read/cancelled", Fixture, NULL, fixture_set_up, test_read_cancelled,
                     fixture_tear_down);
