@@ -15,11 +15,14 @@ G_BEGIN_DECLS
 typedef struct {
         guint64 file_offset;
         guint64 length;
-        guint8 *data; /* LENGTH bytes for a data descriptor, NULL for a zero descriptor */
+        /* LENGTH bytes for a data descriptor, in the sequence's DATA; NULL for
+         * a zero descriptor. */
+        const guint8 *data;
 } VhdxLogWrite;
 
 typedef struct {
         GArray *writes;  /* VhdxLogWrite in replay order */
+        guint8 *data;    /* the data descriptors' sectors, one after the other */
         guint n_entries; /* entries from the tail to the head */
         guint32 tail;    /* log offset of the tail entry */
         guint32 head;    /* log offset of the head entry */
