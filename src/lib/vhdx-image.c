@@ -39,8 +39,10 @@
  *
  * Reads ([method@Vhdx.Image.read_bytes], [method@Vhdx.Image.read_bytes_async],
  * [method@Vhdx.Image.open_stream]) may be made from several threads at once.
- * Every asynchronous call runs in a worker thread, and every call that takes
- * a [class@Gio.Cancellable] honours it, between chunks for long operations.
+ * Every asynchronous call runs in a worker thread (reads in a pool of one
+ * thread per CPU, taken in the order of their I/O priority), and every call
+ * that takes a [class@Gio.Cancellable] honours it, between chunks for long
+ * operations.
  *
  * An image opened with %VHDX_OPEN_FLAGS_READ_WRITE can be written
  * ([method@Vhdx.Image.write_bytes], [method@Vhdx.Image.write_zeroes],
