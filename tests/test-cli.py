@@ -560,8 +560,12 @@ class Tests:
         result = check_ok(vhdx('--help'), '--help')
         for command in ('info', 'check', 'map', 'cat', 'convert'):
             expect(command in result.stdout.decode(), '%s missing from --help' % command)
-        check_ok(vhdx('help'), 'help')
+        help_text = check_ok(vhdx('help'), 'help').stdout
+        expect_equal(check_ok(vhdx('help', '--help'), 'help --help').stdout, help_text,
+                     'help --help')
         check_ok(vhdx('check', '--help'), 'check --help')
+        expect_equal(check_ok(vhdx('help', 'check'), 'help check').stdout,
+                     vhdx('check', '--help').stdout, 'help check')
         result = check_ok(vhdx('--version'), '--version')
         version = os.environ.get('VHDX_VERSION')
         if not version:

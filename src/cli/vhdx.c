@@ -139,8 +139,9 @@ main (int argc, char **argv)
         if (argc < 2)
                 return tool_usage_error (_ ("no command given"));
 
-        if (g_str_equal (argv[1], "--help") || g_str_equal (argv[1], "-h") ||
-            g_str_equal (argv[1], "-?") || (g_str_equal (argv[1], "help") && argc == 2)) {
+        /* "vhdx help" and "vhdx help --help" are "vhdx --help". */
+        if (tool_is_help_option (argv[1]) ||
+            (g_str_equal (argv[1], "help") && (argc == 2 || tool_is_help_option (argv[2])))) {
                 print_help ();
                 return tool_flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
         }

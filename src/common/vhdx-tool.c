@@ -148,6 +148,12 @@ tool_check_arguments (const char *command, char **args, guint n_args)
         return TRUE;
 }
 
+gboolean
+tool_is_help_option (const char *arg)
+{
+        return g_str_equal (arg, "--help") || g_str_equal (arg, "-h") || g_str_equal (arg, "-?");
+}
+
 const ToolCommand *
 tool_find_command (const ToolCommand *commands, gsize n_commands, const char *name)
 {

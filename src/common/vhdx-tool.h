@@ -51,6 +51,8 @@ G_GNUC_WARN_UNUSED_RESULT gboolean tool_check_arguments (const char *command,
                                                          char **args,
                                                          guint n_args);
 
+/* Whether @arg asks for help: --help, -h or -?. */
+gboolean tool_is_help_option (const char *arg);
 /* The command named @name in @commands, or NULL. */
 const ToolCommand *tool_find_command (const ToolCommand *commands,
                                       gsize n_commands,

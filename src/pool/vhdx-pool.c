@@ -64,8 +64,7 @@ main (int argc, char **argv)
         while (first < argc && argv[first][0] == '-') {
                 const char *arg = argv[first];
 
-                if (g_str_equal (arg, "--help") || g_str_equal (arg, "-h") ||
-                    g_str_equal (arg, "-?")) {
+                if (tool_is_help_option (arg)) {
                         print_help ();
                         return tool_flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
                 }
@@ -96,7 +95,7 @@ main (int argc, char **argv)
                 /* "vhdx-pool help COMMAND" is "vhdx-pool COMMAND --help". */
                 char *help_argv[] = { argv[first + 1], (char *) "--help", NULL };
 
-                if (first + 1 >= argc) {
+                if (first + 1 >= argc || tool_is_help_option (argv[first + 1])) {
                         print_help ();
                         return tool_flush_stdout () ? EXIT_SUCCESS : EXIT_FAILURE;
                 }

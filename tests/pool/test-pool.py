@@ -419,6 +419,15 @@ def test_list_text(session, expected):
 
 
 def test_errors(session, expected):
+    # "--help", "help" and "help --help" print the same text; "help list" is "list --help".
+    helps = [session.tool(*args) for args in (['--help'], ['help'], ['help', '--help'])]
+    for args, result in zip(('--help', 'help', 'help --help'), helps):
+        expect(result.returncode == 0 and b'list' in result.stdout,
+               '%s: status %d, %r' % (args, result.returncode, result.stderr))
+        expect(result.stdout == helps[0].stdout, '%s differs from --help' % args)
+    expect(session.tool('help', 'list').stdout == session.tool('list', '--help').stdout,
+           'help list differs from list --help')
+
     line = expect_one_error_line(session.tool('list', 'no-such-pool'), 'missing pool')
     expect('no-such-pool' in line, 'missing pool: %r' % line)
 
