@@ -290,7 +290,8 @@ chain_tail_index (GArray *chain)
         return -1;
 }
 
-/* The scan of vhdx_log_find_active() over the @log_length bytes of @log. */
+/* The scan of vhdx_log_find_active() over @log, the log that @header
+ * describes, read into memory. */
 static VhdxLogSequence *
 find_active_in (const guint8 *log,
                 guint64 file_size,
