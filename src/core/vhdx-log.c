@@ -88,8 +88,11 @@ descriptor_sectors (guint32 count)
  * the sequence number in each descriptor and data sector.  Invalid entries
  * are an ordinary part of the ring, so this reports no error.  When @writes is
  * not NULL, the entry was checked before (its checksum is not computed
- * again), its updates are appended to @writes and the sectors of its data
- * descriptors are put at *@data, which moves past them.
+ * again) and its updates are appended to @writes.  The sector each data
+ * descriptor writes is put at *@data, which moves past it, or, when *@data
+ * is NULL, made in place: the descriptor's leading and trailing bytes are
+ * written over the data sector's own signature and sequence number in
+ * @ring, the log in memory (its mutable twin of @log).
  */
 static gboolean
 parse_entry (const guint8 *log,
@@ -98,6 +101,7 @@ parse_entry (const guint8 *log,
              const VhdxGuid *log_guid,
              Entry *out,
              GArray *writes,
+             guint8 *ring,
              guint8 **data,
              gboolean *stale)
 {
@@ -172,18 +176,27 @@ parse_entry (const guint8 *log,
                         n_data++;
                         if (writes != NULL) {
                                 guint8 *sector = *data;
-                                VhdxLogWrite w = { file_offset, VHDX_LOG_SECTOR_SIZE, sector };
+                                VhdxLogWrite w = { file_offset, VHDX_LOG_SECTOR_SIZE, NULL };
                                 /* The first 8 and last 4 bytes of the sector travel in
                                  * the descriptor; the data sector holds the rest. */
+                                if (sector != NULL) {
+                                        memcpy (sector + VHDX_LOG_LEADING_BYTES,
+                                                s + VHDX_LOG_DATA_OFF_DATA,
+                                                VHDX_LOG_SECTOR_SIZE - VHDX_LOG_LEADING_BYTES -
+                                                        VHDX_LOG_TRAILING_BYTES);
+                                        *data = sector + VHDX_LOG_SECTOR_SIZE;
+                                } else {
+                                        /* Contiguous in the ring even when the entry
+                                         * wraps: the ring is made of whole sectors. */
+                                        sector = ring +
+                                                 ((guint64) position + data_offset) % log_length;
+                                }
                                 memcpy (sector, d + VHDX_LOG_DESC_OFF_LEADING_BYTES,
                                         VHDX_LOG_LEADING_BYTES);
-                                memcpy (sector + VHDX_LOG_LEADING_BYTES, s + VHDX_LOG_DATA_OFF_DATA,
-                                        VHDX_LOG_SECTOR_SIZE - VHDX_LOG_LEADING_BYTES -
-                                                VHDX_LOG_TRAILING_BYTES);
                                 memcpy (sector + VHDX_LOG_SECTOR_SIZE - VHDX_LOG_TRAILING_BYTES,
                                         d + VHDX_LOG_DESC_OFF_TRAILING_BYTES,
                                         VHDX_LOG_TRAILING_BYTES);
-                                *data = sector + VHDX_LOG_SECTOR_SIZE;
+                                w.data = sector;
                                 g_array_append_val (writes, w);
                         }
                 } else {
@@ -230,7 +243,7 @@ parse_entry_once (const guint8 *log,
 
         if (p->state == PARSED_UNKNOWN) {
                 gboolean is_stale;
-                if (parse_entry (log, log_length, position, log_guid, &p->entry, NULL, NULL,
+                if (parse_entry (log, log_length, position, log_guid, &p->entry, NULL, NULL, NULL,
                                  &is_stale))
                         p->state = PARSED_VALID;
                 else
@@ -290,10 +303,11 @@ chain_tail_index (GArray *chain)
         return -1;
 }
 
-/* The scan of vhdx_log_find_active() over @log, the log that @header
- * describes, read into memory. */
+/* The scan of vhdx_log_find_active() over *@ring, the log that @header
+ * describes, read into memory.  The sequence found keeps the ring (*@ring is
+ * then NULL) when its data fills a good part of it. */
 static VhdxLogSequence *
-find_active_in (const guint8 *log,
+find_active_in (guint8 **ring,
                 guint64 file_size,
                 const VhdxHeader *header,
                 guint64 header_offset,
@@ -303,6 +317,8 @@ find_active_in (const guint8 *log,
         g_autoptr (GArray) best = NULL;
         g_autoptr (VhdxLogSequence) sequence = NULL;
         const guint32 log_length = header->log_length;
+        const guint8 *log = *ring;
+        guint8 *in_place;
         guint32 current_tail = 0, old_tail = 0;
         int best_tail = -1;
         guint n_stale = 0;
@@ -372,20 +388,29 @@ find_active_in (const guint8 *log,
                 return NULL;
         }
 
-        /* The sequence's updates, from the entries the scan checked: their
-         * data sectors in one buffer, no bigger than the log. */
+        /* The sequence's updates, from the entries the scan checked.  Their
+         * data sectors are made in place in the ring, which the sequence then
+         * keeps, or, when they fill less than a quarter of it, copied into a
+         * buffer of their own and the ring is freed. */
         for (guint i = (guint) best_tail; i < best->len; i++)
                 n_data += g_array_index (best, Entry, i).n_data;
         sequence = g_new0 (VhdxLogSequence, 1);
         sequence->writes = g_array_new (FALSE, FALSE, sizeof (VhdxLogWrite));
-        sequence->data = log_buffer_new ((gsize) (n_data * VHDX_LOG_SECTOR_SIZE));
-        data = sequence->data;
+        if (n_data * VHDX_LOG_SECTOR_SIZE < log_length / 4) {
+                sequence->data = log_buffer_new ((gsize) (n_data * VHDX_LOG_SECTOR_SIZE));
+                data = sequence->data;
+                in_place = NULL;
+        } else {
+                sequence->data = g_steal_pointer (ring);
+                data = NULL;
+                in_place = sequence->data;
+        }
         for (guint i = (guint) best_tail; i < best->len; i++) {
                 const Entry *entry = &g_array_index (best, Entry, i);
                 Entry again;
                 gboolean stale;
                 if (!parse_entry (log, log_length, entry->position, &header->log_guid, &again,
-                                  sequence->writes, &data, &stale))
+                                  sequence->writes, in_place, &data, &stale))
                         g_assert_not_reached ();
         }
         sequence->n_entries = best->len - (guint) best_tail;
@@ -421,7 +446,7 @@ vhdx_log_find_active (VhdxIo *io,
         }
         log = log_buffer_new (header->log_length);
         if (vhdx_io_read_exact (io, log, header->log_length, header->log_offset, _ ("log"), error))
-                sequence = find_active_in (log, file_size, header, header_offset, error);
+                sequence = find_active_in (&log, file_size, header, header_offset, error);
         g_aligned_free (log);
         return sequence;
 }
