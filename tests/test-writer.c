@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -686,6 +687,67 @@ test_read_only (void)
         test_tmpdir_free (g_steal_pointer (&dir));
 }
 
+/*
+ * Opening for writing refuses an image whose BAT gives space of one block to
+ * another too (block 1 on all of block 0, or on its second half), and
+ * changes nothing; read-only, block 0 reads as it was written.
+ */
+static void
+test_overlap_refused (gconstpointer data)
+{
+        guint64 shift = GPOINTER_TO_UINT (data) * MiB;
+        g_autoptr (GError) error = NULL;
+        g_autofree char *dir = test_tmpdir_new ();
+        g_autofree char *path = g_build_filename (dir, "disk.vhdx", NULL);
+        g_autofree char *sha_before = NULL, *sha_after = NULL;
+        guint64 size = 8 * MiB, bs = 2 * MiB, entry, bat_offset;
+        g_autofree guint8 *disk = g_malloc (size);
+        g_autofree guint8 *block = g_malloc (bs);
+        VhdxCreateParams params = { .disk_type = VHDX_DISK_TYPE_DYNAMIC,
+                                    .virtual_size = size,
+                                    .block_size = bs };
+        int fd;
+
+        for (guint64 i = 0; i < size; i++)
+                disk[i] = (guint8) (i / bs + 1);
+        make_our_image (path, &params, disk);
+        {
+                g_autoptr (VhdxFile) file = open_image (path, NULL, VHDX_OPEN_FLAGS_NONE);
+                bat_offset = vhdx_file_get_info (file)->bat_offset;
+        }
+        /* Entry 1 of the BAT, block 1, gets block 0's offset (+ @shift). */
+        fd = open (path, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint (fd, >=, 0);
+        g_assert_cmpint (pread (fd, &entry, 8, (off_t) bat_offset), ==, 8);
+        entry = GUINT64_TO_LE (GUINT64_FROM_LE (entry) + shift);
+        g_assert_cmpint (pwrite (fd, &entry, 8, (off_t) bat_offset + 8), ==, 8);
+        close (fd);
+        sha_before = test_sha256_file (path);
+
+        {
+                VhdxIo *io = vhdx_io_open_path (path, TRUE, &error);
+                g_autoptr (VhdxFile) file = NULL;
+
+                g_assert_no_error (error);
+                file = vhdx_file_open (io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                g_assert_null (file);
+                g_assert_error (error, VHDX_ERROR, VHDX_ERROR_INVALID);
+                g_test_message ("refused: %s", error->message);
+                g_assert_nonnull (strstr (error->message, "block 1 "));
+                g_assert_nonnull (strstr (error->message, "block 0 "));
+                g_clear_error (&error);
+        }
+        {
+                g_autoptr (VhdxFile) file = open_image (path, NULL, VHDX_OPEN_FLAGS_NONE);
+
+                test_assert_ok (vhdx_file_read (file, 0, block, bs, &error), error);
+                g_assert_cmpmem (block, bs, disk, bs);
+        }
+        sha_after = test_sha256_file (path);
+        g_assert_cmpstr (sha_before, ==, sha_after);
+        test_tmpdir_free (g_steal_pointer (&dir));
+}
+
 /* Freed blocks are reused only after the flush that freed them. */
 static void
 test_reuse (void)
@@ -762,5 +824,9 @@ main (int argc, char **argv)
         g_test_add_func ("/writer/spec/preserve", test_spec_preserve);
         g_test_add_func ("/writer/read-only", test_read_only);
         g_test_add_func ("/writer/reuse", test_reuse);
+        g_test_add_data_func ("/writer/overlap/whole-block", GUINT_TO_POINTER (0),
+                              test_overlap_refused);
+        g_test_add_data_func ("/writer/overlap/half-block", GUINT_TO_POINTER (1),
+                              test_overlap_refused);
         return g_test_run ();
 }

@@ -363,3 +363,137 @@ vhdx_file_check (VhdxFile *file, GPtrArray *problems, GError **error)
         }
         return TRUE;
 }
+
+/*
+ * The file space that the BAT gives out, for vhdx_file_check_exclusive_space():
+ * runs of payload blocks that follow each other both in the disk and in the
+ * file (a fixed image is one run), and sector bitmaps one by one.
+ */
+typedef struct {
+        guint64 start;
+        guint64 end;
+        ExtentKind kind;
+        guint64 first; /* block number, or chunk number of a bitmap */
+} SpaceRun;
+
+typedef struct {
+        VhdxFile *file;
+        GArray *runs; /* SpaceRun */
+} SpaceScan;
+
+static void
+add_space (SpaceScan *scan, ExtentKind kind, guint64 number, guint64 start, guint64 length)
+{
+        const VhdxInfo *info = &scan->file->info;
+        SpaceRun run = { start, 0, kind, number };
+        guint64 end;
+
+        /* Space that is not inside the file's payload area is refused when
+         * the entry is used; only what could be written counts here. */
+        if (start < VHDX_HEADER_SECTION_SIZE || !vhdx_add_u64 (start, length, &end) ||
+            end > info->file_size)
+                return;
+        if (kind == EXTENT_BLOCK && scan->runs->len > 0) {
+                SpaceRun *last = &g_array_index (scan->runs, SpaceRun, scan->runs->len - 1);
+
+                if (last->kind == EXTENT_BLOCK && last->end == start &&
+                    last->first + (last->end - last->start) / info->block_size == number) {
+                        last->end = end;
+                        return;
+                }
+        }
+        run.end = end;
+        g_array_append_val (scan->runs, run);
+}
+
+static gboolean
+claim_entry (guint64 index, guint64 entry, gpointer user_data, GError **error)
+{
+        SpaceScan *scan = user_data;
+        const VhdxBatGeometry *g = &scan->file->info.geometry;
+        guint state = vhdx_bat_entry_state (entry);
+        guint64 block;
+
+        if (vhdx_bat_index_is_bitmap (g, index)) {
+                if (state == VHDX_SB_PRESENT)
+                        add_space (scan, EXTENT_BITMAP, index / (g->chunk_ratio + 1),
+                                   vhdx_bat_entry_offset (entry), VHDX_MiB);
+                return TRUE;
+        }
+        block = vhdx_bat_index_block (g, index);
+        if (block < g->payload_blocks &&
+            (state == VHDX_PAYLOAD_FULLY_PRESENT || state == VHDX_PAYLOAD_PARTIALLY_PRESENT))
+                add_space (scan, EXTENT_BLOCK, block, vhdx_bat_entry_offset (entry),
+                           vhdx_bat_block_length (g, block));
+        return TRUE;
+}
+
+static int
+compare_space_runs (gconstpointer a, gconstpointer b)
+{
+        const SpaceRun *ra = a, *rb = b;
+
+        if (ra->start != rb->start)
+                return ra->start < rb->start ? -1 : 1;
+        return ra->end < rb->end ? -1 : ra->end > rb->end;
+}
+
+/* The name of what @run holds at file offset @offset, and its BAT entry's
+ * file offset. */
+static char *
+space_name (VhdxFile *file, const SpaceRun *run, guint64 offset, guint64 *entry_offset)
+{
+        const VhdxBatGeometry *g = &file->info.geometry;
+        Extent e = { 0, 0, 0, run->kind, run->first, NULL };
+        guint64 index;
+
+        if (run->kind == EXTENT_BLOCK) {
+                e.number = run->first + (offset - run->start) / file->info.block_size;
+                index = vhdx_bat_payload_index (g, e.number);
+        } else {
+                index = vhdx_bat_bitmap_index (g, e.number);
+        }
+        *entry_offset = file->info.bat_offset + index * VHDX_BAT_ENTRY_SIZE;
+        return extent_name (&e);
+}
+
+gboolean
+vhdx_file_check_exclusive_space (VhdxFile *file, GError **error)
+{
+        g_autoptr (GArray) runs = g_array_new (FALSE, FALSE, sizeof (SpaceRun));
+        SpaceScan scan = { file, runs };
+        const SpaceRun *reach = NULL; /* the run reaching furthest so far */
+
+        g_return_val_if_fail (file != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (!vhdx_bat_scan (file->bat, claim_entry, &scan, error))
+                return FALSE;
+        g_array_sort (runs, compare_space_runs);
+        for (guint i = 0; i < runs->len; i++) {
+                const SpaceRun *run = &g_array_index (runs, SpaceRun, i);
+
+                if (reach != NULL && run->start < reach->end) {
+                        guint64 entry_offset, other_offset;
+                        guint64 end = MIN (run->end, reach->end);
+                        g_autofree char *name = space_name (file, run, run->start, &entry_offset);
+                        g_autofree char *other =
+                                space_name (file, reach, run->start, &other_offset);
+                        g_autofree char *structure = g_strdup_printf (_ ("BAT entry of %s"), name);
+
+                        vhdx_set_error (error, VHDX_ERROR_INVALID, structure, entry_offset,
+                                        _ ("%s lies on file bytes %" PRIu64 " to %" PRIu64
+                                           " that %s (BAT entry at offset %" PRIu64
+                                           ") holds too: writing either would destroy the "
+                                           "other's data, so the image is not opened for "
+                                           "writing (expected each block and sector bitmap in "
+                                           "space of its own; `vhdx check` lists what is "
+                                           "damaged)"),
+                                        name, run->start, end, other, other_offset);
+                        return FALSE;
+                }
+                if (reach == NULL || run->end > reach->end)
+                        reach = run;
+        }
+        return TRUE;
+}

@@ -15,4 +15,13 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check (VhdxFile *file,
                                                     GPtrArray *problems,
                                                     GError **error);
 
+/*
+ * For opening @file for writing: VHDX_ERROR_INVALID, naming both, when two
+ * BAT entries (payload blocks, sector bitmaps) give out the same bytes of
+ * the file, since a write to one would destroy the other's data.  Reads
+ * every BAT entry; memory grows with the runs of blocks that are not one
+ * after the other in the file, not with the size of the disk.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_check_exclusive_space (VhdxFile *file, GError **error);
+
 G_END_DECLS

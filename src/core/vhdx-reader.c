@@ -5,6 +5,7 @@
 #include <gio/gio.h>
 
 #include "vhdx-chain.h"
+#include "vhdx-check.h"
 #include "vhdx-header.h"
 #include "vhdx-log.h"
 #include "vhdx-metadata.h"
@@ -281,6 +282,9 @@ vhdx_file_open_member (VhdxIo *io,
                            &file->info.written_elsewhere, error))
                 return NULL;
         if (!open_structures (file, error))
+                return NULL;
+        /* A write must never land in space that another block holds. */
+        if ((flags & VHDX_OPEN_FLAGS_READ_WRITE) && !vhdx_file_check_exclusive_space (file, error))
                 return NULL;
         if (file->info.disk_type == VHDX_DISK_TYPE_DIFFERENCING &&
             !vhdx_chain_open_parent (file, options, depth, identities, error))
