@@ -18,6 +18,7 @@ typedef struct {
         VhdxIo parent;
         int fd;
         gboolean close_fd;
+        gboolean owner_locks; /* the descriptor's owner holds its locks */
 } VhdxIoFd;
 
 static void
@@ -170,7 +171,12 @@ fd_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, GErro
 static gboolean
 fd_lock (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error)
 {
-        return vhdx_lock_image_fd (((VhdxIoFd *) io)->fd, mode, written, error);
+        VhdxIoFd *self = (VhdxIoFd *) io;
+
+        /* The owner's locks stay as they are; telling whether another
+         * process writes takes none. */
+        return vhdx_lock_image_fd (self->fd, self->owner_locks ? VHDX_LOCK_TEST : mode, written,
+                                   error);
 }
 
 static const VhdxIoVTable fd_vtable = {
@@ -377,6 +383,17 @@ vhdx_io_new_fd (int fd, gboolean close_fd)
         self->parent.vtable = &fd_vtable;
         self->fd = fd;
         self->close_fd = close_fd;
+        return &self->parent;
+}
+
+VhdxIo *
+vhdx_io_new_fd_owner_locked (int fd)
+{
+        VhdxIoFd *self = (VhdxIoFd *) vhdx_io_new_fd (fd, FALSE);
+
+        if (self == NULL)
+                return NULL;
+        self->owner_locks = TRUE;
         return &self->parent;
 }
 

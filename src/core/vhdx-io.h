@@ -65,6 +65,12 @@ struct _VhdxIo {
 /* The descriptor is not closed by vhdx_io_free() unless @close_fd is TRUE.
  * Reads use pread(); finding data with SEEK_DATA moves the file position. */
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_fd (int fd, gboolean close_fd);
+/* vhdx_io_new_fd() of a descriptor that stays open (it is not closed by
+ * vhdx_io_free()) and whose owner holds its locks (vhdx_lock_image_fd())
+ * across images opened and closed on it, so that they are never let go
+ * in between: the backend's lock() takes none, it only tells whether
+ * another process writes the file. */
+G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_fd_owner_locked (int fd);
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_io_new_memory (GBytes *bytes);
 /*
  * Open @path as the file of an image, read-only or with @writable for reading

@@ -10,10 +10,19 @@
  * discards and flushes of an opened VhdxFile are thread-safe, so the plugin
  * runs in the parallel thread model, and since one journal changes the
  * file, a flush on any connection makes every connection's completed writes
- * durable (multi-conn).  The image is opened read-only before nbdkit starts
- * serving, so that a damaged image stops nbdkit at once; the first
- * connection that may write opens it again for writing (replaying a pending
- * log onto the file), and the last one to close it closes it cleanly.
+ * durable (multi-conn).
+ *
+ * nbdkit calls get_ready before it forks (--run, a daemon) and after_fork in
+ * the process that serves.  get_ready opens and checks the image as the
+ * server will use it, so that a damaged or busy image stops nbdkit at once,
+ * and closes it again: a descriptor open across the fork would stay open in
+ * the other process (the one that runs --run's command does not exec), and
+ * with it its lock.  after_fork opens the file for the server's lifetime and
+ * locks it at once: as a writer unless nbdkit was started read-only (-r),
+ * as a reader then.  The VhdxFile on that descriptor is read-only (a
+ * pending log replayed in memory) until a connection may write; the first
+ * such connection opens it for writing (replaying the log onto the file),
+ * and the last one closes it cleanly, while the descriptor keeps the locks.
  * With force-share=true (and nbdkit -r) the image is opened without
  * locking other processes out, to be served while one of them writes it.
  */
@@ -24,6 +33,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <gio/gio.h>
 #include <glib/gi18n-lib.h>
@@ -31,6 +42,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "vhdx-check.h"
 #include "vhdx-map.h"
 #include "vhdx-writer.h"
 
@@ -49,15 +61,20 @@ static gboolean ignore_parent_mismatch;
 static gboolean force_share; /* served read-only, without locking others out */
 
 /*
- * The image that every connection uses, guarded by image_lock, which
- * requests do not take.  It is replaced only while no connection uses it:
- * read-only from get_ready on, opened for writing by the first connection
- * that may write, and closed by the last connection that uses it when it
- * was writable, which opens it read-only again.  Its locks keep other
- * processes from writing the file all along, and from opening it at all
- * while it is writable (none with force-share).
+ * The served file and the image on it, guarded by image_lock, which
+ * requests do not take.  served_fd is open from after_fork to unload,
+ * holding the locks of served_lock all along.  The image is replaced only
+ * while no connection uses it: read-only from after_fork on, opened for
+ * writing by the first connection that may write, and closed cleanly by
+ * the last connection that uses it when it was writable, which opens it
+ * read-only again.
  */
 static GMutex image_lock;
+static int served_fd = -1;
+static gboolean served_read_write; /* served_fd is open for writing */
+static gboolean served_unwritable; /* ...and cannot be: its permissions, a read-only file system */
+static VhdxLockMode served_lock;
+static gboolean started_read_only; /* nbdkit -r, as far as its command line tells */
 static VhdxFile *image;
 static gboolean image_writable;
 static guint image_users;
@@ -119,11 +136,26 @@ release_image (void)
         image_writable = FALSE;
 }
 
+/* Close the image and the served file, letting the locks go; called with
+ * image_lock held, or before nbdkit starts threads. */
+static void
+stop_serving (void)
+{
+        release_image ();
+        if (served_fd >= 0)
+                close (served_fd);
+        served_fd = -1;
+        served_read_write = FALSE;
+}
+
 static void
 vhdx_plugin_unload (void)
 {
         g_mutex_lock (&image_lock);
-        release_image ();
+        if (served_fd >= 0) {
+                stop_serving ();
+                nbdkit_debug ("%s: closed, its locks released", image_path);
+        }
         g_mutex_unlock (&image_lock);
         g_clear_pointer (&image_path, free);
         g_clear_pointer (&parent_path, free);
@@ -274,13 +306,12 @@ suggest_force_share (gboolean writable, GError **error)
 }
 
 /*
- * Open the image, read-only or for writing (its parents stay read-only).
- * When @writable and the file cannot be opened for writing (its
- * permissions, a read-only file system), sets *@refused and returns NULL
- * without an error.
+ * Open the image on served_fd, read-only or for writing (its parents stay
+ * read-only, locked by the engine as readers).  The descriptor's locks are
+ * served_fd's own and stay as they are.
  */
 static VhdxFile *
-open_image (gboolean writable, gboolean *refused, GError **error)
+open_image (gboolean writable, GError **error)
 {
         VhdxOpenOptions options = {
                 .path = image_path,
@@ -289,73 +320,288 @@ open_image (gboolean writable, gboolean *refused, GError **error)
                         parent_dirs != NULL ? (const char *const *) parent_dirs->pdata : NULL,
         };
         VhdxOpenFlags flags = VHDX_OPEN_FLAGS_NONE;
-        g_autoptr (GError) local_error = NULL;
-        VhdxFile *file;
-        VhdxIo *io;
 
-        if (refused != NULL)
-                *refused = FALSE;
-        io = vhdx_io_open_path (image_path, writable, &local_error);
-        if (io == NULL) {
-                if (writable && refused != NULL && is_write_refused (local_error)) {
-                        nbdkit_debug ("%s: cannot be opened for writing (%s): serving it "
-                                      "read-only, a pending log replayed in memory",
-                                      image_path, local_error->message);
-                        *refused = TRUE;
-                        return NULL;
-                }
-                g_propagate_error (error, g_steal_pointer (&local_error));
-                return NULL;
-        }
         if (ignore_parent_mismatch)
                 flags |= VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH;
         if (force_share)
                 flags |= VHDX_OPEN_FLAGS_FORCE_SHARE;
         if (writable)
                 flags |= VHDX_OPEN_FLAGS_READ_WRITE;
-        file = vhdx_file_open_full (io, flags, &options, &local_error);
-        if (file == NULL) {
-                suggest_force_share (writable, &local_error);
-                g_propagate_error (error, g_steal_pointer (&local_error));
-                return NULL;
-        }
-        describe_image (file);
-        return file;
+        return vhdx_file_open_full (vhdx_io_new_fd_owner_locked (served_fd), flags, &options,
+                                    error);
 }
 
 /*
- * Open the image read-only before nbdkit forks and starts serving, so that
- * a damaged image stops nbdkit with the engine's message on the terminal.
- * Whether clients may write is known only when they connect (nbdkit -r).
+ * The nbdkit options that take a value, in nbdkit's command line (its
+ * option table, nbdkit(1)): the short ones, and the long ones with the
+ * meaning of each for -r.
+ */
+#define NBDKIT_SHORT_OPTIONS_WITH_VALUE    "DegiPptuU"
+#define NBDKIT_SHORT_OPTIONS_WITHOUT_VALUE "46fnorsvV"
+
+typedef struct {
+        const char *name;
+        gboolean takes_value;
+        gboolean read_only;
+} NbdkitLongOption;
+
+static const NbdkitLongOption nbdkit_long_options[] = {
+        { "ipv4-only", FALSE, FALSE },
+        { "ipv6-only", FALSE, FALSE },
+        { "debug", TRUE, FALSE },
+        { "dump-config", FALSE, FALSE },
+        { "dump-plugin", FALSE, FALSE },
+        { "exit-with-parent", FALSE, FALSE },
+        { "export", TRUE, FALSE },
+        { "export-name", TRUE, FALSE },
+        { "exportname", TRUE, FALSE },
+        { "filter", TRUE, FALSE },
+        { "foreground", FALSE, FALSE },
+        { "no-fork", FALSE, FALSE },
+        { "group", TRUE, FALSE },
+        { "help", FALSE, FALSE },
+        { "ip-addr", TRUE, FALSE },
+        { "ipaddr", TRUE, FALSE },
+        { "log", TRUE, FALSE },
+        { "long-options", FALSE, FALSE },
+        { "mask-handshake", TRUE, FALSE },
+        { "new-style", FALSE, FALSE },
+        { "newstyle", FALSE, FALSE },
+        { "no-sr", FALSE, FALSE },
+        { "old-style", FALSE, FALSE },
+        { "oldstyle", FALSE, FALSE },
+        { "pid-file", TRUE, FALSE },
+        { "pidfile", TRUE, FALSE },
+        { "port", TRUE, FALSE },
+        { "read-only", FALSE, TRUE },
+        { "readonly", FALSE, TRUE },
+        { "run", TRUE, FALSE },
+        { "selinux-label", TRUE, FALSE },
+        { "short-options", FALSE, FALSE },
+        { "single", FALSE, FALSE },
+        { "stdin", FALSE, FALSE },
+        { "swap", FALSE, FALSE },
+        { "threads", TRUE, FALSE },
+        { "tls", TRUE, FALSE },
+        { "tls-certificates", TRUE, FALSE },
+        { "tls-psk", TRUE, FALSE },
+        { "tls-verify-peer", FALSE, FALSE },
+        { "unix", TRUE, FALSE },
+        { "user", TRUE, FALSE },
+        { "verbose", FALSE, FALSE },
+        { "version", FALSE, FALSE },
+        { "vsock", FALSE, FALSE },
+};
+
+/* The long option @name (without "--" and "=value") stands for, as getopt
+ * reads it: an exact name, or the beginning of names that all mean the
+ * same; NULL when there is none or it is ambiguous. */
+static const NbdkitLongOption *
+find_long_option (const char *name, gsize length)
+{
+        const NbdkitLongOption *found = NULL;
+
+        for (guint i = 0; i < G_N_ELEMENTS (nbdkit_long_options); i++) {
+                const NbdkitLongOption *o = &nbdkit_long_options[i];
+
+                if (strncmp (o->name, name, length) != 0)
+                        continue;
+                if (o->name[length] == '\0')
+                        return o;
+                if (found != NULL &&
+                    (found->takes_value != o->takes_value || found->read_only != o->read_only))
+                        return NULL;
+                found = o;
+        }
+        return found;
+}
+
+/*
+ * Whether nbdkit was started read-only (-r, --read-only, --readonly).  nbdkit
+ * tells a plugin only when a client connects (.open), but the locks are
+ * taken before: this reads nbdkit's own command line, as its getopt does.
+ * FALSE when it cannot tell (an option it does not know, no /proc): the
+ * server is then taken as writable, and the first connection, read-only or
+ * not, settles it.
+ */
+static gboolean
+nbdkit_is_read_only (void)
+{
+        g_autofree char *contents = NULL;
+        g_autoptr (GPtrArray) args = g_ptr_array_new ();
+        gsize length;
+
+        if (!g_file_get_contents ("/proc/self/cmdline", &contents, &length, NULL))
+                return FALSE;
+        for (gsize i = 0; i < length; i += strlen (contents + i) + 1)
+                g_ptr_array_add (args, contents + i);
+        /* args[0] is nbdkit itself. */
+        for (guint i = 1; i < args->len; i++) {
+                const char *arg = g_ptr_array_index (args, i);
+
+                if (strcmp (arg, "--") == 0)
+                        return FALSE;
+                if (g_str_has_prefix (arg, "--")) {
+                        const char *equals = strchr (arg + 2, '=');
+                        gsize name_length =
+                                equals != NULL ? (gsize) (equals - arg - 2) : strlen (arg + 2);
+                        const NbdkitLongOption *option = find_long_option (arg + 2, name_length);
+
+                        if (option == NULL)
+                                return FALSE;
+                        if (option->read_only)
+                                return TRUE;
+                        if (option->takes_value && equals == NULL)
+                                i++;
+                        continue;
+                }
+                if (arg[0] != '-' || arg[1] == '\0')
+                        continue; /* the plugin, its parameters */
+                for (const char *c = arg + 1; *c != '\0'; c++) {
+                        if (*c == 'r')
+                                return TRUE;
+                        if (strchr (NBDKIT_SHORT_OPTIONS_WITH_VALUE, *c) != NULL) {
+                                if (c[1] == '\0')
+                                        i++;
+                                break;
+                        }
+                        if (strchr (NBDKIT_SHORT_OPTIONS_WITHOUT_VALUE, *c) == NULL)
+                                return FALSE;
+                }
+        }
+        return FALSE;
+}
+
+/*
+ * Open served_fd and the image on it, read-only, and lock the file: as a
+ * writer when @read_write, as a reader otherwise, without a lock with
+ * force-share.  A file that cannot be opened for writing (its permissions,
+ * a read-only file system) is served read-only, with a warning.  Called
+ * with image_lock held, or before nbdkit starts threads.
+ */
+static gboolean
+start_serving (gboolean read_write, GError **error)
+{
+        g_autoptr (GError) local_error = NULL;
+        VhdxLockMode lock;
+        int fd;
+
+        g_assert (served_fd < 0 && image == NULL);
+        served_unwritable = FALSE;
+        fd = vhdx_open_image_fd (image_path, read_write, NULL, &local_error);
+        if (fd < 0 && read_write && is_write_refused (local_error)) {
+                nbdkit_error ("%s: warning: the image cannot be opened for writing (%s): serving "
+                              "it read-only, a pending log replayed in memory",
+                              image_path, local_error->message);
+                g_clear_error (&local_error);
+                read_write = FALSE;
+                served_unwritable = TRUE;
+                fd = vhdx_open_image_fd (image_path, FALSE, NULL, &local_error);
+        }
+        if (fd < 0) {
+                g_propagate_error (error, g_steal_pointer (&local_error));
+                return FALSE;
+        }
+        lock = force_share ? VHDX_LOCK_TEST : read_write ? VHDX_LOCK_WRITER : VHDX_LOCK_READER;
+        if (!vhdx_lock_image_fd (fd, lock, NULL, &local_error)) {
+                close (fd);
+                suggest_force_share (read_write, &local_error);
+                g_propagate_error (error, g_steal_pointer (&local_error));
+                return FALSE;
+        }
+        served_fd = fd;
+        served_read_write = read_write;
+        served_lock = lock;
+        image = open_image (FALSE, &local_error);
+        if (image == NULL) {
+                suggest_force_share (FALSE, &local_error);
+                g_propagate_error (error, g_steal_pointer (&local_error));
+                stop_serving ();
+                return FALSE;
+        }
+        image_writable = FALSE;
+        return TRUE;
+}
+
+/*
+ * Check the image before nbdkit forks and starts serving, so that a damaged
+ * image, or one that another process uses, stops nbdkit with the engine's
+ * message on the terminal; then close it, so that the process that does
+ * not serve keeps nothing open.
  */
 static int
 vhdx_plugin_get_ready (void)
 {
         g_autoptr (GError) error = NULL;
-        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&image_lock);
 
-        image = open_image (FALSE, NULL, &error);
-        if (image == NULL) {
+        started_read_only = force_share || nbdkit_is_read_only ();
+        nbdkit_debug ("%s: nbdkit %s", image_path,
+                      started_read_only ? "serves read-only (-r)"
+                                        : "may serve for writing: locking the image as a writer");
+        if (!start_serving (!started_read_only, &error)) {
                 nbdkit_error ("%s: %s", image_path, error->message);
                 return -1;
         }
-        image_writable = FALSE;
+        describe_image (image);
+        /* What opening for writing refuses stops a writable server now
+         * rather than at its first connection. */
+        if (!started_read_only && !served_unwritable &&
+            !vhdx_file_check_exclusive_space (image, &error)) {
+                nbdkit_error ("%s: %s (nbdkit -r serves it read-only)", image_path, error->message);
+                stop_serving ();
+                return -1;
+        }
+        stop_serving ();
+        return 0;
+}
+
+/* Open and lock the image in the process that serves it, for its lifetime. */
+static int
+vhdx_plugin_after_fork (void)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&image_lock);
+
+        if (!start_serving (!started_read_only, &error)) {
+                nbdkit_error ("%s: %s", image_path, error->message);
+                return -1;
+        }
         return 0;
 }
 
 /*
+ * Lock served_fd as @mode wants, called with image_lock held: a writer's
+ * lock on a file open for writing, a reader's otherwise.  A served file
+ * open read-only only because nbdkit's command line looked read-only is
+ * opened again for writing.
+ */
+static gboolean
+relock (VhdxLockMode mode, GError **error)
+{
+        if (served_lock == mode)
+                return TRUE;
+        if (mode == VHDX_LOCK_WRITER && !served_read_write) {
+                stop_serving ();
+                return start_serving (TRUE, error);
+        }
+        if (!vhdx_lock_image_fd (served_fd, mode, NULL, error))
+                return FALSE;
+        served_lock = mode;
+        return TRUE;
+}
+
+/*
  * Make the shared image writable for a connection that may write; called
- * with image_lock held.  *@writable tells whether it may be written; when
- * the file may not be written (its permissions, a read-only file system),
- * the image may be left closed, to be opened read-only.  Returns FALSE with
- * nbdkit_error called, the image closed, when it cannot be opened for
- * writing otherwise (another process uses it, it is damaged).
+ * with image_lock held.  *@writable tells whether it may be written: not
+ * when the file cannot be written (its permissions, a read-only file
+ * system), nor while other connections read the read-only image.  Returns
+ * FALSE with nbdkit_error called when it cannot be opened for writing
+ * otherwise (another process uses it, it is damaged).
  */
 static gboolean
 make_writable (gboolean *writable)
 {
         g_autoptr (GError) error = NULL;
-        gboolean refused;
         VhdxFile *file;
 
         *writable = image_writable;
@@ -370,18 +616,26 @@ make_writable (gboolean *writable)
                               image_path);
                 return TRUE;
         }
-        /* The read-only image holds a reader's lock on the file, which keeps
-         * writers out, this process's own too: it goes first.  When the
-         * image cannot be opened for writing, the caller opens it
-         * read-only again. */
-        g_clear_pointer (&image, vhdx_file_free);
-        file = open_image (TRUE, &refused, &error);
-        if (file == NULL && refused)
+        if (served_unwritable) {
+                nbdkit_debug ("%s: the file cannot be written: this connection is read-only",
+                              image_path);
                 return TRUE;
+        }
+        if (!relock (VHDX_LOCK_WRITER, &error)) {
+                nbdkit_error ("%s: opening for writing: %s", image_path, error->message);
+                return FALSE;
+        }
+        if (served_unwritable)
+                return TRUE; /* opened again, and it cannot be written after all */
+        /* The read-only image goes first: both would use the file, and a
+         * replay of the log changes it under the other. */
+        g_clear_pointer (&image, vhdx_file_free);
+        file = open_image (TRUE, &error);
         if (file == NULL) {
                 nbdkit_error ("%s: opening for writing: %s", image_path, error->message);
                 return FALSE;
         }
+        describe_image (file);
         image = file;
         image_writable = TRUE;
         *writable = TRUE;
@@ -395,7 +649,7 @@ vhdx_plugin_open (int readonly)
         gboolean writable = FALSE;
         Handle *h;
 
-        /* Whether nbdkit runs with -r is known only here.  An image shared
+        /* Whether clients may write is known only here.  An image shared
          * with a writer elsewhere is never written: silently serving it
          * read-only would surprise a client that asked to write. */
         if (force_share && !readonly) {
@@ -405,14 +659,36 @@ vhdx_plugin_open (int readonly)
                 return NULL;
         }
 
-        if (!readonly && !make_writable (&writable))
-                return NULL;
-        if (image == NULL) {
-                /* It could not be opened for writing, or not again
-                 * read-only when the last writable connection closed it. */
+        if (served_fd < 0) {
+                /* Opening it for writing failed after the file was closed
+                 * (relock). */
                 g_autoptr (GError) error = NULL;
 
-                image = open_image (FALSE, NULL, &error);
+                if (!start_serving (!started_read_only, &error)) {
+                        nbdkit_error ("%s: %s", image_path, error->message);
+                        return NULL;
+                }
+        }
+        if (!readonly && !make_writable (&writable))
+                return NULL;
+        if (readonly && image_users == 0 && served_lock == VHDX_LOCK_WRITER) {
+                /* The server's command line looked writable, but it opens
+                 * the plugin read-only (nbdkit -r in a form not recognised,
+                 * or a filter such as cow): writing is given up. */
+                g_autoptr (GError) error = NULL;
+
+                nbdkit_debug ("%s: served read-only: locking it as a reader", image_path);
+                if (!relock (VHDX_LOCK_READER, &error)) {
+                        nbdkit_error ("%s: %s", image_path, error->message);
+                        return NULL;
+                }
+        }
+        if (image == NULL) {
+                /* It could not be opened again when the last writable
+                 * connection closed it, or opening it for writing failed. */
+                g_autoptr (GError) error = NULL;
+
+                image = open_image (FALSE, &error);
                 if (image == NULL) {
                         nbdkit_error ("%s: %s", image_path, error->message);
                         return NULL;
@@ -436,17 +712,20 @@ vhdx_plugin_close (void *handle)
         g_free (h);
         /* A read-only image stays open for the next connection; a writable
          * one is closed cleanly as soon as no connection writes to it, and
-         * opened read-only again, so that other processes are kept from
-         * writing it meanwhile as they are from get_ready on. */
+         * opened read-only again.  served_fd keeps the locks meanwhile. */
         if (--image_users == 0 && image_writable) {
                 g_autoptr (GError) error = NULL;
 
                 release_image ();
-                image = open_image (FALSE, NULL, &error);
+                image = open_image (FALSE, &error);
                 if (image == NULL)
                         nbdkit_debug ("%s: opening read-only again: %s (the next connection "
                                       "tries again)",
                                       image_path, error->message);
+                else
+                        nbdkit_debug ("%s: open read-only again until a client may write, "
+                                      "still locked as a writer",
+                                      image_path);
         }
 }
 
@@ -712,6 +991,7 @@ static struct nbdkit_plugin plugin = {
         .config_help = vhdx_plugin_config_help,
         .magic_config_key = "file",
         .get_ready = vhdx_plugin_get_ready,
+        .after_fork = vhdx_plugin_after_fork,
         .open = vhdx_plugin_open,
         .close = vhdx_plugin_close,
         .get_size = vhdx_plugin_get_size,

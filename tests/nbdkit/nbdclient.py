@@ -70,12 +70,18 @@ class NbdError(Exception):
 
 
 class Client:
-    """One connection to the default export of a server on a Unix socket."""
+    """One connection to the default export of a server on a Unix socket, or
+    on a socket given connected."""
 
-    def __init__(self, socket_path, timeout=120):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, socket_path=None, timeout=120, connected=None):
+        """Connect to the server on @socket_path, or speak over @connected, a
+        socket already connected to a server (nbdkit -s on its other end)."""
+        if connected is not None:
+            self.sock = connected
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(socket_path)
         self.sock.settimeout(timeout)
-        self.sock.connect(socket_path)
         self.next_cookie = 1
         self.in_flight = {}  # cookie -> (command, length)
         self._handshake()

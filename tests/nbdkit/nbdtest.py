@@ -10,6 +10,7 @@
 
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -91,20 +92,53 @@ def nbdkit_env():
 # handlers once anything in the process has called gettext (glibc's locale
 # lock is left unbalanced and p11-kit's destructor waits on it).  Serving is
 # over by then, and sanitizer reports are printed when an error happens, so
-# such a server is killed after a grace period instead of failing the test.
+# such a server is killed once the plugin has let the image go (which its
+# debug output says: nbdkit runs with -v under ASan), or after a grace
+# period when there is no log to tell.
 EXIT_GRACE = 5
+RELEASED = 'closed, its locks released'
+ASAN_VERBOSE = ['-v'] if ASAN_RUNTIME else []
 
 
-def wait_for_exit(proc, what):
-    """The exit status of @proc, or None when it hung at exit under ASan."""
-    try:
-        return proc.wait(timeout=EXIT_GRACE if ASAN_RUNTIME else 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def wait_for_exit(proc, what, log=None):
+    """The exit status of @proc, or None when it hung at exit under ASan.
+    Polls of 0.05 s: a minute is the hang detector."""
+    released = None
+    for poll in range(1200):
+        if proc.poll() is not None:
+            return proc.returncode
         if ASAN_RUNTIME:
-            return None
-        raise AssertionError('%s did not exit' % what)
+            if log is None and poll >= EXIT_GRACE * 20:
+                break
+            if log is not None and released is None and RELEASED in read_text(log):
+                released = poll
+            if released is not None and poll >= released + 10:
+                break
+        time.sleep(0.05)
+    # With --run, the server is the child of the process that ran the
+    # command: all of them, when they run in a session of their own.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (PermissionError, ProcessLookupError):
+        proc.kill()
+    proc.wait()
+    if ASAN_RUNTIME:
+        return None
+    raise AssertionError('%s did not exit' % what)
+
+
+def process_alive(pid):
+    """Whether @pid runs (and is not a zombie)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def read_text(path):
+    with open(path, 'rb') as f:
+        return f.read().decode(errors='replace')
 
 
 def sanitizer_reports(text):
@@ -117,7 +151,8 @@ def nbdkit_refuses(workdir, params, options=()):
     """Run nbdkit with the plugin (@options before it: -r); it must refuse
     to start.  Returns its output."""
     log = os.path.join(workdir, 'refused.log')
-    args = [NBDKIT, '-U', os.path.join(workdir, 'refused.sock')] + list(options) + [
+    # In the foreground: a server that starts after all is stopped below.
+    args = [NBDKIT, '-f', '-U', os.path.join(workdir, 'refused.sock')] + list(options) + [
         PLUGIN] + params
     with open(log, 'wb') as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
@@ -132,45 +167,62 @@ def nbdkit_refuses(workdir, params, options=()):
 
 
 class Server:
-    """nbdkit serving one image through the plugin, in the foreground of a
-    child process, on a Unix socket.  @options go to nbdkit before the
-    plugin (-r, -v); @prefix runs nbdkit through another program (setpriv);
-    @rundir holds the socket, the pid file and the log."""
+    """nbdkit serving one image through the plugin on a Unix socket, for the
+    test's clients.  nbdkit runs as `nbdkit --run` starts it, by default:
+    the server serves for the life of a command of its own, here one that
+    reads the test's pipe until stop() closes it (as a user's
+    `--run 'qemu-system-x86_64 ...'` serves for the life of the virtual
+    machine); with @foreground, as `nbdkit -f`.  @options go to nbdkit
+    before the plugin (-r, -v); @prefix runs nbdkit through another program
+    (setpriv); @rundir holds the socket, the pid file and the log."""
 
     counter = 0
 
-    def __init__(self, workdir, params, options=(), prefix=(), rundir=None):
+    def __init__(self, workdir, params, options=(), prefix=(), rundir=None, foreground=False):
         Server.counter += 1
         name = 'nbdkit-%d' % Server.counter
         self.killed = False
         self.stopped = False
+        self.foreground = foreground
         rundir = rundir or workdir
         self.socket = os.path.join(rundir, name + '.sock')
         self.pidfile = os.path.join(rundir, name + '.pid')
         self.log = os.path.join(workdir, name + '.log')
         self.uri = 'nbd+unix:///?socket=' + self.socket
-        args = list(prefix) + [NBDKIT, '-f', '-U', self.socket, '-P', self.pidfile,
-                               '--exit-with-parent'] + list(options) + [PLUGIN] + [
-                                   str(p) for p in params]
+        args = list(prefix) + [NBDKIT, '-U', self.socket, '-P', self.pidfile] + ASAN_VERBOSE
+        if foreground:
+            args += ['-f', '--exit-with-parent']
+        args += list(options) + [PLUGIN] + [str(p) for p in params]
+        if not foreground:
+            args += ['--run', 'cat > /dev/null']
         with open(self.log, 'wb') as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         env=nbdkit_env())
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.pidfile):
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log,
+                                         stderr=subprocess.STDOUT, env=nbdkit_env(),
+                                         start_new_session=True)
+        # The pid file holds the server's pid (not --run's command's) once it
+        # serves.  Hang detector: a minute of polls.
+        self.pid = None
+        for _ in range(3000):
             if self.proc.poll() is not None:
                 raise AssertionError('nbdkit exited with %d: %s' % (
                     self.proc.returncode, self.output().strip()))
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError('nbdkit did not start: %s' % self.output().strip())
-            time.sleep(0.02)
+            try:
+                with open(self.pidfile) as f:
+                    self.pid = int(f.read())
+                break
+            except (OSError, ValueError):
+                time.sleep(0.02)
+        else:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise AssertionError('nbdkit did not start: %s' % self.output().strip())
 
     def output(self):
         with open(self.log, 'rb') as f:
             return f.read().decode(errors='replace')
 
     def alive(self):
-        return self.proc.poll() is None
+        """Whether the server (not --run's command) still runs."""
+        return process_alive(self.pid)
 
     def stop(self):
         """Stop the server; it must not have crashed or reported memory
@@ -178,8 +230,11 @@ class Server:
         if self.stopped:
             return self.output()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        status = wait_for_exit(self.proc, 'nbdkit')
+            # --run's command ends, and nbdkit with it; -f stops on SIGTERM.
+            self.proc.stdin.close()
+            if self.foreground:
+                self.proc.send_signal(signal.SIGTERM)
+        status = wait_for_exit(self.proc, 'nbdkit', self.log)
         self.stopped = True
         output = self.output()
         reports = sanitizer_reports(output)
@@ -191,7 +246,10 @@ class Server:
     def kill(self):
         """SIGKILL, as a crash: nothing of the server runs after it."""
         self.killed = True
-        self.proc.kill()
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        # What is left (--run's command, the process that ran it) goes too.
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def __enter__(self):
@@ -201,8 +259,60 @@ class Server:
         if exc_type is None:
             self.stop()
         elif self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+class Captive:
+    """nbdkit as its documentation and nbdkit(1) show it: serving the plugin
+    for the one shell @command it runs (--run), on a Unix socket of its own
+    (-U -) unless @listen says otherwise, its clients getting $uri,
+    $unixsocket, $port and $nbd.  @options go before the plugin (-r,
+    --filter=cow).  Waits until nbdkit has exited; then .status is its exit
+    status (the command's), .stdout the command's standard output and
+    .output what nbdkit and the command wrote to standard error."""
+
+    counter = 0
+
+    def __init__(self, workdir, params, command, options=(), listen=('-U', '-'),
+                 expect_status=0):
+        Captive.counter += 1
+        name = os.path.join(workdir, 'captive-%d' % Captive.counter)
+        done = name + '.done'
+        script = ''
+        if ASAN_RUNTIME:
+            # The clients are not ours: no sanitizer runtime in them.
+            script += 'unset LD_PRELOAD ASAN_OPTIONS\n'
+        # The marker keeps the command's status, for a server that hangs at
+        # exit under ASan (see wait_for_exit) and is killed.
+        script += '%s\nstatus=$?\necho $status > %s\nexit $status\n' % (
+            command, shlex.quote(done))
+        args = [NBDKIT] + list(listen) + ASAN_VERBOSE + list(options) + [PLUGIN] + [
+            str(p) for p in params] + ['--run', script]
+        with open(name + '.out', 'wb') as out, open(name + '.err', 'wb') as err:
+            proc = subprocess.Popen(args, stdout=out, stderr=err, env=nbdkit_env(),
+                                    start_new_session=True)
+        # A hang detector of ten minutes for the command, in polls of 0.05 s.
+        for _ in range(12000):
+            if proc.poll() is not None or os.path.exists(done):
+                break
+            time.sleep(0.05)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError('nbdkit --run %r did not finish' % command)
+        self.status = wait_for_exit(proc, 'nbdkit --run', name + '.err')
+        if self.status is None:
+            self.status = int(read_text(done))
+        with open(name + '.out', 'rb') as f:
+            self.stdout = f.read().decode(errors='replace')
+        with open(name + '.err', 'rb') as f:
+            self.output = f.read().decode(errors='replace')
+        reports = sanitizer_reports(self.output)
+        expect(not reports, 'sanitizer reports from nbdkit: %s' % self.output)
+        if expect_status is not None:
+            expect_equal(self.status, expect_status, 'exit status of nbdkit --run %r (%s)' % (
+                command, self.output.strip()))
 
 
 def libguestfs_env():

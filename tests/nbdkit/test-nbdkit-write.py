@@ -382,7 +382,7 @@ class Tests:
         need(('nbdinfo', NBDINFO))
         image = self.path('flags.vhdx')
         qemu_create(image, 'dynamic', 16 * MiB)
-        with Server(self.workdir, ['file=' + image]) as server:
+        with Server(self.workdir, ['file=' + image], foreground=True) as server:
             with Client(server.socket) as client:
                 for flag, name in ((nbdclient.FLAG_SEND_FLUSH, 'flush'),
                                    (nbdclient.FLAG_SEND_FUA, 'FUA'),
@@ -681,7 +681,7 @@ class Tests:
         os.chmod(image, 0o444)
         before = sha256_file(image)
         with Server(self.workdir, ['file=' + image], options=['-v'], prefix=prefix,
-                    rundir=rundir) as server:
+                    rundir=rundir, foreground=True) as server:
             with Client(server.socket) as c:
                 expect(c.has(nbdclient.FLAG_READ_ONLY), 'the export is not read-only')
                 expect(read_all(c, len(expected)) == expected,
@@ -709,12 +709,13 @@ class Tests:
             with Client(qemu.socket) as c:
                 c.pwrite(written, 8 * MiB)
                 c.flush()
-                for options in ([], ['-r']):
-                    output = nbdkit_refuses(self.workdir, ['file=' + image], options)
-                    expect('another process is writing the image' in output
-                           and 'force-share=true' in output,
-                           'nbdkit %r does not say that the image is locked: %s'
-                           % (options, output))
+                output = nbdkit_refuses(self.workdir, ['file=' + image])
+                expect('Another process has the image open' in output,
+                       'a writable nbdkit does not say that the image is in use: %s' % output)
+                output = nbdkit_refuses(self.workdir, ['file=' + image], ['-r'])
+                expect('another process is writing the image' in output
+                       and 'force-share=true' in output,
+                       'nbdkit -r does not say that the image is locked: %s' % output)
                 with Server(self.workdir, ['file=' + image, 'force-share=true'],
                             options=['-r']) as server:
                     with Client(server.socket) as shared:
@@ -727,8 +728,8 @@ class Tests:
                     output = server.stop()
                 expect('warning: another process is writing' in output,
                        'no warning that the image is written elsewhere: %s' % output)
-                # force-share=true without -r: nbdkit starts (its read-only
-                # open shares the image) and refuses every connection.
+                # force-share=true without -r: nbdkit starts (it takes no
+                # lock) and refuses every connection.
                 with Server(self.workdir, ['file=' + image, 'force-share=true']) as server:
                     output = refused_connection(server)
                     expect('force-share=true serves the image read-only only' in output,
@@ -739,10 +740,11 @@ class Tests:
 
         before = sha256_file(image)
         with QemuNbd(self.workdir, image, ['-r']) as qemu:
-            with Server(self.workdir, ['file=' + image]) as server:
-                output = refused_connection(server)
-                expect('opening for writing: Another process has the image open' in output,
-                       'the refusal of a writable connection says otherwise: %s' % output)
+            # A writable server would hold a writer's lock from the start:
+            # it does not start.
+            output = nbdkit_refuses(self.workdir, ['file=' + image])
+            expect('Another process has the image open' in output,
+                   'the refusal of a writable server says otherwise: %s' % output)
             with Server(self.workdir, ['file=' + image], options=['-r']) as server:
                 with Client(server.socket) as c, Client(qemu.socket) as q:
                     expect(c.pread(8 * MiB, MiB) == written == q.pread(8 * MiB, MiB),
@@ -750,24 +752,35 @@ class Tests:
         expect_equal(sha256_file(image), before, 'sha256 of the image that qemu-nbd -r served')
 
     def test_locked_by_the_plugin(self):
-        # While a client may write through the plugin, a second nbdkit and
-        # QEMU are kept out, unless the second nbdkit shares the image
-        # (force-share=true; QEMU's -U would read it too, but not with the
-        # log that the flush left pending); once no client writes, the image
-        # is only kept from being written.
+        # While nbdkit may serve the image for writing, a second nbdkit and
+        # QEMU are kept out, with a client and without, unless the second
+        # nbdkit shares the image (force-share=true; QEMU's -U reads it too).
+        # Once no client writes, the image is closed cleanly (what QEMU
+        # reads with -U) and the writer's lock kept.
         image = self.path('plugin-locked.vhdx')
         qemu_create(image, 'dynamic', 64 * MiB, MiB)
         written = random.Random(37).randbytes(2 * MiB)
-        with Server(self.workdir, ['file=' + image], options=['-v']) as writer:
+
+        def expect_kept_out(when):
+            output = nbdkit_refuses(self.workdir, ['file=' + image], ['-r'])
+            expect('another process is writing the image' in output,
+                   'a second nbdkit -r %s does not say that the image is locked: %s'
+                   % (when, output))
+            output = nbdkit_refuses(self.workdir, ['file=' + image])
+            expect('Another process has the image open' in output,
+                   'a second writable nbdkit %s does not say that the image is in use: %s'
+                   % (when, output))
+            result = run([QEMU_IMG, 'info', '-f', 'vhdx', image])
+            expect(result.returncode != 0 and b'Failed to get shared "write" lock'
+                   in result.stderr,
+                   'qemu-img info opened the image %s: %r' % (when, result.stderr))
+
+        with Server(self.workdir, ['file=' + image], options=['-v'], foreground=True) as writer:
+            expect_kept_out('before any client')
             with Client(writer.socket) as c:
                 c.pwrite(written, 3 * MiB)
                 c.flush()
-                output = nbdkit_refuses(self.workdir, ['file=' + image], ['-r'])
-                expect('another process is writing the image' in output,
-                       'a second nbdkit does not say that the image is locked: %s' % output)
-                result = run([QEMU_IMG, 'info', '-f', 'vhdx', image])
-                expect(result.returncode != 0 and b'lock' in result.stderr,
-                       'qemu-img info opened the image being written: %r' % (result.stderr,))
+                expect_kept_out('while a client writes')
                 with Server(self.workdir, ['file=' + image, 'force-share=true'],
                             options=['-r']) as server:
                     with Client(server.socket) as shared:
@@ -777,16 +790,19 @@ class Tests:
                     output = server.stop()
                 expect('warning: another process is writing' in output,
                        'no warning that the image is written elsewhere: %s' % output)
-            # The last writer closed the image and opened it read-only again
-            # (once nbdkit has run the close of the connection, after the
-            # client left): a reader may open it, a writer may not.
-            deadline = time.monotonic() + 60
-            while ', read-only' not in writer.output().partition('closed cleanly')[2]:
-                expect(time.monotonic() < deadline, 'the image was not opened read-only '
-                       'again: %s' % writer.output())
+            # The last writer closed the image cleanly and opened it
+            # read-only again (once nbdkit has run the close of the
+            # connection, after the client left).  Hang detector: 60 s.
+            for _ in range(1200):
+                if 'open read-only again' in writer.output().partition('closed cleanly')[2]:
+                    break
                 time.sleep(0.05)
-            check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', image]),
-                     'qemu-img check once no client writes')
+            else:
+                raise AssertionError('the image was not opened read-only again: %s'
+                                     % writer.output())
+            expect_kept_out('once no client writes')
+            check_ok(run([QEMU_IMG, 'check', '-U', '-f', 'vhdx', image]),
+                     'qemu-img check -U once no client writes')
             result = run([QEMU_IO, '-f', 'vhdx', '-c', 'write 0 4096', image])
             expect(result.returncode != 0 and b'lock' in result.stderr,
                    'qemu-io wrote to the image nbdkit serves: %r' % (result.stderr,))
@@ -1336,8 +1352,7 @@ class LibguestfsTests:
         finally:
             for server in servers:
                 if server.alive():
-                    server.proc.kill()
-                    server.proc.wait()
+                    server.kill()
         # The transcript: the commands of the script and what they returned.
         print('# guestfish -x %s' % ' '.join(args))
         commands = {line.split()[0].replace('-', '_') for line in script}

@@ -30,12 +30,13 @@
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdtest import (  # noqa: E402
-    KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, PLUGIN, QEMU_IMG, QEMU_IO, GUESTFISH, TOOL,
+    Captive, KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, PLUGIN, QEMU_IMG, QEMU_IO, GUESTFISH, TOOL,
     Server, Skip, check_ok, expect, expect_equal, guestfish, main, need, nbdkit_env,
     nbdkit_refuses, qemu_create, run, sha256_file, skip_unless_appliance_runs)
 
@@ -166,60 +167,57 @@ def expect_served_correctly(workdir, image, bare_file_param=False, writable=True
 
 def serve_and_compare(workdir, image, bare_file_param, readonly):
     """Serve @image, read-only or writable, and compare what every client
-    reads with its raw disk.  Returns why some comparisons were skipped, or
-    None."""
+    reads with its raw disk.  Each client runs as nbdkit(1) shows it, under
+    a server of its own that runs it (--run).  Returns why some comparisons
+    were skipped, or None."""
     need(('nbdcopy', NBDCOPY), ('nbdinfo', NBDINFO))
     params = [image.path] if bare_file_param else ['file=' + image.path]
     copy = os.path.join(workdir, 'copy.raw')
-    with Server(workdir, params, options=['-r'] if readonly else []) as server:
-        info = json.loads(check_ok(run([NBDINFO, '--json', server.uri]), 'nbdinfo').stdout)
-        export = info['exports'][0]
-        expect_equal(export['export-size'], image.size, 'export size')
-        expect_equal(export['is_read_only'], readonly, 'is_read_only')
-        expect_equal(export['can_multi_conn'], True, 'can_multi_conn')
-        expect_equal(export['block_size_minimum'], image.logical_sector_size,
-                     'minimum block size')
-        # The image's block size (from qemu-img info or the generator), up to
-        # the 1 MiB that nbdkit-vhdx-plugin(1) documents.
-        expect_equal(export['block_size_preferred'], min(image.block_size, MiB),
-                     'preferred block size')
-        expect_equal(export['block_size_maximum'], 0xffffffff, 'maximum block size')
 
-        # nbdcopy reads over four connections with several requests in flight.
-        if os.path.exists(copy):
-            os.unlink(copy)
-        check_ok(run([NBDCOPY, '--connections=4', '--requests=16', server.uri, copy]),
-                 'nbdcopy')
-        expect_equal(sha256_file(copy), image.raw_sha256, 'sha256 of the copy')
+    def served(command, expect_status=0):
+        return Captive(workdir, params, command, ['-r'] if readonly else [],
+                       expect_status=expect_status)
+
+    info = json.loads(served('nbdinfo --json "$uri"').stdout)
+    export = info['exports'][0]
+    expect_equal(export['export-size'], image.size, 'export size')
+    expect_equal(export['is_read_only'], readonly, 'is_read_only')
+    expect_equal(export['can_multi_conn'], True, 'can_multi_conn')
+    expect_equal(export['block_size_minimum'], image.logical_sector_size, 'minimum block size')
+    # The image's block size (from qemu-img info or the generator), up to
+    # the 1 MiB that nbdkit-vhdx-plugin(1) documents.
+    expect_equal(export['block_size_preferred'], min(image.block_size, MiB),
+                 'preferred block size')
+    expect_equal(export['block_size_maximum'], 0xffffffff, 'maximum block size')
+
+    # nbdcopy reads over four connections with several requests in flight.
+    if os.path.exists(copy):
         os.unlink(copy)
+    served('nbdcopy --connections=4 --requests=16 "$uri" %s' % shlex.quote(copy))
+    expect_equal(sha256_file(copy), image.raw_sha256, 'sha256 of the copy')
+    os.unlink(copy)
 
-        found = json.loads(check_ok(run([NBDINFO, '--map', '--json', server.uri]),
-                                    'nbdinfo --map').stdout)
-        expect_equal(merge_extents((e['offset'], e['length'], e['type']) for e in found),
-                     image.expected_extents(), 'extents')
+    found = json.loads(served('nbdinfo --map --json "$uri"').stdout)
+    expect_equal(merge_extents((e['offset'], e['length'], e['type']) for e in found),
+                 image.expected_extents(), 'extents')
 
-        if QEMU_IMG is None:
-            skipped = 'qemu-img not installed: not compared or mapped by QEMU'
-        else:
-            skipped = None
-            check_ok(run([QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', server.uri,
-                          image.raw_path]), 'qemu-img compare')
-            # QEMU asks for one extent at a time (NBD_CMD_FLAG_REQ_ONE).
-            qemu_map = json.loads(check_ok(
-                run([QEMU_IMG, 'map', '--output=json', '-f', 'raw', server.uri]),
-                'qemu-img map').stdout)
-            expect_equal(
-                merge_extents((e['start'], e['length'], (e['data'], e['zero']))
-                              for e in qemu_map),
-                merge_extents((o, n, (not t & EXTENT_HOLE, bool(t & EXTENT_ZERO)))
-                              for o, n, t in image.expected_extents()),
-                'extents seen by qemu-img map')
+    if QEMU_IMG is None:
+        skipped = 'qemu-img not installed: not compared or mapped by QEMU'
+    else:
+        skipped = None
+        served('qemu-img compare -f raw -F raw "$uri" %s' % shlex.quote(image.raw_path))
+        # QEMU asks for one extent at a time (NBD_CMD_FLAG_REQ_ONE).
+        qemu_map = json.loads(served('qemu-img map --output=json -f raw "$uri"').stdout)
+        expect_equal(
+            merge_extents((e['start'], e['length'], (e['data'], e['zero'])) for e in qemu_map),
+            merge_extents((o, n, (not t & EXTENT_HOLE, bool(t & EXTENT_ZERO)))
+                          for o, n, t in image.expected_extents()),
+            'extents seen by qemu-img map')
 
-        if readonly:
-            # A read-only export: a client cannot write to it.
-            result = run([NBDCOPY, image.raw_path, server.uri])
-            expect(result.returncode != 0, 'nbdcopy wrote to the export')
-        expect(server.alive(), 'nbdkit died')
+    if readonly:
+        # A read-only export: a client cannot write to it.
+        result = served('nbdcopy %s "$uri"' % shlex.quote(image.raw_path), expect_status=None)
+        expect(result.status != 0, 'nbdcopy wrote to the export')
     return skipped
 
 
