@@ -7,40 +7,8 @@
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "vhdx-gen.h"
-
-#define DEMO_TEXT "libvhdx demo\n"
-
-/*
- * The demo image: dynamic, 64 MiB, 1 MiB blocks, 512-byte logical and
- * 4096-byte physical sectors.
- *   blocks 0 and 10       "libvhdx demo\n" repeated over the whole block
- *   3 MiB + 4096, 64 KiB  pattern, seed 1
- *   7.9 MiB .. 8.1 MiB    pattern, seed 2 (crosses the boundary of blocks 7 and 8)
- *   40 MiB, 2 MiB         pattern, seed 3 (blocks 40 and 41)
- *   last 4096 bytes       pattern, seed 4 (block 63)
- * Every other block is unallocated.
- */
-static void
-write_demo (VhdxGen *gen)
-{
-        const guint64 text_blocks[] = { 0, 10 };
-        const gsize text_len = strlen (DEMO_TEXT);
-        g_autofree guint8 *block = g_malloc (VHDX_MiB);
-        gsize i;
-
-        for (i = 0; i < VHDX_MiB; i++)
-                block[i] = (guint8) DEMO_TEXT[i % text_len];
-        for (i = 0; i < G_N_ELEMENTS (text_blocks); i++)
-                vhdx_gen_write (gen, text_blocks[i] * VHDX_MiB, block, VHDX_MiB);
-
-        vhdx_gen_fill_pattern (gen, 3 * VHDX_MiB + 4096, 64 * VHDX_KiB, 1);
-        vhdx_gen_fill_pattern (gen, 8 * VHDX_MiB - 100 * VHDX_KiB, 200 * VHDX_KiB, 2);
-        vhdx_gen_fill_pattern (gen, 40 * VHDX_MiB, 2 * VHDX_MiB, 3);
-        vhdx_gen_fill_pattern (gen, 64 * VHDX_MiB - 4096, 4096, 4);
-}
 
 /* A decimal or 0x number with an optional K, M, G or T (binary) suffix. */
 static gboolean
@@ -328,7 +296,6 @@ write_description (VhdxGen *gen,
 int
 main (int argc, char **argv)
 {
-        gboolean demo = FALSE;
         gboolean metadata_first = FALSE;
         gboolean identical_headers = FALSE;
         gboolean shuffle = FALSE;
@@ -347,8 +314,6 @@ main (int argc, char **argv)
         gint dirty_block = -1;
         gint dirty_seed = 4242;
         const GOptionEntry entries[] = {
-                { "demo", 0, 0, G_OPTION_ARG_NONE, &demo,
-                  "Write the demo image (dynamic, 64 MiB, 1 MiB blocks, fixed content)", NULL },
                 { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Disk type (default dynamic)",
                   "fixed|dynamic" },
                 { "size", 's', 0, G_OPTION_ARG_STRING, &size,
@@ -409,10 +374,6 @@ main (int argc, char **argv)
         }
 
         vhdx_gen_params_init (&params);
-        if (demo) {
-                params.virtual_size = 64 * VHDX_MiB;
-                params.block_size = 1 * VHDX_MiB;
-        }
         if (type != NULL) {
                 if (g_strcmp0 (type, "fixed") == 0)
                         params.disk_type = VHDX_DISK_TYPE_FIXED;
@@ -448,8 +409,6 @@ main (int argc, char **argv)
                 goto fail;
 
         gen = vhdx_gen_new (&params);
-        if (demo)
-                write_demo (gen);
         for (i = 0; patterns != NULL && patterns[i] != NULL; i++) {
                 PatternSpec spec;
 
