@@ -248,6 +248,14 @@ class Server:
         self.killed = True
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
+        # Until the server is gone (a zombie has closed its files, and let
+        # its locks go); a minute of polls is the hang detector.
+        for _ in range(1200):
+            if not self.alive():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError('nbdkit survived SIGKILL')
         # What is left (--run's command, the process that ran it) goes too.
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
