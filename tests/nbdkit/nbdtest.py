@@ -128,11 +128,15 @@ def wait_for_exit(proc, what, log=None):
 
 
 def process_alive(pid):
-    """Whether @pid runs (and is not a zombie)."""
+    """Whether process @pid has threads that run: not when it is gone, nor
+    when it is a zombie whose other threads have all exited too (a killed
+    process's first thread can be a zombie while others still close its
+    files, and its locks with them)."""
     try:
         with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
+            state = f.read().rsplit(')', 1)[1].split()[0]
+        return state != 'Z' or len(os.listdir('/proc/%d/task' % pid)) > 1
+    except (OSError, IndexError):
         return False
 
 
@@ -208,10 +212,13 @@ class Server:
                     self.proc.returncode, self.output().strip()))
             try:
                 with open(self.pidfile) as f:
-                    self.pid = int(f.read())
-                break
+                    text = f.read()
+                if text.endswith('\n'):  # written whole
+                    self.pid = int(text)
+                    break
             except (OSError, ValueError):
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         else:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError('nbdkit did not start: %s' % self.output().strip())
