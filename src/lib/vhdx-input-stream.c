@@ -3,9 +3,8 @@
 #include "config.h"
 
 #include "vhdx-input-stream.h"
+#include "vhdx-stream-seek-private.h"
 #include "vhdx-read-pool-private.h"
-
-#include <glib/gi18n-lib.h>
 
 /**
  * VhdxInputStream:
@@ -151,12 +150,6 @@ vhdx_input_stream_tell (GSeekable *seekable)
 }
 
 static gboolean
-vhdx_input_stream_can_seek (GSeekable *seekable)
-{
-        return TRUE;
-}
-
-static gboolean
 vhdx_input_stream_seek (GSeekable *seekable,
                         goffset offset,
                         GSeekType type,
@@ -165,64 +158,25 @@ vhdx_input_stream_seek (GSeekable *seekable,
 {
         VhdxInputStream *self = VHDX_INPUT_STREAM (seekable);
         GInputStream *stream = G_INPUT_STREAM (seekable);
-        guint64 base;
-        gint64 target;
+        guint64 target;
 
-        switch (type) {
-        case G_SEEK_SET:
-                base = 0;
-                break;
-        case G_SEEK_CUR:
-                base = self->position;
-                break;
-        case G_SEEK_END:
-                base = vhdx_image_get_virtual_size (self->image);
-                break;
-        default:
-                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                     _ ("Invalid seek type"));
+        if (!vhdx_stream_seek_target (self->position, vhdx_image_get_virtual_size (self->image),
+                                      offset, type, &target, error) ||
+            !g_input_stream_set_pending (stream, error))
                 return FALSE;
-        }
-        if (!g_input_stream_set_pending (stream, error))
-                return FALSE;
-        if ((offset > 0 && base > (guint64) (G_MAXINT64 - offset)) ||
-            (offset < 0 && (guint64) - (offset + 1) >= base)) {
-                g_input_stream_clear_pending (stream);
-                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                     _ ("Invalid seek position"));
-                return FALSE;
-        }
-        target = (gint64) base + offset;
-        self->position = (guint64) target;
+        self->position = target;
         g_input_stream_clear_pending (stream);
         return TRUE;
-}
-
-static gboolean
-vhdx_input_stream_can_truncate (GSeekable *seekable)
-{
-        return FALSE;
-}
-
-static gboolean
-vhdx_input_stream_truncate_fn (GSeekable *seekable,
-                               goffset offset,
-                               GCancellable *cancellable,
-                               GError **error)
-{
-        g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                             _ ("A virtual disk stream cannot be truncated"));
-        return FALSE;
 }
 
 static void
 vhdx_input_stream_seekable_iface_init (GSeekableIface *iface)
 {
         iface->tell = vhdx_input_stream_tell;
-        iface->can_seek = vhdx_input_stream_can_seek;
+        iface->can_seek = vhdx_stream_can_seek;
         iface->seek = vhdx_input_stream_seek;
-        iface->can_truncate = vhdx_input_stream_can_truncate;
-        iface->truncate_fn = vhdx_input_stream_truncate_fn;
+        iface->can_truncate = vhdx_stream_can_truncate;
+        iface->truncate_fn = vhdx_stream_truncate_refused;
 }
 
 /* GObject */
