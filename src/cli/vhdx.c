@@ -121,7 +121,8 @@ static void
 print_help (void)
 {
         g_print ("%s\n  vhdx %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _ ("Read Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert and create Hyper-V VHDX "
+                              "virtual disk images."));
         tool_print_commands (commands, G_N_ELEMENTS (commands));
         g_print ("\n%s\n", _ ("Options:"));
         g_print ("  %-18s%s\n", "-h, --help", _ ("Show this help"));
