@@ -23,6 +23,7 @@ struct _VhdxJournal {
         GMutex lock;
         GTree *pending;    /* file offset -> Page: queued for the next commit */
         GTree *committing; /* what the commit under way writes, or NULL */
+        guint64 commits;   /* commits that ended, their pages in place (under lock) */
 
         VhdxIo view;
 };
@@ -115,18 +116,27 @@ static gboolean
 view_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
         VhdxJournal *journal = journal_of_view (io);
-        g_autoptr (GMutexLocker) locker = NULL;
+        guint64 commits;
         Overlay o;
 
-        if (!journal->io->vtable->pread (journal->io, buf, count, offset, n_read, error))
-                return FALSE;
+        /* A commit that ends between the read of the file and the overlay
+         * takes its pages out of the view after writing them in place:
+         * the read, which may have come before those writes, is made again. */
+        g_mutex_lock (&journal->lock);
+        do {
+                commits = journal->commits;
+                g_mutex_unlock (&journal->lock);
+                if (!journal->io->vtable->pread (journal->io, buf, count, offset, n_read, error))
+                        return FALSE;
+                g_mutex_lock (&journal->lock);
+        } while (commits != journal->commits);
         /* Pages lie inside the file: those past a short read do not matter. */
         o.out = buf;
         o.start = offset;
         o.end = offset + *n_read;
-        locker = g_mutex_locker_new (&journal->lock);
         overlay_tree (journal->committing, &o);
         overlay_tree (journal->pending, &o);
+        g_mutex_unlock (&journal->lock);
         return TRUE;
 }
 
@@ -420,6 +430,7 @@ vhdx_journal_commit (VhdxJournal *journal,
         }
         g_mutex_lock (&journal->lock);
         journal->committing = NULL;
+        journal->commits++;
         g_mutex_unlock (&journal->lock);
         g_tree_unref (batch);
         return TRUE;
