@@ -4,7 +4,7 @@
 
 #include "vhdx-header.h"
 #include "vhdx-private.h"
-#include "vhdx-reader-private.h"
+#include "vhdx-file-private.h"
 
 /* A byte range of the file that belongs to one structure. */
 typedef enum {

@@ -2,7 +2,7 @@
 /* Checking an opened image: every structure, every BAT entry, overlaps, and the parents. */
 #pragma once
 
-#include "vhdx-reader.h"
+#include "vhdx-file.h"
 
 G_BEGIN_DECLS
 

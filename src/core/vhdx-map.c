@@ -4,7 +4,8 @@
 
 #include "vhdx-bitmap.h"
 #include "vhdx-private.h"
-#include "vhdx-reader-private.h"
+#include "vhdx-reader.h"
+#include "vhdx-file-private.h"
 
 /* The iterator maps at least this much of the disk at a time (whole blocks). */
 #define MAP_WINDOW_BYTES (64 * VHDX_MiB)

@@ -7,7 +7,7 @@
  */
 #pragma once
 
-#include "vhdx-reader.h"
+#include "vhdx-file.h"
 
 G_BEGIN_DECLS
 

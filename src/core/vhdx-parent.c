@@ -3,7 +3,6 @@
 #include "vhdx-parent.h"
 
 #include "vhdx-private.h"
-#include "vhdx-reader.h"
 
 const VhdxGuid vhdx_guid_locator_vhdx = { {
         0xB7,

@@ -18,6 +18,12 @@ G_BEGIN_DECLS
 
 extern const VhdxGuid vhdx_guid_locator_vhdx;
 
+/* One key/value pair of the parent locator. */
+typedef struct {
+        char *key;
+        char *value;
+} VhdxLocatorEntry;
+
 /*
  * Parse the parent locator item at @file_offset (@length bytes): the VHDX
  * locator type, the key/value table with every offset and length checked

@@ -8,7 +8,8 @@
 #include "vhdx-header.h"
 #include "vhdx-journal.h"
 #include "vhdx-private.h"
-#include "vhdx-reader-private.h"
+#include "vhdx-file-private.h"
+#include "vhdx-reader.h"
 
 /*
  * Locks, taken in this order:
@@ -45,12 +46,6 @@ struct _VhdxWriter {
         gint failed; /* atomic: a flush failed, the image needs its log replayed */
         gint closed; /* atomic */
 };
-
-gboolean
-vhdx_file_is_writable (VhdxFile *file)
-{
-        return file->writer != NULL;
-}
 
 VhdxIo *
 vhdx_writer_attach (VhdxFile *file, guint64 structures_end, GError **error)
@@ -899,16 +894,12 @@ release_writer_lock (VhdxFile *file, GError **error)
 }
 
 gboolean
-vhdx_file_close (VhdxFile *file, GError **error)
+vhdx_writer_close (VhdxWriter *w, GError **error)
 {
-        VhdxWriter *w = file->writer;
+        VhdxFile *file = w->file;
         g_autoptr (GMutexLocker) locker = NULL;
         VhdxHeader header;
 
-        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
-
-        if (w == NULL)
-                return TRUE;
         locker = g_mutex_locker_new (&w->flush_lock);
         if (g_atomic_int_get (&w->closed)) {
                 /* Closed before: clean, unless that close failed. */

@@ -15,9 +15,6 @@
 
 G_BEGIN_DECLS
 
-/* TRUE when @file was opened with VHDX_OPEN_FLAGS_READ_WRITE. */
-gboolean vhdx_file_is_writable (VhdxFile *file);
-
 /* Write @count bytes at @offset of the virtual disk, which must lie inside it. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_write (VhdxFile *file,
                                                     guint64 offset,
@@ -51,13 +48,6 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_discard (VhdxFile *file,
  */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_flush (VhdxFile *file, GError **error);
 
-/*
- * Flush, write the metadata in place for good and clear the header's
- * LogGuid: the image is clean, as other tools expect it.  No write may run
- * or follow; vhdx_file_free() does this too, reporting nothing.
- */
-G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_close (VhdxFile *file, GError **error);
-
 /* What the writer did since open, for tests and tools. */
 typedef struct {
         guint64 blocks_allocated;  /* payload blocks given file space */
@@ -75,7 +65,7 @@ void vhdx_file_get_write_stats (VhdxFile *file, VhdxWriteStats *stats);
  * several log sequences (vhdx_journal_set_entry_limit()). */
 void vhdx_file_set_log_entry_limit (VhdxFile *file, guint32 bytes);
 
-/* For the reader, when it opens an image read-write. */
+/* For vhdx-file.c, which opens and closes the image. */
 typedef struct _VhdxWriter VhdxWriter;
 
 /*
@@ -86,6 +76,8 @@ typedef struct _VhdxWriter VhdxWriter;
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_writer_attach (VhdxFile *file,
                                                       guint64 structures_end,
                                                       GError **error);
+/* vhdx_file_close() of an image opened read-write. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_close (VhdxWriter *writer, GError **error);
 void vhdx_writer_free (VhdxWriter *writer);
 
 G_END_DECLS

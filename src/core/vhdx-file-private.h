@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* VhdxFile internals, shared by the engine files that work on an opened image. */
+/* VhdxFile's fields, shared by the engine files that work on an opened image. */
 #pragma once
 
 #include "vhdx-bat.h"
 #include "vhdx-bitmap.h"
 #include "vhdx-header.h"
-#include "vhdx-reader.h"
+#include "vhdx-file.h"
 #include "vhdx-region.h"
 
 G_BEGIN_DECLS
@@ -29,14 +29,5 @@ struct _VhdxFile {
         gboolean file_write_guid_changed; /* by the log replay at open */
         struct _VhdxWriter *writer;
 };
-
-/* Open one member of a chain at @depth (0: the image itself); the chain
- * code opens parents with it.  Takes ownership of @io. */
-G_GNUC_WARN_UNUSED_RESULT VhdxFile *vhdx_file_open_member (VhdxIo *io,
-                                                           VhdxOpenFlags flags,
-                                                           const VhdxOpenOptions *options,
-                                                           guint depth,
-                                                           GArray *identities,
-                                                           GError **error);
 
 G_END_DECLS
