@@ -10,6 +10,7 @@
 
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -222,6 +223,33 @@ class Server:
         else:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError('nbdkit did not start: %s' % self.output().strip())
+        # nbdkit writes the pid file before the plugin's after_fork opens
+        # and locks the image: serving starts once the lock is there.
+        self._wait_for_lock(params)
+
+    def _wait_for_lock(self, params):
+        image = None
+        for p in (str(p) for p in params):
+            if p.startswith('file='):
+                image = p[len('file='):]
+            elif '=' not in p and image is None:
+                image = p
+            if p.startswith('force-share'):
+                return  # no lock to wait for
+        if image is None or not os.path.isfile(image):
+            return
+        inode = os.stat(image).st_ino
+        pattern = re.compile(r'\s\S+:\S+:%d\s' % inode)
+        # Hang detector: a minute of polls.
+        for _ in range(3000):
+            if self.proc.poll() is not None and not process_alive(self.pid):
+                return  # the caller sees why it stopped
+            with open('/proc/locks') as f:
+                if pattern.search(f.read()):
+                    return
+            time.sleep(0.02)
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        raise AssertionError('nbdkit never locked %s: %s' % (image, self.output().strip()))
 
     def output(self):
         with open(self.log, 'rb') as f:
