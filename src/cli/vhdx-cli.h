@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include "vhdx-create.h"
 #include "vhdx-reader.h"
 #include "vhdx-tool.h"
 
@@ -79,6 +80,31 @@ G_GNUC_WARN_UNUSED_RESULT VhdxFile *cli_open_image (const char *path,
 
 /* A byte count with an optional K, M, G or T suffix (powers of 1024); a
  * usage error naming @name when it is not one.  @min is the smallest allowed. */
+/* Options that shape a new VHDX image. */
+typedef struct {
+        char *type;
+        char *parent;
+        const CliOpenOptions *search; /* how the parent's own parents are found */
+        char *block_size;
+        char *logical_sector_size;
+        char *physical_sector_size;
+        char *log_size;
+} CliCreateOptions;
+
+void cli_create_options_clear (CliCreateOptions *options);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CliCreateOptions, cli_create_options_clear)
+
+/*
+ * Fill @params from the options for the new image @dst; with a parent, it
+ * is opened into @parent and the image becomes its differencing child,
+ * taking its sector size.  @for_convert: differencing is no --type there.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean cli_create_params_from_options (const CliCreateOptions *options,
+                                                                   const char *dst,
+                                                                   VhdxCreateParams *params,
+                                                                   VhdxFile **parent,
+                                                                   gboolean for_convert);
+
 G_GNUC_WARN_UNUSED_RESULT gboolean cli_parse_size (const char *name,
                                                    const char *text,
                                                    guint64 min,

@@ -408,44 +408,6 @@ vhdx_image_has_parent (VhdxImage *self)
 }
 
 /**
- * vhdx_image_dup_parent:
- * @self: an image
- *
- * Gets the parent of a differencing image.  The parent was opened
- * read-only with the image; it stays valid for as long as it is
- * referenced, even after @self is released.
- *
- * Returns: (transfer full) (nullable): the parent, or %NULL when the
- *   image has none
- *
- * Since: 0.1
- */
-VhdxImage *
-vhdx_image_dup_parent (VhdxImage *self)
-{
-        g_autoptr (GMutexLocker) locker = NULL;
-        VhdxFile *parent_handle;
-        VhdxImage *parent;
-
-        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
-
-        if (self->handle == NULL)
-                return NULL;
-        parent_handle = vhdx_file_get_parent (self->handle);
-        if (parent_handle == NULL)
-                return NULL;
-
-        locker = g_mutex_locker_new (&self->parent_lock);
-        parent = g_weak_ref_get (&self->parent_ref);
-        if (parent == NULL) {
-                parent = vhdx_image_new_for_parent (self, parent_handle,
-                                                    vhdx_file_get_parent_path (self->handle));
-                g_weak_ref_set (&self->parent_ref, parent);
-        }
-        return parent;
-}
-
-/**
  * vhdx_image_get_parent_locator:
  * @self: an image
  *

@@ -62,11 +62,6 @@ vhdx_image_info (VhdxImage *self)
         return self->handle != NULL ? vhdx_file_get_info (self->handle) : NULL;
 }
 
-/* The image of the parent of @child, sharing the VhdxFile that @child's chain owns. */
-G_GNUC_WARN_UNUSED_RESULT VhdxImage *vhdx_image_new_for_parent (VhdxImage *child,
-                                                                VhdxFile *handle,
-                                                                const char *name);
-
 /* A range of the virtual disk, and the buffer of its bytes: what a read or
  * a look at the extents works on. */
 typedef struct {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* VhdxImage, the GObject of an opened image: its properties, opening and closing. */
+/* VhdxImage, the GObject of an opened image: its properties, opening, its parent's image and
+ * closing. */
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
@@ -235,8 +236,8 @@ vhdx_image_async_initable_iface_init (GAsyncInitableIface *iface)
         iface->init_finish = vhdx_image_async_initable_init_finish;
 }
 
-VhdxImage *
-vhdx_image_new_for_parent (VhdxImage *child, VhdxFile *handle, const char *name)
+static VhdxImage *
+image_new_for_parent (VhdxImage *child, VhdxFile *handle, const char *name)
 {
         g_autoptr (GFile) file = name != NULL ? vhdx_gfile_io_file_for_name (name) : NULL;
         VhdxImage *self = g_object_new (VHDX_TYPE_IMAGE, "file", file, NULL);
@@ -246,6 +247,44 @@ vhdx_image_new_for_parent (VhdxImage *child, VhdxFile *handle, const char *name)
         self->init_done = TRUE;
         image_cache_strings (self);
         return self;
+}
+
+/**
+ * vhdx_image_dup_parent:
+ * @self: an image
+ *
+ * Gets the parent of a differencing image.  The parent was opened
+ * read-only with the image; it stays valid for as long as it is
+ * referenced, even after @self is released.
+ *
+ * Returns: (transfer full) (nullable): the parent, or %NULL when the
+ *   image has none
+ *
+ * Since: 0.1
+ */
+VhdxImage *
+vhdx_image_dup_parent (VhdxImage *self)
+{
+        g_autoptr (GMutexLocker) locker = NULL;
+        VhdxFile *parent_handle;
+        VhdxImage *parent;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
+
+        if (self->handle == NULL)
+                return NULL;
+        parent_handle = vhdx_file_get_parent (self->handle);
+        if (parent_handle == NULL)
+                return NULL;
+
+        locker = g_mutex_locker_new (&self->parent_lock);
+        parent = g_weak_ref_get (&self->parent_ref);
+        if (parent == NULL) {
+                parent = image_new_for_parent (self, parent_handle,
+                                               vhdx_file_get_parent_path (self->handle));
+                g_weak_ref_set (&self->parent_ref, parent);
+        }
+        return parent;
 }
 
 /* GObject */
