@@ -17,6 +17,8 @@
 #include "crash-io.h"
 #include "test-util.h"
 #include "vhdx-create.h"
+#include "vhdx-map.h"
+#include "vhdx-resize.h"
 #include "vhdx-writer.h"
 
 #include <fcntl.h>
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #define MiB  (G_GUINT64_CONSTANT (1) << 20)
+#define GiB  (G_GUINT64_CONSTANT (1) << 30)
 #define UNIT 512
 
 /* An operation of the workload, and where in the file's calls it ran. */
@@ -597,7 +600,203 @@ typedef struct {
         WorkloadFunc workload;
         guint32 entry_limit; /* log entries of at most this many bytes; 0: half the log */
         guint quick_stride;  /* without -m thorough, every this many crash points (0: 1) */
+        guint64 resize_to;   /* a resize workload: the new size */
 } Case;
+
+/*
+ * Resizing.  The image gets data in every block first (not recorded), then
+ * the resize is the workload.  A crash before the resize started leaves
+ * the old disk; one after its commit is durable, the new one; one in
+ * between, either: the old size and data, or the new size with the data
+ * up to the smaller size and zeros past it (the grown part of a child
+ * reads its parent, which ends where the child ended: zeros too).
+ */
+
+/* A block-sized pattern in every block, partly, so that every block stores data. */
+static GBytes *
+fill_image (Run *r, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        gsize length;
+        const guint8 *contents = g_bytes_get_data (image, &length);
+        VhdxIo *io = crash_io_new (contents, length, FALSE);
+        g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_autofree guint8 *data = g_malloc (64 * 1024);
+
+        g_assert_no_error (error);
+        for (guint64 at = 0; at < r->size; at += r->bs) {
+                guint64 offset = at + (at / r->bs % 4) * 64 * 1024;
+                gsize n = (gsize) MIN ((guint64) 64 * 1024, r->size - offset);
+
+                for (gsize i = 0; i < n; i++)
+                        data[i] = (guint8) (offset / UNIT + i / UNIT + 1);
+                test_assert_ok (vhdx_file_write (file, offset, data, n, 0, &error), error);
+                memcpy (r->initial + offset, data, n);
+        }
+        test_assert_ok (vhdx_file_close (file, &error), error);
+        return g_bytes_new (crash_io_get_contents (io)->data, crash_io_get_contents (io)->len);
+}
+
+/* The disk of @file reads @model up to @model_size and zeros from there to its end. */
+static void
+assert_resized_disk (VhdxFile *file, const guint8 *model, guint64 model_size, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        guint64 size = vhdx_file_get_info (file)->virtual_size;
+        guint64 common = MIN (size, model_size);
+        /* Read past the model's end as far as this, then ask the map. */
+        guint64 read_end = MIN (size, model_size + 8 * MiB);
+        g_autofree guint8 *buf = g_malloc (MAX (common, read_end - common) + 1);
+        g_autoptr (GArray) extents = NULL;
+
+        if (!vhdx_file_read (file, 0, buf, common, &error))
+                g_error ("%s: read: %s", what, error->message);
+        if (memcmp (buf, model, common) != 0)
+                g_error ("%s: the disk up to %" G_GUINT64_FORMAT " bytes reads otherwise", what,
+                         common);
+        if (read_end == common)
+                return;
+        if (!vhdx_file_read (file, common, buf, read_end - common, &error))
+                g_error ("%s: read: %s", what, error->message);
+        for (guint64 i = 0; i < read_end - common; i++) {
+                if (buf[i] != 0)
+                        g_error ("%s: the grown disk reads non-zero at %" G_GUINT64_FORMAT, what,
+                                 common + i);
+        }
+        if (read_end == size)
+                return;
+        extents = vhdx_file_map (file, read_end, size - read_end, &error);
+        g_assert_no_error (error);
+        for (guint i = 0; i < extents->len; i++) {
+                const VhdxMapExtent *e = &g_array_index (extents, VhdxMapExtent, i);
+                if (e->kind == VHDX_EXTENT_DATA)
+                        g_error ("%s: the grown disk stores data at %" G_GUINT64_FORMAT, what,
+                                 e->offset);
+        }
+}
+
+static void
+check_resized_image (Run *r,
+                     GByteArray *image,
+                     guint64 old_size,
+                     guint64 new_size,
+                     gboolean may_be_old,
+                     gboolean may_be_new,
+                     const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
+        guint64 sizes[2] = { 0, 0 };
+
+        {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
+                g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-write open fails: %s", what, error->message);
+                sizes[0] = vhdx_file_get_info (file)->virtual_size;
+                assert_resized_disk (file, r->initial, old_size, what);
+                if (!vhdx_file_close (file, &error))
+                        g_error ("%s: closing the repaired image fails: %s", what, error->message);
+        }
+        {
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-only open fails: %s", what, error->message);
+                sizes[1] = vhdx_file_get_info (file)->virtual_size;
+                assert_resized_disk (file, r->initial, old_size, what);
+                assert_check_clean (file, what);
+        }
+        if (sizes[0] != sizes[1])
+                g_error ("%s: read-only the size is %" G_GUINT64_FORMAT
+                         ", read-write %" G_GUINT64_FORMAT,
+                         what, sizes[1], sizes[0]);
+        if (!((may_be_old && sizes[0] == old_size) || (may_be_new && sizes[0] == new_size)))
+                g_error ("%s: the size is %" G_GUINT64_FORMAT ", neither %s%s", what, sizes[0],
+                         may_be_old ? "the old one" : "", may_be_new ? " the new one" : "");
+        {
+                g_autoptr (GBytes) repaired =
+                        g_bytes_new_static (r->repaired->data, r->repaired->len);
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (repaired), VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the repaired image does not open: %s", what, error->message);
+                g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
+                assert_check_clean (file, what);
+                g_assert_cmpuint (vhdx_file_get_info (file)->virtual_size, ==, sizes[0]);
+                if (kind_is_qemu (r->kind) &&
+                    r->images_checked % (g_test_thorough () ? 10 : 40) == 1 &&
+                    test_have_program ("qemu-img")) {
+                        g_autofree char *path = g_build_filename (r->dir, "repaired.vhdx", NULL);
+                        const char *check[] = {
+                                "qemu-img", "check", "-q", "-f", "vhdx", path, NULL
+                        };
+
+                        test_assert_ok (g_file_set_contents (path, (const char *) r->repaired->data,
+                                                             r->repaired->len, &error),
+                                        error);
+                        test_run (check);
+                        r->qemu_checked++;
+                }
+        }
+        r->images_checked++;
+}
+
+static void
+run_resize_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        gsize length;
+        const guint8 *contents;
+        guint start, end;
+        VhdxResizeResult result;
+
+        image = fill_image (r, image);
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        r->file = open_image (r, r->io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (r->file, c->entry_limit);
+        start = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_resize (r->file, c->resize_to, VHDX_RESIZE_FLAGS_DISCARD_DATA,
+                                          NULL, NULL, NULL, &result, &error),
+                        error);
+        end = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        g_test_message ("%s: %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
+                        " bytes, BAT region %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
+                        ", %" G_GUINT64_FORMAT " blocks moved, %" G_GUINT64_FORMAT " dropped",
+                        c->name, result.old_size, result.new_size, result.old_bat_length,
+                        result.new_bat_length, result.blocks_moved, result.blocks_dropped);
+
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_resized_image (r, r->image, r->size, c->resize_to, point <= end,
+                                             point > start, what);
+                }
+        } while (crash_walker_advance (walker));
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
+                        c->name, crash_trace_get_calls (trace), r->images_checked, r->qemu_checked);
+}
 
 static void
 test_case (gconstpointer data)
@@ -630,6 +829,10 @@ test_case (gconstpointer data)
         g_array_set_clear_func (r.ops, op_clear);
         image = make_image (&r);
         r.model = g_memdup2 (r.initial, r.size);
+        if (c->resize_to != 0) {
+                run_resize_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
 
         {
                 gsize length;
@@ -653,6 +856,7 @@ test_case (gconstpointer data)
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
                         " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
                         c->name, crash_trace_get_calls (trace), r.images_checked, r.qemu_checked);
+done:
 
         g_free (r.model);
         g_free (r.initial);
@@ -680,6 +884,20 @@ static const Case cases[] = {
         { "split-commits", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, workload_differencing, 8192 },
         { "split-commits-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, workload_differencing,
           8192 },
+        /* Resizing: within the BAT region, a fixed image's new blocks, a
+         * shrink that drops blocks, the BAT region grown over the blocks
+         * that follow it (our layout) or moved past the metadata region
+         * that follows it (QEMU's), a child with 4 KiB sectors. */
+        { "resize-grow", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 6 * MiB + 512 },
+        { "resize-grow-fixed", IMAGE_QEMU_FIXED, 4 * MiB, 1 * MiB, NULL, 0, 0, 8 * MiB },
+        { "resize-shrink", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, NULL, 0, 0, 3 * MiB + 4096 },
+        { "resize-bat-moves-blocks", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 130 * GiB },
+        { "resize-bat-relocated", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 130 * GiB },
+        /* The resize's commit in log entries of two pages: several sequences. */
+        { "resize-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 16384, 0, 130 * GiB },
+        { "resize-shrink-split-commits", IMAGE_DIFFERENCING, 8 * MiB, 1 * MiB, NULL, 8192, 0,
+          3 * MiB },
+        { "resize-differencing-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 12 * MiB },
 };
 
 int

@@ -73,6 +73,33 @@ vhdx_alloc_release (VhdxAlloc *alloc, guint64 offset, guint64 size, guint64 batc
 }
 
 void
+vhdx_alloc_exclude (VhdxAlloc *alloc, guint64 start, guint64 end)
+{
+        for (guint i = alloc->free->len; i-- > 0;) {
+                FreeRange *r = &g_array_index (alloc->free, FreeRange, i);
+                guint64 r_end = r->offset + r->size;
+
+                if (r_end <= start || r->offset >= end)
+                        continue;
+                if (r->offset < start && r_end > end) {
+                        /* The structure splits the range in two. */
+                        FreeRange after = { end, r_end - end, r->batch };
+
+                        r->size = start - r->offset;
+                        g_array_append_val (alloc->free, after);
+                } else if (r->offset < start) {
+                        r->size = start - r->offset;
+                } else if (r_end > end) {
+                        r->size = r_end - end;
+                        r->offset = end;
+                } else {
+                        g_array_remove_index (alloc->free, i);
+                }
+        }
+        alloc->end = MAX (alloc->end, (end + VHDX_MiB - 1) / VHDX_MiB * VHDX_MiB);
+}
+
+void
 vhdx_alloc_set_durable (VhdxAlloc *alloc, guint64 batch)
 {
         alloc->durable = batch;

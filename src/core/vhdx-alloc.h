@@ -24,6 +24,10 @@ guint64 vhdx_alloc_take (VhdxAlloc *alloc, guint64 size, gboolean *stale);
 /* [@offset, @offset + @size) is no longer used, by a change of batch @batch. */
 void vhdx_alloc_release (VhdxAlloc *alloc, guint64 offset, guint64 size, guint64 batch);
 
+/* [@start, @end) now holds a structure: no space in it is handed out, and
+ * fresh space starts past it. */
+void vhdx_alloc_exclude (VhdxAlloc *alloc, guint64 start, guint64 end);
+
 /* The changes of every batch up to @batch are durable: their freed space may be reused. */
 void vhdx_alloc_set_durable (VhdxAlloc *alloc, guint64 batch);
 

@@ -198,9 +198,10 @@ check_payload_entry (VhdxFile *file,
                                _ ("reserved bits are set (0x%" PRIx64 ")"),
                                entry & VHDX_BAT_RESERVED_MASK);
         if (block >= info->geometry.payload_blocks) {
-                /* The padding of a differencing image's last chunk. */
+                /* The padding of a differencing image's last chunk: never
+                 * read, and cleared when the disk grows over it. */
                 if (state != VHDX_PAYLOAD_NOT_PRESENT)
-                        entry_problem (problems, VHDX_SEVERITY_ERROR, info, index,
+                        entry_problem (problems, VHDX_SEVERITY_WARNING, info, index,
                                        _ ("state %u past the end of the virtual disk "
                                           "(expected 0)"),
                                        state);

@@ -5,6 +5,7 @@
 #include "vhdx-bat.h"
 #include "vhdx-bitmap.h"
 #include "vhdx-header.h"
+#include "vhdx-metadata.h"
 #include "vhdx-file.h"
 #include "vhdx-region.h"
 
@@ -15,6 +16,7 @@ struct _VhdxFile {
         VhdxOpenFlags flags;
         VhdxInfo info;
         VhdxRegionTable regions;
+        VhdxMetadata metadata;
         VhdxBat *bat;
         VhdxBitmapCache *bitmaps;
         GPtrArray *open_problems;
@@ -29,5 +31,16 @@ struct _VhdxFile {
         gboolean file_write_guid_changed; /* by the log replay at open */
         struct _VhdxWriter *writer;
 };
+
+/*
+ * After a commit that changed the virtual size or moved the BAT: take the
+ * new layout into the opened image (its info, region table, BAT and bitmap
+ * cache).  No other request may run meanwhile.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_reset_layout (VhdxFile *file,
+                                                           guint64 virtual_size,
+                                                           guint64 bat_offset,
+                                                           guint32 bat_length,
+                                                           GError **error);
 
 G_END_DECLS

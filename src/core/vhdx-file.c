@@ -149,6 +149,19 @@ reserved_ranges (VhdxFile *file)
         return ranges;
 }
 
+/* The BAT (loaded lazily) and the bitmap cache of the layout in file->info. */
+static void
+load_bat (VhdxFile *file, VhdxIo *metadata_io, GArray *reserved)
+{
+        const VhdxInfo *info = &file->info;
+
+        vhdx_bitmap_cache_free (file->bitmaps);
+        vhdx_bat_free (file->bat);
+        file->bat = vhdx_bat_new (metadata_io, info->bat_offset, &info->geometry, info->disk_type,
+                                  info->file_size, reserved);
+        file->bitmaps = vhdx_bitmap_cache_new (metadata_io, file->bat);
+}
+
 static gboolean
 open_structures (VhdxFile *file, GError **error)
 {
@@ -232,6 +245,7 @@ open_structures (VhdxFile *file, GError **error)
                 return FALSE;
         }
         file->header = header;
+        file->metadata = metadata;
         reserved = reserved_ranges (file);
         /* After the replay: a read-only open reads through its overlay. */
         metadata_io = file->io;
@@ -245,9 +259,7 @@ open_structures (VhdxFile *file, GError **error)
                 if (metadata_io == NULL)
                         return FALSE;
         }
-        file->bat = vhdx_bat_new (metadata_io, info->bat_offset, &info->geometry, info->disk_type,
-                                  info->file_size, reserved);
-        file->bitmaps = vhdx_bitmap_cache_new (metadata_io, file->bat);
+        load_bat (file, metadata_io, reserved);
         return TRUE;
 }
 
@@ -483,6 +495,41 @@ VhdxFile *
 vhdx_file_open (VhdxIo *io, VhdxOpenFlags flags, GError **error)
 {
         return vhdx_file_open_full (io, flags, NULL, error);
+}
+
+gboolean
+vhdx_file_reset_layout (VhdxFile *file,
+                        guint64 virtual_size,
+                        guint64 bat_offset,
+                        guint32 bat_length,
+                        GError **error)
+{
+        VhdxInfo *info = &file->info;
+        g_autoptr (GArray) reserved = NULL;
+        VhdxIo *metadata_io = file->writer != NULL ? vhdx_writer_get_view (file->writer) : file->io;
+
+        if (!vhdx_io_get_size (file->io, &info->file_size, error))
+                return FALSE;
+        info->virtual_size = virtual_size;
+        file->metadata.virtual_size = virtual_size;
+        info->bat_offset = bat_offset;
+        info->bat_length = bat_length;
+        file->regions.bat.file_offset = bat_offset;
+        file->regions.bat.length = bat_length;
+        for (guint i = 0; i < file->regions.entries->len; i++) {
+                VhdxRegionEntry *r = &g_array_index (file->regions.entries, VhdxRegionEntry, i);
+
+                if (vhdx_guid_equal (&r->guid, &vhdx_guid_region_bat)) {
+                        r->file_offset = bat_offset;
+                        r->length = bat_length;
+                }
+        }
+        vhdx_bat_geometry_init (&info->geometry, info->virtual_size, info->block_size,
+                                info->logical_sector_size,
+                                info->disk_type == VHDX_DISK_TYPE_DIFFERENCING);
+        reserved = reserved_ranges (file);
+        load_bat (file, metadata_io, reserved);
+        return TRUE;
 }
 
 const VhdxInfo *

@@ -336,13 +336,30 @@ commit_updates (VhdxJournal *journal,
 
                 /* As many updates as one entry of half the log holds: an entry
                  * never overwrites the one before it, which must stay valid
-                 * until this one is whole (a crash in between replays it). */
+                 * until this one is whole (a crash in between replays it).
+                 * The updates of one order go into one entry when they fit
+                 * one: they are made together (both copies of the region
+                 * table, say). */
                 while (end < updates->len) {
-                        gboolean data = g_array_index (updates, Update, end).data != NULL;
+                        const Update *u = &g_array_index (updates, Update, end);
+                        guint group_end = end, group_data = 0;
 
-                        if (entry_length (end - first + 1, n_data + data) > journal->entry_limit)
+                        if (end > first && u->order != (u - 1)->order) {
+                                while (group_end < updates->len &&
+                                       g_array_index (updates, Update, group_end).order == u->order)
+                                        group_data +=
+                                                g_array_index (updates, Update, group_end++).data !=
+                                                NULL;
+                                if (entry_length (group_end - end, group_data) <=
+                                            journal->entry_limit &&
+                                    entry_length (group_end - first, n_data + group_data) >
+                                            journal->entry_limit)
+                                        break;
+                        }
+                        if (entry_length (end - first + 1, n_data + (u->data != NULL)) >
+                            journal->entry_limit)
                                 break;
-                        n_data += data;
+                        n_data += u->data != NULL;
                         end++;
                 }
                 if (end == first) {

@@ -173,6 +173,9 @@ vhdx_metadata_read (VhdxIo *io,
         out->virtual_disk_id = vhdx_get_guid (items[ITEM_VIRTUAL_DISK_ID].value);
         out->logical_sector_size = vhdx_get_le32 (items[ITEM_LOGICAL_SECTOR_SIZE].value);
         out->physical_sector_size = vhdx_get_le32 (items[ITEM_PHYSICAL_SECTOR_SIZE].value);
+        out->virtual_size_offset = items[ITEM_VIRTUAL_DISK_SIZE].file_offset;
+        out->virtual_disk_id_offset = items[ITEM_VIRTUAL_DISK_ID].file_offset;
+        out->physical_sector_size_offset = items[ITEM_PHYSICAL_SECTOR_SIZE].file_offset;
         out->has_parent_locator = items[ITEM_PARENT_LOCATOR].present;
         out->parent_locator_offset = items[ITEM_PARENT_LOCATOR].file_offset;
         out->parent_locator_length = items[ITEM_PARENT_LOCATOR].length;

@@ -15,6 +15,10 @@ typedef struct {
         VhdxGuid virtual_disk_id;
         guint32 logical_sector_size;
         guint32 physical_sector_size;
+        /* File offsets of the values of the items that can be changed. */
+        guint64 virtual_size_offset;
+        guint64 virtual_disk_id_offset;
+        guint64 physical_sector_size_offset;
         /* The parent locator item, if present: file offset and length. */
         gboolean has_parent_locator;
         guint64 parent_locator_offset;

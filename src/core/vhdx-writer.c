@@ -10,6 +10,7 @@
 #include "vhdx-private.h"
 #include "vhdx-file-private.h"
 #include "vhdx-reader.h"
+#include "vhdx-writer-private.h"
 
 /*
  * Locks, taken in this order:
@@ -71,6 +72,12 @@ vhdx_writer_attach (VhdxFile *file, guint64 structures_end, GError **error)
         g_mutex_init (&w->header_lock);
         w->file_guid_changed = file->file_write_guid_changed;
         file->writer = w;
+        return vhdx_journal_get_view (w->journal);
+}
+
+VhdxIo *
+vhdx_writer_get_view (VhdxWriter *w)
+{
         return vhdx_journal_get_view (w->journal);
 }
 
@@ -927,4 +934,82 @@ vhdx_writer_close (VhdxWriter *w, GError **error)
                 w->log_guid_set = FALSE;
         g_mutex_unlock (&w->header_lock);
         return !w->log_guid_set && release_writer_lock (file, error);
+}
+
+/* The steps of the operations that change an image's structure (see vhdx-writer-private.h). */
+
+gboolean
+vhdx_writer_check (VhdxFile *file, GError **error)
+{
+        return check_writable (file, error) && check_log (file->writer, error);
+}
+
+gboolean
+vhdx_writer_begin_change (VhdxFile *file, gboolean user_visible, GError **error)
+{
+        return prepare_change (file->writer, user_visible, error);
+}
+
+gboolean
+vhdx_writer_read (VhdxFile *file,
+                  guint64 offset,
+                  void *buf,
+                  gsize count,
+                  const char *structure,
+                  GError **error)
+{
+        return vhdx_io_read_exact (vhdx_journal_get_view (file->writer->journal), buf, count,
+                                   offset, structure, error);
+}
+
+void
+vhdx_writer_queue_page (VhdxFile *file, guint64 offset, const guint8 *page, guint64 order)
+{
+        vhdx_journal_set_page (file->writer->journal, offset, page, order);
+}
+
+void
+vhdx_writer_queue_zeros (VhdxFile *file, guint64 offset, guint64 length, guint64 order)
+{
+        vhdx_journal_set_zeros (file->writer->journal, offset, length, order);
+}
+
+gboolean
+vhdx_writer_set_bat_entry (VhdxFile *file, guint64 index, guint64 entry, GError **error)
+{
+        VhdxWriter *w = file->writer;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&w->lock);
+
+        return set_bat_entry (w, index, entry, error);
+}
+
+gboolean
+vhdx_writer_take_space (VhdxFile *file, guint64 size, guint64 *offset, GError **error)
+{
+        VhdxWriter *w = file->writer;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&w->lock);
+
+        return take_space (w, size, offset, error);
+}
+
+gboolean
+vhdx_writer_reserve (VhdxFile *file, guint64 start, guint64 end, GError **error)
+{
+        VhdxWriter *w = file->writer;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&w->lock);
+
+        vhdx_alloc_exclude (w->alloc, start, end);
+        if (end > w->file_size) {
+                if (!vhdx_io_extend (file->io, end, error))
+                        return FALSE;
+                w->file_size = end;
+                vhdx_bat_set_file_size (file->bat, w->file_size);
+        }
+        return TRUE;
+}
+
+void
+vhdx_writer_fail (VhdxFile *file)
+{
+        g_atomic_int_set (&file->writer->failed, TRUE);
 }

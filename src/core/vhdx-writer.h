@@ -76,6 +76,8 @@ typedef struct _VhdxWriter VhdxWriter;
 G_GNUC_WARN_UNUSED_RESULT VhdxIo *vhdx_writer_attach (VhdxFile *file,
                                                       guint64 structures_end,
                                                       GError **error);
+/* The I/O that the BAT and the sector bitmaps are read through (owned by @writer). */
+VhdxIo *vhdx_writer_get_view (VhdxWriter *writer);
 /* vhdx_file_close() of an image opened read-write. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_close (VhdxWriter *writer, GError **error);
 void vhdx_writer_free (VhdxWriter *writer);

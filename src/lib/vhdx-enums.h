@@ -108,6 +108,22 @@ typedef enum /*< flags >*/ {
 } VhdxWriteFlags;
 
 /**
+ * VhdxResizeFlags:
+ * @VHDX_RESIZE_FLAGS_NONE: shrink only where nothing is stored past the new
+ *   end
+ * @VHDX_RESIZE_FLAGS_DISCARD_DATA: shrink even when data is stored past the
+ *   new end, which is lost
+ *
+ * How [method@Vhdx.Image.resize] changes the size of a virtual disk.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_RESIZE_FLAGS_NONE = 0,
+        VHDX_RESIZE_FLAGS_DISCARD_DATA = 1 << 0,
+} VhdxResizeFlags;
+
+/**
  * VhdxSeverity:
  * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
  *   the specification says it should be
@@ -143,6 +159,8 @@ typedef enum {
  * @VHDX_ERROR_PARENT_MISMATCH: the parent found is not the one the image was made from
  * @VHDX_ERROR_LOG: the log is corrupt or cannot be replayed
  * @VHDX_ERROR_OUT_OF_RANGE: a request lies outside the virtual disk
+ * @VHDX_ERROR_WOULD_DISCARD_DATA: the change would drop data the image
+ *   stores (shrinking it below its last stored byte); since 0.2
  *
  * Error codes in the `VHDX_ERROR` domain, whose quark string is
  * `vhdx-error-quark`.
@@ -158,6 +176,7 @@ typedef enum {
         VHDX_ERROR_PARENT_MISMATCH,
         VHDX_ERROR_LOG,
         VHDX_ERROR_OUT_OF_RANGE,
+        VHDX_ERROR_WOULD_DISCARD_DATA,
 } VhdxError;
 
 /**

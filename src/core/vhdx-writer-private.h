@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The writer's steps that the operations changing an image's structure
+ * (resize, and the other management operations) are made of: new
+ * identifiers in the headers, file space, BAT entries and other metadata
+ * pages through the journal, read back through its view.  The image must
+ * be opened read-write, and no write may run meanwhile.
+ */
+#pragma once
+
+#include "vhdx-file.h"
+
+G_BEGIN_DECLS
+
+/* The journal's order of a change to the file's structures (region tables,
+ * metadata items, a BAT being laid out): after every BAT and sector bitmap
+ * page, when a commit takes several log sequences. */
+#define VHDX_WRITER_ORDER_STRUCTURE (G_MAXUINT32 + G_GUINT64_CONSTANT (3))
+
+/* G_IO_ERROR_READ_ONLY, _CLOSED or _FAILED unless @file can be changed. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_check (VhdxFile *file, GError **error);
+
+/* New FileWriteGuid (and, for a change of what the disk reads, DataWriteGuid)
+ * before the first change (MS-VHDX 2.2.2). */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_begin_change (VhdxFile *file,
+                                                             gboolean user_visible,
+                                                             GError **error);
+
+/* Read the file as it is with the queued changes made. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_read (VhdxFile *file,
+                                                     guint64 offset,
+                                                     void *buf,
+                                                     gsize count,
+                                                     const char *structure,
+                                                     GError **error);
+
+/* Queue the 4 KiB page at @offset, or zeros over whole pages, for the next
+ * commit, at @order (vhdx_journal_set_page()). */
+void vhdx_writer_queue_page (VhdxFile *file, guint64 offset, const guint8 *page, guint64 order);
+void vhdx_writer_queue_zeros (VhdxFile *file, guint64 offset, guint64 length, guint64 order);
+
+/* Set BAT entry @index of the opened BAT and queue its page. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_set_bat_entry (VhdxFile *file,
+                                                              guint64 index,
+                                                              guint64 entry,
+                                                              GError **error);
+
+/* @size bytes (a 1 MiB multiple) of file space that reads as zeros. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_take_space (VhdxFile *file,
+                                                           guint64 size,
+                                                           guint64 *offset,
+                                                           GError **error);
+
+/* [@start, @end) becomes part of a structure: no block is given space in
+ * it, and the file is extended over it. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_reserve (VhdxFile *file,
+                                                        guint64 start,
+                                                        guint64 end,
+                                                        GError **error);
+
+/* A change failed half made: every later write, flush and close fails
+ * until the image is opened again, which replays its log. */
+void vhdx_writer_fail (VhdxFile *file);
+
+G_END_DECLS
