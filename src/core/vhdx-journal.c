@@ -314,7 +314,7 @@ apply (VhdxJournal *journal, GArray *updates, guint first, guint end, GError **e
                 if (u->data != NULL
                             ? !vhdx_io_write (journal->io, g_bytes_get_data (u->data, NULL),
                                               VHDX_LOG_SECTOR_SIZE, u->offset, error)
-                            : !vhdx_io_write_zeros (journal->io, u->offset, u->length, error))
+                            : !vhdx_io_zero_range (journal->io, u->offset, u->length, FALSE, error))
                         return FALSE;
         }
         return TRUE;

@@ -391,29 +391,43 @@ queue_bat (Resize *r, GError **error)
 {
         VhdxFile *file = r->file;
         g_autofree guint8 *page = g_malloc (PAGE);
+        g_autofree guint8 *current = g_malloc (PAGE);
         g_autoptr (GArray) pages = g_array_new (FALSE, FALSE, sizeof (guint64));
         GHashTableIter iter;
         gpointer key;
+        guint64 end;
 
-        /* The pages with an entry that changes, and those the zeros touch. */
+        /* The pages with an entry that changes, and those the zeros touch;
+         * a fixed image's new entries run from the old end of the table. */
         g_hash_table_iter_init (&iter, r->entries);
         while (g_hash_table_iter_next (&iter, &key, NULL)) {
                 guint64 at = *(guint64 *) key * VHDX_BAT_ENTRY_SIZE / PAGE * PAGE;
 
                 g_array_append_val (pages, at);
         }
-        for (guint64 at = r->zero_start / PAGE * PAGE; at < r->zero_end; at += PAGE) {
-                if (at >= r->zero_start && at + PAGE <= r->zero_end && !page_has_entry (r, at))
+        end = MAX (r->zero_end, r->new_blocks_end > r->new_blocks_first ? r->new_table_bytes : 0);
+        for (guint64 at = r->zero_start / PAGE * PAGE; at < end; at += PAGE) {
+                gboolean zeros = at >= r->zero_start && at + PAGE <= r->zero_end;
+
+                if (page_has_entry (r, at) || (!zeros && at < r->zero_end))
+                        g_array_append_val (pages, at);
+                else if (zeros)
                         vhdx_writer_queue_zeros (file, r->bat_offset + at, PAGE,
                                                  page_order (r, at));
-                else
-                        g_array_append_val (pages, at);
         }
         for (guint i = 0; i < pages->len; i++) {
                 guint64 at = g_array_index (pages, guint64, i);
 
                 if (!build_page (r, at, page, error))
                         return FALSE;
+                /* A page that stays as it is (entries set to what they hold) is left alone. */
+                if (r->bat_offset + at + PAGE <= r->result->old_file_size) {
+                        if (!vhdx_writer_read (file, r->bat_offset + at, current, PAGE, _ ("BAT"),
+                                               error))
+                                return FALSE;
+                        if (memcmp (current, page, PAGE) == 0)
+                                continue;
+                }
                 vhdx_writer_queue_page (file, r->bat_offset + at, page, page_order (r, at));
         }
         return TRUE;
@@ -516,6 +530,11 @@ prepare_grow (Resize *r, GError **error)
         }
         r->zero_start = r->old_table_bytes;
         r->zero_end = r->relocate ? r->new_table_bytes : r->bat_length;
+        /* Past the old end of the file the region is fresh space: zeros already. */
+        if (!r->relocate && r->bat_offset + r->zero_end > r->result->old_file_size)
+                r->zero_end =
+                        MAX (r->zero_start, round_up (r->result->old_file_size, PAGE) -
+                                                    MIN (r->bat_offset, r->result->old_file_size));
         if (info->disk_type != VHDX_DISK_TYPE_FIXED || r->geometry.payload_blocks == old_blocks)
                 return TRUE;
         /* A fixed image's new blocks: one run of fresh space. */
