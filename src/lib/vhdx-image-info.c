@@ -310,7 +310,12 @@ image_get_allocated (VhdxImage *self, guint64 *allocated, GError **error)
         gint writes = g_atomic_int_get (&self->writes);
 
         if (!self->allocated_known || self->allocated_writes != writes) {
-                if (!vhdx_file_get_allocated_bytes (self->handle, &self->allocated, error))
+                gboolean ok;
+
+                g_rw_lock_reader_lock (&self->request_lock);
+                ok = vhdx_file_get_allocated_bytes (self->handle, &self->allocated, error);
+                g_rw_lock_reader_unlock (&self->request_lock);
+                if (!ok)
                         return FALSE;
                 self->allocated_known = TRUE;
                 self->allocated_writes = writes;
@@ -457,9 +462,13 @@ image_get_extents (VhdxImage *self, gpointer data, GCancellable *cancellable, GE
         VhdxMapIter iter;
         VhdxMapExtent extent;
 
-        if (g_cancellable_set_error_if_cancelled (cancellable, error) ||
-            !vhdx_file_check_range (self->handle, range->offset, range->length, error))
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
+        g_rw_lock_reader_lock (&self->request_lock);
+        if (!vhdx_file_check_range (self->handle, range->offset, range->length, error)) {
+                g_rw_lock_reader_unlock (&self->request_lock);
+                return NULL;
+        }
         extents = g_ptr_array_new_with_free_func ((GDestroyNotify) vhdx_extent_free);
         vhdx_map_iter_init (&iter, self->handle, range->offset, range->length);
         while (vhdx_map_iter_next (&iter, &extent, &local_error)) {
@@ -468,6 +477,7 @@ image_get_extents (VhdxImage *self, gpointer data, GCancellable *cancellable, GE
                         break;
         }
         vhdx_map_iter_clear (&iter);
+        g_rw_lock_reader_unlock (&self->request_lock);
         if (local_error != NULL) {
                 g_propagate_error (error, g_steal_pointer (&local_error));
                 return NULL;
@@ -577,12 +587,16 @@ static gpointer
 image_check (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
 {
         g_autoptr (GPtrArray) problems = NULL;
+        gboolean ok;
 
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
         problems = vhdx_problems_new ();
         vhdx_problems_add_all (problems, vhdx_file_get_open_problems (self->handle));
-        if (!vhdx_file_check (self->handle, problems, error))
+        g_rw_lock_reader_lock (&self->request_lock);
+        ok = vhdx_file_check (self->handle, problems, error);
+        g_rw_lock_reader_unlock (&self->request_lock);
+        if (!ok)
                 return NULL;
         return g_steal_pointer (&problems);
 }

@@ -49,11 +49,14 @@ static gpointer
 image_read (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
 {
         VhdxImageRange *range = data;
+        gboolean ok;
 
-        if (!vhdx_file_check_range (self->handle, range->offset, range->length, error))
-                return NULL;
-        return GINT_TO_POINTER (read_chunked (self, range->offset, range->buffer,
-                                              (gsize) range->length, cancellable, error));
+        g_rw_lock_reader_lock (&self->request_lock);
+        ok = vhdx_file_check_range (self->handle, range->offset, range->length, error) &&
+             read_chunked (self, range->offset, range->buffer, (gsize) range->length, cancellable,
+                           error);
+        g_rw_lock_reader_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
 }
 
 static const VhdxImageCall read_call = { .func = image_read, .read_pool = TRUE };
@@ -192,11 +195,15 @@ static gpointer
 image_read_bytes (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
 {
         VhdxImageRange *range = data;
+        gboolean ok;
 
         if (range->length == 0)
                 return g_bytes_new (NULL, 0);
-        if (!read_chunked (self, range->offset, range->buffer, (gsize) range->length, cancellable,
-                           error))
+        g_rw_lock_reader_lock (&self->request_lock);
+        ok = read_chunked (self, range->offset, range->buffer, (gsize) range->length, cancellable,
+                           error);
+        g_rw_lock_reader_unlock (&self->request_lock);
+        if (!ok)
                 return NULL;
         return g_bytes_new_take (g_steal_pointer (&range->buffer), (gsize) range->length);
 }
@@ -457,7 +464,7 @@ image_modify (VhdxImage *self, gpointer data, GCancellable *cancellable, GError 
 
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
-        g_rw_lock_reader_lock (&self->close_lock);
+        g_rw_lock_reader_lock (&self->request_lock);
         /*
          * The engine's refusals of a read-only or closed image come first,
          * as it makes them: an empty write asks for them.  The range is
@@ -469,7 +476,7 @@ image_modify (VhdxImage *self, gpointer data, GCancellable *cancellable, GError 
                 ok = modify_chunked (self, m, cancellable, error);
                 g_atomic_int_inc (&self->writes);
         }
-        g_rw_lock_reader_unlock (&self->close_lock);
+        g_rw_lock_reader_unlock (&self->request_lock);
         return GINT_TO_POINTER (ok);
 }
 
@@ -887,9 +894,14 @@ vhdx_image_discard_finish (VhdxImage *self, GAsyncResult *result, GError **error
 static gpointer
 image_flush (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
 {
+        gboolean ok;
+
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return NULL;
-        return GINT_TO_POINTER (vhdx_file_flush (self->handle, error));
+        g_rw_lock_reader_lock (&self->request_lock);
+        ok = vhdx_file_flush (self->handle, error);
+        g_rw_lock_reader_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
 }
 
 static const VhdxImageCall flush_call = { .func = image_flush };

@@ -31,9 +31,11 @@ struct _VhdxImage {
         GPtrArray *retired_strings;
         GHashTable *parent_locator;
 
-        /* Writes hold it for reading; close() and the update of the GUIDs
-         * after it, for writing: no write runs while the image closes. */
-        GRWLock close_lock;
+        /* Requests that use the engine's image (reads, writes, extents,
+         * checks) hold it for reading; close() and the update of the GUIDs
+         * after it, and resize(), for writing: nothing runs while the
+         * image closes or changes its size. */
+        GRWLock request_lock;
         /* Counts the writes made (atomic), so that the allocated size is
          * counted again after them. */
         gint writes;
@@ -61,6 +63,9 @@ vhdx_image_info (VhdxImage *self)
 {
         return self->handle != NULL ? vhdx_file_get_info (self->handle) : NULL;
 }
+
+/* Notifies VhdxImage:virtual-size, which the engine's image changed. */
+void vhdx_image_notify_virtual_size (VhdxImage *self);
 
 /* A range of the virtual disk, and the buffer of its bytes: what a read or
  * a look at the extents works on. */

@@ -418,7 +418,7 @@ vhdx_image_finalize (GObject *object)
         g_mutex_clear (&self->init_lock);
         g_mutex_clear (&self->allocated_lock);
         g_mutex_clear (&self->parent_lock);
-        g_rw_lock_clear (&self->close_lock);
+        g_rw_lock_clear (&self->request_lock);
 
         G_OBJECT_CLASS (vhdx_image_parent_class)->finalize (object);
 }
@@ -499,7 +499,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
         /**
          * VhdxImage:virtual-size:
          *
-         * The size in bytes of the virtual disk.
+         * The size in bytes of the virtual disk.  It changes, and is
+         * notified, when [method@Vhdx.Image.resize] changes it.
          *
          * Since: 0.1
          */
@@ -710,7 +711,7 @@ vhdx_image_init (VhdxImage *self)
         g_mutex_init (&self->init_lock);
         g_mutex_init (&self->allocated_lock);
         g_mutex_init (&self->parent_lock);
-        g_rw_lock_init (&self->close_lock);
+        g_rw_lock_init (&self->request_lock);
         g_weak_ref_init (&self->parent_ref, NULL);
 }
 
@@ -801,6 +802,12 @@ vhdx_image_new_finish (GAsyncResult *result, GError **error)
         return object != NULL ? VHDX_IMAGE (object) : NULL;
 }
 
+void
+vhdx_image_notify_virtual_size (VhdxImage *self)
+{
+        g_object_notify_by_pspec (G_OBJECT (self), props[PROP_VIRTUAL_SIZE]);
+}
+
 /* Closes the engine's image once no write runs. */
 static gpointer
 image_close (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
@@ -809,9 +816,9 @@ image_close (VhdxImage *self, gpointer data, GCancellable *cancellable, GError *
 
         if (g_cancellable_set_error_if_cancelled (cancellable, error))
                 return FALSE;
-        g_rw_lock_writer_lock (&self->close_lock);
+        g_rw_lock_writer_lock (&self->request_lock);
         ok = vhdx_file_close (self->handle, error);
-        g_rw_lock_writer_unlock (&self->close_lock);
+        g_rw_lock_writer_unlock (&self->request_lock);
         return GINT_TO_POINTER (ok);
 }
 
@@ -833,7 +840,7 @@ image_update_guids (VhdxImage *self)
                 { &self->file_write_guid, &info->file_write_guid, props[PROP_FILE_WRITE_GUID] },
         };
 
-        g_rw_lock_writer_lock (&self->close_lock);
+        g_rw_lock_writer_lock (&self->request_lock);
         for (gsize i = 0; i < G_N_ELEMENTS (guids); i++) {
                 char *text = vhdx_guid_to_string (guids[i].guid);
 
@@ -847,7 +854,7 @@ image_update_guids (VhdxImage *self)
                 g_atomic_pointer_set (guids[i].field, text);
                 guids[i].changed = TRUE;
         }
-        g_rw_lock_writer_unlock (&self->close_lock);
+        g_rw_lock_writer_unlock (&self->request_lock);
         for (gsize i = 0; i < G_N_ELEMENTS (guids); i++) {
                 if (guids[i].changed)
                         g_object_notify_by_pspec (G_OBJECT (self), guids[i].pspec);

@@ -185,6 +185,46 @@ void vhdx_image_close_async (VhdxImage *self,
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 
+/**
+ * VhdxProgressCallback:
+ * @done: how many units of the work are done
+ * @total: how many units there are in all
+ * @user_data: (closure): the data given with the callback
+ *
+ * Reports the progress of a long operation: @done of @total units.
+ * [method@Vhdx.Image.resize] counts the blocks it moves or allocates; a
+ * resize that needs neither may make no report.
+ *
+ * Since: 0.2
+ */
+typedef void (*VhdxProgressCallback) (guint64 done, guint64 total, gpointer user_data);
+
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_resize (VhdxImage *self,
+                            guint64 size,
+                            VhdxResizeFlags flags,
+                            VhdxProgressCallback progress_callback,
+                            gpointer progress_data,
+                            GCancellable *cancellable,
+                            GError **error);
+void vhdx_image_resize_async (VhdxImage *self,
+                              guint64 size,
+                              VhdxResizeFlags flags,
+                              int io_priority,
+                              VhdxProgressCallback progress_callback,
+                              gpointer progress_data,
+                              GDestroyNotify progress_data_free,
+                              GCancellable *cancellable,
+                              GAsyncReadyCallback callback,
+                              gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_resize_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_get_minimum_size (VhdxImage *self,
+                                      guint64 *size,
+                                      GCancellable *cancellable,
+                                      GError **error);
+
 G_GNUC_WARN_UNUSED_RESULT
 GPtrArray *vhdx_image_get_extents (VhdxImage *self,
                                    guint64 offset,

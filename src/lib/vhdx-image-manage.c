@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* VhdxImage's management operations: changing the image itself rather than its virtual disk's
+ * data. */
+#include "config.h"
+
+#include "vhdx-image-private.h"
+#include "vhdx-resize.h"
+#include "vhdx-writer.h"
+
+/* The smallest size */
+
+/**
+ * vhdx_image_get_minimum_size:
+ * @self: an image
+ * @size: (out): return location for the size, in bytes
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Finds the smallest size that [method@Vhdx.Image.resize] can shrink the
+ * virtual disk to without dropping data: the end of the last block that
+ * stores anything, rounded up to the logical sector size, or 0 when
+ * nothing is stored.  A fixed image's blocks all store data, so its
+ * minimum is its size; a differencing image counts only the sectors it
+ * stores itself, not those of its parents.
+ *
+ * This reads the whole block allocation table.
+ *
+ * Returns: %TRUE with @size set; %FALSE with @error set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_get_minimum_size (VhdxImage *self,
+                             guint64 *size,
+                             GCancellable *cancellable,
+                             GError **error)
+{
+        gboolean ok;
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (size != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return FALSE;
+        g_rw_lock_reader_lock (&self->request_lock);
+        ok = vhdx_file_get_minimum_size (self->handle, size, error);
+        g_rw_lock_reader_unlock (&self->request_lock);
+        return ok;
+}
+
+/* Resizing */
+
+/*
+ * The progress of an asynchronous resize, reported in the caller's main
+ * context.  The worker keeps only the latest figures and queues one
+ * report at a time, so that a resize of millions of blocks does not queue
+ * millions of them; the reports and the task's end run in that context,
+ * which the last report before the end is delivered in first.
+ */
+typedef struct {
+        GMutex lock;
+        GMainContext *context;
+        int priority;
+        VhdxProgressCallback callback; /* NULL once the resize ended */
+        gpointer data;
+        GDestroyNotify data_free;
+        guint64 done;
+        guint64 total;
+        gboolean queued; /* a report is queued with these figures */
+} ResizeProgress;
+
+static void
+resize_progress_clear (gpointer data)
+{
+        ResizeProgress *progress = data;
+
+        g_mutex_clear (&progress->lock);
+        g_main_context_unref (progress->context);
+}
+
+static void
+resize_progress_unref (gpointer data)
+{
+        g_atomic_rc_box_release_full (data, resize_progress_clear);
+}
+
+/* In the caller's context: the latest figures, if not reported yet. */
+static gboolean
+resize_progress_deliver (gpointer data)
+{
+        ResizeProgress *progress = data;
+        VhdxProgressCallback callback;
+        gpointer callback_data;
+        guint64 done;
+        guint64 total;
+
+        g_mutex_lock (&progress->lock);
+        callback = progress->queued ? progress->callback : NULL;
+        callback_data = progress->data;
+        done = progress->done;
+        total = progress->total;
+        progress->queued = FALSE;
+        g_mutex_unlock (&progress->lock);
+        if (callback != NULL)
+                callback (done, total, callback_data);
+        return G_SOURCE_REMOVE;
+}
+
+/* In the worker: the engine's report, queued to the caller's context. */
+static void
+resize_progress_queue (guint64 done, guint64 total, gpointer data)
+{
+        ResizeProgress *progress = data;
+        gboolean queue;
+
+        g_mutex_lock (&progress->lock);
+        progress->done = done;
+        progress->total = total;
+        queue = !progress->queued;
+        progress->queued = TRUE;
+        g_mutex_unlock (&progress->lock);
+        if (queue)
+                g_main_context_invoke_full (progress->context, progress->priority,
+                                            resize_progress_deliver,
+                                            g_atomic_rc_box_acquire (progress),
+                                            resize_progress_unref);
+}
+
+/* In the caller's context, once the resize ended: the last report, then
+ * the callback's data freed; reports still queued find no callback. */
+static void
+resize_progress_end (ResizeProgress *progress)
+{
+        GDestroyNotify data_free;
+        gpointer data;
+
+        resize_progress_deliver (progress);
+        g_mutex_lock (&progress->lock);
+        progress->callback = NULL;
+        data_free = g_steal_pointer (&progress->data_free);
+        data = g_steal_pointer (&progress->data);
+        g_mutex_unlock (&progress->lock);
+        if (data_free != NULL)
+                data_free (data);
+}
+
+/* A resize: its arguments, how it reports progress, and whether it
+ * changed the size. */
+typedef struct {
+        guint64 size;
+        VhdxResizeFlags flags;
+        VhdxProgressFunc progress_func;
+        gpointer progress_data;
+        ResizeProgress *progress; /* asynchronous resizes */
+        gboolean changed;
+} Resize;
+
+static void
+resize_free (gpointer data)
+{
+        Resize *resize = data;
+
+        if (resize->progress != NULL) {
+                /* Only when the task ends before its worker ran. */
+                resize_progress_end (resize->progress);
+                resize_progress_unref (resize->progress);
+        }
+        g_free (resize);
+}
+
+/* Resizes the engine's image once no other request runs, and none starts
+ * before it ends. */
+static gpointer
+image_resize (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
+{
+        Resize *resize = data;
+        VhdxResizeResult result = { 0 };
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        g_rw_lock_writer_lock (&self->request_lock);
+        /* The engine's refusals of a read-only or closed image, as writes
+         * get them: an empty write asks for them. */
+        ok = vhdx_file_write (self->handle, 0, NULL, 0, VHDX_WRITE_FLAGS_NONE, error) &&
+             vhdx_file_resize (self->handle, resize->size, resize->flags, resize->progress_func,
+                               resize->progress_data, cancellable, &result, error);
+        if (ok)
+                resize->changed = result.old_size != result.new_size;
+        /* Blocks dropped or allocated: the allocated size is counted again. */
+        g_atomic_int_inc (&self->writes);
+        g_rw_lock_writer_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
+}
+
+static const VhdxImageCall resize_call = { .func = image_resize };
+
+/**
+ * vhdx_image_resize:
+ * @self: an image opened read-write
+ * @size: the new size of the virtual disk, in bytes: a multiple of the
+ *   logical sector size, at most 64 TiB
+ * @flags: how to shrink the disk
+ * @progress_callback: (scope call) (nullable) (closure progress_data): called
+ *   as blocks are moved or allocated, or %NULL
+ * @progress_data: data for @progress_callback
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Changes the size of the virtual disk, as Hyper-V's `Resize-VHD` does.
+ *
+ * Growing the disk, the new part reads as zeros (as the parent's data for
+ * a differencing image); a fixed image gets the new blocks allocated in
+ * the file.  When the block allocation table no longer fits its region,
+ * the payload blocks that follow it are moved to the end of the file.
+ *
+ * Shrinking the disk fails with %VHDX_ERROR_WOULD_DISCARD_DATA, naming the
+ * first byte stored past @size, unless nothing is stored there
+ * ([method@Vhdx.Image.get_minimum_size] says how small the disk can get) or
+ * @flags has %VHDX_RESIZE_FLAGS_DISCARD_DATA: the blocks past the end are
+ * then dropped and the file gets shorter.
+ *
+ * The data up to the smaller of the two sizes reads as before.  Each step
+ * goes through the image's log, so that a crash leaves the old size or the
+ * new one; the call ends with a flush, after which the new size is
+ * durable.  No other request of the image runs meanwhile: those running
+ * end first, later ones wait.  On success,
+ * [property@Vhdx.Image:virtual-size] takes the new size and is notified
+ * when it changed.
+ *
+ * @progress_callback runs in the calling thread while no other request of
+ * the image can: it must not read or write the image.  A program with a
+ * main loop should call [method@Vhdx.Image.resize_async] instead.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set:
+ *   %G_IO_ERROR_READ_ONLY for an image not opened read-write,
+ *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close],
+ *   %VHDX_ERROR_WOULD_DISCARD_DATA, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_resize (VhdxImage *self,
+                   guint64 size,
+                   VhdxResizeFlags flags,
+                   VhdxProgressCallback progress_callback,
+                   gpointer progress_data,
+                   GCancellable *cancellable,
+                   GError **error)
+{
+        Resize resize = { size, flags, progress_callback, progress_data, NULL, FALSE };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (image_resize (self, &resize, cancellable, error) == NULL)
+                return FALSE;
+        if (resize.changed)
+                vhdx_image_notify_virtual_size (self);
+        return TRUE;
+}
+
+/* Back in the caller's context: the last report, the notification, and
+ * the end of the task of resize_async(). */
+static void
+resize_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+        g_autoptr (GTask) task = user_data;
+        Resize *resize = g_task_get_task_data (task);
+        GError *error = NULL;
+
+        if (resize->progress != NULL) {
+                resize_progress_end (resize->progress);
+                g_clear_pointer (&resize->progress, resize_progress_unref);
+        }
+        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
+                g_task_return_error (task, error);
+                return;
+        }
+        if (resize->changed)
+                vhdx_image_notify_virtual_size (VHDX_IMAGE (source));
+        g_task_return_boolean (task, TRUE);
+}
+
+/**
+ * vhdx_image_resize_async:
+ * @self: an image opened read-write
+ * @size: the new size of the virtual disk, in bytes
+ * @flags: how to shrink the disk
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @progress_callback: (scope notified) (nullable) (closure progress_data)
+ *   (destroy progress_data_free): called as blocks are moved or allocated,
+ *   or %NULL
+ * @progress_data: data for @progress_callback
+ * @progress_data_free: (nullable): frees @progress_data once
+ *   @progress_callback is no longer called
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async) (closure user_data): called when the disk has
+ *   its new size
+ * @user_data: data for @callback
+ *
+ * Resizes the virtual disk in a worker thread, as
+ * [method@Vhdx.Image.resize] does.  @progress_callback and the
+ * notification of [property@Vhdx.Image:virtual-size] run in the
+ * thread-default main context of the caller, as @callback does, and before
+ * it; @progress_data_free is called there too, before @callback.  Call
+ * [method@Vhdx.Image.resize_finish] from @callback.
+ *
+ * A cancellation noticed before the resize starts changes nothing; once it
+ * has started, whether it stops is the resize's choice, and the result
+ * says what it did.
+ *
+ * Since: 0.2
+ */
+void
+vhdx_image_resize_async (VhdxImage *self,
+                         guint64 size,
+                         VhdxResizeFlags flags,
+                         int io_priority,
+                         VhdxProgressCallback progress_callback,
+                         gpointer progress_data,
+                         GDestroyNotify progress_data_free,
+                         GCancellable *cancellable,
+                         GAsyncReadyCallback callback,
+                         gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+        g_autoptr (GTask) worker = NULL;
+        Resize *resize;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = vhdx_image_task_new (self, vhdx_image_resize_async, io_priority, cancellable,
+                                    callback, user_data);
+        g_task_set_check_cancellable (task, FALSE);
+        resize = g_new0 (Resize, 1);
+        resize->size = size;
+        resize->flags = flags;
+        if (progress_callback != NULL || progress_data_free != NULL) {
+                ResizeProgress *progress = g_atomic_rc_box_new0 (ResizeProgress);
+
+                g_mutex_init (&progress->lock);
+                progress->context = g_main_context_ref (g_task_get_context (task));
+                progress->priority = io_priority;
+                progress->callback = progress_callback;
+                progress->data = progress_data;
+                progress->data_free = progress_data_free;
+                resize->progress = progress;
+                if (progress_callback != NULL) {
+                        resize->progress_func = resize_progress_queue;
+                        resize->progress_data = progress;
+                }
+        }
+        /* The outer task holds the resize, which the worker borrows: it
+         * keeps the outer task until resize_done() ran. */
+        g_task_set_task_data (task, resize, resize_free);
+        worker = vhdx_image_task_new (self, image_resize, io_priority, cancellable, resize_done,
+                                      g_steal_pointer (&task));
+        g_task_set_check_cancellable (worker, FALSE);
+        vhdx_image_task_run (g_steal_pointer (&worker), &resize_call, resize, NULL);
+}
+
+/**
+ * vhdx_image_resize_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.resize_async].
+ *
+ * Returns: %TRUE if the virtual disk has its new size; %FALSE with @error
+ *   set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_resize_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return vhdx_image_task_finish (self, result, vhdx_image_resize_async, error);
+}
