@@ -116,5 +116,6 @@ int cli_cmd_map (int argc, char **argv);
 int cli_cmd_cat (int argc, char **argv);
 int cli_cmd_convert (int argc, char **argv);
 int cli_cmd_create (int argc, char **argv);
+int cli_cmd_resize (int argc, char **argv);
 
 G_END_DECLS

@@ -958,6 +958,38 @@ class Examples:
         expect(read_file(place.path('disk.raw')) == read_file(child_raw), 'disk.raw differs')
         return 'info describes the checkpoint alone; cat finds its parent in the folder'
 
+    def resize_shown(self, place, block, raw):
+        """Run @block, which resizes disk.vhdx to 8 GiB and shows it with
+        `vhdx info`; QEMU reads the result as @raw (None: zeros) extended
+        with zeros."""
+        out, _ = place.run_ok(block.text)
+        image = place.path('disk.vhdx')
+        qemu = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', image]),
+                                   'qemu-img info').stdout)
+        expect_equal(qemu['virtual-size'], 8 << 30, 'qemu-img info virtual-size')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', image]), 'qemu-img check')
+        expect('(%d bytes)' % (8 << 30) in out, 'vhdx info does not show 8 GiB: %s' % out)
+        expected = place.path('expected.raw')
+        with open(expected, 'wb') as f:
+            if raw is not None:
+                f.write(read_file(raw))
+            f.truncate(8 << 30)
+        check_ok(run(['qemu-img', 'compare', '-q', '-f', 'vhdx', '-F', 'raw', image, expected]),
+                 'qemu-img compare')
+
+    def resize_new(self, block):
+        place = self.place()
+        self.resize_shown(place, block, None)
+        return 'qemu-img: a clean 8 GiB image that reads as zeros; info shows the size'
+
+    def resize_qemu_image(self, block):
+        place = self.place()
+        image = place.path('disk.vhdx')
+        qemu_image(image, 1 << 30, [(0x71, 0, MiB), (0x72, (1 << 30) - 4096, 4096)])
+        qemu_raw(image, place.path('disk.raw'))
+        self.resize_shown(place, block, place.path('disk.raw'))
+        return 'qemu-img: a clean 8 GiB image, its first GiB as before, zeros after'
+
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
                    'timings, which no test may assert')
@@ -1033,6 +1065,8 @@ HANDLERS = {
     ('docs/vhdx.1', 'vhdx convert --source-parent=/srv/base.vhdx child.avhdx disk.raw'):
         Examples.convert_moved_parent,
     ('docs/vhdx.1', 'vhdx info disk.avhdx'): Examples.export_folder,
+    ('docs/vhdx.1', 'vhdx resize disk.vhdx +9G'): Examples.resize_qemu_image,
+    ('README.md', 'vhdx create disk.vhdx 1G'): Examples.resize_new,
 }
 
 
