@@ -25,7 +25,7 @@
  *
  * This reads the whole block allocation table.
  *
- * Returns: %TRUE with @size set; %FALSE with @error set
+ * Returns: (skip): %TRUE with @size set; %FALSE with @error set
  *
  * Since: 0.2
  */

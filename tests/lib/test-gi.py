@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 
 import gi
@@ -35,6 +36,7 @@ from gi.repository import GLib, Gio, Vhdx  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'common'))
 import vhdxspec  # noqa: E402
 
+GiB = 1024 * 1024 * 1024
 MiB = 1024 * 1024
 KiB = 1024
 
@@ -739,6 +741,88 @@ class Tests:
         del image
         with open(img.path, 'rb') as f:
             expect_equal(hashlib.sha256(f.read()).hexdigest(), before, 'sha256 of the file')
+
+    # resizing: QEMU reads the resized image back as the model of its
+    # disk, cut or extended with zeros
+
+    def test_resize(self):
+        img, path, model = self.writable_copy('dynamic')
+        gfile = Gio.File.new_for_path(path)
+        read_only = img.open()
+        expect_error(lambda: read_only.resize(80 * MiB, Vhdx.ResizeFlags.NONE, None, None, None),
+                     'g-io-error-quark', Gio.IOErrorEnum.READ_ONLY, 'resize of a read-only image')
+        read_only = None
+
+        image = Vhdx.Image.new(gfile, Vhdx.OpenFlags.READ_WRITE, None)
+        # QEMU wrote into block 39 of 1 MiB, the last of the disk.
+        expect_equal(image.get_minimum_size(None), 40 * MiB, 'minimum size')
+        notified = []
+        image.connect('notify::virtual-size', lambda obj, pspec: notified.append(
+            obj.props.virtual_size))
+        reports = []
+        # 200 GiB of 1 MiB blocks needs a larger BAT than QEMU made.
+        size = 200 * GiB
+        image.resize(size, Vhdx.ResizeFlags.NONE,
+                     lambda done, total, data: reports.append((done, total, data)), 'data',
+                     None)
+        expect_equal((image.props.virtual_size, image.get_virtual_size()), (size, size),
+                     'virtual-size after resize')
+        expect_equal(notified, [size], 'notify::virtual-size')
+        expect(all(data == 'data' and done <= total for done, total, data in reports),
+               'progress reports: %r' % reports[:10])
+        expect([r[0] for r in reports] == sorted(r[0] for r in reports),
+               'progress only goes forward: %r' % reports[:10])
+        expect(image.read_bytes(0, len(model), None).get_data() == bytes(model),
+               'the disk reads as before')
+        expect_equal(image.read_bytes(size - MiB, 2 * MiB, None).get_data(), bytes(MiB),
+                     'the end of the grown disk reads as zeros')
+        expect_error(lambda: image.resize(20 * MiB, Vhdx.ResizeFlags.NONE, None, None, None),
+                     'vhdx-error-quark', Vhdx.Error.WOULD_DISCARD_DATA,
+                     'shrinking over stored data')
+        expect_equal((image.props.virtual_size, notified), (size, [size]),
+                     'a refused resize changes nothing')
+        image.resize(size, Vhdx.ResizeFlags.NONE, None, None, None)
+        expect_equal(notified, [size], 'a resize to the same size notifies nothing')
+        image.close(None)
+        image = None
+        self.check_with_qemu(path, bytes(model) + bytes(size - len(model)))
+
+    def test_resize_async(self):
+        img = self.image('odd')
+        path = os.path.join(self.workdir, 'resized-odd.vhdx')
+        shutil.copyfile(img.path, path)
+        model = img.raw
+        image = open_async(Gio.File.new_for_path(path), Vhdx.OpenFlags.READ_WRITE)
+        main_thread = threading.get_ident()
+        events = []
+        image.connect('notify::virtual-size', lambda obj, pspec: events.append(
+            ('notify', obj.props.virtual_size, threading.get_ident())))
+
+        def progress(done, total, data):
+            events.append(('progress', done <= total, threading.get_ident()))
+
+        def resize(size, flags):
+            return run_loop(lambda done: image.resize_async(
+                size, flags, GLib.PRIORITY_DEFAULT, progress, None, None,
+                finisher(lambda source, result: (events.append(('done', None, None)),
+                                                 source.resize_finish(result))[1], done)))
+
+        # Block 2 (64-96 MiB) is stored: shrinking to 40 MiB drops it.
+        expect_error(lambda: resize(40 * MiB, Vhdx.ResizeFlags.NONE), 'vhdx-error-quark',
+                     Vhdx.Error.WOULD_DISCARD_DATA, 'shrinking over stored data')
+        expect_equal(image.props.virtual_size, 70 * MiB, 'virtual-size after the refusal')
+        expect(not [e for e in events if e[0] == 'notify'], 'no notify: %r' % events)
+        del events[:]
+        resize(40 * MiB, Vhdx.ResizeFlags.DISCARD_DATA)
+        expect_equal(image.props.virtual_size, 40 * MiB, 'virtual-size after resize_async')
+        expect_equal([e for e in events if e[0] != 'progress'],
+                     [('notify', 40 * MiB, main_thread), ('done', None, None)],
+                     'notify in the main context, before the callback')
+        expect(all(e[1] and e[2] == main_thread for e in events if e[0] == 'progress'),
+               'progress in the main context: %r' % events)
+        image.close(None)
+        image = None
+        self.check_with_qemu(path, bytes(model[:40 * MiB]))
 
     def test_io_stream(self):
         img, path, model = self.writable_copy('fixed')
