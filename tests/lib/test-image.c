@@ -1896,6 +1896,109 @@ test_write_cancelled_midway (void)
 
 /* Streams: seek, write and flush through the output stream, read back
  * through the input stream. */
+/* The progress of an asynchronous resize: where and how often it was
+ * reported, and whether its data was freed, once. */
+typedef struct {
+        guint reports;
+        gboolean backwards;
+        gboolean over_total;
+        gboolean in_other_thread;
+        GThread *loop_thread;
+        guint64 last_done;
+        guint freed;
+} ResizeReports;
+
+static void
+resize_report (guint64 done, guint64 total, gpointer user_data)
+{
+        ResizeReports *reports = user_data;
+
+        g_assert_cmpuint (reports->freed, ==, 0);
+        reports->reports++;
+        reports->backwards |= done < reports->last_done;
+        reports->over_total |= done > total;
+        reports->in_other_thread |= g_thread_self () != reports->loop_thread;
+        reports->last_done = done;
+}
+
+static void
+resize_reports_free (gpointer user_data)
+{
+        ((ResizeReports *) user_data)->freed++;
+}
+
+/* An image of QEMU's grown asynchronously far past what its BAT region
+ * maps: the progress and the notification come in the loop's thread, the
+ * data as before, zeros after, and QEMU finds the image clean. */
+static void
+test_resize_async (void)
+{
+        g_autoptr (Disk) disk = NULL;
+        g_autoptr (VhdxImage) image = NULL;
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = random_bytes (3 * MiB, 21);
+        g_autofree guint8 *tail = g_malloc (MiB);
+        g_autofree guint8 *zeros = g_malloc0 (MiB);
+        const guint64 size = G_GUINT64_CONSTANT (200) << 30;
+        const char *check[] = { "qemu-img", "check", "-q", "-f", "vhdx", NULL, NULL };
+        Waiter waiter = { 0 };
+        ResizeReports reports = { .loop_thread = g_thread_self () };
+        Notified notified = { 0 };
+
+        if (!have_qemu_img ())
+                return;
+        disk = disk_new (8 * MiB);
+        waiter.loop = g_main_loop_new (NULL, FALSE);
+
+        /* Read-only: refused, and the progress data freed all the same. */
+        image = disk_open (disk, VHDX_OPEN_FLAGS_NONE);
+        vhdx_image_resize_async (image, size, VHDX_RESIZE_FLAGS_NONE, G_PRIORITY_DEFAULT,
+                                 resize_report, &reports, resize_reports_free, NULL, waiter_done,
+                                 &waiter);
+        g_assert_false (vhdx_image_resize_finish (image, waiter_wait (&waiter), &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY);
+        g_clear_error (&error);
+        waiter_clear (&waiter);
+        g_assert_cmpuint (reports.freed, ==, 1);
+        g_assert_cmpuint (reports.reports, ==, 0);
+        /* The worker thread drops its reference to the task, and so to
+         * the image and its lock, once the task has returned. */
+        g_object_add_weak_pointer (G_OBJECT (image), (gpointer *) &image);
+        g_object_unref (image);
+        for (guint i = 0; g_atomic_pointer_get (&image) != NULL && i < 60000; i++)
+                g_usleep (1000);
+        g_assert_null (image);
+
+        image = disk_open (disk, VHDX_OPEN_FLAGS_READ_WRITE);
+        test_assert_ok (vhdx_image_write_bytes (image, 2 * MiB + 512, bytes, VHDX_WRITE_FLAGS_NONE,
+                                                NULL, &error),
+                        error);
+        model_write (disk, 2 * MiB + 512, bytes);
+        g_signal_connect (image, "notify::virtual-size", G_CALLBACK (count_notify), &notified);
+        reports.freed = 0;
+        vhdx_image_resize_async (image, size, VHDX_RESIZE_FLAGS_NONE, G_PRIORITY_DEFAULT,
+                                 resize_report, &reports, resize_reports_free, NULL, waiter_done,
+                                 &waiter);
+        test_assert_ok (vhdx_image_resize_finish (image, waiter_wait (&waiter), &error), error);
+        waiter_clear (&waiter);
+        g_assert_cmpuint (reports.freed, ==, 1);
+        g_assert_false (reports.backwards);
+        g_assert_false (reports.over_total);
+        g_assert_false (reports.in_other_thread);
+        g_assert_cmpuint (notified.count, ==, 1);
+        g_assert_true (notified.thread == g_thread_self ());
+        g_assert_cmpuint (vhdx_image_get_virtual_size (image), ==, size);
+        assert_reads_model (image, disk);
+        test_assert_ok (vhdx_image_read (image, size - MiB, tail, MiB, NULL, &error), error);
+        test_assert_bytes_equal (tail, zeros, MiB, size - MiB, "the end of the grown disk");
+        test_assert_ok (vhdx_image_close (image, NULL, &error), error);
+        g_clear_object (&image);
+        g_main_loop_unref (waiter.loop);
+
+        check[5] = disk->path;
+        test_run (check);
+}
+
 static void
 test_write_stream (void)
 {
@@ -2123,6 +2226,7 @@ main (int argc, char **argv)
         g_test_add_func ("/image/write/cancelled-midway", test_write_cancelled_midway);
         g_test_add_func ("/image/write/stream", test_write_stream);
         g_test_add_func ("/image/lock/in-use", test_lock_in_use);
+        g_test_add_func ("/image/resize/async", test_resize_async);
 
         return g_test_run ();
 }
