@@ -18,10 +18,10 @@
  *
  * Finds the smallest size that [method@Vhdx.Image.resize] can shrink the
  * virtual disk to without dropping data: the end of the last block that
- * stores anything, rounded up to the logical sector size, or 0 when
- * nothing is stored.  A fixed image's blocks all store data, so its
- * minimum is its size; a differencing image counts only the sectors it
- * stores itself, not those of its parents.
+ * stores data (or the virtual size, when the disk ends inside that block),
+ * or 0 when no block does.  Every block of a fixed image stores data, so
+ * its minimum is its size; a differencing image counts only the blocks
+ * where it stores sectors itself, not those of its parents.
  *
  * This reads the whole block allocation table.
  *
@@ -205,7 +205,7 @@ static const VhdxImageCall resize_call = { .func = image_resize };
  *   logical sector size, at most 64 TiB
  * @flags: how to shrink the disk
  * @progress_callback: (scope call) (nullable) (closure progress_data): called
- *   as blocks are moved or allocated, or %NULL
+ *   as blocks are moved, or %NULL
  * @progress_data: data for @progress_callback
  * @cancellable: (nullable): a cancellable
  * @error: return location for an error
@@ -213,20 +213,24 @@ static const VhdxImageCall resize_call = { .func = image_resize };
  * Changes the size of the virtual disk, as Hyper-V's `Resize-VHD` does.
  *
  * Growing the disk, the new part reads as zeros (as the parent's data for
- * a differencing image); a fixed image gets the new blocks allocated in
- * the file.  When the block allocation table no longer fits its region,
- * the payload blocks that follow it are moved to the end of the file.
+ * a differencing image, past the block that held the old end); a fixed
+ * image gets the new blocks allocated in the file.  When the block
+ * allocation table no longer fits its region, the payload blocks that
+ * follow it are moved to the end of the file, or the table moves to a new
+ * region there when another structure follows it.
  *
  * Shrinking the disk fails with %VHDX_ERROR_WOULD_DISCARD_DATA, naming the
  * first byte stored past @size, unless nothing is stored there
  * ([method@Vhdx.Image.get_minimum_size] says how small the disk can get) or
- * @flags has %VHDX_RESIZE_FLAGS_DISCARD_DATA: the blocks past the end are
- * then dropped and the file gets shorter.
+ * @flags has %VHDX_RESIZE_FLAGS_DISCARD_DATA: the blocks wholly past the
+ * new end are then dropped (their file space stays in the file, unused),
+ * and the block that holds the new end keeps its data up to it.
  *
- * The data up to the smaller of the two sizes reads as before.  Each step
- * goes through the image's log, so that a crash leaves the old size or the
- * new one; the call ends with a flush, after which the new size is
- * durable.  No other request of the image runs meanwhile: those running
+ * The data up to the smaller of the two sizes reads as before.  The change
+ * is committed at once through the image's log, in the flush that ends the
+ * call, so that a crash leaves the old size or the new one; a failure or a
+ * cancellation before that commit leaves the old size (with the file
+ * perhaps longer).  No other request of the image runs meanwhile: those running
  * end first, later ones wait.  On success,
  * [property@Vhdx.Image:virtual-size] takes the new size and is notified
  * when it changed.
@@ -294,8 +298,7 @@ resize_done (GObject *source, GAsyncResult *result, gpointer user_data)
  * @flags: how to shrink the disk
  * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
  * @progress_callback: (scope notified) (nullable) (closure progress_data)
- *   (destroy progress_data_free): called as blocks are moved or allocated,
- *   or %NULL
+ *   (destroy progress_data_free): called as blocks are moved, or %NULL
  * @progress_data: data for @progress_callback
  * @progress_data_free: (nullable): frees @progress_data once
  *   @progress_callback is no longer called

@@ -192,8 +192,9 @@ gboolean vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError 
  * @user_data: (closure): the data given with the callback
  *
  * Reports the progress of a long operation: @done of @total units.
- * [method@Vhdx.Image.resize] counts the blocks it moves or allocates; a
- * resize that needs neither may make no report.
+ * [method@Vhdx.Image.resize] counts the blocks it moves out of the way of a
+ * growing block allocation table; a resize that moves none may make no
+ * report.
  *
  * Since: 0.2
  */
