@@ -569,9 +569,10 @@ prepare_shrink (Resize *r, VhdxResizeFlags flags, GError **error)
 
                 g_set_error (error, VHDX_ERROR, VHDX_ERROR_WOULD_DISCARD_DATA,
                              _ ("The image stores data past %" PRIu64 " bytes: block %" PRIu64
-                                " at virtual offset %" PRIu64 " holds some; it can shrink to "
-                                "%" PRIu64 " bytes without losing data"),
-                             new_size, scan.first, MAX (start, new_size), minimum);
+                                " (virtual offsets %" PRIu64 " to %" PRIu64 ") holds some; it "
+                                "can shrink to %" PRIu64 " bytes without losing data"),
+                             new_size, scan.first, start,
+                             MIN (start + info->block_size, info->virtual_size), minimum);
                 return FALSE;
         }
         /* The block that holds the new end keeps its data up to it. */

@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The benchmarks of the operations that change an image: each command
+against what the same image costs to open and describe (`vhdx info`), in one
+run; prints a markdown table of medians and ratios.
+
+    bench-manage.py --builddir BUILD [--runs N] [--samples DIR] [CASE...]
+
+Cases: resize-grow (an empty 1 TiB dynamic image, made by `vhdx create`, by
+`qemu-img create`, and the Hyper-V sample grown from 1 GiB, grown to 64 TiB:
+the BAT grows from 256 KiB to 16 MiB and its region with it, over the blocks
+that follow it or to the end of the file), resize-refused (shrinking a 64 TiB
+image whose last block holds data: the refusal reads the whole BAT).  Each
+resize runs on a fresh copy of the image and ends with its flushes to the
+disk; `vhdx info` reads.
+"""
+
+import argparse
+import bz2
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GiB = 1 << 30
+TiB = 1 << 40
+
+
+def timed(argv, expect=0):
+    start = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if result.returncode != expect:
+        raise RuntimeError(f'{argv}: exit {result.returncode}, expected {expect}: '
+                           f'{result.stderr.decode(errors="replace")}')
+    return elapsed
+
+
+class Bench:
+    def __init__(self, builddir, runs, samples):
+        self.vhdx = os.path.join(os.path.abspath(builddir), 'src', 'cli', 'vhdx')
+        self.runs = runs
+        self.samples = samples
+        self.tmp = tempfile.mkdtemp(prefix='vhdx-bench-manage-')
+        self.rows = []
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def say(self, text):
+        print(text, file=sys.stderr, flush=True)
+
+    def images(self):
+        """The empty 1 TiB images, by who made them."""
+        made = []
+        ours = self.path('ours.vhdx')
+        subprocess.run([self.vhdx, 'create', ours, '1T'], check=True)
+        made.append(('vhdx create', ours))
+        if shutil.which('qemu-img'):
+            qemu = self.path('qemu.vhdx')
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'vhdx', qemu, '1T'], check=True)
+            made.append(('qemu-img', qemu))
+        sample = os.path.join(self.samples or '', 'iotest-dynamic-1G.vhdx.bz2')
+        if self.samples and os.path.exists(sample):
+            hyperv = self.path('hyperv.vhdx')
+            with bz2.open(sample) as f, open(hyperv, 'wb') as out:
+                shutil.copyfileobj(f, out)
+            made.append(('Hyper-V (1 GiB)', hyperv))
+        return made
+
+    def copy(self, image):
+        work = self.path('work.vhdx')
+        shutil.copyfile(image, work)
+        return work
+
+    def row(self, case, made_by, command, info):
+        self.rows.append((case, made_by, command, info))
+        self.say(f'{case} ({made_by}): {command * 1000:.1f} ms, vhdx info '
+                 f'{info * 1000:.1f} ms, {command / info:.2f}x')
+
+    def case_resize_grow(self):
+        for made_by, image in self.images():
+            times, infos = [], []
+            for _ in range(self.runs):
+                work = self.copy(image)
+                times.append(timed([self.vhdx, 'resize', work, '64T']))
+                infos.append(timed([self.vhdx, 'info', work]))
+            self.row('resize to 64 TiB', made_by, statistics.median(times),
+                     statistics.median(infos))
+
+    def case_resize_refused(self):
+        image = self.path('full.vhdx')
+        subprocess.run([self.vhdx, 'create', image, '64T'], check=True)
+        # The last block holds data, written by QEMU.
+        if shutil.which('qemu-io') is None:
+            self.say('resize-refused: qemu-io is not installed, skipped')
+            return
+        subprocess.run(['qemu-io', '-f', 'vhdx', '-c', f'write -P 0x5a {64 * TiB - 4096} 4096',
+                        image], check=True, stdout=subprocess.DEVNULL)
+        times, infos = [], []
+        for _ in range(self.runs):
+            times.append(timed([self.vhdx, 'resize', image, '1G'], expect=1))
+            infos.append(timed([self.vhdx, 'info', image]))
+        self.row('shrink 64 TiB to 1 GiB, refused', 'vhdx create', statistics.median(times),
+                 statistics.median(infos))
+
+    def table(self):
+        print('| case | image made by | vhdx command | vhdx info | ratio |')
+        print('|---|---|---|---|---|')
+        for case, made_by, command, info in self.rows:
+            print(f'| {case} | {made_by} | {command * 1000:.1f} ms | {info * 1000:.1f} ms | '
+                  f'{command / info:.2f}x |')
+
+
+CASES = ['resize-grow', 'resize-refused']
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--builddir', required=True)
+    parser.add_argument('--runs', type=int, default=7)
+    parser.add_argument('--samples')
+    parser.add_argument('cases', nargs='*')
+    args = parser.parse_args()
+    bench = Bench(args.builddir, args.runs, args.samples)
+    try:
+        for case in args.cases or CASES:
+            if case not in CASES:
+                parser.error(f'unknown case {case}')
+            getattr(bench, 'case_' + case.replace('-', '_'))()
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    bench.table()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
