@@ -18,6 +18,8 @@
 #include "test-util.h"
 #include "vhdx-create.h"
 #include "vhdx-map.h"
+#include "vhdx-metadata.h"
+#include "vhdx-relink.h"
 #include "vhdx-resize.h"
 #include "vhdx-writer.h"
 
@@ -601,7 +603,13 @@ typedef struct {
         guint32 entry_limit; /* log entries of at most this many bytes; 0: half the log */
         guint quick_stride;  /* without -m thorough, every this many crash points (0: 1) */
         guint64 resize_to;   /* a resize workload: the new size */
+        guint set_parent;    /* a set-parent workload: SET_PARENT_* */
 } Case;
+
+enum {
+        SET_PARENT_FREE_SPACE = 1, /* the new locator goes to free space */
+        SET_PARENT_IN_PLACE,       /* the metadata region full, over the old one */
+};
 
 /*
  * Resizing.  The image gets data in every block first (not recorded), then
@@ -798,6 +806,246 @@ run_resize_case (Run *r, const Case *c, GBytes *image)
                         c->name, crash_trace_get_calls (trace), r->images_checked, r->qemu_checked);
 }
 
+/*
+ * Setting the parent.  The child gets data first (not recorded), the
+ * parent moves, then pointing the child at it is the workload.  Every
+ * crash image reads the disk as before and holds the old locator or the
+ * new one, whole: a crash before the change started, the old one; after
+ * its commit, the new one; DataWriteGuid never changes.
+ */
+
+typedef struct {
+        const char *old_relative;
+        const char *new_relative;
+        const char *new_absolute;
+        VhdxGuid data_write_guid;
+        gboolean may_be_old;
+        gboolean may_be_new;
+} Relinked;
+
+/* The locator of @file: 0 the old one, 1 the new one. */
+static guint
+which_locator (VhdxFile *file, const Relinked *relinked, const char *what)
+{
+        GPtrArray *locator = vhdx_file_get_parent_locator (file);
+        const char *relative = vhdx_parent_locator_lookup (locator, "relative_path");
+        const char *absolute = vhdx_parent_locator_lookup (locator, "absolute_win32_path");
+
+        if (g_strcmp0 (relative, relinked->old_relative) == 0 && absolute == NULL)
+                return 0;
+        if (g_strcmp0 (relative, relinked->new_relative) == 0 &&
+            g_strcmp0 (absolute, relinked->new_absolute) == 0)
+                return 1;
+        g_error ("%s: the locator names %s and %s, neither the old paths nor the new ones", what,
+                 relative, absolute);
+}
+
+/*
+ * Leave no room in the metadata region of @image for a new locator: the
+ * locator gets a long relative_path ("." components, which name the same
+ * file), and an item of no known kind takes the rest of the region.
+ */
+static GBytes *
+fill_metadata_region (Run *r, GBytes *image, const char *relative)
+{
+        g_autoptr (GError) error = NULL;
+        GByteArray *patched = g_byte_array_new ();
+        g_autoptr (GPtrArray) locator = NULL;
+        g_autoptr (GBytes) item = NULL;
+        guint8 *table;
+        guint64 region;
+        guint32 region_length, at, end;
+        guint count;
+        int index;
+
+        g_byte_array_append (patched, g_bytes_get_data (image, NULL), g_bytes_get_size (image));
+        {
+                g_autoptr (VhdxFile) file = open_image (r, vhdx_io_new_memory (g_bytes_ref (image)),
+                                                        VHDX_OPEN_FLAGS_NONE, &error);
+                g_assert_no_error (error);
+                region = vhdx_file_get_info (file)->metadata_offset;
+                region_length = vhdx_file_get_info (file)->metadata_length;
+                at = (guint32) (vhdx_file_get_info (file)->parent_locator_offset - region);
+                locator = vhdx_parent_locator_copy (vhdx_file_get_parent_locator (file));
+        }
+        vhdx_parent_locator_set (locator, "relative_path", relative);
+        item = vhdx_parent_locator_encode (locator, &error);
+        g_assert_no_error (error);
+        table = patched->data + region;
+        index = vhdx_metadata_table_find (table, &vhdx_guid_item_parent_locator);
+        g_assert_cmpint (index, >=, 0);
+        memcpy (table + at, g_bytes_get_data (item, NULL), g_bytes_get_size (item));
+        vhdx_put_le32 (table + VHDX_METADATA_HEADER_SIZE + index * VHDX_METADATA_ENTRY_SIZE +
+                               VHDX_METADATA_ENTRY_OFF_LENGTH,
+                       (guint32) g_bytes_get_size (item));
+        end = (at + (guint32) g_bytes_get_size (item) + 7) / 8 * 8;
+        count = vhdx_metadata_table_count (table);
+        {
+                guint8 *e = table + VHDX_METADATA_HEADER_SIZE + count * VHDX_METADATA_ENTRY_SIZE;
+                VhdxGuid filler;
+
+                vhdx_guid_new_random (&filler);
+                memcpy (e + VHDX_METADATA_ENTRY_OFF_ITEM_ID, filler.bytes, 16);
+                vhdx_put_le32 (e + VHDX_METADATA_ENTRY_OFF_OFFSET, end);
+                vhdx_put_le32 (e + VHDX_METADATA_ENTRY_OFF_LENGTH, region_length - end);
+        }
+        vhdx_put_le16 (table + VHDX_METADATA_OFF_ENTRY_COUNT, (guint16) (count + 1));
+        g_bytes_unref (image);
+        return g_byte_array_free_to_bytes (patched);
+}
+
+/* @file reads the disk as before, with the one DataWriteGuid; its locator. */
+static guint
+check_relinked_file (Run *r, VhdxFile *file, const Relinked *relinked, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+
+        g_byte_array_set_size (r->ro, (guint) r->size);
+        if (!vhdx_file_read (file, 0, r->ro->data, r->size, &error))
+                g_error ("%s: read: %s", what, error->message);
+        if (memcmp (r->ro->data, r->initial, r->size) != 0)
+                g_error ("%s: the disk reads otherwise", what);
+        if (!vhdx_guid_equal (&vhdx_file_get_info (file)->data_write_guid,
+                              &relinked->data_write_guid))
+                g_error ("%s: DataWriteGuid changed", what);
+        return which_locator (file, relinked, what);
+}
+
+static void
+check_relinked_image (Run *r, GByteArray *image, const Relinked *relinked, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
+        guint found[3];
+
+        {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
+                g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-write open fails: %s", what, error->message);
+                found[0] = check_relinked_file (r, file, relinked, what);
+                if (!vhdx_file_close (file, &error))
+                        g_error ("%s: closing the repaired image fails: %s", what, error->message);
+        }
+        {
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-only open fails: %s", what, error->message);
+                found[1] = check_relinked_file (r, file, relinked, what);
+                assert_check_clean (file, what);
+        }
+        {
+                g_autoptr (GBytes) repaired =
+                        g_bytes_new_static (r->repaired->data, r->repaired->len);
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (repaired), VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the repaired image does not open: %s", what, error->message);
+                g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
+                assert_check_clean (file, what);
+                found[2] = check_relinked_file (r, file, relinked, what);
+        }
+        if (found[0] != found[1] || found[1] != found[2])
+                g_error ("%s: the read-write, read-only and repaired opens find other locators",
+                         what);
+        if ((found[0] == 0 && !relinked->may_be_old) || (found[0] == 1 && !relinked->may_be_new))
+                g_error ("%s: the %s locator, too %s", what, found[0] == 0 ? "old" : "new",
+                         found[0] == 0 ? "late" : "early");
+        r->images_checked++;
+}
+
+static void
+run_set_parent_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_auto (VhdxSetParentResult) result = { 0 };
+        g_autofree char *child_path = g_build_filename (r->dir, "child.vhdx", NULL);
+        g_autofree char *store = g_build_filename (r->dir, "store", NULL);
+        char *moved = g_build_filename (store, "moved.vhdx", NULL);
+        g_autofree char *old_relative = NULL;
+        g_autoptr (VhdxFile) parent = NULL;
+        Relinked relinked = { 0 };
+        VhdxWriteStats stats;
+        guint64 sequences;
+        gsize length;
+        const guint8 *contents;
+        guint start, end;
+
+        image = fill_image (r, image);
+        relinked.old_relative = "parent.vhdx";
+        if (c->set_parent == SET_PARENT_IN_PLACE) {
+                g_autoptr (GString) relative = g_string_new (NULL);
+
+                for (guint i = 0; i < 100; i++)
+                        g_string_append (relative, ".\\");
+                g_string_append (relative, "parent.vhdx");
+                old_relative = g_string_free (g_steal_pointer (&relative), FALSE);
+                relinked.old_relative = old_relative;
+                image = fill_metadata_region (r, image, old_relative);
+        }
+        g_assert_cmpint (g_mkdir (store, 0755), ==, 0);
+        g_assert_cmpint (g_rename (r->parent, moved), ==, 0);
+        g_free (r->parent);
+        r->parent = moved;
+        parent = test_open_path (moved, &error);
+        g_assert_no_error (error);
+
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        r->file = open_image (r, r->io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (r->file, c->entry_limit);
+        relinked.data_write_guid = vhdx_file_get_info (r->file)->data_write_guid;
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences;
+        start = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_set_parent (r->file, child_path, parent, moved, FALSE, &result,
+                                              &error),
+                        error);
+        end = crash_io_get_calls (r->io);
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences - sequences;
+        /* Split into its two orders when entries hold one page. */
+        g_assert_cmpuint (sequences, ==, c->entry_limit > 0 ? 2 : 1);
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        g_assert_cmpstr (result.new_relative_path, ==, "store\\moved.vhdx");
+        g_assert_cmpint (result.in_place, ==, c->set_parent == SET_PARENT_IN_PLACE);
+        relinked.new_relative = result.new_relative_path;
+        relinked.new_absolute = result.absolute_path;
+        g_test_message ("%s: relative_path %s -> %s%s, %" G_GUINT64_FORMAT " log sequences",
+                        c->name, result.old_relative_path, result.new_relative_path,
+                        result.in_place ? " in place" : "", sequences);
+
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                relinked.may_be_old = point <= end;
+                relinked.may_be_new = point > start;
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_relinked_image (r, r->image, &relinked, what);
+                }
+        } while (crash_walker_advance (walker));
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT " crash images checked", c->name,
+                        crash_trace_get_calls (trace), r->images_checked);
+}
+
 static void
 test_case (gconstpointer data)
 {
@@ -831,6 +1079,10 @@ test_case (gconstpointer data)
         r.model = g_memdup2 (r.initial, r.size);
         if (c->resize_to != 0) {
                 run_resize_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
+        if (c->set_parent != 0) {
+                run_set_parent_case (&r, c, g_steal_pointer (&image));
                 goto done;
         }
 
@@ -898,6 +1150,17 @@ static const Case cases[] = {
         { "resize-shrink-split-commits", IMAGE_DIFFERENCING, 8 * MiB, 1 * MiB, NULL, 8192, 0,
           3 * MiB },
         { "resize-differencing-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 12 * MiB },
+        /* Setting the parent: the new locator in free space, then the
+         * table entry; with entries of one page, in two sequences. */
+        { "set-parent", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0,
+          SET_PARENT_FREE_SPACE },
+        { "set-parent-split-commits", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0,
+          SET_PARENT_FREE_SPACE },
+        { "set-parent-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 0,
+          SET_PARENT_FREE_SPACE },
+        /* The metadata region full: the locator rewritten where it was. */
+        { "set-parent-in-place", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0,
+          SET_PARENT_IN_PLACE },
 };
 
 int

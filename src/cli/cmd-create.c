@@ -37,33 +37,6 @@ size_option_u32 (const char *name, const char *text, guint32 *value)
         return TRUE;
 }
 
-/* The locator's relative_path: @parent as seen from the directory of @child. */
-static char *
-relative_path_to (const char *child, const char *parent)
-{
-        g_autofree char *child_abs = g_canonicalize_filename (child, NULL);
-        g_autofree char *parent_abs = g_canonicalize_filename (parent, NULL);
-        g_autofree char *child_dir = g_path_get_dirname (child_abs);
-        g_auto (GStrv) from = g_strsplit (child_dir, G_DIR_SEPARATOR_S, -1);
-        g_auto (GStrv) to = g_strsplit (parent_abs, G_DIR_SEPARATOR_S, -1);
-        g_autoptr (GString) out = g_string_new (NULL);
-        guint common = 0;
-
-        while (from[common] != NULL && to[common] != NULL && to[common + 1] != NULL &&
-               g_str_equal (from[common], to[common]))
-                common++;
-        for (guint i = common; from[i] != NULL; i++) {
-                if (*from[i] != '\0')
-                        g_string_append (out, "../");
-        }
-        for (guint i = common; to[i] != NULL; i++) {
-                g_string_append (out, to[i]);
-                if (to[i + 1] != NULL)
-                        g_string_append_c (out, '/');
-        }
-        return g_string_free (g_steal_pointer (&out), FALSE);
-}
-
 static gboolean
 disk_type_from_option (const char *type, gboolean for_convert, VhdxDiskType *disk_type)
 {
@@ -116,7 +89,7 @@ params_from_parent (VhdxCreateParams *params,
         params->virtual_size = info->virtual_size;
         params->parent_data_write_guid = info->data_write_guid;
         /* Interned: the locator strings live as long as the process. */
-        relative = relative_path_to (dst, path);
+        relative = vhdx_parent_relative_path (dst, path);
         absolute = g_canonicalize_filename (path, NULL);
         params->parent_relative_path = g_intern_string (relative);
         params->parent_absolute_path = g_intern_string (absolute);

@@ -292,48 +292,24 @@ put_utf16 (guint8 *out, const char *text, gsize *n_bytes)
         *n_bytes = utf16 != NULL ? (gsize) n * 2 : 0;
 }
 
-/* The parent locator item; returns its length. */
-static guint32
-build_locator (VhdxCreator *w, guint8 *item, gsize room)
+/* The parent locator item: the parent's DataWriteGuid and paths, with backslashes. */
+static GBytes *
+encode_locator (VhdxCreator *w, GError **error)
 {
-        char linkage[VHDX_GUID_STRING_LENGTH + 3];
-        char guid[VHDX_GUID_STRING_LENGTH + 1];
-        g_autofree char *relative = NULL;
-        g_autofree char *absolute = NULL;
-        const char *keys[3], *values[3];
-        guint count = 0;
-        gsize data = VHDX_LOCATOR_HEADER_SIZE + 3 * VHDX_LOCATOR_ENTRY_SIZE;
+        g_autoptr (GPtrArray) locator = vhdx_parent_locator_new ();
+        g_autofree char *linkage = vhdx_parent_linkage_text (&w->params.parent_data_write_guid);
+        g_autofree char *relative =
+                g_strdelimit (g_strdup (w->params.parent_relative_path), "/", '\\');
 
-        vhdx_guid_to_string_buf (&w->params.parent_data_write_guid, guid);
-        g_snprintf (linkage, sizeof linkage, "{%s}", guid);
-        relative = g_strdelimit (g_strdup (w->params.parent_relative_path), "/", '\\');
-        keys[count] = "parent_linkage";
-        values[count++] = linkage;
-        keys[count] = "relative_path";
-        values[count++] = relative;
+        vhdx_parent_locator_set (locator, "parent_linkage", linkage);
+        vhdx_parent_locator_set (locator, "relative_path", relative);
         if (w->params.parent_absolute_path != NULL) {
-                absolute = g_strdelimit (g_strdup (w->params.parent_absolute_path), "/", '\\');
-                keys[count] = "absolute_win32_path";
-                values[count++] = absolute;
-        }
+                g_autofree char *absolute =
+                        g_strdelimit (g_strdup (w->params.parent_absolute_path), "/", '\\');
 
-        memcpy (item + VHDX_LOCATOR_OFF_TYPE, vhdx_guid_locator_vhdx.bytes, 16);
-        vhdx_put_le16 (item + VHDX_LOCATOR_OFF_COUNT, (guint16) count);
-        for (guint i = 0; i < count; i++) {
-                guint8 *e = item + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
-                gsize key_bytes, value_bytes;
-
-                g_assert (data + 2 * (strlen (keys[i]) + strlen (values[i])) * 2 < room);
-                put_utf16 (item + data, keys[i], &key_bytes);
-                vhdx_put_le32 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET, (guint32) data);
-                vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH, (guint16) key_bytes);
-                data += key_bytes;
-                put_utf16 (item + data, values[i], &value_bytes);
-                vhdx_put_le32 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET, (guint32) data);
-                vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH, (guint16) value_bytes);
-                data += value_bytes;
+                vhdx_parent_locator_set (locator, "absolute_win32_path", absolute);
         }
-        return (guint32) data;
+        return vhdx_parent_locator_encode (locator, error);
 }
 
 static void
@@ -384,10 +360,23 @@ write_metadata (VhdxCreator *w, GError **error)
         put_metadata_entry (region, 4, &vhdx_guid_item_physical_sector_size,
                             METADATA_ITEMS_OFFSET + 36, 4, vd);
         if (w->params.disk_type == VHDX_DISK_TYPE_DIFFERENCING) {
-                guint32 length =
-                        build_locator (w, items + 40, METADATA_LENGTH - METADATA_ITEMS_OFFSET - 40);
+                g_autoptr (GBytes) locator = encode_locator (w, error);
+                gsize length;
+                const guint8 *data;
+
+                if (locator == NULL)
+                        return FALSE;
+                data = g_bytes_get_data (locator, &length);
+                if (length > METADATA_LENGTH - METADATA_ITEMS_OFFSET - 40) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     _ ("The parent locator of %" G_GSIZE_FORMAT " bytes does not "
+                                        "fit the metadata region"),
+                                     length);
+                        return FALSE;
+                }
+                memcpy (items + 40, data, length);
                 put_metadata_entry (region, count++, &vhdx_guid_item_parent_locator,
-                                    METADATA_ITEMS_OFFSET + 40, length,
+                                    METADATA_ITEMS_OFFSET + 40, (guint32) length,
                                     VHDX_METADATA_FLAG_IS_REQUIRED);
         }
         vhdx_put_le16 (region + VHDX_METADATA_OFF_ENTRY_COUNT, (guint16) count);

@@ -43,4 +43,12 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_reset_layout (VhdxFile *file,
                                                            guint32 bat_length,
                                                            GError **error);
 
+/*
+ * After a commit that moved or rewrote the parent locator item: take its
+ * new place (@offset, @length) and entries (@locator, a GPtrArray of
+ * VhdxLocatorEntry; taken) into the opened image.  The parent it has
+ * opened, if any, stays.  No other request may run meanwhile.
+ */
+void vhdx_file_reset_locator (VhdxFile *file, GPtrArray *locator, guint64 offset, guint32 length);
+
 G_END_DECLS

@@ -532,6 +532,18 @@ vhdx_file_reset_layout (VhdxFile *file,
         return TRUE;
 }
 
+void
+vhdx_file_reset_locator (VhdxFile *file, GPtrArray *locator, guint64 offset, guint32 length)
+{
+        g_clear_pointer (&file->locator, g_ptr_array_unref);
+        file->locator = locator;
+        file->info.parent_locator_offset = offset;
+        file->info.parent_locator_length = length;
+        file->metadata.has_parent_locator = TRUE;
+        file->metadata.parent_locator_offset = offset;
+        file->metadata.parent_locator_length = length;
+}
+
 const VhdxInfo *
 vhdx_file_get_info (VhdxFile *file)
 {

@@ -218,3 +218,71 @@ vhdx_metadata_read (VhdxIo *io,
         }
         return TRUE;
 }
+
+guint
+vhdx_metadata_table_count (const guint8 *table)
+{
+        return MIN (vhdx_get_le16 (table + VHDX_METADATA_OFF_ENTRY_COUNT),
+                    (guint) VHDX_METADATA_MAX_ENTRIES);
+}
+
+int
+vhdx_metadata_table_find (const guint8 *table, const VhdxGuid *item_id)
+{
+        guint count = vhdx_metadata_table_count (table);
+
+        for (guint i = 0; i < count; i++) {
+                const guint8 *e = table + VHDX_METADATA_HEADER_SIZE + i * VHDX_METADATA_ENTRY_SIZE;
+                VhdxGuid id = vhdx_get_guid (e + VHDX_METADATA_ENTRY_OFF_ITEM_ID);
+
+                if (vhdx_guid_equal (&id, item_id))
+                        return (int) i;
+        }
+        return -1;
+}
+
+typedef struct {
+        guint64 start;
+        guint64 end;
+} ItemRange;
+
+static gint
+compare_ranges (gconstpointer a, gconstpointer b)
+{
+        const ItemRange *x = a, *y = b;
+
+        return x->start < y->start ? -1 : x->start > y->start;
+}
+
+gboolean
+vhdx_metadata_table_find_space (const guint8 *table,
+                                guint32 region_length,
+                                guint32 length,
+                                guint32 *offset)
+{
+        guint count = vhdx_metadata_table_count (table);
+        g_autoptr (GArray) items = g_array_new (FALSE, FALSE, sizeof (ItemRange));
+        guint64 candidate = VHDX_METADATA_TABLE_SIZE;
+
+        for (guint i = 0; i < count; i++) {
+                const guint8 *e = table + VHDX_METADATA_HEADER_SIZE + i * VHDX_METADATA_ENTRY_SIZE;
+                ItemRange range;
+
+                range.start = vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_OFFSET);
+                range.end = range.start + vhdx_get_le32 (e + VHDX_METADATA_ENTRY_OFF_LENGTH);
+                if (range.end > range.start)
+                        g_array_append_val (items, range);
+        }
+        g_array_sort (items, compare_ranges);
+        for (guint i = 0; i < items->len; i++) {
+                const ItemRange *range = &g_array_index (items, ItemRange, i);
+
+                if (candidate + length <= range->start)
+                        break;
+                candidate = MAX (candidate, (range->end + 7) / 8 * 8);
+        }
+        if (candidate + length > region_length)
+                return FALSE;
+        *offset = (guint32) candidate;
+        return TRUE;
+}

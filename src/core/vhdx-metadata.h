@@ -36,4 +36,22 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_metadata_read (VhdxIo *io,
                                                        VhdxMetadata *out,
                                                        GError **error);
 
+/* The entries of the metadata @table (its 64 KiB as read): at most the
+ * format's limit, whatever its count says. */
+guint vhdx_metadata_table_count (const guint8 *table);
+
+/* The index of the entry of item @item_id in @table, or -1. */
+int vhdx_metadata_table_find (const guint8 *table, const VhdxGuid *item_id);
+
+/*
+ * Where an item of @length bytes can go in the metadata region of
+ * @region_length bytes that @table describes: the lowest 8-byte aligned
+ * offset (from the region's start) past the table that meets no item of
+ * it.  FALSE when there is none.
+ */
+gboolean vhdx_metadata_table_find_space (const guint8 *table,
+                                         guint32 region_length,
+                                         guint32 length,
+                                         guint32 *offset);
+
 G_END_DECLS

@@ -169,6 +169,172 @@ vhdx_parent_locator_lookup (GPtrArray *locator, const char *key)
         return NULL;
 }
 
+GPtrArray *
+vhdx_parent_locator_new (void)
+{
+        return g_ptr_array_new_with_free_func (locator_entry_free);
+}
+
+static VhdxLocatorEntry *
+locator_entry_new (const char *key, const char *value)
+{
+        VhdxLocatorEntry *entry = g_new0 (VhdxLocatorEntry, 1);
+
+        entry->key = g_strdup (key);
+        entry->value = g_strdup (value);
+        return entry;
+}
+
+GPtrArray *
+vhdx_parent_locator_copy (GPtrArray *locator)
+{
+        GPtrArray *copy = vhdx_parent_locator_new ();
+
+        for (guint i = 0; i < locator->len; i++) {
+                const VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
+                g_ptr_array_add (copy, locator_entry_new (entry->key, entry->value));
+        }
+        return copy;
+}
+
+void
+vhdx_parent_locator_set (GPtrArray *locator, const char *key, const char *value)
+{
+        for (guint i = 0; i < locator->len; i++) {
+                VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
+
+                if (g_str_equal (entry->key, key)) {
+                        g_free (entry->value);
+                        entry->value = g_strdup (value);
+                        return;
+                }
+        }
+        g_ptr_array_add (locator, locator_entry_new (key, value));
+}
+
+gboolean
+vhdx_parent_locator_remove (GPtrArray *locator, const char *key)
+{
+        for (guint i = 0; i < locator->len; i++) {
+                const VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
+
+                if (g_str_equal (entry->key, key)) {
+                        g_ptr_array_remove_index (locator, i);
+                        return TRUE;
+                }
+        }
+        return FALSE;
+}
+
+char *
+vhdx_parent_linkage_text (const VhdxGuid *data_write_guid)
+{
+        char guid[VHDX_GUID_STRING_LENGTH + 1];
+
+        vhdx_guid_to_string_buf (data_write_guid, guid);
+        return g_strdup_printf ("{%s}", guid);
+}
+
+/* @text in UTF-16LE, appended to @out; FALSE when it is not UTF-8 or its
+ * length does not fit 16 bits. */
+static gboolean
+append_utf16 (GByteArray *out, const char *text, guint16 *n_bytes)
+{
+        g_autofree gunichar2 *utf16 = NULL;
+        glong n = 0;
+
+        utf16 = g_utf8_to_utf16 (text, -1, NULL, &n, NULL);
+        if (utf16 == NULL || n == 0 || n > G_MAXUINT16 / 2)
+                return FALSE;
+        for (glong i = 0; i < n; i++) {
+                guint8 le[2];
+
+                vhdx_put_le16 (le, utf16[i]);
+                g_byte_array_append (out, le, 2);
+        }
+        *n_bytes = (guint16) (n * 2);
+        return TRUE;
+}
+
+GBytes *
+vhdx_parent_locator_encode (GPtrArray *locator, GError **error)
+{
+        g_autoptr (GByteArray) item = g_byte_array_new ();
+        guint table_bytes;
+
+        if (locator->len > G_MAXUINT16) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _ ("A parent locator cannot hold %u entries"), locator->len);
+                return NULL;
+        }
+        table_bytes = VHDX_LOCATOR_HEADER_SIZE + locator->len * VHDX_LOCATOR_ENTRY_SIZE;
+        g_byte_array_set_size (item, table_bytes);
+        memset (item->data, 0, table_bytes);
+        memcpy (item->data + VHDX_LOCATOR_OFF_TYPE, vhdx_guid_locator_vhdx.bytes, 16);
+        vhdx_put_le16 (item->data + VHDX_LOCATOR_OFF_COUNT, (guint16) locator->len);
+        for (guint i = 0; i < locator->len; i++) {
+                const VhdxLocatorEntry *entry = g_ptr_array_index (locator, i);
+                guint32 key_offset = item->len, value_offset = 0;
+                guint16 key_bytes = 0, value_bytes = 0;
+                gboolean ok;
+                guint8 *e;
+
+                ok = append_utf16 (item, entry->key, &key_bytes);
+                if (ok) {
+                        value_offset = item->len;
+                        ok = append_utf16 (item, entry->value, &value_bytes);
+                }
+                if (!ok) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     _ ("The parent locator entry “%s” cannot be stored: its key "
+                                        "and value must be UTF-8, not empty, and shorter than "
+                                        "32768 UTF-16 characters"),
+                                     entry->key);
+                        return NULL;
+                }
+                if (item->len > VHDX_METADATA_ITEM_MAX_LENGTH) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     _ ("The parent locator would be longer than the 1 MiB a "
+                                        "metadata item may have"));
+                        return NULL;
+                }
+                e = item->data + VHDX_LOCATOR_HEADER_SIZE + i * VHDX_LOCATOR_ENTRY_SIZE;
+                vhdx_put_le32 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_OFFSET, key_offset);
+                vhdx_put_le32 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_OFFSET, value_offset);
+                vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_KEY_LENGTH, key_bytes);
+                vhdx_put_le16 (e + VHDX_LOCATOR_ENTRY_OFF_VALUE_LENGTH, value_bytes);
+        }
+        return g_byte_array_free_to_bytes (g_steal_pointer (&item));
+}
+
+char *
+vhdx_parent_relative_path (const char *child_path, const char *parent_path)
+{
+        g_autofree char *child_abs = g_canonicalize_filename (child_path, NULL);
+        g_autofree char *parent_abs = g_canonicalize_filename (parent_path, NULL);
+        g_autofree char *child_dir = g_path_get_dirname (child_abs);
+        g_auto (GStrv) from = g_strsplit (child_dir, G_DIR_SEPARATOR_S, -1);
+        g_auto (GStrv) to = g_strsplit (parent_abs, G_DIR_SEPARATOR_S, -1);
+        g_autoptr (GString) out = g_string_new (NULL);
+        guint common = 0;
+
+        /* The directories both paths start with; the parent's file name
+         * itself is never one of them. */
+        while (from[common] != NULL && to[common] != NULL && to[common + 1] != NULL &&
+               g_str_equal (from[common], to[common]))
+                common++;
+        for (guint i = common; from[i] != NULL; i++) {
+                if (*from[i] != '\0')
+                        g_string_append (out, "../");
+        }
+        for (guint i = common; to[i] != NULL; i++) {
+                g_string_append (out, to[i]);
+                if (to[i + 1] != NULL)
+                        g_string_append_c (out, '/');
+        }
+        return g_string_free (g_steal_pointer (&out), FALSE);
+}
+
 static void
 add_candidate (GPtrArray *candidates, char *path)
 {

@@ -38,6 +38,37 @@ G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_locator_read (VhdxIo *io,
 /* The value of @key in @locator (case-sensitive, as the specification names them), or NULL. */
 const char *vhdx_parent_locator_lookup (GPtrArray *locator, const char *key);
 
+/* An empty locator: a GPtrArray of VhdxLocatorEntry. */
+G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_locator_new (void);
+
+/* A copy of @locator, its entries in the same order. */
+G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_locator_copy (GPtrArray *locator);
+
+/* Give @key the value @value: in its place when @locator has it, else at the end. */
+void vhdx_parent_locator_set (GPtrArray *locator, const char *key, const char *value);
+
+/* Drop @key from @locator; FALSE when it had none. */
+gboolean vhdx_parent_locator_remove (GPtrArray *locator, const char *key);
+
+/* "{GUID}", the form parent_linkage names the parent's DataWriteGuid in. */
+G_GNUC_WARN_UNUSED_RESULT char *vhdx_parent_linkage_text (const VhdxGuid *data_write_guid);
+
+/*
+ * The parent locator item of @locator, entries in its order: the VHDX
+ * locator type, the key/value table, then each key and value in UTF-16LE.
+ * VHDX_ERROR_NOT_SUPPORTED when a key or value is empty, longer than a
+ * 16-bit length can say, or not UTF-8, or the item would exceed 1 MiB.
+ */
+G_GNUC_WARN_UNUSED_RESULT GBytes *vhdx_parent_locator_encode (GPtrArray *locator, GError **error);
+
+/*
+ * The path of @parent_path relative to the directory of @child_path, with
+ * slashes ("base.vhdx", "../disks/base.vhdx"): both are made absolute
+ * (against the working directory) and cleaned of "." and ".." first.
+ */
+G_GNUC_WARN_UNUSED_RESULT char *vhdx_parent_relative_path (const char *child_path,
+                                                           const char *parent_path);
+
 /*
  * The paths to try for the parent, in order: @explicit_path if given, else
  * relative_path (backslashes made slashes) relative to the directory of

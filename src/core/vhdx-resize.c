@@ -433,27 +433,6 @@ queue_bat (Resize *r, GError **error)
         return TRUE;
 }
 
-/* Queue @count bytes at file offset @offset of a metadata item, rewritten. */
-static gboolean
-queue_item (VhdxFile *file,
-            guint64 offset,
-            const guint8 *value,
-            gsize count,
-            guint64 order,
-            GError **error)
-{
-        guint64 first = offset / PAGE * PAGE;
-        guint64 end = round_up (offset + count, PAGE);
-        g_autofree guint8 *pages = g_malloc (end - first);
-
-        if (!vhdx_writer_read (file, first, pages, end - first, _ ("metadata region"), error))
-                return FALSE;
-        memcpy (pages + (offset - first), value, count);
-        for (guint64 at = first; at < end; at += PAGE)
-                vhdx_writer_queue_page (file, at, pages + (at - first), order);
-        return TRUE;
-}
-
 /* Both copies of the region table, made from the one in use with the BAT's new place. */
 static gboolean
 queue_region_tables (VhdxFile *file, guint64 bat_offset, guint32 bat_length, GError **error)
@@ -677,8 +656,10 @@ vhdx_file_resize (VhdxFile *file,
         if ((!r.relocate && !queue_bat (&r, error)) ||
             ((r.bat_offset != info->bat_offset || r.bat_length != info->bat_length) &&
              !queue_region_tables (file, r.bat_offset, (guint32) r.bat_length, error)) ||
-            !queue_item (file, file->metadata.virtual_size_offset, size_value, sizeof size_value,
-                         grow ? ORDER_GROWN_SIZE : ORDER_SHRUNK_SIZE, error)) {
+            !vhdx_writer_queue_bytes (file, file->metadata.virtual_size_offset, size_value,
+                                      sizeof size_value,
+                                      grow ? ORDER_GROWN_SIZE : ORDER_SHRUNK_SIZE,
+                                      _ ("metadata region"), error)) {
                 vhdx_writer_fail (file);
                 return FALSE;
         }

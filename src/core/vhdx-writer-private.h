@@ -39,6 +39,18 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_read (VhdxFile *file,
 void vhdx_writer_queue_page (VhdxFile *file, guint64 offset, const guint8 *page, guint64 order);
 void vhdx_writer_queue_zeros (VhdxFile *file, guint64 offset, guint64 length, guint64 order);
 
+/* Queue @count bytes at file offset @offset (a metadata item, a table
+ * entry), which may start and end anywhere in a page: the pages they fall
+ * in, as the journal's view has them, with these bytes rewritten, at
+ * @order.  @structure names what is read, for errors. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_queue_bytes (VhdxFile *file,
+                                                            guint64 offset,
+                                                            const guint8 *bytes,
+                                                            gsize count,
+                                                            guint64 order,
+                                                            const char *structure,
+                                                            GError **error);
+
 /* Set BAT entry @index of the opened BAT and queue its page. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_set_bat_entry (VhdxFile *file,
                                                               guint64 index,

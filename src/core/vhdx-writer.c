@@ -975,6 +975,28 @@ vhdx_writer_queue_zeros (VhdxFile *file, guint64 offset, guint64 length, guint64
 }
 
 gboolean
+vhdx_writer_queue_bytes (VhdxFile *file,
+                         guint64 offset,
+                         const guint8 *bytes,
+                         gsize count,
+                         guint64 order,
+                         const char *structure,
+                         GError **error)
+{
+        guint64 first = offset / VHDX_LOG_SECTOR_SIZE * VHDX_LOG_SECTOR_SIZE;
+        guint64 end = (offset + count + VHDX_LOG_SECTOR_SIZE - 1) / VHDX_LOG_SECTOR_SIZE *
+                      VHDX_LOG_SECTOR_SIZE;
+        g_autofree guint8 *pages = g_malloc (end - first);
+
+        if (!vhdx_writer_read (file, first, pages, end - first, structure, error))
+                return FALSE;
+        memcpy (pages + (offset - first), bytes, count);
+        for (guint64 at = first; at < end; at += VHDX_LOG_SECTOR_SIZE)
+                vhdx_writer_queue_page (file, at, pages + (at - first), order);
+        return TRUE;
+}
+
+gboolean
 vhdx_writer_set_bat_entry (VhdxFile *file, guint64 index, guint64 entry, GError **error)
 {
         VhdxWriter *w = file->writer;
