@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Writing the virtual disk of an image opened read-write (see vhdx-writer.h). */
+/* Writing the virtual disk of an image opened read-write (see vhdx-writer.h).
+ * One file of about a thousand lines: every path below takes the same four
+ * locks in the same order (described at the writer's structure), and reads
+ * best beside them. */
 #include "vhdx-writer.h"
 
 #include <gio/gio.h>
