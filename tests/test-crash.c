@@ -604,6 +604,7 @@ typedef struct {
         guint quick_stride;  /* without -m thorough, every this many crash points (0: 1) */
         guint64 resize_to;   /* a resize workload: the new size */
         guint set_parent;    /* a set-parent workload: SET_PARENT_* */
+        guint resize_flags;  /* VhdxResizeFlags, or the engine's for tests */
 } Case;
 
 enum {
@@ -769,8 +770,9 @@ run_resize_case (Run *r, const Case *c, GBytes *image)
         if (c->entry_limit > 0)
                 vhdx_file_set_log_entry_limit (r->file, c->entry_limit);
         start = crash_io_get_calls (r->io);
-        test_assert_ok (vhdx_file_resize (r->file, c->resize_to, VHDX_RESIZE_FLAGS_DISCARD_DATA,
-                                          NULL, NULL, NULL, &result, &error),
+        test_assert_ok (vhdx_file_resize (r->file, c->resize_to,
+                                          VHDX_RESIZE_FLAGS_DISCARD_DATA | c->resize_flags, NULL,
+                                          NULL, NULL, &result, &error),
                         error);
         end = crash_io_get_calls (r->io);
         test_assert_ok (vhdx_file_close (r->file, &error), error);
@@ -1143,10 +1145,15 @@ static const Case cases[] = {
         { "resize-grow", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 6 * MiB + 512 },
         { "resize-grow-fixed", IMAGE_QEMU_FIXED, 4 * MiB, 1 * MiB, NULL, 0, 0, 8 * MiB },
         { "resize-shrink", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, NULL, 0, 0, 3 * MiB + 4096 },
-        { "resize-bat-moves-blocks", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 130 * GiB },
+        { "resize-bat-moves-blocks", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 130 * GiB, 0,
+          VHDX_RESIZE_FLAGS_MOVE_BLOCKS },
+        /* Blocks holding more than the BAT follow it: the BAT moves. */
+        { "resize-bat-relocated-past-blocks", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0,
+          130 * GiB },
         { "resize-bat-relocated", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 130 * GiB },
         /* The resize's commit in log entries of two pages: several sequences. */
-        { "resize-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 16384, 0, 130 * GiB },
+        { "resize-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 16384, 0, 130 * GiB, 0,
+          VHDX_RESIZE_FLAGS_MOVE_BLOCKS },
         { "resize-shrink-split-commits", IMAGE_DIFFERENCING, 8 * MiB, 1 * MiB, NULL, 8192, 0,
           3 * MiB },
         { "resize-differencing-4k", IMAGE_DIFFERENCING_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 12 * MiB },

@@ -102,8 +102,11 @@ typedef struct {
         guint64 bat_length;
         gboolean relocate; /* a new BAT in fresh space */
         gboolean grow;
-        /* BAT entries that change: index -> entry, for the new table. */
+        /* BAT entries that change: index -> entry, for the new table, and
+         * the range of their indexes. */
         GHashTable *entries;
+        guint64 entries_first;
+        guint64 entries_end;
         /* A fixed image's new blocks, in one run of fresh space. */
         guint64 new_blocks_first;
         guint64 new_blocks_end;
@@ -134,6 +137,9 @@ set_entry (Resize *r, guint64 index, guint64 entry)
 
         *key = index;
         *value = entry;
+        if (g_hash_table_size (r->entries) == 0 || index < r->entries_first)
+                r->entries_first = index;
+        r->entries_end = MAX (r->entries_end, index + 1);
         g_hash_table_replace (r->entries, key, value);
 }
 
@@ -248,15 +254,36 @@ copy_space (VhdxFile *file,
 
 /* Grow the BAT region in place: move every block in its way to fresh space. */
 static gboolean
-move_blocks (Resize *r, guint64 start, guint64 end, GError **error)
+move_blocks (Resize *r,
+             guint64 start,
+             guint64 end,
+             VhdxResizeFlags flags,
+             gboolean *moved,
+             GError **error)
 {
         VhdxFile *file = r->file;
         const VhdxBatGeometry *g = &file->info.geometry;
         g_autoptr (GArray) moves = g_array_new (FALSE, FALSE, sizeof (guint64));
         InTheWay way = { r, start, end, moves };
+        guint64 data = 0;
 
+        *moved = FALSE;
         if (!vhdx_bat_scan (file->bat, find_in_the_way, &way, error))
                 return FALSE;
+        /* Moving the blocks costs copying what they hold; moving the BAT,
+         * copying the BAT: the cheaper one is done. */
+        for (guint i = 0; i < moves->len; i += 2) {
+                guint64 index = g_array_index (moves, guint64, i);
+                guint state = vhdx_bat_entry_state (g_array_index (moves, guint64, i + 1));
+
+                if (vhdx_bat_index_is_bitmap (g, index))
+                        data += VHDX_BITMAP_BLOCK_SIZE;
+                else if (stores_data (state))
+                        data += g->block_size;
+        }
+        if (data > r->old_table_bytes && !(flags & VHDX_RESIZE_FLAGS_MOVE_BLOCKS))
+                return TRUE;
+        *moved = TRUE;
         /* No block is given space in the BAT's new part from now on. */
         if (!vhdx_writer_reserve (file, start, end, error))
                 return FALSE;
@@ -288,9 +315,9 @@ move_blocks (Resize *r, guint64 start, guint64 end, GError **error)
 }
 
 /* Where the BAT goes: the region it has, grown in place when only blocks
- * stand in the way, or a new region in fresh space. */
+ * holding less than the BAT stand in the way, or a new region in fresh space. */
 static gboolean
-place_bat (Resize *r, GError **error)
+place_bat (Resize *r, VhdxResizeFlags flags, GError **error)
 {
         VhdxFile *file = r->file;
         const VhdxInfo *info = &file->info;
@@ -309,67 +336,111 @@ place_bat (Resize *r, GError **error)
                 return FALSE;
         }
         r->bat_length = needed;
-        if (!meets_other_structure (file, old_end, info->bat_offset + needed))
-                return move_blocks (r, old_end, info->bat_offset + needed, error);
+        if (!meets_other_structure (file, old_end, info->bat_offset + needed)) {
+                gboolean moved;
+
+                if (!move_blocks (r, old_end, info->bat_offset + needed, flags, &moved, error))
+                        return FALSE;
+                if (moved)
+                        return TRUE;
+        }
         r->relocate = TRUE;
         return vhdx_writer_take_space (file, needed, &r->bat_offset, error);
 }
 
-/* The page at table offset @at of the new BAT. */
+/* Whether a fixed image's new block has an entry in [@at, @at + @n) of the table. */
 static gboolean
-build_page (Resize *r, guint64 at, guint8 *page, GError **error)
+new_blocks_in (Resize *r, guint64 at, guint64 n, guint64 *first, guint64 *end)
 {
-        VhdxFile *file = r->file;
-        guint64 end = at + PAGE;
+        const VhdxBatGeometry *g = &r->geometry;
 
-        if (at < r->old_table_bytes) {
-                if (!vhdx_writer_read (file, file->info.bat_offset + at, page, PAGE, _ ("BAT"),
-                                       error))
-                        return FALSE;
-        } else {
-                memset (page, 0, PAGE);
-        }
-        if (r->zero_start < end && at < r->zero_end) {
-                guint64 from = MAX (r->zero_start, at), to = MIN (r->zero_end, end);
-
-                memset (page + (from - at), 0, to - from);
-        }
-        for (guint64 i = at / VHDX_BAT_ENTRY_SIZE; i < end / VHDX_BAT_ENTRY_SIZE; i++) {
-                guint64 entry;
-
-                if (changed_entry (r, i, &entry))
-                        vhdx_put_le64 (page + (i * VHDX_BAT_ENTRY_SIZE - at), entry);
-        }
-        return TRUE;
+        if (r->new_blocks_end == r->new_blocks_first)
+                return FALSE;
+        *first = MAX (at / VHDX_BAT_ENTRY_SIZE, vhdx_bat_payload_index (g, r->new_blocks_first));
+        *end = MIN ((at + n) / VHDX_BAT_ENTRY_SIZE,
+                    vhdx_bat_payload_index (g, r->new_blocks_end - 1) + 1);
+        return *first < *end;
 }
 
+/* Whether an entry in [@at, @at + @n) of the table changes. */
 static gboolean
-page_has_entry (Resize *r, guint64 at)
+range_has_entry (Resize *r, guint64 at, guint64 n)
 {
-        guint64 entry;
+        GHashTableIter iter;
+        gpointer key;
+        guint64 first, end;
 
-        if (g_hash_table_size (r->entries) == 0 && r->new_blocks_end == r->new_blocks_first)
+        if (new_blocks_in (r, at, n, &first, &end))
+                return TRUE;
+        if (g_hash_table_size (r->entries) == 0 || r->entries_end * VHDX_BAT_ENTRY_SIZE <= at ||
+            r->entries_first * VHDX_BAT_ENTRY_SIZE >= at + n)
                 return FALSE;
-        for (guint64 i = at / VHDX_BAT_ENTRY_SIZE; i < (at + PAGE) / VHDX_BAT_ENTRY_SIZE; i++) {
-                if (changed_entry (r, i, &entry))
+        g_hash_table_iter_init (&iter, r->entries);
+        while (g_hash_table_iter_next (&iter, &key, NULL)) {
+                guint64 offset = *(guint64 *) key * VHDX_BAT_ENTRY_SIZE;
+
+                if (offset >= at && offset < at + n)
                         return TRUE;
         }
         return FALSE;
 }
 
-/* A new BAT in fresh space: written whole, and made durable by the flush
- * that commits the region table that points at it. */
+/* Table bytes [@at, @at + @n) of the new BAT (whole pages). */
+static gboolean
+build_range (Resize *r, guint64 at, guint8 *buf, gsize n, GError **error)
+{
+        VhdxFile *file = r->file;
+        guint64 end = at + n;
+        guint64 old_end = round_up (r->old_table_bytes, PAGE);
+        gsize old = at < old_end ? (gsize) MIN ((guint64) n, old_end - at) : 0;
+        GHashTableIter iter;
+        gpointer key, value;
+        guint64 first, last;
+
+        if (old > 0 &&
+            !vhdx_writer_read (file, file->info.bat_offset + at, buf, old, _ ("BAT"), error))
+                return FALSE;
+        memset (buf + old, 0, n - old);
+        if (r->zero_start < end && at < r->zero_end) {
+                guint64 from = MAX (r->zero_start, at), to = MIN (r->zero_end, end);
+
+                memset (buf + (from - at), 0, to - from);
+        }
+        if (new_blocks_in (r, at, n, &first, &last)) {
+                for (guint64 i = first; i < last; i++) {
+                        guint64 entry;
+
+                        if (changed_entry (r, i, &entry))
+                                vhdx_put_le64 (buf + (i * VHDX_BAT_ENTRY_SIZE - at), entry);
+                }
+        }
+        g_hash_table_iter_init (&iter, r->entries);
+        while (g_hash_table_iter_next (&iter, &key, &value)) {
+                guint64 offset = *(guint64 *) key * VHDX_BAT_ENTRY_SIZE;
+
+                if (offset >= at && offset < end)
+                        vhdx_put_le64 (buf + (offset - at), *(guint64 *) value);
+        }
+        return TRUE;
+}
+
+/* A new BAT in fresh space: written whole where it is not zeros, and made
+ * durable by the flush that commits the region table that points at it. */
 static gboolean
 write_relocated_bat (Resize *r, GError **error)
 {
-        g_autofree guint8 *page = g_malloc (PAGE);
-        static const guint8 zeros[PAGE];
+        g_autofree guint8 *buf = g_malloc (COPY_BUFFER);
+        guint64 table_end = round_up (r->new_table_bytes, PAGE);
+        guint64 old_end = round_up (r->old_table_bytes, PAGE);
 
-        for (guint64 at = 0; at < r->new_table_bytes; at += PAGE) {
-                if (!build_page (r, at, page, error))
-                        return FALSE;
-                if (memcmp (page, zeros, PAGE) != 0 &&
-                    !vhdx_io_write (r->file->io, page, PAGE, r->bat_offset + at, error))
+        for (guint64 at = 0; at < table_end; at += COPY_BUFFER) {
+                gsize n = (gsize) MIN ((guint64) COPY_BUFFER, table_end - at);
+
+                /* Fresh space reads as zeros already. */
+                if (at >= old_end && !range_has_entry (r, at, n))
+                        continue;
+                if (!build_range (r, at, buf, n, error) ||
+                    !vhdx_io_write (r->file->io, buf, n, r->bat_offset + at, error))
                         return FALSE;
         }
         return TRUE;
@@ -409,7 +480,7 @@ queue_bat (Resize *r, GError **error)
         for (guint64 at = r->zero_start / PAGE * PAGE; at < end; at += PAGE) {
                 gboolean zeros = at >= r->zero_start && at + PAGE <= r->zero_end;
 
-                if (page_has_entry (r, at) || (!zeros && at < r->zero_end))
+                if (range_has_entry (r, at, PAGE) || (!zeros && at < r->zero_end))
                         g_array_append_val (pages, at);
                 else if (zeros)
                         vhdx_writer_queue_zeros (file, r->bat_offset + at, PAGE,
@@ -418,7 +489,7 @@ queue_bat (Resize *r, GError **error)
         for (guint i = 0; i < pages->len; i++) {
                 guint64 at = g_array_index (pages, guint64, i);
 
-                if (!build_page (r, at, page, error))
+                if (!build_range (r, at, page, PAGE, error))
                         return FALSE;
                 /* A page that stays as it is (entries set to what they hold) is left alone. */
                 if (r->bat_offset + at + PAGE <= r->result->old_file_size) {
@@ -646,7 +717,7 @@ vhdx_file_resize (VhdxFile *file,
                 return FALSE;
         if (!vhdx_writer_begin_change (file, TRUE, error))
                 return FALSE;
-        if (grow && (!place_bat (&r, error) || !prepare_grow (&r, error)))
+        if (grow && (!place_bat (&r, flags, error) || !prepare_grow (&r, error)))
                 return FALSE;
         if (r.relocate && !write_relocated_bat (&r, error))
                 return FALSE;

@@ -15,6 +15,10 @@
 
 G_BEGIN_DECLS
 
+/* For tests: grow the BAT region in place over the blocks that follow it
+ * even when moving them costs more than moving the BAT. */
+#define VHDX_RESIZE_FLAGS_MOVE_BLOCKS (1 << 16)
+
 /* Progress of a long operation: @done of @total units so far. */
 typedef void (*VhdxProgressFunc) (guint64 done, guint64 total, gpointer user_data);
 
@@ -47,10 +51,10 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_get_minimum_size (VhdxFile *file,
  * part reads as zeros (a differencing image: as its parent, past the block
  * that held the old end); a fixed image gets its new blocks allocated; when
  * the BAT no longer fits its region, the region grows over the blocks that
- * follow it, which are moved to the end of the file, or, when another
- * structure follows it, the BAT moves to a new region at the end of the
- * file.  Shrinking: VHDX_ERROR_WOULD_DISCARD_DATA, naming the first block
- * that stores data past @new_size and the minimum size, unless @flags has
+ * follow it, which are moved to the end of the file, when they hold less
+ * data than the BAT; otherwise, or when another structure follows it, the
+ * BAT moves to a new region at the end of the file.  Shrinking: VHDX_ERROR_WOULD_DISCARD_DATA,
+ * naming the first block that stores data past @new_size and the minimum size, unless @flags has
  * VHDX_RESIZE_FLAGS_DISCARD_DATA; the blocks wholly past the new end are
  * dropped (their file space stays, unused) and the block that holds the new
  * end keeps its data up to it.  The data up to the smaller of the two sizes

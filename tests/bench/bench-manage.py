@@ -72,8 +72,12 @@ class Bench:
         return made
 
     def copy(self, image):
+        """A fresh copy, on the disk before the clock starts: the first flush
+        of the command must not write back the copy."""
         work = self.path('work.vhdx')
         shutil.copyfile(image, work)
+        with open(work, 'rb+') as f:
+            os.fsync(f.fileno())
         return work
 
     def row(self, case, made_by, command, info):
