@@ -22,6 +22,7 @@ static const ToolCommand commands[] = {
         { "convert", N_ ("Convert an image to a sparse raw image or to VHDX"), cli_cmd_convert },
         { "create", N_ ("Create a new VHDX image"), cli_cmd_create },
         { "resize", N_ ("Change the size of an image's virtual disk"), cli_cmd_resize },
+        { "set-parent", N_ ("Point a differencing image at its moved parent"), cli_cmd_set_parent },
 };
 
 void

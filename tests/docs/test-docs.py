@@ -27,8 +27,8 @@
 #
 # Arguments: DOCUMENT:LINE of the blocks to run, when not all of them.
 # Environment: VHDX_SOURCE_ROOT, VHDX_BUILD_ROOT, VHDX_TOOL, VHDX_POOL,
-# VHDX_NBDKIT_PLUGIN, VHDX_MKIMAGE; VHDX_ASAN_RUNTIME in a build with
-# AddressSanitizer.
+# VHDX_NBDKIT_PLUGIN, VHDX_MKIMAGE; VHDX_VHDI_CAT when libvhdi was found;
+# VHDX_ASAN_RUNTIME in a build with AddressSanitizer.
 
 import json
 import os
@@ -48,6 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'common'))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'nbdkit'))
 from nbdtest import Skip, expect, expect_equal, sha256_file  # noqa: E402
+import vhdxspec  # noqa: E402
 
 SOURCE_ROOT = os.environ.get('VHDX_SOURCE_ROOT')
 BUILD_ROOT = os.environ.get('VHDX_BUILD_ROOT')
@@ -56,6 +57,7 @@ POOL_TOOL = os.environ.get('VHDX_POOL')
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
 MKIMAGE = os.environ.get('VHDX_MKIMAGE')
 ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME')
+VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -990,6 +992,52 @@ class Examples:
         self.resize_shown(place, block, place.path('disk.raw'))
         return 'qemu-img: a clean 8 GiB image, its first GiB as before, zeros after'
 
+    def expect_locator_names(self, child, parent):
+        """The locator of @child, read from the file as the specification
+        lays it out: relative_path, with backslashes, leads from @child's
+        directory to @parent, and parent_linkage is @parent's DataWriteGuid."""
+        pairs = vhdxspec.Vhdx(child).parent_locator()
+        relative = pairs['relative_path']
+        expect('/' not in relative, 'relative_path has slashes: %r' % relative)
+        resolved = os.path.join(os.path.dirname(child), *relative.split('\\'))
+        expect_equal(os.path.realpath(resolved), os.path.realpath(parent), 'relative_path')
+        expect_equal(pairs['parent_linkage'],
+                     '{%s}' % vhdxspec.Vhdx(parent).header['data-write-guid'].lower(),
+                     'parent_linkage')
+
+    def expect_vhdi_reads(self, child, parent, raw):
+        """libvhdi, given @child and @parent, reads @child as @raw."""
+        if not VHDI_CAT:
+            return False
+        out = check_ok(run([VHDI_CAT, child, parent]), 'vhdi-cat').stdout
+        expect(out == read_file(raw), 'libvhdi does not read the child as expected')
+        return True
+
+    def set_parent_readme(self, block):
+        place = self.place()
+        out, _ = place.run_ok(block.text)
+        child, base = place.path('child.avhdx'), place.path('moved', 'base.vhdx')
+        expect('Parent:               ./moved/base.vhdx' in out,
+               'vhdx info does not find the moved parent: %s' % out)
+        self.expect_locator_names(child, base)
+        return 'the locator names moved/base.vhdx (vhdxspec); info finds it'
+
+    def set_parent_man(self, block):
+        place = self.place()
+        os.makedirs(place.path('srv'))
+        made_base = place.path('base.vhdx')
+        qemu_image(made_base, 64 * MiB, [(0x41, 0, 4 * MiB), (0x42, 40 * MiB, MiB)])
+        child_raw = child_of(place, made_base, place.path('vm.avhdx'),
+                             [(3 * MiB, b'\x43' * 4096), (50 * MiB, b'\x44' * 512)])
+        base = place.path('srv', 'base.vhdx')
+        os.rename(made_base, base)
+        place.run_ok(block.text)
+        expect(read_file(place.path('disk.raw')) == read_file(child_raw), 'disk.raw differs')
+        self.expect_locator_names(place.path('vm.avhdx'), base)
+        vhdi = self.expect_vhdi_reads(place.path('vm.avhdx'), base, child_raw)
+        return 'disk.raw is the checkpoint\'s disk; the locator names srv/base.vhdx%s' % (
+            '; libvhdi reads the same' if vhdi else '')
+
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
                    'timings, which no test may assert')
@@ -1069,6 +1117,8 @@ HANDLERS = {
     ('docs/vhdx.1', 'vhdx info disk.avhdx'): Examples.export_folder,
     ('docs/vhdx.1', 'vhdx resize disk.vhdx +9G'): Examples.resize_qemu_image,
     ('README.md', 'vhdx create disk.vhdx 1G'): Examples.resize_new,
+    ('README.md', 'vhdx create base.vhdx 1G'): Examples.set_parent_readme,
+    ('docs/vhdx.1', 'vhdx set-parent vm.avhdx /srv/base.vhdx'): Examples.set_parent_man,
 }
 
 
