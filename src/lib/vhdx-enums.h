@@ -124,6 +124,23 @@ typedef enum /*< flags >*/ {
 } VhdxResizeFlags;
 
 /**
+ * VhdxSetParentFlags:
+ * @VHDX_SET_PARENT_FLAGS_NONE: the parent must be the image the
+ *   differencing image was made from
+ * @VHDX_SET_PARENT_FLAGS_IGNORE_MISMATCH: take another parent, whose
+ *   DataWriteGuid becomes the one the locator names
+ *
+ * How [method@Vhdx.Image.set_parent] points a differencing image at its
+ * parent.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_SET_PARENT_FLAGS_NONE = 0,
+        VHDX_SET_PARENT_FLAGS_IGNORE_MISMATCH = 1 << 0,
+} VhdxSetParentFlags;
+
+/**
  * VhdxSeverity:
  * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
  *   the specification says it should be

@@ -3,7 +3,11 @@
  * data. */
 #include "config.h"
 
+#include <glib/gi18n-lib.h>
+
+#include "vhdx-gfile-io-private.h"
 #include "vhdx-image-private.h"
+#include "vhdx-relink.h"
 #include "vhdx-resize.h"
 #include "vhdx-writer.h"
 
@@ -387,4 +391,209 @@ gboolean
 vhdx_image_resize_finish (VhdxImage *self, GAsyncResult *result, GError **error)
 {
         return vhdx_image_task_finish (self, result, vhdx_image_resize_async, error);
+}
+
+/* A new parent */
+
+typedef struct {
+        GFile *parent;
+        VhdxSetParentFlags flags;
+} SetParent;
+
+static void
+set_parent_free (gpointer data)
+{
+        SetParent *set_parent = data;
+
+        g_clear_object (&set_parent->parent);
+        g_free (set_parent);
+}
+
+/* Opens the new parent read-only, its own parents found as the image's
+ * are, then rewrites the image's locator once no other request runs. */
+static gpointer
+image_set_parent (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
+{
+        SetParent *set_parent = data;
+        g_autofree char *path = g_file_get_path (self->file);
+        g_autofree char *parent_path = g_file_get_path (set_parent->parent);
+        VhdxOpenOptions options = { 0 };
+        g_autoptr (VhdxFile) parent = NULL;
+        VhdxIo *io;
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        if (path == NULL || parent_path == NULL) {
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                     _ ("The image and its new parent must both be local files"));
+                return NULL;
+        }
+        io = vhdx_gfile_io_open (set_parent->parent, FALSE, cancellable, error);
+        if (io == NULL)
+                return NULL;
+        options.path = parent_path;
+        options.parent_dirs = (const char *const *) self->parent_search_path;
+        parent = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, error);
+        if (parent == NULL)
+                return NULL;
+        g_rw_lock_writer_lock (&self->request_lock);
+        /* The engine's refusals of a read-only or closed image, as writes
+         * get them: an empty write asks for them. */
+        ok = vhdx_file_write (self->handle, 0, NULL, 0, VHDX_WRITE_FLAGS_NONE, error) &&
+             vhdx_file_set_parent (self->handle, path, parent, parent_path,
+                                   (set_parent->flags & VHDX_SET_PARENT_FLAGS_IGNORE_MISMATCH) != 0,
+                                   NULL, error);
+        if (ok)
+                vhdx_image_reload_parent_locator (self);
+        g_rw_lock_writer_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
+}
+
+static const VhdxImageCall set_parent_call = { .func = image_set_parent };
+
+/**
+ * vhdx_image_set_parent:
+ * @self: a differencing image opened read-write
+ * @parent: the image to make its parent, a local file
+ * @flags: whether @parent may be another image than the one @self was made
+ *   from
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Points a differencing image at its parent after the parent moved, as
+ * Hyper-V's `Set-VHD -ParentPath` does.  The image's parent may be missing:
+ * open it with %VHDX_OPEN_FLAGS_NO_PARENT (or
+ * %VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT).  @parent is opened read-only,
+ * its own parents found as the image's are
+ * ([property@Vhdx.Image:parent-search-path]).
+ *
+ * The parent locator's `relative_path` (from the image's directory, with
+ * backslashes) and `absolute_win32_path` name @parent; a `volume_path` is
+ * dropped; the other entries stay.  @parent must be the image @self was
+ * made from (its DataWriteGuid is the locator's `parent_linkage` or
+ * `parent_linkage2`) unless @flags has
+ * %VHDX_SET_PARENT_FLAGS_IGNORE_MISMATCH, as `Set-VHD -IgnoreIdMismatch`
+ * does: its DataWriteGuid then becomes `parent_linkage`.  The logical
+ * sector sizes must be the same.  The image's DataWriteGuid is kept: what
+ * its disk reads does not change.
+ *
+ * The new locator is committed through the image's log, so that a crash
+ * leaves the old locator or the new one.  No other request of the image
+ * runs meanwhile.  On success, [property@Vhdx.Image:parent-locator] takes
+ * the new entries and is notified; the parent the image has open, if any,
+ * stays: open the image again to read through @parent.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set:
+ *   %G_IO_ERROR_READ_ONLY for an image not opened read-write,
+ *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close],
+ *   %G_IO_ERROR_NOT_SUPPORTED when the image or @parent has no local path,
+ *   %VHDX_ERROR_NOT_SUPPORTED for an image that is not a differencing one,
+ *   %VHDX_ERROR_PARENT_MISMATCH, %VHDX_ERROR_INVALID when @parent is the
+ *   image or has it among its parents, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_set_parent (VhdxImage *self,
+                       GFile *parent,
+                       VhdxSetParentFlags flags,
+                       GCancellable *cancellable,
+                       GError **error)
+{
+        SetParent set_parent = { parent, flags };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (G_IS_FILE (parent), FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (image_set_parent (self, &set_parent, cancellable, error) == NULL)
+                return FALSE;
+        vhdx_image_notify_parent_locator (self);
+        return TRUE;
+}
+
+/* Back in the caller's context: the notification, then the end of the
+ * task of set_parent_async(). */
+static void
+set_parent_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+        g_autoptr (GTask) task = user_data;
+        GError *error = NULL;
+
+        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
+                g_task_return_error (task, error);
+                return;
+        }
+        vhdx_image_notify_parent_locator (VHDX_IMAGE (source));
+        g_task_return_boolean (task, TRUE);
+}
+
+/**
+ * vhdx_image_set_parent_async:
+ * @self: a differencing image opened read-write
+ * @parent: the image to make its parent, a local file
+ * @flags: whether @parent may be another image than the one @self was made
+ *   from
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async) (closure user_data): called when the locator
+ *   names @parent
+ * @user_data: data for @callback
+ *
+ * Points the image at @parent in a worker thread, as
+ * [method@Vhdx.Image.set_parent] does.  The notification of
+ * [property@Vhdx.Image:parent-locator] runs in the thread-default main
+ * context of the caller, before @callback.  Call
+ * [method@Vhdx.Image.set_parent_finish] from @callback.
+ *
+ * Since: 0.2
+ */
+void
+vhdx_image_set_parent_async (VhdxImage *self,
+                             GFile *parent,
+                             VhdxSetParentFlags flags,
+                             int io_priority,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data)
+{
+        g_autoptr (GTask) task = NULL;
+        GTask *worker;
+        SetParent *set_parent;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (G_IS_FILE (parent));
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = vhdx_image_task_new (self, vhdx_image_set_parent_async, io_priority, cancellable,
+                                    callback, user_data);
+        set_parent = g_new0 (SetParent, 1);
+        set_parent->parent = g_object_ref (parent);
+        set_parent->flags = flags;
+        worker = vhdx_image_task_new (self, image_set_parent, io_priority, cancellable,
+                                      set_parent_done, g_steal_pointer (&task));
+        vhdx_image_task_run (worker, &set_parent_call, set_parent, set_parent_free);
+}
+
+/**
+ * vhdx_image_set_parent_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.set_parent_async].
+ *
+ * Returns: %TRUE if the parent locator names the new parent; %FALSE with
+ *   @error set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_set_parent_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return vhdx_image_task_finish (self, result, vhdx_image_set_parent_async, error);
 }

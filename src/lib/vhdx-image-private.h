@@ -29,12 +29,15 @@ struct _VhdxImage {
         char *data_write_guid;
         char *file_write_guid;
         GPtrArray *retired_strings;
+        /* Replaced by set_parent(), which keeps the tables replaced in
+         * retired_locators, for the same reason. */
         GHashTable *parent_locator;
+        GPtrArray *retired_locators;
 
         /* Requests that use the engine's image (reads, writes, extents,
          * checks) hold it for reading; close() and the update of the GUIDs
-         * after it, and resize(), for writing: nothing runs while the
-         * image closes or changes its size. */
+         * after it, resize() and set_parent(), for writing: nothing runs
+         * while the image closes or changes its size or its parent locator. */
         GRWLock request_lock;
         /* Counts the writes made (atomic), so that the allocated size is
          * counted again after them. */
@@ -66,6 +69,11 @@ vhdx_image_info (VhdxImage *self)
 
 /* Notifies VhdxImage:virtual-size, which the engine's image changed. */
 void vhdx_image_notify_virtual_size (VhdxImage *self);
+
+/* Reads VhdxImage:parent-locator again from the engine's image, whose
+ * locator changed (the request lock held for writing), and notifies it. */
+void vhdx_image_reload_parent_locator (VhdxImage *self);
+void vhdx_image_notify_parent_locator (VhdxImage *self);
 
 /* A range of the virtual disk, and the buffer of its bytes: what a read or
  * a look at the extents works on. */

@@ -116,14 +116,10 @@ open_parent_io (const char *name, gpointer user_data, GError **error)
 }
 
 static void
-image_cache_strings (VhdxImage *self)
+image_cache_locator (VhdxImage *self)
 {
-        const VhdxInfo *info = vhdx_image_info (self);
         GPtrArray *locator = vhdx_file_get_parent_locator (self->handle);
 
-        self->virtual_disk_id = vhdx_guid_to_string (&info->virtual_disk_id);
-        self->data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
-        self->file_write_guid = vhdx_guid_to_string (&info->file_write_guid);
         if (locator != NULL) {
                 self->parent_locator =
                         g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
@@ -134,6 +130,17 @@ image_cache_strings (VhdxImage *self)
                                              g_strdup (entry->value));
                 }
         }
+}
+
+static void
+image_cache_strings (VhdxImage *self)
+{
+        const VhdxInfo *info = vhdx_image_info (self);
+
+        self->virtual_disk_id = vhdx_guid_to_string (&info->virtual_disk_id);
+        self->data_write_guid = vhdx_guid_to_string (&info->data_write_guid);
+        self->file_write_guid = vhdx_guid_to_string (&info->file_write_guid);
+        image_cache_locator (self);
 }
 
 static gboolean
@@ -403,6 +410,7 @@ vhdx_image_finalize (GObject *object)
         g_free (self->data_write_guid);
         g_free (self->file_write_guid);
         g_clear_pointer (&self->retired_strings, g_ptr_array_unref);
+        g_clear_pointer (&self->retired_locators, g_ptr_array_unref);
         /* The image of a parent only borrows its VhdxFile from the owner's chain. */
         if (self->owner != NULL) {
                 self->handle = NULL;
@@ -806,6 +814,24 @@ void
 vhdx_image_notify_virtual_size (VhdxImage *self)
 {
         g_object_notify_by_pspec (G_OBJECT (self), props[PROP_VIRTUAL_SIZE]);
+}
+
+void
+vhdx_image_reload_parent_locator (VhdxImage *self)
+{
+        if (self->parent_locator != NULL) {
+                if (self->retired_locators == NULL)
+                        self->retired_locators = g_ptr_array_new_with_free_func (
+                                (GDestroyNotify) g_hash_table_unref);
+                g_ptr_array_add (self->retired_locators, g_steal_pointer (&self->parent_locator));
+        }
+        image_cache_locator (self);
+}
+
+void
+vhdx_image_notify_parent_locator (VhdxImage *self)
+{
+        g_object_notify_by_pspec (G_OBJECT (self), props[PROP_PARENT_LOCATOR]);
 }
 
 /* Closes the engine's image once no write runs. */

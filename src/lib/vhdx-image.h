@@ -221,6 +221,21 @@ void vhdx_image_resize_async (VhdxImage *self,
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_resize_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_set_parent (VhdxImage *self,
+                                GFile *parent,
+                                VhdxSetParentFlags flags,
+                                GCancellable *cancellable,
+                                GError **error);
+void vhdx_image_set_parent_async (VhdxImage *self,
+                                  GFile *parent,
+                                  VhdxSetParentFlags flags,
+                                  int io_priority,
+                                  GCancellable *cancellable,
+                                  GAsyncReadyCallback callback,
+                                  gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_set_parent_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_get_minimum_size (VhdxImage *self,
                                       guint64 *size,
                                       GCancellable *cancellable,

@@ -836,6 +836,104 @@ class Tests:
         image = None
         self.check_with_qemu(path, bytes(model[:40 * MiB]))
 
+    # a new parent: the locator read from the file (vhdxspec) names the
+    # moved parent, and the child reopened reads its disk through it
+
+    def moved_chain(self, name):
+        """A base and its child with data of its own, made by the vhdx tool;
+        the base then moves to another directory.  Returns the child, the
+        moved base and the child's disk."""
+        if not TOOL:
+            raise Skip('VHDX_TOOL not set')
+        top = os.path.join(self.workdir, name)
+        for sub in ('vm', 'old', 'new'):
+            os.makedirs(os.path.join(top, sub))
+        base_raw, child_raw = os.path.join(top, 'base.raw'), os.path.join(top, 'child.raw')
+        data = bytearray(16 * MiB)
+        data[0:2 * MiB] = b'\x31' * (2 * MiB)
+        with open(base_raw, 'wb') as f:
+            f.write(data)
+        data[5 * MiB:5 * MiB + 4096] = b'\x32' * 4096
+        with open(child_raw, 'wb') as f:
+            f.write(data)
+        base = os.path.join(top, 'old', 'base.vhdx')
+        child = os.path.join(top, 'vm', 'child.avhdx')
+        check_ok(run([TOOL, 'convert', '--block-size=2M', base_raw, base]), 'vhdx convert')
+        check_ok(run([TOOL, 'convert', '--parent', base, child_raw, child]),
+                 'vhdx convert --parent')
+        moved = os.path.join(top, 'new', 'base.vhdx')
+        os.rename(base, moved)
+        return child, moved, bytes(data)
+
+    def expect_child_reads(self, child, moved, data):
+        pairs = vhdxspec.Vhdx(child).parent_locator()
+        expect_equal(pairs['relative_path'], '..\\new\\base.vhdx', 'relative_path')
+        expect_equal(pairs['parent_linkage'],
+                     '{%s}' % vhdxspec.Vhdx(moved).header['data-write-guid'].lower(),
+                     'parent_linkage')
+        image = Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE, None)
+        expect_equal(image.dup_parent().get_file().get_path(), moved, 'the parent opened')
+        expect(image.read_bytes(0, len(data), None).get_data() == data,
+               'the child reads its disk through the moved parent')
+
+    def test_set_parent(self):
+        child, moved, data = self.moved_chain('set-parent')
+        gchild = Gio.File.new_for_path(child)
+        expect_error(lambda: Vhdx.Image.new(gchild, Vhdx.OpenFlags.NONE, None),
+                     'vhdx-error-quark', Vhdx.Error.PARENT_NOT_FOUND, 'the parent moved')
+        read_only = Vhdx.Image.new(gchild, Vhdx.OpenFlags.NO_PARENT, None)
+        expect_error(lambda: read_only.set_parent(Gio.File.new_for_path(moved),
+                                                  Vhdx.SetParentFlags.NONE, None),
+                     'g-io-error-quark', Gio.IOErrorEnum.READ_ONLY, 'a read-only image')
+        read_only = None
+        image = Vhdx.Image.new(gchild, Vhdx.OpenFlags.READ_WRITE | Vhdx.OpenFlags.NO_PARENT,
+                               None)
+        guid = image.props.data_write_guid
+        notified = []
+        image.connect('notify::parent-locator', lambda obj, pspec: notified.append(
+            dict(obj.props.parent_locator)))
+        # Not the image the child was made from.
+        other = os.path.join(os.path.dirname(moved), 'other.vhdx')
+        check_ok(run([TOOL, 'create', other, '16M']), 'vhdx create')
+        expect_error(lambda: image.set_parent(Gio.File.new_for_path(other),
+                                              Vhdx.SetParentFlags.NONE, None),
+                     'vhdx-error-quark', Vhdx.Error.PARENT_MISMATCH, 'another parent')
+        expect_equal(notified, [], 'a refusal notifies nothing')
+        image.set_parent(Gio.File.new_for_path(moved), Vhdx.SetParentFlags.NONE, None)
+        expect_equal(image.get_parent_locator()['relative_path'], '..\\new\\base.vhdx',
+                     'get_parent_locator() after set_parent')
+        expect_equal([n.get('relative_path') for n in notified], ['..\\new\\base.vhdx'],
+                     'notify::parent-locator')
+        expect_equal(image.props.data_write_guid, guid, 'data-write-guid is kept')
+        image.close(None)
+        image = None
+        self.expect_child_reads(child, moved, data)
+        # A dynamic image has no parent to set.
+        dynamic = Vhdx.Image.new(Gio.File.new_for_path(other), Vhdx.OpenFlags.READ_WRITE, None)
+        expect_error(lambda: dynamic.set_parent(Gio.File.new_for_path(moved),
+                                                Vhdx.SetParentFlags.NONE, None),
+                     'vhdx-error-quark', Vhdx.Error.NOT_SUPPORTED, 'a dynamic image')
+        dynamic.close(None)
+
+    def test_set_parent_async(self):
+        child, moved, data = self.moved_chain('set-parent-async')
+        image = open_async(Gio.File.new_for_path(child),
+                           Vhdx.OpenFlags.READ_WRITE | Vhdx.OpenFlags.ALLOW_MISSING_PARENT)
+        main_thread = threading.get_ident()
+        events = []
+        image.connect('notify::parent-locator', lambda obj, pspec: events.append(
+            ('notify', obj.props.parent_locator['relative_path'], threading.get_ident())))
+        run_loop(lambda done: image.set_parent_async(
+            Gio.File.new_for_path(moved), Vhdx.SetParentFlags.NONE, GLib.PRIORITY_DEFAULT, None,
+            finisher(lambda source, result: (events.append(('done', None, None)),
+                                             source.set_parent_finish(result))[1], done)))
+        expect_equal(events, [('notify', '..\\new\\base.vhdx', main_thread),
+                              ('done', None, None)],
+                     'notify in the main context, before the callback')
+        image.close(None)
+        image = None
+        self.expect_child_reads(child, moved, data)
+
     def test_io_stream(self):
         img, path, model = self.writable_copy('fixed')
         image = Vhdx.Image.new(Gio.File.new_for_path(path), Vhdx.OpenFlags.READ_WRITE, None)
