@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * vhdx: a command line tool to inspect, check, map, read, convert, create
- * and resize Hyper-V VHDX virtual disk images.  This file holds the command
+ * vhdx: a command line tool to inspect, check, map, read, convert, create,
+ * resize and re-link Hyper-V VHDX virtual disk images.  This file holds the command
  * table and what the commands share; each group of commands has its file.
  */
 #include "config.h"
@@ -123,8 +123,8 @@ static void
 print_help (void)
 {
         g_print ("%s\n  vhdx %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create and resize "
-                              "Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize and "
+                              "re-link Hyper-V VHDX virtual disk images."));
         tool_print_commands (commands, G_N_ELEMENTS (commands));
         g_print ("\n%s\n", _ ("Options:"));
         g_print ("  %-18s%s\n", "-h, --help", _ ("Show this help"));
