@@ -24,67 +24,23 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'common'))
+import clitest  # noqa: E402
 import vhdxspec  # noqa: E402
+from clitest import Skip, TOOL, expect, expect_equal, ok, run, sha256, vhdx  # noqa: E402
 from qemunbd import QemuNbd  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-TOOL = os.environ.get('VHDX_TOOL')
 VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
 QEMU_IMG = shutil.which('qemu-img')
 QEMU_IO = shutil.which('qemu-io')
 QEMU_NBD = shutil.which('qemu-nbd')
-ENV = dict(os.environ, LC_ALL='C.UTF-8')
-ENV.pop('LANGUAGE', None)
-
-
-class Skip(Exception):
-    pass
-
-
-def run(args):
-    return subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=ENV, timeout=600)
-
-
-def ok(args):
-    result = run(args)
-    if result.returncode != 0:
-        raise AssertionError('%s exited with %d: %s' % (
-            ' '.join(str(a) for a in args), result.returncode,
-            result.stderr.decode(errors='replace').strip()))
-    return result
-
-
-def vhdx(*args):
-    return run([TOOL] + list(args))
-
-
-def expect(condition, what):
-    if not condition:
-        raise AssertionError(what)
-
-
-def expect_equal(found, expected, what):
-    if found != expected:
-        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(4 * MiB), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def need_qemu():
@@ -507,32 +463,5 @@ class Tests:
         ok([TOOL, 'check', img])
 
 
-def main():
-    if TOOL is None:
-        print('1..0 # SKIP VHDX_TOOL must be set')
-        return 0
-    names = sorted(n for n in dir(Tests) if n.startswith('test_'))
-    if sys.argv[1:]:
-        names = [n for n in names if n[len('test_'):] in sys.argv[1:]]
-    print('1..%d' % len(names))
-    failed = 0
-    with tempfile.TemporaryDirectory(prefix='vhdx-resize-') as tmp:
-        tests = Tests(tmp)
-        for number, name in enumerate(names, 1):
-            label = name[len('test_'):].replace('_', ' ')
-            try:
-                getattr(tests, name)()
-                print('ok %d - %s' % (number, label))
-            except Skip as e:
-                print('ok %d - %s # SKIP %s' % (number, label, e))
-            except Exception:
-                failed += 1
-                print('not ok %d - %s' % (number, label))
-                for line in traceback.format_exc().splitlines():
-                    print('# ' + line)
-            sys.stdout.flush()
-    return 1 if failed else 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(clitest.main(Tests, 'vhdx-resize-'))
