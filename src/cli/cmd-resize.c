@@ -114,26 +114,6 @@ result_to_json (const char *path, const VhdxResizeResult *result)
         return json_builder_get_root (builder);
 }
 
-/* Progress on a terminal, shown from the first report, which gives the total. */
-typedef struct {
-        gboolean wanted;
-        gboolean started;
-        ToolProgress progress;
-} ResizeProgress;
-
-static void
-resize_progress (guint64 done, guint64 total, gpointer user_data)
-{
-        ResizeProgress *p = user_data;
-
-        if (!p->started) {
-                tool_progress_start (&p->progress, p->wanted, NULL, total);
-                p->started = TRUE;
-        }
-        p->progress.total = total;
-        tool_progress_update (&p->progress, done);
-}
-
 static int
 resize_image (const char *path,
               const SizeArgument *size,
@@ -144,7 +124,7 @@ resize_image (const char *path,
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (VhdxFile) file = NULL;
-        ResizeProgress progress = { show_progress, FALSE, { 0 } };
+        CliProgress progress = { show_progress, FALSE, { 0 } };
         VhdxResizeResult result = { 0 };
         guint64 new_size;
         gboolean ok;
@@ -157,16 +137,13 @@ resize_image (const char *path,
         }
         if (!size_argument_apply (size, vhdx_file_get_info (file)->virtual_size, &new_size))
                 return EXIT_FAILURE;
-        ok = vhdx_file_resize (file, new_size, flags, resize_progress, &progress, NULL, &result,
+        ok = vhdx_file_resize (file, new_size, flags, cli_progress_report, &progress, NULL, &result,
                                &error);
+        cli_progress_end (&progress, ok);
         if (!ok) {
-                if (progress.started)
-                        tool_progress_abandon (&progress.progress);
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
         }
-        if (progress.started)
-                tool_progress_finish (&progress.progress);
         if (!vhdx_file_close (file, &error)) {
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;

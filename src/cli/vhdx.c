@@ -23,6 +23,7 @@ static const ToolCommand commands[] = {
         { "create", N_ ("Create a new VHDX image"), cli_cmd_create },
         { "resize", N_ ("Change the size of an image's virtual disk"), cli_cmd_resize },
         { "set-parent", N_ ("Point a differencing image at its moved parent"), cli_cmd_set_parent },
+        { "merge", N_ ("Fold a differencing image into its parent or an ancestor"), cli_cmd_merge },
 };
 
 void
@@ -77,6 +78,30 @@ cli_open_image (const char *path,
                 member_path = vhdx_file_get_parent_path (member);
         }
         return file;
+}
+
+void
+cli_progress_report (guint64 done, guint64 total, gpointer user_data)
+{
+        CliProgress *p = user_data;
+
+        if (!p->started) {
+                tool_progress_start (&p->progress, p->wanted, NULL, total);
+                p->started = TRUE;
+        }
+        p->progress.total = total;
+        tool_progress_update (&p->progress, done);
+}
+
+void
+cli_progress_end (CliProgress *progress, gboolean ok)
+{
+        if (!progress->started)
+                return;
+        if (ok)
+                tool_progress_finish (&progress->progress);
+        else
+                tool_progress_abandon (&progress->progress);
 }
 
 gboolean

@@ -141,6 +141,26 @@ typedef enum /*< flags >*/ {
 } VhdxSetParentFlags;
 
 /**
+ * VhdxMergeFlags:
+ * @VHDX_MERGE_FLAGS_NONE: refuse when other differencing images were made
+ *   from an image the merge changes, and keep the folded images
+ * @VHDX_MERGE_FLAGS_DELETE_MERGED: delete the folded images once the merge
+ *   succeeded
+ * @VHDX_MERGE_FLAGS_FORCE: merge even when other differencing images made
+ *   from the images it changes (or deletes) are found beside them: they
+ *   will no longer read as they did
+ *
+ * How [func@Vhdx.Image.merge] folds a differencing image into an ancestor.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_MERGE_FLAGS_NONE = 0,
+        VHDX_MERGE_FLAGS_DELETE_MERGED = 1 << 0,
+        VHDX_MERGE_FLAGS_FORCE = 1 << 1,
+} VhdxMergeFlags;
+
+/**
  * VhdxSeverity:
  * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
  *   the specification says it should be

@@ -107,12 +107,12 @@ typedef struct {
 
 /* The engine's way of opening the parents: the same as the image itself, read-only. */
 static VhdxIo *
-open_parent_io (const char *name, gpointer user_data, GError **error)
+open_parent_io (const char *name, gboolean writable, gpointer user_data, GError **error)
 {
         OpenContext *context = user_data;
         g_autoptr (GFile) file = vhdx_gfile_io_file_for_name (name);
 
-        return vhdx_gfile_io_open (file, FALSE, context->cancellable, error);
+        return vhdx_gfile_io_open (file, writable, context->cancellable, error);
 }
 
 static void

@@ -194,7 +194,7 @@ gboolean vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError 
  * Reports the progress of a long operation: @done of @total units.
  * [method@Vhdx.Image.resize] counts the blocks it moves out of the way of a
  * growing block allocation table; a resize that moves none may make no
- * report.
+ * report.  [func@Vhdx.Image.merge] counts the bytes of the virtual disk.
  *
  * Since: 0.2
  */
@@ -235,6 +235,26 @@ void vhdx_image_set_parent_async (VhdxImage *self,
                                   gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_set_parent_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_merge (GFile *child,
+                           GFile *into,
+                           VhdxMergeFlags flags,
+                           VhdxProgressCallback progress_callback,
+                           gpointer progress_data,
+                           GCancellable *cancellable,
+                           GError **error);
+void vhdx_image_merge_async (GFile *child,
+                             GFile *into,
+                             VhdxMergeFlags flags,
+                             int io_priority,
+                             VhdxProgressCallback progress_callback,
+                             gpointer progress_data,
+                             GDestroyNotify progress_data_free,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_merge_finish (GAsyncResult *result, GError **error);
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_get_minimum_size (VhdxImage *self,
                                       guint64 *size,
