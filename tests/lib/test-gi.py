@@ -1031,6 +1031,22 @@ class Tests:
         image = None
         self.expect_child_linked(base, child, data)
 
+    def test_set_metadata_after_write(self):
+        # A write since the open gave the base a new DataWriteGuid: the
+        # child was left behind by it, and set_metadata() does not touch it.
+        base, child, data = self.chain_beside('set-metadata-written')
+        with open(child, 'rb') as f:
+            child_bytes = f.read()
+        image = Vhdx.Image.new(Gio.File.new_for_path(base), Vhdx.OpenFlags.READ_WRITE, None)
+        image.write_bytes(0, GLib.Bytes.new(b'\x99' * 512), Vhdx.WriteFlags.NONE, None)
+        image.set_metadata(0, Vhdx.SetMetadataFlags.RESET_DISK_ID, None)
+        image.close(None)
+        image = None
+        with open(child, 'rb') as f:
+            expect(f.read() == child_bytes, 'the child is not touched')
+        expect('parent_linkage2' not in vhdxspec.Vhdx(child).parent_locator(),
+               'no parent_linkage2')
+
     def test_io_stream(self):
         img, path, model = self.writable_copy('fixed')
         image = Vhdx.Image.new(Gio.File.new_for_path(path), Vhdx.OpenFlags.READ_WRITE, None)
