@@ -490,7 +490,17 @@ image_set_metadata (VhdxImage *self, gpointer data, GCancellable *cancellable, G
         return GINT_TO_POINTER (ok);
 }
 
-static const VhdxImageCall set_metadata_call = { .func = image_set_metadata };
+/* In the caller's context: the notifications of what changed. */
+static void
+set_metadata_done (VhdxImage *self, gpointer data)
+{
+        SetMetadata *set = data;
+
+        vhdx_image_notify_metadata (self, set->size_changed, set->id_changed);
+}
+
+static const VhdxImageCall set_metadata_call = { .func = image_set_metadata,
+                                                 .done = set_metadata_done };
 
 /**
  * vhdx_image_set_metadata:
@@ -560,25 +570,8 @@ vhdx_image_set_metadata (VhdxImage *self,
 
         if (image_set_metadata (self, &set, cancellable, error) == NULL)
                 return FALSE;
-        vhdx_image_notify_metadata (self, set.size_changed, set.id_changed);
+        set_metadata_done (self, &set);
         return TRUE;
-}
-
-/* Back in the caller's context: the notifications, then the end of the
- * task of set_metadata_async(). */
-static void
-set_metadata_done (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-        g_autoptr (GTask) task = user_data;
-        SetMetadata *set = g_task_get_task_data (task);
-        GError *error = NULL;
-
-        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
-                g_task_return_error (task, error);
-                return;
-        }
-        vhdx_image_notify_metadata (VHDX_IMAGE (source), set->size_changed, set->id_changed);
-        g_task_return_boolean (task, TRUE);
 }
 
 /**
@@ -612,8 +605,7 @@ vhdx_image_set_metadata_async (VhdxImage *self,
                                GAsyncReadyCallback callback,
                                gpointer user_data)
 {
-        g_autoptr (GTask) task = NULL;
-        GTask *worker;
+        GTask *task;
         SetMetadata *set;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
@@ -627,14 +619,7 @@ vhdx_image_set_metadata_async (VhdxImage *self,
         set = g_new0 (SetMetadata, 1);
         set->physical_sector_size = physical_sector_size;
         set->flags = flags;
-        /* The outer task holds the arguments and what changed, which the
-         * worker borrows: it keeps the outer task until set_metadata_done()
-         * ran. */
-        g_task_set_task_data (task, set, g_free);
-        worker = vhdx_image_task_new (self, image_set_metadata, io_priority, cancellable,
-                                      set_metadata_done, g_steal_pointer (&task));
-        g_task_set_check_cancellable (worker, FALSE);
-        vhdx_image_task_run (worker, &set_metadata_call, set, NULL);
+        vhdx_image_task_run_then (task, &set_metadata_call, set, g_free, NULL);
 }
 
 /**
