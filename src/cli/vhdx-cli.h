@@ -133,5 +133,6 @@ int cli_cmd_create (int argc, char **argv);
 int cli_cmd_resize (int argc, char **argv);
 int cli_cmd_set_parent (int argc, char **argv);
 int cli_cmd_merge (int argc, char **argv);
+int cli_cmd_set (int argc, char **argv);
 
 G_END_DECLS

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vhdx: a command line tool to inspect, check, map, read, convert, create,
- * resize and re-link Hyper-V VHDX virtual disk images.  This file holds the command
- * table and what the commands share; each group of commands has its file.
+ * resize, re-link, merge and set the metadata of Hyper-V VHDX virtual disk images.  This file holds
+ * the command table and what the commands share; each group of commands has its file.
  */
 #include "config.h"
 
@@ -24,6 +24,7 @@ static const ToolCommand commands[] = {
         { "resize", N_ ("Change the size of an image's virtual disk"), cli_cmd_resize },
         { "set-parent", N_ ("Point a differencing image at its moved parent"), cli_cmd_set_parent },
         { "merge", N_ ("Fold a differencing image into its parent or an ancestor"), cli_cmd_merge },
+        { "set", N_ ("Change an image's physical sector size or Virtual Disk ID"), cli_cmd_set },
 };
 
 void
@@ -148,8 +149,8 @@ static void
 print_help (void)
 {
         g_print ("%s\n  vhdx %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize and "
-                              "re-link Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize, re-link, "
+                              "merge and set the metadata of Hyper-V VHDX virtual disk images."));
         tool_print_commands (commands, G_N_ELEMENTS (commands));
         g_print ("\n%s\n", _ ("Options:"));
         g_print ("  %-18s%s\n", "-h, --help", _ ("Show this help"));

@@ -10,6 +10,7 @@
 #include "vhdx-map.h"
 #include "vhdx-private.h"
 #include "vhdx-relink.h"
+#include "vhdx-set-metadata.h"
 #include "vhdx-writer-private.h"
 #include "vhdx-writer.h"
 
@@ -282,31 +283,20 @@ copy_sectors (Copy *c, GError **error)
 static gboolean
 take_virtual_disk_items (VhdxFile *child, VhdxFile *target, VhdxMergeResult *result, GError **error)
 {
-        guint8 value[16];
+        const VhdxInfo *from = &child->info;
+        const VhdxInfo *to = &target->info;
 
-        if (!vhdx_guid_equal (&child->info.virtual_disk_id, &target->info.virtual_disk_id)) {
-                memcpy (value, child->info.virtual_disk_id.bytes, 16);
-                if (!vhdx_writer_queue_bytes (target, target->metadata.virtual_disk_id_offset,
-                                              value, 16, VHDX_WRITER_ORDER_STRUCTURE,
-                                              _ ("virtual disk ID"), error))
-                        return FALSE;
-                result->disk_id_changed = TRUE;
-        }
-        if (child->info.physical_sector_size != target->info.physical_sector_size) {
-                vhdx_put_le32 (value, child->info.physical_sector_size);
-                if (!vhdx_writer_queue_bytes (target, target->metadata.physical_sector_size_offset,
-                                              value, 4, VHDX_WRITER_ORDER_STRUCTURE,
-                                              _ ("physical sector size"), error))
-                        return FALSE;
-                result->physical_sector_size_changed = TRUE;
-        }
-        if (!vhdx_file_flush (target, error))
-                return FALSE;
-        target->info.virtual_disk_id = child->info.virtual_disk_id;
-        target->metadata.virtual_disk_id = child->info.virtual_disk_id;
-        target->info.physical_sector_size = child->info.physical_sector_size;
-        target->metadata.physical_sector_size = child->info.physical_sector_size;
-        return TRUE;
+        result->disk_id_changed = !vhdx_guid_equal (&from->virtual_disk_id, &to->virtual_disk_id);
+        result->physical_sector_size_changed =
+                from->physical_sector_size != to->physical_sector_size;
+        if (!result->disk_id_changed && !result->physical_sector_size_changed)
+                return TRUE;
+        return vhdx_file_write_disk_items (target,
+                                           result->physical_sector_size_changed
+                                                   ? from->physical_sector_size
+                                                   : 0,
+                                           result->disk_id_changed ? &from->virtual_disk_id : NULL,
+                                           error);
 }
 
 gboolean
@@ -387,7 +377,8 @@ vhdx_file_merge (VhdxFile *child,
                 return FALSE;
         /* Nothing copied (an empty child): the target still gets its new identity. */
         if (!vhdx_writer_begin_change (target, TRUE, error) ||
-            !take_virtual_disk_items (child, target, result, error))
+            !take_virtual_disk_items (child, target, result, error) ||
+            !vhdx_file_flush (target, error))
                 return FALSE;
         /* The target's identity is durable: the image above names it alone. */
         return vhdx_file_settle_parent_linkage (above, &guid, error);

@@ -161,6 +161,25 @@ typedef enum /*< flags >*/ {
 } VhdxMergeFlags;
 
 /**
+ * VhdxSetMetadataFlags:
+ * @VHDX_SET_METADATA_FLAGS_NONE: keep the Virtual Disk ID; refuse the
+ *   change when a differencing image made from the image cannot be updated
+ * @VHDX_SET_METADATA_FLAGS_RESET_DISK_ID: give the virtual disk a new
+ *   random Virtual Disk ID
+ * @VHDX_SET_METADATA_FLAGS_FORCE: change the image even when differencing
+ *   images made from it cannot be updated, which then no longer open with it
+ *
+ * How [method@Vhdx.Image.set_metadata] changes an image's metadata.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_SET_METADATA_FLAGS_NONE = 0,
+        VHDX_SET_METADATA_FLAGS_RESET_DISK_ID = 1 << 0,
+        VHDX_SET_METADATA_FLAGS_FORCE = 1 << 1,
+} VhdxSetMetadataFlags;
+
+/**
  * VhdxSeverity:
  * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
  *   the specification says it should be

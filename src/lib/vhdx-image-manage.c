@@ -10,6 +10,7 @@
 #include "vhdx-merge.h"
 #include "vhdx-relink.h"
 #include "vhdx-resize.h"
+#include "vhdx-set-metadata.h"
 #include "vhdx-writer.h"
 
 /* The smallest size */
@@ -643,4 +644,193 @@ vhdx_image_merge_finish (GAsyncResult *result, GError **error)
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
         return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+/* New metadata */
+
+/* A change of the metadata: its arguments, and what it changed. */
+typedef struct {
+        guint physical_sector_size;
+        VhdxSetMetadataFlags flags;
+        gboolean size_changed;
+        gboolean id_changed;
+} SetMetadata;
+
+/* Changes the engine's image once no other request runs, after the
+ * differencing images beside it made from it are updated. */
+static gpointer
+image_set_metadata (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
+{
+        SetMetadata *set = data;
+        g_autofree char *path = g_file_get_path (self->file);
+        g_auto (VhdxSetMetadataResult) result = { 0 };
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        g_rw_lock_writer_lock (&self->request_lock);
+        /* The engine's refusals of a read-only or closed image, as writes
+         * get them: an empty write asks for them. */
+        ok = vhdx_file_write (self->handle, 0, NULL, 0, VHDX_WRITE_FLAGS_NONE, error) &&
+             vhdx_file_set_metadata (self->handle, path, set->physical_sector_size, set->flags,
+                                     &result, error);
+        if (ok) {
+                set->size_changed =
+                        result.old_physical_sector_size != result.new_physical_sector_size;
+                set->id_changed = !vhdx_guid_equal (&result.old_disk_id, &result.new_disk_id);
+                if (set->id_changed)
+                        vhdx_image_reload_virtual_disk_id (self);
+        }
+        g_rw_lock_writer_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
+}
+
+/* In the caller's context: the notifications of what changed. */
+static void
+set_metadata_done (VhdxImage *self, gpointer data)
+{
+        SetMetadata *set = data;
+
+        vhdx_image_notify_metadata (self, set->size_changed, set->id_changed);
+}
+
+static const VhdxImageCall set_metadata_call = { .func = image_set_metadata,
+                                                 .done = set_metadata_done };
+
+/**
+ * vhdx_image_set_metadata:
+ * @self: an image opened read-write
+ * @physical_sector_size: the new physical sector size of the virtual disk:
+ *   512 or 4096, or 0 to keep it
+ * @flags: whether the virtual disk gets a new Virtual Disk ID, and whether
+ *   differencing images made from the image may be left behind
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Changes the metadata of the virtual disk that Hyper-V's `Set-VHD`
+ * changes: the physical sector size (`-PhysicalSectorSizeBytes`) and, with
+ * %VHDX_SET_METADATA_FLAGS_RESET_DISK_ID, the Virtual Disk ID, a new
+ * random one (`-ResetDiskIdentifier`).  Neither changes what the disk
+ * reads.  When nothing is to change, nothing is written.
+ *
+ * A guest sees both, so the image gets a new DataWriteGuid, which the
+ * differencing images made from it would no longer match.  Those in the
+ * image's directory are updated first: each is opened for writing, without
+ * its parent, and names the new DataWriteGuid in its parent locator
+ * (`parent_linkage2`), as the specification's merge does; then the image
+ * takes it.  A crash in between leaves them linked to the old one.  When
+ * one cannot be opened for writing (another program uses it, or the file
+ * is read-only), or the image has no local path to look for them, the
+ * call fails before anything was changed, unless @flags has
+ * %VHDX_SET_METADATA_FLAGS_FORCE: such children then no longer open with
+ * the image, until [method@Vhdx.Image.set_parent] links them again with
+ * %VHDX_SET_PARENT_FLAGS_IGNORE_MISMATCH.  When a write since the image
+ * was opened already gave it a new DataWriteGuid, its children were left
+ * behind by that write, and are not looked for.
+ *
+ * The creator text at the start of the file is not metadata that can
+ * change: the specification forbids rewriting the first 64 KiB.
+ *
+ * The items are rewritten in place in one commit through the image's log,
+ * so that a crash leaves the old values or the new ones.  No other
+ * request of the image runs meanwhile.  On success,
+ * [property@Vhdx.Image:physical-sector-size] and
+ * [property@Vhdx.Image:virtual-disk-id] take the new values and are
+ * notified when they changed; [property@Vhdx.Image:data-write-guid], as
+ * after any change, when the image is closed.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set:
+ *   %G_IO_ERROR_READ_ONLY for an image not opened read-write,
+ *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close],
+ *   %VHDX_ERROR_NOT_SUPPORTED for a physical sector size other than 512
+ *   or 4096, the error that a differencing image made from the image
+ *   could not be opened with (naming it), %G_IO_ERROR_NOT_SUPPORTED when
+ *   the image has no local path, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_set_metadata (VhdxImage *self,
+                         guint physical_sector_size,
+                         VhdxSetMetadataFlags flags,
+                         GCancellable *cancellable,
+                         GError **error)
+{
+        SetMetadata set = { physical_sector_size, flags, FALSE, FALSE };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (image_set_metadata (self, &set, cancellable, error) == NULL)
+                return FALSE;
+        set_metadata_done (self, &set);
+        return TRUE;
+}
+
+/**
+ * vhdx_image_set_metadata_async:
+ * @self: an image opened read-write
+ * @physical_sector_size: the new physical sector size: 512 or 4096, or 0
+ *   to keep it
+ * @flags: whether the virtual disk gets a new Virtual Disk ID, and whether
+ *   differencing images made from the image may be left behind
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async) (closure user_data): called when the image has
+ *   its new metadata
+ * @user_data: data for @callback
+ *
+ * Changes the metadata in a worker thread, as
+ * [method@Vhdx.Image.set_metadata] does.  The notifications of
+ * [property@Vhdx.Image:physical-sector-size] and
+ * [property@Vhdx.Image:virtual-disk-id] run in the thread-default main
+ * context of the caller, before @callback.  Call
+ * [method@Vhdx.Image.set_metadata_finish] from @callback.
+ *
+ * Since: 0.2
+ */
+void
+vhdx_image_set_metadata_async (VhdxImage *self,
+                               guint physical_sector_size,
+                               VhdxSetMetadataFlags flags,
+                               int io_priority,
+                               GCancellable *cancellable,
+                               GAsyncReadyCallback callback,
+                               gpointer user_data)
+{
+        GTask *task;
+        SetMetadata *set;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = vhdx_image_task_new (self, vhdx_image_set_metadata_async, io_priority, cancellable,
+                                    callback, user_data);
+        /* Once the change started, the result says whether it was made. */
+        g_task_set_check_cancellable (task, FALSE);
+        set = g_new0 (SetMetadata, 1);
+        set->physical_sector_size = physical_sector_size;
+        set->flags = flags;
+        vhdx_image_task_run_then (task, &set_metadata_call, set, g_free, NULL);
+}
+
+/**
+ * vhdx_image_set_metadata_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.set_metadata_async].
+ *
+ * Returns: %TRUE if the image has its new metadata; %FALSE with @error set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_set_metadata_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return vhdx_image_task_finish (self, result, vhdx_image_set_metadata_async, error);
 }

@@ -256,6 +256,21 @@ void vhdx_image_merge_async (GFile *child,
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_merge_finish (GAsyncResult *result, GError **error);
 G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_set_metadata (VhdxImage *self,
+                                  guint physical_sector_size,
+                                  VhdxSetMetadataFlags flags,
+                                  GCancellable *cancellable,
+                                  GError **error);
+void vhdx_image_set_metadata_async (VhdxImage *self,
+                                    guint physical_sector_size,
+                                    VhdxSetMetadataFlags flags,
+                                    int io_priority,
+                                    GCancellable *cancellable,
+                                    GAsyncReadyCallback callback,
+                                    gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_set_metadata_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_get_minimum_size (VhdxImage *self,
                                       guint64 *size,
                                       GCancellable *cancellable,

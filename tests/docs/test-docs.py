@@ -1038,6 +1038,52 @@ class Examples:
         return 'disk.raw is the checkpoint\'s disk; the locator names srv/base.vhdx%s' % (
             '; libvhdi reads the same' if vhdi else '')
 
+    def expect_metadata_set(self, image, child, before, what):
+        """@image, read from the file as the specification lays it out, has
+        4 KiB physical sectors and a new Virtual Disk ID and DataWriteGuid
+        (@before: as it was), which @child names as parent_linkage2; QEMU
+        finds @image clean."""
+        after = vhdxspec.Vhdx(image)
+        expect_equal(after.physical_sector_size, 4096, '%s: physical sector size' % what)
+        expect(after.virtual_disk_id != before.virtual_disk_id, '%s: a new disk ID' % what)
+        guid = after.header['data-write-guid'].lower()
+        expect(guid != before.header['data-write-guid'].lower(),
+               '%s: a new DataWriteGuid' % what)
+        expect_equal(vhdxspec.Vhdx(child).parent_locator()['parent_linkage2'], '{%s}' % guid,
+                     '%s: the child\'s parent_linkage2' % what)
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', image]), 'qemu-img check')
+
+    def set_metadata_readme(self, block):
+        place = self.place()
+        script = block.text.split('vhdx set ')[0]
+        place.run_ok(script)
+        before = vhdxspec.Vhdx(place.path('base.vhdx'))
+        expect_equal(before.physical_sector_size, 512, 'made with 512-byte physical sectors')
+        out, _ = place.run_ok(block.text[len(script):])
+        expect('Parent:               ./base.vhdx' in out,
+               'vhdx info does not find the parent: %s' % out)
+        self.expect_metadata_set(place.path('base.vhdx'), place.path('child.avhdx'), before,
+                                 'README')
+        return 'base.vhdx has 4 KiB physical sectors, a new ID (vhdxspec); the child is linked'
+
+    def set_metadata_man(self, block):
+        place = self.place()
+        base = place.path('base.vhdx')
+        qemu_image(base, 64 * MiB, [(0x51, 0, 4 * MiB), (0x52, 40 * MiB, MiB)])
+        child_raw = child_of(place, base, place.path('vm.avhdx'),
+                             [(3 * MiB, b'\x53' * 4096), (50 * MiB, b'\x54' * 512)])
+        before = vhdxspec.Vhdx(base)
+        expect_equal(before.physical_sector_size, 512, 'QEMU makes 512-byte physical sectors')
+        qemu_raw(base, place.path('before.raw'))
+        place.run_ok(block.text)
+        expect(read_file(place.path('disk.raw')) == read_file(child_raw), 'disk.raw differs')
+        self.expect_metadata_set(base, place.path('vm.avhdx'), before, 'vhdx(1)')
+        qemu_raw(base, place.path('after.raw'))
+        expect(read_file(place.path('after.raw')) == read_file(place.path('before.raw')),
+               'QEMU reads the base otherwise')
+        return ('base.vhdx: 4 KiB physical sectors, a new ID, QEMU reads it as before; '
+                'disk.raw is the checkpoint\'s disk')
+
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
                    'timings, which no test may assert')
@@ -1119,6 +1165,10 @@ HANDLERS = {
     ('README.md', 'vhdx create disk.vhdx 1G'): Examples.resize_new,
     ('README.md', 'vhdx create base.vhdx 1G'): Examples.set_parent_readme,
     ('docs/vhdx.1', 'vhdx set-parent vm.avhdx /srv/base.vhdx'): Examples.set_parent_man,
+    ('README.md', 'vhdx create --physical-sector-size=512 base.vhdx 1G'):
+        Examples.set_metadata_readme,
+    ('docs/vhdx.1', 'vhdx set --physical-sector-size=4096 --reset-disk-id base.vhdx'):
+        Examples.set_metadata_man,
 }
 
 
