@@ -19,6 +19,7 @@
 #include "vhdx-create.h"
 #include "vhdx-map.h"
 #include "vhdx-metadata.h"
+#include "vhdx-merge.h"
 #include "vhdx-relink.h"
 #include "vhdx-resize.h"
 #include "vhdx-set-metadata.h"
@@ -607,6 +608,7 @@ typedef struct {
         guint set_parent;      /* a set-parent workload: SET_PARENT_* */
         guint resize_flags;    /* VhdxResizeFlags, or the engine's for tests */
         gboolean set_metadata; /* a set-metadata workload */
+        gboolean merge;        /* a merge workload */
 } Case;
 
 enum {
@@ -1143,9 +1145,13 @@ check_set_file (Run *r, VhdxFile *file, const MetadataSet *set, const char *what
         return new_values ? 1 : 0;
 }
 
-/* The child opens with @image as its parent, and reads the disk through it. */
+/* The child opens with @image as its parent, and reads @expected through it. */
 static void
-check_child_of (Run *r, GBytes *image, const char *child_path, const char *what)
+check_child_of (Run *r,
+                GBytes *image,
+                const char *child_path,
+                const guint8 *expected,
+                const char *what)
 {
         g_autoptr (GError) error = NULL;
         ChildOpen open = { r, image };
@@ -1167,7 +1173,7 @@ check_child_of (Run *r, GBytes *image, const char *child_path, const char *what)
         g_byte_array_set_size (r->rw, (guint) r->size);
         if (!vhdx_file_read (child, 0, r->rw->data, r->size, &error))
                 g_error ("%s: reading the child: %s", what, error->message);
-        if (memcmp (r->rw->data, r->initial, r->size) != 0)
+        if (memcmp (r->rw->data, expected, r->size) != 0)
                 g_error ("%s: the child reads otherwise", what);
 }
 
@@ -1210,12 +1216,12 @@ check_set_image (Run *r, GByteArray *image, MetadataSet *set, const char *what)
         if (found[0] != found[1] || found[1] != found[2])
                 g_error ("%s: the read-write, read-only and repaired opens find other values",
                          what);
-        check_child_of (r, bytes, set->child_path, what);
-        check_child_of (r, repaired, set->child_path, what);
+        check_child_of (r, bytes, set->child_path, r->initial, what);
+        check_child_of (r, repaired, set->child_path, r->initial, what);
         /* The last step comes after the image's change. */
         if (found[0] == 1) {
-                check_child_of (r, bytes, set->settled_child_path, what);
-                check_child_of (r, repaired, set->settled_child_path, what);
+                check_child_of (r, bytes, set->settled_child_path, r->initial, what);
+                check_child_of (r, repaired, set->settled_child_path, r->initial, what);
         }
         set->seen[found[0]]++;
         r->images_checked++;
@@ -1367,6 +1373,257 @@ run_set_metadata_case (Run *r, const Case *c, GBytes *image)
                         set.seen[1]);
 }
 
+/*
+ * Merging.  The image gets data first, and a differencing image made from
+ * it beside it gets data of its own over part of it and zeros over other
+ * parts (neither recorded); then the merge of the child into the image is
+ * the workload: the crash images are the image's, the child is on disk.
+ * Every crash image opens, checks clean, and has the old DataWriteGuid or,
+ * once the merge started, the new one; the child as the first step left it
+ * (the old parent_linkage, the new GUID as parent_linkage2) opens with it
+ * and reads as it did before the merge; once the merge is durable, the
+ * image alone reads so too, and the child as the last step left it (the
+ * new GUID as parent_linkage alone) opens with it.
+ */
+
+typedef struct {
+        GBytes *image;    /* the crash image being checked */
+        VhdxIo *recorded; /* the workload's, handed out once */
+} MergeOpen;
+
+static VhdxIo *
+open_merge_member (const char *path, gboolean writable, gpointer user_data, GError **error)
+{
+        MergeOpen *open = user_data;
+        g_autofree char *name = g_path_get_basename (path);
+
+        if (g_str_equal (name, "image.vhdx") && open->recorded != NULL)
+                return g_steal_pointer (&open->recorded);
+        return vhdx_io_open_path (path, writable, error);
+}
+
+/* The child's data: a few sectors over the image's data, whole blocks, and
+ * zeros over the image's data (written, or a whole block made to read as
+ * zeros), block by block; returns what it reads. */
+static guint8 *
+write_child_data (Run *r, GBytes *image, const char *child_path)
+{
+        g_autoptr (GError) error = NULL;
+        ChildOpen open = { r, image };
+        const char *parent_dirs[] = { r->dir, NULL };
+        VhdxOpenOptions options = {
+                .path = child_path,
+                .parent_dirs = parent_dirs,
+                .open_func = open_image_of_child,
+                .open_data = &open,
+        };
+        g_autoptr (VhdxFile) child =
+                vhdx_file_open_full (vhdx_io_open_path (child_path, TRUE, NULL),
+                                     VHDX_OPEN_FLAGS_READ_WRITE, &options, &error);
+        g_autofree guint8 *data = g_malloc (r->bs);
+        guint8 *disk = g_malloc (r->size);
+
+        g_assert_no_error (error);
+        for (guint64 at = 0; at < r->size; at += r->bs) {
+                guint64 block = at / r->bs;
+                gsize n = (gsize) MIN ((guint64) r->bs, r->size - at);
+
+                memset (data, (int) (0xa0 + block % 32), n);
+                if (block % 4 == 0)
+                        test_assert_ok (vhdx_file_write (child, at + 8192, data, 2 * r->ss, 0,
+                                                         &error),
+                                        error);
+                else if (block % 4 == 1)
+                        test_assert_ok (vhdx_file_write (child, at, data, n, 0, &error), error);
+                else if (block % 4 == 2)
+                        test_assert_ok (vhdx_file_write_zeroes (child, at, MIN (n, 65536), 0,
+                                                                &error),
+                                        error);
+                else
+                        test_assert_ok (vhdx_file_write_zeroes (child, at, n,
+                                                                VHDX_WRITE_FLAGS_MAY_UNMAP, &error),
+                                        error);
+        }
+        test_assert_ok (vhdx_file_read (child, 0, disk, r->size, &error), error);
+        test_assert_ok (vhdx_file_close (child, &error), error);
+        return disk;
+}
+
+typedef struct {
+        const guint8 *merged; /* what the child reads, and the image once merged */
+        VhdxGuid old_guid;
+        VhdxGuid new_guid;
+        const char *linked_path;  /* the child after the first step */
+        const char *settled_path; /* the child after the last step */
+        gboolean may_be_old;      /* a crash before the merge ended */
+        gboolean may_be_new;      /* a crash after it started */
+        guint seen[2];            /* crash images with the old DataWriteGuid, the new one */
+} MergeCheck;
+
+static void
+check_merged_image (Run *r, GByteArray *image, MergeCheck *m, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
+        g_autoptr (GBytes) repaired = NULL;
+        gboolean is_new;
+
+        {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
+                g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                const VhdxGuid *guid;
+
+                if (file == NULL)
+                        g_error ("%s: the read-write open fails: %s", what, error->message);
+                guid = &vhdx_file_get_info (file)->data_write_guid;
+                is_new = vhdx_guid_equal (guid, &m->new_guid);
+                if (!is_new && !vhdx_guid_equal (guid, &m->old_guid))
+                        g_error ("%s: a DataWriteGuid neither old nor new", what);
+                if ((is_new && !m->may_be_new) || (!is_new && !m->may_be_old))
+                        g_error ("%s: the %s DataWriteGuid at this point", what,
+                                 is_new ? "new" : "old");
+                assert_check_clean (file, what);
+                if (!m->may_be_old) {
+                        g_byte_array_set_size (r->rw, (guint) r->size);
+                        if (!vhdx_file_read (file, 0, r->rw->data, r->size, &error))
+                                g_error ("%s: reading: %s", what, error->message);
+                        if (memcmp (r->rw->data, m->merged, r->size) != 0)
+                                g_error ("%s: the merged image reads otherwise", what);
+                }
+                if (!vhdx_file_close (file, &error))
+                        g_error ("%s: closing the repaired image fails: %s", what, error->message);
+        }
+        repaired = g_bytes_new_static (r->repaired->data, r->repaired->len);
+        {
+                g_autoptr (VhdxFile) file = open_image (r, vhdx_io_new_memory (g_bytes_ref (bytes)),
+                                                        VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-only open fails: %s", what, error->message);
+                assert_check_clean (file, what);
+        }
+        check_child_of (r, bytes, m->linked_path, m->merged, what);
+        check_child_of (r, repaired, m->linked_path, m->merged, what);
+        if (is_new) {
+                check_child_of (r, bytes, m->settled_path, m->merged, what);
+                check_child_of (r, repaired, m->settled_path, m->merged, what);
+        }
+        m->seen[is_new]++;
+        r->images_checked++;
+        /* QEMU on a sample of the merged ones: it reads what the child did. */
+        if (!m->may_be_old && kind_is_qemu (r->kind) && test_have_program ("qemu-img") &&
+            r->qemu_checked < (g_test_thorough () ? 16 : 2)) {
+                g_autoptr (GByteArray) disk = g_byte_array_new ();
+
+                g_byte_array_append (disk, m->merged, (guint) r->size);
+                assert_qemu (r, repaired, disk, what);
+        }
+}
+
+static void
+run_merge_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_autofree char *child_path = g_build_filename (r->dir, "child.avhdx", NULL);
+        g_autofree char *linked_dir = g_build_filename (r->dir, "first-step", NULL);
+        g_autofree char *linked_path = g_build_filename (linked_dir, "child.avhdx", NULL);
+        g_autofree guint8 *merged = NULL;
+        g_autofree char *child_bytes = NULL;
+        const char *parent_dirs[] = { r->dir, NULL };
+        MergeOpen open = { NULL, NULL };
+        VhdxOpenOptions options = {
+                .path = child_path,
+                .parent_dirs = parent_dirs,
+                .open_func = open_merge_member,
+                .open_data = &open,
+                .writable_ancestors = 1,
+        };
+        VhdxMergeResult result;
+        MergeCheck m = { 0 };
+        VhdxFile *target;
+        gsize length, n;
+        const guint8 *contents;
+        guint start, end;
+
+        image = fill_image (r, image);
+        write_child (r, image, child_path);
+        merged = write_child_data (r, image, child_path);
+        test_assert_ok (g_file_get_contents (child_path, &child_bytes, &n, &error), error);
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        open.recorded = r->io;
+        r->file = vhdx_file_open_full (vhdx_io_open_path (child_path, TRUE, NULL),
+                                       VHDX_OPEN_FLAGS_READ_WRITE, &options, &error);
+        g_assert_no_error (error);
+        target = vhdx_file_get_parent (r->file);
+        g_assert_nonnull (target);
+        g_assert_true (vhdx_file_is_writable (target));
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (target, c->entry_limit);
+        m.old_guid = vhdx_file_get_info (target)->data_write_guid;
+        start = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_merge (r->file, child_path, 1, VHDX_MERGE_FLAGS_NONE, NULL, NULL,
+                                         NULL, &result, &error),
+                        error);
+        end = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_close (target, &error), error);
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        m.new_guid = result.new_data_write_guid;
+        g_assert_false (vhdx_guid_equal (&m.old_guid, &m.new_guid));
+        g_assert_cmpuint (result.bytes_copied, >, 0);
+        g_assert_cmpuint (result.bytes_zeroed, >, 0);
+
+        /* The child as the first step left it, from its bytes before the merge. */
+        g_assert_cmpint (g_mkdir_with_parents (linked_dir, 0755), ==, 0);
+        test_assert_ok (g_file_set_contents (linked_path, child_bytes, (gssize) n, &error), error);
+        {
+                g_autoptr (VhdxFile) linked =
+                        vhdx_file_open (vhdx_io_open_path (linked_path, TRUE, NULL),
+                                        VHDX_OPEN_FLAGS_READ_WRITE | VHDX_OPEN_FLAGS_NO_PARENT,
+                                        &error);
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_set_parent_linkage2 (linked, &m.new_guid, &error), error);
+                test_assert_ok (vhdx_file_close (linked, &error), error);
+        }
+        g_test_message ("%s: %" G_GUINT64_FORMAT " bytes copied, %" G_GUINT64_FORMAT " zeroed",
+                        c->name, result.bytes_copied, result.bytes_zeroed);
+
+        m.merged = merged;
+        m.linked_path = linked_path;
+        m.settled_path = child_path;
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                m.may_be_old = point <= end;
+                m.may_be_new = point > start;
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_merged_image (r, r->image, &m, what);
+                }
+        } while (crash_walker_advance (walker));
+        g_assert_cmpuint (m.seen[0], >, 0);
+        g_assert_cmpuint (m.seen[1], >, 0);
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%u with the old DataWriteGuid, %u with the new; "
+                        "%" G_GUINT64_FORMAT " also by QEMU)",
+                        c->name, crash_trace_get_calls (trace), r->images_checked, m.seen[0],
+                        m.seen[1], r->qemu_checked);
+}
+
 static void
 test_case (gconstpointer data)
 {
@@ -1404,6 +1661,10 @@ test_case (gconstpointer data)
         }
         if (c->set_parent != 0) {
                 run_set_parent_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
+        if (c->merge) {
+                run_merge_case (&r, c, g_steal_pointer (&image));
                 goto done;
         }
         if (c->set_metadata) {
@@ -1500,6 +1761,14 @@ static const Case cases[] = {
         { "set-metadata-differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0,
           TRUE },
         { "set-metadata-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0,
+          TRUE },
+        /* The merge of a child into the image. */
+        { "merge", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
+        { "merge-qemu", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
+        { "merge-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
+        { "merge-into-differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0,
+          FALSE, TRUE },
+        { "merge-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0, FALSE,
           TRUE },
 };
 
