@@ -207,8 +207,11 @@ copy_pending (Copy *c, GError **error)
                 return copy_data (c, c->pending_start, c->pending_end, error);
         ok = vhdx_file_write_zeroes (c->target, c->pending_start, c->pending_end - c->pending_start,
                                      VHDX_WRITE_FLAGS_MAY_UNMAP, error);
-        if (ok)
+        if (ok) {
                 c->result->bytes_zeroed += c->pending_end - c->pending_start;
+                if (c->progress != NULL)
+                        c->progress (c->pending_end, c->size, c->progress_data);
+        }
         return ok;
 }
 
@@ -275,7 +278,11 @@ copy_sectors (Copy *c, GError **error)
                 g_propagate_error (error, g_steal_pointer (&local_error));
                 return FALSE;
         }
-        return ok && copy_pending (c, error);
+        if (!ok || !copy_pending (c, error))
+                return FALSE;
+        if (c->progress != NULL)
+                c->progress (c->size, c->size, c->progress_data);
+        return TRUE;
 }
 
 /* The child's metadata items marked IsVirtualDisk, besides its size, taken

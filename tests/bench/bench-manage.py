@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The benchmarks of the operations that change an image: each command
-against what the same image costs to open and describe (`vhdx info`), in one
-run; prints a markdown table of medians and ratios.
+against its reference in one run (what the same image costs to open and
+describe, `vhdx info`; or copying the bytes the command moves, `cp` and
+`sync`); prints a markdown table of medians and ratios.
 
     bench-manage.py --builddir BUILD [--runs N] [--samples DIR] [CASE...]
 
@@ -12,7 +13,10 @@ the BAT grows from 256 KiB to 16 MiB and its region with it, over the blocks
 that follow it or to the end of the file), resize-refused (shrinking a 64 TiB
 image whose last block holds data: the refusal reads the whole BAT).  Each
 resize runs on a fresh copy of the image and ends with its flushes to the
-disk; `vhdx info` reads.
+disk; `vhdx info` reads.  merge (a 4 GiB child holding 1 GiB of changes,
+made by `vhdx convert --parent` over an empty 4 GiB dynamic image made by
+`qemu-img create`, merged into it: its reference is copying a 1 GiB file
+with `cp` and `sync`, both reading from the page cache and ending durable).
 """
 
 import argparse
@@ -80,10 +84,10 @@ class Bench:
             os.fsync(f.fileno())
         return work
 
-    def row(self, case, made_by, command, info):
-        self.rows.append((case, made_by, command, info))
-        self.say(f'{case} ({made_by}): {command * 1000:.1f} ms, vhdx info '
-                 f'{info * 1000:.1f} ms, {command / info:.2f}x')
+    def row(self, case, made_by, command, reference, ref_name='vhdx info'):
+        self.rows.append((case, made_by, command, ref_name, reference))
+        self.say(f'{case} ({made_by}): {command * 1000:.1f} ms, {ref_name} '
+                 f'{reference * 1000:.1f} ms, {command / reference:.2f}x')
 
     def case_resize_grow(self):
         for made_by, image in self.images():
@@ -111,15 +115,53 @@ class Bench:
         self.row('shrink 64 TiB to 1 GiB, refused', 'vhdx create', statistics.median(times),
                  statistics.median(infos))
 
+    def case_merge(self):
+        if shutil.which('qemu-img') is None:
+            self.say('merge: qemu-img is not installed, skipped')
+            return
+        base = self.path('merge-base.vhdx')
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic',
+                        base, '4G'], check=True)
+        # 1 GiB of changes: 4 MiB of data every 16 MiB of the 4 GiB disk.
+        raw = self.path('merge-child.raw')
+        changes = self.path('merge-changes.bin')
+        chunk = os.urandom(1 << 20) * 4
+        with open(raw, 'wb') as f, open(changes, 'wb') as c:
+            f.truncate(4 * GiB)
+            for offset in range(0, 4 * GiB, 16 << 20):
+                f.seek(offset)
+                f.write(chunk)
+                c.write(chunk)
+        child = self.path('merge-child.avhdx')
+        subprocess.run([self.vhdx, 'convert', '--parent', base, raw, child], check=True)
+        os.unlink(raw)
+        # Fresh copies under the same names in another directory: the
+        # child finds the copy of its parent by its relative path.
+        work = self.path('work')
+        os.makedirs(work)
+        copy = self.path('copy.bin')
+        times, copies = [], []
+        for _ in range(self.runs):
+            for src in (base, child):
+                dst = os.path.join(work, os.path.basename(src))
+                shutil.copyfile(src, dst)
+                with open(dst, 'rb+') as f:
+                    os.fsync(f.fileno())
+            times.append(timed([self.vhdx, 'merge', os.path.join(work, 'merge-child.avhdx')]))
+            copies.append(timed(['sh', '-c', 'cp "$0" "$1" && sync', changes, copy]))
+            os.unlink(copy)
+        self.row('merge 1 GiB of changes (4 GiB disk)', 'qemu-img + vhdx convert',
+                 statistics.median(times), statistics.median(copies), 'cp + sync of 1 GiB')
+
     def table(self):
-        print('| case | image made by | vhdx command | vhdx info | ratio |')
+        print('| case | image made by | vhdx command | reference | ratio |')
         print('|---|---|---|---|---|')
-        for case, made_by, command, info in self.rows:
-            print(f'| {case} | {made_by} | {command * 1000:.1f} ms | {info * 1000:.1f} ms | '
-                  f'{command / info:.2f}x |')
+        for case, made_by, command, ref_name, reference in self.rows:
+            print(f'| {case} | {made_by} | {command * 1000:.1f} ms | {ref_name}: '
+                  f'{reference * 1000:.1f} ms | {command / reference:.2f}x |')
 
 
-CASES = ['resize-grow', 'resize-refused']
+CASES = ['resize-grow', 'resize-refused', 'merge']
 
 
 def main():

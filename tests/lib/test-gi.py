@@ -970,6 +970,50 @@ class Tests:
         expect(image.read_bytes(0, len(data), None).get_data() == data,
                'the child reads its disk through the changed base')
 
+    # merging: a static call of Vhdx.Image; the merged base read by QEMU
+    # (check_with_qemu) as the child read before
+
+    def test_merge(self):
+        base, child, data = self.chain_beside('merge')
+        gchild, gbase = Gio.File.new_for_path(child), Gio.File.new_for_path(base)
+        expect_error(lambda: Vhdx.Image.merge(gbase, None, Vhdx.MergeFlags.NONE, None, None,
+                                              None),
+                     'vhdx-error-quark', Vhdx.Error.NOT_SUPPORTED, 'merging a base image')
+        sibling = os.path.join(os.path.dirname(base), 'sibling.avhdx')
+        check_ok(run([TOOL, 'create', '--parent', base, sibling]), 'vhdx create --parent')
+        expect_error(lambda: Vhdx.Image.merge(gchild, gbase, Vhdx.MergeFlags.NONE, None, None,
+                                              None),
+                     'vhdx-error-quark', Vhdx.Error.WOULD_DISCARD_DATA, 'a sibling beside')
+        os.unlink(sibling)
+        reports = []
+        Vhdx.Image.merge(gchild, gbase, Vhdx.MergeFlags.DELETE_MERGED,
+                         lambda done, total, _: reports.append((done, total)), None, None)
+        expect(not os.path.exists(child), 'the child is deleted')
+        expect(reports and reports[-1] == (len(data), len(data)),
+               'progress up to the whole disk: %r' % reports[-3:])
+        self.check_with_qemu(base, data)
+
+    def test_merge_async(self):
+        base, child, data = self.chain_beside('merge-async')
+        main_thread = threading.get_ident()
+        events = []
+
+        def progress(done, total, _):
+            events.append(('progress', done <= total, threading.get_ident()))
+
+        run_loop(lambda done: Vhdx.Image.merge_async(
+            Gio.File.new_for_path(child), None, Vhdx.MergeFlags.NONE, GLib.PRIORITY_DEFAULT,
+            progress, None, None,
+            finisher(lambda source, result: (events.append(('done', None, None)),
+                                             Vhdx.Image.merge_finish(result))[1], done)))
+        expect(events and events[-1] == ('done', None, None), 'the callback last: %r' % events)
+        expect(all(e[1] and e[2] == main_thread for e in events if e[0] == 'progress'),
+               'progress in the main context: %r' % events)
+        self.check_with_qemu(base, data)
+        image = Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE, None)
+        expect(image.read_bytes(0, len(data), None).get_data() == data,
+               'the child kept reads as before')
+
     def test_set_metadata(self):
         base, child, data = self.chain_beside('set-metadata')
         gbase = Gio.File.new_for_path(base)
