@@ -1041,7 +1041,7 @@ class Examples:
     def expect_metadata_set(self, image, child, before, what):
         """@image, read from the file as the specification lays it out, has
         4 KiB physical sectors and a new Virtual Disk ID and DataWriteGuid
-        (@before: as it was), which @child names as parent_linkage2; QEMU
+        (@before: as it was), which @child names as parent_linkage; QEMU
         finds @image clean."""
         after = vhdxspec.Vhdx(image)
         expect_equal(after.physical_sector_size, 4096, '%s: physical sector size' % what)
@@ -1049,8 +1049,10 @@ class Examples:
         guid = after.header['data-write-guid'].lower()
         expect(guid != before.header['data-write-guid'].lower(),
                '%s: a new DataWriteGuid' % what)
-        expect_equal(vhdxspec.Vhdx(child).parent_locator()['parent_linkage2'], '{%s}' % guid,
-                     '%s: the child\'s parent_linkage2' % what)
+        pairs = vhdxspec.Vhdx(child).parent_locator()
+        expect_equal(pairs['parent_linkage'], '{%s}' % guid,
+                     '%s: the child\'s parent_linkage' % what)
+        expect('parent_linkage2' not in pairs, '%s: no parent_linkage2 left' % what)
         check_ok(run(['qemu-img', 'check', '-f', 'vhdx', image]), 'qemu-img check')
 
     def set_metadata_readme(self, block):
@@ -1083,6 +1085,38 @@ class Examples:
                'QEMU reads the base otherwise')
         return ('base.vhdx: 4 KiB physical sectors, a new ID, QEMU reads it as before; '
                 'disk.raw is the checkpoint\'s disk')
+
+    def merge_readme(self, block):
+        place = self.place()
+        out, _ = place.run_ok(block.text)
+        disk, child = place.path('disk.vhdx'), place.path('disk_6D2B0C51.avhdx')
+        report = json.loads(out[out.index('{'):out.rindex('}') + 1])
+        expect_equal(report['merged'], ['disk_6D2B0C51.avhdx'], 'the checkpoint merged')
+        expect_equal(report['deleted'], True, 'deleted')
+        expect(not os.path.exists(child), 'the checkpoint is still there')
+        expect('Disk type:            dynamic' in out and 'Parent:' not in out,
+               'vhdx info of the merged disk: %s' % out)
+        info = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', disk]),
+                                   'qemu-img info').stdout)
+        expect_equal(info['virtual-size'], 4 << 30, 'qemu-img: the size')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', disk]), 'qemu-img check')
+        return 'the checkpoint is gone; QEMU finds disk.vhdx clean, 4 GiB'
+
+    def merge_man(self, block):
+        place = self.place()
+        base = place.path('base.vhdx')
+        child = place.path('vm_6D2B0C51.avhdx')
+        qemu_image(base, 64 * MiB, [(0x61, 0, 4 * MiB), (0x62, 40 * MiB, MiB)])
+        child_raw = child_of(place, base, child,
+                             [(3 * MiB, b'\x63' * 4096), (40 * MiB, bytes(MiB)),
+                              (50 * MiB, b'\x64' * 512)])
+        place.run_ok(block.text)
+        expect(not os.path.exists(child), 'the checkpoint is still there')
+        expect(read_file(place.path('disk.raw')) == read_file(child_raw), 'disk.raw differs')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', base]), 'qemu-img check')
+        check_ok(run(['qemu-img', 'compare', '-f', 'vhdx', '-F', 'raw', base, child_raw]),
+                 'qemu-img compare')
+        return 'QEMU reads base.vhdx as the checkpoint read; the checkpoint is gone'
 
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
@@ -1142,8 +1176,8 @@ HANDLERS = {
      'random convert serve'): Examples.benchmarks,
     ('README.md', './run bench-write               # all four cases; or name some: ./run '
      'bench-write fill overwrite'): Examples.benchmarks,
-    ('README.md', './run bench-manage              # both cases; or name one: ./run '
-     'bench-manage resize-grow'): Examples.benchmarks,
+    ('README.md', './run bench-manage              # all cases; or name some: ./run '
+     'bench-manage merge'): Examples.benchmarks,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit vhdx disk.vhdx'): Examples.default_port,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit -U - vhdx vm.avhdx parent=/srv/base.vhdx \\'):
         Examples.moved_parent_copy,
@@ -1169,6 +1203,8 @@ HANDLERS = {
         Examples.set_metadata_readme,
     ('docs/vhdx.1', 'vhdx set --physical-sector-size=4096 --reset-disk-id base.vhdx'):
         Examples.set_metadata_man,
+    ('README.md', 'vhdx create disk.vhdx 4G'): Examples.merge_readme,
+    ('docs/vhdx.1', 'vhdx merge --delete-merged vm_6D2B0C51.avhdx'): Examples.merge_man,
 }
 
 
