@@ -85,7 +85,7 @@ cli_cmd_merge (int argc, char **argv)
         g_autoptr (GOptionContext) context = NULL;
         g_autoptr (GError) error = NULL;
         g_auto (VhdxMergeResult) result = { 0 };
-        CliProgress progress = { FALSE, FALSE, { 0 } };
+        ToolReportedProgress progress = { FALSE, FALSE, { 0 } };
         VhdxMergeFlags flags = VHDX_MERGE_FLAGS_NONE;
         gboolean ok;
 
@@ -121,9 +121,9 @@ cli_cmd_merge (int argc, char **argv)
         if (force)
                 flags |= VHDX_MERGE_FLAGS_FORCE;
         progress.wanted = show_progress;
-        ok = vhdx_merge_images (args[0], into, flags, cli_progress_report, &progress, NULL, &result,
-                                &error);
-        cli_progress_end (&progress, ok);
+        ok = vhdx_merge_images (args[0], into, flags, tool_progress_report, &progress, NULL,
+                                &result, &error);
+        tool_reported_progress_end (&progress, ok);
         if (!ok) {
                 tool_print_file_error (args[0], error);
                 return EXIT_FAILURE;

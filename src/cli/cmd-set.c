@@ -183,7 +183,7 @@ cli_cmd_set (int argc, char **argv)
                 return EXIT_FAILURE;
         }
         if (physical_sector_size != NULL) {
-                if (!cli_parse_size ("--physical-sector-size", physical_sector_size, 1, &size))
+                if (!tool_parse_size ("--physical-sector-size", physical_sector_size, 1, &size))
                         return EXIT_FAILURE;
                 if (size > G_MAXUINT32)
                         return tool_usage_error (_ ("%s: %s is too large"),

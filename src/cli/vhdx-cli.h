@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* What the commands of the vhdx tool share: opening images, sizes, progress, and the commands
- * themselves. */
+/* What the commands of the vhdx tool share: opening images, sizes, and the commands themselves. */
 #pragma once
 
 #include <sys/stat.h>
@@ -79,21 +78,6 @@ G_GNUC_WARN_UNUSED_RESULT VhdxFile *cli_open_image (const char *path,
                                                     struct stat *st,
                                                     GError **error);
 
-/* Progress of an engine operation on a terminal, shown from its first
- * report, which gives the total: cli_progress_report() is a
- * VhdxProgressFunc taking a CliProgress. */
-typedef struct {
-        gboolean wanted;
-        gboolean started;
-        ToolProgress progress;
-} CliProgress;
-
-void cli_progress_report (guint64 done, guint64 total, gpointer user_data);
-/* The end of the operation: 100 % on success, the line ended on failure. */
-void cli_progress_end (CliProgress *progress, gboolean ok);
-
-/* A byte count with an optional K, M, G or T suffix (powers of 1024); a
- * usage error naming @name when it is not one.  @min is the smallest allowed. */
 /* Options that shape a new VHDX image. */
 typedef struct {
         char *type;
@@ -118,11 +102,6 @@ G_GNUC_WARN_UNUSED_RESULT gboolean cli_create_params_from_options (const CliCrea
                                                                    VhdxCreateParams *params,
                                                                    VhdxFile **parent,
                                                                    gboolean for_convert);
-
-G_GNUC_WARN_UNUSED_RESULT gboolean cli_parse_size (const char *name,
-                                                   const char *text,
-                                                   guint64 min,
-                                                   guint64 *value);
 
 int cli_cmd_info (int argc, char **argv);
 int cli_cmd_check (int argc, char **argv);

@@ -879,6 +879,36 @@ class Examples:
         expect('3.00 GiB' in ' '.join(rows[1]), 'the virtual size in vhdx-pool list: %s' % out)
         return 'vm.vhdx listed by virsh, and by vhdx-pool with its virtual size'
 
+    def man_pool_manage(self, block):
+        place = self.place(libvirt=True)
+        d = place.path('images')
+        os.makedirs(d)
+        disk = os.path.join(d, 'vm.vhdx')
+        qemu_image(disk, 64 * MiB, [(0x71, 0, 4 * MiB), (0x72, 40 * MiB, MiB)])
+        child = os.path.join(d, 'vm_6D2B0C51.avhdx')
+        child_raw = child_of(place, disk, child, [(2 * MiB, b'\x73' * MiB),
+                                                  (63 * MiB, b'\x74' * 4096)])
+        place.session.give_away()
+        self.start_pool(place, 'hyperv', d)
+        try:
+            place.run_ok(block.text)
+            listing = place.session.virsh('vol-list', 'hyperv').stdout.decode()
+        finally:
+            self.remove_pool(place, 'hyperv')
+        expect('vm_6D2B0C51.avhdx' not in listing, 'libvirt lists the checkpoint: %s' % listing)
+        expect(not os.path.exists(child), 'the checkpoint is still there')
+        info = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', disk]),
+                                   'qemu-img info').stdout)
+        expect_equal(info['virtual-size'], 64 * MiB + (10 << 30), 'qemu-img: the new size')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', disk]), 'qemu-img check')
+        raw = place.path('vm.raw')
+        qemu_raw(disk, raw)
+        with open(raw, 'rb') as f:
+            expect(f.read(64 * MiB) == read_file(child_raw), 'QEMU: the first 64 MiB')
+            for chunk in iter(lambda: f.read(64 * MiB), b''):
+                expect(chunk == bytes(len(chunk)), 'QEMU: the 10 GiB added read as zeros')
+        return 'the checkpoint merged and gone, vm.vhdx 10 GiB larger (qemu-img)'
+
     def remote_import(self, block):
         raise Skip('it names a remote host reached over SSH that runs libvirt\'s system daemon '
                    '(qemu+ssh://host/system); tests/pool runs import against a local session')
@@ -1190,6 +1220,8 @@ HANDLERS = {
     ('docs/vhdx-pool.1', 'vhdx-pool -c qemu+ssh://host/system import --progress --format=qcow2 '
      '--pool=default vm.avhdx'): Examples.remote_import,
     ('docs/vhdx-pool.1', 'mkdir -p ~/.local/share/hyperv-raw'): Examples.man_expose,
+    ('docs/vhdx-pool.1', 'vhdx-pool merge --pool=hyperv --delete-merged vm_6D2B0C51.avhdx'):
+        Examples.man_pool_manage,
     ('docs/vhdx.1', 'vhdx info --json disk.vhdx'): Examples.vhdx_info_json,
     ('docs/vhdx.1', 'vhdx cat disk.vhdx | cmp - disk.raw'): Examples.vhdx_cat_cmp,
     ('docs/vhdx.1', 'vhdx convert --source-parent=/srv/base.vhdx child.avhdx disk.raw'):
