@@ -103,6 +103,20 @@ G_GNUC_WARN_UNUSED_RESULT gboolean cli_create_params_from_options (const CliCrea
                                                                    VhdxFile **parent,
                                                                    gboolean for_convert);
 
+/*
+ * Write the virtual disk of @source (a VHDX image, or a raw disk image) as a
+ * qcow2 image at @destination (a file that exists), with QEMU's qemu-img:
+ * a VHDX image is served to it read-only through nbdkit and the plugin,
+ * its parents found as @parents says.  qemu-img's own progress with
+ * @show_progress on a terminal; its errors on standard error.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean cli_convert_to_qcow2 (const char *source,
+                                                         gboolean source_is_vhdx,
+                                                         const CliOpenOptions *parents,
+                                                         const char *destination,
+                                                         gboolean show_progress,
+                                                         GError **error);
+
 int cli_cmd_info (int argc, char **argv);
 int cli_cmd_check (int argc, char **argv);
 int cli_cmd_map (int argc, char **argv);

@@ -1148,6 +1148,23 @@ class Examples:
                  'qemu-img compare')
         return 'QEMU reads base.vhdx as the checkpoint read; the checkpoint is gone'
 
+    def convert_qcow2_man(self, block):
+        self.need_nbdkit()
+        place = self.place()
+        base = place.path('base.vhdx')
+        child = place.path('vm_6D2B0C51.avhdx')
+        qemu_image(base, 64 * MiB, [(0x81, 0, 4 * MiB), (0x82, 40 * MiB, MiB)])
+        child_raw = child_of(place, base, child, [(3 * MiB, b'\x83' * 4096),
+                                                  (40 * MiB, bytes(MiB))])
+        place.run_ok(block.text)
+        out = place.path('vm.qcow2')
+        info = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', out]),
+                                   'qemu-img info').stdout)
+        expect_equal(info['format'], 'qcow2', 'the format')
+        check_ok(run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw', out, child_raw]),
+                 'qemu-img compare')
+        return 'QEMU reads vm.qcow2 as the checkpoint chain read'
+
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
                    'timings, which no test may assert')
@@ -1237,6 +1254,8 @@ HANDLERS = {
         Examples.set_metadata_man,
     ('README.md', 'vhdx create disk.vhdx 4G'): Examples.merge_readme,
     ('docs/vhdx.1', 'vhdx merge --delete-merged vm_6D2B0C51.avhdx'): Examples.merge_man,
+    ('docs/vhdx.1', 'vhdx convert --progress vm_6D2B0C51.avhdx vm.qcow2'):
+        Examples.convert_qcow2_man,
 }
 
 
