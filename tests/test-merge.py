@@ -162,6 +162,38 @@ class Tests:
         expect_equal(vhdxspec.Vhdx(base).virtual_disk_id, vhdxspec.Vhdx(child).virtual_disk_id,
                      'the Virtual Disk ID is the child\'s')
 
+    def test_into_fixed_parent(self):
+        need_qemu()
+        os.makedirs(self.path('fixed'))
+        base_raw, raw = self.path('fixed', 'base.raw'), self.path('fixed', 'child.raw')
+        write_raw(base_raw, 64 * MiB, BASE_WRITES)
+        write_raw(raw, 64 * MiB, CHILD_WRITES)
+        base, child = self.path('fixed', 'base.vhdx'), self.path('fixed', 'child.avhdx')
+        ok([QEMU_IMG, 'convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=fixed', base_raw,
+            base])
+        ok([TOOL, 'convert', '--parent', base, raw, child])
+        ok([TOOL, 'merge', child])
+        self.expect_merged(base, raw, 'into a fixed image')
+        # LeaveBlockAllocated (MS-VHDX 2.6.2.1) stays set, and no block was
+        # made NOT_PRESENT (state 0).
+        spec = vhdxspec.Vhdx(base)
+        expect_equal(spec.file_parameter_flags & 1, 1, 'LeaveBlockAllocated')
+        states = [spec.payload_entry(b)[0] for b in range(spec.payload_blocks)]
+        expect(0 not in states, 'block states of the fixed image: %r' % states)
+
+    def test_disk_metadata_taken(self):
+        """The child's physical sector size and disk identifier (metadata of
+        the virtual disk, MS-VHDX 2.6.1.2) become the parent's."""
+        base, child, raw = self.make_chain('metadata')
+        ok([TOOL, 'set', '--physical-sector-size=512', '--reset-disk-id', child])
+        before = vhdxspec.Vhdx(child)
+        expect(before.virtual_disk_id != vhdxspec.Vhdx(base).virtual_disk_id, 'IDs differ')
+        ok([TOOL, 'merge', child])
+        after = vhdxspec.Vhdx(base)
+        expect_equal((after.physical_sector_size, after.virtual_disk_id),
+                     (512, before.virtual_disk_id), 'the parent\'s disk metadata')
+        self.expect_merged(base, raw, 'with the child\'s metadata')
+
     def test_delete_merged(self):
         base, child, raw = self.make_chain('delete')
         ok([TOOL, 'merge', '--delete-merged', '--progress', child])
