@@ -25,7 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'common'))
 import clitest  # noqa: E402
-from clitest import TOOL, Skip, expect, expect_equal, ok, vhdx  # noqa: E402
+from clitest import TOOL, Skip, expect, expect_equal, ok, vhdx, write_raw  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -33,14 +33,6 @@ GiB = 1024 * MiB
 
 QEMU_IMG = shutil.which('qemu-img')
 NBDKIT = shutil.which('nbdkit')
-
-
-def write_raw(path, size, writes):
-    with open(path, 'wb') as f:
-        f.truncate(size)
-        for pattern, offset, length in writes:
-            f.seek(offset)
-            f.write(bytes([pattern]) * length)
 
 
 def need_tools():

@@ -755,12 +755,67 @@ check_resized_image (Run *r,
         r->images_checked++;
 }
 
+/*
+ * The crash images of a change made by one call, whose file calls were
+ * @start to @end of @trace: every kind at every point, each given to
+ * @check with whether the image may still be as it was (a crash before the
+ * call's last file call) and whether it may already be changed (after its
+ * first).
+ */
+typedef struct {
+        gboolean may_be_old;
+        gboolean may_be_new;
+} ChangePoint;
+
+typedef void (*CheckChangeFunc) (Run *r,
+                                 GByteArray *image,
+                                 const ChangePoint *at,
+                                 const char *what,
+                                 gpointer data);
+
+static void
+walk_change_crashes (Run *r,
+                     CrashTrace *trace,
+                     const char *name,
+                     guint start,
+                     guint end,
+                     CheckChangeFunc check,
+                     gpointer data)
+{
+        g_autoptr (CrashWalker) walker = crash_walker_new (trace);
+
+        do {
+                guint point = crash_walker_get_point (walker);
+                ChangePoint at = { point <= end, point > start };
+
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", name, point,
+                                                crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check (r, r->image, &at, what, data);
+                }
+        } while (crash_walker_advance (walker));
+}
+
+static void
+check_resized (Run *r, GByteArray *image, const ChangePoint *at, const char *what, gpointer data)
+{
+        const Case *c = data;
+
+        check_resized_image (r, image, r->size, c->resize_to, at->may_be_old, at->may_be_new, what);
+}
+
 static void
 run_resize_case (Run *r, const Case *c, GBytes *image)
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (CrashTrace) trace = NULL;
-        g_autoptr (CrashWalker) walker = NULL;
         gsize length;
         const guint8 *contents;
         guint start, end;
@@ -789,24 +844,7 @@ run_resize_case (Run *r, const Case *c, GBytes *image)
                         c->name, result.old_size, result.new_size, result.old_bat_length,
                         result.new_bat_length, result.blocks_moved, result.blocks_dropped);
 
-        walker = crash_walker_new (trace);
-        do {
-                guint point = crash_walker_get_point (walker);
-
-                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
-                        g_autofree char *what = NULL;
-
-                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
-                            crash_walker_get_volatile (walker) == 0)
-                                continue;
-                        crash_walker_build (walker, kind, r->rand, r->image);
-                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
-                                                point, crash_trace_get_calls (trace),
-                                                crash_kind_name (kind));
-                        check_resized_image (r, r->image, r->size, c->resize_to, point <= end,
-                                             point > start, what);
-                }
-        } while (crash_walker_advance (walker));
+        walk_change_crashes (r, trace, c->name, start, end, check_resized, (gpointer) c);
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
                         " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
                         c->name, crash_trace_get_calls (trace), r->images_checked, r->qemu_checked);
@@ -962,11 +1000,20 @@ check_relinked_image (Run *r, GByteArray *image, const Relinked *relinked, const
 }
 
 static void
+check_relinked (Run *r, GByteArray *image, const ChangePoint *at, const char *what, gpointer data)
+{
+        Relinked *relinked = data;
+
+        relinked->may_be_old = at->may_be_old;
+        relinked->may_be_new = at->may_be_new;
+        check_relinked_image (r, image, relinked, what);
+}
+
+static void
 run_set_parent_case (Run *r, const Case *c, GBytes *image)
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (CrashTrace) trace = NULL;
-        g_autoptr (CrashWalker) walker = NULL;
         g_auto (VhdxSetParentResult) result = { 0 };
         g_autofree char *child_path = g_build_filename (r->dir, "child.vhdx", NULL);
         g_autofree char *store = g_build_filename (r->dir, "store", NULL);
@@ -1029,25 +1076,7 @@ run_set_parent_case (Run *r, const Case *c, GBytes *image)
                         c->name, result.old_relative_path, result.new_relative_path,
                         result.in_place ? " in place" : "", sequences);
 
-        walker = crash_walker_new (trace);
-        do {
-                guint point = crash_walker_get_point (walker);
-
-                relinked.may_be_old = point <= end;
-                relinked.may_be_new = point > start;
-                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
-                        g_autofree char *what = NULL;
-
-                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
-                            crash_walker_get_volatile (walker) == 0)
-                                continue;
-                        crash_walker_build (walker, kind, r->rand, r->image);
-                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
-                                                point, crash_trace_get_calls (trace),
-                                                crash_kind_name (kind));
-                        check_relinked_image (r, r->image, &relinked, what);
-                }
-        } while (crash_walker_advance (walker));
+        walk_change_crashes (r, trace, c->name, start, end, check_relinked, &relinked);
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT " crash images checked", c->name,
                         crash_trace_get_calls (trace), r->images_checked);
 }
@@ -1249,11 +1278,21 @@ write_child (Run *r, GBytes *image, const char *path)
 }
 
 static void
+check_set (Run *r, GByteArray *image, const ChangePoint *at, const char *what, gpointer data)
+{
+        MetadataSet *set = data;
+
+        set->may_be_old = at->may_be_old;
+        set->may_be_new = at->may_be_new;
+        set->new_guid_allowed = at->may_be_new;
+        check_set_image (r, image, set, what);
+}
+
+static void
 run_set_metadata_case (Run *r, const Case *c, GBytes *image)
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (CrashTrace) trace = NULL;
-        g_autoptr (CrashWalker) walker = NULL;
         g_auto (VhdxSetMetadataResult) result = { 0 };
         g_autofree char *image_path = g_build_filename (r->dir, "image.vhdx", NULL);
         g_autofree char *child_path = g_build_filename (r->dir, "child.avhdx", NULL);
@@ -1345,26 +1384,7 @@ run_set_metadata_case (Run *r, const Case *c, GBytes *image)
         g_test_message ("%s: physical sector size %u -> %u, new disk ID and DataWriteGuid", c->name,
                         set.old.physical_sector_size, set.new.physical_sector_size);
 
-        walker = crash_walker_new (trace);
-        do {
-                guint point = crash_walker_get_point (walker);
-
-                set.may_be_old = point <= end;
-                set.may_be_new = point > start;
-                set.new_guid_allowed = point > start;
-                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
-                        g_autofree char *what = NULL;
-
-                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
-                            crash_walker_get_volatile (walker) == 0)
-                                continue;
-                        crash_walker_build (walker, kind, r->rand, r->image);
-                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
-                                                point, crash_trace_get_calls (trace),
-                                                crash_kind_name (kind));
-                        check_set_image (r, r->image, &set, what);
-                }
-        } while (crash_walker_advance (walker));
+        walk_change_crashes (r, trace, c->name, start, end, check_set, &set);
         g_assert_cmpuint (set.seen[0], >, 0);
         g_assert_cmpuint (set.seen[1], >, 0);
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
@@ -1520,11 +1540,20 @@ check_merged_image (Run *r, GByteArray *image, MergeCheck *m, const char *what)
 }
 
 static void
+check_merged (Run *r, GByteArray *image, const ChangePoint *at, const char *what, gpointer data)
+{
+        MergeCheck *m = data;
+
+        m->may_be_old = at->may_be_old;
+        m->may_be_new = at->may_be_new;
+        check_merged_image (r, image, m, what);
+}
+
+static void
 run_merge_case (Run *r, const Case *c, GBytes *image)
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (CrashTrace) trace = NULL;
-        g_autoptr (CrashWalker) walker = NULL;
         g_autofree char *child_path = g_build_filename (r->dir, "child.avhdx", NULL);
         g_autofree char *linked_dir = g_build_filename (r->dir, "first-step", NULL);
         g_autofree char *linked_path = g_build_filename (linked_dir, "child.avhdx", NULL);
@@ -1596,25 +1625,7 @@ run_merge_case (Run *r, const Case *c, GBytes *image)
         m.merged = merged;
         m.linked_path = linked_path;
         m.settled_path = child_path;
-        walker = crash_walker_new (trace);
-        do {
-                guint point = crash_walker_get_point (walker);
-
-                m.may_be_old = point <= end;
-                m.may_be_new = point > start;
-                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
-                        g_autofree char *what = NULL;
-
-                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
-                            crash_walker_get_volatile (walker) == 0)
-                                continue;
-                        crash_walker_build (walker, kind, r->rand, r->image);
-                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
-                                                point, crash_trace_get_calls (trace),
-                                                crash_kind_name (kind));
-                        check_merged_image (r, r->image, &m, what);
-                }
-        } while (crash_walker_advance (walker));
+        walk_change_crashes (r, trace, c->name, start, end, check_merged, &m);
         g_assert_cmpuint (m.seen[0], >, 0);
         g_assert_cmpuint (m.seen[1], >, 0);
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT

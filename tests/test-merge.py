@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'common'))
 import clitest  # noqa: E402
 import vhdxspec  # noqa: E402
-from clitest import TOOL, Skip, expect, expect_equal, ok, sha256, vhdx  # noqa: E402
+from clitest import TOOL, Skip, expect, expect_equal, ok, sha256, vhdx, write_raw  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -39,15 +39,6 @@ GiB = 1024 * MiB
 
 QEMU_IMG = shutil.which('qemu-img')
 VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
-
-
-def write_raw(path, size, writes):
-    """A raw disk of @size bytes holding (pattern, offset, length) runs."""
-    with open(path, 'wb') as f:
-        f.truncate(size)
-        for pattern, offset, length in writes:
-            f.seek(offset)
-            f.write(bytes([pattern]) * length)
 
 
 def data_write_guid(path):

@@ -27,20 +27,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'common'))
 import clitest  # noqa: E402
 import vhdxspec  # noqa: E402
-from clitest import TOOL, expect, expect_equal, ok, sha256, vhdx  # noqa: E402
+from clitest import TOOL, expect, expect_equal, ok, sha256, vhdx, write_raw  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
 
 VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
-
-
-def write_raw(path, size, writes):
-    with open(path, 'wb') as f:
-        f.truncate(size)
-        for pattern, offset, length in writes:
-            f.seek(offset)
-            f.write(bytes([pattern]) * length)
 
 
 def linkage(spec):

@@ -36,7 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'common'))
 import clitest  # noqa: E402
 import vhdxspec  # noqa: E402
-from clitest import TOOL, Skip, expect, expect_equal, ok, run, sha256, vhdx  # noqa: E402
+from clitest import (TOOL, Skip, expect, expect_equal, ok, run, sha256, vhdx,  # noqa: E402
+                     write_raw)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -57,14 +58,6 @@ for byte in (100, 101, 201, 203):
 print('locked', flush=True)
 sys.stdin.read()
 """
-
-
-def write_raw(path, size, writes):
-    with open(path, 'wb') as f:
-        f.truncate(size)
-        for pattern, offset, length in writes:
-            f.seek(offset)
-            f.write(bytes([pattern]) * length)
 
 
 def raw_item(path, item, length):

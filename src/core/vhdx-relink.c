@@ -274,45 +274,49 @@ check_differencing (VhdxFile *child, GError **error)
         return TRUE;
 }
 
-gboolean
-vhdx_file_set_parent_linkage2 (VhdxFile *child, const VhdxGuid *guid, GError **error)
+/* Rewrite the linkage of @child's locator: parent_linkage names @linkage
+ * (kept when NULL), parent_linkage2 names @linkage2 (dropped when NULL). */
+static gboolean
+rewrite_linkage (VhdxFile *child, const VhdxGuid *linkage, const VhdxGuid *linkage2, GError **error)
 {
         g_autoptr (GPtrArray) locator = NULL;
-        g_autofree char *text = NULL;
-
-        g_return_val_if_fail (child != NULL && guid != NULL, FALSE);
-        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
         if (!check_differencing (child, error))
                 return FALSE;
-        text = vhdx_parent_linkage_text (guid);
         locator = vhdx_parent_locator_copy (child->locator);
-        if (child->parent != NULL) {
-                /* It may have matched through parent_linkage2 (an earlier
-                 * change that ended half made), which is about to change. */
-                g_autofree char *current =
-                        vhdx_parent_linkage_text (&child->parent->info.data_write_guid);
+        if (linkage != NULL) {
+                g_autofree char *text = vhdx_parent_linkage_text (linkage);
 
-                vhdx_parent_locator_set (locator, "parent_linkage", current);
+                vhdx_parent_locator_set (locator, "parent_linkage", text);
         }
-        vhdx_parent_locator_set (locator, "parent_linkage2", text);
+        if (linkage2 != NULL) {
+                g_autofree char *text = vhdx_parent_linkage_text (linkage2);
+
+                vhdx_parent_locator_set (locator, "parent_linkage2", text);
+        } else {
+                vhdx_parent_locator_remove (locator, "parent_linkage2");
+        }
         return write_locator (child, g_steal_pointer (&locator), NULL, error);
+}
+
+gboolean
+vhdx_file_set_parent_linkage2 (VhdxFile *child, const VhdxGuid *guid, GError **error)
+{
+        g_return_val_if_fail (child != NULL && guid != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        /* It may have matched through parent_linkage2 (an earlier change
+         * that ended half made), which is about to change. */
+        return rewrite_linkage (child,
+                                child->parent != NULL ? &child->parent->info.data_write_guid : NULL,
+                                guid, error);
 }
 
 gboolean
 vhdx_file_settle_parent_linkage (VhdxFile *child, const VhdxGuid *guid, GError **error)
 {
-        g_autoptr (GPtrArray) locator = NULL;
-        g_autofree char *text = NULL;
-
         g_return_val_if_fail (child != NULL && guid != NULL, FALSE);
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-        if (!check_differencing (child, error))
-                return FALSE;
-        text = vhdx_parent_linkage_text (guid);
-        locator = vhdx_parent_locator_copy (child->locator);
-        vhdx_parent_locator_set (locator, "parent_linkage", text);
-        vhdx_parent_locator_remove (locator, "parent_linkage2");
-        return write_locator (child, g_steal_pointer (&locator), NULL, error);
+        return rewrite_linkage (child, guid, NULL, error);
 }

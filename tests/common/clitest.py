@@ -37,6 +37,15 @@ def vhdx(*args):
     return run([TOOL] + list(args))
 
 
+def write_raw(path, size, writes):
+    """A raw disk of @size bytes holding (pattern, offset, length) runs of one byte."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for pattern, offset, length in writes:
+            f.seek(offset)
+            f.write(bytes([pattern]) * length)
+
+
 def expect(condition, what):
     if not condition:
         raise AssertionError(what)
