@@ -16,11 +16,14 @@
 
 #include "crash-io.h"
 #include "test-util.h"
+#include "vhdx-compact.h"
 #include "vhdx-create.h"
+#include "vhdx-file-private.h"
 #include "vhdx-map.h"
 #include "vhdx-metadata.h"
 #include "vhdx-relink.h"
 #include "vhdx-resize.h"
+#include "vhdx-writer-private.h"
 #include "vhdx-writer.h"
 
 #include <fcntl.h>
@@ -605,6 +608,9 @@ typedef struct {
         guint64 resize_to;   /* a resize workload: the new size */
         guint set_parent;    /* a set-parent workload: SET_PARENT_* */
         guint resize_flags;  /* VhdxResizeFlags, or the engine's for tests */
+        gboolean compact;    /* a compaction workload */
+        guint compact_flags; /* VhdxCompactFlags, or the engine's for tests */
+        guint compact_from;  /* the first of the 8 blocks it gets data in */
 } Case;
 
 enum {
@@ -1048,6 +1054,151 @@ run_set_parent_case (Run *r, const Case *c, GBytes *image)
                         crash_trace_get_calls (trace), r->images_checked);
 }
 
+/*
+ * Compacting.  Eight blocks of the image get, one after the other (not
+ * recorded), data in a part of the block, zeros written over all of it,
+ * data over all of it, and data over all of it that is then unmapped
+ * keeping its file space (as Hyper-V leaves trimmed blocks); then the
+ * compaction is the workload.  Every crash image reads those blocks as
+ * before (the others name no file space: nothing changes them), with the
+ * DataWriteGuid it had.
+ */
+#define COMPACT_BLOCKS 8
+
+static GBytes *
+prepare_compact_image (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        gsize length;
+        const guint8 *contents = g_bytes_get_data (image, &length);
+        VhdxIo *io = crash_io_new (contents, length, FALSE);
+        g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_autofree guint8 *data = g_malloc (r->bs);
+
+        g_assert_no_error (error);
+        for (guint64 block = c->compact_from;
+             block < c->compact_from + COMPACT_BLOCKS && block * r->bs < r->size; block++) {
+                guint64 at = block * r->bs;
+                gsize n = (gsize) MIN ((guint64) r->bs, r->size - at);
+
+                for (gsize i = 0; i < n; i++)
+                        data[i] = (guint8) ((at + i) / UNIT * 13 + 5);
+                switch (block % 4) {
+                case 0:
+                        n = MIN (n, (gsize) 64 * 1024);
+                        break;
+                case 1:
+                        memset (data, 0, n);
+                        break;
+                default:
+                        break;
+                }
+                test_assert_ok (vhdx_file_write (file, at, data, n, 0, &error), error);
+                memcpy (r->initial + at, data, n);
+                if (block % 4 == 3) {
+                        guint state;
+                        guint64 offset;
+
+                        test_assert_ok (vhdx_bat_lookup_block (file->bat, block, &state, &offset,
+                                                               &error),
+                                        error);
+                        test_assert_ok (vhdx_writer_set_bat_entry (
+                                                file,
+                                                vhdx_bat_payload_index (&file->info.geometry,
+                                                                        block),
+                                                offset | VHDX_PAYLOAD_UNMAPPED, &error),
+                                        error);
+                        memset (r->initial + at, 0, n);
+                }
+        }
+        test_assert_ok (vhdx_file_close (file, &error), error);
+        return g_bytes_new (crash_io_get_contents (io)->data, crash_io_get_contents (io)->len);
+}
+
+static void
+run_compact_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_autoptr (GArray) ranges = g_array_new (FALSE, FALSE, sizeof (Range));
+        Range blocks = { c->compact_from * r->bs,
+                         MIN (r->size, (c->compact_from + COMPACT_BLOCKS) * r->bs) -
+                                 c->compact_from * r->bs };
+        g_autoptr (GPtrArray) since = g_ptr_array_new ();
+        Allowed allowed = { NULL, since };
+        VhdxCompactResult result;
+        VhdxGuid data_write_guid;
+        VhdxWriteStats stats;
+        guint64 sequences;
+        gsize length;
+        const guint8 *contents;
+
+        g_array_append_val (ranges, blocks);
+        image = prepare_compact_image (r, c, image);
+        allowed.durable = r->initial;
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        r->file = open_image (r, r->io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (r->file, c->entry_limit);
+        data_write_guid = vhdx_file_get_info (r->file)->data_write_guid;
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences;
+        test_assert_ok (vhdx_file_compact (r->file, c->compact_flags, NULL, NULL, NULL, &result,
+                                           &error),
+                        error);
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences - sequences;
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        g_test_message ("%s: file %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
+                        " bytes, %" G_GUINT64_FORMAT " blocks dropped, %" G_GUINT64_FORMAT
+                        " moved, %" G_GUINT64_FORMAT " log sequences",
+                        c->name, result.old_file_size, result.new_file_size, result.blocks_dropped,
+                        result.blocks_moved, sequences);
+        g_assert_cmpuint (result.new_file_size, <, result.old_file_size);
+        g_assert_cmpuint (result.blocks_dropped, >, 0);
+        if (!(c->compact_flags & VHDX_COMPACT_FLAGS_QUICK))
+                g_assert_cmpuint (result.blocks_moved, >, 0);
+
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_image (r, r->image, &allowed, ranges, what);
+                        {
+                                g_autoptr (GBytes) bytes =
+                                        g_bytes_new_static (r->image->data, r->image->len);
+                                g_autoptr (VhdxFile) file =
+                                        open_image (r, vhdx_io_new_memory (bytes),
+                                                    VHDX_OPEN_FLAGS_NONE, &error);
+
+                                g_assert_no_error (error);
+                                if (!vhdx_guid_equal (&vhdx_file_get_info (file)->data_write_guid,
+                                                      &data_write_guid))
+                                        g_error ("%s: DataWriteGuid changed", what);
+                        }
+                }
+        } while (crash_walker_advance (walker));
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
+                        c->name, crash_trace_get_calls (trace), r->images_checked, r->qemu_checked);
+}
+
 static void
 test_case (gconstpointer data)
 {
@@ -1078,6 +1229,11 @@ test_case (gconstpointer data)
         r.ops = g_array_new (FALSE, FALSE, sizeof (Op));
         g_array_set_clear_func (r.ops, op_clear);
         image = make_image (&r);
+        if (c->compact) {
+                /* Only a few blocks change: no copy of the whole disk. */
+                run_compact_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
         r.model = g_memdup2 (r.initial, r.size);
         if (c->resize_to != 0) {
                 run_resize_case (&r, c, g_steal_pointer (&image));
@@ -1168,6 +1324,23 @@ static const Case cases[] = {
         /* The metadata region full: the locator rewritten where it was. */
         { "set-parent-in-place", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0,
           SET_PARENT_IN_PLACE },
+        /* Compacting: blocks dropped, then moved down in one commit or in
+         * one commit each, then the file cut; a child's zero blocks marked
+         * ZERO and its bitmaps moved; commits of one page per log entry;
+         * the quick mode, which drops only the unmapped blocks. */
+        { "compact", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE },
+        { "compact-one-block-per-commit", IMAGE_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE,
+          .compact_flags = VHDX_COMPACT_FLAGS_ONE_BLOCK_PER_COMMIT },
+        { "compact-4k", IMAGE_DYNAMIC_4K, 8 * MiB, 1 * MiB, .compact = TRUE },
+        { "compact-differencing", IMAGE_DIFFERENCING, 8 * MiB, 1 * MiB, .compact = TRUE },
+        { "compact-differencing-4k", IMAGE_DIFFERENCING_4K, 8 * MiB, 1 * MiB, .compact = TRUE,
+          .compact_flags = VHDX_COMPACT_FLAGS_ONE_BLOCK_PER_COMMIT },
+        /* Blocks 508 to 515: their entries lie in two BAT sectors, which
+         * the commits of one page per log entry split. */
+        { "compact-split-commits", IMAGE_DYNAMIC, 520 * MiB, 1 * MiB, NULL, 8192, .compact = TRUE,
+          .compact_from = 508 },
+        { "compact-quick", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE,
+          .compact_flags = VHDX_COMPACT_FLAGS_QUICK },
 };
 
 int
