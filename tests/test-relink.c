@@ -15,6 +15,7 @@
 #include "vhdx-create.h"
 #include "vhdx-gen.h"
 #include "vhdx-relink.h"
+#include "vhdx-writer-private.h"
 #include "vhdx-writer.h"
 
 #include <fcntl.h>
@@ -967,6 +968,54 @@ test_relative_path (void)
         }
 }
 
+/* The protocol that changes a parent's DataWriteGuid without orphaning its
+ * child (MS-VHDX 2.6.2.6.3): the new GUID first becomes the child's
+ * parent_linkage2, then the parent's DataWriteGuid; the child then opens
+ * with that parent, and without the first step it would not. */
+static void
+test_linkage2_protocol (void)
+{
+        g_autoptr (Fixture) f = fixture_new (512, NULL);
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GPtrArray) pairs = NULL;
+        g_autofree guint8 *disk = NULL;
+        TestSpecLayout layout;
+        VhdxGuid guid;
+
+        vhdx_guid_new_random (&guid);
+        {
+                g_autoptr (VhdxFile) child = open_child (f, VHDX_OPEN_FLAGS_NO_PARENT, &error);
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_set_parent_linkage2 (child, &guid, &error), error);
+                test_assert_ok (vhdx_file_close (child, &error), error);
+        }
+        test_spec_read_layout (f->child, &layout);
+        pairs = spec_read_locator (f->child, &layout);
+        assert_guid_text (pairs_lookup (pairs, "parent_linkage2"), &guid);
+        assert_guid_text (pairs_lookup (pairs, "parent_linkage"), &f->parent_guid);
+        {
+                /* A write of what the parent reads: a new DataWriteGuid, the one chosen. */
+                VhdxIo *io = vhdx_io_open_path (f->parent, TRUE, &error);
+                g_autoptr (VhdxFile) parent = NULL;
+                guint8 sector[512];
+
+                g_assert_nonnull (io);
+                parent = vhdx_file_open (io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                g_assert_no_error (error);
+                vhdx_writer_set_data_write_guid (parent, &guid);
+                test_assert_ok (vhdx_file_read (parent, 0, sector, sizeof sector, &error), error);
+                test_assert_ok (vhdx_file_write (parent, 0, sector, sizeof sector,
+                                                 VHDX_WRITE_FLAGS_NONE, &error),
+                                error);
+                test_assert_ok (vhdx_file_close (parent, &error), error);
+        }
+        test_spec_read_layout (f->parent, &layout);
+        g_assert_cmpmem (layout.data_write_guid, 16, guid.bytes, 16);
+        disk = read_chain (f->child, f->parent);
+        test_assert_bytes_equal (disk, f->before, SIZE, 0, "the child after the parent changed");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -976,6 +1025,7 @@ main (int argc, char **argv)
         g_test_add_func ("/relink/keys-kept", test_keys_kept);
         g_test_add_func ("/relink/mismatch", test_mismatch);
         g_test_add_func ("/relink/linkage2", test_linkage2_match);
+        g_test_add_func ("/relink/linkage2-protocol", test_linkage2_protocol);
         g_test_add_func ("/relink/long-path", test_long_path);
         g_test_add_func ("/relink/region-full", test_region_full);
         g_test_add_func ("/relink/refused", test_refused);

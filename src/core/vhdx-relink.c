@@ -153,18 +153,16 @@ queue_locator (VhdxFile *child,
                                         _ ("metadata table"), error);
 }
 
-gboolean
-vhdx_file_set_parent (VhdxFile *child,
-                      const char *child_path,
-                      VhdxFile *parent,
-                      const char *parent_path,
-                      gboolean ignore_mismatch,
-                      VhdxSetParentResult *result,
-                      GError **error)
+/*
+ * Write @locator (taken) as @child's parent locator: to free space of the
+ * metadata region, then the table entry naming it, or in place when only
+ * the old item's space fits it; committed and durable on return.
+ */
+static gboolean
+write_locator (VhdxFile *child, GPtrArray *locator, gboolean *in_place_out, GError **error)
 {
         const VhdxInfo *info = &child->info;
-        g_auto (VhdxSetParentResult) local_result = { 0 };
-        g_autoptr (GPtrArray) locator = NULL;
+        g_autoptr (GPtrArray) owned = locator;
         g_autoptr (GBytes) item = NULL;
         g_autofree guint8 *table = NULL;
         const guint8 *item_data;
@@ -173,28 +171,6 @@ vhdx_file_set_parent (VhdxFile *child,
         gboolean in_place = FALSE;
         int index;
 
-        g_return_val_if_fail (child != NULL && parent != NULL, FALSE);
-        g_return_val_if_fail (child_path != NULL && parent_path != NULL, FALSE);
-        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
-
-        if (result == NULL)
-                result = &local_result;
-        memset (result, 0, sizeof *result);
-        if (!vhdx_writer_check (child, error))
-                return FALSE;
-        if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING || child->locator == NULL) {
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _ ("Only a differencing image has a parent; this image is %s"),
-                             vhdx_disk_type_to_string (info->disk_type));
-                return FALSE;
-        }
-        if (!vhdx_chain_check_sectors (info, &parent->info, parent_path, error) ||
-            !check_not_in_chain (child, parent, error))
-                return FALSE;
-        locator = new_locator (child, child_path, parent, parent_path, ignore_mismatch, result,
-                               error);
-        if (locator == NULL)
-                return FALSE;
         item = vhdx_parent_locator_encode (locator, error);
         if (item == NULL)
                 return FALSE;
@@ -238,8 +214,70 @@ vhdx_file_set_parent (VhdxFile *child,
         }
         if (!vhdx_file_flush (child, error))
                 return FALSE;
-        vhdx_file_reset_locator (child, g_steal_pointer (&locator), info->metadata_offset + offset,
+        vhdx_file_reset_locator (child, g_steal_pointer (&owned), info->metadata_offset + offset,
                                  (guint32) length);
-        result->in_place = in_place;
+        if (in_place_out != NULL)
+                *in_place_out = in_place;
         return TRUE;
+}
+
+gboolean
+vhdx_file_set_parent (VhdxFile *child,
+                      const char *child_path,
+                      VhdxFile *parent,
+                      const char *parent_path,
+                      gboolean ignore_mismatch,
+                      VhdxSetParentResult *result,
+                      GError **error)
+{
+        const VhdxInfo *info = &child->info;
+        g_auto (VhdxSetParentResult) local_result = { 0 };
+        g_autoptr (GPtrArray) locator = NULL;
+
+        g_return_val_if_fail (child != NULL && parent != NULL, FALSE);
+        g_return_val_if_fail (child_path != NULL && parent_path != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (result == NULL)
+                result = &local_result;
+        memset (result, 0, sizeof *result);
+        if (!vhdx_writer_check (child, error))
+                return FALSE;
+        if (info->disk_type != VHDX_DISK_TYPE_DIFFERENCING || child->locator == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _ ("Only a differencing image has a parent; this image is %s"),
+                             vhdx_disk_type_to_string (info->disk_type));
+                return FALSE;
+        }
+        if (!vhdx_chain_check_sectors (info, &parent->info, parent_path, error) ||
+            !check_not_in_chain (child, parent, error))
+                return FALSE;
+        locator = new_locator (child, child_path, parent, parent_path, ignore_mismatch, result,
+                               error);
+        if (locator == NULL)
+                return FALSE;
+        return write_locator (child, g_steal_pointer (&locator), &result->in_place, error);
+}
+
+gboolean
+vhdx_file_set_parent_linkage2 (VhdxFile *child, const VhdxGuid *guid, GError **error)
+{
+        g_autoptr (GPtrArray) locator = NULL;
+        g_autofree char *text = NULL;
+
+        g_return_val_if_fail (child != NULL && guid != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (!vhdx_writer_check (child, error))
+                return FALSE;
+        if (child->info.disk_type != VHDX_DISK_TYPE_DIFFERENCING || child->locator == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _ ("Only a differencing image has a parent; this image is %s"),
+                             vhdx_disk_type_to_string (child->info.disk_type));
+                return FALSE;
+        }
+        text = vhdx_parent_linkage_text (guid);
+        locator = vhdx_parent_locator_copy (child->locator);
+        vhdx_parent_locator_set (locator, "parent_linkage2", text);
+        return write_locator (child, g_steal_pointer (&locator), NULL, error);
 }

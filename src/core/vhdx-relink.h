@@ -65,4 +65,15 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_set_parent (VhdxFile *child,
                                                          VhdxSetParentResult *result,
                                                          GError **error);
 
+/*
+ * Name @guid as parent_linkage2 of the differencing image @child (opened
+ * read-write), as the locator is rewritten by vhdx_file_set_parent():
+ * committed and durable on return; @child's DataWriteGuid does not change.
+ * The first step of changing the DataWriteGuid of its parent to @guid
+ * without orphaning it (MS-VHDX 2.6.2.6.3): the parent's changes next.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_set_parent_linkage2 (VhdxFile *child,
+                                                                  const VhdxGuid *guid,
+                                                                  GError **error);
+
 G_END_DECLS

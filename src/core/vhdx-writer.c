@@ -45,6 +45,9 @@ struct _VhdxWriter {
         GMutex header_lock;
         gint file_guid_changed; /* atomic */
         gint data_guid_changed; /* atomic */
+        /* The DataWriteGuid the first user-visible change writes, when chosen. */
+        gboolean data_write_guid_chosen;
+        VhdxGuid data_write_guid;
         gboolean log_guid_set;
 
         gint failed; /* atomic: a flush failed, the image needs its log replayed */
@@ -186,7 +189,10 @@ prepare_change (VhdxWriter *w, gboolean user_visible, GError **error)
                 update = TRUE;
         }
         if (user_visible && !g_atomic_int_get (&w->data_guid_changed)) {
-                vhdx_guid_new_random (&header.data_write_guid);
+                if (w->data_write_guid_chosen)
+                        header.data_write_guid = w->data_write_guid;
+                else
+                        vhdx_guid_new_random (&header.data_write_guid);
                 update = TRUE;
         }
         if (update && !write_headers (w, &header, error))
@@ -951,6 +957,17 @@ gboolean
 vhdx_writer_begin_change (VhdxFile *file, gboolean user_visible, GError **error)
 {
         return prepare_change (file->writer, user_visible, error);
+}
+
+void
+vhdx_writer_set_data_write_guid (VhdxFile *file, const VhdxGuid *guid)
+{
+        VhdxWriter *w = file->writer;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&w->header_lock);
+
+        g_return_if_fail (!g_atomic_int_get (&w->data_guid_changed));
+        w->data_write_guid = *guid;
+        w->data_write_guid_chosen = TRUE;
 }
 
 gboolean

@@ -57,100 +57,6 @@ vhdx_image_get_minimum_size (VhdxImage *self,
 
 /* Resizing */
 
-/*
- * The progress of an asynchronous resize, reported in the caller's main
- * context.  The worker keeps only the latest figures and queues one
- * report at a time, so that a resize of millions of blocks does not queue
- * millions of them; the reports and the task's end run in that context,
- * which the last report before the end is delivered in first.
- */
-typedef struct {
-        GMutex lock;
-        GMainContext *context;
-        int priority;
-        VhdxProgressCallback callback; /* NULL once the resize ended */
-        gpointer data;
-        GDestroyNotify data_free;
-        guint64 done;
-        guint64 total;
-        gboolean queued; /* a report is queued with these figures */
-} ResizeProgress;
-
-static void
-resize_progress_clear (gpointer data)
-{
-        ResizeProgress *progress = data;
-
-        g_mutex_clear (&progress->lock);
-        g_main_context_unref (progress->context);
-}
-
-static void
-resize_progress_unref (gpointer data)
-{
-        g_atomic_rc_box_release_full (data, resize_progress_clear);
-}
-
-/* In the caller's context: the latest figures, if not reported yet. */
-static gboolean
-resize_progress_deliver (gpointer data)
-{
-        ResizeProgress *progress = data;
-        VhdxProgressCallback callback;
-        gpointer callback_data;
-        guint64 done;
-        guint64 total;
-
-        g_mutex_lock (&progress->lock);
-        callback = progress->queued ? progress->callback : NULL;
-        callback_data = progress->data;
-        done = progress->done;
-        total = progress->total;
-        progress->queued = FALSE;
-        g_mutex_unlock (&progress->lock);
-        if (callback != NULL)
-                callback (done, total, callback_data);
-        return G_SOURCE_REMOVE;
-}
-
-/* In the worker: the engine's report, queued to the caller's context. */
-static void
-resize_progress_queue (guint64 done, guint64 total, gpointer data)
-{
-        ResizeProgress *progress = data;
-        gboolean queue;
-
-        g_mutex_lock (&progress->lock);
-        progress->done = done;
-        progress->total = total;
-        queue = !progress->queued;
-        progress->queued = TRUE;
-        g_mutex_unlock (&progress->lock);
-        if (queue)
-                g_main_context_invoke_full (progress->context, progress->priority,
-                                            resize_progress_deliver,
-                                            g_atomic_rc_box_acquire (progress),
-                                            resize_progress_unref);
-}
-
-/* In the caller's context, once the resize ended: the last report, then
- * the callback's data freed; reports still queued find no callback. */
-static void
-resize_progress_end (ResizeProgress *progress)
-{
-        GDestroyNotify data_free;
-        gpointer data;
-
-        resize_progress_deliver (progress);
-        g_mutex_lock (&progress->lock);
-        progress->callback = NULL;
-        data_free = g_steal_pointer (&progress->data_free);
-        data = g_steal_pointer (&progress->data);
-        g_mutex_unlock (&progress->lock);
-        if (data_free != NULL)
-                data_free (data);
-}
-
 /* A resize: its arguments, how it reports progress, and whether it
  * changed the size. */
 typedef struct {
@@ -158,22 +64,8 @@ typedef struct {
         VhdxResizeFlags flags;
         VhdxProgressFunc progress_func;
         gpointer progress_data;
-        ResizeProgress *progress; /* asynchronous resizes */
         gboolean changed;
 } Resize;
-
-static void
-resize_free (gpointer data)
-{
-        Resize *resize = data;
-
-        if (resize->progress != NULL) {
-                /* Only when the task ends before its worker ran. */
-                resize_progress_end (resize->progress);
-                resize_progress_unref (resize->progress);
-        }
-        g_free (resize);
-}
 
 /* Resizes the engine's image once no other request runs, and none starts
  * before it ends. */
@@ -200,7 +92,17 @@ image_resize (VhdxImage *self, gpointer data, GCancellable *cancellable, GError 
         return GINT_TO_POINTER (ok);
 }
 
-static const VhdxImageCall resize_call = { .func = image_resize };
+/* In the caller's context after a resize. */
+static void
+resize_done (VhdxImage *self, gpointer data)
+{
+        Resize *resize = data;
+
+        if (resize->changed)
+                vhdx_image_notify_virtual_size (self);
+}
+
+static const VhdxImageCall resize_call = { .func = image_resize, .done = resize_done };
 
 /**
  * vhdx_image_resize:
@@ -259,7 +161,7 @@ vhdx_image_resize (VhdxImage *self,
                    GCancellable *cancellable,
                    GError **error)
 {
-        Resize resize = { size, flags, progress_callback, progress_data, NULL, FALSE };
+        Resize resize = { size, flags, progress_callback, progress_data, FALSE };
 
         g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
         g_return_val_if_fail (self->handle != NULL, FALSE);
@@ -268,31 +170,8 @@ vhdx_image_resize (VhdxImage *self,
 
         if (image_resize (self, &resize, cancellable, error) == NULL)
                 return FALSE;
-        if (resize.changed)
-                vhdx_image_notify_virtual_size (self);
+        resize_done (self, &resize);
         return TRUE;
-}
-
-/* Back in the caller's context: the last report, the notification, and
- * the end of the task of resize_async(). */
-static void
-resize_done (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-        g_autoptr (GTask) task = user_data;
-        Resize *resize = g_task_get_task_data (task);
-        GError *error = NULL;
-
-        if (resize->progress != NULL) {
-                resize_progress_end (resize->progress);
-                g_clear_pointer (&resize->progress, resize_progress_unref);
-        }
-        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
-                g_task_return_error (task, error);
-                return;
-        }
-        if (resize->changed)
-                vhdx_image_notify_virtual_size (VHDX_IMAGE (source));
-        g_task_return_boolean (task, TRUE);
 }
 
 /**
@@ -336,8 +215,8 @@ vhdx_image_resize_async (VhdxImage *self,
                          GAsyncReadyCallback callback,
                          gpointer user_data)
 {
-        g_autoptr (GTask) task = NULL;
-        g_autoptr (GTask) worker = NULL;
+        GTask *task;
+        VhdxImageProgress *progress;
         Resize *resize;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
@@ -347,31 +226,16 @@ vhdx_image_resize_async (VhdxImage *self,
         task = vhdx_image_task_new (self, vhdx_image_resize_async, io_priority, cancellable,
                                     callback, user_data);
         g_task_set_check_cancellable (task, FALSE);
+        progress = vhdx_image_progress_new (task, progress_callback, progress_data,
+                                            progress_data_free);
         resize = g_new0 (Resize, 1);
         resize->size = size;
         resize->flags = flags;
-        if (progress_callback != NULL || progress_data_free != NULL) {
-                ResizeProgress *progress = g_atomic_rc_box_new0 (ResizeProgress);
-
-                g_mutex_init (&progress->lock);
-                progress->context = g_main_context_ref (g_task_get_context (task));
-                progress->priority = io_priority;
-                progress->callback = progress_callback;
-                progress->data = progress_data;
-                progress->data_free = progress_data_free;
-                resize->progress = progress;
-                if (progress_callback != NULL) {
-                        resize->progress_func = resize_progress_queue;
-                        resize->progress_data = progress;
-                }
+        if (progress_callback != NULL) {
+                resize->progress_func = vhdx_image_progress_report;
+                resize->progress_data = progress;
         }
-        /* The outer task holds the resize, which the worker borrows: it
-         * keeps the outer task until resize_done() ran. */
-        g_task_set_task_data (task, resize, resize_free);
-        worker = vhdx_image_task_new (self, image_resize, io_priority, cancellable, resize_done,
-                                      g_steal_pointer (&task));
-        g_task_set_check_cancellable (worker, FALSE);
-        vhdx_image_task_run (g_steal_pointer (&worker), &resize_call, resize, NULL);
+        vhdx_image_task_run_then (task, &resize_call, resize, g_free, progress);
 }
 
 /**
@@ -450,7 +314,14 @@ image_set_parent (VhdxImage *self, gpointer data, GCancellable *cancellable, GEr
         return GINT_TO_POINTER (ok);
 }
 
-static const VhdxImageCall set_parent_call = { .func = image_set_parent };
+/* In the caller's context after the locator changed. */
+static void
+set_parent_done (VhdxImage *self, gpointer data)
+{
+        vhdx_image_notify_parent_locator (self);
+}
+
+static const VhdxImageCall set_parent_call = { .func = image_set_parent, .done = set_parent_done };
 
 /**
  * vhdx_image_set_parent:
@@ -511,24 +382,8 @@ vhdx_image_set_parent (VhdxImage *self,
 
         if (image_set_parent (self, &set_parent, cancellable, error) == NULL)
                 return FALSE;
-        vhdx_image_notify_parent_locator (self);
+        set_parent_done (self, &set_parent);
         return TRUE;
-}
-
-/* Back in the caller's context: the notification, then the end of the
- * task of set_parent_async(). */
-static void
-set_parent_done (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-        g_autoptr (GTask) task = user_data;
-        GError *error = NULL;
-
-        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
-                g_task_return_error (task, error);
-                return;
-        }
-        vhdx_image_notify_parent_locator (VHDX_IMAGE (source));
-        g_task_return_boolean (task, TRUE);
 }
 
 /**
@@ -560,8 +415,7 @@ vhdx_image_set_parent_async (VhdxImage *self,
                              GAsyncReadyCallback callback,
                              gpointer user_data)
 {
-        g_autoptr (GTask) task = NULL;
-        GTask *worker;
+        GTask *task;
         SetParent *set_parent;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
@@ -574,9 +428,7 @@ vhdx_image_set_parent_async (VhdxImage *self,
         set_parent = g_new0 (SetParent, 1);
         set_parent->parent = g_object_ref (parent);
         set_parent->flags = flags;
-        worker = vhdx_image_task_new (self, image_set_parent, io_priority, cancellable,
-                                      set_parent_done, g_steal_pointer (&task));
-        vhdx_image_task_run (worker, &set_parent_call, set_parent, set_parent_free);
+        vhdx_image_task_run_then (task, &set_parent_call, set_parent, set_parent_free, NULL);
 }
 
 /**

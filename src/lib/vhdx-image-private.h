@@ -103,6 +103,10 @@ typedef struct {
         /* TRUE for the read threads of vhdx-read-pool.c, FALSE for GLib's
          * threads of g_task_run_in_thread(). */
         gboolean read_pool;
+        /* For vhdx_image_task_run_then(): what runs in the caller's context
+         * once @func succeeded, before the caller's task returns (the
+         * notifications of the properties it changed); may be %NULL. */
+        void (*done) (VhdxImage *self, gpointer data);
 } VhdxImageCall;
 
 /*
@@ -126,6 +130,39 @@ void vhdx_image_task_run (GTask *task,
                           const VhdxImageCall *call,
                           gpointer data,
                           GDestroyNotify data_free);
+
+/*
+ * The progress of an operation in a worker thread, reported in the
+ * caller's main context: the worker keeps only the latest figures and
+ * queues one report at a time, so that millions of steps do not queue
+ * millions of reports.
+ */
+typedef struct _VhdxImageProgress VhdxImageProgress;
+
+/* The progress of @task's operation for @callback, @data freed by
+ * @data_free once it is no longer called; %NULL when both are %NULL. */
+G_GNUC_WARN_UNUSED_RESULT VhdxImageProgress *vhdx_image_progress_new (GTask *task,
+                                                                      VhdxProgressCallback callback,
+                                                                      gpointer data,
+                                                                      GDestroyNotify data_free);
+/* The engine's VhdxProgressFunc, in the worker: @progress is a
+ * VhdxImageProgress. */
+void vhdx_image_progress_report (guint64 done, guint64 total, gpointer progress);
+
+/*
+ * Runs @call with @data in a worker thread for @task (the caller's),
+ * through a worker task whose end comes back to @task's context: there
+ * @progress (taken; may be %NULL) delivers its last report and frees its
+ * data, then, when @call succeeded, @call's done() runs, then @task
+ * returns the result.  @data_free frees @data after that.  The worker
+ * does not check @task's cancellable once started: @task does, if set to.
+ * Takes @task's reference.
+ */
+void vhdx_image_task_run_then (GTask *task,
+                               const VhdxImageCall *call,
+                               gpointer data,
+                               GDestroyNotify data_free,
+                               VhdxImageProgress *progress);
 
 /* vhdx_image_task_new() and vhdx_image_task_run() at once: what the
  * asynchronous twin of a call does. */

@@ -848,8 +848,6 @@ image_close (VhdxImage *self, gpointer data, GCancellable *cancellable, GError *
         return GINT_TO_POINTER (ok);
 }
 
-static const VhdxImageCall close_call = { .func = image_close };
-
 /* Once the image is closed, nothing changes its headers any more: the
  * properties take the GUIDs they hold, and notify those that changed. */
 static void
@@ -886,6 +884,15 @@ image_update_guids (VhdxImage *self)
                         g_object_notify_by_pspec (G_OBJECT (self), guids[i].pspec);
         }
 }
+
+/* In the caller's context after the close. */
+static void
+close_done (VhdxImage *self, gpointer data)
+{
+        image_update_guids (self);
+}
+
+static const VhdxImageCall close_call = { .func = image_close, .done = close_done };
 
 /**
  * vhdx_image_close:
@@ -925,22 +932,6 @@ vhdx_image_close (VhdxImage *self, GCancellable *cancellable, GError **error)
         return TRUE;
 }
 
-/* Back in the caller's context, where the GUIDs are notified: finishes the task of close_async().
- */
-static void
-close_done (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-        g_autoptr (GTask) task = user_data;
-        GError *error = NULL;
-
-        if (!g_task_propagate_boolean (G_TASK (result), &error)) {
-                g_task_return_error (task, error);
-                return;
-        }
-        image_update_guids (VHDX_IMAGE (source));
-        g_task_return_boolean (task, TRUE);
-}
-
 /**
  * vhdx_image_close_async:
  * @self: an image
@@ -962,8 +953,7 @@ vhdx_image_close_async (VhdxImage *self,
                         GAsyncReadyCallback callback,
                         gpointer user_data)
 {
-        g_autoptr (GTask) task = NULL;
-        g_autoptr (GTask) worker = NULL;
+        GTask *task;
 
         g_return_if_fail (VHDX_IS_IMAGE (self));
         g_return_if_fail (self->handle != NULL);
@@ -974,10 +964,7 @@ vhdx_image_close_async (VhdxImage *self,
         task = vhdx_image_task_new (self, vhdx_image_close_async, io_priority, cancellable,
                                     callback, user_data);
         g_task_set_check_cancellable (task, FALSE);
-        worker = vhdx_image_task_new (self, image_close, io_priority, cancellable, close_done,
-                                      g_steal_pointer (&task));
-        g_task_set_check_cancellable (worker, FALSE);
-        vhdx_image_task_run (g_steal_pointer (&worker), &close_call, NULL, NULL);
+        vhdx_image_task_run_then (task, &close_call, NULL, NULL, NULL);
 }
 
 /**
