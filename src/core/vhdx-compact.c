@@ -466,6 +466,9 @@ copy_block (Compact *c, const Held *h, GError **error)
                         return FALSE;
                 done += piece;
         }
+        /* The flush before the commit then waits for less: the disk writes
+         * while the next blocks are copied. */
+        vhdx_io_start_writeback (file->io, to, h->length);
         return TRUE;
 }
 

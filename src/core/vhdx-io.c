@@ -203,6 +203,17 @@ fd_truncate (VhdxIo *io, guint64 size, GError **error)
         return TRUE;
 }
 
+/* The data written so far, on its way to the disk while the writer goes on. */
+static void
+fd_start_writeback (VhdxIo *io, guint64 offset, guint64 length)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+
+        if (offset <= G_MAXINT64 && length <= G_MAXINT64 - offset)
+                (void) sync_file_range (self->fd, (off_t) offset, (off_t) length,
+                                        SYNC_FILE_RANGE_WRITE);
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
@@ -214,6 +225,7 @@ static const VhdxIoVTable fd_vtable = {
         .zero_range = fd_zero_range,
         .lock = fd_lock,
         .truncate = fd_truncate,
+        .start_writeback = fd_start_writeback,
 };
 
 void
@@ -580,6 +592,13 @@ vhdx_io_truncate (VhdxIo *io, guint64 size, GError **error)
                 return FALSE;
         }
         return io->vtable->truncate (io, size, error);
+}
+
+void
+vhdx_io_start_writeback (VhdxIo *io, guint64 offset, guint64 length)
+{
+        if (io->vtable->start_writeback != NULL)
+                io->vtable->start_writeback (io, offset, length);
 }
 
 gboolean
