@@ -566,7 +566,9 @@ vhdx_file_compact (VhdxFile *file,
         result->old_file_size = result->new_file_size = info->file_size;
         if (!vhdx_writer_check (file, error))
                 return FALSE;
-        if (info->disk_type == VHDX_DISK_TYPE_FIXED || info->leave_block_allocated) {
+        /* LeaveBlockAllocated makes an image fixed; a differencing one
+         * ignores it (MS-VHDX 2.6.2.1). */
+        if (info->disk_type == VHDX_DISK_TYPE_FIXED) {
                 g_set_error_literal (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
                                      _ ("A fixed image keeps every block allocated "
                                         "(LeaveBlockAllocated) and cannot be compacted; "

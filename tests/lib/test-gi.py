@@ -864,6 +864,7 @@ class Tests:
         fixed.close(None)
         fixed = None
 
+        data_write_guid = vhdxspec.Vhdx(img.path).header['data-write-guid']
         image = Vhdx.Image.new(img.gfile(), Vhdx.OpenFlags.READ_WRITE, None)
         before = image.props.file_size
         # Quick: the zeros are not read, and stay.
@@ -873,6 +874,8 @@ class Tests:
         image.compact(Vhdx.CompactFlags.NONE,
                       lambda done, total, data: reports.append((done, total, data)), 'data',
                       None)
+        expect_equal(vhdxspec.Vhdx(img.path).header['data-write-guid'], data_write_guid,
+                     'DataWriteGuid: compacting changes no data')
         expect(image.props.file_size <= before - 12 * MiB,
                'file-size %d after, %d before' % (image.props.file_size, before))
         expect(reports and all(data == 'data' and done <= total
