@@ -34,7 +34,7 @@ typedef struct {
         VhdxCompactFlags flags;
         VhdxCompactResult *result;
         GArray *held;        /* Held, in the order of their entries */
-        GHashTable *partial; /* chunks with a PARTIALLY_PRESENT block */
+        GHashTable *partial; /* chunk -> its PARTIALLY_PRESENT blocks, counted */
         guint max_pages;     /* BAT sectors per commit: what one log entry holds */
         guint8 *buf;         /* BIG_READ bytes */
         VhdxProgressFunc progress;
