@@ -9,7 +9,12 @@
 
 /* A stored block's first read: a block that holds data shows it at once. */
 #define FIRST_READ (64 * VHDX_KiB)
-/* Later reads of a block, and the copies of the blocks moved. */
+/* Later reads of a block: small enough that the bytes read are still in
+ * the CPU's cache when they are checked. */
+#define ZERO_READ (256 * VHDX_KiB)
+/* How far apart holes of a sparse file are looked for. */
+#define HOLE_STEP (4 * VHDX_MiB)
+/* The copies of the blocks moved. */
 #define BIG_READ (8 * VHDX_MiB)
 /* Data copied between two commits, at most. */
 #define BATCH_BYTES (512 * VHDX_MiB)
@@ -136,17 +141,24 @@ space_is_zeros (Compact *c, guint64 offset, guint64 length, gboolean *zeros, GEr
         VhdxIo *io = c->file->io;
         guint64 end = offset + length;
         gsize piece = FIRST_READ;
+        guint64 look = offset; /* where to look for a hole next */
 
         *zeros = FALSE;
         for (guint64 at = offset; at < end;) {
-                guint64 data = vhdx_io_next_data (io, at);
                 gsize n;
 
-                if (data >= end) {
-                        break;
-                } else if (data > at) {
-                        at = data;
-                        continue;
+                /* Holes are looked for at the block's start and every
+                 * HOLE_STEP bytes, not at every read. */
+                if (at >= look) {
+                        guint64 data = vhdx_io_next_data (io, at);
+
+                        look = at + HOLE_STEP;
+                        if (data >= end)
+                                break;
+                        if (data > at) {
+                                at = data;
+                                continue;
+                        }
                 }
                 if (!read_some (io, c->buf, (gsize) MIN ((guint64) piece, end - at), at, &n, error))
                         return FALSE;
@@ -155,7 +167,7 @@ space_is_zeros (Compact *c, guint64 offset, guint64 length, gboolean *zeros, GEr
                 if (!all_zeros (c->buf, n))
                         return TRUE;
                 at += n;
-                piece = BIG_READ;
+                piece = ZERO_READ;
         }
         *zeros = TRUE;
         return TRUE;
