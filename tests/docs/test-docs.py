@@ -1136,8 +1136,8 @@ HANDLERS = {
      'random convert serve'): Examples.benchmarks,
     ('README.md', './run bench-write               # all four cases; or name some: ./run '
      'bench-write fill overwrite'): Examples.benchmarks,
-    ('README.md', './run bench-manage              # both cases; or name one: ./run '
-     'bench-manage resize-grow'): Examples.benchmarks,
+    ('README.md', './run bench-manage              # all cases; or name some: ./run '
+     'bench-manage resize-grow compact'): Examples.benchmarks,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit vhdx disk.vhdx'): Examples.default_port,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit -U - vhdx vm.avhdx parent=/srv/base.vhdx \\'):
         Examples.moved_parent_copy,
