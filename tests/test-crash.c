@@ -1199,6 +1199,85 @@ run_compact_case (Run *r, const Case *c, GBytes *image)
                         c->name, crash_trace_get_calls (trace), r->images_checked, r->qemu_checked);
 }
 
+/* Cancelled once the first block moved: the image reads as before, is
+ * clean, and a compaction started again ends the work. */
+typedef struct {
+        GCancellable *cancellable;
+        gboolean reported;
+        guint64 examined; /* the blocks read, the total of the first report */
+} CancelAt;
+
+static void
+cancel_after_first_move (guint64 done, guint64 total, gpointer user_data)
+{
+        CancelAt *at = user_data;
+
+        if (!at->reported)
+                at->examined = total;
+        at->reported = TRUE;
+        if (done > at->examined)
+                g_cancellable_cancel (at->cancellable);
+}
+
+static void
+test_compact_cancelled (void)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+        Case c = { "compact-cancelled", IMAGE_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE };
+        Run r = { 0 };
+        g_autoptr (GBytes) image = NULL;
+        g_autofree guint8 *disk = NULL;
+        VhdxCompactResult result;
+        CancelAt at = { cancellable, FALSE, 0 };
+        gsize length;
+        const guint8 *contents;
+
+        r.dir = test_tmpdir_new ();
+        r.kind = c.image;
+        r.size = c.size;
+        r.bs = c.block_size;
+        r.ss = 512;
+        image = prepare_compact_image (&r, &c, make_image (&r));
+        contents = g_bytes_get_data (image, &length);
+        r.io = crash_io_new (contents, length, FALSE);
+        r.file = open_image (&r, r.io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        /* The stored blocks are read, then blocks move one per commit. */
+        g_assert_false (vhdx_file_compact (r.file, VHDX_COMPACT_FLAGS_ONE_BLOCK_PER_COMMIT,
+                                           cancel_after_first_move, &at, cancellable, &result,
+                                           &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        g_assert_cmpuint (result.blocks_moved, ==, 1);
+        g_assert_cmpuint (result.new_file_size, ==, result.old_file_size);
+        disk = g_malloc (r.size);
+        test_assert_ok (vhdx_file_read (r.file, 0, disk, r.size, &error), error);
+        g_assert_true (memcmp (disk, r.initial, r.size) == 0);
+        assert_check_clean (r.file, "cancelled");
+        /* Written again after the cancellation, in the space it left. */
+        test_assert_ok (vhdx_file_write (r.file, 5 * MiB, disk, MiB, 0, &error), error);
+        memcpy (r.initial + 5 * MiB, disk, MiB);
+        test_assert_ok (vhdx_file_compact (r.file, 0, NULL, NULL, NULL, &result, &error), error);
+        g_assert_cmpuint (result.new_file_size, <, result.old_file_size);
+        test_assert_ok (vhdx_file_close (r.file, &error), error);
+        /* The file's bytes, taken before the image that owns it goes. */
+        {
+                g_autoptr (GBytes) bytes = crash_io_steal_contents (r.io);
+                g_autoptr (VhdxFile) file = NULL;
+
+                g_clear_pointer (&r.file, vhdx_file_free);
+                file = open_image (&r, vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, &error);
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, 0, disk, r.size, &error), error);
+                g_assert_true (memcmp (disk, r.initial, r.size) == 0);
+                assert_check_clean (file, "compacted after the cancellation");
+        }
+        g_free (r.initial);
+        test_tmpdir_free (r.dir);
+}
+
 static void
 test_case (gconstpointer data)
 {
@@ -1356,5 +1435,6 @@ main (int argc, char **argv)
                 g_autofree char *path = g_strdup_printf ("/crash/%s", cases[i].name);
                 g_test_add_data_func (path, &cases[i], test_case);
         }
+        g_test_add_func ("/crash/compact-cancelled", test_compact_cancelled);
         return g_test_run ();
 }
