@@ -1066,8 +1066,9 @@ run_set_parent_case (Run *r, const Case *c, GBytes *image)
 #define COMPACT_BLOCKS 8
 
 static GBytes *
-prepare_compact_image (Run *r, const Case *c, GBytes *image)
+prepare_compact_image (Run *r, const Case *c, GBytes *taken)
 {
+        g_autoptr (GBytes) image = taken;
         g_autoptr (GError) error = NULL;
         gsize length;
         const guint8 *contents = g_bytes_get_data (image, &length);
