@@ -21,8 +21,10 @@
 #include "vhdx-file-private.h"
 #include "vhdx-map.h"
 #include "vhdx-metadata.h"
+#include "vhdx-merge.h"
 #include "vhdx-relink.h"
 #include "vhdx-resize.h"
+#include "vhdx-set-metadata.h"
 #include "vhdx-writer-private.h"
 #include "vhdx-writer.h"
 
@@ -603,14 +605,16 @@ typedef struct {
         guint64 size;
         guint32 block_size;
         WorkloadFunc workload;
-        guint32 entry_limit; /* log entries of at most this many bytes; 0: half the log */
-        guint quick_stride;  /* without -m thorough, every this many crash points (0: 1) */
-        guint64 resize_to;   /* a resize workload: the new size */
-        guint set_parent;    /* a set-parent workload: SET_PARENT_* */
-        guint resize_flags;  /* VhdxResizeFlags, or the engine's for tests */
-        gboolean compact;    /* a compaction workload */
-        guint compact_flags; /* VhdxCompactFlags, or the engine's for tests */
-        guint compact_from;  /* the first of the 8 blocks it gets data in */
+        guint32 entry_limit;   /* log entries of at most this many bytes; 0: half the log */
+        guint quick_stride;    /* without -m thorough, every this many crash points (0: 1) */
+        guint64 resize_to;     /* a resize workload: the new size */
+        guint set_parent;      /* a set-parent workload: SET_PARENT_* */
+        guint resize_flags;    /* VhdxResizeFlags, or the engine's for tests */
+        gboolean set_metadata; /* a set-metadata workload */
+        gboolean merge;        /* a merge workload */
+        gboolean compact;      /* a compaction workload */
+        guint compact_flags;   /* VhdxCompactFlags, or the engine's for tests */
+        guint compact_from;    /* the first of the 8 blocks it gets data in */
 } Case;
 
 enum {
@@ -1055,6 +1059,578 @@ run_set_parent_case (Run *r, const Case *c, GBytes *image)
 }
 
 /*
+ * Setting the metadata.  The image gets data first (not recorded), and a
+ * differencing image made from it is written beside it; then a new
+ * physical sector size and Virtual Disk ID are the workload, which names
+ * the new DataWriteGuid in the child (on disk, not recorded) before the
+ * image takes it.  Every crash image reads the disk as before, holds the
+ * old values or the new ones, both items alike, with the old or the new
+ * DataWriteGuid (the new one with the new values), and the child as the
+ * first step left it (the new GUID as parent_linkage2) opens with it and
+ * reads through it; the child as the last step left it (the new GUID as
+ * parent_linkage alone) does with those holding the new values.
+ */
+
+typedef struct {
+        guint32 physical_sector_size;
+        VhdxGuid disk_id;
+        VhdxGuid data_write_guid;
+} Metadata;
+
+typedef struct {
+        Metadata old;
+        Metadata new;
+        /* The child between the two steps (parent_linkage old,
+         * parent_linkage2 new), and at the end (parent_linkage new). */
+        const char *child_path;
+        const char *settled_child_path;
+        gboolean may_be_old;
+        gboolean may_be_new;
+        gboolean new_guid_allowed; /* the change started: the headers may have the new one */
+        guint seen[2];             /* crash images found with the old values, the new ones */
+} MetadataSet;
+
+static Metadata
+metadata_of (VhdxFile *file)
+{
+        const VhdxInfo *info = vhdx_file_get_info (file);
+
+        return (Metadata){ info->physical_sector_size, info->virtual_disk_id,
+                           info->data_write_guid };
+}
+
+/* The image's crash image, for the child's open. */
+typedef struct {
+        Run *r;
+        GBytes *image;
+} ChildOpen;
+
+static VhdxIo *
+open_image_of_child (const char *path, gboolean writable, gpointer user_data, GError **error)
+{
+        ChildOpen *open = user_data;
+        g_autofree char *name = g_path_get_basename (path);
+
+        if (g_str_equal (name, "image.vhdx"))
+                return vhdx_io_new_memory (g_bytes_ref (open->image));
+        return vhdx_io_open_path (path, FALSE, error);
+}
+
+/* @file reads the disk as before; which values it holds (0 old, 1 new). */
+static guint
+check_set_file (Run *r, VhdxFile *file, const MetadataSet *set, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        Metadata found = metadata_of (file);
+        gboolean old_values, new_values;
+
+        g_byte_array_set_size (r->ro, (guint) r->size);
+        if (!vhdx_file_read (file, 0, r->ro->data, r->size, &error))
+                g_error ("%s: read: %s", what, error->message);
+        if (memcmp (r->ro->data, r->initial, r->size) != 0)
+                g_error ("%s: the disk reads otherwise", what);
+        old_values = found.physical_sector_size == set->old.physical_sector_size &&
+                     vhdx_guid_equal (&found.disk_id, &set->old.disk_id);
+        new_values =
+                found.physical_sector_size ==
+                set->new.physical_sector_size &&vhdx_guid_equal (&found.disk_id, &set->new.disk_id);
+        if (!old_values && !new_values)
+                g_error ("%s: physical sector size %u and a disk ID, neither the old values nor "
+                         "the new ones",
+                         what, found.physical_sector_size);
+        if (old_values && !set->may_be_old)
+                g_error ("%s: the old values, too late", what);
+        if (new_values && !set->may_be_new)
+                g_error ("%s: the new values, too early", what);
+        if (new_values && !vhdx_guid_equal (&found.data_write_guid, &set->new.data_write_guid))
+                g_error ("%s: the new values without the new DataWriteGuid", what);
+        if (!vhdx_guid_equal (&found.data_write_guid, &set->old.data_write_guid) &&
+            !(set->new_guid_allowed &&
+              vhdx_guid_equal (&found.data_write_guid, &set->new.data_write_guid)))
+                g_error ("%s: a DataWriteGuid neither the old one nor the new one", what);
+        return new_values ? 1 : 0;
+}
+
+/* The child opens with @image as its parent, and reads @expected through it. */
+static void
+check_child_of (Run *r,
+                GBytes *image,
+                const char *child_path,
+                const guint8 *expected,
+                const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        ChildOpen open = { r, image };
+        /* The image's own parent, if any, is beside it. */
+        const char *parent_dirs[] = { r->dir, NULL };
+        VhdxOpenOptions options = {
+                .path = child_path,
+                .parent_dirs = parent_dirs,
+                .open_func = open_image_of_child,
+                .open_data = &open,
+        };
+        VhdxIo *io = vhdx_io_open_path (child_path, FALSE, &error);
+        g_autoptr (VhdxFile) child = NULL;
+
+        g_assert_no_error (error);
+        child = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, &error);
+        if (child == NULL)
+                g_error ("%s: the child does not open with the image: %s", what, error->message);
+        g_byte_array_set_size (r->rw, (guint) r->size);
+        if (!vhdx_file_read (child, 0, r->rw->data, r->size, &error))
+                g_error ("%s: reading the child: %s", what, error->message);
+        if (memcmp (r->rw->data, expected, r->size) != 0)
+                g_error ("%s: the child reads otherwise", what);
+}
+
+static void
+check_set_image (Run *r, GByteArray *image, MetadataSet *set, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
+        g_autoptr (GBytes) repaired = NULL;
+        guint found[3];
+
+        {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
+                g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-write open fails: %s", what, error->message);
+                found[0] = check_set_file (r, file, set, what);
+                if (!vhdx_file_close (file, &error))
+                        g_error ("%s: closing the repaired image fails: %s", what, error->message);
+        }
+        repaired = g_bytes_new_static (r->repaired->data, r->repaired->len);
+        {
+                g_autoptr (VhdxFile) file = open_image (r, vhdx_io_new_memory (g_bytes_ref (bytes)),
+                                                        VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-only open fails: %s", what, error->message);
+                found[1] = check_set_file (r, file, set, what);
+                assert_check_clean (file, what);
+        }
+        {
+                g_autoptr (VhdxFile) file =
+                        open_image (r, vhdx_io_new_memory (g_bytes_ref (repaired)),
+                                    VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the repaired image does not open: %s", what, error->message);
+                g_assert_cmpint (vhdx_file_get_info (file)->log_state, ==, VHDX_LOG_STATE_CLEAN);
+                assert_check_clean (file, what);
+                found[2] = check_set_file (r, file, set, what);
+        }
+        if (found[0] != found[1] || found[1] != found[2])
+                g_error ("%s: the read-write, read-only and repaired opens find other values",
+                         what);
+        check_child_of (r, bytes, set->child_path, r->initial, what);
+        check_child_of (r, repaired, set->child_path, r->initial, what);
+        /* The last step comes after the image's change. */
+        if (found[0] == 1) {
+                check_child_of (r, bytes, set->settled_child_path, r->initial, what);
+                check_child_of (r, repaired, set->settled_child_path, r->initial, what);
+        }
+        set->seen[found[0]]++;
+        r->images_checked++;
+}
+
+/* A differencing image of the image @image at @path, empty: it reads the image. */
+static void
+write_child (Run *r, GBytes *image, const char *path)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) child = NULL;
+        VhdxCreateParams params = {
+                .disk_type = VHDX_DISK_TYPE_DIFFERENCING,
+                .virtual_size = r->size,
+                .block_size = 1 * MiB,
+                .logical_sector_size = r->ss,
+                .parent_relative_path = "image.vhdx",
+        };
+        g_autoptr (VhdxFile) file = open_image (r, vhdx_io_new_memory (g_bytes_ref (image)),
+                                                VHDX_OPEN_FLAGS_NONE, &error);
+
+        g_assert_no_error (error);
+        params.parent_data_write_guid = vhdx_file_get_info (file)->data_write_guid;
+        child = create_image (r, &params, NULL, path);
+}
+
+static void
+run_set_metadata_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_auto (VhdxSetMetadataResult) result = { 0 };
+        g_autofree char *image_path = g_build_filename (r->dir, "image.vhdx", NULL);
+        g_autofree char *child_path = g_build_filename (r->dir, "child.avhdx", NULL);
+        /* Elsewhere, so that the workload does not find it beside the image. */
+        g_autofree char *linked_dir = g_build_filename (r->dir, "first-step", NULL);
+        g_autofree char *linked_path = g_build_filename (linked_dir, "child.avhdx", NULL);
+        MetadataSet set = { 0 };
+        VhdxWriteStats stats;
+        guint64 sequences;
+        guint32 new_size;
+        gsize length;
+        const guint8 *contents;
+        guint start, end;
+
+        image = fill_image (r, image);
+        write_child (r, image, child_path);
+        set.settled_child_path = child_path;
+        set.child_path = linked_path;
+        {
+                g_autofree char *child_bytes = NULL;
+                gsize n;
+
+                g_assert_cmpint (g_mkdir_with_parents (linked_dir, 0755), ==, 0);
+                test_assert_ok (g_file_get_contents (child_path, &child_bytes, &n, &error), error);
+                test_assert_ok (g_file_set_contents (linked_path, child_bytes, (gssize) n, &error),
+                                error);
+        }
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        r->file = open_image (r, r->io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (r->file, c->entry_limit);
+        set.old = metadata_of (r->file);
+        new_size = set.old.physical_sector_size == 4096 ? 512 : 4096;
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences;
+        start = crash_io_get_calls (r->io);
+        /* The image's path is only where its children are looked for. */
+        test_assert_ok (vhdx_file_set_metadata (r->file, image_path, new_size,
+                                                VHDX_SET_METADATA_FLAGS_RESET_DISK_ID, &result,
+                                                &error),
+                        error);
+        end = crash_io_get_calls (r->io);
+        set.new = metadata_of (r->file);
+        vhdx_file_get_write_stats (r->file, &stats);
+        /* Both items in one sequence: they share a page, even when entries hold one. */
+        g_assert_cmpuint (stats.log_sequences - sequences, ==, 1);
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        g_assert_true (result.changed);
+        g_assert_cmpuint (set.new.physical_sector_size, ==, new_size);
+        g_assert_false (vhdx_guid_equal (&set.new.disk_id, &set.old.disk_id));
+        g_assert_false (vhdx_guid_equal (&set.new.data_write_guid, &set.old.data_write_guid));
+        g_assert_true (vhdx_guid_equal (&result.new_data_write_guid, &set.new.data_write_guid));
+        /* The child was found and names the new DataWriteGuid, its own kept. */
+        g_assert_cmpuint (result.children_updated->len, ==, 1);
+        g_assert_cmpstr (g_ptr_array_index (result.children_updated, 0), ==, child_path);
+        g_assert_cmpuint (result.children_orphaned->len, ==, 0);
+        {
+                g_autoptr (VhdxFile) child =
+                        vhdx_file_open (vhdx_io_open_path (child_path, FALSE, NULL),
+                                        VHDX_OPEN_FLAGS_NO_PARENT, &error);
+                g_autofree char *linkage = vhdx_parent_linkage_text (&set.new.data_write_guid);
+                GPtrArray *locator;
+
+                g_assert_no_error (error);
+                locator = vhdx_file_get_parent_locator (child);
+                g_assert_cmpstr (vhdx_parent_locator_lookup (locator, "parent_linkage"), ==,
+                                 linkage);
+                g_assert_null (vhdx_parent_locator_lookup (locator, "parent_linkage2"));
+        }
+        {
+                /* The child as the first step left it: the old parent_linkage,
+                 * the new GUID as parent_linkage2. */
+                g_autoptr (VhdxFile) linked =
+                        vhdx_file_open (vhdx_io_open_path (linked_path, TRUE, NULL),
+                                        VHDX_OPEN_FLAGS_READ_WRITE | VHDX_OPEN_FLAGS_NO_PARENT,
+                                        &error);
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_set_parent_linkage2 (linked, &set.new.data_write_guid,
+                                                               &error),
+                                error);
+                test_assert_ok (vhdx_file_close (linked, &error), error);
+        }
+        g_test_message ("%s: physical sector size %u -> %u, new disk ID and DataWriteGuid", c->name,
+                        set.old.physical_sector_size, set.new.physical_sector_size);
+
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                set.may_be_old = point <= end;
+                set.may_be_new = point > start;
+                set.new_guid_allowed = point > start;
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_set_image (r, r->image, &set, what);
+                }
+        } while (crash_walker_advance (walker));
+        g_assert_cmpuint (set.seen[0], >, 0);
+        g_assert_cmpuint (set.seen[1], >, 0);
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%u with the old values, %u with the new ones)",
+                        c->name, crash_trace_get_calls (trace), r->images_checked, set.seen[0],
+                        set.seen[1]);
+}
+
+/*
+ * Merging.  The image gets data first, and a differencing image made from
+ * it beside it gets data of its own over part of it and zeros over other
+ * parts (neither recorded); then the merge of the child into the image is
+ * the workload: the crash images are the image's, the child is on disk.
+ * Every crash image opens, checks clean, and has the old DataWriteGuid or,
+ * once the merge started, the new one; the child as the first step left it
+ * (the old parent_linkage, the new GUID as parent_linkage2) opens with it
+ * and reads as it did before the merge; once the merge is durable, the
+ * image alone reads so too, and the child as the last step left it (the
+ * new GUID as parent_linkage alone) opens with it.
+ */
+
+typedef struct {
+        GBytes *image;    /* the crash image being checked */
+        VhdxIo *recorded; /* the workload's, handed out once */
+} MergeOpen;
+
+static VhdxIo *
+open_merge_member (const char *path, gboolean writable, gpointer user_data, GError **error)
+{
+        MergeOpen *open = user_data;
+        g_autofree char *name = g_path_get_basename (path);
+
+        if (g_str_equal (name, "image.vhdx") && open->recorded != NULL)
+                return g_steal_pointer (&open->recorded);
+        return vhdx_io_open_path (path, writable, error);
+}
+
+/* The child's data: a few sectors over the image's data, whole blocks, and
+ * zeros over the image's data (written, or a whole block made to read as
+ * zeros), block by block; returns what it reads. */
+static guint8 *
+write_child_data (Run *r, GBytes *image, const char *child_path)
+{
+        g_autoptr (GError) error = NULL;
+        ChildOpen open = { r, image };
+        const char *parent_dirs[] = { r->dir, NULL };
+        VhdxOpenOptions options = {
+                .path = child_path,
+                .parent_dirs = parent_dirs,
+                .open_func = open_image_of_child,
+                .open_data = &open,
+        };
+        g_autoptr (VhdxFile) child =
+                vhdx_file_open_full (vhdx_io_open_path (child_path, TRUE, NULL),
+                                     VHDX_OPEN_FLAGS_READ_WRITE, &options, &error);
+        g_autofree guint8 *data = g_malloc (r->bs);
+        guint8 *disk = g_malloc (r->size);
+
+        g_assert_no_error (error);
+        for (guint64 at = 0; at < r->size; at += r->bs) {
+                guint64 block = at / r->bs;
+                gsize n = (gsize) MIN ((guint64) r->bs, r->size - at);
+
+                memset (data, (int) (0xa0 + block % 32), n);
+                if (block % 4 == 0)
+                        test_assert_ok (vhdx_file_write (child, at + 8192, data, 2 * r->ss, 0,
+                                                         &error),
+                                        error);
+                else if (block % 4 == 1)
+                        test_assert_ok (vhdx_file_write (child, at, data, n, 0, &error), error);
+                else if (block % 4 == 2)
+                        test_assert_ok (vhdx_file_write_zeroes (child, at, MIN (n, 65536), 0,
+                                                                &error),
+                                        error);
+                else
+                        test_assert_ok (vhdx_file_write_zeroes (child, at, n,
+                                                                VHDX_WRITE_FLAGS_MAY_UNMAP, &error),
+                                        error);
+        }
+        test_assert_ok (vhdx_file_read (child, 0, disk, r->size, &error), error);
+        test_assert_ok (vhdx_file_close (child, &error), error);
+        return disk;
+}
+
+typedef struct {
+        const guint8 *merged; /* what the child reads, and the image once merged */
+        VhdxGuid old_guid;
+        VhdxGuid new_guid;
+        const char *linked_path;  /* the child after the first step */
+        const char *settled_path; /* the child after the last step */
+        gboolean may_be_old;      /* a crash before the merge ended */
+        gboolean may_be_new;      /* a crash after it started */
+        guint seen[2];            /* crash images with the old DataWriteGuid, the new one */
+} MergeCheck;
+
+static void
+check_merged_image (Run *r, GByteArray *image, MergeCheck *m, const char *what)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GBytes) bytes = g_bytes_new_static (image->data, image->len);
+        g_autoptr (GBytes) repaired = NULL;
+        gboolean is_new;
+
+        {
+                VhdxIo *io = crash_io_new_in (r->repaired, image->data, image->len);
+                g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                const VhdxGuid *guid;
+
+                if (file == NULL)
+                        g_error ("%s: the read-write open fails: %s", what, error->message);
+                guid = &vhdx_file_get_info (file)->data_write_guid;
+                is_new = vhdx_guid_equal (guid, &m->new_guid);
+                if (!is_new && !vhdx_guid_equal (guid, &m->old_guid))
+                        g_error ("%s: a DataWriteGuid neither old nor new", what);
+                if ((is_new && !m->may_be_new) || (!is_new && !m->may_be_old))
+                        g_error ("%s: the %s DataWriteGuid at this point", what,
+                                 is_new ? "new" : "old");
+                assert_check_clean (file, what);
+                if (!m->may_be_old) {
+                        g_byte_array_set_size (r->rw, (guint) r->size);
+                        if (!vhdx_file_read (file, 0, r->rw->data, r->size, &error))
+                                g_error ("%s: reading: %s", what, error->message);
+                        if (memcmp (r->rw->data, m->merged, r->size) != 0)
+                                g_error ("%s: the merged image reads otherwise", what);
+                }
+                if (!vhdx_file_close (file, &error))
+                        g_error ("%s: closing the repaired image fails: %s", what, error->message);
+        }
+        repaired = g_bytes_new_static (r->repaired->data, r->repaired->len);
+        {
+                g_autoptr (VhdxFile) file = open_image (r, vhdx_io_new_memory (g_bytes_ref (bytes)),
+                                                        VHDX_OPEN_FLAGS_NONE, &error);
+                if (file == NULL)
+                        g_error ("%s: the read-only open fails: %s", what, error->message);
+                assert_check_clean (file, what);
+        }
+        check_child_of (r, bytes, m->linked_path, m->merged, what);
+        check_child_of (r, repaired, m->linked_path, m->merged, what);
+        if (is_new) {
+                check_child_of (r, bytes, m->settled_path, m->merged, what);
+                check_child_of (r, repaired, m->settled_path, m->merged, what);
+        }
+        m->seen[is_new]++;
+        r->images_checked++;
+        /* QEMU on a sample of the merged ones: it reads what the child did. */
+        if (!m->may_be_old && kind_is_qemu (r->kind) && test_have_program ("qemu-img") &&
+            r->qemu_checked < (g_test_thorough () ? 16 : 2)) {
+                g_autoptr (GByteArray) disk = g_byte_array_new ();
+
+                g_byte_array_append (disk, m->merged, (guint) r->size);
+                assert_qemu (r, repaired, disk, what);
+        }
+}
+
+static void
+run_merge_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_autofree char *child_path = g_build_filename (r->dir, "child.avhdx", NULL);
+        g_autofree char *linked_dir = g_build_filename (r->dir, "first-step", NULL);
+        g_autofree char *linked_path = g_build_filename (linked_dir, "child.avhdx", NULL);
+        g_autofree guint8 *merged = NULL;
+        g_autofree char *child_bytes = NULL;
+        const char *parent_dirs[] = { r->dir, NULL };
+        MergeOpen open = { NULL, NULL };
+        VhdxOpenOptions options = {
+                .path = child_path,
+                .parent_dirs = parent_dirs,
+                .open_func = open_merge_member,
+                .open_data = &open,
+                .writable_ancestors = 1,
+        };
+        VhdxMergeResult result;
+        MergeCheck m = { 0 };
+        VhdxFile *target;
+        gsize length, n;
+        const guint8 *contents;
+        guint start, end;
+
+        image = fill_image (r, image);
+        write_child (r, image, child_path);
+        merged = write_child_data (r, image, child_path);
+        test_assert_ok (g_file_get_contents (child_path, &child_bytes, &n, &error), error);
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        open.recorded = r->io;
+        r->file = vhdx_file_open_full (vhdx_io_open_path (child_path, TRUE, NULL),
+                                       VHDX_OPEN_FLAGS_READ_WRITE, &options, &error);
+        g_assert_no_error (error);
+        target = vhdx_file_get_parent (r->file);
+        g_assert_nonnull (target);
+        g_assert_true (vhdx_file_is_writable (target));
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (target, c->entry_limit);
+        m.old_guid = vhdx_file_get_info (target)->data_write_guid;
+        start = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_merge (r->file, child_path, 1, VHDX_MERGE_FLAGS_NONE, NULL, NULL,
+                                         NULL, &result, &error),
+                        error);
+        end = crash_io_get_calls (r->io);
+        test_assert_ok (vhdx_file_close (target, &error), error);
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        m.new_guid = result.new_data_write_guid;
+        g_assert_false (vhdx_guid_equal (&m.old_guid, &m.new_guid));
+        g_assert_cmpuint (result.bytes_copied, >, 0);
+        g_assert_cmpuint (result.bytes_zeroed, >, 0);
+
+        /* The child as the first step left it, from its bytes before the merge. */
+        g_assert_cmpint (g_mkdir_with_parents (linked_dir, 0755), ==, 0);
+        test_assert_ok (g_file_set_contents (linked_path, child_bytes, (gssize) n, &error), error);
+        {
+                g_autoptr (VhdxFile) linked =
+                        vhdx_file_open (vhdx_io_open_path (linked_path, TRUE, NULL),
+                                        VHDX_OPEN_FLAGS_READ_WRITE | VHDX_OPEN_FLAGS_NO_PARENT,
+                                        &error);
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_set_parent_linkage2 (linked, &m.new_guid, &error), error);
+                test_assert_ok (vhdx_file_close (linked, &error), error);
+        }
+        g_test_message ("%s: %" G_GUINT64_FORMAT " bytes copied, %" G_GUINT64_FORMAT " zeroed",
+                        c->name, result.bytes_copied, result.bytes_zeroed);
+
+        m.merged = merged;
+        m.linked_path = linked_path;
+        m.settled_path = child_path;
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                m.may_be_old = point <= end;
+                m.may_be_new = point > start;
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_merged_image (r, r->image, &m, what);
+                }
+        } while (crash_walker_advance (walker));
+        g_assert_cmpuint (m.seen[0], >, 0);
+        g_assert_cmpuint (m.seen[1], >, 0);
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%u with the old DataWriteGuid, %u with the new; "
+                        "%" G_GUINT64_FORMAT " also by QEMU)",
+                        c->name, crash_trace_get_calls (trace), r->images_checked, m.seen[0],
+                        m.seen[1], r->qemu_checked);
+}
+
+/*
  * Compacting.  Eight blocks of the image get, one after the other (not
  * recorded), data in a part of the block, zeros written over all of it,
  * data over all of it, and data over all of it that is then unmapped
@@ -1323,6 +1899,14 @@ test_case (gconstpointer data)
                 run_set_parent_case (&r, c, g_steal_pointer (&image));
                 goto done;
         }
+        if (c->merge) {
+                run_merge_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
+        if (c->set_metadata) {
+                run_set_metadata_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
 
         {
                 gsize length;
@@ -1404,6 +1988,24 @@ static const Case cases[] = {
         /* The metadata region full: the locator rewritten where it was. */
         { "set-parent-in-place", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0,
           SET_PARENT_IN_PLACE },
+        /* Setting the metadata: a child beside the image updated first,
+         * then both items in one commit; an image of QEMU's, 4 KiB
+         * sectors, a differencing image (whose parent stays as it is). */
+        { "set-metadata", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, TRUE },
+        { "set-metadata-qemu", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, TRUE },
+        { "set-metadata-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, TRUE },
+        { "set-metadata-differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0,
+          TRUE },
+        { "set-metadata-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0,
+          TRUE },
+        /* The merge of a child into the image. */
+        { "merge", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
+        { "merge-qemu", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
+        { "merge-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
+        { "merge-into-differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0,
+          FALSE, TRUE },
+        { "merge-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0, FALSE,
+          TRUE },
         /* Compacting: blocks dropped, then moved down in one commit or in
          * one commit each, then the file cut; a child's zero blocks marked
          * ZERO and its bitmaps moved; commits of one page per log entry;

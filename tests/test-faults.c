@@ -204,7 +204,7 @@ typedef struct {
 } OpenContext;
 
 static VhdxIo *
-fault_io_open (const char *path, gpointer user_data, GError **error)
+fault_io_open (const char *path, gboolean writable, gpointer user_data, GError **error)
 {
         OpenContext *ctx = user_data;
         g_autofree char *name = g_path_get_basename (path);
@@ -241,7 +241,7 @@ open_top (Scenario *s, Plan *plan, GError **error)
         } else {
                 options.open_func = fault_io_open;
                 options.open_data = &ctx;
-                io = fault_io_open (path, &ctx, error);
+                io = fault_io_open (path, FALSE, &ctx, error);
         }
         return vhdx_file_open_full (io, VHDX_OPEN_FLAGS_NONE, &options, error);
 }

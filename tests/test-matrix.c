@@ -500,7 +500,7 @@ typedef struct {
 } OpenContext;
 
 static VhdxIo *
-open_member (const char *path, gpointer user_data, GError **error)
+open_member (const char *path, gboolean writable, gpointer user_data, GError **error)
 {
         const OpenContext *ctx = user_data;
         g_autofree char *name = g_path_get_basename (path);

@@ -27,7 +27,7 @@ size_option_u32 (const char *name, const char *text, guint32 *value)
 
         if (text == NULL)
                 return TRUE;
-        if (!cli_parse_size (name, text, 1, &v))
+        if (!tool_parse_size (name, text, 1, &v))
                 return FALSE;
         if (v > G_MAXUINT32) {
                 tool_usage_error (_ ("%s: %s is too large"), name, text);
@@ -134,7 +134,7 @@ create_size (char **args, const CliCreateOptions *create, VhdxCreateParams *para
                         tool_usage_error ("%s", _ ("expected the SIZE of the new image"));
                         return FALSE;
                 }
-                return cli_parse_size ("SIZE", args[1], 1, &params->virtual_size);
+                return tool_parse_size ("SIZE", args[1], 1, &params->virtual_size);
         }
         if (n_args == 2) {
                 tool_usage_error ("%s", _ ("a differencing image has its parent's size"));

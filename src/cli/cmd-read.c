@@ -259,9 +259,9 @@ cli_cmd_cat (int argc, char **argv)
         if (!tool_parse_command_line (context, &argc, &argv) ||
             !tool_check_arguments ("cat", args, 1))
                 return EXIT_FAILURE;
-        if (offset_text != NULL && !cli_parse_size ("--offset", offset_text, 0, &offset))
+        if (offset_text != NULL && !tool_parse_size ("--offset", offset_text, 0, &offset))
                 return EXIT_FAILURE;
-        if (length_text != NULL && !cli_parse_size ("--length", length_text, 0, &length))
+        if (length_text != NULL && !tool_parse_size ("--length", length_text, 0, &length))
                 return EXIT_FAILURE;
 
         file = cli_open_image (args[0], VHDX_OPEN_FLAGS_NONE, &parents, NULL, &error);

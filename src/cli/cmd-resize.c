@@ -10,79 +10,6 @@
 #include "vhdx-cli.h"
 #include "vhdx-resize.h"
 
-/* The SIZE argument: a size, or with a sign, a change of the current size. */
-typedef struct {
-        int sign; /* 0 for a size, +1 or -1 for a change */
-        guint64 amount;
-} SizeArgument;
-
-static gboolean
-size_argument_parse (const char *text, SizeArgument *size)
-{
-        size->sign = 0;
-        if (text[0] == '+' || text[0] == '-') {
-                size->sign = text[0] == '+' ? 1 : -1;
-                text++;
-        }
-        return cli_parse_size ("SIZE", text, 0, &size->amount);
-}
-
-/* The new size of a disk of @current bytes. */
-static gboolean
-size_argument_apply (const SizeArgument *size, guint64 current, guint64 *value)
-{
-        if (size->sign > 0 && size->amount > G_MAXUINT64 - current) {
-                tool_usage_error ("%s", _ ("SIZE: the disk cannot grow by that much"));
-                return FALSE;
-        }
-        if (size->sign < 0 && size->amount > current) {
-                tool_usage_error (_ ("SIZE: the disk has only %llu bytes"),
-                                  (unsigned long long) current);
-                return FALSE;
-        }
-        *value = size->sign > 0   ? current + size->amount
-                 : size->sign < 0 ? current - size->amount
-                                  : size->amount;
-        return TRUE;
-}
-
-/*
- * A negative SIZE (-1G) would be taken for an unknown option: without a
- * "--" of the user's, such arguments are moved after one at the end.  An
- * argument that is the value of the option before it stays where it is.
- * The new vector shares the strings of @argv.
- */
-static char **
-arguments_with_negative_sizes_last (int argc, char **argv)
-{
-        static const char *const takes_value[] = { "--parent", "--parent-dir" };
-        GPtrArray *options = g_ptr_array_new ();
-        GPtrArray *sizes = g_ptr_array_new ();
-
-        for (int i = 0; i < argc; i++) {
-                gboolean is_value = FALSE;
-
-                if (g_str_equal (argv[i], "--")) {
-                        g_ptr_array_unref (options);
-                        g_ptr_array_unref (sizes);
-                        return NULL;
-                }
-                for (gsize j = 0; i > 0 && j < G_N_ELEMENTS (takes_value); j++)
-                        is_value = is_value || g_str_equal (argv[i - 1], takes_value[j]);
-                if (i > 0 && !is_value && argv[i][0] == '-' && g_ascii_isdigit (argv[i][1]))
-                        g_ptr_array_add (sizes, argv[i]);
-                else
-                        g_ptr_array_add (options, argv[i]);
-        }
-        if (sizes->len > 0)
-                g_ptr_array_add (options, (char *) "--");
-        for (guint i = 0; i < sizes->len; i++)
-                g_ptr_array_add (options, g_ptr_array_index (sizes, i));
-        g_ptr_array_unref (sizes);
-        g_ptr_array_add (options, NULL);
-        return (char **) g_ptr_array_free (options, FALSE);
-}
-
 static JsonNode *
 result_to_json (const char *path, const VhdxResizeResult *result)
 {
@@ -114,29 +41,9 @@ result_to_json (const char *path, const VhdxResizeResult *result)
         return json_builder_get_root (builder);
 }
 
-/* Progress on a terminal, shown from the first report, which gives the total. */
-typedef struct {
-        gboolean wanted;
-        gboolean started;
-        ToolProgress progress;
-} ResizeProgress;
-
-static void
-resize_progress (guint64 done, guint64 total, gpointer user_data)
-{
-        ResizeProgress *p = user_data;
-
-        if (!p->started) {
-                tool_progress_start (&p->progress, p->wanted, NULL, total);
-                p->started = TRUE;
-        }
-        p->progress.total = total;
-        tool_progress_update (&p->progress, done);
-}
-
 static int
 resize_image (const char *path,
-              const SizeArgument *size,
+              const ToolSizeChange *size,
               VhdxResizeFlags flags,
               gboolean show_progress,
               gboolean json,
@@ -144,7 +51,7 @@ resize_image (const char *path,
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (VhdxFile) file = NULL;
-        ResizeProgress progress = { show_progress, FALSE, { 0 } };
+        ToolReportedProgress progress = { show_progress, FALSE, { 0 } };
         VhdxResizeResult result = { 0 };
         guint64 new_size;
         gboolean ok;
@@ -155,18 +62,15 @@ resize_image (const char *path,
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
         }
-        if (!size_argument_apply (size, vhdx_file_get_info (file)->virtual_size, &new_size))
+        if (!tool_size_change_apply (size, vhdx_file_get_info (file)->virtual_size, &new_size))
                 return EXIT_FAILURE;
-        ok = vhdx_file_resize (file, new_size, flags, resize_progress, &progress, NULL, &result,
-                               &error);
+        ok = vhdx_file_resize (file, new_size, flags, tool_progress_report, &progress, NULL,
+                               &result, &error);
+        tool_reported_progress_end (&progress, ok);
         if (!ok) {
-                if (progress.started)
-                        tool_progress_abandon (&progress.progress);
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
         }
-        if (progress.started)
-                tool_progress_finish (&progress.progress);
         if (!vhdx_file_close (file, &error)) {
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
@@ -199,8 +103,9 @@ cli_cmd_resize (int argc, char **argv)
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr (GOptionContext) context = NULL;
+        static const char *const takes_value[] = { "--parent", "--parent-dir", NULL };
         g_autofree char **reordered = NULL;
-        SizeArgument size;
+        ToolSizeChange size;
 
         context = tool_command_context_new (
                 "resize", _ ("IMAGE [+|-]SIZE"), _ ("Change the size of an image's virtual disk."),
@@ -224,13 +129,14 @@ cli_cmd_resize (int argc, char **argv)
                    "\n"
                    "Exit status: 0 on success, 1 on failure."),
                 entries);
-        reordered = arguments_with_negative_sizes_last (argc, argv);
+        reordered = tool_arguments_with_negative_sizes_last (argc, argv, takes_value);
         if (reordered != NULL) {
                 argv = reordered;
                 argc = (int) g_strv_length (argv);
         }
         if (!tool_parse_command_line (context, &argc, &argv) ||
-            !tool_check_arguments ("resize", args, 2) || !size_argument_parse (args[1], &size))
+            !tool_check_arguments ("resize", args, 2) ||
+            !tool_size_change_parse ("SIZE", args[1], &size))
                 return EXIT_FAILURE;
         return resize_image (args[0], &size,
                              discard ? VHDX_RESIZE_FLAGS_DISCARD_DATA : VHDX_RESIZE_FLAGS_NONE,

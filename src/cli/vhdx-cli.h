@@ -78,8 +78,6 @@ G_GNUC_WARN_UNUSED_RESULT VhdxFile *cli_open_image (const char *path,
                                                     struct stat *st,
                                                     GError **error);
 
-/* A byte count with an optional K, M, G or T suffix (powers of 1024); a
- * usage error naming @name when it is not one.  @min is the smallest allowed. */
 /* Options that shape a new VHDX image. */
 typedef struct {
         char *type;
@@ -105,10 +103,19 @@ G_GNUC_WARN_UNUSED_RESULT gboolean cli_create_params_from_options (const CliCrea
                                                                    VhdxFile **parent,
                                                                    gboolean for_convert);
 
-G_GNUC_WARN_UNUSED_RESULT gboolean cli_parse_size (const char *name,
-                                                   const char *text,
-                                                   guint64 min,
-                                                   guint64 *value);
+/*
+ * Write the virtual disk of @source (a VHDX image, or a raw disk image) as a
+ * qcow2 image at @destination (a file that exists), with QEMU's qemu-img:
+ * a VHDX image is served to it read-only through nbdkit and the plugin,
+ * its parents found as @parents says.  qemu-img's own progress with
+ * @show_progress on a terminal; its errors on standard error.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean cli_convert_to_qcow2 (const char *source,
+                                                         gboolean source_is_vhdx,
+                                                         const CliOpenOptions *parents,
+                                                         const char *destination,
+                                                         gboolean show_progress,
+                                                         GError **error);
 
 int cli_cmd_info (int argc, char **argv);
 int cli_cmd_check (int argc, char **argv);
@@ -119,5 +126,7 @@ int cli_cmd_create (int argc, char **argv);
 int cli_cmd_resize (int argc, char **argv);
 int cli_cmd_compact (int argc, char **argv);
 int cli_cmd_set_parent (int argc, char **argv);
+int cli_cmd_merge (int argc, char **argv);
+int cli_cmd_set (int argc, char **argv);
 
 G_END_DECLS

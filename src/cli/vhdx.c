@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vhdx: a command line tool to inspect, check, map, read, convert, create,
- * resize, compact and re-link Hyper-V VHDX virtual disk images.  This file holds the command
- * table and what the commands share; each group of commands has its file.
+ * resize, compact, re-link, merge and set the metadata of Hyper-V VHDX virtual disk images.
+ * This file holds the command table and what the commands share; each group of commands has
+ * its file.
  */
 #include "config.h"
 
@@ -24,6 +25,8 @@ static const ToolCommand commands[] = {
         { "resize", N_ ("Change the size of an image's virtual disk"), cli_cmd_resize },
         { "compact", N_ ("Give back the file space an image does not need"), cli_cmd_compact },
         { "set-parent", N_ ("Point a differencing image at its moved parent"), cli_cmd_set_parent },
+        { "merge", N_ ("Fold a differencing image into its parent or an ancestor"), cli_cmd_merge },
+        { "set", N_ ("Change an image's physical sector size or Virtual Disk ID"), cli_cmd_set },
 };
 
 void
@@ -80,52 +83,13 @@ cli_open_image (const char *path,
         return file;
 }
 
-gboolean
-cli_parse_size (const char *name, const char *text, guint64 min, guint64 *value)
-{
-        g_autofree char *number = g_strdup (text);
-        g_autoptr (GError) error = NULL;
-        gsize len = strlen (number);
-        guint shift = 0;
-        guint64 v;
-
-        if (len > 0) {
-                switch (g_ascii_toupper (number[len - 1])) {
-                case 'K':
-                        shift = 10;
-                        break;
-                case 'M':
-                        shift = 20;
-                        break;
-                case 'G':
-                        shift = 30;
-                        break;
-                case 'T':
-                        shift = 40;
-                        break;
-                default:
-                        break;
-                }
-                if (shift > 0)
-                        number[len - 1] = '\0';
-        }
-        /* The smallest count that makes @min with the suffix's unit. */
-        if (!g_ascii_string_to_unsigned (number, 10,
-                                         (min + (G_GUINT64_CONSTANT (1) << shift) - 1) >> shift,
-                                         G_MAXUINT64 >> shift, &v, &error)) {
-                tool_usage_error ("%s: %s", name, error->message);
-                return FALSE;
-        }
-        *value = v << shift;
-        return TRUE;
-}
-
 static void
 print_help (void)
 {
         g_print ("%s\n  vhdx %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize, compact "
-                              "and re-link Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize, compact, "
+                              "re-link, merge and set the metadata of Hyper-V VHDX virtual "
+                              "disk images."));
         tool_print_commands (commands, G_N_ELEMENTS (commands));
         g_print ("\n%s\n", _ ("Options:"));
         g_print ("  %-18s%s\n", "-h, --help", _ ("Show this help"));

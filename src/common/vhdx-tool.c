@@ -204,6 +204,109 @@ tool_print_json (JsonNode *root)
         fputc ('\n', stdout);
 }
 
+gboolean
+tool_parse_size (const char *name, const char *text, guint64 min, guint64 *value)
+{
+        g_autofree char *number = g_strdup (text);
+        g_autoptr (GError) error = NULL;
+        gsize len = strlen (number);
+        guint shift = 0;
+        guint64 v;
+
+        if (len > 0) {
+                switch (g_ascii_toupper (number[len - 1])) {
+                case 'K':
+                        shift = 10;
+                        break;
+                case 'M':
+                        shift = 20;
+                        break;
+                case 'G':
+                        shift = 30;
+                        break;
+                case 'T':
+                        shift = 40;
+                        break;
+                default:
+                        break;
+                }
+                if (shift > 0)
+                        number[len - 1] = '\0';
+        }
+        /* The smallest count that makes @min with the suffix's unit. */
+        if (!g_ascii_string_to_unsigned (number, 10,
+                                         (min + (G_GUINT64_CONSTANT (1) << shift) - 1) >> shift,
+                                         G_MAXUINT64 >> shift, &v, &error)) {
+                tool_usage_error ("%s: %s", name, error->message);
+                return FALSE;
+        }
+        *value = v << shift;
+        return TRUE;
+}
+
+gboolean
+tool_size_change_parse (const char *name, const char *text, ToolSizeChange *change)
+{
+        change->sign = 0;
+        if (text[0] == '+' || text[0] == '-') {
+                change->sign = text[0] == '+' ? 1 : -1;
+                text++;
+        }
+        return tool_parse_size (name, text, 0, &change->amount);
+}
+
+gboolean
+tool_size_change_apply (const ToolSizeChange *change, guint64 current, guint64 *value)
+{
+        if (change->sign > 0 && change->amount > G_MAXUINT64 - current) {
+                tool_usage_error ("%s", _ ("SIZE: the disk cannot grow by that much"));
+                return FALSE;
+        }
+        if (change->sign < 0 && change->amount > current) {
+                tool_usage_error (_ ("SIZE: the disk has only %llu bytes"),
+                                  (unsigned long long) current);
+                return FALSE;
+        }
+        *value = change->sign > 0   ? current + change->amount
+                 : change->sign < 0 ? current - change->amount
+                                    : change->amount;
+        return TRUE;
+}
+
+char **
+tool_arguments_with_negative_sizes_last (int argc, char **argv, const char *const *takes_value)
+{
+        GPtrArray *options = g_ptr_array_new ();
+        GPtrArray *sizes = g_ptr_array_new ();
+
+        for (int i = 0; i < argc; i++) {
+                gboolean is_value = FALSE;
+
+                if (g_str_equal (argv[i], "--")) {
+                        g_ptr_array_unref (options);
+                        g_ptr_array_unref (sizes);
+                        return NULL;
+                }
+                for (gsize j = 0; i > 0 && takes_value[j] != NULL; j++)
+                        is_value = is_value || g_str_equal (argv[i - 1], takes_value[j]);
+                if (i > 0 && !is_value && argv[i][0] == '-' && g_ascii_isdigit (argv[i][1]))
+                        g_ptr_array_add (sizes, argv[i]);
+                else
+                        g_ptr_array_add (options, argv[i]);
+        }
+        if (sizes->len == 0) {
+                g_ptr_array_unref (options);
+                g_ptr_array_unref (sizes);
+                return NULL;
+        }
+        g_ptr_array_add (options, (char *) "--");
+        for (guint i = 0; i < sizes->len; i++)
+                g_ptr_array_add (options, g_ptr_array_index (sizes, i));
+        g_ptr_array_unref (sizes);
+        g_ptr_array_add (options, NULL);
+        return (char **) g_ptr_array_free (options, FALSE);
+}
+
 void
 tool_progress_start (ToolProgress *progress, gboolean wanted, const char *label, guint64 total)
 {
@@ -246,6 +349,30 @@ tool_progress_abandon (ToolProgress *progress)
 {
         if (progress->enabled && progress->last_shown >= 0)
                 fputc ('\n', stderr);
+}
+
+void
+tool_progress_report (guint64 done, guint64 total, gpointer user_data)
+{
+        ToolReportedProgress *p = user_data;
+
+        if (!p->started) {
+                tool_progress_start (&p->progress, p->wanted, NULL, total);
+                p->started = TRUE;
+        }
+        p->progress.total = total;
+        tool_progress_update (&p->progress, done);
+}
+
+void
+tool_reported_progress_end (ToolReportedProgress *progress, gboolean ok)
+{
+        if (!progress->started)
+                return;
+        if (ok)
+                tool_progress_finish (&progress->progress);
+        else
+                tool_progress_abandon (&progress->progress);
 }
 
 /* Output files */

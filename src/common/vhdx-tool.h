@@ -65,6 +65,39 @@ gboolean tool_flush_stdout (void);
 /* Print @root as indented JSON, UTF-8 whatever the locale. */
 void tool_print_json (JsonNode *root);
 
+/* A byte count with an optional K, M, G or T suffix (powers of 1024), at
+ * least @min; a usage error naming @name otherwise. */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_parse_size (const char *name,
+                                                    const char *text,
+                                                    guint64 min,
+                                                    guint64 *value);
+
+/* A SIZE argument: a size, or with a sign, a change of the current size. */
+typedef struct {
+        int sign; /* 0 for a size, +1 or -1 for a change */
+        guint64 amount;
+} ToolSizeChange;
+
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_size_change_parse (const char *name,
+                                                           const char *text,
+                                                           ToolSizeChange *change);
+/* The new size of a disk of @current bytes; a usage error when it cannot be. */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_size_change_apply (const ToolSizeChange *change,
+                                                           guint64 current,
+                                                           guint64 *value);
+
+/*
+ * A negative SIZE (-1G) would be taken for an unknown option: without a
+ * "--" of the user's, such arguments are moved after one at the end.  An
+ * argument that is the value of one of the options @takes_value
+ * (NULL-terminated) before it stays where it is.  NULL when nothing moves;
+ * the new vector (free it, not its strings) shares the strings of @argv.
+ */
+G_GNUC_WARN_UNUSED_RESULT char **tool_arguments_with_negative_sizes_last (
+        int argc,
+        char **argv,
+        const char *const *takes_value);
+
 /* Progress of a long copy on a terminal, as qemu-img -p shows it. */
 typedef struct {
         gboolean enabled;
@@ -83,6 +116,19 @@ void tool_progress_update (ToolProgress *progress, guint64 done);
 void tool_progress_finish (ToolProgress *progress);
 /* End the line after a failure. */
 void tool_progress_abandon (ToolProgress *progress);
+
+/* Progress of a library or engine operation, shown from its first report,
+ * which gives the total: tool_progress_report() is the operation's
+ * progress callback, taking a ToolReportedProgress. */
+typedef struct {
+        gboolean wanted;
+        gboolean started;
+        ToolProgress progress;
+} ToolReportedProgress;
+
+void tool_progress_report (guint64 done, guint64 total, gpointer user_data);
+/* The end of the operation: 100 % on success, the line ended on failure. */
+void tool_reported_progress_end (ToolReportedProgress *progress, gboolean ok);
 
 /*
  * An output file written under a temporary name next to its destination

@@ -277,9 +277,9 @@ adopt_parent (VhdxFile *file, VhdxFile *parent, const char *path, GError **error
 }
 
 static VhdxIo *
-default_open_func (const char *path, gpointer user_data, GError **error)
+default_open_func (const char *path, gboolean writable, gpointer user_data, GError **error)
 {
-        return vhdx_io_open_path (path, FALSE, error);
+        return vhdx_io_open_path (path, writable, error);
 }
 
 /* A candidate that opened as an image but is not the parent, kept in case
@@ -317,11 +317,14 @@ try_candidate (VhdxFile *file,
         VhdxOpenFunc open_func = options != NULL && options->open_func != NULL ? options->open_func
                                                                                : default_open_func;
         gpointer open_data = options != NULL ? options->open_data : NULL;
+        guint64 writable_ancestors = options != NULL ? options->writable_ancestors : 0;
+        gboolean writable = depth < 64 && (writable_ancestors & (G_GUINT64_CONSTANT (1) << depth));
         VhdxOpenOptions parent_options = {
                 .path = path,
                 .parent_dirs = options != NULL ? options->parent_dirs : NULL,
                 .open_func = open_func,
                 .open_data = open_data,
+                .writable_ancestors = writable_ancestors,
         };
         g_autofree char *display = g_filename_display_name (path);
         g_autoptr (GError) local_error = NULL;
@@ -329,7 +332,7 @@ try_candidate (VhdxFile *file,
         VhdxFile *parent;
         VhdxIo *io;
 
-        io = open_func (path, open_data, &local_error);
+        io = open_func (path, writable, open_data, &local_error);
         if (io == NULL) {
                 if (g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
                         vhdx_parent_search_skip (search, path, NULL);
@@ -345,6 +348,9 @@ try_candidate (VhdxFile *file,
                                             _ ("Parent %s: "), display);
                 return TRUE;
         }
+        if (writable)
+                parent_flags =
+                        (parent_flags & ~VHDX_OPEN_FLAGS_FORCE_SHARE) | VHDX_OPEN_FLAGS_READ_WRITE;
         parent = open_member (io, parent_flags, &parent_options, depth + 1, identities,
                               &local_error);
         if (parent == NULL) {
@@ -396,8 +402,8 @@ open_parent (VhdxFile *file,
         g_auto (Mismatch) mismatch = { NULL, NULL };
         g_autoptr (GError) local_error = NULL;
         /* Parents are read-only (locked as readers, or not at all with
-         * force-share); how a missing or mismatched parent is taken holds for
-         * the whole chain. */
+         * force-share) unless asked for read-write; how a missing or mismatched parent is taken
+         * holds for the whole chain. */
         VhdxOpenFlags parent_flags = file->flags & (VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT |
                                                     VHDX_OPEN_FLAGS_IGNORE_PARENT_MISMATCH |
                                                     VHDX_OPEN_FLAGS_FORCE_SHARE);

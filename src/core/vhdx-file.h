@@ -63,11 +63,15 @@ typedef struct {
 } VhdxInfo;
 
 /*
- * Opens a parent named by a locator or by the caller, read-only.  Returns
- * NULL with G_IO_ERROR_NOT_FOUND when there is no such file (the next
- * candidate is tried), or with any other error to stop.
+ * Opens a parent named by a locator or by the caller, read-only unless
+ * @writable (VhdxOpenOptions.writable_ancestors).  Returns NULL with
+ * G_IO_ERROR_NOT_FOUND when there is no such file (the next candidate is
+ * tried), or with any other error to stop.
  */
-typedef VhdxIo *(*VhdxOpenFunc) (const char *path, gpointer user_data, GError **error);
+typedef VhdxIo *(*VhdxOpenFunc) (const char *path,
+                                 gboolean writable,
+                                 gpointer user_data,
+                                 GError **error);
 
 /* The chain limit: a differencing image may have at most this many ancestors. */
 #define VHDX_MAX_CHAIN_DEPTH 64
@@ -81,9 +85,13 @@ typedef struct {
         /* More directories to look for parents in (NULL-terminated, or NULL),
          * after the image's own directory. */
         const char *const *parent_dirs;
-        /* How parents are opened; NULL: vhdx_io_open_path(), read-only. */
+        /* How parents are opened; NULL: vhdx_io_open_path(). */
         VhdxOpenFunc open_func;
         gpointer open_data;
+        /* The ancestors opened read-write, locked as writers (bit d - 1:
+         * the ancestor at depth d, 1 being the parent); the others are
+         * read-only.  For the operations that change a chain (merging). */
+        guint64 writable_ancestors;
 } VhdxOpenOptions;
 
 /* Takes ownership of @io, also on failure.  Differencing images need

@@ -259,6 +259,21 @@ vhdx_file_set_parent (VhdxFile *child,
         return write_locator (child, g_steal_pointer (&locator), &result->in_place, error);
 }
 
+/* VHDX_ERROR_NOT_SUPPORTED unless @child is a differencing image that can be changed. */
+static gboolean
+check_differencing (VhdxFile *child, GError **error)
+{
+        if (!vhdx_writer_check (child, error))
+                return FALSE;
+        if (child->info.disk_type != VHDX_DISK_TYPE_DIFFERENCING || child->locator == NULL) {
+                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                             _ ("Only a differencing image has a parent; this image is %s"),
+                             vhdx_disk_type_to_string (child->info.disk_type));
+                return FALSE;
+        }
+        return TRUE;
+}
+
 gboolean
 vhdx_file_set_parent_linkage2 (VhdxFile *child, const VhdxGuid *guid, GError **error)
 {
@@ -268,16 +283,36 @@ vhdx_file_set_parent_linkage2 (VhdxFile *child, const VhdxGuid *guid, GError **e
         g_return_val_if_fail (child != NULL && guid != NULL, FALSE);
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-        if (!vhdx_writer_check (child, error))
+        if (!check_differencing (child, error))
                 return FALSE;
-        if (child->info.disk_type != VHDX_DISK_TYPE_DIFFERENCING || child->locator == NULL) {
-                g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
-                             _ ("Only a differencing image has a parent; this image is %s"),
-                             vhdx_disk_type_to_string (child->info.disk_type));
-                return FALSE;
-        }
         text = vhdx_parent_linkage_text (guid);
         locator = vhdx_parent_locator_copy (child->locator);
+        if (child->parent != NULL) {
+                /* It may have matched through parent_linkage2 (an earlier
+                 * change that ended half made), which is about to change. */
+                g_autofree char *current =
+                        vhdx_parent_linkage_text (&child->parent->info.data_write_guid);
+
+                vhdx_parent_locator_set (locator, "parent_linkage", current);
+        }
         vhdx_parent_locator_set (locator, "parent_linkage2", text);
+        return write_locator (child, g_steal_pointer (&locator), NULL, error);
+}
+
+gboolean
+vhdx_file_settle_parent_linkage (VhdxFile *child, const VhdxGuid *guid, GError **error)
+{
+        g_autoptr (GPtrArray) locator = NULL;
+        g_autofree char *text = NULL;
+
+        g_return_val_if_fail (child != NULL && guid != NULL, FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (!check_differencing (child, error))
+                return FALSE;
+        text = vhdx_parent_linkage_text (guid);
+        locator = vhdx_parent_locator_copy (child->locator);
+        vhdx_parent_locator_set (locator, "parent_linkage", text);
+        vhdx_parent_locator_remove (locator, "parent_linkage2");
         return write_locator (child, g_steal_pointer (&locator), NULL, error);
 }

@@ -69,11 +69,24 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_set_parent (VhdxFile *child,
  * Name @guid as parent_linkage2 of the differencing image @child (opened
  * read-write), as the locator is rewritten by vhdx_file_set_parent():
  * committed and durable on return; @child's DataWriteGuid does not change.
+ * When @child has its parent opened, parent_linkage names that parent's
+ * DataWriteGuid in the same change (it may have matched through the old
+ * parent_linkage2), so that the link holds at every point.
  * The first step of changing the DataWriteGuid of its parent to @guid
  * without orphaning it (MS-VHDX 2.6.2.6.3): the parent's changes next.
  */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_set_parent_linkage2 (VhdxFile *child,
                                                                   const VhdxGuid *guid,
                                                                   GError **error);
+
+/*
+ * The last step of that change, once the parent's DataWriteGuid is @guid
+ * for good: parent_linkage names @guid and parent_linkage2 is dropped, in
+ * one commit, so that readers that know only parent_linkage find the
+ * parent too.  Either locator names the parent: a crash is harmless.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_settle_parent_linkage (VhdxFile *child,
+                                                                    const VhdxGuid *guid,
+                                                                    GError **error);
 
 G_END_DECLS

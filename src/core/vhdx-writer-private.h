@@ -30,6 +30,10 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_begin_change (VhdxFile *file,
  * opened writes, instead of a random one: only before that change. */
 void vhdx_writer_set_data_write_guid (VhdxFile *file, const VhdxGuid *guid);
 
+/* Whether a user-visible change since the image was opened already gave it
+ * a new DataWriteGuid. */
+gboolean vhdx_writer_data_write_guid_changed (VhdxFile *file);
+
 /* Read the file as it is with the queued changes made. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_read (VhdxFile *file,
                                                      guint64 offset,

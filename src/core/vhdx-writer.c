@@ -971,6 +971,12 @@ vhdx_writer_set_data_write_guid (VhdxFile *file, const VhdxGuid *guid)
 }
 
 gboolean
+vhdx_writer_data_write_guid_changed (VhdxFile *file)
+{
+        return g_atomic_int_get (&file->writer->data_guid_changed);
+}
+
+gboolean
 vhdx_writer_read (VhdxFile *file,
                   guint64 offset,
                   void *buf,

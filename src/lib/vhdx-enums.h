@@ -159,6 +159,45 @@ typedef enum /*< flags >*/ {
 } VhdxCompactFlags;
 
 /**
+ * VhdxMergeFlags:
+ * @VHDX_MERGE_FLAGS_NONE: refuse when other differencing images were made
+ *   from an image the merge changes, and keep the folded images
+ * @VHDX_MERGE_FLAGS_DELETE_MERGED: delete the folded images once the merge
+ *   succeeded
+ * @VHDX_MERGE_FLAGS_FORCE: merge even when other differencing images made
+ *   from the images it changes (or deletes) are found beside them: they
+ *   will no longer read as they did
+ *
+ * How [func@Vhdx.Image.merge] folds a differencing image into an ancestor.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_MERGE_FLAGS_NONE = 0,
+        VHDX_MERGE_FLAGS_DELETE_MERGED = 1 << 0,
+        VHDX_MERGE_FLAGS_FORCE = 1 << 1,
+} VhdxMergeFlags;
+
+/**
+ * VhdxSetMetadataFlags:
+ * @VHDX_SET_METADATA_FLAGS_NONE: keep the Virtual Disk ID; refuse the
+ *   change when a differencing image made from the image cannot be updated
+ * @VHDX_SET_METADATA_FLAGS_RESET_DISK_ID: give the virtual disk a new
+ *   random Virtual Disk ID
+ * @VHDX_SET_METADATA_FLAGS_FORCE: change the image even when differencing
+ *   images made from it cannot be updated, which then no longer open with it
+ *
+ * How [method@Vhdx.Image.set_metadata] changes an image's metadata.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_SET_METADATA_FLAGS_NONE = 0,
+        VHDX_SET_METADATA_FLAGS_RESET_DISK_ID = 1 << 0,
+        VHDX_SET_METADATA_FLAGS_FORCE = 1 << 1,
+} VhdxSetMetadataFlags;
+
+/**
  * VhdxSeverity:
  * @VHDX_SEVERITY_WARNING: the image reads correctly, but something is not as
  *   the specification says it should be

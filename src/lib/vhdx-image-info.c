@@ -179,7 +179,9 @@ vhdx_image_get_disk_type (VhdxImage *self)
  * vhdx_image_get_virtual_disk_id:
  * @self: an image
  *
- * Gets the GUID of the virtual disk.
+ * Gets the GUID of the virtual disk.  [method@Vhdx.Image.set_metadata]
+ * can give it a new one; the string returned before stays valid for as
+ * long as @self.
  *
  * Returns: (nullable): the GUID in lowercase, or %NULL before the image is open
  *
@@ -190,7 +192,7 @@ vhdx_image_get_virtual_disk_id (VhdxImage *self)
 {
         g_return_val_if_fail (VHDX_IS_IMAGE (self), NULL);
 
-        return self->virtual_disk_id;
+        return g_atomic_pointer_get (&self->virtual_disk_id);
 }
 
 /**

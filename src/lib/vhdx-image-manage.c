@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* VhdxImage's management operations: changing the image itself rather than its virtual disk's
- * data. */
+ * data, and merging a differencing image into an ancestor. */
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
@@ -8,8 +8,10 @@
 #include "vhdx-gfile-io-private.h"
 #include "vhdx-compact.h"
 #include "vhdx-image-private.h"
+#include "vhdx-merge.h"
 #include "vhdx-relink.h"
 #include "vhdx-resize.h"
+#include "vhdx-set-metadata.h"
 #include "vhdx-writer.h"
 
 /* The smallest size */
@@ -631,4 +633,387 @@ gboolean
 vhdx_image_set_parent_finish (VhdxImage *self, GAsyncResult *result, GError **error)
 {
         return vhdx_image_task_finish (self, result, vhdx_image_set_parent_async, error);
+}
+
+/* Merging */
+
+typedef struct {
+        GFile *child;
+        GFile *into;
+        VhdxMergeFlags flags;
+        VhdxProgressFunc progress_func;
+        gpointer progress_data;
+} Merge;
+
+static void
+merge_free (gpointer data)
+{
+        Merge *merge = data;
+
+        g_clear_object (&merge->child);
+        g_clear_object (&merge->into);
+        g_free (merge);
+}
+
+/* Runs the merge, then deletes the folded images if asked to. */
+static gpointer
+image_merge (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
+{
+        Merge *merge = data;
+        g_autofree char *path = g_file_get_path (merge->child);
+        g_autofree char *into_path = merge->into != NULL ? g_file_get_path (merge->into) : NULL;
+        g_auto (VhdxMergeResult) result = { 0 };
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        if (path == NULL || (merge->into != NULL && into_path == NULL)) {
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                     _ ("The image and the one it merges into must be local "
+                                        "files"));
+                return NULL;
+        }
+        if (!vhdx_merge_images (path, into_path, merge->flags, merge->progress_func,
+                                merge->progress_data, cancellable, &result, error))
+                return NULL;
+        return GINT_TO_POINTER (TRUE);
+}
+
+static const VhdxImageCall merge_call = { .func = image_merge };
+
+/**
+ * vhdx_image_merge:
+ * @child: a differencing image, a local file
+ * @into: (nullable): the ancestor to merge into, or %NULL for the parent
+ * @flags: whether to delete the merged images, and whether to spoil other
+ *   images that depend on those changed
+ * @progress_callback: (scope call) (nullable) (closure progress_data):
+ *   called as the bytes of the virtual disk are merged, or %NULL
+ * @progress_data: data for @progress_callback
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Folds the differencing image @child, and the images between it and
+ * @into, into @into, as Hyper-V's `Merge-VHD` does: afterwards @into reads
+ * as @child did, with its virtual size, Virtual Disk ID and physical
+ * sector size.  Only the sectors that @child and the images between store
+ * (or read as zeros) are copied.  The images are opened here: @into and
+ * the image just above it read-write (locked as a writer's), the others
+ * read-only; none of them may be open for writing elsewhere.
+ *
+ * The merge follows the specification's `parent_linkage2` protocol: the
+ * image above @into first names @into's next DataWriteGuid, then @into
+ * takes it, so that a crash or a failure at any point leaves a chain that
+ * opens and reads as @child did before.  Once merged, @child still reads
+ * the same through @into; an image between them no longer does alone.
+ * %VHDX_MERGE_FLAGS_DELETE_MERGED deletes @child and the images between
+ * once the merge succeeded.
+ *
+ * Other differencing images made from @into or an image between, found
+ * in the directories of the chain, would no longer read as they did: the
+ * merge is refused with %VHDX_ERROR_WOULD_DISCARD_DATA naming them (and
+ * the children of the deleted images, with
+ * %VHDX_MERGE_FLAGS_DELETE_MERGED) unless @flags has
+ * %VHDX_MERGE_FLAGS_FORCE.
+ *
+ * @progress_callback runs in the calling thread.  A program with a main
+ * loop should call [func@Vhdx.Image.merge_async] instead.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set:
+ *   %G_IO_ERROR_NOT_SUPPORTED when an image is not a local file,
+ *   %VHDX_ERROR_NOT_SUPPORTED when @child is not a differencing image,
+ *   %VHDX_ERROR_INVALID when @into is not one of its ancestors,
+ *   %VHDX_ERROR_WOULD_DISCARD_DATA, %G_IO_ERROR_CANCELLED, or an error of
+ *   opening the chain
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_merge (GFile *child,
+                  GFile *into,
+                  VhdxMergeFlags flags,
+                  VhdxProgressCallback progress_callback,
+                  gpointer progress_data,
+                  GCancellable *cancellable,
+                  GError **error)
+{
+        Merge merge = { child, into, flags, progress_callback, progress_data };
+
+        g_return_val_if_fail (G_IS_FILE (child), FALSE);
+        g_return_val_if_fail (into == NULL || G_IS_FILE (into), FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return image_merge (NULL, &merge, cancellable, error) != NULL;
+}
+
+/**
+ * vhdx_image_merge_async:
+ * @child: a differencing image, a local file
+ * @into: (nullable): the ancestor to merge into, or %NULL for the parent
+ * @flags: whether to delete the merged images, and whether to spoil other
+ *   images that depend on those changed
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @progress_callback: (scope notified) (nullable) (closure progress_data)
+ *   (destroy progress_data_free): called as the bytes of the virtual disk
+ *   are merged, or %NULL
+ * @progress_data: data for @progress_callback
+ * @progress_data_free: (nullable): frees @progress_data once
+ *   @progress_callback is no longer called
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async) (closure user_data): called when the merge ended
+ * @user_data: data for @callback
+ *
+ * Merges in a worker thread, as [func@Vhdx.Image.merge] does.
+ * @progress_callback runs in the thread-default main context of the
+ * caller, as @callback does, and before it; @progress_data_free is called
+ * there too, before @callback.  Call [func@Vhdx.Image.merge_finish] from
+ * @callback.
+ *
+ * Since: 0.2
+ */
+void
+vhdx_image_merge_async (GFile *child,
+                        GFile *into,
+                        VhdxMergeFlags flags,
+                        int io_priority,
+                        VhdxProgressCallback progress_callback,
+                        gpointer progress_data,
+                        GDestroyNotify progress_data_free,
+                        GCancellable *cancellable,
+                        GAsyncReadyCallback callback,
+                        gpointer user_data)
+{
+        GTask *task;
+        VhdxImageProgress *progress;
+        Merge *merge;
+
+        g_return_if_fail (G_IS_FILE (child));
+        g_return_if_fail (into == NULL || G_IS_FILE (into));
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = vhdx_image_task_new (NULL, vhdx_image_merge_async, io_priority, cancellable,
+                                    callback, user_data);
+        g_task_set_check_cancellable (task, FALSE);
+        progress = vhdx_image_progress_new (task, progress_callback, progress_data,
+                                            progress_data_free);
+        merge = g_new0 (Merge, 1);
+        merge->child = g_object_ref (child);
+        merge->into = into != NULL ? g_object_ref (into) : NULL;
+        merge->flags = flags;
+        if (progress_callback != NULL) {
+                merge->progress_func = vhdx_image_progress_report;
+                merge->progress_data = progress;
+        }
+        vhdx_image_task_run_then (task, &merge_call, merge, merge_free, progress);
+}
+
+/**
+ * vhdx_image_merge_finish:
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [func@Vhdx.Image.merge_async].
+ *
+ * Returns: %TRUE if the image was merged; %FALSE with @error set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_merge_finish (GAsyncResult *result, GError **error)
+{
+        g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
+        g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == vhdx_image_merge_async,
+                              FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+/* New metadata */
+
+/* A change of the metadata: its arguments, and what it changed. */
+typedef struct {
+        guint physical_sector_size;
+        VhdxSetMetadataFlags flags;
+        gboolean size_changed;
+        gboolean id_changed;
+} SetMetadata;
+
+/* Changes the engine's image once no other request runs, after the
+ * differencing images beside it made from it are updated. */
+static gpointer
+image_set_metadata (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
+{
+        SetMetadata *set = data;
+        g_autofree char *path = g_file_get_path (self->file);
+        g_auto (VhdxSetMetadataResult) result = { 0 };
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        g_rw_lock_writer_lock (&self->request_lock);
+        /* The engine's refusals of a read-only or closed image, as writes
+         * get them: an empty write asks for them. */
+        ok = vhdx_file_write (self->handle, 0, NULL, 0, VHDX_WRITE_FLAGS_NONE, error) &&
+             vhdx_file_set_metadata (self->handle, path, set->physical_sector_size, set->flags,
+                                     &result, error);
+        if (ok) {
+                set->size_changed =
+                        result.old_physical_sector_size != result.new_physical_sector_size;
+                set->id_changed = !vhdx_guid_equal (&result.old_disk_id, &result.new_disk_id);
+                if (set->id_changed)
+                        vhdx_image_reload_virtual_disk_id (self);
+        }
+        g_rw_lock_writer_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
+}
+
+/* In the caller's context: the notifications of what changed. */
+static void
+set_metadata_done (VhdxImage *self, gpointer data)
+{
+        SetMetadata *set = data;
+
+        vhdx_image_notify_metadata (self, set->size_changed, set->id_changed);
+}
+
+static const VhdxImageCall set_metadata_call = { .func = image_set_metadata,
+                                                 .done = set_metadata_done };
+
+/**
+ * vhdx_image_set_metadata:
+ * @self: an image opened read-write
+ * @physical_sector_size: the new physical sector size of the virtual disk:
+ *   512 or 4096, or 0 to keep it
+ * @flags: whether the virtual disk gets a new Virtual Disk ID, and whether
+ *   differencing images made from the image may be left behind
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Changes the metadata of the virtual disk that Hyper-V's `Set-VHD`
+ * changes: the physical sector size (`-PhysicalSectorSizeBytes`) and, with
+ * %VHDX_SET_METADATA_FLAGS_RESET_DISK_ID, the Virtual Disk ID, a new
+ * random one (`-ResetDiskIdentifier`).  Neither changes what the disk
+ * reads.  When nothing is to change, nothing is written.
+ *
+ * A guest sees both, so the image gets a new DataWriteGuid, which the
+ * differencing images made from it would no longer match.  Those in the
+ * image's directory are updated first: each is opened for writing, without
+ * its parent, and names the new DataWriteGuid in its parent locator
+ * (`parent_linkage2`), as the specification's merge does; then the image
+ * takes it.  A crash in between leaves them linked to the old one.  When
+ * one cannot be opened for writing (another program uses it, or the file
+ * is read-only), or the image has no local path to look for them, the
+ * call fails before anything was changed, unless @flags has
+ * %VHDX_SET_METADATA_FLAGS_FORCE: such children then no longer open with
+ * the image, until [method@Vhdx.Image.set_parent] links them again with
+ * %VHDX_SET_PARENT_FLAGS_IGNORE_MISMATCH.  When a write since the image
+ * was opened already gave it a new DataWriteGuid, its children were left
+ * behind by that write, and are not looked for.
+ *
+ * The creator text at the start of the file is not metadata that can
+ * change: the specification forbids rewriting the first 64 KiB.
+ *
+ * The items are rewritten in place in one commit through the image's log,
+ * so that a crash leaves the old values or the new ones.  No other
+ * request of the image runs meanwhile.  On success,
+ * [property@Vhdx.Image:physical-sector-size] and
+ * [property@Vhdx.Image:virtual-disk-id] take the new values and are
+ * notified when they changed; [property@Vhdx.Image:data-write-guid], as
+ * after any change, when the image is closed.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set:
+ *   %G_IO_ERROR_READ_ONLY for an image not opened read-write,
+ *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close],
+ *   %VHDX_ERROR_NOT_SUPPORTED for a physical sector size other than 512
+ *   or 4096, the error that a differencing image made from the image
+ *   could not be opened with (naming it), %G_IO_ERROR_NOT_SUPPORTED when
+ *   the image has no local path, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_set_metadata (VhdxImage *self,
+                         guint physical_sector_size,
+                         VhdxSetMetadataFlags flags,
+                         GCancellable *cancellable,
+                         GError **error)
+{
+        SetMetadata set = { physical_sector_size, flags, FALSE, FALSE };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        if (image_set_metadata (self, &set, cancellable, error) == NULL)
+                return FALSE;
+        set_metadata_done (self, &set);
+        return TRUE;
+}
+
+/**
+ * vhdx_image_set_metadata_async:
+ * @self: an image opened read-write
+ * @physical_sector_size: the new physical sector size: 512 or 4096, or 0
+ *   to keep it
+ * @flags: whether the virtual disk gets a new Virtual Disk ID, and whether
+ *   differencing images made from the image may be left behind
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async) (closure user_data): called when the image has
+ *   its new metadata
+ * @user_data: data for @callback
+ *
+ * Changes the metadata in a worker thread, as
+ * [method@Vhdx.Image.set_metadata] does.  The notifications of
+ * [property@Vhdx.Image:physical-sector-size] and
+ * [property@Vhdx.Image:virtual-disk-id] run in the thread-default main
+ * context of the caller, before @callback.  Call
+ * [method@Vhdx.Image.set_metadata_finish] from @callback.
+ *
+ * Since: 0.2
+ */
+void
+vhdx_image_set_metadata_async (VhdxImage *self,
+                               guint physical_sector_size,
+                               VhdxSetMetadataFlags flags,
+                               int io_priority,
+                               GCancellable *cancellable,
+                               GAsyncReadyCallback callback,
+                               gpointer user_data)
+{
+        GTask *task;
+        SetMetadata *set;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = vhdx_image_task_new (self, vhdx_image_set_metadata_async, io_priority, cancellable,
+                                    callback, user_data);
+        /* Once the change started, the result says whether it was made. */
+        g_task_set_check_cancellable (task, FALSE);
+        set = g_new0 (SetMetadata, 1);
+        set->physical_sector_size = physical_sector_size;
+        set->flags = flags;
+        vhdx_image_task_run_then (task, &set_metadata_call, set, g_free, NULL);
+}
+
+/**
+ * vhdx_image_set_metadata_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.set_metadata_async].
+ *
+ * Returns: %TRUE if the image has its new metadata; %FALSE with @error set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_set_metadata_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return vhdx_image_task_finish (self, result, vhdx_image_set_metadata_async, error);
 }

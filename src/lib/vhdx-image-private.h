@@ -23,9 +23,10 @@ struct _VhdxImage {
         /* The engine's I/O of an image opened read-write, owned by handle:
          * the size of the file as it grows. */
         VhdxIo *io;
+        /* Replaced by close() (the GUIDs) and set_metadata() (the disk
+         * ID), which keep the strings replaced in retired_strings: a
+         * caller may still hold them. */
         char *virtual_disk_id;
-        /* Replaced by close(), which keeps the strings replaced in
-         * retired_strings: a caller may still hold them. */
         char *data_write_guid;
         char *file_write_guid;
         GPtrArray *retired_strings;
@@ -36,8 +37,9 @@ struct _VhdxImage {
 
         /* Requests that use the engine's image (reads, writes, extents,
          * checks) hold it for reading; close() and the update of the GUIDs
-         * after it, resize() and set_parent(), for writing: nothing runs
-         * while the image closes or changes its size or its parent locator. */
+         * after it, resize(), set_parent() and set_metadata(), for writing:
+         * nothing runs while the image closes or changes its size, its
+         * parent locator or its metadata. */
         GRWLock request_lock;
         /* Counts the writes made (atomic), so that the allocated size is
          * counted again after them. */
@@ -74,6 +76,15 @@ void vhdx_image_notify_virtual_size (VhdxImage *self);
  * locator changed (the request lock held for writing), and notifies it. */
 void vhdx_image_reload_parent_locator (VhdxImage *self);
 void vhdx_image_notify_parent_locator (VhdxImage *self);
+
+/* Takes VhdxImage:virtual-disk-id again from the engine's image, whose
+ * Virtual Disk ID changed (the request lock held for writing). */
+void vhdx_image_reload_virtual_disk_id (VhdxImage *self);
+/* Notifies VhdxImage:physical-sector-size and :virtual-disk-id, which the
+ * engine's image changed, those said. */
+void vhdx_image_notify_metadata (VhdxImage *self,
+                                 gboolean physical_sector_size,
+                                 gboolean virtual_disk_id);
 
 /* A range of the virtual disk, and the buffer of its bytes: what a read or
  * a look at the extents works on. */

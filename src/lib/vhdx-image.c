@@ -107,12 +107,12 @@ typedef struct {
 
 /* The engine's way of opening the parents: the same as the image itself, read-only. */
 static VhdxIo *
-open_parent_io (const char *name, gpointer user_data, GError **error)
+open_parent_io (const char *name, gboolean writable, gpointer user_data, GError **error)
 {
         OpenContext *context = user_data;
         g_autoptr (GFile) file = vhdx_gfile_io_file_for_name (name);
 
-        return vhdx_gfile_io_open (file, FALSE, context->cancellable, error);
+        return vhdx_gfile_io_open (file, writable, context->cancellable, error);
 }
 
 static void
@@ -330,7 +330,7 @@ vhdx_image_get_property (GObject *object, guint prop_id, GValue *value, GParamSp
                 g_value_set_enum (value, vhdx_image_get_disk_type (self));
                 break;
         case PROP_VIRTUAL_DISK_ID:
-                g_value_set_string (value, self->virtual_disk_id);
+                g_value_set_string (value, vhdx_image_get_virtual_disk_id (self));
                 break;
         case PROP_DATA_WRITE_GUID:
                 g_value_set_string (value, vhdx_image_get_data_write_guid (self));
@@ -541,6 +541,7 @@ vhdx_image_class_init (VhdxImageClass *klass)
          * VhdxImage:physical-sector-size:
          *
          * The physical sector size in bytes of the virtual disk: 512 or 4096.
+         * [method@Vhdx.Image.set_metadata] changes it, and notifies it.
          *
          * Since: 0.1
          */
@@ -561,7 +562,8 @@ vhdx_image_class_init (VhdxImageClass *klass)
          * VhdxImage:virtual-disk-id:
          *
          * The GUID of the virtual disk, in lowercase, such as
-         * `2d4f8a1e-...`.
+         * `2d4f8a1e-...`.  [method@Vhdx.Image.set_metadata] can give it a
+         * new one, and notifies it.
          *
          * Since: 0.1
          */
@@ -832,6 +834,27 @@ void
 vhdx_image_notify_parent_locator (VhdxImage *self)
 {
         g_object_notify_by_pspec (G_OBJECT (self), props[PROP_PARENT_LOCATOR]);
+}
+
+void
+vhdx_image_reload_virtual_disk_id (VhdxImage *self)
+{
+        if (self->retired_strings == NULL)
+                self->retired_strings = g_ptr_array_new_with_free_func (g_free);
+        g_ptr_array_add (self->retired_strings, self->virtual_disk_id);
+        g_atomic_pointer_set (&self->virtual_disk_id,
+                              vhdx_guid_to_string (&vhdx_image_info (self)->virtual_disk_id));
+}
+
+void
+vhdx_image_notify_metadata (VhdxImage *self,
+                            gboolean physical_sector_size,
+                            gboolean virtual_disk_id)
+{
+        if (physical_sector_size)
+                g_object_notify_by_pspec (G_OBJECT (self), props[PROP_PHYSICAL_SECTOR_SIZE]);
+        if (virtual_disk_id)
+                g_object_notify_by_pspec (G_OBJECT (self), props[PROP_VIRTUAL_DISK_ID]);
 }
 
 /* Closes the engine's image once no write runs. */

@@ -196,6 +196,7 @@ gboolean vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError 
  * growing block allocation table; a resize that moves none may make no
  * report.  [method@Vhdx.Image.compact] counts the blocks it reads, then
  * those it moves: @total grows once it knows how many it moves.
+ * [func@Vhdx.Image.merge] counts the bytes of the virtual disk.
  *
  * Since: 0.2
  */
@@ -254,6 +255,41 @@ void vhdx_image_set_parent_async (VhdxImage *self,
                                   gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_set_parent_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_merge (GFile *child,
+                           GFile *into,
+                           VhdxMergeFlags flags,
+                           VhdxProgressCallback progress_callback,
+                           gpointer progress_data,
+                           GCancellable *cancellable,
+                           GError **error);
+void vhdx_image_merge_async (GFile *child,
+                             GFile *into,
+                             VhdxMergeFlags flags,
+                             int io_priority,
+                             VhdxProgressCallback progress_callback,
+                             gpointer progress_data,
+                             GDestroyNotify progress_data_free,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_merge_finish (GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_set_metadata (VhdxImage *self,
+                                  guint physical_sector_size,
+                                  VhdxSetMetadataFlags flags,
+                                  GCancellable *cancellable,
+                                  GError **error);
+void vhdx_image_set_metadata_async (VhdxImage *self,
+                                    guint physical_sector_size,
+                                    VhdxSetMetadataFlags flags,
+                                    int io_priority,
+                                    GCancellable *cancellable,
+                                    GAsyncReadyCallback callback,
+                                    gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_set_metadata_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_get_minimum_size (VhdxImage *self,
                                       guint64 *size,

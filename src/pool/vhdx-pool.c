@@ -3,8 +3,9 @@
  * vhdx-pool: VHDX images in libvirt storage pools.  libvirt has no VHDX
  * format: it lists a VHDX file as a raw volume the size of the container.
  * This helper shows what such volumes really are, keeps an index of them up
- * to date, imports images into pools as raw or qcow2 volumes, and exposes a
- * directory of images as raw files that libvirt can use directly.
+ * to date, imports images into pools as raw or qcow2 volumes, exposes a
+ * directory of images as raw files that libvirt can use directly, and
+ * resizes and merges the images of a pool in place.
  */
 #include "config.h"
 
@@ -23,6 +24,8 @@ static const ToolCommand commands[] = {
         { "import", N_ ("Copy a VHDX image into a pool as a raw or qcow2 volume"),
           pool_cmd_import },
         { "expose", N_ ("Show VHDX images as raw files in a FUSE file system"), pool_cmd_expose },
+        { "resize", N_ ("Change the size of a VHDX volume's virtual disk"), pool_cmd_resize },
+        { "merge", N_ ("Fold a differencing VHDX volume into its parent"), pool_cmd_merge },
 };
 
 #ifndef HAVE_FUSE3

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The benchmarks of the operations that change an image: each command
-against what the same image costs to open and describe (`vhdx info`), in one
-run; prints a markdown table of medians and ratios.
+against its reference in one run (what the same image costs to open and
+describe, `vhdx info`; or copying the bytes the command moves, `cp` and
+`sync`); prints a markdown table of medians and ratios.
 
     bench-manage.py --builddir BUILD [--runs N] [--samples DIR] [CASE...]
 
@@ -12,12 +13,15 @@ the BAT grows from 256 KiB to 16 MiB and its region with it, over the blocks
 that follow it or to the end of the file), resize-refused (shrinking a 64 TiB
 image whose last block holds data: the refusal reads the whole BAT).  Each
 resize runs on a fresh copy of the image and ends with its flushes to the
-disk; `vhdx info` reads.  compact: a 4 GiB dynamic image of 1 MiB blocks
-made by `qemu-img create` + `qemu-io`, data written into half the blocks
-and zeros (stored as data) into the others (every other block, or the
-second half), compacted on a fresh copy, against reading the whole image
-once from the page cache (`vhdx cat` to /dev/null, and `qemu-img convert`
-to its null driver).
+disk; `vhdx info` reads.  merge (a 4 GiB child holding 1 GiB of changes,
+made by `vhdx convert --parent` over an empty 4 GiB dynamic image made by
+`qemu-img create`, merged into it: its reference is copying a 1 GiB file
+with `cp` and `sync`, both reading from the page cache and ending durable).
+compact: a 4 GiB dynamic image of 1 MiB blocks made by `qemu-img create` +
+`qemu-io`, data written into half the blocks and zeros (stored as data)
+into the others (every other block, or the second half), compacted on a
+fresh copy, against reading the whole image once from the page cache
+(`vhdx cat` to /dev/null, and `qemu-img convert` to its null driver).
 """
 
 import argparse
@@ -85,10 +89,10 @@ class Bench:
             os.fsync(f.fileno())
         return work
 
-    def row(self, case, made_by, command, info):
-        self.rows.append((case, made_by, command, info, 'vhdx info'))
-        self.say(f'{case} ({made_by}): {command * 1000:.1f} ms, vhdx info '
-                 f'{info * 1000:.1f} ms, {command / info:.2f}x')
+    def row(self, case, made_by, command, reference, ref_name='vhdx info'):
+        self.rows.append((case, made_by, command, ref_name, reference))
+        self.say(f'{case} ({made_by}): {command * 1000:.1f} ms, {ref_name} '
+                 f'{reference * 1000:.1f} ms, {command / reference:.2f}x')
 
     def case_resize_grow(self):
         for made_by, image in self.images():
@@ -157,22 +161,57 @@ class Bench:
             case = 'compact 4 GiB, %s (%.1f -> %.1f GiB)' % (layout, sizes[0] / GiB,
                                                               sizes[1] / GiB)
             for against, what in ((cats, 'vhdx cat'), (qemus, 'qemu-img convert')):
-                self.rows.append((case, 'qemu-img + qemu-io', statistics.median(times),
-                                  statistics.median(against), what))
-            self.say(f'{case}: {statistics.median(times):.3f} s, vhdx cat '
-                     f'{statistics.median(cats):.3f} s, qemu-img convert '
-                     f'{statistics.median(qemus):.3f} s')
+                self.row(case, 'qemu-img + qemu-io', statistics.median(times),
+                         statistics.median(against), what)
             os.unlink(image)
 
+    def case_merge(self):
+        if shutil.which('qemu-img') is None:
+            self.say('merge: qemu-img is not installed, skipped')
+            return
+        base = self.path('merge-base.vhdx')
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic',
+                        base, '4G'], check=True)
+        # 1 GiB of changes: 4 MiB of data every 16 MiB of the 4 GiB disk.
+        raw = self.path('merge-child.raw')
+        changes = self.path('merge-changes.bin')
+        chunk = os.urandom(1 << 20) * 4
+        with open(raw, 'wb') as f, open(changes, 'wb') as c:
+            f.truncate(4 * GiB)
+            for offset in range(0, 4 * GiB, 16 << 20):
+                f.seek(offset)
+                f.write(chunk)
+                c.write(chunk)
+        child = self.path('merge-child.avhdx')
+        subprocess.run([self.vhdx, 'convert', '--parent', base, raw, child], check=True)
+        os.unlink(raw)
+        # Fresh copies under the same names in another directory: the
+        # child finds the copy of its parent by its relative path.
+        work = self.path('work')
+        os.makedirs(work)
+        copy = self.path('copy.bin')
+        times, copies = [], []
+        for _ in range(self.runs):
+            for src in (base, child):
+                dst = os.path.join(work, os.path.basename(src))
+                shutil.copyfile(src, dst)
+                with open(dst, 'rb+') as f:
+                    os.fsync(f.fileno())
+            times.append(timed([self.vhdx, 'merge', os.path.join(work, 'merge-child.avhdx')]))
+            copies.append(timed(['sh', '-c', 'cp "$0" "$1" && sync', changes, copy]))
+            os.unlink(copy)
+        self.row('merge 1 GiB of changes (4 GiB disk)', 'qemu-img + vhdx convert',
+                 statistics.median(times), statistics.median(copies), 'cp + sync of 1 GiB')
+
     def table(self):
-        print('| case | image made by | vhdx command | against | ratio |')
+        print('| case | image made by | vhdx command | reference | ratio |')
         print('|---|---|---|---|---|')
-        for case, made_by, command, against, what in self.rows:
-            print(f'| {case} | {made_by} | {command * 1000:.1f} ms | {what} '
-                  f'{against * 1000:.1f} ms | {command / against:.2f}x |')
+        for case, made_by, command, ref_name, reference in self.rows:
+            print(f'| {case} | {made_by} | {command * 1000:.1f} ms | {ref_name}: '
+                  f'{reference * 1000:.1f} ms | {command / reference:.2f}x |')
 
 
-CASES = ['resize-grow', 'resize-refused', 'compact']
+CASES = ['resize-grow', 'resize-refused', 'merge', 'compact']
 
 
 def main():

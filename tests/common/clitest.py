@@ -19,9 +19,9 @@ class Skip(Exception):
     pass
 
 
-def run(args):
+def run(args, env=None):
     return subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=ENV, timeout=600)
+                          stderr=subprocess.PIPE, env=ENV if env is None else env, timeout=600)
 
 
 def ok(args):

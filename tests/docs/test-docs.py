@@ -879,6 +879,36 @@ class Examples:
         expect('3.00 GiB' in ' '.join(rows[1]), 'the virtual size in vhdx-pool list: %s' % out)
         return 'vm.vhdx listed by virsh, and by vhdx-pool with its virtual size'
 
+    def man_pool_manage(self, block):
+        place = self.place(libvirt=True)
+        d = place.path('images')
+        os.makedirs(d)
+        disk = os.path.join(d, 'vm.vhdx')
+        qemu_image(disk, 64 * MiB, [(0x71, 0, 4 * MiB), (0x72, 40 * MiB, MiB)])
+        child = os.path.join(d, 'vm_6D2B0C51.avhdx')
+        child_raw = child_of(place, disk, child, [(2 * MiB, b'\x73' * MiB),
+                                                  (63 * MiB, b'\x74' * 4096)])
+        place.session.give_away()
+        self.start_pool(place, 'hyperv', d)
+        try:
+            place.run_ok(block.text)
+            listing = place.session.virsh('vol-list', 'hyperv').stdout.decode()
+        finally:
+            self.remove_pool(place, 'hyperv')
+        expect('vm_6D2B0C51.avhdx' not in listing, 'libvirt lists the checkpoint: %s' % listing)
+        expect(not os.path.exists(child), 'the checkpoint is still there')
+        info = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', disk]),
+                                   'qemu-img info').stdout)
+        expect_equal(info['virtual-size'], 64 * MiB + (10 << 30), 'qemu-img: the new size')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', disk]), 'qemu-img check')
+        raw = place.path('vm.raw')
+        qemu_raw(disk, raw)
+        with open(raw, 'rb') as f:
+            expect(f.read(64 * MiB) == read_file(child_raw), 'QEMU: the first 64 MiB')
+            for chunk in iter(lambda: f.read(64 * MiB), b''):
+                expect(chunk == bytes(len(chunk)), 'QEMU: the 10 GiB added read as zeros')
+        return 'the checkpoint merged and gone, vm.vhdx 10 GiB larger (qemu-img)'
+
     def remote_import(self, block):
         raise Skip('it names a remote host reached over SSH that runs libvirt\'s system daemon '
                    '(qemu+ssh://host/system); tests/pool runs import against a local session')
@@ -1078,6 +1108,103 @@ class Examples:
         return 'disk.raw is the checkpoint\'s disk; the locator names srv/base.vhdx%s' % (
             '; libvhdi reads the same' if vhdi else '')
 
+    def expect_metadata_set(self, image, child, before, what):
+        """@image, read from the file as the specification lays it out, has
+        4 KiB physical sectors and a new Virtual Disk ID and DataWriteGuid
+        (@before: as it was), which @child names as parent_linkage; QEMU
+        finds @image clean."""
+        after = vhdxspec.Vhdx(image)
+        expect_equal(after.physical_sector_size, 4096, '%s: physical sector size' % what)
+        expect(after.virtual_disk_id != before.virtual_disk_id, '%s: a new disk ID' % what)
+        guid = after.header['data-write-guid'].lower()
+        expect(guid != before.header['data-write-guid'].lower(),
+               '%s: a new DataWriteGuid' % what)
+        pairs = vhdxspec.Vhdx(child).parent_locator()
+        expect_equal(pairs['parent_linkage'], '{%s}' % guid,
+                     '%s: the child\'s parent_linkage' % what)
+        expect('parent_linkage2' not in pairs, '%s: no parent_linkage2 left' % what)
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', image]), 'qemu-img check')
+
+    def set_metadata_readme(self, block):
+        place = self.place()
+        script = block.text.split('vhdx set ')[0]
+        place.run_ok(script)
+        before = vhdxspec.Vhdx(place.path('base.vhdx'))
+        expect_equal(before.physical_sector_size, 512, 'made with 512-byte physical sectors')
+        out, _ = place.run_ok(block.text[len(script):])
+        expect('Parent:               ./base.vhdx' in out,
+               'vhdx info does not find the parent: %s' % out)
+        self.expect_metadata_set(place.path('base.vhdx'), place.path('child.avhdx'), before,
+                                 'README')
+        return 'base.vhdx has 4 KiB physical sectors, a new ID (vhdxspec); the child is linked'
+
+    def set_metadata_man(self, block):
+        place = self.place()
+        base = place.path('base.vhdx')
+        qemu_image(base, 64 * MiB, [(0x51, 0, 4 * MiB), (0x52, 40 * MiB, MiB)])
+        child_raw = child_of(place, base, place.path('vm.avhdx'),
+                             [(3 * MiB, b'\x53' * 4096), (50 * MiB, b'\x54' * 512)])
+        before = vhdxspec.Vhdx(base)
+        expect_equal(before.physical_sector_size, 512, 'QEMU makes 512-byte physical sectors')
+        qemu_raw(base, place.path('before.raw'))
+        place.run_ok(block.text)
+        expect(read_file(place.path('disk.raw')) == read_file(child_raw), 'disk.raw differs')
+        self.expect_metadata_set(base, place.path('vm.avhdx'), before, 'vhdx(1)')
+        qemu_raw(base, place.path('after.raw'))
+        expect(read_file(place.path('after.raw')) == read_file(place.path('before.raw')),
+               'QEMU reads the base otherwise')
+        return ('base.vhdx: 4 KiB physical sectors, a new ID, QEMU reads it as before; '
+                'disk.raw is the checkpoint\'s disk')
+
+    def merge_readme(self, block):
+        place = self.place()
+        out, _ = place.run_ok(block.text)
+        disk, child = place.path('disk.vhdx'), place.path('disk_6D2B0C51.avhdx')
+        report = json.loads(out[out.index('{'):out.rindex('}') + 1])
+        expect_equal(report['merged'], ['disk_6D2B0C51.avhdx'], 'the checkpoint merged')
+        expect_equal(report['deleted'], True, 'deleted')
+        expect(not os.path.exists(child), 'the checkpoint is still there')
+        expect('Disk type:            dynamic' in out and 'Parent:' not in out,
+               'vhdx info of the merged disk: %s' % out)
+        info = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', disk]),
+                                   'qemu-img info').stdout)
+        expect_equal(info['virtual-size'], 4 << 30, 'qemu-img: the size')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', disk]), 'qemu-img check')
+        return 'the checkpoint is gone; QEMU finds disk.vhdx clean, 4 GiB'
+
+    def merge_man(self, block):
+        place = self.place()
+        base = place.path('base.vhdx')
+        child = place.path('vm_6D2B0C51.avhdx')
+        qemu_image(base, 64 * MiB, [(0x61, 0, 4 * MiB), (0x62, 40 * MiB, MiB)])
+        child_raw = child_of(place, base, child,
+                             [(3 * MiB, b'\x63' * 4096), (40 * MiB, bytes(MiB)),
+                              (50 * MiB, b'\x64' * 512)])
+        place.run_ok(block.text)
+        expect(not os.path.exists(child), 'the checkpoint is still there')
+        expect(read_file(place.path('disk.raw')) == read_file(child_raw), 'disk.raw differs')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', base]), 'qemu-img check')
+        check_ok(run(['qemu-img', 'compare', '-f', 'vhdx', '-F', 'raw', base, child_raw]),
+                 'qemu-img compare')
+        return 'QEMU reads base.vhdx as the checkpoint read; the checkpoint is gone'
+
+    def convert_qcow2_man(self, block):
+        self.need_nbdkit()
+        place = self.place()
+        base = place.path('base.vhdx')
+        child = place.path('vm_6D2B0C51.avhdx')
+        qemu_image(base, 64 * MiB, [(0x81, 0, 4 * MiB), (0x82, 40 * MiB, MiB)])
+        child_raw = child_of(place, base, child, [(3 * MiB, b'\x83' * 4096),
+                                                  (40 * MiB, bytes(MiB))])
+        place.run_ok(block.text)
+        out = place.path('vm.qcow2')
+        info = json.loads(check_ok(run(['qemu-img', 'info', '--output=json', out]),
+                                   'qemu-img info').stdout)
+        expect_equal(info['format'], 'qcow2', 'the format')
+        check_ok(run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw', out, child_raw]),
+                 'qemu-img compare')
+        return 'QEMU reads vm.qcow2 as the checkpoint chain read'
+
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
                    'timings, which no test may assert')
@@ -1137,7 +1264,7 @@ HANDLERS = {
     ('README.md', './run bench-write               # all four cases; or name some: ./run '
      'bench-write fill overwrite'): Examples.benchmarks,
     ('README.md', './run bench-manage              # all cases; or name some: ./run '
-     'bench-manage resize-grow compact'): Examples.benchmarks,
+     'bench-manage merge compact'): Examples.benchmarks,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit vhdx disk.vhdx'): Examples.default_port,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit -U - vhdx vm.avhdx parent=/srv/base.vhdx \\'):
         Examples.moved_parent_copy,
@@ -1150,6 +1277,8 @@ HANDLERS = {
     ('docs/vhdx-pool.1', 'vhdx-pool -c qemu+ssh://host/system import --progress --format=qcow2 '
      '--pool=default vm.avhdx'): Examples.remote_import,
     ('docs/vhdx-pool.1', 'mkdir -p ~/.local/share/hyperv-raw'): Examples.man_expose,
+    ('docs/vhdx-pool.1', 'vhdx-pool merge --pool=hyperv --delete-merged vm_6D2B0C51.avhdx'):
+        Examples.man_pool_manage,
     ('docs/vhdx.1', 'vhdx info --json disk.vhdx'): Examples.vhdx_info_json,
     ('docs/vhdx.1', 'vhdx cat disk.vhdx | cmp - disk.raw'): Examples.vhdx_cat_cmp,
     ('docs/vhdx.1', 'vhdx convert --source-parent=/srv/base.vhdx child.avhdx disk.raw'):
@@ -1162,6 +1291,14 @@ HANDLERS = {
     ('docs/vhdx.1', 'vhdx compact --json disk.vhdx'): Examples.compact_man,
     ('README.md', 'vhdx compact --progress disk.vhdx      # reads every block, drops those of '
      'zeros'): Examples.compact_readme,
+    ('README.md', 'vhdx create --physical-sector-size=512 base.vhdx 1G'):
+        Examples.set_metadata_readme,
+    ('docs/vhdx.1', 'vhdx set --physical-sector-size=4096 --reset-disk-id base.vhdx'):
+        Examples.set_metadata_man,
+    ('README.md', 'vhdx create disk.vhdx 4G'): Examples.merge_readme,
+    ('docs/vhdx.1', 'vhdx merge --delete-merged vm_6D2B0C51.avhdx'): Examples.merge_man,
+    ('docs/vhdx.1', 'vhdx convert --progress vm_6D2B0C51.avhdx vm.qcow2'):
+        Examples.convert_qcow2_man,
 }
 
 

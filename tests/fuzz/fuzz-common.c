@@ -475,7 +475,7 @@ fuzz_parent_block_size (void)
 }
 
 VhdxIo *
-fuzz_open_func (const char *path, gpointer user_data, GError **error)
+fuzz_open_func (const char *path, gboolean writable, gpointer user_data, GError **error)
 {
         const char *slash = strrchr (path, '/');
         const char *name = slash != NULL ? slash + 1 : path;

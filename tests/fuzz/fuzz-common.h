@@ -99,7 +99,7 @@ guint32 fuzz_parent_block_size (void);
  * image being opened (@user_data, a FuzzImage) again, so that a chain that
  * loops is recognised; any other name is G_IO_ERROR_NOT_FOUND.
  */
-VhdxIo *fuzz_open_func (const char *path, gpointer user_data, GError **error);
+VhdxIo *fuzz_open_func (const char *path, gboolean writable, gpointer user_data, GError **error);
 
 /* Open @image read-only (or read-write) as FUZZ_CHILD_PATH with fuzz_open_func. */
 G_GNUC_WARN_UNUSED_RESULT VhdxFile *fuzz_open_image (FuzzImage *image,

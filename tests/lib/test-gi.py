@@ -1031,6 +1031,165 @@ class Tests:
         image = None
         self.expect_child_reads(child, moved, data)
 
+    # new metadata: the physical sector size and the Virtual Disk ID as the
+    # file holds them, the properties notified, and the child beside the
+    # image still reading through it
+
+    def chain_beside(self, name):
+        """A base and its child with data of its own, made by the vhdx tool
+        in one directory.  Returns their paths and the child's disk."""
+        if not TOOL:
+            raise Skip('VHDX_TOOL not set')
+        top = os.path.join(self.workdir, name)
+        os.makedirs(top)
+        data = bytearray(16 * MiB)
+        data[0:2 * MiB] = b'\x41' * (2 * MiB)
+        base_raw, child_raw = os.path.join(top, 'base.raw'), os.path.join(top, 'child.raw')
+        with open(base_raw, 'wb') as f:
+            f.write(data)
+        data[7 * MiB:7 * MiB + 4096] = b'\x42' * 4096
+        with open(child_raw, 'wb') as f:
+            f.write(data)
+        base = os.path.join(top, 'base.vhdx')
+        child = os.path.join(top, 'child.avhdx')
+        check_ok(run([TOOL, 'convert', '--block-size=2M', base_raw, base]), 'vhdx convert')
+        check_ok(run([TOOL, 'convert', '--parent', base, child_raw, child]),
+                 'vhdx convert --parent')
+        return base, child, bytes(data)
+
+    def expect_child_linked(self, base, child, data):
+        guid = vhdxspec.Vhdx(base).header['data-write-guid'].lower()
+        pairs = vhdxspec.Vhdx(child).parent_locator()
+        expect_equal(pairs['parent_linkage'], '{%s}' % guid,
+                     'the child names the new DataWriteGuid as parent_linkage')
+        expect('parent_linkage2' not in pairs, 'the child has no parent_linkage2 left')
+        image = Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE, None)
+        expect(image.read_bytes(0, len(data), None).get_data() == data,
+               'the child reads its disk through the changed base')
+
+    # merging: a static call of Vhdx.Image; the merged base read by QEMU
+    # (check_with_qemu) as the child read before
+
+    def test_merge(self):
+        base, child, data = self.chain_beside('merge')
+        gchild, gbase = Gio.File.new_for_path(child), Gio.File.new_for_path(base)
+        expect_error(lambda: Vhdx.Image.merge(gbase, None, Vhdx.MergeFlags.NONE, None, None,
+                                              None),
+                     'vhdx-error-quark', Vhdx.Error.NOT_SUPPORTED, 'merging a base image')
+        sibling = os.path.join(os.path.dirname(base), 'sibling.avhdx')
+        check_ok(run([TOOL, 'create', '--parent', base, sibling]), 'vhdx create --parent')
+        expect_error(lambda: Vhdx.Image.merge(gchild, gbase, Vhdx.MergeFlags.NONE, None, None,
+                                              None),
+                     'vhdx-error-quark', Vhdx.Error.WOULD_DISCARD_DATA, 'a sibling beside')
+        os.unlink(sibling)
+        reports = []
+        Vhdx.Image.merge(gchild, gbase, Vhdx.MergeFlags.DELETE_MERGED,
+                         lambda done, total, _: reports.append((done, total)), None, None)
+        expect(not os.path.exists(child), 'the child is deleted')
+        expect(reports and reports[-1] == (len(data), len(data)),
+               'progress up to the whole disk: %r' % reports[-3:])
+        self.check_with_qemu(base, data)
+
+    def test_merge_async(self):
+        base, child, data = self.chain_beside('merge-async')
+        main_thread = threading.get_ident()
+        events = []
+
+        def progress(done, total, _):
+            events.append(('progress', done <= total, threading.get_ident()))
+
+        run_loop(lambda done: Vhdx.Image.merge_async(
+            Gio.File.new_for_path(child), None, Vhdx.MergeFlags.NONE, GLib.PRIORITY_DEFAULT,
+            progress, None, None,
+            finisher(lambda source, result: (events.append(('done', None, None)),
+                                             Vhdx.Image.merge_finish(result))[1], done)))
+        expect(events and events[-1] == ('done', None, None), 'the callback last: %r' % events)
+        expect(all(e[1] and e[2] == main_thread for e in events if e[0] == 'progress'),
+               'progress in the main context: %r' % events)
+        self.check_with_qemu(base, data)
+        image = Vhdx.Image.new(Gio.File.new_for_path(child), Vhdx.OpenFlags.NONE, None)
+        expect(image.read_bytes(0, len(data), None).get_data() == data,
+               'the child kept reads as before')
+
+    def test_set_metadata(self):
+        base, child, data = self.chain_beside('set-metadata')
+        gbase = Gio.File.new_for_path(base)
+        read_only = Vhdx.Image.new(gbase, Vhdx.OpenFlags.NONE, None)
+        expect_error(lambda: read_only.set_metadata(512, Vhdx.SetMetadataFlags.NONE, None),
+                     'g-io-error-quark', Gio.IOErrorEnum.READ_ONLY, 'a read-only image')
+        read_only = None
+        before = vhdxspec.Vhdx(base)
+        image = Vhdx.Image.new(gbase, Vhdx.OpenFlags.READ_WRITE, None)
+        expect_equal(image.props.physical_sector_size, before.physical_sector_size,
+                     'physical-sector-size as made')
+        new_size = 512 if before.physical_sector_size == 4096 else 4096
+        notified = []
+        image.connect('notify::physical-sector-size', lambda obj, pspec: notified.append(
+            ('physical-sector-size', obj.props.physical_sector_size)))
+        image.connect('notify::virtual-disk-id', lambda obj, pspec: notified.append(
+            ('virtual-disk-id', obj.props.virtual_disk_id)))
+        for size in (1024, 8192, 1):
+            expect_error(lambda: image.set_metadata(size, Vhdx.SetMetadataFlags.NONE, None),
+                         'vhdx-error-quark', Vhdx.Error.NOT_SUPPORTED, 'a size of %d' % size)
+        image.set_metadata(before.physical_sector_size, Vhdx.SetMetadataFlags.NONE, None)
+        image.set_metadata(0, Vhdx.SetMetadataFlags.NONE, None)
+        expect_equal(notified, [], 'nothing changed, nothing notified')
+        old_id = image.get_virtual_disk_id()
+        guid = image.props.data_write_guid
+        image.set_metadata(new_size, Vhdx.SetMetadataFlags.RESET_DISK_ID, None)
+        after = vhdxspec.Vhdx(base)
+        expect_equal((after.physical_sector_size, after.virtual_disk_id),
+                     (new_size, image.get_virtual_disk_id()), 'the file holds the new values')
+        expect(after.virtual_disk_id != old_id, 'a new Virtual Disk ID')
+        expect_equal(old_id, before.virtual_disk_id, 'the old string stays valid')
+        expect_equal(notified, [('physical-sector-size', new_size),
+                                ('virtual-disk-id', after.virtual_disk_id)],
+                     'notify::physical-sector-size and notify::virtual-disk-id')
+        expect_equal(image.get_physical_sector_size(), new_size, 'get_physical_sector_size()')
+        expect_equal(image.props.data_write_guid, guid, 'data-write-guid until the close')
+        image.close(None)
+        expect_equal(image.props.data_write_guid, after.header['data-write-guid'].lower(),
+                     'data-write-guid after the close')
+        image = None
+        self.expect_child_linked(base, child, data)
+        if QEMU_IMG:
+            check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', base]), 'qemu-img check')
+
+    def test_set_metadata_async(self):
+        base, child, data = self.chain_beside('set-metadata-async')
+        image = open_async(Gio.File.new_for_path(base), Vhdx.OpenFlags.READ_WRITE)
+        new_size = 512 if image.props.physical_sector_size == 4096 else 4096
+        main_thread = threading.get_ident()
+        events = []
+        image.connect('notify::physical-sector-size', lambda obj, pspec: events.append(
+            ('notify', obj.props.physical_sector_size, threading.get_ident())))
+        run_loop(lambda done: image.set_metadata_async(
+            new_size, Vhdx.SetMetadataFlags.NONE, GLib.PRIORITY_DEFAULT, None,
+            finisher(lambda source, result: (events.append(('done', None, None)),
+                                             source.set_metadata_finish(result))[1], done)))
+        expect_equal(events, [('notify', new_size, main_thread), ('done', None, None)],
+                     'notify in the main context, before the callback')
+        expect_equal(vhdxspec.Vhdx(base).physical_sector_size, new_size, 'the file\'s item')
+        image.close(None)
+        image = None
+        self.expect_child_linked(base, child, data)
+
+    def test_set_metadata_after_write(self):
+        # A write since the open gave the base a new DataWriteGuid: the
+        # child was left behind by it, and set_metadata() does not touch it.
+        base, child, data = self.chain_beside('set-metadata-written')
+        with open(child, 'rb') as f:
+            child_bytes = f.read()
+        image = Vhdx.Image.new(Gio.File.new_for_path(base), Vhdx.OpenFlags.READ_WRITE, None)
+        image.write_bytes(0, GLib.Bytes.new(b'\x99' * 512), Vhdx.WriteFlags.NONE, None)
+        image.set_metadata(0, Vhdx.SetMetadataFlags.RESET_DISK_ID, None)
+        image.close(None)
+        image = None
+        with open(child, 'rb') as f:
+            expect(f.read() == child_bytes, 'the child is not touched')
+        expect('parent_linkage2' not in vhdxspec.Vhdx(child).parent_locator(),
+               'no parent_linkage2')
+
     def test_io_stream(self):
         img, path, model = self.writable_copy('fixed')
         image = Vhdx.Image.new(Gio.File.new_for_path(path), Vhdx.OpenFlags.READ_WRITE, None)

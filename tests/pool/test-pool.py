@@ -682,6 +682,62 @@ def test_in_use(session, expected):
     expect_equal(status, 0, 'expose exit status')
 
 
+def test_resize_and_merge(session, expected):
+    """resize and merge change a volume in place and refresh the pool: list
+    shows the new size at once, and the merged checkpoint is gone."""
+    d = session.pool_dir
+    work = session.path('work')
+    grow = os.path.join(d, 'grow.vhdx')
+    run_root(['qemu-img', 'create', '-q', '-f', 'vhdx', grow, '64M'])
+    run_root(['qemu-io', '-f', 'vhdx', '-c', 'write -P 0x5a 1M 64K', grow])
+    base = os.path.join(d, 'm-base.vhdx')
+    run_root(['qemu-img', 'create', '-q', '-f', 'vhdx', base, '64M'])
+    run_root(['qemu-io', '-f', 'vhdx', '-c', 'write -P 0x61 0 4M', base])
+    child_raw = os.path.join(work, 'm-child.raw')
+    run_root(['qemu-img', 'convert', '-f', 'vhdx', '-O', 'raw', base, child_raw])
+    with open(child_raw, 'r+b') as f:
+        f.seek(3 * MiB)
+        f.write(b'\x62' * MiB)
+        f.seek(60 * MiB)
+        f.write(b'\x63' * 4096)
+    child = os.path.join(d, 'm-child.avhdx')
+    run_root([VHDX_TOOL, 'convert', '--parent', base, child_raw, child])
+    for path in (grow, base, child):
+        if session.as_nobody:
+            os.chown(path, NOBODY, NOBODY)
+    session.virsh('pool-refresh', POOL)
+
+    def listed():
+        result = check_ok(session.tool('list', '--json', POOL), 'list --json')
+        return {v['name']: v for v in json.loads(result.stdout)}
+
+    before = listed()
+    expect_equal(before['grow.vhdx']['virtual-size'], 64 * MiB, 'grow.vhdx before')
+    result = check_ok(session.tool('resize', '--pool', POOL, 'grow.vhdx', '+64M'), 'resize')
+    expect(b'grow.vhdx: 128' in result.stdout, 'resize says the new size: %r' % result.stdout)
+    expect_equal(listed()['grow.vhdx']['virtual-size'], 128 * MiB,
+                 'grow.vhdx in list after resize')
+    info = json.loads(run_root(['qemu-img', 'info', '--output=json', grow]).stdout)
+    expect_equal(info['virtual-size'], 128 * MiB, 'qemu-img: grow.vhdx')
+    run_root(['qemu-io', '-f', 'vhdx', '-c', 'read -P 0x5a 1M 64K', grow])
+    # A shrink over data is refused, and changes nothing.
+    result = session.tool('resize', '--pool', POOL, 'grow.vhdx', '-127M')
+    expect_equal(result.returncode, 1, 'a shrink over data is refused')
+    expect_equal(listed()['grow.vhdx']['virtual-size'], 128 * MiB, 'grow.vhdx kept')
+
+    check_ok(session.tool('merge', '--pool', POOL, '--delete-merged', 'm-child.avhdx'),
+             'merge')
+    after = listed()
+    expect('m-child.avhdx' not in after, 'the merged checkpoint is still listed')
+    names = session.virsh('vol-list', POOL).stdout.decode()
+    expect('m-child.avhdx' not in names, 'libvirt still lists the checkpoint: %s' % names)
+    run_root(['qemu-img', 'compare', '-f', 'vhdx', '-F', 'raw', base, child_raw])
+    run_root(['qemu-img', 'check', '-f', 'vhdx', base])
+    for path in (grow, base):
+        os.unlink(path)
+    session.virsh('pool-refresh', POOL)
+
+
 TESTS = [
     ('list --json reports the real sizes and flags libvirt\'s', test_list_json),
     ('list prints an aligned table', test_list_text),
@@ -691,6 +747,7 @@ TESTS = [
     ('import makes raw and qcow2 volumes with the virtual disk', test_import),
     ('expose shows the images as raw files to libvirt', test_expose),
     ('an image in use is listed as such, and exposed files lock it', test_in_use),
+    ('resize and merge change volumes in place and refresh the pool', test_resize_and_merge),
 ]
 
 
