@@ -16,13 +16,16 @@
 
 #include "crash-io.h"
 #include "test-util.h"
+#include "vhdx-compact.h"
 #include "vhdx-create.h"
+#include "vhdx-file-private.h"
 #include "vhdx-map.h"
 #include "vhdx-metadata.h"
 #include "vhdx-merge.h"
 #include "vhdx-relink.h"
 #include "vhdx-resize.h"
 #include "vhdx-set-metadata.h"
+#include "vhdx-writer-private.h"
 #include "vhdx-writer.h"
 
 #include <fcntl.h>
@@ -609,6 +612,9 @@ typedef struct {
         guint resize_flags;    /* VhdxResizeFlags, or the engine's for tests */
         gboolean set_metadata; /* a set-metadata workload */
         gboolean merge;        /* a merge workload */
+        gboolean compact;      /* a compaction workload */
+        guint compact_flags;   /* VhdxCompactFlags, or the engine's for tests */
+        guint compact_from;    /* the first of the 8 blocks it gets data in */
 } Case;
 
 enum {
@@ -1635,6 +1641,231 @@ run_merge_case (Run *r, const Case *c, GBytes *image)
                         m.seen[1], r->qemu_checked);
 }
 
+/*
+ * Compacting.  Eight blocks of the image get, one after the other (not
+ * recorded), data in a part of the block, zeros written over all of it,
+ * data over all of it, and data over all of it that is then unmapped
+ * keeping its file space (as Hyper-V leaves trimmed blocks); then the
+ * compaction is the workload.  Every crash image reads those blocks as
+ * before (the others name no file space: nothing changes them), with the
+ * DataWriteGuid it had.
+ */
+#define COMPACT_BLOCKS 8
+
+static GBytes *
+prepare_compact_image (Run *r, const Case *c, GBytes *taken)
+{
+        g_autoptr (GBytes) image = taken;
+        g_autoptr (GError) error = NULL;
+        gsize length;
+        const guint8 *contents = g_bytes_get_data (image, &length);
+        VhdxIo *io = crash_io_new (contents, length, FALSE);
+        g_autoptr (VhdxFile) file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_autofree guint8 *data = g_malloc (r->bs);
+
+        g_assert_no_error (error);
+        for (guint64 block = c->compact_from;
+             block < c->compact_from + COMPACT_BLOCKS && block * r->bs < r->size; block++) {
+                guint64 at = block * r->bs;
+                gsize n = (gsize) MIN ((guint64) r->bs, r->size - at);
+
+                for (gsize i = 0; i < n; i++)
+                        data[i] = (guint8) ((at + i) / UNIT * 13 + 5);
+                switch (block % 4) {
+                case 0:
+                        n = MIN (n, (gsize) 64 * 1024);
+                        break;
+                case 1:
+                        memset (data, 0, n);
+                        break;
+                default:
+                        break;
+                }
+                test_assert_ok (vhdx_file_write (file, at, data, n, 0, &error), error);
+                memcpy (r->initial + at, data, n);
+                if (block % 4 == 3) {
+                        guint state;
+                        guint64 offset;
+
+                        test_assert_ok (vhdx_bat_lookup_block (file->bat, block, &state, &offset,
+                                                               &error),
+                                        error);
+                        test_assert_ok (vhdx_writer_set_bat_entry (
+                                                file,
+                                                vhdx_bat_payload_index (&file->info.geometry,
+                                                                        block),
+                                                offset | VHDX_PAYLOAD_UNMAPPED, &error),
+                                        error);
+                        memset (r->initial + at, 0, n);
+                }
+        }
+        test_assert_ok (vhdx_file_close (file, &error), error);
+        return g_bytes_new (crash_io_get_contents (io)->data, crash_io_get_contents (io)->len);
+}
+
+static void
+run_compact_case (Run *r, const Case *c, GBytes *image)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_autoptr (GArray) ranges = g_array_new (FALSE, FALSE, sizeof (Range));
+        Range blocks = { c->compact_from * r->bs,
+                         MIN (r->size, (c->compact_from + COMPACT_BLOCKS) * r->bs) -
+                                 c->compact_from * r->bs };
+        g_autoptr (GPtrArray) since = g_ptr_array_new ();
+        Allowed allowed = { NULL, since };
+        VhdxCompactResult result;
+        VhdxGuid data_write_guid;
+        VhdxWriteStats stats;
+        guint64 sequences;
+        gsize length;
+        const guint8 *contents;
+
+        g_array_append_val (ranges, blocks);
+        image = prepare_compact_image (r, c, image);
+        allowed.durable = r->initial;
+        contents = g_bytes_get_data (image, &length);
+        r->io = crash_io_new (contents, length, TRUE);
+        r->file = open_image (r, r->io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        if (c->entry_limit > 0)
+                vhdx_file_set_log_entry_limit (r->file, c->entry_limit);
+        data_write_guid = vhdx_file_get_info (r->file)->data_write_guid;
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences;
+        test_assert_ok (vhdx_file_compact (r->file, c->compact_flags, NULL, NULL, NULL, &result,
+                                           &error),
+                        error);
+        vhdx_file_get_write_stats (r->file, &stats);
+        sequences = stats.log_sequences - sequences;
+        test_assert_ok (vhdx_file_close (r->file, &error), error);
+        trace = crash_io_get_trace (r->io);
+        g_clear_pointer (&r->file, vhdx_file_free);
+        g_bytes_unref (image);
+        g_test_message ("%s: file %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
+                        " bytes, %" G_GUINT64_FORMAT " blocks dropped, %" G_GUINT64_FORMAT
+                        " moved, %" G_GUINT64_FORMAT " log sequences",
+                        c->name, result.old_file_size, result.new_file_size, result.blocks_dropped,
+                        result.blocks_moved, sequences);
+        g_assert_cmpuint (result.new_file_size, <, result.old_file_size);
+        g_assert_cmpuint (result.blocks_dropped, >, 0);
+        if (!(c->compact_flags & VHDX_COMPACT_FLAGS_QUICK))
+                g_assert_cmpuint (result.blocks_moved, >, 0);
+
+        walker = crash_walker_new (trace);
+        do {
+                guint point = crash_walker_get_point (walker);
+
+                for (CrashKind kind = 0; kind < CRASH_N_KINDS; kind++) {
+                        g_autofree char *what = NULL;
+
+                        if ((kind == CRASH_SUBSET || kind == CRASH_TORN) &&
+                            crash_walker_get_volatile (walker) == 0)
+                                continue;
+                        crash_walker_build (walker, kind, r->rand, r->image);
+                        what = g_strdup_printf ("%s: crash before call %u of %u, %s", c->name,
+                                                point, crash_trace_get_calls (trace),
+                                                crash_kind_name (kind));
+                        check_image (r, r->image, &allowed, ranges, what);
+                        {
+                                g_autoptr (GBytes) bytes =
+                                        g_bytes_new_static (r->image->data, r->image->len);
+                                g_autoptr (VhdxFile) file =
+                                        open_image (r, vhdx_io_new_memory (bytes),
+                                                    VHDX_OPEN_FLAGS_NONE, &error);
+
+                                g_assert_no_error (error);
+                                if (!vhdx_guid_equal (&vhdx_file_get_info (file)->data_write_guid,
+                                                      &data_write_guid))
+                                        g_error ("%s: DataWriteGuid changed", what);
+                        }
+                }
+        } while (crash_walker_advance (walker));
+        g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
+                        " crash images checked (%" G_GUINT64_FORMAT " also by QEMU)",
+                        c->name, crash_trace_get_calls (trace), r->images_checked, r->qemu_checked);
+}
+
+/* Cancelled once the first block moved: the image reads as before, is
+ * clean, and a compaction started again ends the work. */
+typedef struct {
+        GCancellable *cancellable;
+        gboolean reported;
+        guint64 examined; /* the blocks read, the total of the first report */
+} CancelAt;
+
+static void
+cancel_after_first_move (guint64 done, guint64 total, gpointer user_data)
+{
+        CancelAt *at = user_data;
+
+        if (!at->reported)
+                at->examined = total;
+        at->reported = TRUE;
+        if (done > at->examined)
+                g_cancellable_cancel (at->cancellable);
+}
+
+static void
+test_compact_cancelled (void)
+{
+        g_autoptr (GError) error = NULL;
+        g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+        Case c = { "compact-cancelled", IMAGE_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE };
+        Run r = { 0 };
+        g_autoptr (GBytes) image = NULL;
+        g_autofree guint8 *disk = NULL;
+        VhdxCompactResult result;
+        CancelAt at = { cancellable, FALSE, 0 };
+        gsize length;
+        const guint8 *contents;
+
+        r.dir = test_tmpdir_new ();
+        r.kind = c.image;
+        r.size = c.size;
+        r.bs = c.block_size;
+        r.ss = 512;
+        image = prepare_compact_image (&r, &c, make_image (&r));
+        contents = g_bytes_get_data (image, &length);
+        r.io = crash_io_new (contents, length, FALSE);
+        r.file = open_image (&r, r.io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        /* The stored blocks are read, then blocks move one per commit. */
+        g_assert_false (vhdx_file_compact (r.file, VHDX_COMPACT_FLAGS_ONE_BLOCK_PER_COMMIT,
+                                           cancel_after_first_move, &at, cancellable, &result,
+                                           &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+        g_clear_error (&error);
+        g_assert_cmpuint (result.blocks_moved, ==, 1);
+        g_assert_cmpuint (result.new_file_size, ==, result.old_file_size);
+        disk = g_malloc (r.size);
+        test_assert_ok (vhdx_file_read (r.file, 0, disk, r.size, &error), error);
+        g_assert_true (memcmp (disk, r.initial, r.size) == 0);
+        assert_check_clean (r.file, "cancelled");
+        /* Written again after the cancellation, in the space it left. */
+        test_assert_ok (vhdx_file_write (r.file, 5 * MiB, disk, MiB, 0, &error), error);
+        memcpy (r.initial + 5 * MiB, disk, MiB);
+        test_assert_ok (vhdx_file_compact (r.file, 0, NULL, NULL, NULL, &result, &error), error);
+        g_assert_cmpuint (result.new_file_size, <, result.old_file_size);
+        test_assert_ok (vhdx_file_close (r.file, &error), error);
+        /* The file's bytes, taken before the image that owns it goes. */
+        {
+                g_autoptr (GBytes) bytes = crash_io_steal_contents (r.io);
+                g_autoptr (VhdxFile) file = NULL;
+
+                g_clear_pointer (&r.file, vhdx_file_free);
+                file = open_image (&r, vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, &error);
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_file_read (file, 0, disk, r.size, &error), error);
+                g_assert_true (memcmp (disk, r.initial, r.size) == 0);
+                assert_check_clean (file, "compacted after the cancellation");
+        }
+        g_free (r.initial);
+        test_tmpdir_free (r.dir);
+}
+
 static void
 test_case (gconstpointer data)
 {
@@ -1665,6 +1896,11 @@ test_case (gconstpointer data)
         r.ops = g_array_new (FALSE, FALSE, sizeof (Op));
         g_array_set_clear_func (r.ops, op_clear);
         image = make_image (&r);
+        if (c->compact) {
+                /* Only a few blocks change: no copy of the whole disk. */
+                run_compact_case (&r, c, g_steal_pointer (&image));
+                goto done;
+        }
         r.model = g_memdup2 (r.initial, r.size);
         if (c->resize_to != 0) {
                 run_resize_case (&r, c, g_steal_pointer (&image));
@@ -1781,6 +2017,23 @@ static const Case cases[] = {
           FALSE, TRUE },
         { "merge-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0, FALSE,
           TRUE },
+        /* Compacting: blocks dropped, then moved down in one commit or in
+         * one commit each, then the file cut; a child's zero blocks marked
+         * ZERO and its bitmaps moved; commits of one page per log entry;
+         * the quick mode, which drops only the unmapped blocks. */
+        { "compact", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE },
+        { "compact-one-block-per-commit", IMAGE_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE,
+          .compact_flags = VHDX_COMPACT_FLAGS_ONE_BLOCK_PER_COMMIT },
+        { "compact-4k", IMAGE_DYNAMIC_4K, 8 * MiB, 1 * MiB, .compact = TRUE },
+        { "compact-differencing", IMAGE_DIFFERENCING, 8 * MiB, 1 * MiB, .compact = TRUE },
+        { "compact-differencing-4k", IMAGE_DIFFERENCING_4K, 8 * MiB, 1 * MiB, .compact = TRUE,
+          .compact_flags = VHDX_COMPACT_FLAGS_ONE_BLOCK_PER_COMMIT },
+        /* Blocks 508 to 515: their entries lie in two BAT sectors, which
+         * the commits of one page per log entry split. */
+        { "compact-split-commits", IMAGE_DYNAMIC, 520 * MiB, 1 * MiB, NULL, 8192, .compact = TRUE,
+          .compact_from = 508 },
+        { "compact-quick", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE,
+          .compact_flags = VHDX_COMPACT_FLAGS_QUICK },
 };
 
 int
@@ -1796,5 +2049,6 @@ main (int argc, char **argv)
                 g_autofree char *path = g_strdup_printf ("/crash/%s", cases[i].name);
                 g_test_add_data_func (path, &cases[i], test_case);
         }
+        g_test_add_func ("/crash/compact-cancelled", test_compact_cancelled);
         return g_test_run ();
 }

@@ -124,6 +124,7 @@ int cli_cmd_cat (int argc, char **argv);
 int cli_cmd_convert (int argc, char **argv);
 int cli_cmd_create (int argc, char **argv);
 int cli_cmd_resize (int argc, char **argv);
+int cli_cmd_compact (int argc, char **argv);
 int cli_cmd_set_parent (int argc, char **argv);
 int cli_cmd_merge (int argc, char **argv);
 int cli_cmd_set (int argc, char **argv);

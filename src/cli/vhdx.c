@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vhdx: a command line tool to inspect, check, map, read, convert, create,
- * resize, re-link, merge and set the metadata of Hyper-V VHDX virtual disk images.  This file holds
- * the command table and what the commands share; each group of commands has its file.
+ * resize, compact, re-link, merge and set the metadata of Hyper-V VHDX virtual disk images.
+ * This file holds the command table and what the commands share; each group of commands has
+ * its file.
  */
 #include "config.h"
 
@@ -22,6 +23,7 @@ static const ToolCommand commands[] = {
         { "convert", N_ ("Convert an image to a sparse raw image or to VHDX"), cli_cmd_convert },
         { "create", N_ ("Create a new VHDX image"), cli_cmd_create },
         { "resize", N_ ("Change the size of an image's virtual disk"), cli_cmd_resize },
+        { "compact", N_ ("Give back the file space an image does not need"), cli_cmd_compact },
         { "set-parent", N_ ("Point a differencing image at its moved parent"), cli_cmd_set_parent },
         { "merge", N_ ("Fold a differencing image into its parent or an ancestor"), cli_cmd_merge },
         { "set", N_ ("Change an image's physical sector size or Virtual Disk ID"), cli_cmd_set },
@@ -85,8 +87,9 @@ static void
 print_help (void)
 {
         g_print ("%s\n  vhdx %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION…] ARGUMENTS"));
-        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize, re-link, "
-                              "merge and set the metadata of Hyper-V VHDX virtual disk images."));
+        g_print ("%s\n\n", _ ("Inspect, check, repair, read, convert, create, resize, compact, "
+                              "re-link, merge and set the metadata of Hyper-V VHDX virtual "
+                              "disk images."));
         tool_print_commands (commands, G_N_ELEMENTS (commands));
         g_print ("\n%s\n", _ ("Options:"));
         g_print ("  %-18s%s\n", "-h, --help", _ ("Show this help"));

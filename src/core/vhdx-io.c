@@ -179,6 +179,41 @@ fd_lock (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error)
                                    error);
 }
 
+/* Regular files only: a block device keeps its size. */
+static gboolean
+fd_truncate (VhdxIo *io, guint64 size, GError **error)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+        struct stat st;
+
+        if (fstat (self->fd, &st) < 0) {
+                set_errno_error (error, errno, _ ("Could not get the size of the image"));
+                return FALSE;
+        }
+        if (!S_ISREG (st.st_mode)) {
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                     _ ("Only a regular file can be made shorter"));
+                return FALSE;
+        }
+        if (size > G_MAXINT64 || ftruncate (self->fd, (off_t) size) < 0) {
+                set_errno_error (error, size > G_MAXINT64 ? EFBIG : errno,
+                                 _ ("Could not change the size of the image"));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* The data written so far, on its way to the disk while the writer goes on. */
+static void
+fd_start_writeback (VhdxIo *io, guint64 offset, guint64 length)
+{
+        VhdxIoFd *self = (VhdxIoFd *) io;
+
+        if (offset <= G_MAXINT64 && length <= G_MAXINT64 - offset)
+                (void) sync_file_range (self->fd, (off_t) offset, (off_t) length,
+                                        SYNC_FILE_RANGE_WRITE);
+}
+
 static const VhdxIoVTable fd_vtable = {
         .pread = fd_pread,
         .get_size = fd_get_size,
@@ -189,6 +224,8 @@ static const VhdxIoVTable fd_vtable = {
         .next_data = fd_next_data,
         .zero_range = fd_zero_range,
         .lock = fd_lock,
+        .truncate = fd_truncate,
+        .start_writeback = fd_start_writeback,
 };
 
 void
@@ -544,6 +581,33 @@ vhdx_io_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, 
         if (io->vtable->zero_range != NULL && vhdx_io_is_writable (io))
                 return io->vtable->zero_range (io, offset, length, punch, error);
         return vhdx_io_write_zeros (io, offset, length, error);
+}
+
+gboolean
+vhdx_io_truncate (VhdxIo *io, guint64 size, GError **error)
+{
+        if (io->vtable->truncate == NULL || !vhdx_io_is_writable (io)) {
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                     _ ("The image's file cannot be made shorter"));
+                return FALSE;
+        }
+        return io->vtable->truncate (io, size, error);
+}
+
+void
+vhdx_io_start_writeback (VhdxIo *io, guint64 offset, guint64 length)
+{
+        if (io->vtable->start_writeback != NULL)
+                io->vtable->start_writeback (io, offset, length);
+}
+
+gboolean
+vhdx_io_can_truncate (VhdxIo *io)
+{
+        guint64 size;
+
+        return io->vtable->truncate != NULL && vhdx_io_is_writable (io) &&
+               vhdx_io_get_size (io, &size, NULL) && io->vtable->truncate (io, size, NULL);
 }
 
 gboolean

@@ -56,6 +56,13 @@ typedef struct {
         /* Optional: lock the file against other processes
          * (vhdx_lock_image_fd()) as @mode says. */
         gboolean (*lock) (VhdxIo *io, VhdxLockMode mode, gboolean *written, GError **error);
+        /* Optional, writable backends: make the file @size bytes long;
+         * G_IO_ERROR_NOT_SUPPORTED where its size is fixed (a block device). */
+        gboolean (*truncate) (VhdxIo *io, guint64 size, GError **error);
+        /* Optional, writable backends: start writing [@offset, @offset +
+         * @length) back to the disk without waiting for it (a hint: the
+         * next flush waits for less). */
+        void (*start_writeback) (VhdxIo *io, guint64 offset, guint64 length);
 } VhdxIoVTable;
 
 struct _VhdxIo {
@@ -149,6 +156,17 @@ vhdx_io_zero_range (VhdxIo *io, guint64 offset, guint64 length, gboolean punch, 
 
 /* Make the file at least @size bytes long (the new bytes read as zeros). */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_extend (VhdxIo *io, guint64 size, GError **error);
+
+/* Make the file @size bytes long (shorter: what lay past @size is gone);
+ * G_IO_ERROR_NOT_SUPPORTED when the backend cannot. */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_truncate (VhdxIo *io, guint64 size, GError **error);
+
+/* TRUE when vhdx_io_truncate() can change the size of the file: it is
+ * tried with the size the file has. */
+gboolean vhdx_io_can_truncate (VhdxIo *io);
+
+/* The backend's start_writeback(), or nothing. */
+void vhdx_io_start_writeback (VhdxIo *io, guint64 offset, guint64 length);
 
 /* FALSE when the backend cannot tell. */
 gboolean vhdx_io_identify (VhdxIo *io, guint64 *device, guint64 *inode);

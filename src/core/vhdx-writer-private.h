@@ -78,6 +78,24 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_reserve (VhdxFile *file,
                                                         guint64 end,
                                                         GError **error);
 
+/* Forget the space freed by the changes of this open: an operation that
+ * finds the free space of the whole file itself (compaction) fills it.
+ * New blocks go past the end of the file until more is freed. */
+void vhdx_writer_forget_free_space (VhdxFile *file);
+
+/*
+ * Once a commit left nothing at or past @end (a 1 MiB multiple past every
+ * structure and block): a log entry promising a file of @end bytes
+ * (FlushedFileOffset and LastFileOffset, MS-VHDX 2.3.1.1), then the file
+ * cut there, durably; @truncated says so.  When the file cannot be made
+ * shorter (a block device), the space past @end becomes free space
+ * instead, which may hold stale bytes.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_writer_shrink_file (VhdxFile *file,
+                                                            guint64 end,
+                                                            gboolean *truncated,
+                                                            GError **error);
+
 /* A change failed half made: every later write, flush and close fails
  * until the image is opened again, which replays its log. */
 void vhdx_writer_fail (VhdxFile *file);

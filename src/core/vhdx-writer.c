@@ -1061,3 +1061,66 @@ vhdx_writer_fail (VhdxFile *file)
 {
         g_atomic_int_set (&file->writer->failed, TRUE);
 }
+
+void
+vhdx_writer_forget_free_space (VhdxFile *file)
+{
+        VhdxWriter *w = file->writer;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&w->lock);
+        guint64 end = vhdx_alloc_get_end (w->alloc);
+
+        vhdx_alloc_free (w->alloc);
+        w->alloc = vhdx_alloc_new (end);
+}
+
+gboolean
+vhdx_writer_shrink_file (VhdxFile *file, guint64 end, gboolean *truncated, GError **error)
+{
+        VhdxWriter *w = file->writer;
+        g_autoptr (GMutexLocker) flush_locker = NULL;
+        guint8 sector[VHDX_LOG_SECTOR_SIZE];
+        guint64 old_end;
+
+        g_return_val_if_fail (end % VHDX_MiB == 0, FALSE);
+
+        *truncated = FALSE;
+        if (!check_writable (file, error))
+                return FALSE;
+        flush_locker = g_mutex_locker_new (&w->flush_lock);
+        g_mutex_lock (&w->lock);
+        old_end = vhdx_alloc_get_end (w->alloc);
+        if (end >= old_end) {
+                g_mutex_unlock (&w->lock);
+                return TRUE;
+        }
+        if (!vhdx_io_can_truncate (file->io)) {
+                vhdx_alloc_release (w->alloc, end, old_end - end, w->batch);
+                g_mutex_unlock (&w->lock);
+                return TRUE;
+        }
+        /* An update that changes nothing (the BAT's first sector as it is)
+         * carries the new size to the log: a replay must not find the file
+         * shorter than the size the last entry says is durable. */
+        if (!vhdx_bat_sector_image (file->bat, 0, sector, error)) {
+                g_mutex_unlock (&w->lock);
+                return FALSE;
+        }
+        vhdx_journal_set_page (w->journal, vhdx_bat_sector_offset (file->bat, 0), sector,
+                               bat_sector_order (w, 0));
+        vhdx_alloc_free (w->alloc);
+        w->alloc = vhdx_alloc_new (end);
+        w->file_size = end;
+        g_mutex_unlock (&w->lock);
+        if (!flush_locked (w, error))
+                return FALSE;
+        /* Fresh space past @end must read as zeros: a file left longer
+         * breaks that, so the image is given up on. */
+        if (!vhdx_io_truncate (file->io, end, error) || !vhdx_io_flush (file->io, error)) {
+                g_atomic_int_set (&w->failed, TRUE);
+                return FALSE;
+        }
+        vhdx_bat_set_file_size (file->bat, end);
+        file->info.file_size = end;
+        *truncated = TRUE;
+        return TRUE;
+}

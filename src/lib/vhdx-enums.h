@@ -141,6 +141,24 @@ typedef enum /*< flags >*/ {
 } VhdxSetParentFlags;
 
 /**
+ * VhdxCompactFlags:
+ * @VHDX_COMPACT_FLAGS_NONE: read every stored block, and drop those that
+ *   read as zeros, as `Optimize-VHD -Mode Full` does
+ * @VHDX_COMPACT_FLAGS_QUICK: read no data: give back only the space of
+ *   blocks already unallocated, zeroed or discarded, as `Optimize-VHD
+ *   -Mode Quick` does
+ *
+ * How [method@Vhdx.Image.compact] finds the blocks whose file space it
+ * gives back.
+ *
+ * Since: 0.2
+ */
+typedef enum /*< flags >*/ {
+        VHDX_COMPACT_FLAGS_NONE = 0,
+        VHDX_COMPACT_FLAGS_QUICK = 1 << 0,
+} VhdxCompactFlags;
+
+/**
  * VhdxMergeFlags:
  * @VHDX_MERGE_FLAGS_NONE: refuse when other differencing images were made
  *   from an image the merge changes, and keep the folded images

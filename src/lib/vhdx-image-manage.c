@@ -6,6 +6,7 @@
 #include <glib/gi18n-lib.h>
 
 #include "vhdx-gfile-io-private.h"
+#include "vhdx-compact.h"
 #include "vhdx-image-private.h"
 #include "vhdx-merge.h"
 #include "vhdx-relink.h"
@@ -257,6 +258,188 @@ gboolean
 vhdx_image_resize_finish (VhdxImage *self, GAsyncResult *result, GError **error)
 {
         return vhdx_image_task_finish (self, result, vhdx_image_resize_async, error);
+}
+
+/* Compacting */
+
+/* A compaction: its flags and how it reports progress. */
+typedef struct {
+        VhdxCompactFlags flags;
+        VhdxProgressFunc progress_func;
+        gpointer progress_data;
+} Compact;
+
+/* Compacts the engine's image once no other request runs, and none
+ * starts before it ends. */
+static gpointer
+image_compact (VhdxImage *self, gpointer data, GCancellable *cancellable, GError **error)
+{
+        Compact *compact = data;
+        gboolean ok;
+
+        if (g_cancellable_set_error_if_cancelled (cancellable, error))
+                return NULL;
+        g_rw_lock_writer_lock (&self->request_lock);
+        /* The engine's refusals of a read-only or closed image, as writes
+         * get them: an empty write asks for them. */
+        ok = vhdx_file_write (self->handle, 0, NULL, 0, VHDX_WRITE_FLAGS_NONE, error) &&
+             vhdx_file_compact (self->handle, compact->flags & VHDX_COMPACT_FLAGS_QUICK,
+                                compact->progress_func, compact->progress_data, cancellable, NULL,
+                                error);
+        /* Blocks dropped: the allocated size is counted again. */
+        g_atomic_int_inc (&self->writes);
+        g_rw_lock_writer_unlock (&self->request_lock);
+        return GINT_TO_POINTER (ok);
+}
+
+static const VhdxImageCall compact_call = { .func = image_compact };
+
+/**
+ * vhdx_image_compact:
+ * @self: a dynamic or differencing image opened read-write
+ * @flags: whether to read the stored blocks
+ * @progress_callback: (scope call) (nullable) (closure progress_data): called
+ *   as blocks are read and moved, or %NULL
+ * @progress_data: data for @progress_callback
+ * @cancellable: (nullable): a cancellable
+ * @error: return location for an error
+ *
+ * Gives back the file space that the virtual disk does not need, as
+ * Hyper-V's `Optimize-VHD` does; what the disk reads does not change.
+ *
+ * Unless @flags has %VHDX_COMPACT_FLAGS_QUICK, every stored block is read,
+ * and a block that reads as zeros is dropped: a dynamic image's block
+ * becomes one that is not stored (and reads as zeros), a differencing
+ * image's becomes a zero block, which hides the parent's data as before.
+ * A block of a differencing image that stores only some of its sectors
+ * is dropped only when none of them is its own (it reads its parent), or
+ * stays as it is.  Either way, blocks that are unallocated, zeroed or
+ * unmapped but still name file space give it back, and so do sector
+ * bitmaps no block needs any more.  Then the stored blocks move down into
+ * the holes, and the file is cut after the last one; it never becomes
+ * shorter than its headers, log and regions need.
+ *
+ * Only the image's FileWriteGuid changes: moving blocks is no change of
+ * the disk's data (MS-VHDX 2.2.2), so differencing images made from @self
+ * stay its children.  A fixed image, which keeps every block allocated,
+ * is refused: convert it to a dynamic one instead.
+ *
+ * Data is copied only into space that no committed entry of the block
+ * allocation table names, and the entries naming its new place are
+ * committed through the image's log, many blocks at a time, once the
+ * copies are durable; the file is cut only after that.  A crash at any
+ * point leaves an image that reads as before, and so does a failure or a
+ * cancellation, which is noticed between two commits and leaves the image
+ * partly compacted.  No other request of the image runs meanwhile: those
+ * running end first, later ones wait.  [property@Vhdx.Image:file-size]
+ * then gives the new size of the file.
+ *
+ * @progress_callback runs in the calling thread while no other request of
+ * the image can: it must not read or write the image.  A program with a
+ * main loop should call [method@Vhdx.Image.compact_async] instead.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set:
+ *   %G_IO_ERROR_READ_ONLY for an image not opened read-write,
+ *   %G_IO_ERROR_CLOSED after [method@Vhdx.Image.close],
+ *   %VHDX_ERROR_NOT_SUPPORTED for a fixed image, %G_IO_ERROR_CANCELLED
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_compact (VhdxImage *self,
+                    VhdxCompactFlags flags,
+                    VhdxProgressCallback progress_callback,
+                    gpointer progress_data,
+                    GCancellable *cancellable,
+                    GError **error)
+{
+        Compact compact = { flags, progress_callback, progress_data };
+
+        g_return_val_if_fail (VHDX_IS_IMAGE (self), FALSE);
+        g_return_val_if_fail (self->handle != NULL, FALSE);
+        g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+        g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+        return image_compact (self, &compact, cancellable, error) != NULL;
+}
+
+/**
+ * vhdx_image_compact_async:
+ * @self: a dynamic or differencing image opened read-write
+ * @flags: whether to read the stored blocks
+ * @io_priority: the I/O priority of the request, such as %G_PRIORITY_DEFAULT
+ * @progress_callback: (scope notified) (nullable) (closure progress_data)
+ *   (destroy progress_data_free): called as blocks are read and moved, or
+ *   %NULL
+ * @progress_data: data for @progress_callback
+ * @progress_data_free: (nullable): frees @progress_data once
+ *   @progress_callback is no longer called
+ * @cancellable: (nullable): a cancellable
+ * @callback: (scope async) (closure user_data): called when the image is
+ *   compacted
+ * @user_data: data for @callback
+ *
+ * Compacts the image in a worker thread, as [method@Vhdx.Image.compact]
+ * does.  @progress_callback runs in the thread-default main context of
+ * the caller, as @callback does, and before it; @progress_data_free is
+ * called there too, before @callback.  Call
+ * [method@Vhdx.Image.compact_finish] from @callback.
+ *
+ * A cancellation noticed before the compaction starts changes nothing;
+ * once it has started, it stops after the commit under way, leaving the
+ * image partly compacted, and the result is %G_IO_ERROR_CANCELLED.
+ *
+ * Since: 0.2
+ */
+void
+vhdx_image_compact_async (VhdxImage *self,
+                          VhdxCompactFlags flags,
+                          int io_priority,
+                          VhdxProgressCallback progress_callback,
+                          gpointer progress_data,
+                          GDestroyNotify progress_data_free,
+                          GCancellable *cancellable,
+                          GAsyncReadyCallback callback,
+                          gpointer user_data)
+{
+        GTask *task;
+        VhdxImageProgress *progress;
+        Compact *compact;
+
+        g_return_if_fail (VHDX_IS_IMAGE (self));
+        g_return_if_fail (self->handle != NULL);
+        g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+        task = vhdx_image_task_new (self, vhdx_image_compact_async, io_priority, cancellable,
+                                    callback, user_data);
+        g_task_set_check_cancellable (task, FALSE);
+        progress = vhdx_image_progress_new (task, progress_callback, progress_data,
+                                            progress_data_free);
+        compact = g_new0 (Compact, 1);
+        compact->flags = flags;
+        if (progress_callback != NULL) {
+                compact->progress_func = vhdx_image_progress_report;
+                compact->progress_data = progress;
+        }
+        vhdx_image_task_run_then (task, &compact_call, compact, g_free, progress);
+}
+
+/**
+ * vhdx_image_compact_finish:
+ * @self: an image
+ * @result: the result passed to the callback
+ * @error: return location for an error
+ *
+ * Finishes [method@Vhdx.Image.compact_async].
+ *
+ * Returns: %TRUE if the image was compacted; %FALSE with @error set
+ *
+ * Since: 0.2
+ */
+gboolean
+vhdx_image_compact_finish (VhdxImage *self, GAsyncResult *result, GError **error)
+{
+        return vhdx_image_task_finish (self, result, vhdx_image_compact_async, error);
 }
 
 /* A new parent */

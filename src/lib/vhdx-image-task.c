@@ -183,9 +183,19 @@ vhdx_image_progress_report (guint64 done, guint64 total, gpointer data)
         queue = !progress->queued;
         progress->queued = TRUE;
         g_mutex_unlock (&progress->lock);
-        if (queue)
-                g_main_context_invoke_full (progress->context, progress->priority, progress_deliver,
-                                            g_atomic_rc_box_acquire (progress), progress_unref);
+        if (queue) {
+                /* Always through a source: g_main_context_invoke() would run
+                 * the report here, in the worker, whenever no thread owns the
+                 * caller's context at the moment (before its loop runs). */
+                GSource *source = g_idle_source_new ();
+
+                g_source_set_priority (source, progress->priority);
+                g_source_set_callback (source, progress_deliver, g_atomic_rc_box_acquire (progress),
+                                       progress_unref);
+                g_source_set_static_name (source, "[vhdx] progress report");
+                g_source_attach (source, progress->context);
+                g_source_unref (source);
+        }
 }
 
 /* In the caller's context, once the operation ended: the last report, then

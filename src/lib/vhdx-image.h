@@ -194,7 +194,9 @@ gboolean vhdx_image_close_finish (VhdxImage *self, GAsyncResult *result, GError 
  * Reports the progress of a long operation: @done of @total units.
  * [method@Vhdx.Image.resize] counts the blocks it moves out of the way of a
  * growing block allocation table; a resize that moves none may make no
- * report.  [func@Vhdx.Image.merge] counts the bytes of the virtual disk.
+ * report.  [method@Vhdx.Image.compact] counts the blocks it reads, then
+ * those it moves: @total grows once it knows how many it moves.
+ * [func@Vhdx.Image.merge] counts the bytes of the virtual disk.
  *
  * Since: 0.2
  */
@@ -220,6 +222,24 @@ void vhdx_image_resize_async (VhdxImage *self,
                               gpointer user_data);
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_resize_finish (VhdxImage *self, GAsyncResult *result, GError **error);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_compact (VhdxImage *self,
+                             VhdxCompactFlags flags,
+                             VhdxProgressCallback progress_callback,
+                             gpointer progress_data,
+                             GCancellable *cancellable,
+                             GError **error);
+void vhdx_image_compact_async (VhdxImage *self,
+                               VhdxCompactFlags flags,
+                               int io_priority,
+                               VhdxProgressCallback progress_callback,
+                               gpointer progress_data,
+                               GDestroyNotify progress_data_free,
+                               GCancellable *cancellable,
+                               GAsyncReadyCallback callback,
+                               gpointer user_data);
+G_GNUC_WARN_UNUSED_RESULT
+gboolean vhdx_image_compact_finish (VhdxImage *self, GAsyncResult *result, GError **error);
 G_GNUC_WARN_UNUSED_RESULT
 gboolean vhdx_image_set_parent (VhdxImage *self,
                                 GFile *parent,

@@ -17,6 +17,11 @@ disk; `vhdx info` reads.  merge (a 4 GiB child holding 1 GiB of changes,
 made by `vhdx convert --parent` over an empty 4 GiB dynamic image made by
 `qemu-img create`, merged into it: its reference is copying a 1 GiB file
 with `cp` and `sync`, both reading from the page cache and ending durable).
+compact: a 4 GiB dynamic image of 1 MiB blocks made by `qemu-img create` +
+`qemu-io`, data written into half the blocks and zeros (stored as data)
+into the others (every other block, or the second half), compacted on a
+fresh copy, against reading the whole image once from the page cache
+(`vhdx cat` to /dev/null, and `qemu-img convert` to its null driver).
 """
 
 import argparse
@@ -115,6 +120,51 @@ class Bench:
         self.row('shrink 64 TiB to 1 GiB, refused', 'vhdx create', statistics.median(times),
                  statistics.median(infos))
 
+    def halves_image(self, name, interleaved):
+        """4 GiB of 1 MiB blocks made by qemu-img + qemu-io: data in half the
+        blocks, zeros (stored as data) in the others; alternating, or the
+        data first."""
+        image = self.path(name)
+        block = 1 << 20
+        blocks = 4 * GiB // block
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o',
+                        f'subformat=dynamic,block_size={block}', image, str(4 * GiB)],
+                       check=True)
+        commands = []
+        for b in range(blocks):
+            data = b % 2 == 0 if interleaved else b < blocks // 2
+            pattern = 0x11 + b % 200 if data else 0
+            commands += ['-c', f'write -P {pattern} {b * block} {block}']
+        # QEMU flushes three times per block it allocates: not while making it.
+        subprocess.run(['qemu-io', '-t', 'unsafe', '-f', 'vhdx'] + commands + [image],
+                       check=True, stdout=subprocess.DEVNULL)
+        return image
+
+    def case_compact(self):
+        if shutil.which('qemu-img') is None or shutil.which('qemu-io') is None:
+            self.say('compact: qemu-img or qemu-io is not installed, skipped')
+            return
+        layouts = (('every other block zeros: half the data moves', True),
+                   ('the second half zeros: nothing moves', False))
+        for layout, interleaved in layouts:
+            image = self.halves_image('halves.vhdx', interleaved)
+            times, cats, qemus, sizes = [], [], [], None
+            for _ in range(self.runs):
+                work = self.copy(image)
+                cats.append(timed(['sh', '-c', f'exec "{self.vhdx}" cat "{work}" > /dev/null']))
+                qemus.append(timed(['qemu-img', 'convert', '-f', 'vhdx', '-n',
+                                    '--target-image-opts', work,
+                                    f'driver=null-co,size={4 * GiB}']))
+                before = os.stat(work).st_size
+                times.append(timed([self.vhdx, 'compact', work]))
+                sizes = (before, os.stat(work).st_size)
+            case = 'compact 4 GiB, %s (%.1f -> %.1f GiB)' % (layout, sizes[0] / GiB,
+                                                              sizes[1] / GiB)
+            for against, what in ((cats, 'vhdx cat'), (qemus, 'qemu-img convert')):
+                self.row(case, 'qemu-img + qemu-io', statistics.median(times),
+                         statistics.median(against), what)
+            os.unlink(image)
+
     def case_merge(self):
         if shutil.which('qemu-img') is None:
             self.say('merge: qemu-img is not installed, skipped')
@@ -161,7 +211,7 @@ class Bench:
                   f'{reference * 1000:.1f} ms | {command / reference:.2f}x |')
 
 
-CASES = ['resize-grow', 'resize-refused', 'merge']
+CASES = ['resize-grow', 'resize-refused', 'merge', 'compact']
 
 
 def main():

@@ -9,9 +9,11 @@
 
 #define TEAR_UNIT 512
 
-/* One recorded call: a write (data, or zeros when NULL) or a flush. */
+/* One recorded call: a write (data, or zeros when NULL), a flush, or a
+ * change of the file's size to @offset. */
 typedef struct {
         gboolean flush;
+        gboolean truncate;
         guint64 offset;
         gsize length;
         guint8 *data;
@@ -49,6 +51,23 @@ apply_write (GByteArray *file, guint64 offset, const guint8 *data, gsize length)
                 memset (file->data + offset, 0, length);
 }
 
+/* The file after @call, a write or a change of size. */
+static void
+apply_call (GByteArray *file, const Call *call)
+{
+        if (!call->truncate) {
+                apply_write (file, call->offset, call->data, call->length);
+                return;
+        }
+        if (call->offset > file->len) {
+                guint old = file->len;
+                g_byte_array_set_size (file, (guint) call->offset);
+                memset (file->data + old, 0, file->len - old);
+        } else {
+                g_byte_array_set_size (file, (guint) call->offset);
+        }
+}
+
 static gboolean
 crash_pread (VhdxIo *io, void *buf, gsize count, guint64 offset, gsize *n_read, GError **error)
 {
@@ -75,7 +94,7 @@ crash_get_size (VhdxIo *io, guint64 *size, GError **error)
 static void
 record (CrashIo *self, gboolean flush, guint64 offset, const void *data, gsize length)
 {
-        Call call = { flush, offset, length, NULL };
+        Call call = { flush, FALSE, offset, length, NULL };
 
         /* Files that record nothing (the crash images themselves) keep no copy. */
         if (self->trace == NULL)
@@ -117,6 +136,19 @@ crash_flush (VhdxIo *io, GError **error)
         return TRUE;
 }
 
+static gboolean
+crash_truncate (VhdxIo *io, guint64 size, GError **error)
+{
+        CrashIo *self = (CrashIo *) io;
+        g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->lock);
+        Call call = { FALSE, TRUE, size, 0, NULL };
+
+        apply_call (self->contents, &call);
+        if (self->trace != NULL)
+                g_array_append_val (self->trace->calls, call);
+        return TRUE;
+}
+
 static void
 crash_free (VhdxIo *io)
 {
@@ -135,6 +167,7 @@ static const VhdxIoVTable crash_vtable = {
         .flush = crash_flush,
         .free = crash_free,
         .zero_range = crash_zero_range,
+        .truncate = crash_truncate,
 };
 
 VhdxIo *
@@ -297,19 +330,22 @@ crash_walker_advance (CrashWalker *walker)
         call = call_at (walker, walker->point);
         walker->point++;
         if (call->flush) {
-                for (guint i = walker->first_volatile; i < walker->point - 1; i++) {
-                        const Call *w = call_at (walker, i);
-                        apply_write (walker->durable, w->offset, w->data, w->length);
-                }
+                for (guint i = walker->first_volatile; i < walker->point - 1; i++)
+                        apply_call (walker->durable, call_at (walker, i));
                 walker->first_volatile = walker->point;
         }
         return TRUE;
 }
 
-/* Apply the 512-byte pieces of @call that @rand picks. */
+/* Apply the 512-byte pieces of @call that @rand picks (a change of size, or not). */
 static void
 apply_torn (GByteArray *file, const Call *call, GRand *rand)
 {
+        if (call->truncate) {
+                if (g_rand_boolean (rand))
+                        apply_call (file, call);
+                return;
+        }
         for (gsize at = 0; at < call->length; at += TEAR_UNIT) {
                 gsize n = MIN ((gsize) TEAR_UNIT, call->length - at);
                 if (g_rand_boolean (rand))
@@ -330,8 +366,7 @@ crash_walker_build (CrashWalker *walker, CrashKind kind, GRand *rand, GByteArray
                 break;
         case CRASH_ALL:
                 for (guint i = first; i < end; i++)
-                        apply_write (file, call_at (walker, i)->offset, call_at (walker, i)->data,
-                                     call_at (walker, i)->length);
+                        apply_call (file, call_at (walker, i));
                 break;
         case CRASH_SUBSET: {
                 g_autoptr (GArray) order = g_array_new (FALSE, FALSE, sizeof (guint));
@@ -347,8 +382,7 @@ crash_walker_build (CrashWalker *walker, CrashKind kind, GRand *rand, GByteArray
                         g_array_index (order, guint, j) = t;
                 }
                 for (guint i = 0; i < order->len; i++) {
-                        const Call *c = call_at (walker, g_array_index (order, guint, i));
-                        apply_write (file, c->offset, c->data, c->length);
+                        apply_call (file, call_at (walker, g_array_index (order, guint, i)));
                 }
                 break;
         }
@@ -356,8 +390,7 @@ crash_walker_build (CrashWalker *walker, CrashKind kind, GRand *rand, GByteArray
                 guint n = end - first;
                 guint prefix = n > 0 ? (guint) g_rand_int_range (rand, 0, (gint32) n) : 0;
                 for (guint i = first; i < first + prefix; i++)
-                        apply_write (file, call_at (walker, i)->offset, call_at (walker, i)->data,
-                                     call_at (walker, i)->length);
+                        apply_call (file, call_at (walker, i));
                 if (n > 0)
                         apply_torn (file, call_at (walker, first + prefix), rand);
                 break;

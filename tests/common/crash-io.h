@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The crash harness's file: a writable in-memory VhdxIo that records every
- * write and flush, and the files a power cut at any of those calls could
+ * write, change of size and flush, and the files a power cut at any of those calls could
  * leave behind, built from the record: what the last flush made durable,
  * with none, all, a random subset in a random order, or a prefix (its last
  * write torn at a 512-byte boundary) of the writes since.
@@ -24,7 +24,7 @@ G_GNUC_WARN_UNUSED_RESULT VhdxIo *crash_io_new_in (GByteArray *storage,
                                                    const guint8 *contents,
                                                    gsize length);
 
-/* The writes and flushes recorded so far (the crash points: a crash just
+/* The writes, changes of size and flushes recorded so far (the crash points: a crash just
  * before call N, for N from 0 to the count). */
 guint crash_io_get_calls (VhdxIo *io);
 

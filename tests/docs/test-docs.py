@@ -1022,6 +1022,46 @@ class Examples:
         self.resize_shown(place, block, place.path('disk.raw'))
         return 'qemu-img: a clean 8 GiB image, its first GiB as before, zeros after'
 
+    def compact_shown(self, block):
+        """Run @block in a place whose disk.vhdx QEMU made with data in the
+        even 1 MiB blocks and zeros (stored as data) in the odd ones, two
+        of the data blocks then unmapped keeping their space, as Hyper-V
+        leaves discarded blocks: the disk reads as before, QEMU finds the
+        image clean, and the file is shorter by the blocks dropped."""
+        place = self.place()
+        image = place.path('disk.vhdx')
+        qemu_image(image, 32 * MiB, [(0x81 + b if b % 2 == 0 else 0, b * MiB, MiB)
+                                     for b in range(32)], block_size=MiB)
+        spec = vhdxspec.Vhdx(image)
+        with open(image, 'r+b') as f:
+            for b in (2, 6):
+                index = b + b // spec.chunk_ratio
+                f.seek(spec.bat_offset + 8 * index)
+                f.write(struct.pack('<Q', (spec.bat_entry(index) & ~7) | 3))
+        qemu_raw(image, place.path('disk.raw'))
+        before = os.stat(image).st_size
+        out, _ = place.run_ok(block.text)
+        report, _ = json.JSONDecoder().raw_decode(out[out.index('{'):])
+        expect_equal(report['new-file-size'], os.stat(image).st_size, 'new-file-size')
+        check_ok(run(['qemu-img', 'check', '-f', 'vhdx', image]), 'qemu-img check')
+        check_ok(run(['qemu-img', 'compare', '-q', '-f', 'vhdx', '-F', 'raw', image,
+                      place.path('disk.raw')]), 'qemu-img compare')
+        expect(os.stat(image).st_size <= before - 18 * MiB, 'the file is %d bytes, %d before'
+               % (os.stat(image).st_size, before))
+        expect_equal(sorted(vhdxspec.Vhdx(image).stored_blocks()),
+                     [b for b in range(0, 32, 2) if b not in (2, 6)], 'the blocks stored')
+        return report
+
+    def compact_man(self, block):
+        report = self.compact_shown(block)
+        expect_equal(report['blocks-dropped'], 18, 'blocks-dropped: zeros and unmapped')
+        return 'qemu-img: clean, the same disk; 18 blocks dropped, the file shorter'
+
+    def compact_readme(self, block):
+        report = self.compact_shown(block)
+        expect_equal(report['blocks-dropped'], 0, 'the quick compaction after the full one')
+        return 'qemu-img: clean, the same disk; the zero and unmapped blocks dropped'
+
     def expect_locator_names(self, child, parent):
         """The locator of @child, read from the file as the specification
         lays it out: relative_path, with backslashes, leads from @child's
@@ -1224,7 +1264,7 @@ HANDLERS = {
     ('README.md', './run bench-write               # all four cases; or name some: ./run '
      'bench-write fill overwrite'): Examples.benchmarks,
     ('README.md', './run bench-manage              # all cases; or name some: ./run '
-     'bench-manage merge'): Examples.benchmarks,
+     'bench-manage merge compact'): Examples.benchmarks,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit vhdx disk.vhdx'): Examples.default_port,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit -U - vhdx vm.avhdx parent=/srv/base.vhdx \\'):
         Examples.moved_parent_copy,
@@ -1248,6 +1288,9 @@ HANDLERS = {
     ('README.md', 'vhdx create disk.vhdx 1G'): Examples.resize_new,
     ('README.md', 'vhdx create base.vhdx 1G'): Examples.set_parent_readme,
     ('docs/vhdx.1', 'vhdx set-parent vm.avhdx /srv/base.vhdx'): Examples.set_parent_man,
+    ('docs/vhdx.1', 'vhdx compact --json disk.vhdx'): Examples.compact_man,
+    ('README.md', 'vhdx compact --progress disk.vhdx      # reads every block, drops those of '
+     'zeros'): Examples.compact_readme,
     ('README.md', 'vhdx create --physical-sector-size=512 base.vhdx 1G'):
         Examples.set_metadata_readme,
     ('docs/vhdx.1', 'vhdx set --physical-sector-size=4096 --reset-disk-id base.vhdx'):

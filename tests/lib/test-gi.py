@@ -836,6 +836,103 @@ class Tests:
         image = None
         self.check_with_qemu(path, bytes(model[:40 * MiB]))
 
+    # compacting: QEMU writes data and zeros (stored as data) into
+    # alternate blocks; after the compaction QEMU reads the same disk,
+    # and the file is shorter
+
+    def zeros_and_data(self, name):
+        """A dynamic image of 24 blocks of 1 MiB, QEMU's data in the even
+        ones and zeros in the odd ones, and its disk."""
+        if QEMU_IMG is None or QEMU_IO is None:
+            raise Skip('qemu-img or qemu-io not installed')
+        writes = [(0x60 + b if b % 2 == 0 else 0, b * MiB, MiB) for b in range(24)]
+        img = Image(self.workdir, name, 'dynamic', 24 * MiB, MiB, writes)
+        expect_equal(len(img.spec.stored_blocks()), 24, 'QEMU stores the zeros')
+        return img
+
+    def test_compact(self):
+        img = self.zeros_and_data('compact')
+        read_only = img.open()
+        expect_error(lambda: read_only.compact(Vhdx.CompactFlags.NONE, None, None, None),
+                     'g-io-error-quark', Gio.IOErrorEnum.READ_ONLY,
+                     'compact of a read-only image')
+        read_only = None
+        fixed = Vhdx.Image.new(Gio.File.new_for_path(self.writable_copy('fixed')[1]),
+                               Vhdx.OpenFlags.READ_WRITE, None)
+        expect_error(lambda: fixed.compact(Vhdx.CompactFlags.NONE, None, None, None),
+                     'vhdx-error-quark', Vhdx.Error.NOT_SUPPORTED, 'compact of a fixed image')
+        fixed.close(None)
+        fixed = None
+
+        data_write_guid = vhdxspec.Vhdx(img.path).header['data-write-guid']
+        image = Vhdx.Image.new(img.gfile(), Vhdx.OpenFlags.READ_WRITE, None)
+        before = image.props.file_size
+        # Quick: the zeros are not read, and stay.
+        image.compact(Vhdx.CompactFlags.QUICK, None, None, None)
+        expect_equal(len(vhdxspec.Vhdx(img.path).stored_blocks()), 24, 'quick keeps the zeros')
+        reports = []
+        image.compact(Vhdx.CompactFlags.NONE,
+                      lambda done, total, data: reports.append((done, total, data)), 'data',
+                      None)
+        expect_equal(vhdxspec.Vhdx(img.path).header['data-write-guid'], data_write_guid,
+                     'DataWriteGuid: compacting changes no data')
+        expect(image.props.file_size <= before - 12 * MiB,
+               'file-size %d after, %d before' % (image.props.file_size, before))
+        expect(reports and all(data == 'data' and done <= total
+                               for done, total, data in reports),
+               'progress reports: %r' % reports[:10])
+        expect([r[0] for r in reports] == sorted(r[0] for r in reports),
+               'progress only goes forward: %r' % reports[:10])
+        expect(image.read_bytes(0, img.size, None).get_data() == img.raw,
+               'the disk reads as before')
+        # Still writable where blocks moved and dropped.
+        model = bytearray(img.raw)
+        model[MiB:MiB + 4096] = b'\x7e' * 4096
+        image.write_bytes(MiB, GLib.Bytes.new(b'\x7e' * 4096), Vhdx.WriteFlags.NONE, None)
+        image.close(None)
+        image = None
+        expect_equal(sorted(vhdxspec.Vhdx(img.path).stored_blocks()),
+                     sorted(list(range(0, 24, 2)) + [1]), 'the blocks stored')
+        self.check_with_qemu(img.path, bytes(model))
+
+    def test_compact_async(self):
+        img = self.zeros_and_data('compact-async')
+        image = open_async(img.gfile(), Vhdx.OpenFlags.READ_WRITE)
+        main_thread = threading.get_ident()
+        events = []
+
+        def progress(done, total, data):
+            events.append(('progress', done <= total and data == 'data', threading.get_ident()))
+
+        def compact(cancellable=None):
+            return run_loop(lambda done: image.compact_async(
+                # PyGObject hands a notified callback's data, when it is
+                # not the last argument, as extra arguments: a tuple.
+                Vhdx.CompactFlags.NONE, GLib.PRIORITY_DEFAULT, progress, ('data',), cancellable,
+                finisher(lambda source, result: (events.append(('done', None, None)),
+                                                 source.compact_finish(result))[1], done)))
+
+        cancellable = Gio.Cancellable()
+        cancellable.cancel()
+        with open(img.path, 'rb') as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        expect_error(lambda: compact(cancellable), 'g-io-error-quark',
+                     Gio.IOErrorEnum.CANCELLED, 'a compaction cancelled before it starts')
+        with open(img.path, 'rb') as f:
+            expect_equal(hashlib.sha256(f.read()).hexdigest(), digest,
+                         'a compaction cancelled before it starts changes nothing')
+        del events[:]
+        size = os.stat(img.path).st_size
+        compact()
+        expect_equal(events[-1], ('done', None, None), 'the callback comes last')
+        expect(len(events) > 1 and all(e[1] and e[2] == main_thread
+                                       for e in events if e[0] == 'progress'),
+               'progress in the main context: %r' % events)
+        expect(os.stat(img.path).st_size <= size - 12 * MiB, 'the file is shorter')
+        image.close(None)
+        image = None
+        self.check_with_qemu(img.path, img.raw)
+
     # a new parent: the locator read from the file (vhdxspec) names the
     # moved parent, and the child reopened reads its disk through it
 
