@@ -235,7 +235,9 @@ class Tests:
     def test_into_differencing_parent(self):
         base, mid, top, mid_raw, top_raw = self.make_grandchild('diff')
         base_file = sha256(base)
-        ok([TOOL, 'merge', top])
+        report = json.loads(ok([TOOL, 'merge', '--json', top]).stdout)
+        expect_equal(os.path.realpath(report['target']), os.path.realpath(mid), 'the target')
+        expect_equal(report['merged'], [top], 'merged')
         expect_equal(sha256(base), base_file, 'the grandparent is not touched')
         expect_equal(tool_digest(mid), sha256(top_raw), 'the differencing parent reads as top')
         if VHDI_CAT:

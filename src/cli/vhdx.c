@@ -20,7 +20,7 @@ static const ToolCommand commands[] = {
         { "check", N_ ("Check an image for corruption"), cli_cmd_check },
         { "map", N_ ("Show which parts of the virtual disk hold data"), cli_cmd_map },
         { "cat", N_ ("Write virtual disk bytes to standard output"), cli_cmd_cat },
-        { "convert", N_ ("Convert an image to a sparse raw image or to VHDX"), cli_cmd_convert },
+        { "convert", N_ ("Convert an image to a sparse raw image, VHDX or qcow2"), cli_cmd_convert },
         { "create", N_ ("Create a new VHDX image"), cli_cmd_create },
         { "resize", N_ ("Change the size of an image's virtual disk"), cli_cmd_resize },
         { "compact", N_ ("Give back the file space an image does not need"), cli_cmd_compact },

@@ -167,10 +167,15 @@ tool_find_command (const ToolCommand *commands, gsize n_commands, const char *na
 void
 tool_print_commands (const ToolCommand *commands, gsize n_commands)
 {
+        /* The summaries in one column, past the longest name. */
+        int width = (int) strlen ("help") + 2;
+
+        for (gsize i = 0; i < n_commands; i++)
+                width = MAX (width, (int) strlen (commands[i].name) + 2);
         g_print ("%s\n", _ ("Commands:"));
         for (gsize i = 0; i < n_commands; i++)
-                g_print ("  %-10s%s\n", commands[i].name, _ (commands[i].summary));
-        g_print ("  %-10s%s\n", "help", _ ("Show help for a command"));
+                g_print ("  %-*s%s\n", width, commands[i].name, _ (commands[i].summary));
+        g_print ("  %-*s%s\n", width, "help", _ ("Show help for a command"));
 }
 
 gboolean

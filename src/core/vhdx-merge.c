@@ -485,8 +485,9 @@ vhdx_merge_images (const char *child_path,
         chain = open_chain (child_path, depth, error);
         if (chain == NULL)
                 return FALSE;
+        /* The images folded, the child first, and the target below them. */
         g_ptr_array_add (folded, g_strdup (child_path));
-        for (VhdxFile *file = chain; file != NULL && folded->len <= depth;
+        for (VhdxFile *file = chain; file != NULL && target_path == NULL;
              file = vhdx_file_get_parent (file)) {
                 const char *parent_path = vhdx_file_get_parent_path (file);
 
