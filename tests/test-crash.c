@@ -2015,8 +2015,8 @@ static const Case cases[] = {
         { "merge-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0, FALSE, TRUE },
         { "merge-into-differencing", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 0, 0, 0, 0, 0,
           FALSE, TRUE },
-        { "merge-split-commits", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0, FALSE,
-          TRUE },
+        { "merge-split-commits", IMAGE_DIFFERENCING, 4 * MiB, 1 * MiB, NULL, 8192, 0, 0, 0, 0,
+          FALSE, TRUE },
         /* Compacting: blocks dropped, then moved down in one commit or in
          * one commit each, then the file cut; a child's zero blocks marked
          * ZERO and its bitmaps moved; commits of one page per log entry;
