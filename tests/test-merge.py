@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'common'))
@@ -184,6 +185,25 @@ class Tests:
         expect_equal((after.physical_sector_size, after.virtual_disk_id),
                      (512, before.virtual_disk_id), 'the parent\'s disk metadata')
         self.expect_merged(base, raw, 'with the child\'s metadata')
+
+    def test_other_disk_items(self):
+        """Items marked IsVirtualDisk that the specification does not define:
+        the parent's are destroyed and the child's copied (MS-VHDX 2.6.1.2);
+        the parent's file items stay."""
+        base, child, raw = self.make_chain('items')
+        mine = uuid.UUID('6c1e1f0a-83d5-4c5e-9b1d-2f7a3e4c5d6b')
+        theirs = uuid.UUID('0f6b7c3e-1d2a-4b5c-8e9f-a0b1c2d3e4f5')
+        kept = uuid.UUID('5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d')
+        vhdxspec.add_metadata_item(base, mine, b'parent disk item', 3)
+        vhdxspec.add_metadata_item(base, kept, b'parent file item', 1)
+        vhdxspec.add_metadata_item(child, theirs, b'child disk item\0' * 9, 3)
+        ok([TOOL, 'merge', child])
+        spec = vhdxspec.Vhdx(base)
+        expect(mine not in spec.items, 'the parent\'s disk item is destroyed')
+        expect_equal(spec.items.get(theirs), b'child disk item\0' * 9, 'the child\'s is copied')
+        expect_equal(spec.item_flags.get(theirs), 3, 'with its flags')
+        expect_equal(spec.items.get(kept), b'parent file item', 'the file item stays')
+        self.expect_merged(base, raw, 'with other disk items')
 
     def test_delete_merged(self):
         base, child, raw = self.make_chain('delete')

@@ -8,6 +8,7 @@
 #include "vhdx-children.h"
 #include "vhdx-file-private.h"
 #include "vhdx-map.h"
+#include "vhdx-metadata.h"
 #include "vhdx-private.h"
 #include "vhdx-relink.h"
 #include "vhdx-set-metadata.h"
@@ -285,6 +286,112 @@ copy_sectors (Copy *c, GError **error)
         return TRUE;
 }
 
+/* The order of the changes of the metadata region, for a commit that takes
+ * several log sequences: the items in free space first, then the table
+ * that names them. */
+enum {
+        ORDER_ITEM = VHDX_WRITER_ORDER_STRUCTURE,
+        ORDER_TABLE,
+};
+
+/* Read @count bytes of @file at @offset as it is now (through the
+ * writer's view when it is being written). */
+static gboolean
+read_file (VhdxFile *file,
+           guint64 offset,
+           void *buf,
+           gsize count,
+           const char *structure,
+           GError **error)
+{
+        if (vhdx_file_is_writable (file))
+                return vhdx_writer_read (file, offset, buf, count, structure, error);
+        return vhdx_io_read_exact (file->io, buf, count, offset, structure, error);
+}
+
+/* An entry of an item marked IsVirtualDisk that the specification does
+ * not define (those it defines are taken one by one). */
+static gboolean
+is_other_virtual_disk_item (const guint8 *entry)
+{
+        VhdxGuid id = vhdx_get_guid (entry + VHDX_METADATA_ENTRY_OFF_ITEM_ID);
+
+        return (vhdx_get_le32 (entry + VHDX_METADATA_ENTRY_OFF_FLAGS) &
+                VHDX_METADATA_FLAG_IS_VIRTUAL_DISK) &&
+               !vhdx_metadata_item_is_known (&id);
+}
+
+/*
+ * The other items marked IsVirtualDisk: the target's are destroyed and
+ * the child's copied (MS-VHDX 2.6.1.2), queued for the next commit: each
+ * copied item into space that neither the old table nor the new one
+ * names, then the new table.
+ */
+static gboolean
+take_other_virtual_disk_items (VhdxFile *child, VhdxFile *target, GError **error)
+{
+        g_autofree guint8 *from = g_malloc (VHDX_METADATA_TABLE_SIZE);
+        g_autofree guint8 *table = g_malloc (VHDX_METADATA_TABLE_SIZE);
+        g_autofree guint8 *taken = NULL;
+        guint64 region = target->info.metadata_offset;
+        guint old_count, others = 0;
+
+        if (!read_file (child, child->info.metadata_offset, from, VHDX_METADATA_TABLE_SIZE,
+                        _ ("metadata table"), error) ||
+            !read_file (target, region, table, VHDX_METADATA_TABLE_SIZE, _ ("metadata table"),
+                        error))
+                return FALSE;
+        old_count = vhdx_metadata_table_count (table);
+        for (guint i = 0; i < vhdx_metadata_table_count (from); i++)
+                others += is_other_virtual_disk_item (vhdx_metadata_table_entry (from, i));
+        for (guint i = 0; i < old_count; i++)
+                others += is_other_virtual_disk_item (vhdx_metadata_table_entry (table, i));
+        if (others == 0)
+                return TRUE;
+
+        /* Space is looked for in a table that names both the old items and
+         * those placed so far. */
+        taken = g_memdup2 (table, VHDX_METADATA_TABLE_SIZE);
+        for (guint i = old_count; i-- > 0;) {
+                if (is_other_virtual_disk_item (vhdx_metadata_table_entry (table, i)))
+                        vhdx_metadata_table_remove (table, i);
+        }
+        for (guint i = 0; i < vhdx_metadata_table_count (from); i++) {
+                const guint8 *entry = vhdx_metadata_table_entry (from, i);
+                guint32 offset = vhdx_get_le32 (entry + VHDX_METADATA_ENTRY_OFF_OFFSET);
+                guint32 length = vhdx_get_le32 (entry + VHDX_METADATA_ENTRY_OFF_LENGTH);
+                g_autofree guint8 *item = NULL;
+                guint32 place;
+
+                if (!is_other_virtual_disk_item (entry))
+                        continue;
+                item = g_malloc (MAX (length, 1));
+                if (!read_file (child, child->info.metadata_offset + offset, item, length,
+                                _ ("metadata item"), error))
+                        return FALSE;
+                if (!vhdx_metadata_table_find_space (taken, target->info.metadata_length, length,
+                                                     &place) ||
+                    !vhdx_metadata_table_append (taken, entry, place) ||
+                    !vhdx_metadata_table_append (table, entry, place)) {
+                        g_set_error (error, VHDX_ERROR, VHDX_ERROR_NOT_SUPPORTED,
+                                     _ ("The metadata region of the image merged into has no "
+                                        "room for the child's metadata item of %u bytes"),
+                                     length);
+                        return FALSE;
+                }
+                if (length > 0 && !vhdx_writer_queue_bytes (target, region + place, item, length,
+                                                            ORDER_ITEM, _ ("metadata item"), error))
+                        return FALSE;
+        }
+        /* The entries as far as the longer of the two tables reaches. */
+        return vhdx_writer_queue_bytes (target, region, table,
+                                        VHDX_METADATA_HEADER_SIZE +
+                                                (gsize) MAX (old_count,
+                                                             vhdx_metadata_table_count (table)) *
+                                                        VHDX_METADATA_ENTRY_SIZE,
+                                        ORDER_TABLE, _ ("metadata table"), error);
+}
+
 /* The child's metadata items marked IsVirtualDisk, besides its size, taken
  * by the target in one commit (MS-VHDX 2.6.1.2). */
 static gboolean
@@ -384,6 +491,7 @@ vhdx_file_merge (VhdxFile *child,
                 return FALSE;
         /* Nothing copied (an empty child): the target still gets its new identity. */
         if (!vhdx_writer_begin_change (target, TRUE, error) ||
+            !take_other_virtual_disk_items (child, target, error) ||
             !take_virtual_disk_items (child, target, result, error) ||
             !vhdx_file_flush (target, error))
                 return FALSE;

@@ -62,9 +62,9 @@ G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_merge_find_endangered (VhdxFile *child
  * parent_linkage2 (durably); then that GUID becomes the ancestor's
  * DataWriteGuid, as its first change (MS-VHDX 2.6.2.6.3): a crash at any
  * point leaves a chain that opens and reads as before.  The ancestor takes
- * @child's virtual size (resized first) and its Virtual Disk ID and
- * physical sector size (MS-VHDX 2.6.1.2: metadata marked IsVirtualDisk
- * goes to the parent); @child's other metadata is not the ancestor's.
+ * @child's virtual size (resized first), its Virtual Disk ID and physical
+ * sector size, and every other item marked IsVirtualDisk, its own such
+ * items destroyed (MS-VHDX 2.6.1.2); its other items stay.
  * Unless @flags has VHDX_MERGE_FLAGS_FORCE, refused with
  * VHDX_ERROR_WOULD_DISCARD_DATA when vhdx_merge_find_endangered() finds
  * images (named in the message).  The images above the ancestor are not

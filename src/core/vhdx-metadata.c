@@ -226,6 +226,45 @@ vhdx_metadata_table_count (const guint8 *table)
                     (guint) VHDX_METADATA_MAX_ENTRIES);
 }
 
+gboolean
+vhdx_metadata_item_is_known (const VhdxGuid *id)
+{
+        for (guint i = 0; i < N_ITEMS; i++) {
+                if (vhdx_guid_equal (id, known_items[i].guid))
+                        return TRUE;
+        }
+        return FALSE;
+}
+
+void
+vhdx_metadata_table_remove (guint8 *table, guint index)
+{
+        guint count = vhdx_metadata_table_count (table);
+        guint8 *entry = (guint8 *) vhdx_metadata_table_entry (table, index);
+
+        g_return_if_fail (index < count);
+        memmove (entry, entry + VHDX_METADATA_ENTRY_SIZE,
+                 (gsize) (count - index - 1) * VHDX_METADATA_ENTRY_SIZE);
+        memset ((guint8 *) vhdx_metadata_table_entry (table, count - 1), 0,
+                VHDX_METADATA_ENTRY_SIZE);
+        vhdx_put_le16 (table + VHDX_METADATA_OFF_ENTRY_COUNT, (guint16) (count - 1));
+}
+
+gboolean
+vhdx_metadata_table_append (guint8 *table, const guint8 *entry, guint32 offset)
+{
+        guint count = vhdx_metadata_table_count (table);
+        guint8 *slot;
+
+        if (count >= VHDX_METADATA_MAX_ENTRIES)
+                return FALSE;
+        slot = (guint8 *) vhdx_metadata_table_entry (table, count);
+        memcpy (slot, entry, VHDX_METADATA_ENTRY_SIZE);
+        vhdx_put_le32 (slot + VHDX_METADATA_ENTRY_OFF_OFFSET, offset);
+        vhdx_put_le16 (table + VHDX_METADATA_OFF_ENTRY_COUNT, (guint16) (count + 1));
+        return TRUE;
+}
+
 int
 vhdx_metadata_table_find (const guint8 *table, const VhdxGuid *item_id)
 {

@@ -54,4 +54,22 @@ gboolean vhdx_metadata_table_find_space (const guint8 *table,
                                          guint32 length,
                                          guint32 *offset);
 
+/* Whether @id is one of the items MS-VHDX 2.6.2 defines. */
+gboolean vhdx_metadata_item_is_known (const VhdxGuid *id);
+
+/* Entry @index of @table (its 32 bytes). */
+static inline const guint8 *
+vhdx_metadata_table_entry (const guint8 *table, guint index)
+{
+        return table + VHDX_METADATA_HEADER_SIZE + (gsize) index * VHDX_METADATA_ENTRY_SIZE;
+}
+
+/* Remove entry @index of @table: the later ones move up, the last slot
+ * becomes zeros, the count is one less. */
+void vhdx_metadata_table_remove (guint8 *table, guint index);
+
+/* Append a copy of @entry naming its item at @offset of the region: FALSE
+ * when @table holds as many entries as it can. */
+gboolean vhdx_metadata_table_append (guint8 *table, const guint8 *entry, guint32 offset);
+
 G_END_DECLS

@@ -233,3 +233,29 @@ def write_parent_locator(path, pairs):
             f.write(region)
             return
     raise ValueError('%s: no parent locator' % path)
+
+
+def add_metadata_item(path, guid, data, flags):
+    """Add a metadata item @guid (a uuid.UUID) holding @data with the entry
+    flags @flags (IsUser 1, IsVirtualDisk 2, IsRequired 4) to the image at
+    @path: the data 8-byte aligned past every item, a new table entry."""
+    spec = Vhdx(path)
+    offset, length, _ = spec.regions[METADATA_REGION]
+    with open(path, 'r+b') as f:
+        region = bytearray(_read(f, offset, length))
+        (count,) = struct.unpack_from('<H', region, 10)
+        end = 64 * 1024
+        for i in range(count):
+            item_offset, item_length = struct.unpack_from('<II', region, 32 + 32 * i + 16)
+            if item_length:
+                end = max(end, item_offset + item_length)
+        place = (end + 7) // 8 * 8
+        if place + len(data) > length:
+            raise ValueError('%s: no room for the item' % path)
+        entry = 32 + 32 * count
+        region[entry:entry + 32] = guid.bytes_le + struct.pack('<IIII', place, len(data),
+                                                               flags, 0)
+        struct.pack_into('<H', region, 10, count + 1)
+        region[place:place + len(data)] = data
+        f.seek(offset)
+        f.write(region)
