@@ -99,4 +99,9 @@ int vhdx_nbdkit_extents (void *handle,
                          uint32_t flags,
                          struct nbdkit_extents *extents);
 
+/* The errno that the last of the functions above to fail in this thread
+ * gave the client (EIO when none did), forgotten once taken: what a
+ * filter's callback returns in *err. */
+int vhdx_nbdkit_take_errno (void);
+
 G_END_DECLS
