@@ -3,8 +3,8 @@
 # What the nbdkit tests share: the programs they run, nbdkit serving an
 # image through the plugin under test, libguestfs, and the TAP runner.
 #
-# Environment: VHDX_NBDKIT_PLUGIN (the plugin under test), VHDX_TOOL,
-# VHDX_MKIMAGE; VHDX_ASAN_RUNTIME when the plugin is built with
+# Environment: VHDX_NBDKIT_PLUGIN (the plugin under test), VHDX_NBDKIT_FILTER
+# (the filter), VHDX_TOOL, VHDX_MKIMAGE; VHDX_ASAN_RUNTIME when the plugin is built with
 # AddressSanitizer (nbdkit is not, so the runtime must be preloaded into
 # it).
 
@@ -24,6 +24,7 @@ MiB = 1024 * 1024
 KiB = 1024
 
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
+FILTER = os.environ.get('VHDX_NBDKIT_FILTER')
 TOOL = os.environ.get('VHDX_TOOL')
 MKIMAGE = os.environ.get('VHDX_MKIMAGE')
 ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME', '')
@@ -93,11 +94,11 @@ def nbdkit_env():
 # handlers once anything in the process has called gettext (glibc's locale
 # lock is left unbalanced and p11-kit's destructor waits on it).  Serving is
 # over by then, and sanitizer reports are printed when an error happens, so
-# such a server is killed once the plugin has let the image go (which its
-# debug output says: nbdkit runs with -v under ASan), or after a grace
-# period when there is no log to tell.
+# such a server is killed once the plugin has let the image go, or the
+# filter has been unloaded (which their debug output says: nbdkit runs with
+# -v under ASan), or after a grace period when there is no log to tell.
 EXIT_GRACE = 5
-RELEASED = 'closed, its locks released'
+RELEASED = ('closed, its locks released', 'vhdx filter unloaded')
 ASAN_VERBOSE = ['-v'] if ASAN_RUNTIME else []
 
 
@@ -111,7 +112,8 @@ def wait_for_exit(proc, what, log=None):
         if ASAN_RUNTIME:
             if log is None and poll >= EXIT_GRACE * 20:
                 break
-            if log is not None and released is None and RELEASED in read_text(log):
+            if log is not None and released is None and any(
+                    marker in read_text(log) for marker in RELEASED):
                 released = poll
             if released is not None and poll >= released + 10:
                 break
@@ -178,12 +180,15 @@ class Server:
     reads the test's pipe until stop() closes it (as a user's
     `--run 'qemu-system-x86_64 ...'` serves for the life of the virtual
     machine); with @foreground, as `nbdkit -f`.  @options go to nbdkit
-    before the plugin (-r, -v); @prefix runs nbdkit through another program
-    (setpriv); @rundir holds the socket, the pid file and the log."""
+    before the plugin (-r, -v, --filter=...); @plugin is another plugin than
+    the one under test (`file` below the filter); @prefix runs nbdkit
+    through another program (setpriv); @rundir holds the socket, the pid
+    file and the log."""
 
     counter = 0
 
-    def __init__(self, workdir, params, options=(), prefix=(), rundir=None, foreground=False):
+    def __init__(self, workdir, params, options=(), prefix=(), rundir=None, foreground=False,
+                 plugin=None):
         Server.counter += 1
         name = 'nbdkit-%d' % Server.counter
         self.killed = False
@@ -197,7 +202,7 @@ class Server:
         args = list(prefix) + [NBDKIT, '-U', self.socket, '-P', self.pidfile] + ASAN_VERBOSE
         if foreground:
             args += ['-f', '--exit-with-parent']
-        args += list(options) + [PLUGIN] + [str(p) for p in params]
+        args += list(options) + [plugin or PLUGIN] + [str(p) for p in params]
         if not foreground:
             args += ['--run', 'cat > /dev/null']
         with open(self.log, 'wb') as log:
@@ -224,8 +229,10 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError('nbdkit did not start: %s' % self.output().strip())
         # nbdkit writes the pid file before the plugin's after_fork opens
-        # and locks the image: serving starts once the lock is there.
-        self._wait_for_lock(params)
+        # and locks the image: serving starts once the lock is there.  The
+        # filter opens the image at the first connection, and locks nothing.
+        if plugin is None:
+            self._wait_for_lock(params)
 
     def _wait_for_lock(self, params):
         image = None
@@ -311,14 +318,14 @@ class Captive:
     for the one shell @command it runs (--run), on a Unix socket of its own
     (-U -) unless @listen says otherwise, its clients getting $uri,
     $unixsocket, $port and $nbd.  @options go before the plugin (-r,
-    --filter=cow).  Waits until nbdkit has exited; then .status is its exit
+    --filter=cow); @plugin is another plugin than the one under test.  Waits until nbdkit has exited; then .status is its exit
     status (the command's), .stdout the command's standard output and
     .output what nbdkit and the command wrote to standard error."""
 
     counter = 0
 
     def __init__(self, workdir, params, command, options=(), listen=('-U', '-'),
-                 expect_status=0):
+                 expect_status=0, plugin=None):
         Captive.counter += 1
         name = os.path.join(workdir, 'captive-%d' % Captive.counter)
         done = name + '.done'
@@ -330,7 +337,7 @@ class Captive:
         # exit under ASan (see wait_for_exit) and is killed.
         script += '%s\nstatus=$?\necho $status > %s\nexit $status\n' % (
             command, shlex.quote(done))
-        args = [NBDKIT] + list(listen) + ASAN_VERBOSE + list(options) + [PLUGIN] + [
+        args = [NBDKIT] + list(listen) + ASAN_VERBOSE + list(options) + [plugin or PLUGIN] + [
             str(p) for p in params] + ['--run', script]
         with open(name + '.out', 'wb') as out, open(name + '.err', 'wb') as err:
             proc = subprocess.Popen(args, stdout=out, stderr=err, env=nbdkit_env(),
