@@ -24,16 +24,21 @@ typedef struct {
         gboolean force_share; /* served read-only, without locking others out */
 } VhdxNbdkitOptions;
 
-/* Their lines of config_help, after the module's own. */
-#define VHDX_NBDKIT_OPTIONS_HELP                                                                   \
+/* Their lines of config_help, after the module's own: those of parents
+ * (the filter's), then force-share (the plugin's only: the filter locks
+ * no image of its own). */
+#define VHDX_NBDKIT_PARENT_OPTIONS_HELP                                                            \
         "parent=PARENT.vhdx   The parent of a differencing image, instead of\n"                    \
         "                     the one its parent locator names.\n"                                 \
         "parent-dir=DIR       Also look for parents in DIR (repeatable).\n"                        \
         "ignore-parent-mismatch=true\n"                                                            \
         "                     Use a parent that is not the one the image was\n"                    \
-        "                     made from (its DataWriteGuid differs), with a warning.\n"            \
-        "force-share=true     Serve the image (read-only, with -r) even while\n"                   \
-        "                     another process writes it, without locking it."
+        "                     made from (its DataWriteGuid differs), with a warning."
+#define VHDX_NBDKIT_OPTIONS_HELP                                                                   \
+        VHDX_NBDKIT_PARENT_OPTIONS_HELP                                                            \
+                "\n"                                                                               \
+                "force-share=true     Serve the image (read-only, with -r) even while\n"           \
+                "                     another process writes it, without locking it."
 
 /*
  * Take the parameter @key=@value into @options when it is one of theirs:

@@ -77,14 +77,19 @@ vhdx_filter_config (nbdkit_next_config *next,
                     const char *key,
                     const char *value)
 {
-        int taken = vhdx_nbdkit_options_config (&options, key, value);
+        int taken;
 
+        /* The image below is not a file of the filter's to lock or share:
+         * force-share is not its parameter. */
+        if (g_strcmp0 (key, "force-share") == 0)
+                return next (nxdata, key, value);
+        taken = vhdx_nbdkit_options_config (&options, key, value);
         if (taken <= 0)
                 return taken;
         return next (nxdata, key, value);
 }
 
-#define vhdx_filter_config_help VHDX_NBDKIT_OPTIONS_HELP
+#define vhdx_filter_config_help VHDX_NBDKIT_PARENT_OPTIONS_HELP
 
 static int
 vhdx_filter_get_ready (int thread_model)
@@ -221,12 +226,6 @@ vhdx_filter_open (nbdkit_next_open *next,
         g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&image_lock);
         VhdxNbdkitConnection *h;
 
-        if (options.force_share && !readonly) {
-                nbdkit_error ("%s: force-share=true serves the image read-only only: run "
-                              "nbdkit with -r",
-                              IMAGE_NAME);
-                return NULL;
-        }
         /* A server first opened read-only (by a filter above) opens the
          * plugin below again for a connection that may write, once no
          * connection uses it. */
