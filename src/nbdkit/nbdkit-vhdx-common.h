@@ -34,11 +34,10 @@ typedef struct {
         "ignore-parent-mismatch=true\n"                                                            \
         "                     Use a parent that is not the one the image was\n"                    \
         "                     made from (its DataWriteGuid differs), with a warning."
-#define VHDX_NBDKIT_OPTIONS_HELP                                                                   \
-        VHDX_NBDKIT_PARENT_OPTIONS_HELP                                                            \
-                "\n"                                                                               \
-                "force-share=true     Serve the image (read-only, with -r) even while\n"           \
-                "                     another process writes it, without locking it."
+#define VHDX_NBDKIT_FORCE_SHARE_HELP                                                               \
+        "force-share=true     Serve the image (read-only, with -r) even while\n"                   \
+        "                     another process writes it, without locking it."
+#define VHDX_NBDKIT_OPTIONS_HELP VHDX_NBDKIT_PARENT_OPTIONS_HELP "\n" VHDX_NBDKIT_FORCE_SHARE_HELP
 
 /*
  * Take the parameter @key=@value into @options when it is one of theirs:
