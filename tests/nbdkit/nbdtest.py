@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # What the nbdkit tests share: the programs they run, nbdkit serving an
-# image through the plugin under test, libguestfs, and the TAP runner.
+# image through the plugin under test, an nginx of their own (for the
+# filter over HTTP), libguestfs, and the TAP runner.
 #
 # Environment: VHDX_NBDKIT_PLUGIN (the plugin under test), VHDX_NBDKIT_FILTER
 # (the filter), VHDX_TOOL, VHDX_MKIMAGE; VHDX_ASAN_RUNTIME when the plugin is built with
@@ -14,6 +15,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,8 @@ NBDINFO = shutil.which('nbdinfo')
 QEMU_IMG = shutil.which('qemu-img')
 QEMU_IO = shutil.which('qemu-io')
 QEMU_NBD = shutil.which('qemu-nbd')
+NGINX = shutil.which('nginx') or (
+    '/usr/sbin/nginx' if os.access('/usr/sbin/nginx', os.X_OK) else None)
 GUESTFISH = shutil.which('guestfish')
 CLIENT_ENV = dict(os.environ, LC_ALL='C.UTF-8')
 CLIENT_ENV.pop('LD_PRELOAD', None)
@@ -363,6 +367,81 @@ class Captive:
         if expect_status is not None:
             expect_equal(self.status, expect_status, 'exit status of nbdkit --run %r (%s)' % (
                 command, self.output.strip()))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx serving @root on 127.0.0.1 at a free port, with a configuration,
+    logs and temporary files of its own under @prefix."""
+
+    def __init__(self, prefix, root):
+        if NGINX is None:
+            raise Skip('nginx not installed (Debian: nginx-light)')
+        os.makedirs(prefix, exist_ok=True)
+        self.access_log = os.path.join(prefix, 'access.log')
+        self.error_log = os.path.join(prefix, 'error.log')
+        conf = os.path.join(prefix, 'nginx.conf')
+        for attempt in range(5):
+            self.port = free_port()
+            temp = ''.join('%s_temp_path %s;\n' % (kind, os.path.join(prefix, kind))
+                           for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
+            with open(conf, 'w') as f:
+                # One process, which stays the test's child and keeps its
+                # user (as root, workers would switch to nobody).
+                f.write('daemon off;\nmaster_process off;\npid %s;\nerror_log %s;\n'
+                        'events { worker_connections 64; }\n'
+                        'http {\naccess_log %s;\n%s'
+                        'server { listen 127.0.0.1:%d; root %s; }\n}\n' % (
+                            os.path.join(prefix, 'nginx.pid'), self.error_log,
+                            self.access_log, temp, self.port, root))
+            self.proc = subprocess.Popen([NGINX, '-p', prefix, '-c', conf, '-e', self.error_log],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._wait_listening():
+                return
+        raise AssertionError('nginx did not start: %s' % self.errors())
+
+    def _wait_listening(self):
+        for _ in range(500):
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        self.proc.kill()
+        self.proc.wait()
+        return False
+
+    def errors(self):
+        try:
+            with open(self.error_log, errors='replace') as f:
+                return f.read().strip()
+        except OSError:
+            return ''
+
+    def url(self, name):
+        return 'http://127.0.0.1:%d/%s' % (self.port, name)
+
+    def requests(self, name):
+        """The requests for /@name in the access log so far."""
+        with open(self.access_log, errors='replace') as f:
+            return [line for line in f if ' /%s ' % name in line]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def libguestfs_env():

@@ -17,18 +17,14 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdtest import (  # noqa: E402
     FILTER, Captive, KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, TOOL,
-    Skip, check_ok, expect, expect_equal, main, need, qemu_create, run, sha256_file)
+    Nginx, Skip, check_ok, expect, expect_equal, main, need, qemu_create, run, sha256_file)
 
-NGINX = shutil.which('nginx') or (
-    '/usr/sbin/nginx' if os.access('/usr/sbin/nginx', os.X_OK) else None)
 XZ = shutil.which('xz')
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR', '')
 # The most HTTP requests that nbdinfo of a 64 TiB image may cost.
@@ -48,81 +44,6 @@ def qemu_raw(path, raw):
     check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', path, raw]),
              'qemu-img convert')
     return sha256_file(raw)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """nginx serving @root on 127.0.0.1 at a free port, with a configuration,
-    logs and temporary files of its own under @prefix."""
-
-    def __init__(self, prefix, root):
-        if NGINX is None:
-            raise Skip('nginx not installed (Debian: nginx-light)')
-        os.makedirs(prefix, exist_ok=True)
-        self.access_log = os.path.join(prefix, 'access.log')
-        self.error_log = os.path.join(prefix, 'error.log')
-        conf = os.path.join(prefix, 'nginx.conf')
-        for attempt in range(5):
-            self.port = free_port()
-            temp = ''.join('%s_temp_path %s;\n' % (kind, os.path.join(prefix, kind))
-                           for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
-            with open(conf, 'w') as f:
-                # One process, which stays the test's child and keeps its
-                # user (as root, workers would switch to nobody).
-                f.write('daemon off;\nmaster_process off;\npid %s;\nerror_log %s;\n'
-                        'events { worker_connections 64; }\n'
-                        'http {\naccess_log %s;\n%s'
-                        'server { listen 127.0.0.1:%d; root %s; }\n}\n' % (
-                            os.path.join(prefix, 'nginx.pid'), self.error_log,
-                            self.access_log, temp, self.port, root))
-            self.proc = subprocess.Popen([NGINX, '-p', prefix, '-c', conf, '-e', self.error_log],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if self._wait_listening():
-                return
-        raise AssertionError('nginx did not start: %s' % self.errors())
-
-    def _wait_listening(self):
-        for _ in range(500):
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(('127.0.0.1', self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.02)
-        self.proc.kill()
-        self.proc.wait()
-        return False
-
-    def errors(self):
-        try:
-            with open(self.error_log, errors='replace') as f:
-                return f.read().strip()
-        except OSError:
-            return ''
-
-    def url(self, name):
-        return 'http://127.0.0.1:%d/%s' % (self.port, name)
-
-    def requests(self, name):
-        """The requests for /@name in the access log so far."""
-        with open(self.access_log, errors='replace') as f:
-            return [line for line in f if ' /%s ' % name in line]
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class FilterTests:
