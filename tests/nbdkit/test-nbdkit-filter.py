@@ -137,6 +137,27 @@ class FilterTests:
                                       ['-r']),
                      expected, 'sha256 of the differencing image with parent-dir=')
 
+    def test_dirty_log(self):
+        # Block 5 is allocated by the log alone: read-only, the log is
+        # replayed in memory and the file left as it is; writable, it is
+        # replayed onto the file, which is clean once served.
+        path = self.path('dirty.vhdx')
+        raw = self.path('dirty.raw')
+        check_ok(run([MKIMAGE, '--type', 'dynamic', '--size', '16M', '--block-size', '1M',
+                      '--pattern', '0:2M:1', '--pattern', '10M:1M:2', '--dirty-block', '5',
+                      '--dirty-seed', '9', '--raw', raw, path]), 'vhdx-mkimage')
+        expected = sha256_file(raw)
+        before = sha256_file(path)
+        expect_equal(self.copy_sha256('file', [path], 'dirty-ro', ['-r']), expected,
+                     'sha256 of the dirty image served read-only')
+        expect_equal(sha256_file(path), before, 'the file served read-only changed')
+        expect_equal(self.copy_sha256('file', [path], 'dirty-rw'), expected,
+                     'sha256 of the dirty image served writable')
+        info = check_ok(run([TOOL, 'info', '--json', path]), 'vhdx info').stdout.decode()
+        expect('"log-state" : "clean"' in info or '"log-state": "clean"' in info,
+               'the log was not replayed onto the file: %s' % info)
+        check_ok(run([TOOL, 'check', path]), 'vhdx check')
+
     def test_http(self):
         need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO))
         if not nbdkit_has('plugin', 'curl'):
