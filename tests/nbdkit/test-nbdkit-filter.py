@@ -23,7 +23,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdtest import (  # noqa: E402
     FILTER, Captive, KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, TOOL,
-    Nginx, Skip, check_ok, expect, expect_equal, main, need, qemu_create, run, sha256_file)
+    Nginx, Skip, check_ok, expect, expect_equal, main, need, nbdkit_env, qemu_create, run,
+    sha256_file)
 
 XZ = shutil.which('xz')
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR', '')
@@ -72,8 +73,8 @@ class FilterTests:
         return sha256_file(out)
 
     def test_filter_loads(self):
-        result = check_ok(run([NBDKIT, '--filter=' + FILTER, 'null', '--help']),
-                          'nbdkit --filter=vhdx null --help')
+        result = check_ok(run([NBDKIT, '--filter=' + FILTER, 'null', '--help'],
+                              env=nbdkit_env()), 'nbdkit --filter=vhdx null --help')
         expect('parent=PARENT.vhdx' in result.stdout.decode(),
                'the filter\'s parameters are not in --help')
 
@@ -258,10 +259,13 @@ class FilterTests:
         path = self.path('no-flush.vhdx')
         check_ok(run([TOOL, 'create', path, '8M']), 'vhdx create')
         size = os.path.getsize(path)
+        # dd without the sanitizer runtime that nbdkit may have preloaded.
+        dd = 'env -u LD_PRELOAD -u ASAN_OPTIONS dd'
         params = [
             'get_size=echo %d' % size,
-            'pread=dd if=%s skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none' % path,
-            'pwrite=dd of=%s seek=$4 conv=notrunc oflag=seek_bytes status=none' % path,
+            'pread=%s if=%s skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none' % (
+                dd, path),
+            'pwrite=%s of=%s seek=$4 conv=notrunc oflag=seek_bytes status=none' % (dd, path),
             'can_write=exit 0', 'can_flush=exit 3',
         ]
         result = self.filtered('eval', params, 'nbdinfo "$uri"')
