@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # Checks, printed as TAP, that the manual pages name every long option that
-# vhdx and vhdx-pool print in their help, and every key of the nbdkit plugin.
+# vhdx and vhdx-pool print in their help, and every key of the nbdkit plugin
+# and filter.
 #
 # For each program, the top-level --help gives the commands; each command's
 # --help gives its options.  The options of the option tables are collected,
@@ -9,9 +10,9 @@
 # program's manual page (with roff's \- read as -).
 #
 # Environment: VHDX_TOOL (required), VHDX_DOCS_DIR (the docs/ directory of
-# the source tree, required), VHDX_POOL and VHDX_NBDKIT_PLUGIN (empty when
-# they are not built), VHDX_ASAN_RUNTIME (preloaded into nbdkit when the
-# plugin is built with AddressSanitizer).
+# the source tree, required), VHDX_POOL, VHDX_NBDKIT_PLUGIN and
+# VHDX_NBDKIT_FILTER (empty when they are not built), VHDX_ASAN_RUNTIME
+# (preloaded into nbdkit when the plugin is built with AddressSanitizer).
 
 import os
 import re
@@ -23,6 +24,7 @@ TOOL = os.environ.get('VHDX_TOOL', '')
 DOCS_DIR = os.environ.get('VHDX_DOCS_DIR', '')
 POOL = os.environ.get('VHDX_POOL', '')
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN', '')
+FILTER = os.environ.get('VHDX_NBDKIT_FILTER', '')
 ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME', '')
 NBDKIT = shutil.which('nbdkit')
 
@@ -140,34 +142,47 @@ def program_checks(program, man_page):
     return checks
 
 
-def nbdkit_plugin_keys():
-    if not PLUGIN:
-        raise Skip('the nbdkit plugin is not built')
+def nbdkit_keys(kind, module, man_page):
+    """The keys of the plugin or filter @module in nbdkit's --help, each of
+    which @man_page must name."""
+    if not module:
+        raise Skip('the nbdkit %s is not built' % kind)
     if not NBDKIT:
         raise Skip('nbdkit is not installed')
     env = help_env()
     if ASAN_RUNTIME:
         env['LD_PRELOAD'] = ASAN_RUNTIME
         env['ASAN_OPTIONS'] = 'detect_leaks=0:abort_on_error=1'
-    status, out, err = run([NBDKIT, PLUGIN, '--help'], env)
+    args = [NBDKIT, module, '--help'] if kind == 'plugin' else [
+        NBDKIT, '--filter=' + module, 'null', '--help']
+    status, out, err = run(args, env)
     if status != 0:
-        raise AssertionError('nbdkit %s --help exited with %d: %s' % (PLUGIN, status, err.strip()))
+        raise AssertionError('%s exited with %d: %s' % (' '.join(args), status, err.strip()))
     lines = out.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith('plugin: ')), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith(kind + ': ')), None)
     if start is None:
-        raise AssertionError('nbdkit --help printed no plugin section:\n%s' % out)
+        raise AssertionError('nbdkit --help printed no %s section:\n%s' % (kind, out))
     keys = []
     for line in lines[start + 1:]:
+        if not line.strip():
+            break  # the end of the section: the plugin below the filter follows
         match = PLUGIN_KEY_RE.match(line)
         if match and match.group(1) not in keys:
             keys.append(match.group(1))
     if not keys:
-        raise AssertionError('nbdkit --help printed no keys of the plugin:\n%s' % out)
-    man_page = 'nbdkit-vhdx-plugin.1'
+        raise AssertionError('nbdkit --help printed no keys of the %s:\n%s' % (kind, out))
     man_text = read_man_page(man_page)
     missing = [k for k in keys if not documents_key(man_text, k)]
     if missing:
         raise AssertionError('%s is missing %s' % (man_page, ', '.join(k + '=' for k in missing)))
+
+
+def nbdkit_plugin_keys():
+    nbdkit_keys('plugin', PLUGIN, 'nbdkit-vhdx-plugin.1')
+
+
+def nbdkit_filter_keys():
+    nbdkit_keys('filter', FILTER, 'nbdkit-vhdx-filter.1')
 
 
 def main():
@@ -192,6 +207,7 @@ def main():
             raise Skip('vhdx-pool is not built')
         checks.append(('vhdx-pool: options in vhdx-pool.1', pool_not_built))
     checks.append(('nbdkit-vhdx-plugin: keys in nbdkit-vhdx-plugin.1', nbdkit_plugin_keys))
+    checks.append(('nbdkit-vhdx-filter: keys in nbdkit-vhdx-filter.1', nbdkit_filter_keys))
 
     print('1..%d' % len(checks))
     failed = 0

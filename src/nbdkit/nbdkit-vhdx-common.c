@@ -166,6 +166,27 @@ errno_from_error (const GError *error)
         return EIO;
 }
 
+/* The errno of the last failed request of this thread, for the filter,
+ * whose callbacks return it rather than calling nbdkit_set_error(). */
+static __thread int last_errno;
+
+/* Record @err as the errno that the client receives. */
+static void
+set_error (int err)
+{
+        last_errno = err;
+        nbdkit_set_error (err);
+}
+
+int
+vhdx_nbdkit_take_errno (void)
+{
+        int err = last_errno != 0 ? last_errno : EIO;
+
+        last_errno = 0;
+        return err;
+}
+
 /* Log the engine's message and record the errno that the client receives. */
 static void
 report_error (const VhdxNbdkitConnection *c,
@@ -176,7 +197,7 @@ report_error (const VhdxNbdkitConnection *c,
 {
         nbdkit_error ("%s: %s %" PRIu64 " bytes at offset %" PRIu64 ": %s", c->name, operation,
                       count, offset, error->message);
-        nbdkit_set_error (errno_from_error (error));
+        set_error (errno_from_error (error));
 }
 
 int64_t
@@ -288,7 +309,7 @@ vhdx_nbdkit_flush (void *handle, uint32_t flags)
 
         if (!vhdx_file_flush (c->file, &error)) {
                 nbdkit_error ("%s: flushing: %s", c->name, error->message);
-                nbdkit_set_error (errno_from_error (error));
+                set_error (errno_from_error (error));
                 return -1;
         }
         return 0;
@@ -353,7 +374,7 @@ vhdx_nbdkit_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
                 nbdkit_debug ("%s: zeroing %" PRIu32 " bytes at offset %" PRIu64
                               " would not be fast",
                               c->name, count, offset);
-                nbdkit_set_error (ENOTSUP);
+                set_error (ENOTSUP);
                 return -1;
         }
         if (!vhdx_file_write_zeroes (c->file, offset, count, write_flags (flags), &error)) {

@@ -24,16 +24,20 @@ typedef struct {
         gboolean force_share; /* served read-only, without locking others out */
 } VhdxNbdkitOptions;
 
-/* Their lines of config_help, after the module's own. */
-#define VHDX_NBDKIT_OPTIONS_HELP                                                                   \
+/* Their lines of config_help, after the module's own: those of parents
+ * (the filter's), then force-share (the plugin's only: the filter locks
+ * no image of its own). */
+#define VHDX_NBDKIT_PARENT_OPTIONS_HELP                                                            \
         "parent=PARENT.vhdx   The parent of a differencing image, instead of\n"                    \
         "                     the one its parent locator names.\n"                                 \
         "parent-dir=DIR       Also look for parents in DIR (repeatable).\n"                        \
         "ignore-parent-mismatch=true\n"                                                            \
         "                     Use a parent that is not the one the image was\n"                    \
-        "                     made from (its DataWriteGuid differs), with a warning.\n"            \
+        "                     made from (its DataWriteGuid differs), with a warning."
+#define VHDX_NBDKIT_FORCE_SHARE_HELP                                                               \
         "force-share=true     Serve the image (read-only, with -r) even while\n"                   \
         "                     another process writes it, without locking it."
+#define VHDX_NBDKIT_OPTIONS_HELP VHDX_NBDKIT_PARENT_OPTIONS_HELP "\n" VHDX_NBDKIT_FORCE_SHARE_HELP
 
 /*
  * Take the parameter @key=@value into @options when it is one of theirs:
@@ -98,5 +102,10 @@ int vhdx_nbdkit_extents (void *handle,
                          uint64_t offset,
                          uint32_t flags,
                          struct nbdkit_extents *extents);
+
+/* The errno that the last of the functions above to fail in this thread
+ * gave the client (EIO when none did), forgotten once taken: what a
+ * filter's callback returns in *err. */
+int vhdx_nbdkit_take_errno (void);
 
 G_END_DECLS

@@ -7,7 +7,8 @@
 # The blocks are read from the documents themselves: README's fenced
 # blocks, and the .RS/.RE blocks of each page's EXAMPLES section.  A block
 # runs as a shell script in a directory of its own, with these changes
-# only: `vhdx` as nbdkit's plugin is the plugin of the build tree, and the
+# only: `vhdx` as nbdkit's plugin (and `--filter=vhdx`) is the plugin (the
+# filter) of the build tree, an HTTP server's port is that of the test's, and the
 # paths the examples name under /tmp, /srv and /mnt lie in that directory.
 # The tools come first in PATH from the build tree (`vhdx`, `vhdx-pool`).
 # Where a block shows a session (`$ ` prompts), each command runs in turn
@@ -27,7 +28,7 @@
 #
 # Arguments: DOCUMENT:LINE of the blocks to run, when not all of them.
 # Environment: VHDX_SOURCE_ROOT, VHDX_BUILD_ROOT, VHDX_TOOL, VHDX_POOL,
-# VHDX_NBDKIT_PLUGIN, VHDX_MKIMAGE; VHDX_VHDI_CAT when libvhdi was found;
+# VHDX_NBDKIT_PLUGIN, VHDX_NBDKIT_FILTER, VHDX_MKIMAGE; VHDX_VHDI_CAT when libvhdi was found;
 # VHDX_ASAN_RUNTIME in a build with AddressSanitizer.
 
 import json
@@ -47,7 +48,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'common'))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'nbdkit'))
-from nbdtest import Skip, expect, expect_equal, sha256_file  # noqa: E402
+from nbdtest import Nginx, Skip, expect, expect_equal, sha256_file  # noqa: E402
 import vhdxspec  # noqa: E402
 
 SOURCE_ROOT = os.environ.get('VHDX_SOURCE_ROOT')
@@ -55,6 +56,7 @@ BUILD_ROOT = os.environ.get('VHDX_BUILD_ROOT')
 TOOL = os.environ.get('VHDX_TOOL')
 POOL_TOOL = os.environ.get('VHDX_POOL')
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
+FILTER = os.environ.get('VHDX_NBDKIT_FILTER')
 MKIMAGE = os.environ.get('VHDX_MKIMAGE')
 ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME')
 VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
@@ -233,11 +235,14 @@ class Place:
 
     def substitute(self, text):
         """The block's text with the plugin of the build tree for nbdkit's
-        `vhdx`, and this directory for /tmp, /srv and /mnt."""
+        `vhdx` (the filter for `--filter=vhdx`), and this directory for /tmp,
+        /srv and /mnt."""
         for outside in ('/tmp/', '/srv/', '/mnt/'):
             inside = self.dir + outside
             text = re.sub(r'(?<![\w./])' + re.escape(outside), lambda m: inside, text)
-        # The plugin's path last: it may lie in /tmp itself.
+        # The plugin's and the filter's paths last: they may lie in /tmp.
+        if FILTER:
+            text = re.sub(r'--filter=vhdx(?=\s)', lambda m: '--filter=' + FILTER, text)
         return re.sub(r'(\bnbdkit\b[^\n]*?\s)vhdx(?=\s)', lambda m: m.group(1) + PLUGIN, text)
 
     def unsubstitute(self, text):
@@ -594,7 +599,7 @@ class Examples:
         for root, _, files in os.walk(destdir):
             installed += [os.path.relpath(os.path.join(root, f), destdir) for f in files]
         for wanted in ('bin/vhdx', 'libvhdx-1.0.so', 'vhdx.h', 'vhdx-1.0.pc',
-                       'man1/vhdx.1', 'nbdkit-vhdx-plugin.so'):
+                       'man1/vhdx.1', 'nbdkit-vhdx-plugin.so', 'nbdkit-vhdx-filter.so'):
             expect(any(p.endswith(wanted) for p in installed),
                    'meson install did not install %s: %r' % (wanted, installed))
         return ('setup, compile and install (DESTDIR) in a copy of the tree, %d files '
@@ -666,6 +671,91 @@ class Examples:
                      [(0, 3 * MiB), (700 * MiB, MiB)], 'the data extents')
         expect_equal(sum(int(n) for _, n, _ in extents), 1 << 30, 'the extents\' lengths')
         return '%d extents, the data ones the blocks QEMU wrote' % len(extents)
+
+    def need_filter(self):
+        need('nbdkit')
+        if not FILTER:
+            raise Skip('the nbdkit filter is not built (nbdkit-plugin-dev is missing)')
+
+    def filter_synopsis(self, block):
+        self.need_filter()
+        result = check_ok(run(['nbdkit', '--filter=' + FILTER, 'null', '--help']),
+                          'nbdkit --filter=FILTER null --help')
+        help_text = result.stdout.decode()
+        keys = re.findall(r'\b([a-z-]+)=', block.text.replace('--filter=', ''))
+        for key in keys:
+            expect(key + '=' in help_text, 'nbdkit\'s help of the filter lacks %s=' % key)
+        return 'keys %s in the filter\'s help' % ', '.join(sorted(set(keys)))
+
+    def served_over_http(self, block, place, image):
+        """Run @block with nginx serving @image's directory, at the port the
+        block names (8080) replaced by the test's."""
+        need('nbdcopy', 'nbdinfo')
+        with Nginx(place.path('nginx'), os.path.dirname(image)) as nginx:
+            out, _ = place.run_ok(block.text.replace('127.0.0.1:8080',
+                                                     '127.0.0.1:%d' % nginx.port))
+            requests = len(nginx.requests(os.path.basename(image)))
+        return out, requests
+
+    def filter_http_copy(self, block):
+        self.need_filter()
+        place = self.place()
+        os.mkdir(place.path('www'))
+        image = place.path('www', 'disk.vhdx')
+        qemu_image(image, 64 * MiB, [(0x91, 0, 2 * MiB), (0x92, 40 * MiB, MiB)])
+        _, requests = self.served_over_http(block, place, image)
+        check_ok(run(['qemu-img', 'compare', '-f', 'vhdx', '-F', 'raw', image,
+                      place.path('disk.raw')]), 'qemu-img compare')
+        return 'disk.raw as QEMU reads the image, in %d HTTP requests' % requests
+
+    def filter_http_map(self, block):
+        self.need_filter()
+        place = self.place()
+        os.mkdir(place.path('www'))
+        image = place.path('www', 'disk.vhdx')
+        qemu_image(image, 64 * MiB, [(0x93, 0, MiB), (0x94, 40 * MiB, MiB)], block_size=MiB)
+        out, requests = self.served_over_http(block, place, image)
+        extents = [line.split()[:3] for line in out.splitlines() if line.strip()]
+        expect_equal([(int(o), int(n), int(t)) for o, n, t in extents],
+                     [(0, MiB, 0), (MiB, 39 * MiB, 3), (40 * MiB, MiB, 0),
+                      (41 * MiB, 23 * MiB, 3)], 'the extents')
+        return 'the extents of the blocks QEMU wrote, in %d HTTP requests' % requests
+
+    def filter_xz(self, block):
+        self.need_filter()
+        need('xz', 'qemu-img')
+        place = self.place()
+        image = place.path('disk.vhdx')
+        qemu_image(image, 64 * MiB, [(0x95, MiB, 3 * MiB), (0x96, 60 * MiB, MiB)])
+        place.run_ok(block.text)
+        check_ok(run(['qemu-img', 'compare', '-f', 'vhdx', '-F', 'qcow2', image,
+                      place.path('disk.qcow2')]), 'qemu-img compare')
+        return 'disk.qcow2 as QEMU reads the image, through the xz filter'
+
+    def filter_file_copy(self, block):
+        self.need_filter()
+        need('nbdcopy')
+        place = self.place()
+        image = place.path('disk.vhdx')
+        qemu_image(image, 64 * MiB, [(0x97, 0, MiB), (0x98, 33 * MiB, 2 * MiB)])
+        place.run_ok(block.text)
+        check_ok(run(['qemu-img', 'compare', '-f', 'vhdx', '-F', 'raw', image,
+                      place.path('disk.raw')]), 'qemu-img compare')
+        return 'disk.raw as QEMU reads the image'
+
+    def filter_moved_parent(self, block):
+        self.need_filter()
+        place = self.place()
+        os.makedirs(place.path('srv'))
+        made_base = place.path('base.vhdx')
+        qemu_image(made_base, 64 * MiB, [(0x41, 0, 4 * MiB)])
+        child_raw = child_of(place, made_base, place.path('vm.avhdx'),
+                             [(MiB, b'\x42' * 8192), (30 * MiB, b'\x43' * MiB)])
+        os.rename(made_base, place.path('srv', 'base.vhdx'))
+        place.run_ok(block.text)
+        check_ok(run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw', place.path('vm.qcow2'),
+                      child_raw]), 'qemu-img compare')
+        return 'vm.qcow2 as the checkpoint reads, with its moved parent'
 
     def need_nbdkit(self):
         need('nbdkit')
@@ -1273,6 +1363,18 @@ HANDLERS = {
         Examples.boot_checkpoint,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit -U /tmp/vhdx.sock -P /tmp/vhdx.pid --filter=cow vhdx '
      'vm_1234ABCD.avhdx'): Examples.cow_server_checkpoint,
+    ('README.md', 'nbdkit [-r] --filter=vhdx PLUGIN [PLUGIN-PARAMETERS ...] '
+     '[parent=PARENT.vhdx] [parent-dir=DIR ...] [ignore-parent-mismatch=true]'):
+        Examples.filter_synopsis,
+    ('README.md', 'nbdkit -r -U - --filter=vhdx curl http://127.0.0.1:8080/disk.vhdx --run '
+     '\'nbdcopy "$uri" disk.raw\''): Examples.filter_http_copy,
+    ('README.md', 'xz -k --block-size=1MiB disk.vhdx'): Examples.filter_xz,
+    ('docs/nbdkit-vhdx-filter.1', 'nbdkit -U - --filter=vhdx file disk.vhdx \\'):
+        Examples.filter_file_copy,
+    ('docs/nbdkit-vhdx-filter.1', 'nbdkit -r -U - --filter=vhdx curl '
+     'http://127.0.0.1:8080/disk.vhdx \\'): Examples.filter_http_map,
+    ('docs/nbdkit-vhdx-filter.1', 'nbdkit -r -U - --filter=vhdx file vm.avhdx '
+     'parent=/srv/base.vhdx \\'): Examples.filter_moved_parent,
     ('docs/vhdx-pool.1', 'virsh vol-list --details default'): Examples.man_pool_list,
     ('docs/vhdx-pool.1', 'vhdx-pool -c qemu+ssh://host/system import --progress --format=qcow2 '
      '--pool=default vm.avhdx'): Examples.remote_import,

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # What the nbdkit tests share: the programs they run, nbdkit serving an
-# image through the plugin under test, libguestfs, and the TAP runner.
+# image through the plugin under test, an nginx of their own (for the
+# filter over HTTP), libguestfs, and the TAP runner.
 #
-# Environment: VHDX_NBDKIT_PLUGIN (the plugin under test), VHDX_TOOL,
-# VHDX_MKIMAGE; VHDX_ASAN_RUNTIME when the plugin is built with
+# Environment: VHDX_NBDKIT_PLUGIN (the plugin under test), VHDX_NBDKIT_FILTER
+# (the filter), VHDX_TOOL, VHDX_MKIMAGE; VHDX_ASAN_RUNTIME when the plugin is built with
 # AddressSanitizer (nbdkit is not, so the runtime must be preloaded into
 # it).
 
@@ -14,6 +15,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ MiB = 1024 * 1024
 KiB = 1024
 
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
+FILTER = os.environ.get('VHDX_NBDKIT_FILTER')
 TOOL = os.environ.get('VHDX_TOOL')
 MKIMAGE = os.environ.get('VHDX_MKIMAGE')
 ASAN_RUNTIME = os.environ.get('VHDX_ASAN_RUNTIME', '')
@@ -33,6 +36,8 @@ NBDINFO = shutil.which('nbdinfo')
 QEMU_IMG = shutil.which('qemu-img')
 QEMU_IO = shutil.which('qemu-io')
 QEMU_NBD = shutil.which('qemu-nbd')
+NGINX = shutil.which('nginx') or (
+    '/usr/sbin/nginx' if os.access('/usr/sbin/nginx', os.X_OK) else None)
 GUESTFISH = shutil.which('guestfish')
 CLIENT_ENV = dict(os.environ, LC_ALL='C.UTF-8')
 CLIENT_ENV.pop('LD_PRELOAD', None)
@@ -93,11 +98,11 @@ def nbdkit_env():
 # handlers once anything in the process has called gettext (glibc's locale
 # lock is left unbalanced and p11-kit's destructor waits on it).  Serving is
 # over by then, and sanitizer reports are printed when an error happens, so
-# such a server is killed once the plugin has let the image go (which its
-# debug output says: nbdkit runs with -v under ASan), or after a grace
-# period when there is no log to tell.
+# such a server is killed once the plugin has let the image go, or the
+# filter has been unloaded (which their debug output says: nbdkit runs with
+# -v under ASan), or after a grace period when there is no log to tell.
 EXIT_GRACE = 5
-RELEASED = 'closed, its locks released'
+RELEASED = ('closed, its locks released', 'vhdx filter unloaded')
 ASAN_VERBOSE = ['-v'] if ASAN_RUNTIME else []
 
 
@@ -111,7 +116,8 @@ def wait_for_exit(proc, what, log=None):
         if ASAN_RUNTIME:
             if log is None and poll >= EXIT_GRACE * 20:
                 break
-            if log is not None and released is None and RELEASED in read_text(log):
+            if log is not None and released is None and any(
+                    marker in read_text(log) for marker in RELEASED):
                 released = poll
             if released is not None and poll >= released + 10:
                 break
@@ -178,12 +184,15 @@ class Server:
     reads the test's pipe until stop() closes it (as a user's
     `--run 'qemu-system-x86_64 ...'` serves for the life of the virtual
     machine); with @foreground, as `nbdkit -f`.  @options go to nbdkit
-    before the plugin (-r, -v); @prefix runs nbdkit through another program
-    (setpriv); @rundir holds the socket, the pid file and the log."""
+    before the plugin (-r, -v, --filter=...); @plugin is another plugin than
+    the one under test (`file` below the filter); @prefix runs nbdkit
+    through another program (setpriv); @rundir holds the socket, the pid
+    file and the log."""
 
     counter = 0
 
-    def __init__(self, workdir, params, options=(), prefix=(), rundir=None, foreground=False):
+    def __init__(self, workdir, params, options=(), prefix=(), rundir=None, foreground=False,
+                 plugin=None):
         Server.counter += 1
         name = 'nbdkit-%d' % Server.counter
         self.killed = False
@@ -197,7 +206,7 @@ class Server:
         args = list(prefix) + [NBDKIT, '-U', self.socket, '-P', self.pidfile] + ASAN_VERBOSE
         if foreground:
             args += ['-f', '--exit-with-parent']
-        args += list(options) + [PLUGIN] + [str(p) for p in params]
+        args += list(options) + [plugin or PLUGIN] + [str(p) for p in params]
         if not foreground:
             args += ['--run', 'cat > /dev/null']
         with open(self.log, 'wb') as log:
@@ -224,8 +233,10 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError('nbdkit did not start: %s' % self.output().strip())
         # nbdkit writes the pid file before the plugin's after_fork opens
-        # and locks the image: serving starts once the lock is there.
-        self._wait_for_lock(params)
+        # and locks the image: serving starts once the lock is there.  The
+        # filter opens the image at the first connection, and locks nothing.
+        if plugin is None:
+            self._wait_for_lock(params)
 
     def _wait_for_lock(self, params):
         image = None
@@ -311,14 +322,14 @@ class Captive:
     for the one shell @command it runs (--run), on a Unix socket of its own
     (-U -) unless @listen says otherwise, its clients getting $uri,
     $unixsocket, $port and $nbd.  @options go before the plugin (-r,
-    --filter=cow).  Waits until nbdkit has exited; then .status is its exit
+    --filter=cow); @plugin is another plugin than the one under test.  Waits until nbdkit has exited; then .status is its exit
     status (the command's), .stdout the command's standard output and
     .output what nbdkit and the command wrote to standard error."""
 
     counter = 0
 
     def __init__(self, workdir, params, command, options=(), listen=('-U', '-'),
-                 expect_status=0):
+                 expect_status=0, plugin=None):
         Captive.counter += 1
         name = os.path.join(workdir, 'captive-%d' % Captive.counter)
         done = name + '.done'
@@ -330,7 +341,7 @@ class Captive:
         # exit under ASan (see wait_for_exit) and is killed.
         script += '%s\nstatus=$?\necho $status > %s\nexit $status\n' % (
             command, shlex.quote(done))
-        args = [NBDKIT] + list(listen) + ASAN_VERBOSE + list(options) + [PLUGIN] + [
+        args = [NBDKIT] + list(listen) + ASAN_VERBOSE + list(options) + [plugin or PLUGIN] + [
             str(p) for p in params] + ['--run', script]
         with open(name + '.out', 'wb') as out, open(name + '.err', 'wb') as err:
             proc = subprocess.Popen(args, stdout=out, stderr=err, env=nbdkit_env(),
@@ -356,6 +367,81 @@ class Captive:
         if expect_status is not None:
             expect_equal(self.status, expect_status, 'exit status of nbdkit --run %r (%s)' % (
                 command, self.output.strip()))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx serving @root on 127.0.0.1 at a free port, with a configuration,
+    logs and temporary files of its own under @prefix."""
+
+    def __init__(self, prefix, root):
+        if NGINX is None:
+            raise Skip('nginx not installed (Debian: nginx-light)')
+        os.makedirs(prefix, exist_ok=True)
+        self.access_log = os.path.join(prefix, 'access.log')
+        self.error_log = os.path.join(prefix, 'error.log')
+        conf = os.path.join(prefix, 'nginx.conf')
+        for attempt in range(5):
+            self.port = free_port()
+            temp = ''.join('%s_temp_path %s;\n' % (kind, os.path.join(prefix, kind))
+                           for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
+            with open(conf, 'w') as f:
+                # One process, which stays the test's child and keeps its
+                # user (as root, workers would switch to nobody).
+                f.write('daemon off;\nmaster_process off;\npid %s;\nerror_log %s;\n'
+                        'events { worker_connections 64; }\n'
+                        'http {\naccess_log %s;\n%s'
+                        'server { listen 127.0.0.1:%d; root %s; }\n}\n' % (
+                            os.path.join(prefix, 'nginx.pid'), self.error_log,
+                            self.access_log, temp, self.port, root))
+            self.proc = subprocess.Popen([NGINX, '-p', prefix, '-c', conf, '-e', self.error_log],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._wait_listening():
+                return
+        raise AssertionError('nginx did not start: %s' % self.errors())
+
+    def _wait_listening(self):
+        for _ in range(500):
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        self.proc.kill()
+        self.proc.wait()
+        return False
+
+    def errors(self):
+        try:
+            with open(self.error_log, errors='replace') as f:
+                return f.read().strip()
+        except OSError:
+            return ''
+
+    def url(self, name):
+        return 'http://127.0.0.1:%d/%s' % (self.port, name)
+
+    def requests(self, name):
+        """The requests for /@name in the access log so far."""
+        with open(self.access_log, errors='replace') as f:
+            return [line for line in f if ' /%s ' % name in line]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def libguestfs_env():
