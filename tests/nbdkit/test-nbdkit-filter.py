@@ -8,7 +8,9 @@
 # nginx of the test's own on 127.0.0.1, and its xz filter decompressing a
 # file.  The bytes read through it must be those `qemu-img convert -O raw`
 # or the test generator gives, and those the plugin serves; writes through
-# it must leave an image that `qemu-img check` accepts.  Opening an image
+# it must leave an image that `qemu-img check` accepts.  Over SSH, the
+# test's own sshd on 127.0.0.1 serves the image to nbdkit's ssh plugin,
+# which reads and writes it through SFTP.  Opening an image
 # of 64 TiB over HTTP must cost a handful of requests: the count, from
 # nginx's access log, is printed.
 #
@@ -17,16 +19,20 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdtest import (  # noqa: E402
     FILTER, Captive, KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, TOOL,
-    Nginx, Skip, check_ok, expect, expect_equal, main, need, nbdkit_env, qemu_create, run,
-    sha256_file)
+    Nginx, Skip, check_ok, expect, expect_equal, free_port, main, need, nbdkit_env,
+    qemu_create, read_text, run, sha256_file)
 
 XZ = shutil.which('xz')
+SSHD = '/usr/sbin/sshd' if os.access('/usr/sbin/sshd', os.X_OK) else None
+SSH_KEYGEN = shutil.which('ssh-keygen')
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR', '')
 # The most HTTP requests that nbdinfo of a 64 TiB image may cost.
 MAX_OPEN_REQUESTS = 8
@@ -45,6 +51,94 @@ def qemu_raw(path, raw):
     check_ok(run([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', path, raw]),
              'qemu-img convert')
     return sha256_file(raw)
+
+
+class Sshd:
+    """Debian's sshd on 127.0.0.1 at a free port, in the foreground, with a
+    configuration, a host key, a client key and a pid file of its own under
+    @prefix; it lets in the user running the test with that key, which
+    .identity names, and serves SFTP."""
+
+    def __init__(self, prefix):
+        if SSHD is None or SSH_KEYGEN is None:
+            raise Skip('sshd or ssh-keygen not installed (Debian: openssh-server)')
+        if os.geteuid() != 0:
+            raise Skip('sshd can let in only the user it runs as, and needs /run/sshd: '
+                       'run as root')
+        os.makedirs(prefix)
+        self.proc = None
+        self.made_run_dir = False
+        # sshd refuses to start without its privilege separation directory.
+        if not os.path.isdir('/run/sshd'):
+            os.makedirs('/run/sshd', mode=0o755)
+            self.made_run_dir = True
+        host_key = os.path.join(prefix, 'host_ed25519')
+        self.identity = os.path.join(prefix, 'id_ed25519')
+        for key in (host_key, self.identity):
+            check_ok(run([SSH_KEYGEN, '-q', '-t', 'ed25519', '-N', '', '-f', key]),
+                     'ssh-keygen')
+        self.log = os.path.join(prefix, 'sshd.log')
+        conf = os.path.join(prefix, 'sshd_config')
+        try:
+            for attempt in range(5):
+                self.port = free_port()
+                with open(conf, 'w') as f:
+                    f.write('ListenAddress 127.0.0.1\nPort %d\nHostKey %s\n'
+                            'AuthorizedKeysFile %s\nPidFile %s\nStrictModes no\n'
+                            'UsePAM no\nPasswordAuthentication no\n'
+                            'KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n'
+                            'Subsystem sftp internal-sftp\n' % (
+                                self.port, host_key, self.identity + '.pub',
+                                os.path.join(prefix, 'sshd.pid')))
+                with open(self.log, 'wb') as log:
+                    self.proc = subprocess.Popen([SSHD, '-D', '-e', '-f', conf],
+                                                 stdin=subprocess.DEVNULL, stdout=log,
+                                                 stderr=subprocess.STDOUT)
+                if self._wait_listening():
+                    return
+            raise Skip('sshd cannot start here: %s' % ' / '.join(
+                read_text(self.log).strip().splitlines()[-3:]))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self):
+        # sshd says so in its log once it listens; ten seconds of polls.
+        for _ in range(500):
+            if self.proc.poll() is not None:
+                return False
+            if 'Server listening on' in read_text(self.log):
+                return True
+            time.sleep(0.02)
+        self.stop()
+        return False
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.made_run_dir:
+            try:
+                os.rmdir('/run/sshd')
+            except OSError:
+                pass
+            self.made_run_dir = False
+
+    def params(self, path):
+        """The ssh plugin's parameters for the file @path on this server."""
+        return ['host=127.0.0.1', 'port=%d' % self.port, 'user=root', 'path=' + path,
+                'identity=' + self.identity, 'verify-remote-host=false', 'config=']
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 class FilterTests:
@@ -182,6 +276,50 @@ class FilterTests:
                 print('# %s: %d HTTP requests for nbdcopy' % (name, len(nginx.requests(name))))
         if len(images) == 1:
             raise Skip('read qemu.vhdx; the Hyper-V sample is not there (%s)' % sample)
+
+    def test_ssh(self):
+        need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO), ('nbdcopy', NBDCOPY))
+        if not nbdkit_has('plugin', 'ssh'):
+            raise Skip('nbdkit\'s ssh plugin is not installed')
+        # The "remote" file, which sshd's SFTP serves: blocks of 1 MiB, of
+        # which QEMU stores 0-2, 8 and 20-21.
+        path = self.path('remote.vhdx')
+        qemu_create(path, 'dynamic', '32M', MiB,
+                    [(0x31, 0, 3 * MiB), (0x32, 8 * MiB + 512, 4 * KiB),
+                     (0x33, 20 * MiB, 2 * MiB)])
+        expected = qemu_raw(path, self.path('remote.raw'))
+        with Sshd(self.path('sshd')) as sshd:
+            params = sshd.params(path)
+            for options in (('-r',), ()):
+                expect_equal(self.copy_sha256('ssh', params, 'ssh', options), expected,
+                             'sha256 of the image over SSH %s' % ' '.join(options))
+            # Writes into blocks the file stores: nothing needs to grow.
+            writes = [(0x5a, 4 * KiB, 8 * KiB), (0x5b, 3 * MiB - 512, 512),
+                      (0x5c, 8 * MiB, MiB), (0x5d, 20 * MiB + 4 * KiB, 2 * MiB - 8 * KiB)]
+            command = ' '.join('-c "write -P 0x%02x %d %d"' % w for w in writes)
+            result = self.filtered('ssh', params, 'qemu-io -f raw %s "$uri"' % command)
+            expect('is read-only' not in result.output, 'served read-only: %s' % result.output)
+            # Block 12 has no space in the file, which cannot grow.
+            result = self.filtered('ssh', params, 'qemu-io -f raw -c "write -P 0x5e %d 4096" '
+                                   '"$uri"' % (12 * MiB), expect_status=None)
+            expect('No space left on device' in result.output + result.stdout,
+                   'a write over SSH that needs new space: %s' % result.output)
+        check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', path]),
+                 'qemu-img check after writing over SSH')
+        reads = ' '.join('-c "read -P 0x%02x %d %d"' % w for w in writes)
+        # What was not written stays.
+        reads += ' -c "read -P 0x31 0 4096" -c "read -P 0x31 %d %d"' % (12 * KiB, MiB)
+        reads += ' -c "read -P 0 %d %d"' % (3 * MiB, 5 * MiB)
+        check_ok(run(['sh', '-c', 'qemu-io -f vhdx -r %s %s' % (reads, path)]),
+                 'qemu-io reading back what the filter wrote over SSH')
+        # The same bytes as writing them into QEMU's raw copy.
+        raw = self.path('remote.raw')
+        with open(raw, 'r+b') as f:
+            for pattern, offset, length in writes:
+                f.seek(offset)
+                f.write(bytes([pattern]) * length)
+        expect_equal(qemu_raw(path, self.path('remote-after.raw')), sha256_file(raw),
+                     'sha256 of the image written over SSH')
 
     def test_http_requests_of_opening(self):
         need(('nbdinfo', NBDINFO))
