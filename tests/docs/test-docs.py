@@ -1355,6 +1355,8 @@ HANDLERS = {
      'bench-write fill overwrite'): Examples.benchmarks,
     ('README.md', './run bench-manage              # all cases; or name some: ./run '
      'bench-manage merge compact'): Examples.benchmarks,
+    ('README.md', './run bench-filter              # or: ./run bench-filter --runs 9'):
+        Examples.benchmarks,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit vhdx disk.vhdx'): Examples.default_port,
     ('docs/nbdkit-vhdx-plugin.1', 'nbdkit -U - vhdx vm.avhdx parent=/srv/base.vhdx \\'):
         Examples.moved_parent_copy,
