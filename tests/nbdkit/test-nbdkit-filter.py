@@ -68,10 +68,6 @@ class Sshd:
         os.makedirs(prefix)
         self.proc = None
         self.made_run_dir = False
-        # sshd refuses to start without its privilege separation directory.
-        if not os.path.isdir('/run/sshd'):
-            os.makedirs('/run/sshd', mode=0o755)
-            self.made_run_dir = True
         host_key = os.path.join(prefix, 'host_ed25519')
         self.identity = os.path.join(prefix, 'id_ed25519')
         for key in (host_key, self.identity):
@@ -80,6 +76,11 @@ class Sshd:
         self.log = os.path.join(prefix, 'sshd.log')
         conf = os.path.join(prefix, 'sshd_config')
         try:
+            # sshd refuses to start without its privilege separation
+            # directory; one made here goes again in stop().
+            if not os.path.isdir('/run/sshd'):
+                os.makedirs('/run/sshd', mode=0o755)
+                self.made_run_dir = True
             for attempt in range(5):
                 self.port = free_port()
                 with open(conf, 'w') as f:
@@ -110,7 +111,8 @@ class Sshd:
             if 'Server listening on' in read_text(self.log):
                 return True
             time.sleep(0.02)
-        self.stop()
+        self.proc.kill()
+        self.proc.wait()
         return False
 
     def stop(self):
