@@ -10,7 +10,10 @@
  * had at the last completed flush or a value written after it.  QEMU checks
  * a sample of the repaired files of the 512-byte fixed and dynamic
  * workloads, whose images QEMU makes.  With -m thorough (./run crash),
- * every kind at every crash point.
+ * every kind at every crash point.  The filter-* workloads write through
+ * the nbdkit filter's VhdxIo (nbdkit-vhdx-next-io.c, its read-ahead cache
+ * included) over a plugin below it that is the recording file, into
+ * images whose blocks all have their space (the file below cannot grow).
  */
 #include "config.h"
 
@@ -32,6 +35,14 @@
 #include <glib/gstdio.h>
 #include <malloc.h>
 #include <unistd.h>
+
+#ifdef VHDX_CRASH_THROUGH_FILTER
+#include <errno.h>
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "nbdkit-vhdx-next-io.h"
+#endif
 
 #define MiB  (G_GUINT64_CONSTANT (1) << 20)
 #define GiB  (G_GUINT64_CONSTANT (1) << 30)
@@ -599,6 +610,134 @@ run_crashes (Run *r, CrashTrace *trace, guint stride)
         } while (crash_walker_advance (walker));
 }
 
+#ifdef VHDX_CRASH_THROUGH_FILTER
+/*
+ * The plugin below the filter, as nbdkit's next_ops give it to the filter:
+ * its calls go to the recording file.
+ */
+typedef struct {
+        struct nbdkit_next_ops ops; /* first: the filter's nbdkit_next */
+        VhdxIo *io;
+} Below;
+
+static VhdxIo *
+below_io (nbdkit_next *next)
+{
+        return ((Below *) next)->io;
+}
+
+static int
+below_failed (GError *error, int *err)
+{
+        *err = g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE) ? ENOSPC : EIO;
+        g_test_message ("the plugin below fails: %s", error->message);
+        g_error_free (error);
+        return -1;
+}
+
+static int64_t
+below_get_size (nbdkit_next *next)
+{
+        guint64 size;
+
+        if (!vhdx_io_get_size (below_io (next), &size, NULL))
+                return -1;
+        return (int64_t) size;
+}
+
+static int
+below_can_zero (nbdkit_next *next)
+{
+        return NBDKIT_ZERO_NATIVE;
+}
+
+static int
+below_pread (nbdkit_next *next,
+             void *buf,
+             uint32_t count,
+             uint64_t offset,
+             uint32_t flags,
+             int *err)
+{
+        GError *error = NULL;
+
+        if (!vhdx_io_read_exact (below_io (next), buf, count, offset, "the plugin below", &error))
+                return below_failed (error, err);
+        return 0;
+}
+
+static int
+below_pwrite (nbdkit_next *next,
+              const void *buf,
+              uint32_t count,
+              uint64_t offset,
+              uint32_t flags,
+              int *err)
+{
+        GError *error = NULL;
+
+        if (!vhdx_io_write (below_io (next), buf, count, offset, &error))
+                return below_failed (error, err);
+        return 0;
+}
+
+static int
+below_flush (nbdkit_next *next, uint32_t flags, int *err)
+{
+        GError *error = NULL;
+
+        if (!vhdx_io_flush (below_io (next), &error))
+                return below_failed (error, err);
+        return 0;
+}
+
+static int
+below_zero (nbdkit_next *next, uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+        GError *error = NULL;
+
+        if (!vhdx_io_zero_range (below_io (next), offset, count,
+                                 (flags & NBDKIT_FLAG_MAY_TRIM) != 0, &error))
+                return below_failed (error, err);
+        return 0;
+}
+
+/* The image on the filter's VhdxIo over @below, opened as the filter opens
+ * it: its metadata's ranges read ahead once it is open. */
+static VhdxFile *
+open_through_filter (Run *r, Below *below)
+{
+        g_autoptr (GError) error = NULL;
+        VhdxIo *io;
+        VhdxFile *file;
+
+        below->ops.get_size = below_get_size;
+        below->ops.can_zero = below_can_zero;
+        below->ops.pread = below_pread;
+        below->ops.pwrite = below_pwrite;
+        below->ops.flush = below_flush;
+        below->ops.zero = below_zero;
+        io = vhdx_next_io_new (&below->ops, TRUE, FALSE);
+        file = open_image (r, io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+        g_assert_no_error (error);
+        {
+                const VhdxInfo *info = vhdx_file_get_info (file);
+                const guint64 ranges[] = {
+                        0,
+                        MiB,
+                        info->log_offset,
+                        info->log_offset + info->log_length,
+                        info->metadata_offset,
+                        info->metadata_offset + info->metadata_length,
+                        info->bat_offset,
+                        info->bat_offset + info->bat_length,
+                };
+                vhdx_next_io_set_metadata_ranges (io, ranges, G_N_ELEMENTS (ranges) / 2);
+        }
+        return file;
+}
+#endif
+
 typedef struct {
         const char *name;
         ImageKind image;
@@ -613,6 +752,7 @@ typedef struct {
         gboolean set_metadata; /* a set-metadata workload */
         gboolean merge;        /* a merge workload */
         gboolean compact;      /* a compaction workload */
+        gboolean filter;       /* through the filter's VhdxIo, every block filled first */
         guint compact_flags;   /* VhdxCompactFlags, or the engine's for tests */
         guint compact_from;    /* the first of the 8 blocks it gets data in */
 } Case;
@@ -1874,6 +2014,9 @@ test_case (gconstpointer data)
         g_autoptr (GBytes) image = NULL;
         g_autoptr (CrashTrace) trace = NULL;
         Run r = { 0 };
+#ifdef VHDX_CRASH_THROUGH_FILTER
+        Below below = { { 0 } };
+#endif
 
         if (kind_is_qemu (c->image) && !test_have_program ("qemu-img")) {
                 g_test_skip ("qemu-img is not installed: QEMU makes this workload's image");
@@ -1896,6 +2039,16 @@ test_case (gconstpointer data)
         r.ops = g_array_new (FALSE, FALSE, sizeof (Op));
         g_array_set_clear_func (r.ops, op_clear);
         image = make_image (&r);
+        if (c->filter) {
+#ifdef VHDX_CRASH_THROUGH_FILTER
+                GBytes *filled = fill_image (&r, image);
+                g_bytes_unref (image);
+                image = filled;
+#else
+                g_test_skip ("the nbdkit filter is not built");
+                goto done;
+#endif
+        }
         if (c->compact) {
                 /* Only a few blocks change: no copy of the whole disk. */
                 run_compact_case (&r, c, g_steal_pointer (&image));
@@ -1924,8 +2077,16 @@ test_case (gconstpointer data)
                 const guint8 *contents = g_bytes_get_data (image, &length);
                 r.io = crash_io_new (contents, length, TRUE);
         }
-        r.file = open_image (&r, r.io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
-        g_assert_no_error (error);
+#ifdef VHDX_CRASH_THROUGH_FILTER
+        if (c->filter) {
+                below.io = r.io;
+                r.file = open_through_filter (&r, &below);
+        } else
+#endif
+        {
+                r.file = open_image (&r, r.io, VHDX_OPEN_FLAGS_READ_WRITE, &error);
+                g_assert_no_error (error);
+        }
         if (c->entry_limit > 0)
                 vhdx_file_set_log_entry_limit (r.file, c->entry_limit);
         c->workload (&r);
@@ -1936,6 +2097,8 @@ test_case (gconstpointer data)
         }
         trace = crash_io_get_trace (r.io);
         g_clear_pointer (&r.file, vhdx_file_free);
+        if (c->filter) /* the filter's VhdxIo does not own the file below */
+                vhdx_io_free (r.io);
 
         run_crashes (&r, trace, MAX (c->quick_stride, 1));
         g_test_message ("%s: %u file calls, %" G_GUINT64_FORMAT
@@ -2034,6 +2197,15 @@ static const Case cases[] = {
           .compact_from = 508 },
         { "compact-quick", IMAGE_QEMU_DYNAMIC, 8 * MiB, 1 * MiB, .compact = TRUE,
           .compact_flags = VHDX_COMPACT_FLAGS_QUICK },
+        /* Through the filter's VhdxIo, into blocks that all have their space. */
+        { "filter-sequential", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, workload_sequential,
+          .filter = TRUE },
+        { "filter-random", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, workload_random, .filter = TRUE },
+        { "filter-random-4k", IMAGE_DYNAMIC_4K, 4 * MiB, 1 * MiB, workload_random, .filter = TRUE },
+        { "filter-zero-discard", IMAGE_QEMU_DYNAMIC, 4 * MiB, 1 * MiB, workload_zero_discard,
+          .filter = TRUE },
+        { "filter-log-wrap", IMAGE_DYNAMIC, 4 * MiB, 1 * MiB, workload_log_wrap, 0, 3,
+          .filter = TRUE },
 };
 
 int
