@@ -36,27 +36,6 @@ result_to_json (const char *path, const VhdxCompactResult *result)
         return json_builder_get_root (builder);
 }
 
-/* Progress on a terminal, shown from the first report, which gives a total
- * that grows once the blocks to move are known. */
-typedef struct {
-        gboolean wanted;
-        gboolean started;
-        ToolProgress progress;
-} CompactProgress;
-
-static void
-compact_progress (guint64 done, guint64 total, gpointer user_data)
-{
-        CompactProgress *p = user_data;
-
-        if (!p->started) {
-                tool_progress_start (&p->progress, p->wanted, NULL, total);
-                p->started = TRUE;
-        }
-        p->progress.total = total;
-        tool_progress_update (&p->progress, done);
-}
-
 static int
 compact_image (const char *path,
                VhdxCompactFlags flags,
@@ -66,8 +45,9 @@ compact_image (const char *path,
 {
         g_autoptr (GError) error = NULL;
         g_autoptr (VhdxFile) file = NULL;
-        CompactProgress progress = { show_progress, FALSE, { 0 } };
+        ToolReportedProgress progress = { show_progress, FALSE, { 0 } };
         VhdxCompactResult result = { 0 };
+        gboolean ok;
 
         /* The parents of a differencing image are opened read-only. */
         file = cli_open_image (path, VHDX_OPEN_FLAGS_READ_WRITE, parents, NULL, &error);
@@ -75,14 +55,14 @@ compact_image (const char *path,
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
         }
-        if (!vhdx_file_compact (file, flags, compact_progress, &progress, NULL, &result, &error)) {
-                if (progress.started)
-                        tool_progress_abandon (&progress.progress);
+        /* The total grows once the blocks to move are known. */
+        ok = vhdx_file_compact (file, flags, tool_progress_report, &progress, NULL, &result,
+                                &error);
+        tool_reported_progress_end (&progress, ok);
+        if (!ok) {
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
         }
-        if (progress.started)
-                tool_progress_finish (&progress.progress);
         if (!vhdx_file_close (file, &error)) {
                 tool_print_file_error (path, error);
                 return EXIT_FAILURE;
