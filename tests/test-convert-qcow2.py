@@ -16,7 +16,6 @@
 # Environment: VHDX_TOOL (required); VHDX_SHARED_DIR (the samples, when
 # present).
 
-import bz2
 import json
 import os
 import shutil
@@ -148,14 +147,9 @@ class Tests:
         expect(not os.path.exists(out), 'no destination')
 
     def test_hyperv_sample(self):
-        shared = os.environ.get('VHDX_SHARED_DIR')
-        sample = os.path.join(shared, 'samples', 'iotest-dynamic-1G.vhdx.bz2') if shared else None
-        if not sample or not os.path.exists(sample):
-            raise Skip('no samples (../shared/samples)')
         need_tools()
         img = self.path('hyperv.vhdx')
-        with bz2.open(sample, 'rb') as src, open(img, 'wb') as dst:
-            shutil.copyfileobj(src, dst, 4 * MiB)
+        clitest.sample('iotest-dynamic-1G.vhdx.bz2', img)
         raw = self.path('hyperv.raw')
         ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', img, raw])
         out = self.path('hyperv.qcow2')

@@ -19,7 +19,6 @@
 # Environment: VHDX_TOOL (required); VHDX_VHDI_CAT (when libvhdi was found
 # at build time); VHDX_SHARED_DIR (the samples, when present).
 
-import bz2
 import hashlib
 import json
 import os
@@ -335,15 +334,10 @@ class Tests:
     # Hyper-V's image
 
     def test_hyperv_sample(self):
-        shared = os.environ.get('VHDX_SHARED_DIR')
-        sample = os.path.join(shared, 'samples', 'iotest-dynamic-1G.vhdx.bz2') if shared else None
-        if not sample or not os.path.exists(sample):
-            raise Skip('no samples (../shared/samples)')
         need_qemu()
         os.makedirs(self.path('hyperv'))
         base = self.path('hyperv', 'disk.vhdx')
-        with bz2.open(sample, 'rb') as src, open(base, 'wb') as dst:
-            shutil.copyfileobj(src, dst, 4 * MiB)
+        clitest.sample('iotest-dynamic-1G.vhdx.bz2', base)
         # The child's disk: Hyper-V's, with changes over its data and past it.
         raw = self.path('hyperv', 'child.raw')
         ok([QEMU_IMG, 'convert', '-f', 'vhdx', '-O', 'raw', base, raw])

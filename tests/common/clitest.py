@@ -2,8 +2,12 @@
 """What the command tests of the `vhdx` tool share: running programs, the
 checks, and running a class's test_* methods as TAP in a temporary directory."""
 
+import bz2
+import gzip
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +48,28 @@ def write_raw(path, size, writes):
         for pattern, offset, length in writes:
             f.seek(offset)
             f.write(bytes([pattern]) * length)
+
+
+def sample(name, dst):
+    """Decompress the sample @name of ../shared/samples (VHDX_SHARED_DIR)
+    into @dst and return the sha256 of its disk that the samples' README
+    gives; Skip when the samples are not there."""
+    shared = os.environ.get('VHDX_SHARED_DIR')
+    path = os.path.join(shared, 'samples', name) if shared else None
+    if not path or not os.path.exists(path):
+        raise Skip('no samples (../shared/samples)')
+    digest = None
+    with open(os.path.join(os.path.dirname(path), 'README.md'), encoding='utf-8') as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip('|').split('|')]
+            if cells[0] == name:
+                digest = cells[-1]
+    if digest is None or not re.fullmatch(r'[0-9a-f]{64}', digest):
+        raise AssertionError('the samples\' README gives no checksum of %s: %r' % (name, digest))
+    opener = bz2.open if name.endswith('.bz2') else gzip.open
+    with opener(path, 'rb') as src, open(dst, 'wb') as out:
+        shutil.copyfileobj(src, out, 4 << 20)
+    return digest
 
 
 def expect(condition, what):
