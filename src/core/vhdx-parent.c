@@ -419,7 +419,11 @@ vhdx_parent_candidates (GPtrArray *locator,
         GPtrArray *candidates = g_ptr_array_new_with_free_func (g_free);
         g_autoptr (GPtrArray) dirs = g_ptr_array_new_with_free_func (g_free);
         g_autoptr (GPtrArray) names = g_ptr_array_new ();
-        g_autofree char *dir = child_path != NULL ? g_path_get_dirname (child_path) : NULL;
+        /* A child named by a URI (an image another server serves) has no
+         * directory to look in. */
+        g_autofree char *dir = child_path != NULL && strstr (child_path, "://") == NULL
+                                       ? g_path_get_dirname (child_path)
+                                       : NULL;
         const char *relative;
 
         if (explicit_path != NULL) {

@@ -77,7 +77,8 @@ G_GNUC_WARN_UNUSED_RESULT char *vhdx_parent_relative_path (const char *child_pat
  * folders beside it (where a Hyper-V export keeps disks and checkpoints),
  * and in each of @parent_dirs (NULL-terminated, may be NULL).  A name that
  * no file has exactly is matched without regard to case.  Duplicates are
- * dropped.
+ * dropped.  A @child_path that is a URI ("scheme://...") has no directory:
+ * only @parent_dirs are looked in.
  */
 G_GNUC_WARN_UNUSED_RESULT GPtrArray *vhdx_parent_candidates (GPtrArray *locator,
                                                              const char *child_path,

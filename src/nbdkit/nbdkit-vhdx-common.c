@@ -8,12 +8,14 @@
 #include <stdlib.h>
 
 #include <gio/gio.h>
+#include <glib/gi18n-lib.h>
 
 /* Only what nbdkit gives plugins and filters alike is used here. */
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
 #include "nbdkit-vhdx-common.h"
+#include "nbdkit-vhdx-nbd-io.h"
 #include "vhdx-map.h"
 #include "vhdx-writer.h"
 
@@ -56,6 +58,20 @@ vhdx_nbdkit_options_config (VhdxNbdkitOptions *options, const char *key, const c
                 return config_bool (&options->ignore_parent_mismatch, value);
         if (g_strcmp0 (key, "force-share") == 0)
                 return config_bool (&options->force_share, value);
+        if (g_strcmp0 (key, "parent") == 0 && vhdx_nbd_io_is_uri (value)) {
+                /* Another NBD server's export: taken as it is. */
+                if (options->parent_path != NULL) {
+                        nbdkit_error ("'%s' given more than once", key);
+                        return -1;
+                }
+                options->parent_path = strdup (value);
+                options->parent_is_uri = TRUE;
+                if (options->parent_path == NULL) {
+                        nbdkit_error ("strdup: %m");
+                        return -1;
+                }
+                return 0;
+        }
         if (g_strcmp0 (key, "parent") == 0)
                 return vhdx_nbdkit_config_path (&options->parent_path, key, value);
         return 1;
@@ -77,7 +93,30 @@ void
 vhdx_nbdkit_options_clear (VhdxNbdkitOptions *options)
 {
         g_clear_pointer (&options->parent_path, free);
+        options->parent_is_uri = FALSE;
         g_clear_pointer (&options->parent_dirs, g_ptr_array_unref);
+}
+
+/*
+ * How the members of a chain are opened: the parent given as an NBD URI
+ * through libnbd, read-only; every other candidate as a local file.  The
+ * parent's own parents, if any, are looked for by the names its locator
+ * gives in the directories of parent-dir= alone.
+ */
+static VhdxIo *
+open_member (const char *path, gboolean writable, gpointer user_data, GError **error)
+{
+        const VhdxNbdkitOptions *options = user_data;
+
+        if (options->parent_is_uri && g_strcmp0 (path, options->parent_path) == 0) {
+                if (writable) {
+                        g_set_error (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY,
+                                     _ ("A parent on an NBD server can only be read"));
+                        return NULL;
+                }
+                return vhdx_nbd_io_open (path, error);
+        }
+        return vhdx_io_open_path (path, writable, error);
 }
 
 VhdxFile *
@@ -93,6 +132,8 @@ vhdx_nbdkit_open_image (const VhdxNbdkitOptions *options,
                 .parent_dirs = options->parent_dirs != NULL
                                        ? (const char *const *) options->parent_dirs->pdata
                                        : NULL,
+                .open_func = open_member,
+                .open_data = (gpointer) options,
         };
         VhdxOpenFlags flags = VHDX_OPEN_FLAGS_NONE;
 

@@ -18,7 +18,8 @@ struct nbdkit_extents;
 
 /* The options that the plugin and the filter both take. */
 typedef struct {
-        char *parent_path;      /* absolute, or NULL: follow the parent locator */
+        char *parent_path;      /* absolute, an NBD URI, or NULL: follow the parent locator */
+        gboolean parent_is_uri; /* parent_path names an NBD server's export */
         GPtrArray *parent_dirs; /* absolute directories to look for parents in, NULL-terminated */
         gboolean ignore_parent_mismatch;
         gboolean force_share; /* served read-only, without locking others out */
@@ -29,7 +30,8 @@ typedef struct {
  * no image of its own). */
 #define VHDX_NBDKIT_PARENT_OPTIONS_HELP                                                            \
         "parent=PARENT.vhdx   The parent of a differencing image, instead of\n"                    \
-        "                     the one its parent locator names.\n"                                 \
+        "                     the one its parent locator names: a file, or\n"                      \
+        "                     an NBD URI (nbd://HOST/, nbd+unix:///?socket=S).\n"                  \
         "parent-dir=DIR       Also look for parents in DIR (repeatable).\n"                        \
         "ignore-parent-mismatch=true\n"                                                            \
         "                     Use a parent that is not the one the image was\n"                    \

@@ -8,15 +8,21 @@ import time
 
 
 class QemuNbd:
-    """qemu-nbd on a Unix socket; --fork returns once the image is open and
+    """qemu-nbd on a Unix socket (or, with @port, on 127.0.0.1:@port, its
+    pid file beside @socket); --fork returns once the image is open and
     locked.  @run runs an argv and returns its CompletedProcess (how the
     test runs its programs, as which user).  started is False, and result
-    says why, when qemu-nbd could not open the image."""
+    says why, when qemu-nbd could not open the image.  @fmt is the format
+    qemu-nbd reads the file as."""
 
-    def __init__(self, run, socket, path, writable=True):
+    def __init__(self, run, socket, path, writable=True, fmt='vhdx', port=None):
         self.socket = socket
         pidfile = socket + '.pid'
-        args = ['qemu-nbd', '--fork', '--pid-file', pidfile, '-f', 'vhdx', '-k', socket]
+        args = ['qemu-nbd', '--fork', '--pid-file', pidfile, '-f', fmt]
+        if port is None:
+            args += ['-k', socket]
+        else:
+            args += ['-b', '127.0.0.1', '-p', str(port)]
         self.result = run(args + ([] if writable else ['-r']) + [path])
         self.started = self.result.returncode == 0
         if self.started:

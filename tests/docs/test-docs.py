@@ -48,7 +48,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'common'))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'nbdkit'))
-from nbdtest import Nginx, Skip, expect, expect_equal, sha256_file  # noqa: E402
+from nbdtest import (  # noqa: E402
+    Nginx, Skip, expect, expect_equal, process_alive, sha256_file)
 import vhdxspec  # noqa: E402
 
 SOURCE_ROOT = os.environ.get('VHDX_SOURCE_ROOT')
@@ -757,6 +758,33 @@ class Examples:
                       child_raw]), 'qemu-img compare')
         return 'vm.qcow2 as the checkpoint reads, with its moved parent'
 
+    def filter_nbd_parent(self, block):
+        """The checkpoint on nginx, its parent served by an nbdkit that the
+        block starts in the background and stops."""
+        self.need_filter()
+        place = self.place()
+        os.makedirs(place.path('srv'))
+        os.makedirs(place.path('tmp'))
+        os.mkdir(place.path('www'))
+        base = place.path('srv', 'base.vhdx')
+        qemu_image(base, 64 * MiB, [(0x51, 0, 4 * MiB), (0x52, 50 * MiB, MiB)])
+        child = place.path('www', 'vm.avhdx')
+        child_raw = child_of(place, base, child,
+                             [(MiB + 512, b'\x53' * 4096), (50 * MiB, b'\x54' * MiB)])
+        _, requests = self.served_over_http(block, place, child)
+        expect(read_file(place.path('vm.raw')) == read_file(child_raw),
+               'vm.raw is not the disk of the checkpoint')
+        # kill only asks: the server exits soon after (polls of 0.05 s, a
+        # minute at most).
+        pid = int(read_file(place.path('tmp', 'base.pid')))
+        for _ in range(1200):
+            if not process_alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError('the parent\'s server still runs after kill')
+        return 'vm.raw as the checkpoint reads, in %d HTTP requests' % requests
+
     def need_nbdkit(self):
         need('nbdkit')
         if not PLUGIN:
@@ -1371,6 +1399,10 @@ HANDLERS = {
     ('README.md', 'nbdkit -r -U - --filter=vhdx curl http://127.0.0.1:8080/disk.vhdx --run '
      '\'nbdcopy "$uri" disk.raw\''): Examples.filter_http_copy,
     ('README.md', 'xz -k --block-size=1MiB disk.vhdx'): Examples.filter_xz,
+    ('README.md', 'nbdkit -r -U /tmp/base.sock -P /tmp/base.pid file /srv/base.vhdx'):
+        Examples.filter_nbd_parent,
+    ('docs/nbdkit-vhdx-filter.1', 'nbdkit -r -U /tmp/base.sock -P /tmp/base.pid file '
+     '/srv/base.vhdx'): Examples.filter_nbd_parent,
     ('docs/nbdkit-vhdx-filter.1', 'nbdkit -U - --filter=vhdx file disk.vhdx \\'):
         Examples.filter_file_copy,
     ('docs/nbdkit-vhdx-filter.1', 'nbdkit -r -U - --filter=vhdx curl '

@@ -27,10 +27,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdtest import (  # noqa: E402
     FILTER, Captive, KiB, MiB, MKIMAGE, NBDCOPY, NBDINFO, NBDKIT, QEMU_IMG, QEMU_IO, TOOL,
-    Nginx, Skip, check_ok, expect, expect_equal, free_port, main, need, nbdkit_env,
+    Nginx, Server, Skip, check_ok, expect, expect_equal, free_port, main, need, nbdkit_env,
     qemu_create, read_text, run, sha256_file)
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'common'))
+from qemunbd import QemuNbd  # noqa: E402
+
 XZ = shutil.which('xz')
+QEMU_NBD = shutil.which('qemu-nbd')
 SSHD = '/usr/sbin/sshd' if os.access('/usr/sbin/sshd', os.X_OK) else None
 SSH_KEYGEN = shutil.which('ssh-keygen')
 SHARED_DIR = os.environ.get('VHDX_SHARED_DIR', '')
@@ -209,22 +214,30 @@ class FilterTests:
         expect('"block_size_minimum": 4096' in result.stdout,
                'minimum block size of a 4K-sector image: %s' % result.stdout)
 
-    def test_file_differencing(self):
-        parent = self.path('parent.vhdx')
-        parent_raw = self.path('parent.raw')
-        check_ok(run([MKIMAGE, '--type', 'dynamic', '--size', '24M', '--block-size', '1M',
-                      '--pattern', '0:3M:1', '--pattern', '10M:1M:2', '--raw', parent_raw,
-                      parent]), 'vhdx-mkimage')
-        child_raw = self.path('child.raw')
+    def differencing_chain(self, prefix, parent=None, parent_raw=None):
+        """A differencing image of 24 MiB made by `vhdx convert --parent`
+        over @parent (made by vhdx-mkimage when None), its sectors changed
+        in three places: (child, parent, the child's raw disk)."""
+        if parent is None:
+            parent = self.path(prefix + 'parent.vhdx')
+            parent_raw = self.path(prefix + 'parent.raw')
+            check_ok(run([MKIMAGE, '--type', 'dynamic', '--size', '24M', '--block-size', '1M',
+                          '--pattern', '0:3M:1', '--pattern', '10M:1M:2', '--raw', parent_raw,
+                          parent]), 'vhdx-mkimage')
+        child_raw = self.path(prefix + 'child.raw')
         shutil.copyfile(parent_raw, child_raw)
         with open(child_raw, 'r+b') as f:
             for offset, data in ((MiB + 512, os.urandom(7 * 512)), (5 * MiB, os.urandom(MiB)),
                                  (23 * MiB + 4 * KiB, os.urandom(4 * KiB))):
                 f.seek(offset)
                 f.write(data)
-        child = self.path('child.vhdx')
+        child = self.path(prefix + 'child.vhdx')
         check_ok(run([TOOL, 'convert', '--block-size', '1M', '--parent', parent, child_raw,
                       child]), 'vhdx convert --parent')
+        return child, parent, child_raw
+
+    def test_file_differencing(self):
+        child, parent, child_raw = self.differencing_chain('')
         expected = sha256_file(child_raw)
         expect_equal(self.copy_sha256('file', [child, 'parent=' + parent], 'child', ['-r']),
                      expected, 'sha256 of the differencing image with parent=')
@@ -233,6 +246,57 @@ class FilterTests:
         expect_equal(self.copy_sha256('file', [child, 'parent-dir=' + self.workdir], 'child-dir',
                                       ['-r']),
                      expected, 'sha256 of the differencing image with parent-dir=')
+
+    def test_parent_over_nbd(self):
+        # The parent on another NBD server, which serves its file as bytes:
+        # nbdkit's file plugin on a Unix socket and on TCP.
+        need(('nbdcopy', NBDCOPY))
+        child, parent, child_raw = self.differencing_chain('nbd-')
+        expected = sha256_file(child_raw)
+        # A grandchild, its parent the child: served with the child on the
+        # NBD server, its own parent found by parent-dir=.
+        grandchild, _, grandchild_raw = self.differencing_chain(
+            'nbd-grand', parent=child, parent_raw=child_raw)
+        elsewhere = self.path('nbd-elsewhere')
+        os.mkdir(elsewhere)
+        moved = os.path.join(elsewhere, os.path.basename(parent))
+        os.rename(parent, moved)
+        with Server(self.workdir, [moved], options=['-r'], plugin='file') as server:
+            parent_uri = server.uri
+            expect_equal(self.copy_sha256('file', [child, 'parent=' + parent_uri], 'nbd-unix',
+                                          ['-r']),
+                         expected, 'sha256 of the child with parent=%s' % parent_uri)
+            expect_equal(self.plugin_sha256(child, ['parent=' + parent_uri]), expected,
+                         'sha256 through the plugin with parent=%s' % parent_uri)
+        with Server(self.workdir, [child], options=['-r'], plugin='file') as server:
+            expect_equal(self.copy_sha256('file', [grandchild, 'parent=' + server.uri,
+                                                   'parent-dir=' + elsewhere],
+                                          'nbd-grandchild', ['-r']),
+                         sha256_file(grandchild_raw),
+                         'sha256 of a grandchild whose parent is on an NBD server')
+            # Without parent-dir=, the child's parent is looked for nowhere.
+            result = self.filtered('file', [grandchild, 'parent=' + server.uri], 'nbdinfo "$uri"',
+                                   ['-r'],
+                                   expect_status=None)
+            expect(result.status != 0 and 'cannot be found' in result.output and
+                   'tried: nbd' not in result.output,
+                   'a grandparent looked for beside an NBD URI: %s' % result.output)
+        # QEMU's NBD server on TCP.
+        need(('qemu-nbd', QEMU_NBD))
+        port = free_port()
+        with QemuNbd(run, self.path('qemu-nbd-parent'), moved, writable=False, fmt='raw',
+                     port=port) as server:
+            check_ok(server.result, 'qemu-nbd')
+            parent_uri = 'nbd://127.0.0.1:%d/' % port
+            expect_equal(self.copy_sha256('file', [child, 'parent=' + parent_uri], 'nbd-tcp',
+                                          ['-r']),
+                         expected, 'sha256 of the child with parent=%s' % parent_uri)
+        # A server that is not there: the error names it.
+        missing = 'nbd+unix:///?socket=' + self.path('nobody-listens.sock')
+        result = self.filtered('file', [child, 'parent=' + missing], 'nbdinfo "$uri"', ['-r'],
+                               expect_status=None)
+        expect(result.status != 0 and missing in result.output,
+               'no error naming the NBD server that is not there: %s' % result.output)
 
     def test_dirty_log(self):
         # Block 5 is allocated by the log alone: read-only, the log is
