@@ -13,9 +13,11 @@ class QemuNbd:
     locked.  @run runs an argv and returns its CompletedProcess (how the
     test runs its programs, as which user).  started is False, and result
     says why, when qemu-nbd could not open the image.  @fmt is the format
-    qemu-nbd reads the file as."""
+    qemu-nbd reads the file as; with @persistent, it serves client after
+    client (-t) rather than stopping when the first one leaves."""
 
-    def __init__(self, run, socket, path, writable=True, fmt='vhdx', port=None):
+    def __init__(self, run, socket, path, writable=True, fmt='vhdx', port=None,
+                 persistent=False):
         self.socket = socket
         pidfile = socket + '.pid'
         args = ['qemu-nbd', '--fork', '--pid-file', pidfile, '-f', fmt]
@@ -23,6 +25,8 @@ class QemuNbd:
             args += ['-k', socket]
         else:
             args += ['-b', '127.0.0.1', '-p', str(port)]
+        if persistent:
+            args.append('-t')
         self.result = run(args + ([] if writable else ['-r']) + [path])
         self.started = self.result.returncode == 0
         if self.started:

@@ -10,7 +10,10 @@
 # or the test generator gives, and those the plugin serves; writes through
 # it must leave an image that `qemu-img check` accepts.  Over SSH, the
 # test's own sshd on 127.0.0.1 serves the image to nbdkit's ssh plugin,
-# which reads and writes it through SFTP.  Opening an image
+# which reads and writes it through SFTP; QEMU's NBD server serves another
+# as bytes to nbdkit's nbd plugin.  A differencing image's parent may be
+# on another NBD server (nbdkit's file plugin on a socket, qemu-nbd on
+# TCP), named by its URI in parent=.  Opening an image
 # of 64 TiB over HTTP must cost a handful of requests: the count, from
 # nginx's access log, is printed.
 #
@@ -456,6 +459,30 @@ class FilterTests:
         expect('No space left on device' in result.output + result.stdout,
                'a write that needs new space: %s' % result.output)
         check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', path]), 'qemu-img check after ENOSPC')
+
+    def test_nbd_plugin_below(self):
+        # The image's file served as bytes by QEMU's NBD server, read and
+        # written through nbdkit's nbd plugin, with nbdkit's cache and
+        # readahead filters between the two.
+        need(('qemu-img', QEMU_IMG), ('qemu-io', QEMU_IO), ('qemu-nbd', QEMU_NBD))
+        if not nbdkit_has('plugin', 'nbd'):
+            raise Skip('nbdkit\'s nbd plugin is not installed')
+        path = self.path('behind-nbd.vhdx')
+        qemu_create(path, 'dynamic', '32M', MiB, [(0x61, 0, 2 * MiB), (0x62, 9 * MiB, MiB)])
+        expected = qemu_raw(path, self.path('behind-nbd.raw'))
+        socket = self.path('qemu-nbd-bytes.sock')
+        writes = [(0xc1, 4 * KiB, 8 * KiB), (0xc2, 9 * MiB + 512, 512)]
+        with QemuNbd(run, socket, path, fmt='raw', persistent=True) as server:
+            check_ok(server.result, 'qemu-nbd')
+            for options in (['-r'], ['-r', '--filter=cache', '--filter=readahead']):
+                expect_equal(self.copy_sha256('nbd', ['socket=' + socket], 'nbd-below', options),
+                             expected, 'sha256 through the nbd plugin %s' % ' '.join(options))
+            command = ' '.join('-c "write -P 0x%02x %d %d"' % w for w in writes)
+            self.filtered('nbd', ['socket=' + socket], 'qemu-io -f raw %s "$uri"' % command)
+        check_ok(run([QEMU_IMG, 'check', '-f', 'vhdx', path]), 'qemu-img check')
+        reads = ' '.join('-c "read -P 0x%02x %d %d"' % w for w in writes)
+        check_ok(run(['sh', '-c', 'qemu-io -f vhdx -r %s %s' % (reads, path)]),
+                 'qemu-io reading back what was written through the nbd plugin')
 
     def test_read_only_below(self):
         # A plugin below that can write but not flush: served read-only.
