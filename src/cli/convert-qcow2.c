@@ -10,31 +10,6 @@
 
 #include "vhdx-cli.h"
 
-/* Where nbdkit finds the plugin: $VHDX_NBDKIT_PLUGIN; beside the tool in a
- * build tree; where it is installed; else by its name. */
-static char *
-plugin_path (void)
-{
-        const char *env = g_getenv ("VHDX_NBDKIT_PLUGIN");
-        g_autofree char *self = g_file_read_link ("/proc/self/exe", NULL);
-
-        if (env != NULL && env[0] != '\0')
-                return g_strdup (env);
-        if (self != NULL) {
-                g_autofree char *dir = g_path_get_dirname (self);
-                g_autofree char *built =
-                        g_build_filename (dir, "..", "nbdkit", "nbdkit-vhdx-plugin.so", NULL);
-
-                if (g_file_test (built, G_FILE_TEST_IS_REGULAR))
-                        return g_steal_pointer (&built);
-        }
-#ifdef NBDKIT_VHDX_PLUGIN
-        if (g_file_test (NBDKIT_VHDX_PLUGIN, G_FILE_TEST_IS_REGULAR))
-                return g_strdup (NBDKIT_VHDX_PLUGIN);
-#endif
-        return g_strdup ("vhdx");
-}
-
 /* In the child, before exec: its standard output is our standard error. */
 static void
 stdout_to_stderr (gpointer data)
@@ -80,7 +55,7 @@ cli_convert_to_qcow2 (const char *source,
                 nbdkit = need_program ("nbdkit", "nbdkit", error);
                 if (nbdkit == NULL)
                         return FALSE;
-                plugin = plugin_path ();
+                plugin = tool_nbdkit_plugin_path ();
                 g_ptr_array_add (argv, g_strdup (nbdkit));
                 /* A private UNIX socket, read-only, for as long as qemu-img runs. */
                 g_ptr_array_add (argv, g_strdup ("--exit-with-parent"));

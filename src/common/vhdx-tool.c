@@ -529,3 +529,28 @@ tool_output_clear (ToolOutput *output)
         g_clear_pointer (&output->path, g_free);
         g_clear_pointer (&output->destination, g_free);
 }
+
+/* nbdkit */
+
+char *
+tool_nbdkit_plugin_path (void)
+{
+        const char *env = g_getenv ("VHDX_NBDKIT_PLUGIN");
+        g_autofree char *self = g_file_read_link ("/proc/self/exe", NULL);
+
+        if (env != NULL && env[0] != '\0')
+                return g_strdup (env);
+        if (self != NULL) {
+                g_autofree char *dir = g_path_get_dirname (self);
+                g_autofree char *built =
+                        g_build_filename (dir, "..", "nbdkit", "nbdkit-vhdx-plugin.so", NULL);
+
+                if (g_file_test (built, G_FILE_TEST_IS_REGULAR))
+                        return g_steal_pointer (&built);
+        }
+#ifdef NBDKIT_VHDX_PLUGIN
+        if (g_file_test (NBDKIT_VHDX_PLUGIN, G_FILE_TEST_IS_REGULAR))
+                return g_strdup (NBDKIT_VHDX_PLUGIN);
+#endif
+        return g_strdup ("vhdx");
+}

@@ -157,4 +157,8 @@ void tool_output_clear (ToolOutput *output);
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ToolOutput, tool_output_clear)
 
+/* Where nbdkit finds the vhdx plugin: $VHDX_NBDKIT_PLUGIN; beside the
+ * program in a build tree; where it is installed; else by its name. */
+G_GNUC_WARN_UNUSED_RESULT char *tool_nbdkit_plugin_path (void);
+
 G_END_DECLS

@@ -49,5 +49,7 @@ int pool_cmd_import (int argc, char **argv);
 int pool_cmd_expose (int argc, char **argv);
 int pool_cmd_resize (int argc, char **argv);
 int pool_cmd_merge (int argc, char **argv);
+int pool_cmd_attach (int argc, char **argv);
+int pool_cmd_detach (int argc, char **argv);
 
 G_END_DECLS

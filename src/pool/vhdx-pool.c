@@ -4,8 +4,9 @@
  * format: it lists a VHDX file as a raw volume the size of the container.
  * This helper shows what such volumes really are, keeps an index of them up
  * to date, imports images into pools as raw or qcow2 volumes, exposes a
- * directory of images as raw files that libvirt can use directly, and
- * resizes and merges the images of a pool in place.
+ * directory of images as raw files that libvirt can use directly,
+ * resizes and merges the images of a pool in place, and attaches images to
+ * domains as NBD disks that nbdkit serves.
  */
 #include "config.h"
 
@@ -26,6 +27,9 @@ static const ToolCommand commands[] = {
         { "expose", N_ ("Show VHDX images as raw files in a FUSE file system"), pool_cmd_expose },
         { "resize", N_ ("Change the size of a VHDX volume's virtual disk"), pool_cmd_resize },
         { "merge", N_ ("Fold a differencing VHDX volume into its parent"), pool_cmd_merge },
+        { "attach", N_ ("Attach a VHDX image to a domain as an NBD disk"), pool_cmd_attach },
+        { "detach", N_ ("Detach a VHDX image from a domain and stop its server"),
+          pool_cmd_detach },
 };
 
 #ifndef HAVE_FUSE3
