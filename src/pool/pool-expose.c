@@ -11,7 +11,10 @@
  * The directory is scanned again when it is listed and when a name is looked
  * up that the mount does not have.  What the listing shows comes from images
  * opened with force-share, which take no lock: a guest may start on one while
- * it is exposed.  The open raw files of an image share one opening of it,
+ * it is exposed.  An image that cannot be opened (damaged, or a checkpoint
+ * whose parent is missing) is shown as NAME.raw.error, a small read-only
+ * text that says what is wrong and what would mend it, and tried again at
+ * each scan.  The open raw files of an image share one opening of it,
  * locked as a reader while they only read and as a writer while one of them
  * was opened for writing, so that a file is not read while another process
  * writes the image, nor written while another process uses it (opening it
@@ -55,7 +58,8 @@
 
 static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP };
 
-/* What the listing shows of one image. */
+/* What the listing shows of one image: its raw file or, for an image that
+ * cannot be opened, a placeholder that says why. */
 typedef struct {
         char *source;
         dev_t dev;
@@ -63,7 +67,8 @@ typedef struct {
         struct timespec mtime;
         struct timespec ctime;
         off_t source_size;
-        VhdxImage *image;
+        VhdxImage *image; /* NULL for a placeholder */
+        char *problem;    /* the text of a placeholder */
         guint64 size;
         GMutex lock;
         gboolean data_bytes_known;
@@ -97,9 +102,10 @@ typedef struct {
         gboolean read_write;
         GMutex lock;
         GHashTable *by_name;
-        /* Files that are not images that can be opened, by path, with the
-         * identity they had: reported once. */
+        /* Files that are not images, by path, with the identity they had. */
         GHashTable *rejected;
+        /* Why each image that cannot be opened cannot, by path: reported once. */
+        GHashTable *reported;
         /* The Opened of each source that has open raw files. */
         GHashTable *opened;
         /* Sources written through the mount since the last scan: what the
@@ -115,6 +121,7 @@ exposed_clear (Exposed *exposed)
 {
         g_free (exposed->source);
         g_clear_object (&exposed->image);
+        g_free (exposed->problem);
         g_mutex_clear (&exposed->lock);
 }
 
@@ -128,6 +135,14 @@ static void
 exposed_unref (Exposed *exposed)
 {
         g_atomic_rc_box_release_full (exposed, (GDestroyNotify) exposed_clear);
+}
+
+static void
+print_source_error (const char *source, const GError *error)
+{
+        g_autofree char *display = g_filename_display_name (source);
+
+        tool_print_error_printf ("%s: %s", display, error->message);
 }
 
 static gboolean
@@ -163,6 +178,21 @@ exposed_name (const char *source_name)
 }
 
 static Exposed *
+exposed_new (const char *source, const struct stat *st)
+{
+        Exposed *exposed = g_atomic_rc_box_new0 (Exposed);
+
+        g_mutex_init (&exposed->lock);
+        exposed->source = g_strdup (source);
+        exposed->dev = st->st_dev;
+        exposed->ino = st->st_ino;
+        exposed->mtime = st->st_mtim;
+        exposed->ctime = st->st_ctim;
+        exposed->source_size = st->st_size;
+        return exposed;
+}
+
+static Exposed *
 exposed_open (const char *source, const struct stat *st, GError **error)
 {
         g_autoptr (GFile) file = g_file_new_for_path (source);
@@ -172,17 +202,138 @@ exposed_open (const char *source, const struct stat *st, GError **error)
         image = vhdx_image_new (file, VHDX_OPEN_FLAGS_FORCE_SHARE, NULL, error);
         if (image == NULL)
                 return NULL;
-        exposed = g_atomic_rc_box_new0 (Exposed);
-        g_mutex_init (&exposed->lock);
-        exposed->source = g_strdup (source);
-        exposed->dev = st->st_dev;
-        exposed->ino = st->st_ino;
-        exposed->mtime = st->st_mtim;
-        exposed->ctime = st->st_ctim;
-        exposed->source_size = st->st_size;
+        exposed = exposed_new (source, st);
         exposed->image = image;
         exposed->size = vhdx_image_get_virtual_size (image);
         return exposed;
+}
+
+/* The parent locator entries that name where the parent of the
+ * differencing image @source (or of the last ancestor found) was, as
+ * "  key: value" lines; "" when the image cannot be opened even without
+ * its parent. */
+static char *
+missing_parent_lines (const char *source)
+{
+        static const char *const keys[] = { "relative_path", "absolute_win32_path", "volume_path" };
+        g_autoptr (GFile) file = g_file_new_for_path (source);
+        g_autoptr (VhdxImage) last = NULL;
+        g_autoptr (GString) lines = g_string_new (NULL);
+        GHashTable *locator;
+        VhdxImage *parent;
+
+        last = vhdx_image_new (file,
+                               VHDX_OPEN_FLAGS_ALLOW_MISSING_PARENT | VHDX_OPEN_FLAGS_FORCE_SHARE,
+                               NULL, NULL);
+        if (last == NULL)
+                return g_strdup ("");
+        while ((parent = vhdx_image_dup_parent (last)) != NULL) {
+                g_object_unref (last);
+                last = parent;
+        }
+        locator = vhdx_image_get_parent_locator (last);
+        for (gsize i = 0; locator != NULL && i < G_N_ELEMENTS (keys); i++) {
+                const char *value = g_hash_table_lookup (locator, keys[i]);
+
+                if (value != NULL)
+                        g_string_append_printf (lines, "  %s: %s\n", keys[i], value);
+        }
+        return g_string_free (g_steal_pointer (&lines), FALSE);
+}
+
+/*
+ * The text of the placeholder of the image @source that cannot be opened
+ * because of @error: what is wrong, and what would mend it.
+ */
+static char *
+placeholder_text (const char *source, const GError *error)
+{
+        g_autofree char *display = g_filename_display_name (source);
+        g_autofree char *quoted = g_shell_quote (display);
+        g_autoptr (GString) text = g_string_new (NULL);
+
+        /* TRANSLATORS: the first line of the file shown in place of an image
+         * that cannot be opened; the arguments are the image and why */
+        g_string_append_printf (text, _ ("%s cannot be exposed: %s\n\n"), display, error->message);
+        if (g_error_matches (error, VHDX_ERROR, VHDX_ERROR_PARENT_NOT_FOUND)) {
+                g_autofree char *lines = missing_parent_lines (source);
+
+                g_string_append (text, _ ("It is a differencing image (a checkpoint) whose parent "
+                                          "was not found where it was looked for.\n"));
+                if (lines[0] != '\0') {
+                        g_string_append (text, _ ("Its parent locator names the parent as:\n"));
+                        g_string_append (text, lines);
+                }
+                g_string_append_printf (
+                        text,
+                        _ ("To mend it, put the parent back where the image looks for it, or\n"
+                           "point the image at the parent where it is now:\n"
+                           "  vhdx set-parent %s PARENT.vhdx\n"
+                           "To read it without changing it, name the parent's directory:\n"
+                           "  vhdx convert --parent-dir=DIR %s disk.raw\n"
+                           "  nbdkit vhdx %s parent-dir=DIR\n"),
+                        quoted, quoted, quoted);
+        } else if (g_error_matches (error, VHDX_ERROR, VHDX_ERROR_PARENT_MISMATCH)) {
+                g_string_append_printf (
+                        text,
+                        _ ("It is a differencing image (a checkpoint), and the image found where\n"
+                           "its parent should be is not the one it was made from: that image was\n"
+                           "changed, or replaced, since.  Find the parent it was made from and\n"
+                           "point the image at it:\n"
+                           "  vhdx set-parent %s PARENT.vhdx\n"
+                           "If the image found is its parent all the same (what the checkpoint\n"
+                           "reads may then be inconsistent):\n"
+                           "  vhdx set-parent --ignore-parent-mismatch %s PARENT.vhdx\n"),
+                        quoted, quoted);
+        } else if (g_error_matches (error, VHDX_ERROR, VHDX_ERROR_LOG)) {
+                g_string_append_printf (text,
+                                        _ ("Its log cannot be replayed.  See what is damaged, and "
+                                           "replay what can be:\n"
+                                           "  vhdx check %s\n"
+                                           "  vhdx check --repair %s\n"),
+                                        quoted, quoted);
+        } else if (error->domain == VHDX_ERROR) {
+                g_string_append_printf (text,
+                                        _ ("The image is damaged, or uses what this version "
+                                           "cannot read.  See what is wrong:\n"
+                                           "  vhdx check %s\n"
+                                           "A copy from a backup, or from the machine that made "
+                                           "it, replaces it.\n"),
+                                        quoted);
+        } else {
+                g_string_append (text, _ ("The file cannot be read: see that the user running "
+                                          "vhdx-pool may read it.\n"));
+        }
+        g_string_append (text, _ ("\nThis file is read-only; once the image can be opened, its "
+                                  "raw file takes its place.\n"));
+        return g_string_free (g_steal_pointer (&text), FALSE);
+}
+
+/* The placeholder of @source, which cannot be opened because of @error;
+ * @old when it says the same of the same file. */
+static Exposed *
+placeholder_new (const char *source, const struct stat *st, const GError *error, Exposed *old)
+{
+        g_autofree char *problem = placeholder_text (source, error);
+        Exposed *exposed;
+
+        if (old != NULL && old->problem != NULL && same_identity (old, st) &&
+            g_str_equal (old->problem, problem))
+                return exposed_ref (old);
+        exposed = exposed_new (source, st);
+        exposed->size = strlen (problem);
+        exposed->problem = g_steal_pointer (&problem);
+        return exposed;
+}
+
+/* disk.raw for the image disk.vhdx, disk.raw.error for its placeholder. */
+static char *
+exposed_file_name (const char *source_name, const Exposed *exposed)
+{
+        g_autofree char *name = exposed_name (source_name);
+
+        return exposed->problem != NULL ? g_strconcat (name, ".error", NULL)
+                                        : g_steal_pointer (&name);
 }
 
 static int
@@ -237,10 +388,13 @@ exposer_scan_locked (Exposer *exposer)
                         continue;
                 exposed = g_hash_table_lookup (by_source, source);
                 /* An image with open raw files stays as it was listed until
-                 * they are closed: it may be in the middle of a write. */
-                if (exposed != NULL && (g_hash_table_contains (exposer->opened, source) ||
-                                        (same_identity (exposed, &st) &&
-                                         !g_hash_table_contains (exposer->written, source)))) {
+                 * they are closed: it may be in the middle of a write.  An
+                 * image that could not be opened is tried again: its parent
+                 * may be back. */
+                if (exposed != NULL && exposed->problem == NULL &&
+                    (g_hash_table_contains (exposer->opened, source) ||
+                     (same_identity (exposed, &st) &&
+                      !g_hash_table_contains (exposer->written, source)))) {
                         exposed = exposed_ref (exposed);
                 } else {
                         g_autoptr (GError) open_error = NULL;
@@ -253,21 +407,26 @@ exposer_scan_locked (Exposer *exposer)
                                                      g_steal_pointer (&key));
                                 continue;
                         }
+                        g_hash_table_remove (exposer->rejected, source);
                         exposed = exposed_open (source, &st, &open_error);
                         if (exposed == NULL) {
-                                g_autofree char *display = g_filename_display_name (source);
-
-                                tool_print_error_printf ("%s: %s", display, open_error->message);
-                                g_hash_table_insert (exposer->rejected, g_strdup (source),
-                                                     g_steal_pointer (&key));
-                                continue;
+                                if (g_strcmp0 (g_hash_table_lookup (exposer->reported, source),
+                                               open_error->message) != 0) {
+                                        print_source_error (source, open_error);
+                                        g_hash_table_insert (exposer->reported, g_strdup (source),
+                                                             g_strdup (open_error->message));
+                                }
+                                exposed = placeholder_new (source, &st, open_error,
+                                                           g_hash_table_lookup (by_source, source));
+                        } else {
+                                g_hash_table_remove (exposer->reported, source);
                         }
-                        g_hash_table_remove (exposer->rejected, source);
                 }
-                name = exposed_name (source_name);
+                name = exposed_file_name (source_name, exposed);
                 if (g_hash_table_contains (by_name, name)) {
                         g_free (name);
-                        name = g_strconcat (source_name, ".raw", NULL);
+                        name = g_strconcat (source_name, ".raw",
+                                            exposed->problem != NULL ? ".error" : "", NULL);
                 }
                 if (g_hash_table_contains (by_name, name)) {
                         exposed_unref (exposed);
@@ -278,6 +437,20 @@ exposer_scan_locked (Exposer *exposer)
         g_hash_table_unref (exposer->by_name);
         exposer->by_name = g_steal_pointer (&by_name);
         g_hash_table_remove_all (exposer->written);
+}
+
+/* The images shown as raw files, placeholders left out. */
+static guint
+exposer_count_images_locked (Exposer *exposer)
+{
+        GHashTableIter iter;
+        gpointer value;
+        guint n = 0;
+
+        g_hash_table_iter_init (&iter, exposer->by_name);
+        while (g_hash_table_iter_next (&iter, NULL, &value))
+                n += ((const Exposed *) value)->problem == NULL;
+        return n;
 }
 
 static Exposer *
@@ -314,8 +487,8 @@ exposed_data_bytes (Exposed *exposed)
         g_auto (PoolExtentCursor) cursor = { 0 };
         guint64 total = 0;
 
-        if (exposed->data_bytes_known)
-                return exposed->data_bytes;
+        if (exposed->data_bytes_known || exposed->problem != NULL)
+                return exposed->problem != NULL ? exposed->size : exposed->data_bytes;
         pool_extent_cursor_init (&cursor, exposed->image);
         for (guint64 offset = 0; offset < exposed->size;) {
                 const VhdxExtent *extent = pool_extent_cursor_find (&cursor, offset, NULL);
@@ -351,14 +524,6 @@ static void
 opened_unref (Opened *opened)
 {
         g_atomic_rc_box_release_full (opened, (GDestroyNotify) opened_clear);
-}
-
-static void
-print_source_error (const char *source, const GError *error)
-{
-        g_autofree char *display = g_filename_display_name (source);
-
-        tool_print_error_printf ("%s: %s", display, error->message);
 }
 
 /* The errno of a failed open of an image: in use by another process, a file
@@ -589,7 +754,7 @@ expose_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
                           : exposer_lookup (exposer, path);
         if (exposed == NULL)
                 return -ENOENT;
-        st->st_mode = S_IFREG | (exposer->read_write ? 0644 : 0444);
+        st->st_mode = S_IFREG | (exposer->read_write && exposed->problem == NULL ? 0644 : 0444);
         st->st_nlink = 1;
         st->st_uid = exposer->uid;
         st->st_gid = exposer->gid;
@@ -651,6 +816,16 @@ expose_open (const char *path, struct fuse_file_info *fi)
         exposed = exposer_lookup (exposer, path);
         if (exposed == NULL)
                 return -ENOENT;
+        if (exposed->problem != NULL) {
+                if (writable) {
+                        exposed_unref (exposed);
+                        return -EACCES;
+                }
+                handle = g_new0 (Handle, 1);
+                handle->exposed = exposed;
+                fi->fh = (uint64_t) (uintptr_t) handle;
+                return 0;
+        }
         /* Truncating would change the size of the virtual disk. */
         if ((fi->flags & O_TRUNC) && exposed->size != 0) {
                 exposed_unref (exposed);
@@ -680,7 +855,8 @@ expose_release (const char *path, struct fuse_file_info *fi)
 {
         Handle *handle = (Handle *) (uintptr_t) fi->fh;
 
-        exposer_leave (get_exposer (), handle->opened, handle->writable);
+        if (handle->opened != NULL)
+                exposer_leave (get_exposer (), handle->opened, handle->writable);
         exposed_unref (handle->exposed);
         g_free (handle);
         fi->fh = 0;
@@ -714,10 +890,22 @@ clamp_request (const Handle *handle, off_t offset, size_t size)
         return (gssize) MIN ((guint64) size, disk - (guint64) offset);
 }
 
+/* The text of a placeholder. */
 static int
-expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi)
+placeholder_read (const Exposed *exposed, char *buf, size_t size, off_t offset)
 {
-        Handle *handle = (Handle *) (uintptr_t) fi->fh;
+        if (offset < 0)
+                return -EINVAL;
+        if ((guint64) offset >= exposed->size)
+                return 0;
+        size = (size_t) MIN ((guint64) size, exposed->size - (guint64) offset);
+        memcpy (buf, exposed->problem + offset, size);
+        return (int) size;
+}
+
+static int
+image_read (Handle *handle, char *buf, size_t size, off_t offset)
+{
         g_autoptr (GRWLockReaderLocker) locker =
                 g_rw_lock_reader_locker_new (&handle->opened->lock);
         g_autoptr (GError) error = NULL;
@@ -735,6 +923,16 @@ expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse
         return (int) count;
 }
 
+static int
+expose_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+        Handle *handle = (Handle *) (uintptr_t) fi->fh;
+
+        if (handle->opened == NULL)
+                return placeholder_read (handle->exposed, buf, size, offset);
+        return image_read (handle, buf, size, offset);
+}
+
 /* A raw file is as large as the virtual disk: what would lie past its end
  * does not fit, as on a disk. */
 static int
@@ -745,8 +943,7 @@ expose_write (const char *path,
               struct fuse_file_info *fi)
 {
         Handle *handle = (Handle *) (uintptr_t) fi->fh;
-        g_autoptr (GRWLockReaderLocker) locker =
-                g_rw_lock_reader_locker_new (&handle->opened->lock);
+        g_autoptr (GRWLockReaderLocker) locker = NULL;
         g_autoptr (GError) error = NULL;
         VhdxImage *image;
         gssize count;
@@ -755,6 +952,7 @@ expose_write (const char *path,
                 return -EBADF;
         if (size == 0)
                 return 0;
+        locker = g_rw_lock_reader_locker_new (&handle->opened->lock);
         image = handle_image (handle);
         if (image == NULL)
                 return -EIO;
@@ -775,11 +973,10 @@ static int
 expose_fallocate (const char *path, int mode, off_t offset, off_t length, struct fuse_file_info *fi)
 {
         Handle *handle = (Handle *) (uintptr_t) fi->fh;
-        g_autoptr (GRWLockReaderLocker) locker =
-                g_rw_lock_reader_locker_new (&handle->opened->lock);
+        g_autoptr (GRWLockReaderLocker) locker = NULL;
         g_autoptr (GError) error = NULL;
         VhdxImage *image;
-        guint64 disk = handle->opened->size;
+        guint64 disk;
         guint64 end;
 
         if (mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
@@ -788,6 +985,8 @@ expose_fallocate (const char *path, int mode, off_t offset, off_t length, struct
                 return -EBADF;
         if (offset < 0 || length <= 0)
                 return -EINVAL;
+        locker = g_rw_lock_reader_locker_new (&handle->opened->lock);
+        disk = handle->opened->size;
         image = handle_image (handle);
         if (image == NULL)
                 return -EIO;
@@ -806,10 +1005,12 @@ expose_fallocate (const char *path, int mode, off_t offset, off_t length, struct
 static int
 handle_flush (Handle *handle)
 {
-        g_autoptr (GRWLockReaderLocker) locker =
-                g_rw_lock_reader_locker_new (&handle->opened->lock);
+        g_autoptr (GRWLockReaderLocker) locker = NULL;
         g_autoptr (GError) error = NULL;
 
+        if (handle->opened == NULL)
+                return 0;
+        locker = g_rw_lock_reader_locker_new (&handle->opened->lock);
         if (handle->opened->image == NULL || !handle->opened->writable)
                 return 0;
         if (!vhdx_image_flush (handle->opened->image, NULL, &error)) {
@@ -849,6 +1050,10 @@ expose_truncate (const char *path, off_t size, struct fuse_file_info *fi)
 
         if (exposed == NULL)
                 return -ENOENT;
+        if (exposed->problem != NULL) {
+                exposed_unref (exposed);
+                return -EACCES;
+        }
         same = size >= 0 && (guint64) size == exposed->size;
         if (!same) {
                 g_autofree char *display = g_filename_display_name (exposed->source);
@@ -866,17 +1071,24 @@ static off_t
 expose_lseek (const char *path, off_t offset, int whence, struct fuse_file_info *fi)
 {
         Handle *handle = (Handle *) (uintptr_t) fi->fh;
-        g_autoptr (GRWLockReaderLocker) locker =
-                g_rw_lock_reader_locker_new (&handle->opened->lock);
+        g_autoptr (GRWLockReaderLocker) locker = NULL;
         g_auto (PoolExtentCursor) cursor = { 0 };
         VhdxImage *image;
-        guint64 disk = handle->opened->size;
+        guint64 disk;
         gboolean want_data;
 
         if (whence != SEEK_DATA && whence != SEEK_HOLE)
                 return -EINVAL;
         if (offset < 0)
                 return -ENXIO;
+        if (handle->opened == NULL) {
+                /* A placeholder is all data. */
+                if ((guint64) offset >= handle->exposed->size)
+                        return -ENXIO;
+                return whence == SEEK_DATA ? offset : (off_t) handle->exposed->size;
+        }
+        locker = g_rw_lock_reader_locker_new (&handle->opened->lock);
+        disk = handle->opened->size;
         if ((guint64) offset >= disk)
                 return -ENXIO;
         image = handle_image (handle);
@@ -1174,6 +1386,7 @@ pool_cmd_expose (int argc, char **argv)
         exposer.by_name = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                                  (GDestroyNotify) exposed_unref);
         exposer.rejected = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+        exposer.reported = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
         exposer.opened = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                                 (GDestroyNotify) opened_unref);
         exposer.written = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
@@ -1181,7 +1394,7 @@ pool_cmd_expose (int argc, char **argv)
         exposer.gid = getgid ();
         g_mutex_lock (&exposer.lock);
         exposer_scan_locked (&exposer);
-        setup.n_images = g_hash_table_size (exposer.by_name);
+        setup.n_images = exposer_count_images_locked (&exposer);
         g_mutex_unlock (&exposer.lock);
 
         fuse = fuse_new (&fuse_arguments, &expose_operations, sizeof expose_operations, &exposer);
@@ -1242,6 +1455,7 @@ out:
                 virConnectClose (setup.conn);
         g_hash_table_unref (exposer.by_name);
         g_hash_table_unref (exposer.rejected);
+        g_hash_table_unref (exposer.reported);
         g_hash_table_unref (exposer.opened);
         g_hash_table_unref (exposer.written);
         g_mutex_clear (&exposer.lock);
