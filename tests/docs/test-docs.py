@@ -1062,6 +1062,29 @@ class Examples:
                      % read_file(out_path))
         return 'the pool hyperv lists server.raw; expose stops on SIGTERM'
 
+    def expose_read_write(self, block):
+        """A file system made on a raw file of expose --read-write: QEMU
+        reads the image, e2fsck finds the file system clean."""
+        reason = fuse_unavailable()
+        if reason:
+            raise Skip(reason)
+        need('mkfs.ext4', 'e2fsck')
+        place = self.place()
+        mnt = place.path('mnt', 'raw')
+        try:
+            place.run_ok(block.text)
+        finally:
+            if os.path.ismount(mnt):
+                run(['fusermount3', '-u', '-z', mnt])
+        image = place.path('srv', 'images', 'data.vhdx')
+        # vhdx-pool closes the image once unmounted; QEMU waits for its lock.
+        wait_until(lambda: run(['qemu-img', 'check', '-f', 'vhdx', image]).returncode == 0,
+                   'qemu-img check of data.vhdx')
+        raw = place.path('data.raw')
+        qemu_raw(image, raw)
+        check_ok(run(['e2fsck', '-fn', raw]), 'e2fsck of the disk QEMU reads')
+        return 'QEMU reads an image with a clean ext4 file system'
+
     def vhdx_info_json(self, block):
         place = self.place()
         image = place.path('disk.vhdx')
@@ -1413,6 +1436,8 @@ HANDLERS = {
     ('docs/vhdx-pool.1', 'vhdx-pool -c qemu+ssh://host/system import --progress --format=qcow2 '
      '--pool=default vm.avhdx'): Examples.remote_import,
     ('docs/vhdx-pool.1', 'mkdir -p ~/.local/share/hyperv-raw'): Examples.man_expose,
+    ('docs/vhdx-pool.1', 'mkdir -p /srv/images /mnt/raw'): Examples.expose_read_write,
+    ('README.md', 'mkdir -p /srv/images /mnt/raw'): Examples.expose_read_write,
     ('docs/vhdx-pool.1', 'vhdx-pool merge --pool=hyperv --delete-merged vm_6D2B0C51.avhdx'):
         Examples.man_pool_manage,
     ('docs/vhdx.1', 'vhdx info --json disk.vhdx'): Examples.vhdx_info_json,
