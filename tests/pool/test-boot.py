@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# A guest of a private libvirt session boots to a shell prompt from a VHDX
+# checkpoint chain that the nbdkit plugin serves over NBD, attached as
+# vhdx-pool attaches an image: a network disk, protocol nbd, on a UNIX
+# socket.  Printed as TAP.
+#
+# The boot disk (tests/common/bootdisk.py: SYSLINUX, the installed kernel,
+# busybox) is made raw, converted to a dynamic VHDX by qemu-img (a writer
+# independent of the library), and a differencing image of it is made by
+# `vhdx convert --parent` with a marker written at the end of the disk; the
+# guest prints the marker it reads, so its console tells that it read the
+# checkpoint over its parent.  libvirt and the guest's QEMU run as `nobody`
+# when the test runs as root; nbdkit runs as the test's user, its socket
+# open to the session's.  The guest is emulated (TCG): its boot is waited
+# for in polls, generously, and its duration only reported.
+#
+# Environment: VHDX_POOL (for the session), VHDX_TOOL, VHDX_NBDKIT_PLUGIN.
+
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+import xml.etree.ElementTree
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'common'))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'nbdkit'))
+import bootdisk  # noqa: E402
+from libvirtsession import Session  # noqa: E402
+from nbdtest import Server, sha256_file  # noqa: E402
+
+MiB = 1024 * 1024
+SIZE = 64 * MiB
+DOMAIN = 'vhdx-boot-test'
+MARKER_TEXT = 'read from the checkpoint, not its parent'
+
+VHDX_TOOL = os.environ.get('VHDX_TOOL')
+PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
+
+
+class Skip(Exception):
+    pass
+
+
+def expect(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def expect_equal(found, expected, what):
+    if found != expected:
+        raise AssertionError('%s: expected %r, found %r' % (what, expected, found))
+
+
+def run_root(args, what):
+    result = subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=300)
+    if result.returncode != 0:
+        raise AssertionError('%s exited with %d: %s' % (
+            what, result.returncode, result.stderr.decode(errors='replace').strip()))
+    return result
+
+
+def need_programs():
+    missing = [p for p in ('virsh', 'qemu-img', 'qemu-system-x86_64', 'nbdkit')
+               if shutil.which(p) is None]
+    if not os.path.exists('/usr/sbin/libvirtd') and shutil.which('libvirtd') is None:
+        missing.append('libvirtd')
+    if missing:
+        raise Skip('not installed: %s' % ', '.join(missing))
+    if os.geteuid() == 0 and shutil.which('setpriv') is None:
+        raise Skip('setpriv is needed to run libvirt as nobody')
+
+
+class Guest:
+    """The images, the server and what the boot showed."""
+
+    def __init__(self, session):
+        self.session = session
+        self.work = session.path('work')
+        self.base = session.path('pool', 'base.vhdx')
+        self.child = session.path('pool', 'child.avhdx')
+        self.child_raw = os.path.join(self.work, 'child.raw')
+        self.boot = None
+        self.server_output = None
+
+    def make_images(self):
+        raw = os.path.join(self.work, 'boot.raw')
+        self.kernel = bootdisk.make_boot_disk(os.path.join(self.work, 'boot'), raw, SIZE,
+                                              label='libvhdx-boot-disk', skip=Skip)
+        run_root(['qemu-img', 'convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic',
+                  raw, self.base], 'qemu-img convert -O vhdx')
+        shutil.copy(raw, self.child_raw)
+        with open(self.child_raw, 'r+b') as f:
+            f.seek(bootdisk.marker_offset(SIZE))
+            f.write(MARKER_TEXT.encode() + b'\n')
+        run_root([VHDX_TOOL, 'convert', '--parent', self.base, self.child_raw, self.child],
+                 'vhdx convert --parent')
+        self.base_sha = sha256_file(self.base)
+        os.unlink(raw)
+
+    def run(self):
+        """Serve the checkpoint, boot from it, stop the server."""
+        rundir = self.session.path('nbd')
+        os.mkdir(rundir)
+        os.chmod(rundir, 0o755)
+        server = Server(self.work, ['file=' + self.child], rundir=rundir)
+        try:
+            # libvirt's QEMU connects as the session's user.
+            os.chmod(server.socket, 0o666)
+            self.socket = server.socket
+            self.boot = bootdisk.boot_to_prompt(self.session, bootdisk.nbd_disk_xml(
+                server.socket), name=DOMAIN)
+        finally:
+            self.server_output = server.stop()
+
+
+def test_boot(guest):
+    guest.run()
+    boot = guest.boot
+    print('# booted to the prompt in %.1f s (%d polls of the console)' % (
+        boot.seconds, boot.polls))
+    for line in boot.lines:
+        if line.strip():
+            print('# console: %s' % line)
+    banner = [line for line in boot.lines if line.startswith(bootdisk.BANNER)]
+    expect_equal(banner, ['%slibvhdx-boot-disk, kernel %s' % (bootdisk.BANNER, guest.kernel)],
+                 'the banner')
+    expect(any(bootdisk.PROMPT in line for line in boot.lines), 'no prompt')
+
+
+def test_domblklist(guest):
+    text = guest.boot.domblklist
+    for line in text.splitlines():
+        print('# domblklist: %s' % line)
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    expect_equal([row[:3] for row in rows], [['network', 'disk', 'vda']],
+                 'virsh domblklist --details (type, device, target)')
+    # domblklist names no source for NBD: the live XML does.
+    disks = guest.boot.disks
+    expect_equal(len(disks), 1, 'disks in virsh dumpxml')
+    for line in disks[0].splitlines():
+        print('# dumpxml: %s' % line.rstrip())
+    disk = xml.etree.ElementTree.fromstring(disks[0])
+    expect_equal((disk.get('type'), disk.find('source').get('protocol')), ('network', 'nbd'),
+                 'the disk\'s type and protocol')
+    host = disk.find('source/host')
+    expect_equal((host.get('transport'), host.get('socket')), ('unix', guest.socket),
+                 'the disk\'s host')
+
+
+def test_guest_view(guest):
+    lines = guest.boot.lines
+    expect('vhdx-guest: vda has %d sectors of 512 bytes' % (SIZE // 512) in lines,
+           'the guest\'s size of vda')
+    expect('vhdx-guest: partitions: vda vda1' in lines, 'the guest\'s partitions')
+    expect_equal([line for line in lines if line.startswith(bootdisk.MARKER)],
+                 [bootdisk.MARKER + MARKER_TEXT], 'the marker the guest read')
+
+
+def test_after(guest):
+    expect_equal(sha256_file(guest.base), guest.base_sha, 'sha256 of the parent')
+    for image in (guest.base, guest.child):
+        result = run_root([VHDX_TOOL, 'check', image], 'vhdx check ' + os.path.basename(image))
+        print('# vhdx check %s: %s' % (os.path.basename(image),
+                                       result.stdout.decode().strip().splitlines()[-1]))
+    run_root(['qemu-img', 'check', '-f', 'vhdx', guest.base], 'qemu-img check')
+    # The guest wrote nothing: the chain's disk is the one converted.
+    cat = run_root([VHDX_TOOL, 'cat', guest.child], 'vhdx cat')
+    with open(guest.child_raw, 'rb') as f:
+        expect(cat.stdout == f.read(), 'the checkpoint\'s disk changed')
+
+
+TESTS = [
+    ('a guest boots to a prompt from a checkpoint chain served over NBD', test_boot),
+    ('libvirt lists the NBD network disk while the guest runs', test_domblklist),
+    ('the guest sees the disk and reads the checkpoint over its parent', test_guest_view),
+    ('the parent is unchanged and the chain checks clean', test_after),
+]
+
+
+def start():
+    need_programs()
+    session = Session()
+    try:
+        bootdisk.configure_session(session)
+        guest = Guest(session)
+        guest.make_images()
+        session.give_away()
+        result = session.virsh('uri', check=False)
+        if result.returncode != 0:
+            raise Skip('the libvirt session daemon cannot be started: %s' %
+                       result.stderr.decode(errors='replace').strip())
+        caps = session.virsh('domcapabilities', '--virttype', 'qemu', '--arch', 'x86_64',
+                             '--machine', 'pc', check=False)
+        if caps.returncode != 0:
+            raise Skip('libvirt cannot emulate an x86_64 pc guest: %s' %
+                       caps.stderr.decode(errors='replace').strip())
+    except BaseException:
+        session.close()
+        raise
+    return session, guest
+
+
+def main():
+    for name in ('VHDX_POOL', 'VHDX_TOOL', 'VHDX_NBDKIT_PLUGIN'):
+        if not os.environ.get(name):
+            print('Bail out! %s is not set' % name)
+            return 1
+    try:
+        session, guest = start()
+    except (Skip, bootdisk.Unavailable) as skip:
+        print('1..0 # SKIP %s' % skip)
+        return 0
+
+    failed = 0
+    try:
+        print('1..%d' % len(TESTS))
+        for number, (description, func) in enumerate(TESTS, 1):
+            try:
+                if number > 1 and guest.boot is None:
+                    raise AssertionError('the guest did not boot')
+                func(guest)
+                print('ok %d - %s' % (number, description))
+            except Skip as skip:
+                print('ok %d - %s # SKIP %s' % (number, description, skip))
+            except Exception:
+                failed += 1
+                print('not ok %d - %s' % (number, description))
+                for line in traceback.format_exc().splitlines():
+                    print('# ' + line)
+            sys.stdout.flush()
+    finally:
+        session.close()
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
