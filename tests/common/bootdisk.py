@@ -392,17 +392,24 @@ class Boot:
 
 
 def domain_exists(session, name):
-    return session.virsh('domid', name, check=False).returncode == 0
+    """Whether the domain @name runs (a transient one exists only then)."""
+    result = session.virsh('domstate', name, check=False)
+    return result.returncode == 0 and result.stdout.decode().strip() in (
+        'running', 'paused', 'in shutdown', 'idle', 'blocked')
 
 
-def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS):
+def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS, attach=None):
     """Start the transient domain @name (domain_xml()) with @disk, a <disk>
     element or the UNIX socket of an NBD server (nbd_disk_xml()), in
     @session (libvirtsession.Session), wait until its serial console shows
-    BANNER and then PROMPT, and destroy it.  Returns a Boot; raises
+    BANNER and then PROMPT, and destroy it.  With @attach (and @disk None),
+    the domain is defined without a disk, attach(name) gives it one, and it
+    is started, destroyed and undefined.  Returns a Boot; raises
     AssertionError with the console's output when the guest stops first, or
     has not reached the prompt after @polls polls."""
-    if not disk.lstrip().startswith('<'):
+    if disk is None:
+        disk = ''
+    elif not disk.lstrip().startswith('<'):
         disk = nbd_disk_xml(disk)
     directory = session.path('guest-' + name)
     os.makedirs(directory, exist_ok=True)
@@ -417,7 +424,17 @@ def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS)
         os.chown(directory, NOBODY, NOBODY)
 
     started = time.monotonic()
-    session.virsh('create', xml_path)
+    if attach is None:
+        session.virsh('create', xml_path)
+    else:
+        session.virsh('define', xml_path)
+        try:
+            attach(name)
+            started = time.monotonic()
+            session.virsh('start', name)
+        except BaseException:
+            session.virsh('undefine', name, check=False)
+            raise
     try:
         domblklist = session.virsh('domblklist', '--details', name).stdout.decode()
         live = session.virsh('dumpxml', name).stdout.decode()
@@ -446,7 +463,7 @@ def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS)
                 break
             time.sleep(0.1)
         else:
-            raise AssertionError('the domain %s is still there after destroy' % name)
+            raise AssertionError('the domain %s still runs after destroy' % name)
 
 
 def qemu_log(session, name):

@@ -1062,6 +1062,48 @@ class Examples:
                      % read_file(out_path))
         return 'the pool hyperv lists server.raw; expose stops on SIGTERM'
 
+    def attach_readme(self, block):
+        """A defined domain of the session gets a checkpoint (of an image
+        QEMU made) through the plugin, lists it, lets it go: the server
+        stops, the chain is clean, the parent untouched."""
+        self.need_nbdkit()
+        need('qemu-system-x86_64')
+        place = self.place(libvirt=True)
+        session = place.session
+        d = place.path('srv', 'hyperv')
+        os.makedirs(d)
+        base = os.path.join(d, 'disk.vhdx')
+        qemu_image(base, 64 * MiB, [(0x61, 0, 2 * MiB)])
+        child = os.path.join(d, 'disk_checkpoint.avhdx')
+        child_of(place, base, child, [(3 * MiB, b'\x62' * 4096)])
+        before = sha256_file(base)
+        plugin_dir = session.path('bin', 'nbdkit')
+        if not os.path.isdir(plugin_dir):
+            os.makedirs(plugin_dir)
+            shutil.copy2(PLUGIN, os.path.join(plugin_dir, 'nbdkit-vhdx-plugin.so'))
+        domain_xml = place.path('vm.xml')
+        with open(domain_xml, 'w') as f:
+            f.write("<domain type='qemu'><name>vm</name><memory unit='MiB'>128</memory>"
+                    "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices/></domain>\n")
+        session.give_away()
+        result = session.virsh('define', domain_xml, check=False)
+        if result.returncode != 0:
+            raise Skip('the libvirt session cannot define a domain: %s' %
+                       result.stderr.decode(errors='replace').strip())
+        try:
+            out, _ = place.run_ok(block.text)
+        finally:
+            session.virsh('undefine', 'vm', check=False)
+        expect(re.search(r'^\s*vda\s', out, re.M) is not None,
+               'virsh domblklist does not list vda: %s' % out)
+        expect('Stopped the NBD server' in out, 'detach did not stop the server: %s' % out)
+        expect(not any(n.endswith('.sock') for n in os.listdir(os.path.join(session.runtime,
+                                                                            'vhdx'))),
+               'a socket is left')
+        check_ok(run([TOOL, 'check', child]), 'vhdx check')
+        expect_equal(sha256_file(base), before, 'sha256 of the parent')
+        return 'vm listed vda, an NBD disk of the checkpoint; the server stopped after detach'
+
     def expose_read_write(self, block):
         """A file system made on a raw file of expose --read-write: QEMU
         reads the image, e2fsck finds the file system clean."""
@@ -1438,6 +1480,8 @@ HANDLERS = {
     ('docs/vhdx-pool.1', 'mkdir -p ~/.local/share/hyperv-raw'): Examples.man_expose,
     ('docs/vhdx-pool.1', 'mkdir -p /srv/images /mnt/raw'): Examples.expose_read_write,
     ('README.md', 'mkdir -p /srv/images /mnt/raw'): Examples.expose_read_write,
+    ('README.md', 'vhdx-pool attach --config vm /srv/hyperv/disk_checkpoint.avhdx'):
+        Examples.attach_readme,
     ('docs/vhdx-pool.1', 'vhdx-pool merge --pool=hyperv --delete-merged vm_6D2B0C51.avhdx'):
         Examples.man_pool_manage,
     ('docs/vhdx.1', 'vhdx info --json disk.vhdx'): Examples.vhdx_info_json,

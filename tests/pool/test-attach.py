@@ -28,6 +28,7 @@ import traceback
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'common'))
 from libvirtsession import NOBODY, Session  # noqa: E402
+import bootdisk  # noqa: E402
 import clitest  # noqa: E402
 
 MiB = 1024 * 1024
@@ -59,8 +60,8 @@ def expect_equal(found, expected, what):
 def check_ok(result, what):
     if result.returncode != 0:
         raise AssertionError('%s exited with %d: %s%s' % (
-            what, result.returncode, result.stdout.decode(errors='replace'),
-            result.stderr.decode(errors='replace')))
+            what, result.returncode, (result.stdout or b'').decode(errors='replace'),
+            (result.stderr or b'').decode(errors='replace')))
     return result
 
 
@@ -246,8 +247,8 @@ class AttachTests:
         expect_equal(sha256(parent), before, 'sha256 of the parent file')
         raw = os.path.join(self.work, 'child.raw')
         with open(raw, 'wb') as out:
-            check_ok(subprocess.run([VHDI_CAT, child], stdout=out, stderr=subprocess.PIPE,
-                                    timeout=600), 'vhdi-cat')
+            check_ok(subprocess.run([VHDI_CAT, child, parent], stdout=out,
+                                    stderr=subprocess.PIPE, timeout=600), 'vhdi-cat')
         expect_equal(debugfs_cat(raw, '/checkpoint.txt'), b'written-into-a-checkpoint',
                      'the file libvhdi reads back')
         # The parent's disk is still the sample's.
@@ -286,6 +287,8 @@ def start_session():
         raise Skip('setpriv is needed to run libvirt as nobody')
     session = Session()
     try:
+        # No virtlogd outliving the test for libguestfs' appliance.
+        bootdisk.configure_session(session)
         # The plugin where vhdx-pool looks for it beside itself.
         os.makedirs(session.path('bin', 'nbdkit'))
         shutil.copy2(PLUGIN, session.path('bin', 'nbdkit', 'nbdkit-vhdx-plugin.so'))

@@ -3,22 +3,25 @@
 #
 # A guest of a private libvirt session boots to a shell prompt from a VHDX
 # checkpoint chain that the nbdkit plugin serves over NBD, attached as
-# vhdx-pool attaches an image: a network disk, protocol nbd, on a UNIX
-# socket.  Printed as TAP.
+# `vhdx-pool attach` attaches an image: a network disk, protocol nbd, on a
+# UNIX socket.  Printed as TAP.
 #
 # The boot disk (tests/common/bootdisk.py: SYSLINUX, the installed kernel,
 # busybox) is made raw, converted to a dynamic VHDX by qemu-img (a writer
 # independent of the library), and a differencing image of it is made by
 # `vhdx convert --parent` with a marker written at the end of the disk; the
 # guest prints the marker it reads, so its console tells that it read the
-# checkpoint over its parent.  libvirt and the guest's QEMU run as `nobody`
-# when the test runs as root; nbdkit runs as the test's user, its socket
-# open to the session's.  The guest is emulated (TCG): its boot is waited
+# checkpoint over its parent.  `vhdx-pool attach --config` gives the
+# defined domain the checkpoint (nbdkit and the plugin on a socket of the
+# session's user), `detach` takes it back and stops the server.  libvirt,
+# vhdx-pool, nbdkit and the guest's QEMU run as `nobody` when the test runs
+# as root.  The guest is emulated (TCG): its boot is waited
 # for in polls, generously, and its duration only reported.
 #
 # Environment: VHDX_POOL (for the session), VHDX_TOOL, VHDX_NBDKIT_PLUGIN.
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'common'))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'nbdkit'))
 import bootdisk  # noqa: E402
 from libvirtsession import Session  # noqa: E402
-from nbdtest import Server, sha256_file  # noqa: E402
+from nbdtest import sha256_file  # noqa: E402
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
@@ -103,19 +106,22 @@ class Guest:
         os.unlink(raw)
 
     def run(self):
-        """Serve the checkpoint, boot from it, stop the server."""
-        rundir = self.session.path('nbd')
-        os.mkdir(rundir)
-        os.chmod(rundir, 0o755)
-        server = Server(self.work, ['file=' + self.child], rundir=rundir)
+        """Attach the checkpoint to the domain with `vhdx-pool attach`, boot
+        from it, detach it (which stops the server)."""
+        def attach(name):
+            result = self.session.tool('attach', '--config', name, self.child)
+            expect(result.returncode == 0, 'vhdx-pool attach: %s' % result.stderr.decode())
+            self.attach_output = result.stdout.decode()
+            self.socket = re.search(r'NBD socket (\S+)\)', self.attach_output).group(1)
+
         try:
-            # libvirt's QEMU connects as the session's user.
-            os.chmod(server.socket, 0o666)
-            self.socket = server.socket
-            self.boot = bootdisk.boot_to_prompt(self.session, bootdisk.nbd_disk_xml(
-                server.socket), name=DOMAIN)
+            self.boot = bootdisk.boot_to_prompt(self.session, None, name=DOMAIN, attach=attach)
         finally:
-            self.server_output = server.stop()
+            result = self.session.tool('detach', '--config', DOMAIN, self.child)
+            self.detach_output = result.stdout.decode() + result.stderr.decode()
+            self.session.virsh('undefine', DOMAIN, check=False)
+        expect('Stopped the NBD server' in self.detach_output,
+               'vhdx-pool detach: %s' % self.detach_output)
 
 
 def test_boot(guest):
@@ -187,6 +193,9 @@ def start():
     session = Session()
     try:
         bootdisk.configure_session(session)
+        # The plugin where vhdx-pool looks for it, beside itself.
+        os.makedirs(session.path('bin', 'nbdkit'))
+        shutil.copy2(PLUGIN, session.path('bin', 'nbdkit', 'nbdkit-vhdx-plugin.so'))
         guest = Guest(session)
         guest.make_images()
         session.give_away()
