@@ -28,8 +28,7 @@ static const ToolCommand commands[] = {
         { "resize", N_ ("Change the size of a VHDX volume's virtual disk"), pool_cmd_resize },
         { "merge", N_ ("Fold a differencing VHDX volume into its parent"), pool_cmd_merge },
         { "attach", N_ ("Attach a VHDX image to a domain as an NBD disk"), pool_cmd_attach },
-        { "detach", N_ ("Detach a VHDX image from a domain and stop its server"),
-          pool_cmd_detach },
+        { "detach", N_ ("Detach a VHDX image from a domain and stop its server"), pool_cmd_detach },
 };
 
 #ifndef HAVE_FUSE3

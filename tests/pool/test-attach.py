@@ -38,6 +38,7 @@ GUESTFS_URI = 'libvirt:qemu:///session'
 VHDX_TOOL = os.environ.get('VHDX_TOOL')
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
 VHDI_CAT = os.environ.get('VHDX_VHDI_CAT')
+UNIT = os.environ.get('VHDX_NBD_UNIT')
 
 
 class Skip(Exception):
@@ -255,6 +256,26 @@ class AttachTests:
         expect_equal(hashlib.sha256(check_ok(run_root([VHDX_TOOL, 'cat', parent]),
                                              'vhdx cat').stdout).hexdigest(), digest,
                      'the disk of the parent')
+
+    def test_systemd_unit(self):
+        """The unit template that runs the server where a user manager
+        runs: systemd takes it, for an instance named as systemd-escape
+        names an image's path."""
+        need = [p for p in ('systemd-analyze', 'systemd-escape') if shutil.which(p) is None]
+        if need or not UNIT:
+            raise Skip('no systemd here (%s)' % ', '.join(need or ['the unit is not built']))
+        escaped = check_ok(run_root(['systemd-escape', '--path', self.image('my disk-1.vhdx')]),
+                           'systemd-escape').stdout.decode().strip()
+        units = self.session.path('work', 'units')
+        os.makedirs(units, exist_ok=True)
+        instance = os.path.join(units, 'vhdx-nbd@%s.service' % escaped)
+        shutil.copy(UNIT, instance)
+        runtime = self.session.path('work', 'units-run')
+        os.makedirs(runtime, exist_ok=True)
+        result = run_root(['systemd-analyze', 'verify', '--user', '--man=no', instance],
+                          env=dict(os.environ, XDG_RUNTIME_DIR=runtime))
+        check_ok(result, 'systemd-analyze verify')
+        expect(result.stderr.strip() == b'', 'systemd-analyze: %s' % result.stderr)
 
     def test_refusals(self):
         """What cannot be attached says why, and starts nothing."""
