@@ -131,5 +131,7 @@ int cli_cmd_compact (int argc, char **argv);
 int cli_cmd_set_parent (int argc, char **argv);
 int cli_cmd_merge (int argc, char **argv);
 int cli_cmd_set (int argc, char **argv);
+int cli_cmd_mount (int argc, char **argv);
+int cli_cmd_umount (int argc, char **argv);
 
 G_END_DECLS
