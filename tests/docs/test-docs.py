@@ -600,7 +600,8 @@ class Examples:
         for root, _, files in os.walk(destdir):
             installed += [os.path.relpath(os.path.join(root, f), destdir) for f in files]
         for wanted in ('bin/vhdx', 'libvhdx-1.0.so', 'vhdx.h', 'vhdx-1.0.pc',
-                       'man1/vhdx.1', 'nbdkit-vhdx-plugin.so', 'nbdkit-vhdx-filter.so'):
+                       'man1/vhdx.1', 'nbdkit-vhdx-plugin.so', 'nbdkit-vhdx-filter.so',
+                       'applications/vhdx-mount.desktop', 'mime/packages/vhdx-mime.xml'):
             expect(any(p.endswith(wanted) for p in installed),
                    'meson install did not install %s: %r' % (wanted, installed))
         return ('setup, compile and install (DESTDIR) in a copy of the tree, %d files '
