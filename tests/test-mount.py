@@ -7,10 +7,10 @@
 # --rw at a given directory and written; a differencing child written
 # through --rw; NTFS on a disk of 4 KiB sectors; the samples made by
 # Windows (a btrfs partition; a disk of swap alone, which has nothing to
-# mount); a missing guestmount, and a directory that is not a mount.  A
-# mount unmounted with fusermount3, as a file manager unmounts, stops its
-# server all the same.
-# After each umount no process of the mount is left, and the image is
+# mount); a disk with an operating system, whose file systems inspection
+# mounts as its fstab says; a missing guestmount, and a directory that is
+# not a mount.  A mount unmounted with fusermount3, as a file manager
+# unmounts, stops its server all the same.  After each umount no process of the mount is left, and the image is
 # released: `vhdx check --repair`, which refuses an image that anyone has
 # open, opens it.
 #
@@ -316,6 +316,51 @@ class Tests:
         expect_equal(self.processes(), [], 'processes left after fusermount3 -u')
         self.umount(mountpoint, image)
         expect_equal(sha256(image), before, 'sha256 of the image mounted read-only')
+
+    def test_operating_system_inspected(self):
+        self.need_tools()
+        need_programs('sfdisk', 'mkfs.ext4')
+        # A Debian root in partition 2 whose fstab mounts partition 1 at /boot.
+        boot, root = self.path('os-boot'), self.path('os-root')
+        os.makedirs(boot)
+        with open(os.path.join(boot, 'marker.txt'), 'w') as f:
+            f.write('the boot partition\n')
+        for d in ('etc', 'bin', 'boot', 'usr/bin', 'home/user'):
+            os.makedirs(os.path.join(root, d))
+        files = {
+            'etc/os-release': 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\n',
+            'etc/debian_version': '12.5\n',
+            'etc/fstab': '/dev/sda2 / ext4 defaults 0 1\n/dev/sda1 /boot ext4 defaults 0 2\n',
+            'home/user/notes.txt': 'notes of the user\n',
+        }
+        for name, text in files.items():
+            with open(os.path.join(root, name), 'w') as f:
+                f.write(text)
+        shutil.copy('/bin/ls', os.path.join(root, 'bin', 'ls'))
+        raw = self.path('os.raw')
+        with open(raw, 'wb') as f:
+            f.truncate(96 * MiB)
+        check_ok(subprocess.run([sbin('sfdisk'), '-q', raw],
+                                input=b'label: dos\nstart=2048, size=32768, type=83\n'
+                                      b'start=34816, type=83\n',
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE), 'sfdisk')
+        for tree, offset, size in ((boot, MiB, 16 * MiB), (root, 17 * MiB, 79 * MiB)):
+            check_ok(run([sbin('mkfs.ext4'), '-q', '-F', '-d', tree, '-E', 'offset=%d' % offset,
+                          raw, '%dk' % (size // KiB)], self.env), 'mkfs.ext4')
+        image = self.path('os.vhdx')
+        check_ok(run([QEMU_IMG, 'convert', '-f', 'raw', '-O', 'vhdx', raw, image], self.env),
+                 'qemu-img convert')
+        mountpoint = self.path('mnt-os')
+        os.mkdir(mountpoint)
+        report = json.loads(self.mount('--json', image, mountpoint))
+        self.mounted.append(mountpoint)
+        expect_equal((report['inspected'], report['device']), (True, '/dev/sda2'),
+                     'what inspection found')
+        with open(os.path.join(mountpoint, 'home', 'user', 'notes.txt')) as f:
+            expect_equal(f.read(), 'notes of the user\n', 'a file of the root file system')
+        with open(os.path.join(mountpoint, 'boot', 'marker.txt')) as f:
+            expect_equal(f.read(), 'the boot partition\n', 'a file of /boot, as fstab mounts it')
+        self.umount(mountpoint, image)
 
     def test_btrfs_sample(self):
         self.need_tools()
