@@ -63,16 +63,7 @@ cli_convert_to_qcow2 (const char *source,
                 g_ptr_array_add (argv, g_strdup ("-U"));
                 g_ptr_array_add (argv, g_strdup ("-"));
                 g_ptr_array_add (argv, g_strdup (plugin));
-                g_ptr_array_add (argv, g_strdup_printf ("file=%s", source));
-                if (parents->parent != NULL)
-                        g_ptr_array_add (argv, g_strdup_printf ("parent=%s", parents->parent));
-                for (guint i = 0; parents->parent_dirs != NULL && parents->parent_dirs[i]; i++)
-                        g_ptr_array_add (argv, g_strdup_printf ("parent-dir=%s",
-                                                                parents->parent_dirs[i]));
-                if (parents->ignore_mismatch)
-                        g_ptr_array_add (argv, g_strdup ("ignore-parent-mismatch=true"));
-                if (parents->force_share)
-                        g_ptr_array_add (argv, g_strdup ("force-share=true"));
+                cli_nbdkit_add_image_args (argv, source, parents);
                 g_ptr_array_add (argv, g_strdup ("--run"));
                 g_ptr_array_add (
                         argv, g_strdup_printf ("exec qemu-img convert %s-f raw -O qcow2 \"$uri\" "

@@ -103,6 +103,9 @@ G_GNUC_WARN_UNUSED_RESULT gboolean cli_create_params_from_options (const CliCrea
                                                                    VhdxFile **parent,
                                                                    gboolean for_convert);
 
+/* The plugin's arguments that serve @image, its parents found as @parents says. */
+void cli_nbdkit_add_image_args (GPtrArray *argv, const char *image, const CliOpenOptions *parents);
+
 /*
  * Write the virtual disk of @source (a VHDX image, or a raw disk image) as a
  * qcow2 image at @destination (a file that exists), with QEMU's qemu-img:
@@ -128,5 +131,7 @@ int cli_cmd_compact (int argc, char **argv);
 int cli_cmd_set_parent (int argc, char **argv);
 int cli_cmd_merge (int argc, char **argv);
 int cli_cmd_set (int argc, char **argv);
+int cli_cmd_mount (int argc, char **argv);
+int cli_cmd_umount (int argc, char **argv);
 
 G_END_DECLS

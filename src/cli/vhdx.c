@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vhdx: a command line tool to inspect, check, map, read, convert, create,
- * resize, compact, re-link, merge and set the metadata of Hyper-V VHDX virtual disk images.
+ * resize, compact, re-link, merge, set the metadata of and mount Hyper-V VHDX virtual disk images.
  * This file holds the command table and what the commands share; each group of commands has
  * its file.
  */
@@ -28,6 +28,8 @@ static const ToolCommand commands[] = {
         { "set-parent", N_ ("Point a differencing image at its moved parent"), cli_cmd_set_parent },
         { "merge", N_ ("Fold a differencing image into its parent or an ancestor"), cli_cmd_merge },
         { "set", N_ ("Change an image's physical sector size or Virtual Disk ID"), cli_cmd_set },
+        { "mount", N_ ("Mount the file systems inside an image"), cli_cmd_mount },
+        { "umount", N_ ("Unmount what 'vhdx mount' mounted"), cli_cmd_umount },
 };
 
 void

@@ -486,6 +486,26 @@ def child_of(place, base, child, changes, block_size='2M'):
     return raw
 
 
+def processes_naming(directory):
+    """The processes whose command line names @directory."""
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = read_file('/proc/%s/cmdline' % pid)
+        except OSError:
+            continue
+        if directory.encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def mounts_under(directory):
+    with open('/proc/self/mounts', encoding='utf-8') as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(directory + '/')]
+
+
 def appliance_runs(place):
     probe = run(['guestfish', '--ro', '-a', '/dev/null', 'run'], env=place.env)
     if probe.returncode != 0:
@@ -600,7 +620,8 @@ class Examples:
         for root, _, files in os.walk(destdir):
             installed += [os.path.relpath(os.path.join(root, f), destdir) for f in files]
         for wanted in ('bin/vhdx', 'libvhdx-1.0.so', 'vhdx.h', 'vhdx-1.0.pc',
-                       'man1/vhdx.1', 'nbdkit-vhdx-plugin.so', 'nbdkit-vhdx-filter.so'):
+                       'man1/vhdx.1', 'nbdkit-vhdx-plugin.so', 'nbdkit-vhdx-filter.so',
+                       'applications/vhdx-mount.desktop', 'mime/packages/vhdx-mime.xml'):
             expect(any(p.endswith(wanted) for p in installed),
                    'meson install did not install %s: %r' % (wanted, installed))
         return ('setup, compile and install (DESTDIR) in a copy of the tree, %d files '
@@ -1388,6 +1409,71 @@ class Examples:
                  'qemu-img compare')
         return 'QEMU reads vm.qcow2 as the checkpoint chain read'
 
+    def mounted(self, block, place, image):
+        """Run @block, which mounts @image and unmounts it again, with a
+        home and a runtime directory of the place's own: afterwards no
+        process of the mount is left and the image is released (check
+        --repair, which refuses an image that anyone has open, opens it).
+        Whatever a failure left mounted is unmounted, its processes killed."""
+        self.need_nbdkit()
+        need('guestmount')
+        if not os.path.exists('/dev/fuse'):
+            raise Skip('no /dev/fuse')
+        os.makedirs(place.path('home'))
+        os.makedirs(place.path('run'), mode=0o700)
+        env = {'HOME': place.path('home'), 'XDG_RUNTIME_DIR': place.path('run')}
+        try:
+            out, _ = place.run_ok(block.text, env)
+            left = processes_naming(place.dir)
+            expect(not left, 'processes left after vhdx umount: %r' % left)
+        finally:
+            for mountpoint in mounts_under(place.dir):
+                run(['fusermount3', '-u', '-z', mountpoint])
+            for pid in processes_naming(place.dir):
+                os.kill(pid, signal.SIGKILL)
+        check_ok(run([TOOL, 'check', '--repair', image]), 'vhdx check --repair after umount')
+        return out
+
+    def mount_readme(self, block):
+        place = self.place()
+        image = place.path('disk.vhdx')
+        ext4_disk(place, image)
+        before = sha256_file(image)
+        out = self.mounted(block, place, image)
+        expect_equal(out, 'Hello from a VHDX disk\n', 'what cat printed')
+        expect_equal(sha256_file(image), before, 'sha256 of the image mounted read-only')
+        return 'cat read hello.txt through the mount; the image unchanged and released'
+
+    def mount_man_copy(self, block):
+        place = self.place()
+        image = place.path('disk.vhdx')
+        ext4_disk(place, image)
+        before = sha256_file(image)
+        self.mounted(block, place, image)
+        expect_equal(read_file(place.path('hello.txt')), b'Hello from a VHDX disk\n',
+                     'the file copied out')
+        expect_equal(sha256_file(image), before, 'sha256 of the image mounted read-only')
+        return 'hello.txt copied out of the mount; the image unchanged and released'
+
+    def mount_man_checkpoint(self, block):
+        debugfs = shutil.which('debugfs') or '/usr/sbin/debugfs'
+        need(debugfs)
+        place = self.place()
+        base = place.path('base.vhdx')
+        ext4_disk(place, base)
+        child = place.path('vm_6D2B0C51.avhdx')
+        check_ok(run([TOOL, 'create', '--parent', base, child]), 'vhdx create --parent')
+        before = sha256_file(base)
+        self.mounted(block, place, child)
+        expect_equal(sha256_file(base), before, 'sha256 of the parent')
+        check_ok(run([TOOL, 'check', child]), 'vhdx check of the checkpoint')
+        part = place.path('part1.raw')
+        with open(part, 'wb') as f:
+            f.write(check_ok(run([TOOL, 'cat', '--offset=%d' % MiB, child]), 'vhdx cat').stdout)
+        out = check_ok(run([debugfs, '-R', 'cat /hello.txt', part]), 'debugfs').stdout
+        expect_equal(out, b'hello\n', 'hello.txt in the checkpoint, as debugfs reads it')
+        return 'debugfs reads hello.txt from the checkpoint; its parent unchanged'
+
     def benchmarks(self, block):
         raise Skip('the benchmarks take about an hour and 30 GB of disk; they compare '
                    'timings, which no test may assert')
@@ -1504,6 +1590,10 @@ HANDLERS = {
     ('docs/vhdx.1', 'vhdx merge --delete-merged vm_6D2B0C51.avhdx'): Examples.merge_man,
     ('docs/vhdx.1', 'vhdx convert --progress vm_6D2B0C51.avhdx vm.qcow2'):
         Examples.convert_qcow2_man,
+    ('README.md', 'mkdir -p mnt'): Examples.mount_readme,
+    ('docs/vhdx.1', 'mkdir -p /mnt/disk'): Examples.mount_man_copy,
+    ('docs/vhdx.1', 'dir=$(vhdx mount --rw --partition=1 vm_6D2B0C51.avhdx)'):
+        Examples.mount_man_checkpoint,
 }
 
 
