@@ -380,15 +380,14 @@ def console_lines(path):
 class Boot:
     """What boot_to_prompt() saw: the console's lines (the prompt in the
     last ones), `virsh domblklist --details` and the <disk> elements of
-    `virsh dumpxml` while the guest ran, and how many polls and seconds the
+    `virsh dumpxml` while the guest ran, and how many polls of the console the
     boot took (to report, not to judge)."""
 
-    def __init__(self, lines, domblklist, disks, polls, seconds):
+    def __init__(self, lines, domblklist, disks, polls):
         self.lines = lines
         self.domblklist = domblklist
         self.disks = disks
         self.polls = polls
-        self.seconds = seconds
 
 
 def domain_exists(session, name):
@@ -423,14 +422,12 @@ def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS,
     if session.as_nobody:
         os.chown(directory, NOBODY, NOBODY)
 
-    started = time.monotonic()
     if attach is None:
         session.virsh('create', xml_path)
     else:
         session.virsh('define', xml_path)
         try:
             attach(name)
-            started = time.monotonic()
             session.virsh('start', name)
         except BaseException:
             session.virsh('undefine', name, check=False)
@@ -445,7 +442,7 @@ def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS,
             banner = [i for i, line in enumerate(lines) if line.startswith(BANNER)]
             # The prompt ends no line; a late kernel message may follow it.
             if banner and any(PROMPT in line for line in lines[banner[0] + 1:]):
-                return Boot(lines, domblklist, disks, poll, time.monotonic() - started)
+                return Boot(lines, domblklist, disks, poll)
             # Now and then: the guest may have stopped (a panic reboots it,
             # and rebooting ends it).
             if poll % 10 == 0 and not domain_exists(session, name):
