@@ -211,6 +211,16 @@ server_wait_started (const Server *server, GError **error)
         return FALSE;
 }
 
+/* @error from errno, after @path. */
+static void
+set_errno_error (GError **error, const char *path)
+{
+        int saved = errno;
+
+        g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s", path,
+                     g_strerror (saved));
+}
+
 /* Make the run-time directory, and the socket's permissions, let the QEMU
  * of the connection in and nobody else: the user's own for a session; for
  * a system connection, root's, with the group of libvirt's QEMU user. */
@@ -230,18 +240,12 @@ make_private_dir (const Server *server, gid_t *group, GError **error)
                 *group = qemu->pw_gid;
         }
         if (g_mkdir_with_parents (server->dir, 0700) != 0) {
-                int saved = errno;
-
-                g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s",
-                             server->dir, g_strerror (saved));
+                set_errno_error (error, server->dir);
                 return FALSE;
         }
         if ((*group != (gid_t) -1 && chown (server->dir, (uid_t) -1, *group) != 0) ||
             chmod (server->dir, *group != (gid_t) -1 ? 0710 : 0700) != 0) {
-                int saved = errno;
-
-                g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s",
-                             server->dir, g_strerror (saved));
+                set_errno_error (error, server->dir);
                 return FALSE;
         }
         return TRUE;
@@ -330,10 +334,7 @@ server_start (const Server *server, gboolean read_only, GError **error)
                 return FALSE;
         if (group != (gid_t) -1 &&
             (chown (server->socket, (uid_t) -1, group) != 0 || chmod (server->socket, 0660) != 0)) {
-                int saved = errno;
-
-                g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s",
-                             server->socket, g_strerror (saved));
+                set_errno_error (error, server->socket);
                 return FALSE;
         }
         return TRUE;
@@ -622,13 +623,6 @@ affect_flags (gboolean live, gboolean config)
         return flags;
 }
 
-static int
-fail (GError *error)
-{
-        tool_print_error_printf ("%s", error->message);
-        return EXIT_FAILURE;
-}
-
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virDomain, virDomainFree)
 
 /* Open the image as the server will, to refuse at once what it could not
@@ -712,7 +706,7 @@ pool_cmd_attach (int argc, char **argv)
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL)
-                return fail (error);
+                return pool_fail (error);
         if (!pool_connection_is_local (conn)) {
                 tool_print_error_printf (_ ("the image is served on this host: the connection "
                                             "must be to it (%s)"),
@@ -722,7 +716,7 @@ pool_cmd_attach (int argc, char **argv)
         }
         domain = lookup_domain (conn, args[0], &error);
         if (domain == NULL)
-                return fail (error);
+                return pool_fail (error);
         server_init (&server, path, connection_is_system (conn));
 
         running = server_pid (&server) != 0;
@@ -741,7 +735,7 @@ pool_cmd_attach (int argc, char **argv)
                 return EXIT_FAILURE;
         }
         if (!running && !check_image (path, read_only, &sector_size, &error))
-                return fail (error);
+                return pool_fail (error);
         if (running) {
                 g_autoptr (GFile) file = g_file_new_for_path (path);
                 g_autoptr (VhdxImage) image =
@@ -753,7 +747,7 @@ pool_cmd_attach (int argc, char **argv)
 
         disks = domain_disks_of (domain, flags, &error);
         if (disks == NULL)
-                return fail (error);
+                return pool_fail (error);
         if (find_disk (disks, NULL, server.socket) != NULL) {
                 tool_print_error_printf (_ ("%s is attached to domain '%s' already"), path,
                                          virDomainGetName (domain));
@@ -788,7 +782,7 @@ pool_cmd_attach (int argc, char **argv)
                         g_autoptr (GError) ignored = NULL;
 
                         (void) server_stop (&server, &ignored);
-                        return fail (error);
+                        return pool_fail (error);
                 }
                 started = TRUE;
         }
@@ -800,7 +794,7 @@ pool_cmd_attach (int argc, char **argv)
 
                         (void) server_stop (&server, &ignored);
                 }
-                return fail (error);
+                return pool_fail (error);
         }
         g_print (_ ("Attached %s to domain '%s' as %s (NBD socket %s)\n"), path,
                  virDomainGetName (domain), target, server.socket);
@@ -873,14 +867,14 @@ pool_cmd_detach (int argc, char **argv)
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL)
-                return fail (error);
+                return pool_fail (error);
         domain = lookup_domain (conn, args[0], &error);
         if (domain == NULL)
-                return fail (error);
+                return pool_fail (error);
         system = connection_is_system (conn);
         disks = domain_disks_of (domain, flags, &error);
         if (disks == NULL)
-                return fail (error);
+                return pool_fail (error);
         if (g_file_test (args[1], G_FILE_TEST_EXISTS)) {
                 g_autofree char *path = pool_canonical_path (args[1]);
                 g_auto (Server) image_server = { NULL };
@@ -910,7 +904,7 @@ pool_cmd_detach (int argc, char **argv)
         if (virDomainDetachDeviceFlags (domain, xml, flags) < 0) {
                 pool_set_libvirt_error (&error, _ ("cannot detach %s from domain '%s'"), target,
                                         virDomainGetName (domain));
-                return fail (error);
+                return pool_fail (error);
         }
         if (virDomainIsActive (domain) == 1 && (live || !config) &&
             !wait_unplugged (domain, target)) {
@@ -930,7 +924,7 @@ pool_cmd_detach (int argc, char **argv)
                 return EXIT_SUCCESS;
         }
         if (!server_stop (&server, &error))
-                return fail (error);
+                return pool_fail (error);
         g_print (_ ("Stopped the NBD server of %s\n"), server.image);
         return EXIT_SUCCESS;
 }

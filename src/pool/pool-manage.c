@@ -67,13 +67,6 @@ refresh (virConnectPtr conn, const char *pool_name, GError **error)
         return TRUE;
 }
 
-static int
-fail (GError *error)
-{
-        tool_print_error_printf ("%s", error->message);
-        return EXIT_FAILURE;
-}
-
 int
 pool_cmd_resize (int argc, char **argv)
 {
@@ -136,15 +129,15 @@ pool_cmd_resize (int argc, char **argv)
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL)
-                return fail (error);
+                return pool_fail (error);
         path = volume_path (conn, pool_name, args[0], &error);
         if (path == NULL)
-                return fail (error);
+                return pool_fail (error);
         file = g_file_new_for_path (path);
         image = vhdx_image_new (file, VHDX_OPEN_FLAGS_READ_WRITE, NULL, &error);
         if (image == NULL) {
                 g_prefix_error (&error, "%s: ", args[0]);
-                return fail (error);
+                return pool_fail (error);
         }
         if (!tool_size_change_apply (&change, vhdx_image_get_virtual_size (image), &new_size))
                 return EXIT_FAILURE;
@@ -155,10 +148,10 @@ pool_cmd_resize (int argc, char **argv)
         tool_reported_progress_end (&progress, ok);
         if (!ok) {
                 g_prefix_error (&error, "%s: ", args[0]);
-                return fail (error);
+                return pool_fail (error);
         }
         if (!refresh (conn, pool_name, &error))
-                return fail (error);
+                return pool_fail (error);
         size_text = pool_format_capacity (new_size);
         g_print ("%s: %s\n", args[0], size_text);
         return EXIT_SUCCESS;
@@ -231,16 +224,16 @@ pool_cmd_merge (int argc, char **argv)
 
         conn = pool_connect (uri != NULL ? uri : pool_connect_uri, &error);
         if (conn == NULL)
-                return fail (error);
+                return pool_fail (error);
         path = volume_path (conn, pool_name, args[0], &error);
         if (path == NULL)
-                return fail (error);
+                return pool_fail (error);
         child = g_file_new_for_path (path);
         if (into != NULL) {
                 g_autofree char *into_path = volume_path (conn, pool_name, into, &error);
 
                 if (into_path == NULL)
-                        return fail (error);
+                        return pool_fail (error);
                 ancestor = g_file_new_for_path (into_path);
         }
         ok = vhdx_image_merge (child, ancestor, flags, tool_progress_report, &progress, NULL,
@@ -248,9 +241,9 @@ pool_cmd_merge (int argc, char **argv)
         tool_reported_progress_end (&progress, ok);
         if (!ok) {
                 g_prefix_error (&error, "%s: ", args[0]);
-                return fail (error);
+                return pool_fail (error);
         }
         if (!refresh (conn, pool_name, &error))
-                return fail (error);
+                return pool_fail (error);
         return EXIT_SUCCESS;
 }

@@ -68,6 +68,13 @@ pool_set_libvirt_error (GError **error, const char *format, ...)
                                                            : _ ("unknown libvirt error"));
 }
 
+int
+pool_fail (const GError *error)
+{
+        tool_print_error_printf ("%s", error->message);
+        return EXIT_FAILURE;
+}
+
 const char *
 pool_connection_uri_display (const char *uri)
 {

@@ -17,6 +17,8 @@ extern char *pool_connect_uri;
 
 void pool_libvirt_init (void);
 void pool_set_libvirt_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
+/* Print @error as the command's one line of failure: EXIT_FAILURE. */
+int pool_fail (const GError *error);
 
 G_GNUC_WARN_UNUSED_RESULT
 virConnectPtr pool_connect (const char *uri, GError **error);
