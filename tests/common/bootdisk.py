@@ -8,7 +8,8 @@
 # SYSLINUX, the installed Debian kernel and an initramfs of busybox-static
 # written here.  The last MiB of the disk is outside the partition: the
 # guest prints the first line of text it finds there (the marker), so that
-# a test can tell which image's data the guest read.
+# a test can tell which image's data the guest read; it does the same for a
+# second disk plugged in later (vdb), and says when that one goes.
 #
 # The guest: a transient libvirt domain (emulated, TCG), its first serial
 # port written to a file that the test reads; boot_to_prompt() waits for the
@@ -32,6 +33,10 @@ MiB = 1024 * KiB
 BANNER = 'vhdx-guest: booted from '
 PROMPT = 'vhdx-guest# '
 MARKER = 'vhdx-guest: marker: '
+# What the guest prints of a disk (vdb) plugged in after its boot.
+PLUGGED = 'vhdx-guest: vdb plugged in, '
+SECOND_MARKER = 'vhdx-guest: vdb marker: '
+UNPLUGGED = 'vhdx-guest: vdb unplugged'
 # The modules the guest loads to see its virtio disk (with what they need),
 # when the kernel does not have them built in.
 GUEST_MODULES = ('virtio_pci', 'virtio_blk')
@@ -170,9 +175,30 @@ if [ -e /sys/block/vda/size ]; then
 else
     echo "vhdx-guest: no vda"
 fi
+# A second disk plugged in while the shell runs is announced with the
+# marker it holds, and so is its going.
+(
+    seen=
+    while :; do
+        if [ -z "$seen" ] && [ -e /sys/block/vdb/size ]; then
+            seen=1
+            sectors=$(cat /sys/block/vdb/size)
+            echo  # after the prompt
+            echo "%(plugged)s$sectors sectors"
+            echo "%(second)s$(dd if=/dev/vdb bs=512 skip=$((sectors - 2048)) count=1 \
+                2>/dev/null | tr -d '\000' | head -n 1)"
+        elif [ -n "$seen" ] && [ ! -e /sys/block/vdb ]; then
+            seen=
+            echo
+            echo "%(unplugged)s"
+        fi
+        sleep 0.2
+    done
+) </dev/null &
 export PS1='%(prompt)s'
 exec setsid cttyhack sh
-''' % {'banner': BANNER, 'label': label, 'marker': MARKER, 'prompt': PROMPT}
+''' % {'banner': BANNER, 'label': label, 'marker': MARKER, 'prompt': PROMPT,
+       'plugged': PLUGGED, 'second': SECOND_MARKER, 'unplugged': UNPLUGGED}
 
 
 def cpio_newc(entries):
@@ -390,6 +416,25 @@ class Boot:
         self.polls = polls
 
 
+def console_log(session, name):
+    """The file that the serial console of the guest @name is written to."""
+    return session.path('guest-' + name, 'console.log')
+
+
+def wait_for_line(session, name, prefix, polls=POLLS):
+    """The console's lines once one of them starts with @prefix, polled
+    as boot_to_prompt() polls; AssertionError with the console's output when
+    none has after @polls polls."""
+    lines = []
+    for _ in range(polls):
+        lines = console_lines(console_log(session, name))
+        if any(line.startswith(prefix) for line in lines):
+            return lines
+        time.sleep(POLL_SECONDS)
+    raise AssertionError('no line %r on the console after %d polls:\n%s' % (
+        prefix, polls, '\n'.join(lines)))
+
+
 def domain_exists(session, name):
     """Whether the domain @name runs (a transient one exists only then)."""
     result = session.virsh('domstate', name, check=False)
@@ -397,22 +442,24 @@ def domain_exists(session, name):
         'running', 'paused', 'in shutdown', 'idle', 'blocked')
 
 
-def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS, attach=None):
+def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS, attach=None,
+                   running=None):
     """Start the transient domain @name (domain_xml()) with @disk, a <disk>
     element or the UNIX socket of an NBD server (nbd_disk_xml()), in
     @session (libvirtsession.Session), wait until its serial console shows
     BANNER and then PROMPT, and destroy it.  With @attach (and @disk None),
     the domain is defined without a disk, attach(name) gives it one, and it
-    is started, destroyed and undefined.  Returns a Boot; raises
-    AssertionError with the console's output when the guest stops first, or
-    has not reached the prompt after @polls polls."""
+    is started, destroyed and undefined.  With @running, running(name) is
+    called once the prompt shows, before the domain is destroyed.  Returns a
+    Boot; raises AssertionError with the console's output when the guest
+    stops first, or has not reached the prompt after @polls polls."""
     if disk is None:
         disk = ''
     elif not disk.lstrip().startswith('<'):
         disk = nbd_disk_xml(disk)
-    directory = session.path('guest-' + name)
+    log = console_log(session, name)
+    directory = os.path.dirname(log)
     os.makedirs(directory, exist_ok=True)
-    log = os.path.join(directory, 'console.log')
     if os.path.exists(log):
         os.unlink(log)  # an earlier boot's
     xml_path = os.path.join(directory, 'domain.xml')
@@ -442,6 +489,8 @@ def boot_to_prompt(session, disk, name='vhdx-boot', memory_mib=384, polls=POLLS,
             banner = [i for i, line in enumerate(lines) if line.startswith(BANNER)]
             # The prompt ends no line; a late kernel message may follow it.
             if banner and any(PROMPT in line for line in lines[banner[0] + 1:]):
+                if running is not None:
+                    running(name)
                 return Boot(lines, domblklist, disks, poll)
             # Now and then: the guest may have stopped (a panic reboots it,
             # and rebooting ends it).

@@ -13,7 +13,10 @@
 # guest prints the marker it reads, so its console tells that it read the
 # checkpoint over its parent.  `vhdx-pool attach --config` gives the
 # defined domain the checkpoint (nbdkit and the plugin on a socket of the
-# session's user), `detach` takes it back and stops the server.  libvirt,
+# session's user), `detach` takes it back and stops the server.  While the
+# guest runs, a second image (made by qemu-img) is plugged in with `attach
+# --live` and out with `detach --live`: the guest prints the marker it reads
+# from the new disk, and says when the disk has gone.  libvirt,
 # vhdx-pool, nbdkit and the guest's QEMU run as `nobody` when the test runs
 # as root.  The guest is emulated (TCG): its boot is waited
 # for in counted polls of its console, generously; their number is reported.
@@ -39,6 +42,10 @@ MiB = 1024 * 1024
 SIZE = 64 * MiB
 DOMAIN = 'vhdx-boot-test'
 MARKER_TEXT = 'read from the checkpoint, not its parent'
+SECOND_SIZE = 32 * MiB
+SECOND_TEXT = 'read from the disk plugged in'
+# Runs of `detach --live` while the guest has not yet let the disk go.
+DETACH_TRIES = 10
 
 VHDX_TOOL = os.environ.get('VHDX_TOOL')
 PLUGIN = os.environ.get('VHDX_NBDKIT_PLUGIN')
@@ -87,6 +94,9 @@ class Guest:
         self.base = session.path('pool', 'base.vhdx')
         self.child = session.path('pool', 'child.avhdx')
         self.child_raw = os.path.join(self.work, 'child.raw')
+        self.second = session.path('pool', 'second.vhdx')
+        self.hotplug = None
+        self.hotplug_error = None
         self.boot = None
         self.server_output = None
 
@@ -104,6 +114,14 @@ class Guest:
                  'vhdx convert --parent')
         self.base_sha = sha256_file(self.base)
         os.unlink(raw)
+        # The disk plugged in while the guest runs: made by qemu-img too.
+        with open(raw, 'wb') as f:
+            f.truncate(SECOND_SIZE)
+            f.seek(bootdisk.marker_offset(SECOND_SIZE))
+            f.write(SECOND_TEXT.encode() + b'\n')
+        run_root(['qemu-img', 'convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic',
+                  raw, self.second], 'qemu-img convert -O vhdx')
+        os.unlink(raw)
 
     def run(self):
         """Attach the checkpoint to the domain with `vhdx-pool attach`, boot
@@ -114,14 +132,44 @@ class Guest:
             self.attach_output = result.stdout.decode()
             self.socket = re.search(r'NBD socket (\S+)\)', self.attach_output).group(1)
 
+        def running(name):
+            try:
+                self.hotplug = self.plug_in_and_out(name)
+            except Exception:
+                self.hotplug_error = traceback.format_exc()
+
         try:
-            self.boot = bootdisk.boot_to_prompt(self.session, None, name=DOMAIN, attach=attach)
+            self.boot = bootdisk.boot_to_prompt(self.session, None, name=DOMAIN, attach=attach,
+                                                running=running)
         finally:
             result = self.session.tool('detach', '--config', DOMAIN, self.child)
             self.detach_output = result.stdout.decode() + result.stderr.decode()
             self.session.virsh('undefine', DOMAIN, check=False)
         expect('Stopped the NBD server' in self.detach_output,
                'vhdx-pool detach: %s' % self.detach_output)
+
+    def plug_in_and_out(self, name):
+        """`vhdx-pool attach --live` of a second image to the running
+        guest, and `detach --live`, each followed by what the guest says."""
+        plug = {}
+        result = self.session.tool('attach', '--live', name, self.second)
+        expect(result.returncode == 0, 'vhdx-pool attach --live: %s' % result.stderr.decode())
+        plug['attach'] = result.stdout.decode().strip()
+        plug['domblklist'] = self.session.virsh('domblklist', '--details', name).stdout.decode()
+        plug['socket'] = re.search(r'NBD socket (\S+)\)', plug['attach']).group(1)
+        plug['plugged'] = bootdisk.wait_for_line(self.session, name, bootdisk.SECOND_MARKER)
+        outputs = []
+        for _ in range(DETACH_TRIES):
+            result = self.session.tool('detach', '--live', name, self.second)
+            output = (result.stdout.decode() + result.stderr.decode()).strip()
+            outputs.append(output)
+            expect(result.returncode == 0, 'vhdx-pool detach --live: %s' % output)
+            if 'Stopped the NBD server' in output:
+                break
+        plug['detach'] = outputs
+        plug['unplugged'] = bootdisk.wait_for_line(self.session, name, bootdisk.UNPLUGGED)
+        plug['after'] = self.session.virsh('domblklist', '--details', name).stdout.decode()
+        return plug
 
 
 def test_boot(guest):
@@ -166,6 +214,39 @@ def test_guest_view(guest):
                  [bootdisk.MARKER + MARKER_TEXT], 'the marker the guest read')
 
 
+def test_hotplug(guest):
+    if guest.hotplug_error is not None:
+        raise AssertionError(guest.hotplug_error)
+    plug = guest.hotplug
+    print('# %s' % plug['attach'])
+    expect(' as vdb ' in plug['attach'], 'the target attach chose')
+    rows = [line.split() for line in plug['domblklist'].splitlines() if line.strip()]
+    expect_equal([row[:3] for row in rows], [['network', 'disk', 'vda'],
+                                             ['network', 'disk', 'vdb']],
+                 'virsh domblklist --details while plugged in')
+    lines = plug['plugged']
+    for line in lines:
+        if line.startswith('vhdx-guest: vdb'):
+            print('# console: %s' % line)
+    expect_equal([line for line in lines if line.startswith(bootdisk.PLUGGED)],
+                 ['%s%d sectors' % (bootdisk.PLUGGED, SECOND_SIZE // 512)],
+                 'what the guest saw plugged in')
+    expect_equal([line for line in lines if line.startswith(bootdisk.SECOND_MARKER)],
+                 [bootdisk.SECOND_MARKER + SECOND_TEXT], 'the marker the guest read from vdb')
+    for number, output in enumerate(plug['detach'], 1):
+        for line in output.splitlines():
+            print('# detach --live (run %d): %s' % (number, line))
+    expect('Stopped the NBD server' in plug['detach'][-1],
+           'detach --live did not stop the server after %d runs' % len(plug['detach']))
+    expect(bootdisk.UNPLUGGED in plug['unplugged'], 'the guest did not see vdb go')
+    rows = [line.split() for line in plug['after'].splitlines() if line.strip()]
+    expect_equal([row[:3] for row in rows], [['network', 'disk', 'vda']],
+                 'virsh domblklist --details after detach')
+    expect(not os.path.exists(plug['socket']), 'the socket is left after detach')
+    run_root([VHDX_TOOL, 'check', guest.second], 'vhdx check second.vhdx')
+    run_root(['qemu-img', 'check', '-f', 'vhdx', guest.second], 'qemu-img check second.vhdx')
+
+
 def test_after(guest):
     expect_equal(sha256_file(guest.base), guest.base_sha, 'sha256 of the parent')
     for image in (guest.base, guest.child):
@@ -183,6 +264,7 @@ TESTS = [
     ('a guest boots to a prompt from a checkpoint chain served over NBD', test_boot),
     ('libvirt lists the NBD network disk while the guest runs', test_domblklist),
     ('the guest sees the disk and reads the checkpoint over its parent', test_guest_view),
+    ('a disk plugged into the running guest and out again (--live)', test_hotplug),
     ('the parent is unchanged and the chain checks clean', test_after),
 ]
 
