@@ -21,7 +21,9 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -701,6 +703,51 @@ class Tests:
                 if os.path.exists(out):
                     os.unlink(out)
         os.unlink(raw)
+
+    # A write that fails halfway through a conversion (several chunks in
+    # flight on threads): one error naming DESTINATION, nothing left behind.
+
+    def expect_failed_convert(self, out, what, *args, preexec_fn=None):
+        source = self.path('random-24m.raw')
+        if not os.path.exists(source):
+            with open(source, 'wb') as f:
+                f.write(os.urandom(24 * MiB))
+        result = subprocess.run([TOOL, 'convert'] + list(args) + [source, out],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=TOOL_ENV,
+                                timeout=120, preexec_fn=preexec_fn)
+        expect_one_error_line(result, out)
+        message = result.stderr.decode(errors='replace').strip()
+        print('# %s: %s' % (what, message))
+        return message
+
+    def test_convert_fails_midway(self):
+        def limit_file_size():
+            # Writes past 8 MiB fail with EFBIG instead of raising SIGXFSZ.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (8 * MiB, 8 * MiB))
+
+        outdir = self.path('convert-midway')
+        os.mkdir(outdir)
+        out = os.path.join(outdir, 'out.vhdx')
+        message = self.expect_failed_convert(out, 'VHDX output past a file size limit',
+                                             '-O', 'vhdx', '--block-size=1M',
+                                             preexec_fn=limit_file_size)
+        expect(os.strerror(27) in message, 'not the error of the limit: %r' % message)
+        expect_equal(os.listdir(outdir), [], 'files left by VHDX output')
+        # Raw output onto a full file system: a tmpfs of 12 MiB (root only).
+        if os.geteuid() != 0 or shutil.which('mount') is None:
+            raise Skip('mounting a small tmpfs needs root')
+        if run(['mount', '-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', outdir]).returncode != 0:
+            raise Skip('cannot mount a tmpfs here')
+        try:
+            out = os.path.join(outdir, 'out.raw')
+            for args in ([], ['--no-sync']):
+                message = self.expect_failed_convert(out, 'raw output onto a full file system',
+                                                     '-O', 'raw', *args)
+                expect(os.strerror(28) in message, 'not ENOSPC: %r' % message)
+                expect_equal(os.listdir(outdir), [], 'files left by raw output')
+        finally:
+            run(['umount', outdir])
 
     def test_convert_raw_dirty_log(self):
         # The file is not what the disk reads until the log is replayed: the

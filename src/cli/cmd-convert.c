@@ -12,6 +12,7 @@
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
 
+#include "convert-workers.h"
 #include "vhdx-cli.h"
 #include "vhdx-create.h"
 #include "vhdx-header.h"
@@ -283,9 +284,9 @@ fail (Failure *failure, const char *path, GError *error)
 typedef struct {
         Source *source;
         int fd; /* the output */
+        const char *dst;
         gboolean sync;
-        gboolean can_copy;    /* copy_file_range() works between the two files */
-        guint8 *buf;          /* CLI_CHUNK_SIZE */
+        gint can_copy;        /* copy_file_range() works between the two files (atomic) */
         guint64 written_back; /* the output before this offset is on the disk */
 } RawCopy;
 
@@ -330,17 +331,22 @@ copy_range (int in, guint64 in_offset, int out, guint64 offset, gsize n, gsize *
         return TRUE;
 }
 
-/* With sync: start writing back [@start, @end) now, and wait for what was
- * written well before, so that dirty pages never pile up and the final
- * fsync() waits for the last chunks only. */
+/* With sync, from a thread that wrote [@start, @end): start writing it back now. */
 static void
-raw_copy_write_back (RawCopy *copy, guint64 start, guint64 end)
+raw_copy_start_write_back (RawCopy *copy, guint64 start, guint64 end)
 {
-        if (!copy->sync)
-                return;
-        (void) sync_file_range (copy->fd, (off_t) start, (off_t) (end - start),
-                                SYNC_FILE_RANGE_WRITE);
-        if (end > copy->written_back + RAW_WRITE_BACK_LAG) {
+        if (copy->sync)
+                (void) sync_file_range (copy->fd, (off_t) start, (off_t) (end - start),
+                                        SYNC_FILE_RANGE_WRITE);
+}
+
+/* With sync, from the main thread once the chunks before @end were
+ * submitted: wait for what was written well before, so that dirty pages
+ * never pile up and the final fsync() waits for the last chunks only. */
+static void
+raw_copy_wait_write_back (RawCopy *copy, guint64 end)
+{
+        if (copy->sync && end > copy->written_back + RAW_WRITE_BACK_LAG) {
                 guint64 upto = end - RAW_WRITE_BACK_LAG;
 
                 (void) sync_file_range (copy->fd, (off_t) copy->written_back,
@@ -351,83 +357,131 @@ raw_copy_write_back (RawCopy *copy, guint64 start, guint64 end)
         }
 }
 
-/* One chunk, [@offset, @offset + @n) of @extent, @n at most CLI_CHUNK_SIZE. */
+/* One chunk, [chunk->offset, + chunk->length) of chunk->extent, on a thread. */
 static gboolean
-raw_copy_chunk (RawCopy *copy,
-                const VhdxMapExtent *extent,
-                guint64 offset,
-                gsize n,
-                const char *dst,
-                Failure *failure)
+raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError **error)
 {
+        RawCopy *copy = user_data;
         Source *source = copy->source;
-        GError *error = NULL;
+        guint64 offset = chunk->offset;
+        gsize n = chunk->length;
         guint64 file_offset = 0;
-        int in = copy->can_copy ? source_file_range (source, extent, offset, &file_offset) : -1;
+        int in = g_atomic_int_get (&copy->can_copy)
+                         ? source_file_range (source, &chunk->extent, offset, &file_offset)
+                         : -1;
 
+        *path = source->path;
         if (in >= 0) {
                 gsize probe = MIN (n, RAW_PROBE_SIZE);
                 gsize done = 0;
 
-                if (!source_read (source, offset, copy->buf, probe, &error))
-                        return fail (failure, source->path, error);
-                if (!buffer_is_zero (copy->buf, probe)) {
+                if (!source_read (source, offset, chunk->buf, probe, error))
+                        return FALSE;
+                if (!buffer_is_zero (chunk->buf, probe)) {
                         if (copy_range (in, file_offset, copy->fd, offset, n, &done)) {
-                                raw_copy_write_back (copy, offset, offset + n);
+                                raw_copy_start_write_back (copy, offset, offset + n);
                                 return TRUE;
                         }
                         if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
                             errno == EOPNOTSUPP || errno == EBADF || errno == EPERM) {
                                 /* Not between these two files: the buffer from now on. */
-                                copy->can_copy = FALSE;
+                                g_atomic_int_set (&copy->can_copy, FALSE);
                         } else if (errno != 0) {
-                                vhdx_set_error_from_errno (&error, errno);
-                                return fail (failure, dst, error);
+                                *path = copy->dst;
+                                vhdx_set_error_from_errno (error, errno);
+                                return FALSE;
                         }
                         /* The rest is read as the engine reads it (a file that
                          * ends early is its error), and cannot be a hole once
                          * some of the chunk was copied. */
                         if (done > 0) {
-                                offset += done;
-                                n -= done;
-                                if (!source_read (source, offset, copy->buf, n, &error))
-                                        return fail (failure, source->path, error);
-                                if (!pwrite_all (copy->fd, copy->buf, n, offset, &error))
-                                        return fail (failure, dst, error);
-                                raw_copy_write_back (copy, offset - done, offset + n);
+                                if (!source_read (source, offset + done, chunk->buf, n - done,
+                                                  error))
+                                        return FALSE;
+                                *path = copy->dst;
+                                if (!pwrite_all (copy->fd, chunk->buf, n - done, offset + done,
+                                                 error))
+                                        return FALSE;
+                                raw_copy_start_write_back (copy, offset, offset + n);
                                 return TRUE;
                         }
                 }
         }
-        if (!source_read (source, offset, copy->buf, n, &error))
-                return fail (failure, source->path, error);
-        if (!buffer_is_zero (copy->buf, n)) {
-                if (!pwrite_all (copy->fd, copy->buf, n, offset, &error))
-                        return fail (failure, dst, error);
-                raw_copy_write_back (copy, offset, offset + n);
+        if (!source_read (source, offset, chunk->buf, n, error))
+                return FALSE;
+        if (!buffer_is_zero (chunk->buf, n)) {
+                *path = copy->dst;
+                if (!pwrite_all (copy->fd, chunk->buf, n, offset, error))
+                        return FALSE;
+                raw_copy_start_write_back (copy, offset, offset + n);
         }
         return TRUE;
 }
 
-/* The chunks of [@start, @end) of @extent. */
+/* Submit the chunks of [@start, @end) of @extent; FALSE once one failed. */
 static gboolean
 raw_copy_extent (RawCopy *copy,
+                 CliWorkers *workers,
                  const VhdxMapExtent *extent,
                  guint64 start,
                  guint64 end,
-                 const char *dst,
-                 ToolProgress *progress,
-                 Failure *failure)
+                 ToolProgress *progress)
 {
         for (guint64 offset = start; offset < end;) {
-                gsize n = (gsize) MIN (end - offset, CLI_CHUNK_SIZE);
+                CliChunk *chunk = cli_workers_next (workers);
 
-                if (!raw_copy_chunk (copy, extent, offset, n, dst, failure))
+                if (chunk == NULL)
                         return FALSE;
-                offset += n;
+                chunk->offset = offset;
+                chunk->length = (gsize) MIN (end - offset, CLI_CHUNK_SIZE);
+                chunk->extent = *extent;
+                cli_workers_submit (workers, chunk);
+                offset += chunk->length;
+                raw_copy_wait_write_back (copy, offset);
                 tool_progress_update (progress, offset);
         }
         return TRUE;
+}
+
+/* The data extents of @source (a VHDX image's, or a raw file's data
+ * segments, which its own file holds) submitted to @workers; FALSE with
+ * @error when they cannot be walked, or when a chunk failed. */
+static gboolean
+raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GError **error)
+{
+        Source *source = copy->source;
+        VhdxMapIter iter;
+        VhdxMapExtent extent;
+        gboolean ok = TRUE;
+
+        if (source->vhdx == NULL) {
+                g_auto (DataCursor) cursor;
+
+                data_cursor_init (&cursor, NULL, source->fd, source->size);
+                for (;;) {
+                        if (!data_cursor_advance (&cursor, error))
+                                return FALSE;
+                        if (cursor.done)
+                                return TRUE;
+                        extent = (VhdxMapExtent){ .offset = cursor.start,
+                                                  .length = cursor.end - cursor.start,
+                                                  .kind = VHDX_EXTENT_DATA,
+                                                  .present = TRUE,
+                                                  .file_offset = cursor.start };
+                        if (!raw_copy_extent (copy, workers, &extent, cursor.start, cursor.end,
+                                              progress))
+                                return FALSE;
+                }
+        }
+        /* A VHDX source: its data extents; holes and zero blocks stay holes. */
+        vhdx_map_iter_init (&iter, source->vhdx, 0, source->size);
+        while (ok && vhdx_map_iter_next (&iter, &extent, error)) {
+                if (extent.kind == VHDX_EXTENT_DATA)
+                        ok = raw_copy_extent (copy, workers, &extent, extent.offset,
+                                              extent.offset + extent.length, progress);
+        }
+        vhdx_map_iter_clear (&iter);
+        return ok && (error == NULL || *error == NULL);
 }
 
 /* Copy the data of @source into the raw file @fd, leaving holes wherever the disk reads as
@@ -440,49 +494,24 @@ convert_to_raw (Source *source,
                 ToolProgress *progress,
                 Failure *failure)
 {
-        g_autofree guint8 *buf = g_malloc (CLI_CHUNK_SIZE);
-        RawCopy copy = { source, fd, sync, TRUE, buf, 0 };
+        RawCopy copy = { source, fd, dst, sync, TRUE, 0 };
+        CliWorkers *workers;
         GError *error = NULL;
-        VhdxMapIter iter;
-        VhdxMapExtent extent;
-        gboolean ok = TRUE;
+        const char *path = NULL;
 
         if (ftruncate (fd, (off_t) source->size) < 0) {
                 vhdx_set_error_from_errno (&error, errno);
                 return fail (failure, dst, error);
         }
-        if (source->vhdx == NULL) {
-                /* A raw source: its data segments, which its own file holds. */
-                g_auto (DataCursor) cursor;
-
-                data_cursor_init (&cursor, NULL, source->fd, source->size);
-                for (;;) {
-                        if (!data_cursor_advance (&cursor, &error))
-                                return fail (failure, source->path, error);
-                        if (cursor.done)
-                                return TRUE;
-                        extent = (VhdxMapExtent){ .offset = cursor.start,
-                                                  .length = cursor.end - cursor.start,
-                                                  .kind = VHDX_EXTENT_DATA,
-                                                  .present = TRUE,
-                                                  .file_offset = cursor.start };
-                        if (!raw_copy_extent (&copy, &extent, cursor.start, cursor.end, dst,
-                                              progress, failure))
-                                return FALSE;
-                }
-        }
-        /* A VHDX source: its data extents; holes and zero blocks stay holes. */
-        vhdx_map_iter_init (&iter, source->vhdx, 0, source->size);
-        while (ok && vhdx_map_iter_next (&iter, &extent, &error)) {
-                if (extent.kind == VHDX_EXTENT_DATA)
-                        ok = raw_copy_extent (&copy, &extent, extent.offset,
-                                              extent.offset + extent.length, dst, progress,
-                                              failure);
-        }
-        vhdx_map_iter_clear (&iter);
-        if (error != NULL)
+        workers = cli_workers_new (FALSE, raw_copy_chunk, NULL, &copy);
+        if (!raw_copy_submit (&copy, workers, progress, &error) && error != NULL) {
+                /* The walk's own failure; the threads' is a consequence, if any. */
+                cli_workers_abandon (workers);
                 return fail (failure, source->path, error);
-        return ok;
+        }
+        if (!cli_workers_finish (workers, &path, &error))
+                return fail (failure, path, error);
+        return TRUE;
 }
 
 /* Runs of sectors of @buf (at virtual @offset) that differ from @base are
@@ -531,46 +560,93 @@ typedef struct {
         VhdxFile *parent;
         VhdxCreateParams *params;
         VhdxCreator *creator;
-        DataCursor source_data;
-        DataCursor parent_data;
-        guint8 *buf;
-        guint8 *base;
         const char *dst;
 } ToVhdx;
 
-/* Store the unit of @n bytes at @offset: as it is, or the sectors that differ from the parent. */
+/* On a thread: read the unit of @chunk and, with a parent, the parent's
+ * data under it; without one, an all-zero unit is skipped. */
 static gboolean
-convert_unit (ToVhdx *c, guint64 offset, gsize n, Failure *failure)
+read_unit (CliChunk *chunk, gpointer user_data, const char **path, GError **error)
 {
-        GError *error = NULL;
-        gboolean has_data = FALSE;
-        gboolean parent_data = FALSE;
+        ToVhdx *c = user_data;
 
-        if (!data_cursor_meets (&c->source_data, offset, offset + n, &has_data, &error))
-                return fail (failure, c->source->path, error);
-        /* Holes of the parent read as zeros too: only its data matters. */
-        if (c->parent != NULL &&
-            !data_cursor_meets (&c->parent_data, offset, offset + n, &parent_data, &error))
-                return fail (failure, c->params->parent_absolute_path, error);
-        if (!has_data && !parent_data)
-                return TRUE;
-        if (has_data) {
-                if (!source_read (c->source, offset, c->buf, n, &error))
-                        return fail (failure, c->source->path, error);
+        *path = c->source->path;
+        if (chunk->has_data) {
+                if (!source_read (c->source, chunk->offset, chunk->buf, chunk->length, error))
+                        return FALSE;
         } else {
-                memset (c->buf, 0, n);
+                memset (chunk->buf, 0, chunk->length);
         }
-        if (c->parent != NULL) {
-                if (!parent_data)
-                        memset (c->base, 0, n);
-                else if (!read_parent (c->parent, offset, c->base, n, &error))
-                        return fail (failure, c->params->parent_absolute_path, error);
-                if (!write_differing_sectors (c->creator, offset, c->buf, c->base, n,
-                                              c->params->logical_sector_size, &error))
-                        return fail (failure, c->dst, error);
-        } else if (!buffer_is_zero (c->buf, n) &&
-                   !vhdx_creator_write (c->creator, offset, c->buf, n, &error)) {
-                return fail (failure, c->dst, error);
+        if (c->parent == NULL) {
+                chunk->skip = buffer_is_zero (chunk->buf, chunk->length);
+                return TRUE;
+        }
+        *path = c->params->parent_absolute_path;
+        if (!chunk->parent_data) {
+                memset (chunk->base, 0, chunk->length);
+                return TRUE;
+        }
+        return read_parent (c->parent, chunk->offset, chunk->base, chunk->length, error);
+}
+
+/* In the order of the disk: store the unit as it is, or the sectors that differ from the parent. */
+static gboolean
+write_unit (CliChunk *chunk, gpointer user_data, const char **path, GError **error)
+{
+        ToVhdx *c = user_data;
+
+        *path = c->dst;
+        if (c->parent != NULL)
+                return write_differing_sectors (c->creator, chunk->offset, chunk->buf, chunk->base,
+                                                chunk->length, c->params->logical_sector_size,
+                                                error);
+        return vhdx_creator_write (c->creator, chunk->offset, chunk->buf, chunk->length, error);
+}
+
+/* Submit the units (at most a block, at most CLI_CHUNK_SIZE) of @c's
+ * source that hold data or lie over the parent's data; FALSE with @error
+ * (of the file @path) when the data cannot be walked, FALSE alone when a
+ * chunk failed. */
+static gboolean
+submit_units (ToVhdx *c,
+              CliWorkers *workers,
+              guint64 unit,
+              ToolProgress *progress,
+              const char **path,
+              GError **error)
+{
+        guint64 size = c->params->virtual_size;
+        g_auto (DataCursor) source_data;
+        g_auto (DataCursor) parent_data;
+
+        data_cursor_init (&source_data, c->source->vhdx, c->source->fd, c->source->size);
+        data_cursor_init (&parent_data, c->parent, -1,
+                          c->parent != NULL ? vhdx_file_get_info (c->parent)->virtual_size : 0);
+        for (guint64 offset = 0; offset < size; offset += unit) {
+                gsize n = (gsize) MIN (unit, size - offset);
+                gboolean has_data = FALSE;
+                gboolean under_data = FALSE;
+                CliChunk *chunk;
+
+                *path = c->source->path;
+                if (!data_cursor_meets (&source_data, offset, offset + n, &has_data, error))
+                        return FALSE;
+                /* Holes of the parent read as zeros too: only its data matters. */
+                *path = c->params->parent_absolute_path;
+                if (c->parent != NULL &&
+                    !data_cursor_meets (&parent_data, offset, offset + n, &under_data, error))
+                        return FALSE;
+                if (has_data || under_data) {
+                        chunk = cli_workers_next (workers);
+                        if (chunk == NULL)
+                                return FALSE;
+                        chunk->offset = offset;
+                        chunk->length = n;
+                        chunk->has_data = has_data;
+                        chunk->parent_data = under_data;
+                        cli_workers_submit (workers, chunk);
+                }
+                tool_progress_update (progress, offset + n);
         }
         return TRUE;
 }
@@ -578,7 +654,8 @@ convert_unit (ToVhdx *c, guint64 offset, gsize n, Failure *failure)
 /*
  * Write @source into a new VHDX image on @fd: only units (at most a block,
  * at most CLI_CHUNK_SIZE) that are not all zeros, or, for a differencing image,
- * only the sectors that differ from @parent.
+ * only the sectors that differ from @parent.  Threads read the units, and
+ * store them in the order of the disk.
  */
 static gboolean
 convert_to_vhdx (Source *source,
@@ -591,12 +668,11 @@ convert_to_vhdx (Source *source,
 {
         g_autoptr (VhdxIo) io = vhdx_io_new_fd (fd, FALSE);
         g_autoptr (VhdxCreator) creator = NULL;
-        g_autofree guint8 *buf = NULL;
-        g_autofree guint8 *base = NULL;
         GError *error = NULL;
-        ToVhdx c = { source, parent, params, NULL };
+        ToVhdx c = { source, parent, params, NULL, dst };
+        CliWorkers *workers;
+        const char *path = NULL;
         guint64 unit;
-        gboolean ok = TRUE;
 
         if (parent == NULL) {
                 guint32 lss = params->logical_sector_size != 0 ? params->logical_sector_size : 512;
@@ -611,27 +687,16 @@ convert_to_vhdx (Source *source,
         unit = MIN ((guint64) vhdx_creator_get_params (creator)->block_size,
                     (guint64) CLI_CHUNK_SIZE);
         c.creator = creator;
-        c.dst = dst;
-        c.buf = buf = g_malloc (unit);
-        if (parent != NULL)
-                c.base = base = g_malloc (unit);
-        data_cursor_init (&c.source_data, source->vhdx, source->fd, source->size);
-        if (parent != NULL)
-                data_cursor_init (&c.parent_data, parent, -1,
-                                  vhdx_file_get_info (parent)->virtual_size);
-
-        for (guint64 offset = 0; ok && offset < params->virtual_size; offset += unit) {
-                gsize n = (gsize) MIN (unit, params->virtual_size - offset);
-
-                ok = convert_unit (&c, offset, n, failure);
-                tool_progress_update (progress, offset + n);
+        workers = cli_workers_new (parent != NULL, read_unit, write_unit, &c);
+        if (!submit_units (&c, workers, unit, progress, &path, &error) && error != NULL) {
+                cli_workers_abandon (workers);
+                return fail (failure, path, error);
         }
-        data_cursor_clear (&c.source_data);
-        if (parent != NULL)
-                data_cursor_clear (&c.parent_data);
-        if (ok && !vhdx_creator_finish (creator, &error))
+        if (!cli_workers_finish (workers, &path, &error))
+                return fail (failure, path, error);
+        if (!vhdx_creator_finish (creator, &error))
                 return fail (failure, dst, error);
-        return ok;
+        return TRUE;
 }
 
 static gboolean
