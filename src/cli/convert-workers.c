@@ -3,6 +3,8 @@
  * when asked. */
 #include "config.h"
 
+#include <pthread.h>
+
 #include "convert-workers.h"
 #include "vhdx-cli.h"
 
@@ -24,77 +26,95 @@
 /* Chunks beyond the threads': the next ones are ready when a thread is. */
 #define SPARE_CHUNKS 2
 
+/* The state is guarded by a POSIX mutex rather than GLib's queues and
+ * GMutex, which wait on futexes that ThreadSanitizer cannot see. */
 struct _CliWorkers {
-        GThreadPool *pool;
-        GAsyncQueue *free_chunks;
+        pthread_mutex_t lock;
+        pthread_cond_t changed; /* any of the below */
+        GThread **threads;
+        guint n_threads;
         CliChunk *chunks;
         guint n_chunks;
+        GQueue free_chunks;
+        GQueue queued; /* submitted, not yet taken by a thread */
+        gboolean closing;
         CliChunkFunc work;
         CliChunkFunc commit;
         gpointer user_data;
         guint64 submitted;
-        GMutex lock;
-        GCond turn_changed;
         guint64 turn; /* the chunk whose commit() is next */
         gboolean failed;
         const char *fail_path;
         GError *error;
 };
 
-static gboolean
-has_failed (CliWorkers *w)
-{
-        gboolean failed;
-
-        g_mutex_lock (&w->lock);
-        failed = w->failed;
-        g_mutex_unlock (&w->lock);
-        return failed;
-}
-
-/* The first failure is kept; later ones follow from it. */
+/* The first failure is kept; later ones follow from it.  Called locked. */
 static void
-record_failure (CliWorkers *w, const char *path, GError *error)
+record_failure_locked (CliWorkers *w, const char *path, GError *error)
 {
-        g_mutex_lock (&w->lock);
         if (!w->failed) {
                 w->failed = TRUE;
                 w->fail_path = path;
                 w->error = error;
-                error = NULL;
+        } else {
+                g_clear_error (&error);
         }
-        g_mutex_unlock (&w->lock);
-        g_clear_error (&error);
 }
 
 static void
-run_chunk (gpointer data, gpointer user_data)
+run_chunk (CliWorkers *w, CliChunk *chunk, gboolean failed)
 {
-        CliChunk *chunk = data;
-        CliWorkers *w = user_data;
         const char *path = NULL;
         GError *error = NULL;
 
-        if (!has_failed (w) && !w->work (chunk, w->user_data, &path, &error))
-                record_failure (w, path, error);
+        if (!failed && !w->work (chunk, w->user_data, &path, &error)) {
+                pthread_mutex_lock (&w->lock);
+                record_failure_locked (w, path, error);
+                pthread_mutex_unlock (&w->lock);
+        }
         if (w->commit != NULL) {
+                /* Threads take chunks in the order submitted: the one whose
+                 * turn it is runs on another thread, or has run. */
+                pthread_mutex_lock (&w->lock);
+                while (w->turn != chunk->index)
+                        pthread_cond_wait (&w->changed, &w->lock);
+                failed = w->failed;
+                pthread_mutex_unlock (&w->lock);
+                error = NULL;
+                if (!failed && !chunk->skip && !w->commit (chunk, w->user_data, &path, &error)) {
+                        pthread_mutex_lock (&w->lock);
+                        record_failure_locked (w, path, error);
+                        pthread_mutex_unlock (&w->lock);
+                }
+                pthread_mutex_lock (&w->lock);
+                w->turn++;
+                pthread_mutex_unlock (&w->lock);
+        }
+        pthread_mutex_lock (&w->lock);
+        g_queue_push_tail (&w->free_chunks, chunk);
+        pthread_cond_broadcast (&w->changed);
+        pthread_mutex_unlock (&w->lock);
+}
+
+static gpointer
+worker_thread (gpointer data)
+{
+        CliWorkers *w = data;
+
+        for (;;) {
+                CliChunk *chunk;
                 gboolean failed;
 
-                /* The pool takes chunks in the order submitted: the one
-                 * whose turn it is runs on another thread, or has run. */
-                g_mutex_lock (&w->lock);
-                while (w->turn != chunk->index)
-                        g_cond_wait (&w->turn_changed, &w->lock);
+                pthread_mutex_lock (&w->lock);
+                while (g_queue_is_empty (&w->queued) && !w->closing)
+                        pthread_cond_wait (&w->changed, &w->lock);
+                chunk = g_queue_pop_head (&w->queued);
                 failed = w->failed;
-                g_mutex_unlock (&w->lock);
-                if (!failed && !chunk->skip && !w->commit (chunk, w->user_data, &path, &error))
-                        record_failure (w, path, error);
-                g_mutex_lock (&w->lock);
-                w->turn++;
-                g_cond_broadcast (&w->turn_changed);
-                g_mutex_unlock (&w->lock);
+                pthread_mutex_unlock (&w->lock);
+                if (chunk == NULL)
+                        return NULL;
+                run_chunk (w, chunk, failed);
         }
-        g_async_queue_push (w->free_chunks, chunk);
 }
 
 /* Threads running @work (and @commit in order, unless NULL) on chunks of
@@ -103,24 +123,26 @@ CliWorkers *
 cli_workers_new (gboolean two_buffers, CliChunkFunc work, CliChunkFunc commit, gpointer user_data)
 {
         CliWorkers *w = g_new0 (CliWorkers, 1);
-        guint threads = CLAMP (g_get_num_processors (), MIN_THREADS, MAX_THREADS);
 
         w->work = work;
         w->commit = commit;
         w->user_data = user_data;
-        g_mutex_init (&w->lock);
-        g_cond_init (&w->turn_changed);
-        w->free_chunks = g_async_queue_new ();
-        w->n_chunks = threads + SPARE_CHUNKS;
+        pthread_mutex_init (&w->lock, NULL);
+        pthread_cond_init (&w->changed, NULL);
+        g_queue_init (&w->free_chunks);
+        g_queue_init (&w->queued);
+        w->n_threads = CLAMP (g_get_num_processors (), MIN_THREADS, MAX_THREADS);
+        w->n_chunks = w->n_threads + SPARE_CHUNKS;
         w->chunks = g_new0 (CliChunk, w->n_chunks);
         for (guint i = 0; i < w->n_chunks; i++) {
                 w->chunks[i].buf = g_malloc (CLI_CHUNK_SIZE);
                 if (two_buffers)
                         w->chunks[i].base = g_malloc (CLI_CHUNK_SIZE);
-                g_async_queue_push (w->free_chunks, &w->chunks[i]);
+                g_queue_push_tail (&w->free_chunks, &w->chunks[i]);
         }
-        /* Not exclusive: cannot fail. */
-        w->pool = g_thread_pool_new (run_chunk, w, (int) threads, FALSE, NULL);
+        w->threads = g_new0 (GThread *, w->n_threads);
+        for (guint i = 0; i < w->n_threads; i++)
+                w->threads[i] = g_thread_new ("vhdx convert", worker_thread, w);
         return w;
 }
 
@@ -129,17 +151,21 @@ cli_workers_new (gboolean two_buffers, CliChunkFunc work, CliChunkFunc commit, g
 CliChunk *
 cli_workers_next (CliWorkers *w)
 {
-        CliChunk *chunk = g_async_queue_pop (w->free_chunks);
+        CliChunk *chunk = NULL;
 
-        if (has_failed (w)) {
-                g_async_queue_push (w->free_chunks, chunk);
-                return NULL;
+        pthread_mutex_lock (&w->lock);
+        while (g_queue_is_empty (&w->free_chunks))
+                pthread_cond_wait (&w->changed, &w->lock);
+        if (!w->failed)
+                chunk = g_queue_pop_head (&w->free_chunks);
+        pthread_mutex_unlock (&w->lock);
+        if (chunk != NULL) {
+                chunk->offset = 0;
+                chunk->length = 0;
+                chunk->has_data = FALSE;
+                chunk->parent_data = FALSE;
+                chunk->skip = FALSE;
         }
-        chunk->offset = 0;
-        chunk->length = 0;
-        chunk->has_data = FALSE;
-        chunk->parent_data = FALSE;
-        chunk->skip = FALSE;
         return chunk;
 }
 
@@ -147,8 +173,11 @@ cli_workers_next (CliWorkers *w)
 void
 cli_workers_submit (CliWorkers *w, CliChunk *chunk)
 {
+        pthread_mutex_lock (&w->lock);
         chunk->index = w->submitted++;
-        g_thread_pool_push (w->pool, chunk, NULL);
+        g_queue_push_tail (&w->queued, chunk);
+        pthread_cond_broadcast (&w->changed);
+        pthread_mutex_unlock (&w->lock);
 }
 
 /* Wait for every chunk submitted and free @w; FALSE with the first
@@ -158,9 +187,14 @@ cli_workers_finish (CliWorkers *w, const char **path, GError **error)
 {
         gboolean ok;
 
-        for (guint i = 0; i < w->n_chunks; i++)
-                (void) g_async_queue_pop (w->free_chunks);
-        g_thread_pool_free (w->pool, FALSE, TRUE);
+        pthread_mutex_lock (&w->lock);
+        while (g_queue_get_length (&w->free_chunks) < w->n_chunks)
+                pthread_cond_wait (&w->changed, &w->lock);
+        w->closing = TRUE;
+        pthread_cond_broadcast (&w->changed);
+        pthread_mutex_unlock (&w->lock);
+        for (guint i = 0; i < w->n_threads; i++)
+                g_thread_join (w->threads[i]);
         ok = !w->failed;
         if (!ok) {
                 if (path != NULL)
@@ -172,9 +206,10 @@ cli_workers_finish (CliWorkers *w, const char **path, GError **error)
                 g_free (w->chunks[i].base);
         }
         g_free (w->chunks);
-        g_async_queue_unref (w->free_chunks);
-        g_cond_clear (&w->turn_changed);
-        g_mutex_clear (&w->lock);
+        g_free (w->threads);
+        g_queue_clear (&w->free_chunks);
+        pthread_cond_destroy (&w->changed);
+        pthread_mutex_destroy (&w->lock);
         g_free (w);
         return ok;
 }
