@@ -4,18 +4,24 @@
 a markdown table with our figure, the limit and the peers measured in the same
 run, the ratios, and which image each row used.
 
-    bench.py --builddir BUILD [--data DIR] [--samples DIR] [CASE...]
+    bench.py --builddir BUILD [--data DIR] [--samples DIR] [--pairs N] [CASE...]
 
-CASE is one of the names in CASES (all when none is given).  The images go to
-DIR (default BUILD/bench-data) and are made only when missing: by this project
-(`vhdx convert`, `vhdx create`), by QEMU (`qemu-img convert -O vhdx` from the
-same raw files, `qemu-img create` and `qemu-io` writes) and, from the samples
-of the shared folder (--samples, default ../shared/samples beside the source
-tree), by Hyper-V and Disk2VHD.  A row whose image or tool is missing is
-printed all the same, saying what is missing.  Every contender's bytes are
-compared (with the raw equivalent of the image); the exit status is non-zero
-only when they differ or a tool fails: missing a target is reported in the
-table, not as a failure.
+CASE is one of the names in CASES (all when none is given).  The convert case
+(raw output on ext4, on tmpfs and onto a loop device, VHDX output, and a
+differencing chain to raw) times each of its rows in N rounds (default 5, or
+VHDX_BENCH_PAIRS from the environment), every round running ours and the peers
+once in turn; --pairs 1 makes a smoke run of its whole matrix in minutes.  Its
+rows onto a block device need root and losetup (they say so when missing).
+
+The images go to DIR (default BUILD/bench-data) and are made only when
+missing: by this project (`vhdx convert`, `vhdx create`), by QEMU (`qemu-img
+convert -O vhdx` from the same raw files, `qemu-img create` and `qemu-io`
+writes) and, from the samples of the shared folder (--samples, default
+../shared/samples beside the source tree), by Hyper-V and Disk2VHD.  A row
+whose image or tool is missing is printed all the same, saying what is
+missing.  Every contender's bytes are compared (with the raw equivalent of the
+image); the exit status is non-zero only when they differ or a tool fails:
+missing a target is reported in the table, not as a failure.
 """
 
 import argparse
@@ -23,9 +29,12 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
+import stat
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,8 +65,9 @@ class Missing(Exception):
 
 
 class Bench:
-    def __init__(self, builddir, data, samples):
+    def __init__(self, builddir, data, samples, pairs=5):
         self.builddir = os.path.abspath(builddir)
+        self.pairs = pairs
         self.data = os.path.abspath(data)
         self.samples = samples
         self.vhdx = os.path.join(self.builddir, 'src', 'cli', 'vhdx')
@@ -83,22 +93,26 @@ class Bench:
                 raise Missing(f'{tool} is not installed')
         return [self.tools[t] for t in tools]
 
-    def run(self, *argv, capture=False, stdin=None):
+    def run(self, *argv, capture=False, stdin=None, errors=False):
         # In a session of its own (see raise_priority); this script stays in the
-        # terminal's, so that an interrupt still stops everything.
+        # terminal's, so that an interrupt still stops everything.  With
+        # @errors, the standard error goes with the exception of a failure.
         argv = [str(a) for a in argv]
         process = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                                    stdin=subprocess.PIPE if stdin is not None else None,
+                                   stderr=subprocess.PIPE if errors else None,
                                    start_new_session=True, preexec_fn=raise_priority)
         try:
-            out, _ = process.communicate(stdin)
+            out, err = process.communicate(stdin)
         except BaseException:
             # The whole session: bench-spawn's children too.
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise
         if process.returncode != 0:
-            raise subprocess.CalledProcessError(process.returncode, argv)
+            raise subprocess.CalledProcessError(process.returncode, argv, stderr=err)
+        if err:
+            sys.stderr.buffer.write(err)
         return out.decode() if capture else None
 
     def recache(self, *paths):
@@ -115,9 +129,9 @@ class Bench:
             finally:
                 os.close(fd)
 
-    def measure(self, *argv):
+    def measure(self, *argv, errors=False):
         """One line of JSON from a measuring program."""
-        out = self.run(*argv, capture=True)
+        out = self.run(*argv, capture=True, errors=errors)
         return json.loads(out.strip().splitlines()[-1])
 
     def sha256(self, path):
@@ -477,32 +491,41 @@ class Bench:
                                '(processes; median of 21, peak RSS; virtual and block size '
                                'compared with qemu-img)', ['ours-64t', 'qemu-64t'], measure)
 
+    # Convert: a matrix of rows, each `vhdx convert` against its peer measured
+    # in the same rounds.  A round runs every contender once, in turn (ours,
+    # the peer, ours, the peer...), each run after os.sync() so that no run's
+    # write-back falls into the next one, and removes the run's output (on
+    # tmpfs it takes memory); the figures are medians over self.pairs rounds.
+    # The outputs of the last round are checked against the raw equivalent
+    # (VHDX outputs with `qemu-img compare` and `qemu-img check`).  Like with
+    # like: the durable copies end with the data on the disk (ours syncs;
+    # `qemu-img convert`, `cp` and nbdcopy are followed by `sync` of the
+    # output file or device), the others leave it to the kernel.  Each row
+    # also shows ours against the peer synced the other way; the limit of a
+    # raw row is what `cp` makes of the raw equivalent.
+
+    # Raw output: (where, images).  ext4: the data folder; tmpfs: the image,
+    # its raw equivalent and the output in /dev/shm; device: a loop device
+    # (one image: writing every byte of 4 GiB is the slowest part).
+    CONVERT_RAW = (
+        ('ext4', ('qemu-half-1m', 'qemu-half-32m', 'sample-hyperv-1g', 'sample-disk2vhd-256m')),
+        ('tmpfs', ('qemu-half-1m', 'qemu-half-32m')),
+        ('device', ('qemu-half-1m',)),
+    )
+    # VHDX output of one image: (type, block size in MiB, with a durable row).
+    CONVERT_VHDX_IMAGE = 'qemu-half-32m'
+    CONVERT_VHDX = (('dynamic', 32, True), ('fixed', 32, False),
+                    ('dynamic', 16, False), ('fixed', 16, False))
+
     def case_convert(self):
-        # Like with like: the durable copies end with the data on the disk
-        # (ours syncs; `qemu-img convert` and `cp` are followed by `sync FILE`),
-        # the others leave it to the kernel.  The limit is what `cp` makes of
-        # the raw equivalent.  Ext4: the data folder; tmpfs: the image, its
-        # raw equivalent and the output in /dev/shm.
-        qemu_img = self.tools['qemu-img']
+        labels = (f'5{a}' for a in 'abcdefghijklmnopqrstuvwxyz')
         rows = []
-        letter = iter('abcdefghijklmnop')
-        for key in ('ours-half', 'qemu-half-1m'):
-            for fs in ('ext4', 'tmpfs'):
-                for durable in (True, False):
-                    label = f'5{next(letter)}'
-                    title = ('Convert to sparse raw, ' + ('durable' if durable else 'not synced')
-                             + f', on {fs}')
-                    try:
-                        vhdx, raw, desc = self.image(key)
-                    except Missing as e:
-                        rows.append(self.missing_row(label, title, key, str(e)))
-                        continue
-                    if fs == 'tmpfs' and not self.shm:
-                        rows.append(self.missing_row(label, title, desc, 'no /dev/shm'))
-                        continue
-                    row = self.convert_row(vhdx, raw, fs, durable, qemu_img)
-                    row.update(number=label, title=title, image=desc)
-                    rows.append(row)
+        try:
+            for where, keys in self.CONVERT_RAW:
+                rows += self.convert_raw_rows(where, keys, labels)
+            rows += self.convert_vhdx_rows(labels)
+            rows += self.convert_chain_rows(labels)
+        finally:
             self.drop_shm()
         return rows
 
@@ -510,56 +533,433 @@ class Bench:
         if self.shm:
             shutil.rmtree(os.path.join(self.shm, 'vhdx-bench'), ignore_errors=True)
 
-    def convert_row(self, vhdx, raw, fs, durable, qemu_img):
-        if fs == 'tmpfs':
+    def failure(self, error):
+        """What a failed command said (its last lines), to print in a cell."""
+        text = (error.stderr or b'').decode(errors='replace')
+        lines = [line.strip() for line in text.splitlines()
+                 if line.strip() and not line.startswith('bench-spawn:')]
+        said = '; '.join(lines[-2:]) or f'exit status {error.returncode}'
+        return said[:200].replace('|', '\\|')
+
+    def convert_rounds(self, contenders, target, check, errors):
+        """Times @contenders ({name: argv of the output}) in self.pairs rounds.
+        target(name) gives a new output for a run and the function that
+        removes it (which returns what went wrong, if anything); check(name,
+        out) tells whether the output of the last round is right.  @errors
+        holds the contenders not to run, and why.  Returns the medians of the
+        contenders that never failed, the errors and the names whose output
+        was wrong."""
+        errors = dict(errors)
+        times = {name: [] for name in contenders}
+        wrong = []
+        for round in range(self.pairs):
+            for name, argv in contenders.items():
+                if name in errors:
+                    continue
+                out, release = target(name)
+                try:
+                    # Dirty pages of one run must not be written back during the next.
+                    os.sync()
+                    try:
+                        times[name].append(self.measure(self.spawn, 1, *argv(out),
+                                                        errors=True)['median'])
+                    except subprocess.CalledProcessError as e:
+                        errors[name] = self.failure(e)
+                    else:
+                        if round == self.pairs - 1:
+                            try:
+                                right = check(name, out)
+                            except (OSError, ValueError, subprocess.CalledProcessError):
+                                right = False
+                            if not right:
+                                wrong.append(name)
+                finally:
+                    problem = release()
+                if problem:
+                    errors[name] = problem
+        medians = {name: statistics.median(t) for name, t in times.items()
+                   if t and name not in errors}
+        return medians, errors, wrong
+
+    def versus_row(self, result, ours, peer, cross, limit, names, target, notes):
+        """A row of @ours against @peer (the target is their ratio), with
+        @cross (the peer synced the other way) and @limit beside it.
+        names[n] is (how a cell names contender n, how a ratio names it);
+        notes[n] is said after its time."""
+        medians, errors, wrong = result
+
+        def figure(name):
+            if name is None:
+                return None
+            if name in errors:
+                return f'{names[name][0]} **failed**: {errors[name]}'
+            if name not in medians:
+                return f'{names[name][0]} not run'
+            return f'{names[name][0]} {medians[name]:.2f} s' + notes.get(name, '')
+        ratios = [f'{medians[ours] / medians[n]:.2f}× {names[n][1]}' for n in (peer, cross, limit)
+                  if n is not None and ours in medians and n in medians]
+        met = ours in medians and peer in medians and medians[ours] / medians[peer] <= target
+        row = self.row(figure(ours), figure(limit) or '—',
+                       '; '.join(f for f in (figure(peer), figure(cross)) if f),
+                       '; '.join(ratios) or '—', f'≤ {target}× {names[peer][1]}', met,
+                       not any(n in wrong for n in (ours, peer, cross, limit)))
+        failed = [names[n][1] for n in (ours, peer, cross, limit) if n in errors]
+        if failed:
+            row['failed'] = failed
+        row['wrong'] = [names[n][1] for n in (ours, peer, cross, limit) if n in wrong]
+        return row
+
+    def files_target(self, folder, suffix):
+        def target(name):
+            out = os.path.join(folder, name + suffix)
+
+            def release():
+                if os.path.exists(out):
+                    os.unlink(out)
+            return out, release
+        return target
+
+    def loop_device(self, backing, size, stale=False):
+        """A loop device over a new sparse file @backing of @size bytes:
+        (device, release).  With @stale, old data where the images hold
+        zeros (64 KiB every 16 MiB, 1 MiB in), which a copy must overwrite.
+        release() detaches it and removes @backing; should the device node
+        no longer be one (a tool renamed a file over it), it puts the node
+        back and says so."""
+        with open(backing, 'wb') as f:
+            f.truncate(size)
+            if stale:
+                for offset in range(MiB, size, 16 * MiB):
+                    f.seek(offset)
+                    f.write(b'\xa5' * (64 * KiB))
+        try:
+            dev = subprocess.run(['losetup', '-f', '--show', backing], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, check=True).stdout.decode().strip()
+        except BaseException:
+            os.unlink(backing)
+            raise
+        node = os.stat(dev)
+        # No page of an earlier use of the same device left in its cache.
+        subprocess.run(['blockdev', '--flushbufs', dev], stderr=subprocess.DEVNULL)
+
+        def release():
+            problem = None
+            try:
+                st = os.lstat(dev)
+                replaced = not stat.S_ISBLK(st.st_mode) or st.st_rdev != node.st_rdev
+            except FileNotFoundError:
+                replaced = True
+            if replaced:
+                problem = 'it replaced the device node with a regular file (node put back)'
+                if os.path.lexists(dev):
+                    os.unlink(dev)
+                os.mknod(dev, node.st_mode, node.st_rdev)
+            subprocess.run(['losetup', '-d', dev], check=True)
+            os.unlink(backing)
+            return problem
+        return dev, release
+
+    def device_unavailable(self):
+        """Why no loop device can be used here, or None."""
+        if os.geteuid() != 0:
+            return 'a loop device needs root'
+        if not shutil.which('losetup'):
+            return 'losetup is not installed'
+        try:
+            _, release = self.loop_device(self.path('convert-out/probe.img'), MiB)
+            release()
+        except (OSError, subprocess.CalledProcessError) as e:
+            said = getattr(e, 'stderr', None)
+            return 'losetup failed: ' + (said.decode().strip() if said else str(e))
+        return None
+
+    def device_support(self):
+        """None when `vhdx convert -O raw SOURCE DEVICE` writes into a block
+        device, else what it does instead.  Tried first on a 1 MiB loop device
+        in a private /dev (a mount namespace with a tmpfs on /dev holding
+        that node): a tool that only writes files makes a new file and
+        renames it over the node, which must not happen to the real /dev."""
+        unshare = shutil.which('unshare')
+        if not unshare:
+            return 'unshare is not installed (needed to try a device destination safely)'
+        tiny = self.path('convert-out/probe.raw')
+        with open(tiny, 'wb') as f:
+            f.write((bytes(range(1, 256)) * (MiB // 255 + 1))[:MiB])
+        script = ('mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && '
+                  'mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9 && '
+                  'mknod -m 600 "$1" b "$2" "$3" || exit 98; '
+                  '"$4" convert -O raw "$5" "$1"; status=$?; [ -b "$1" ] || exit 99; '
+                  'exit $status')
+        dev, release = self.loop_device(self.path('convert-out/probe.img'), MiB)
+        try:
+            rdev = os.stat(dev).st_rdev
+            p = subprocess.run([unshare, '--mount', '--propagation', 'private', 'sh', '-c',
+                                script, 'sh', dev, str(os.major(rdev)), str(os.minor(rdev)),
+                                self.vhdx, tiny], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+            said = self.failure(subprocess.CalledProcessError(p.returncode, [], None, p.stderr))
+            if p.returncode == 98:
+                return 'could not make a private /dev to try a device destination: ' + said
+            if p.returncode == 99:
+                return ('it wrote a new file and renamed it over the device node (tried on a '
+                        '1 MiB device in a private /dev): no block device destinations')
+            if p.returncode != 0:
+                return said
+            if not self.same_file(dev, tiny):
+                return 'the device did not get the bytes of a 1 MiB source'
+            return None
+        finally:
+            release()
+            os.unlink(tiny)
+
+    def convert_raw_rows(self, where, keys, labels):
+        qemu_img = self.tools['qemu-img']
+        device = where == 'device'
+        unavailable = ours_problem = None
+        if device:
+            os.makedirs(self.path('convert-out'), exist_ok=True)
+            unavailable = self.device_unavailable()
+            if unavailable is None:
+                ours_problem = self.device_support()
+        if device:
+            title = ('Convert to raw onto a block device (a loop device over a sparse file on '
+                     'ext4, old data where the disk reads as zeros), {}')
+            hows = ('durable (qemu-img and cp followed by `sync DEVICE`)', 'not synced')
+        else:
+            title = f'Convert to sparse raw, {{}}, on {where}'
+            hows = ('durable', 'not synced')
+        rows = []
+        for key in keys:
+            durable_label, label = next(labels), next(labels)
+            desc = key
+            try:
+                vhdx, raw, desc = self.image(key)
+                if not qemu_img:
+                    raise Missing('qemu-img is not installed')
+                if where == 'tmpfs' and not self.shm:
+                    raise Missing('no /dev/shm')
+                if unavailable:
+                    raise Missing(unavailable)
+            except Missing as e:
+                rows.append(self.missing_row(durable_label, title.format(hows[0]), desc, str(e)))
+                rows.append(self.missing_row(label, title.format(hows[1]), desc, str(e)))
+                continue
+            for row in self.convert_raw(where, vhdx, raw, qemu_img, ours_problem):
+                durable = row.pop('durable')
+                row.update(number=durable_label if durable else label, image=desc,
+                           title=title.format(hows[0] if durable else hows[1]))
+                rows.append(row)
+            self.drop_shm()
+        return rows
+
+    def convert_raw(self, where, vhdx, raw, qemu_img, ours_problem):
+        device = where == 'device'
+        size = os.path.getsize(raw)
+        if where == 'tmpfs':
             folder = os.path.join(self.shm, 'vhdx-bench')
             os.makedirs(folder, exist_ok=True)
             src, src_raw = os.path.join(folder, 'src.vhdx'), os.path.join(folder, 'src.raw')
-            if not os.path.exists(src) or os.path.getsize(src) != os.path.getsize(vhdx):
-                shutil.copyfile(vhdx, src)
-                subprocess.run(['cp', '--sparse=always', raw, src_raw], check=True)
+            shutil.copyfile(vhdx, src)
+            subprocess.run(['cp', '--sparse=always', raw, src_raw], check=True)
         else:
             folder = self.path('convert-out')
             os.makedirs(folder, exist_ok=True)
             src, src_raw = vhdx, raw
-        outs = {name: os.path.join(folder, name + '.raw') for name in ('vhdx', 'qemu', 'cp')}
-        sync = ' && sync "$1"' if durable else ''
-        commands = {
-            'vhdx': [self.vhdx, 'convert', '-O', 'raw'] + ([] if durable else ['--no-sync'])
-            + [src, outs['vhdx']],
-            'cp': ['sh', '-c', 'cp --sparse=always "$0" "$1"' + sync, src_raw, outs['cp']],
+        sync = ' && sync "$1"'
+        qemu = '"$2" convert ' + ('-n ' if device else '') + '-O raw "$0" "$1"'
+        cp = 'cp "$0" "$1"' if device else 'cp --sparse=always "$0" "$1"'
+
+        def ours(*options):
+            return lambda out: [self.vhdx, 'convert', '-O', 'raw', *options, src, out]
+        contenders = {
+            'ours': ours(),
+            'qemu-sync': lambda out: ['sh', '-c', qemu + sync, src, out, qemu_img],
+            'ours-nosync': ours('--no-sync'),
+            'qemu': lambda out: ['sh', '-c', qemu, src, out, qemu_img],
+            'cp-sync': lambda out: ['sh', '-c', cp + sync, src_raw, out],
+            'cp': lambda out: ['sh', '-c', cp, src_raw, out],
         }
-        if qemu_img:
-            commands['qemu'] = ['sh', '-c', qemu_img + ' convert -O raw "$0" "$1"' + sync, src,
-                                outs['qemu']]
-        times = {name: [] for name in commands}
-        same = True
-        data = 0
-        rounds = 3
-        for round in range(rounds):
-            for name, argv in commands.items():
-                # Dirty pages of one run must not be written back during the next.
-                os.sync()
-                times[name].append(self.measure(self.spawn, 1, *argv)['median'])
-                if round == rounds - 1:
-                    same = same and self.same_file(outs[name], src_raw)
-                    if name == 'vhdx':
-                        data = os.stat(outs[name]).st_blocks * 512
-                # One output at a time: on tmpfs they take memory.
-                os.unlink(outs[name])
-        best = {name: min(t) for name, t in times.items()}
-        t, c = best['vhdx'], best['cp']
-        how = ' (+ `sync FILE`)' if durable else ''
-        limit = f'`cp --sparse=always` of the raw equivalent{how} {c:.2f} s'
-        if 'qemu' not in best:
-            return self.row(f'`vhdx convert` {t:.2f} s', limit, 'qemu-img not installed',
-                            f'{t / c:.2f}× cp', 'faster than qemu-img, ≤ 1.1× cp', False, same)
-        q = best['qemu']
-        return self.row(f'`vhdx convert{"" if durable else " --no-sync"}` {t:.2f} s '
-                        f'({data / GiB:.1f} GiB of data)', limit,
-                        f'`qemu-img convert -O raw`{how} {q:.2f} s',
-                        f'{q / t:.2f}× faster than qemu-img; {t / c:.2f}× cp',
-                        'faster than qemu-img, ≤ 1.1× cp', t < q and t <= 1.1 * c, same)
+        data = {}
+        if device:
+            def target(name):
+                return self.loop_device(os.path.join(folder, 'device.img'), size, stale=True)
+
+            def check(name, out):
+                return subprocess.run(['cmp', '-s', '-n', str(size), out, src_raw]).returncode == 0
+            dest, synced = 'DEVICE', '`sync DEVICE`'
+        else:
+            target = self.files_target(folder, '.raw')
+
+            def check(name, out):
+                data[name] = os.stat(out).st_blocks * 512
+                return self.same_file(out, src_raw)
+            dest, synced = 'FILE', '`sync FILE`'
+        errors = {}
+        if ours_problem:
+            errors = {'ours': ours_problem, 'ours-nosync': ours_problem}
+        result = self.convert_rounds(contenders, target, check, errors)
+        cp_name = '`cp`' if device else '`cp --sparse=always`'
+        names = {
+            'ours': (f'`vhdx convert -O raw SRC {dest}`', 'ours'),
+            'ours-nosync': (f'`vhdx convert -O raw --no-sync SRC {dest}`', 'ours --no-sync'),
+            'qemu-sync': (f'`qemu-img convert {"-n " if device else ""}-O raw SRC {dest}` + '
+                          + synced, 'qemu-img + sync'),
+            'qemu': ('not synced', 'qemu-img not synced'),
+            'cp-sync': (f'{cp_name} of the raw equivalent + {synced}', 'cp + sync'),
+            'cp': (f'{cp_name} of the raw equivalent', 'cp'),
+        }
+        notes = {n: f' ({amount(data[n])} of data)' for n in data if n.startswith('ours')}
+        durable = self.versus_row(result, 'ours', 'qemu-sync', 'qemu', 'cp-sync', names,
+                                  0.5 if where == 'ext4' else 0.8, notes)
+        names['qemu'] = (f'`qemu-img convert {"-n " if device else ""}-O raw SRC {dest}`',
+                         'qemu-img not synced')
+        names['qemu-sync'] = (f'+ {synced}', 'qemu-img + sync')
+        plain = self.versus_row(result, 'ours-nosync', 'qemu', 'qemu-sync', 'cp', names, 0.8,
+                                notes)
+        durable['durable'], plain['durable'] = True, False
+        return [durable, plain]
+
+    def convert_vhdx_rows(self, labels):
+        qemu_img = self.tools['qemu-img']
+        key = self.CONVERT_VHDX_IMAGE
+        rows = []
+        for kind, block, with_durable in self.CONVERT_VHDX:
+            default = {32: ' (ours\' default)', 16: ' (qemu-img\'s default for 4 GiB)'}[block]
+            title = f'Convert to VHDX, {kind}, {block} MiB blocks{default}, {{}}, on ext4'
+            numbers = [next(labels) for _ in range(2 if with_durable else 1)]
+            desc = key
+            try:
+                vhdx, raw, desc = self.image(key)
+                if not qemu_img:
+                    raise Missing('qemu-img is not installed')
+            except Missing as e:
+                for number, how in zip(numbers, ('not synced', 'durable')):
+                    rows.append(self.missing_row(number, title.format(how), desc, str(e)))
+                continue
+            made = self.convert_vhdx(vhdx, raw, qemu_img, kind, block, with_durable)
+            for number, row, how in zip(numbers, made, ('not synced', 'durable')):
+                row.update(number=number, title=title.format(how), image=desc)
+                rows.append(row)
+        return rows
+
+    def convert_vhdx(self, src, raw, qemu_img, kind, block, with_durable):
+        folder = self.path('convert-out')
+        os.makedirs(folder, exist_ok=True)
+        options = (['--type=fixed'] if kind == 'fixed' else []) + (
+            [] if block == 32 else [f'--block-size={block}M'])
+        qemu_options = f'subformat={kind},block_size={block * MiB}'
+        qemu = '"$2" convert -O vhdx -o "$3" "$0" "$1"'
+        contenders = {}
+        if with_durable:
+            contenders['ours'] = lambda out: [self.vhdx, 'convert', '-O', 'vhdx', *options,
+                                              src, out]
+            contenders['qemu-sync'] = lambda out: ['sh', '-c', qemu + ' && sync "$1"', src, out,
+                                                   qemu_img, qemu_options]
+        contenders['ours-nosync'] = lambda out: [self.vhdx, 'convert', '-O', 'vhdx', '--no-sync',
+                                                 *options, src, out]
+        contenders['qemu'] = lambda out: ['sh', '-c', qemu, src, out, qemu_img, qemu_options]
+        sizes = {}
+
+        def check(name, out):
+            st = os.stat(out)
+            sizes[name] = f' (file {amount(st.st_size)}, {amount(st.st_blocks * 512)} allocated)'
+            info = json.loads(self.run(qemu_img, 'info', '-f', 'vhdx', '--output=json', out,
+                                       capture=True))
+            return (info.get('cluster-size') == block * MiB
+                    and subprocess.run([qemu_img, 'compare', '-q', '-f', 'vhdx', '-F', 'raw',
+                                        out, raw]).returncode == 0
+                    and subprocess.run([qemu_img, 'check', '-q', '-f', 'vhdx', out],
+                                       stdout=subprocess.DEVNULL).returncode == 0)
+        result = self.convert_rounds(contenders, self.files_target(folder, '.vhdx'), check, {})
+        spelled = ' '.join(options + ['SRC OUT.vhdx'])
+        names = {
+            'ours': (f'`vhdx convert -O vhdx {spelled}`', 'ours'),
+            'ours-nosync': (f'`vhdx convert -O vhdx --no-sync {spelled}`', 'ours --no-sync'),
+            'qemu': (f'`qemu-img convert -O vhdx -o {qemu_options} SRC OUT.vhdx`',
+                     'qemu-img not synced'),
+            'qemu-sync': ('+ `sync FILE`', 'qemu-img + sync'),
+        }
+        rows = [self.versus_row(result, 'ours-nosync', 'qemu',
+                                'qemu-sync' if with_durable else None, None, names, 0.8, sizes)]
+        if with_durable:
+            names['qemu-sync'] = (f'`qemu-img convert -O vhdx -o {qemu_options} SRC OUT.vhdx` '
+                                  '+ `sync FILE`', 'qemu-img + sync')
+            names['qemu'] = ('not synced', 'qemu-img not synced')
+            rows.append(self.versus_row(result, 'ours', 'qemu-sync', 'qemu', None, names, 0.8,
+                                        sizes))
+        return rows
+
+    def chain_raw(self):
+        """The raw equivalent of the chain, read by QEMU from its flat copy
+        (by us without QEMU)."""
+        _, flat, _ = self.image('chain')
+        raw = self.path('chain-flat.raw')
+        if self.tools['qemu-img']:
+            read = [self.tools['qemu-img'], 'convert', '-f', 'vhdx', '-O', 'raw', flat, raw]
+        else:
+            read = [self.vhdx, 'convert', '-O', 'raw', flat, raw]
+        self.fixture('chain-raw', lambda: self.run(*read))
+        return raw
+
+    def convert_chain_rows(self, labels):
+        title = ('Convert a differencing chain (a base and 4 levels) to sparse raw, {}, on ext4: '
+                 'QEMU cannot open differencing VHDX, the peer is nbdcopy through '
+                 'nbdkit-vhdx-plugin')
+        numbers = next(labels), next(labels)
+        desc = 'chain'
+        try:
+            top, _, desc = self.image('chain')
+            raw = self.chain_raw()
+            nbdkit, nbdcopy = self.need('nbdkit', 'nbdcopy')
+            if not os.path.exists(self.plugin):
+                raise Missing('the plugin is not built')
+        except Missing as e:
+            return [self.missing_row(n, title.format(how), desc, str(e))
+                    for n, how in zip(numbers, ('durable', 'not synced'))]
+        folder = self.path('convert-out')
+        os.makedirs(folder, exist_ok=True)
+
+        def served(sync):
+            def argv(out):
+                script = f'{shlex.quote(nbdcopy)} "$uri" {shlex.quote(out)}'
+                if sync:
+                    script += f' && sync {shlex.quote(out)}'
+                return [nbdkit, '-r', '-U', '-', self.plugin, 'file=' + top, '--run', script]
+            return argv
+        contenders = {
+            'ours': lambda out: [self.vhdx, 'convert', '-O', 'raw', top, out],
+            'nbdcopy-sync': served(True),
+            'ours-nosync': lambda out: [self.vhdx, 'convert', '-O', 'raw', '--no-sync', top, out],
+            'nbdcopy': served(False),
+            'cp-sync': lambda out: ['sh', '-c', 'cp --sparse=always "$0" "$1" && sync "$1"', raw,
+                                    out],
+            'cp': lambda out: ['cp', '--sparse=always', raw, out],
+        }
+        data = {}
+
+        def check(name, out):
+            data[name] = os.stat(out).st_blocks * 512
+            return self.same_file(out, raw)
+        result = self.convert_rounds(contenders, self.files_target(folder, '.raw'), check, {})
+        serve = '`nbdkit -r -U - vhdx file=TOP.vhdx --run \'nbdcopy "$uri" OUT\'`'
+        names = {
+            'ours': ('`vhdx convert -O raw TOP.vhdx OUT`', 'ours'),
+            'ours-nosync': ('`vhdx convert -O raw --no-sync TOP.vhdx OUT`', 'ours --no-sync'),
+            'nbdcopy-sync': (serve + ' + `sync OUT`', 'nbdcopy + sync'),
+            'nbdcopy': ('not synced', 'nbdcopy not synced'),
+            'cp-sync': ('`cp --sparse=always` of the raw equivalent + `sync FILE`', 'cp + sync'),
+            'cp': ('`cp --sparse=always` of the raw equivalent', 'cp'),
+        }
+        notes = {n: f' ({amount(data[n])} of data)' for n in data}
+        durable = self.versus_row(result, 'ours', 'nbdcopy-sync', 'nbdcopy', 'cp-sync', names,
+                                  1.0, notes)
+        names['nbdcopy'] = (serve, 'nbdcopy not synced')
+        names['nbdcopy-sync'] = ('+ `sync OUT`', 'nbdcopy + sync')
+        plain = self.versus_row(result, 'ours-nosync', 'nbdcopy', 'nbdcopy-sync', 'cp', names,
+                                1.0, notes)
+        durable.update(number=numbers[0], title=title.format('durable'), image=desc)
+        plain.update(number=numbers[1], title=title.format('not synced'), image=desc)
+        return [durable, plain]
 
     def case_async(self):
         def measure(vhdx, raw):
@@ -815,13 +1215,21 @@ HEADER = ('| # | Benchmark | Image | libvhdx | Limit | Other peers | Ratio | Tar
           '|---|---|---|---|---|---|---|---|---|')
 
 
+def amount(size):
+    """A number of bytes, in GiB or MiB."""
+    return f'{size / GiB:.2f} GiB' if size >= GiB else f'{size / MiB:.0f} MiB'
+
+
 def format_row(row):
     if row['met'] is None:
         met = row.get('note', 'not measured')
     else:
         met = 'yes' if row['met'] else '**no**'
+    if row.get('failed'):
+        met = '**failed**: ' + ', '.join(row['failed'])
     if not row['same']:
-        met += ' (**different bytes**)'
+        wrong = row.get('wrong')
+        met += ' (**different bytes**' + (': ' + ', '.join(wrong) if wrong else '') + ')'
     return (f'| {row["number"]} | {row["title"]} | {row["image"]} | {row["ours"]} | '
             f'{row["limit"]} | {row["peers"]} | {row["ratio"]} | {row["target"]} | {met} |')
 
@@ -880,13 +1288,17 @@ def main():
     parser.add_argument('--data')
     parser.add_argument('--samples', default=os.environ.get(
         'VHDX_SAMPLES_DIR', os.path.join(TOP, '..', 'shared', 'samples')))
+    parser.add_argument('--pairs', type=int, default=int(os.environ.get('VHDX_BENCH_PAIRS', 5)),
+                        help='rounds of the convert case (default 5, or VHDX_BENCH_PAIRS)')
     parser.add_argument('cases', nargs='*', metavar='CASE')
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error('--pairs must be at least 1')
     for case in args.cases:
         if case not in CASES:
             parser.error(f'unknown case {case}; known: {", ".join(CASES)}')
     bench = Bench(args.builddir, args.data or os.path.join(args.builddir, 'bench-data'),
-                  os.path.abspath(args.samples))
+                  os.path.abspath(args.samples), args.pairs)
     cases = args.cases or list(CASES)
 
     priority = own_priority()
@@ -907,15 +1319,17 @@ def main():
     lines.append(f'Machine: {machine()}; load average at the start {" ".join(load_before)}, '
                  f'at the end {" ".join(load_after)}; {priority}; {versions(bench)}.  Page '
                  'cache warm.  In-process figures: best of 5 interleaved rounds (3 for 8); 4: '
-                 'median of 21 runs (5 for qemu-img); 5: best of 3 alternating runs, each '
-                 'after sync; 11: best of 3 interleaved rounds after a checksum pass (one run '
+                 f'median of 21 runs (5 for qemu-img); 5: median of {bench.pairs} '
+                 f'round{"s" if bench.pairs != 1 else ""}, '
+                 'each running every contender once in turn, each run after sync, its output '
+                 'then removed; 11: best of 3 interleaved rounds after a checksum pass (one run '
                  'when it takes over 8 s), servers on Unix sockets.')
     text = '\n'.join(lines)
     print(text)
     if len(cases) == len(CASES):
         with open(bench.path('results.md'), 'w') as f:
             f.write(text + '\n')
-    return 0 if all(row['same'] for row in rows) else 1
+    return 0 if all(row['same'] and not row.get('failed') for row in rows) else 1
 
 
 if __name__ == '__main__':
