@@ -430,27 +430,28 @@ raw_copy_extent (RawCopy *copy,
         return TRUE;
 }
 
-/* Copy the data of @source into the raw file @fd, leaving holes wherever the disk reads as
- * zeros; with @sync, writing it back as it goes, for the caller's fsync(). */
+/* Copy the data of @source into the raw file or device of @output, leaving holes (zeros on a
+ * device) wherever the disk reads as zeros; with @sync, writing it back as it goes, for the
+ * caller's fsync(). */
 static gboolean
 convert_to_raw (Source *source,
-                int fd,
+                ToolOutput *output,
                 const char *dst,
                 gboolean sync,
                 ToolProgress *progress,
                 Failure *failure)
 {
         g_autofree guint8 *buf = g_malloc (CLI_CHUNK_SIZE);
-        RawCopy copy = { source, fd, sync, TRUE, buf, 0 };
+        RawCopy copy = { source, output->fd, sync, TRUE, buf, 0 };
         GError *error = NULL;
         VhdxMapIter iter;
         VhdxMapExtent extent;
         gboolean ok = TRUE;
 
-        if (ftruncate (fd, (off_t) source->size) < 0) {
-                vhdx_set_error_from_errno (&error, errno);
+        /* A device is not a new file: zeros first, then only the data is
+         * written, as into the holes of a file of the disk's size. */
+        if (!tool_output_zero (output, source->size, &error))
                 return fail (failure, dst, error);
-        }
         if (source->vhdx == NULL) {
                 /* A raw source: its data segments, which its own file holds. */
                 g_auto (DataCursor) cursor;
@@ -639,8 +640,12 @@ same_file (const char *path, const struct stat *st)
 {
         struct stat other;
 
-        return g_stat (path, &other) == 0 && other.st_dev == st->st_dev &&
-               other.st_ino == st->st_ino;
+        if (g_stat (path, &other) != 0)
+                return FALSE;
+        /* Two nodes of one block device are one disk. */
+        if (S_ISBLK (other.st_mode) && S_ISBLK (st->st_mode))
+                return other.st_rdev == st->st_rdev;
+        return other.st_dev == st->st_dev && other.st_ino == st->st_ino;
 }
 
 static gboolean
@@ -768,6 +773,12 @@ cli_cmd_convert (int argc, char **argv)
                    "`qemu-img convert -t unsafe` leave a copy, and a crash soon after\n"
                    "may lose it.\n"
                    "\n"
+                   "A DESTINATION that is a block device (a disk, a partition, a logical\n"
+                   "volume) takes raw output only and is written in place, as by\n"
+                   "`qemu-img convert -n` or `dd`: it must not be mounted or in use, and\n"
+                   "must hold at least the disk; it is zeroed where the disk reads as\n"
+                   "zeros, and anything past the end of the disk is left as it was.\n"
+                   "\n"
                    "Raw output is copied by the kernel (copy_file_range) from the data\n"
                    "blocks of the source file wherever both files are on one file\n"
                    "system; the holes of the source are never read.\n"
@@ -795,7 +806,7 @@ cli_cmd_convert (int argc, char **argv)
         }
         if (to_vhdx && !cli_create_params_from_options (&create, args[1], &params, &parent, TRUE))
                 return EXIT_FAILURE;
-        if (!tool_output_create (&output, args[1], &error)) {
+        if (!tool_output_create_full (&output, args[1], format == OUTPUT_RAW, &error)) {
                 tool_print_file_error (args[1], error);
                 return EXIT_FAILURE;
         }
@@ -816,7 +827,7 @@ cli_cmd_convert (int argc, char **argv)
         tool_progress_start (&progress, show_progress, NULL, source.size);
         ok = to_vhdx ? convert_to_vhdx (&source, output.fd, args[1], &params, parent, &progress,
                                         &failure)
-                     : convert_to_raw (&source, output.fd, args[1], !no_sync, &progress, &failure);
+                     : convert_to_raw (&source, &output, args[1], !no_sync, &progress, &failure);
         source_clear (&source);
         if (ok && !tool_output_commit_full (&output, !no_sync, &failure.error)) {
                 failure.path = args[1];
