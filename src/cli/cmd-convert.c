@@ -484,25 +484,26 @@ raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GEr
         return ok && (error == NULL || *error == NULL);
 }
 
-/* Copy the data of @source into the raw file @fd, leaving holes wherever the disk reads as
- * zeros; with @sync, writing it back as it goes, for the caller's fsync(). */
+/* Copy the data of @source into the raw file or device of @output, leaving holes (zeros on a
+ * device) wherever the disk reads as zeros; with @sync, writing it back as it goes, for the
+ * caller's fsync(). */
 static gboolean
 convert_to_raw (Source *source,
-                int fd,
+                ToolOutput *output,
                 const char *dst,
                 gboolean sync,
                 ToolProgress *progress,
                 Failure *failure)
 {
-        RawCopy copy = { source, fd, dst, sync, TRUE, 0 };
+        RawCopy copy = { source, output->fd, dst, sync, TRUE, 0 };
         CliWorkers *workers;
         GError *error = NULL;
         const char *path = NULL;
 
-        if (ftruncate (fd, (off_t) source->size) < 0) {
-                vhdx_set_error_from_errno (&error, errno);
+        /* A device is not a new file: zeros first, then only the data is
+         * written, as into the holes of a file of the disk's size. */
+        if (!tool_output_zero (output, source->size, &error))
                 return fail (failure, dst, error);
-        }
         workers = cli_workers_new (FALSE, raw_copy_chunk, NULL, &copy);
         if (!raw_copy_submit (&copy, workers, progress, &error) && error != NULL) {
                 /* The walk's own failure; the threads' is a consequence, if any. */
@@ -704,8 +705,12 @@ same_file (const char *path, const struct stat *st)
 {
         struct stat other;
 
-        return g_stat (path, &other) == 0 && other.st_dev == st->st_dev &&
-               other.st_ino == st->st_ino;
+        if (g_stat (path, &other) != 0)
+                return FALSE;
+        /* Two nodes of one block device are one disk. */
+        if (S_ISBLK (other.st_mode) && S_ISBLK (st->st_mode))
+                return other.st_rdev == st->st_rdev;
+        return other.st_dev == st->st_dev && other.st_ino == st->st_ino;
 }
 
 static gboolean
@@ -833,6 +838,12 @@ cli_cmd_convert (int argc, char **argv)
                    "`qemu-img convert -t unsafe` leave a copy, and a crash soon after\n"
                    "may lose it.\n"
                    "\n"
+                   "A DESTINATION that is a block device (a disk, a partition, a logical\n"
+                   "volume) takes raw output only and is written in place, as by\n"
+                   "`qemu-img convert -n` or `dd`: it must not be mounted or in use, and\n"
+                   "must hold at least the disk; it is zeroed where the disk reads as\n"
+                   "zeros, and anything past the end of the disk is left as it was.\n"
+                   "\n"
                    "Raw output is copied by the kernel (copy_file_range) from the data\n"
                    "blocks of the source file wherever both files are on one file\n"
                    "system; the holes of the source are never read.\n"
@@ -860,7 +871,7 @@ cli_cmd_convert (int argc, char **argv)
         }
         if (to_vhdx && !cli_create_params_from_options (&create, args[1], &params, &parent, TRUE))
                 return EXIT_FAILURE;
-        if (!tool_output_create (&output, args[1], &error)) {
+        if (!tool_output_create_full (&output, args[1], format == OUTPUT_RAW, &error)) {
                 tool_print_file_error (args[1], error);
                 return EXIT_FAILURE;
         }
@@ -881,7 +892,7 @@ cli_cmd_convert (int argc, char **argv)
         tool_progress_start (&progress, show_progress, NULL, source.size);
         ok = to_vhdx ? convert_to_vhdx (&source, output.fd, args[1], &params, parent, &progress,
                                         &failure)
-                     : convert_to_raw (&source, output.fd, args[1], !no_sync, &progress, &failure);
+                     : convert_to_raw (&source, &output, args[1], !no_sync, &progress, &failure);
         source_clear (&source);
         if (ok && !tool_output_commit_full (&output, !no_sync, &failure.error)) {
                 failure.path = args[1];

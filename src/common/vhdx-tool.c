@@ -8,10 +8,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <locale.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
@@ -425,16 +429,98 @@ disarm_cleanup (void)
         block_cleanup_signals (FALSE, &old);
 }
 
+/* The size of the block device @fd in bytes. */
+static gboolean
+device_size_of (int fd, guint64 *size, GError **error)
+{
+        off_t end;
+
+        if (ioctl (fd, BLKGETSIZE64, size) == 0)
+                return TRUE;
+        end = lseek (fd, 0, SEEK_END);
+        if (end < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        *size = (guint64) end;
+        return TRUE;
+}
+
+/*
+ * Open the block device @destination for writing in place.  O_EXCL claims
+ * it as a mount does: the kernel refuses a device that is mounted, part of
+ * a RAID or LVM volume in use, or open with O_EXCL by another program.
+ */
+static gboolean
+output_open_device (ToolOutput *output, const char *destination, GError **error)
+{
+        struct stat st;
+        int fd;
+
+        do
+                fd = g_open (destination, O_WRONLY | O_CLOEXEC | O_EXCL, 0);
+        while (fd < 0 && errno == EINTR);
+        if (fd < 0) {
+                if (errno == EBUSY)
+                        g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                                             _ ("the device is in use (mounted, or open "
+                                                "exclusively by another program)"));
+                else
+                        vhdx_set_error_from_errno (error, errno);
+                return FALSE;
+        }
+        /* Without O_CREAT, O_EXCL claims a block device only: anything else
+         * put there since the stat() is not written in place. */
+        if (fstat (fd, &st) < 0) {
+                vhdx_set_error_from_errno (error, errno);
+                close (fd);
+                return FALSE;
+        }
+        if (!S_ISBLK (st.st_mode)) {
+                vhdx_set_error_from_errno (error, ENOTBLK);
+                close (fd);
+                return FALSE;
+        }
+        if (!device_size_of (fd, &output->device_size, error)) {
+                close (fd);
+                return FALSE;
+        }
+        output->fd = fd;
+        output->is_device = TRUE;
+        output->destination = g_strdup (destination);
+        return TRUE;
+}
+
 gboolean
 tool_output_create (ToolOutput *output, const char *destination, GError **error)
 {
+        return tool_output_create_full (output, destination, FALSE, error);
+}
+
+gboolean
+tool_output_create_full (ToolOutput *output,
+                         const char *destination,
+                         gboolean allow_device,
+                         GError **error)
+{
         static gboolean handlers_installed = FALSE;
         g_autofree char *path = g_strdup_printf ("%s.XXXXXX", destination);
+        struct stat st;
 
         g_return_val_if_fail (!cleanup_armed, FALSE);
 
         memset (output, 0, sizeof *output);
         output->fd = -1;
+        /* A temporary name beside a device would be a file in /dev renamed
+         * over the device's node. */
+        if (g_stat (destination, &st) == 0 && S_ISBLK (st.st_mode)) {
+                if (allow_device)
+                        return output_open_device (output, destination, error);
+                g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_REGULAR_FILE,
+                                     _ ("a block device: only raw output can be written "
+                                        "onto one"));
+                return FALSE;
+        }
         if (strlen (path) >= sizeof cleanup_path) {
                 vhdx_set_error_from_errno (error, ENAMETOOLONG);
                 return FALSE;
@@ -484,6 +570,89 @@ sync_directory (const char *path)
         }
 }
 
+/* Zero [@start, @end) of the block device @fd, in whole logical blocks,
+ * in the kernel: FALSE (errno set) when it cannot. */
+static gboolean
+zero_device_in_kernel (int fd, guint64 start, guint64 end)
+{
+        /* Unmapped where the device can and reads zeros after it (thin
+         * volumes, loop devices over sparse files, most SSDs): no space
+         * used, nothing written.  Otherwise written as zeros by the device
+         * (WRITE ZEROES) or by the kernel.  Block devices take both modes
+         * since Linux 4.9; BLKZEROOUT is the older ioctl for the second. */
+        static const int modes[] = {
+                FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+        };
+        guint64 range[2] = { start, end - start };
+
+        for (gsize i = 0; i < G_N_ELEMENTS (modes); i++) {
+                if (fallocate (fd, modes[i], (off_t) start, (off_t) (end - start)) == 0)
+                        return TRUE;
+        }
+        return ioctl (fd, BLKZEROOUT, range) == 0;
+}
+
+/* Write zeros over [@start, @end) of @fd. */
+static gboolean
+write_zeros (int fd, guint64 start, guint64 end, GError **error)
+{
+        gsize chunk = (gsize) MIN (end - start, (guint64) 1 << 20);
+        g_autofree guint8 *zeros = NULL;
+
+        if (start >= end)
+                return TRUE;
+        zeros = g_malloc0 (chunk);
+        while (start < end) {
+                ssize_t n = pwrite (fd, zeros, (gsize) MIN (end - start, (guint64) chunk),
+                                    (off_t) start);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        vhdx_set_error_from_errno (error, n < 0 ? errno : EIO);
+                        return FALSE;
+                }
+                start += (guint64) n;
+        }
+        return TRUE;
+}
+
+gboolean
+tool_output_zero (ToolOutput *output, guint64 size, GError **error)
+{
+        int block_size = 512;
+        guint64 in_blocks;
+
+        if (!output->is_device) {
+                if (ftruncate (output->fd, (off_t) size) < 0) {
+                        vhdx_set_error_from_errno (error, errno);
+                        return FALSE;
+                }
+                return TRUE;
+        }
+        if (output->device_size < size) {
+                g_autofree char *device =
+                        g_format_size_full (output->device_size, G_FORMAT_SIZE_IEC_UNITS);
+                g_autofree char *disk = g_format_size_full (size, G_FORMAT_SIZE_IEC_UNITS);
+
+                g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                             _ ("the device holds %s (%llu bytes), less than the disk's %s "
+                                "(%llu bytes)"),
+                             device, (unsigned long long) output->device_size, disk,
+                             (unsigned long long) size);
+                return FALSE;
+        }
+        /* The kernel zeroes whole logical blocks; a disk that ends inside
+         * one (a raw source of any size) has its last bytes written. */
+        if (ioctl (output->fd, BLKSSZGET, &block_size) < 0 || block_size <= 0)
+                block_size = 512;
+        in_blocks = size / (guint64) block_size * (guint64) block_size;
+        if (in_blocks > 0 && !zero_device_in_kernel (output->fd, 0, in_blocks))
+                return write_zeros (output->fd, 0, size, error);
+        return write_zeros (output->fd, in_blocks, size, error);
+}
+
 gboolean
 tool_output_commit (ToolOutput *output, GError **error)
 {
@@ -501,6 +670,8 @@ tool_output_commit_full (ToolOutput *output, gboolean sync, GError **error)
                 vhdx_set_error_from_errno (error, errno);
                 return FALSE;
         }
+        if (output->is_device)
+                return TRUE;
         block_cleanup_signals (TRUE, &old);
         if (rename (output->path, output->destination) < 0) {
                 vhdx_set_error_from_errno (error, errno);
@@ -518,14 +689,17 @@ tool_output_commit_full (ToolOutput *output, gboolean sync, GError **error)
 void
 tool_output_clear (ToolOutput *output)
 {
-        /* The descriptor is open, and the file not in place, while path is set. */
+        /* The descriptor is open while path is set (the file not in place)
+         * and on a device until committed. */
+        if (output->fd >= 0)
+                close (output->fd);
         if (output->path != NULL) {
-                if (output->fd >= 0)
-                        close (output->fd);
                 g_unlink (output->path);
                 disarm_cleanup ();
         }
         output->fd = -1;
+        output->is_device = FALSE;
+        output->device_size = 0;
         g_clear_pointer (&output->path, g_free);
         g_clear_pointer (&output->destination, g_free);
 }

@@ -3,7 +3,7 @@
  * What the command line programs (vhdx, vhdx-pool) share: their start-up,
  * one-line error messages, commands and their option contexts, help,
  * progress on a terminal, JSON output, and output files written under a
- * temporary name that a fatal signal removes.
+ * temporary name that a fatal signal removes, or onto a block device.
  */
 #pragma once
 
@@ -135,24 +135,47 @@ void tool_reported_progress_end (ToolReportedProgress *progress, gboolean ok);
  * and renamed into place only when complete.  A fatal signal (SIGINT,
  * SIGTERM, SIGHUP) removes it, so an interrupted command never leaves a
  * half-written file behind.  One at a time.
+ *
+ * A destination that is a block device (a disk, a partition, a logical
+ * volume) is written in place instead, where the caller allows it: opened
+ * exclusively, so that the kernel refuses one that is mounted or in use,
+ * under no other name, and nothing is removed when the command fails.
  */
 typedef struct {
         char *destination;
         char *path; /* the temporary name, while the file is not in place */
-        int fd;     /* valid while path is set */
+        int fd;     /* valid while path is set, or on a device until committed */
+        gboolean is_device;
+        guint64 device_size; /* in bytes, when is_device */
 } ToolOutput;
 
+/* tool_output_create_full() that refuses a block device. */
 G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_create (ToolOutput *output,
                                                        const char *destination,
                                                        GError **error);
-/* fsync, rename into place, sync the directory. */
+/* With @allow_device, an existing block device as @destination is opened
+ * in place; without, it is refused (only a raw image can go onto one). */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_create_full (ToolOutput *output,
+                                                            const char *destination,
+                                                            gboolean allow_device,
+                                                            GError **error);
+/*
+ * Make the first @size bytes of the output read as zeros, for a copy that
+ * then writes only what is not zeros: the new file becomes @size bytes of
+ * holes; a device, which must hold at least @size bytes, is zeroed over
+ * [0, @size) by the fastest means the kernel has, the rest left as it was.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_zero (ToolOutput *output,
+                                                     guint64 size,
+                                                     GError **error);
+/* fsync, rename into place, sync the directory (a device: fsync only). */
 G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_commit (ToolOutput *output, GError **error);
 /* tool_output_commit() without either sync (@sync FALSE): the file is in
  * place, and the kernel writes it back when it will, as `cp` leaves a copy. */
 G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_commit_full (ToolOutput *output,
                                                             gboolean sync,
                                                             GError **error);
-/* Remove the temporary file (if any); also what g_auto() does. */
+/* Remove the temporary file (if any), close a device; also what g_auto() does. */
 void tool_output_clear (ToolOutput *output);
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ToolOutput, tool_output_clear)
