@@ -369,6 +369,40 @@ class Tests:
         ], 'data extents and their depths')
         ok([TOOL, 'check', child])
 
+    def test_differencing_to_raw(self):
+        # The chain's data comes in runs of a few sectors from two files:
+        # raw output gathers them into chunks and leaves holes where it
+        # reads zeros, 4 KiB at a time (the 8 KiB of zeros over the base).
+        base, child, base_raw, mod_raw = self.differencing()
+        # A second child whose own runs of a sector each lie where the base
+        # has none, far apart in its file, then over the base's data.
+        mod2_raw, child2 = self.path('mod2.raw'), self.path('child2.avhdx')
+        shutil.copy(base_raw, mod2_raw)
+        with open(mod2_raw, 'r+b') as f:
+            for i, at in enumerate((20 * MiB, 20 * MiB + 65536, 21 * MiB - 512, 3 * MiB)):
+                f.seek(at)
+                f.write(bytes([i + 1]) * 512)
+        ok([TOOL, 'convert', '--parent', base, mod2_raw, child2])
+        out = self.path('chain2.raw')
+        ok([TOOL, 'convert', '-O', 'raw', child2, out])
+        expect_equal(sha256(out), sha256(mod2_raw), 'raw output of sectors from two files')
+        for sync in ([], ['--no-sync']):
+            out = self.path('chain.raw')
+            ok([TOOL, 'convert', '-O', 'raw'] + sync + [child, out])
+            expect_equal(sha256(out), sha256(mod_raw), 'raw output of the chain %s' % sync)
+            expect_equal(os.path.getsize(out), 64 * MiB, 'its size')
+            with open(out, 'rb') as f:
+                fd = f.fileno()
+                expect_equal(os.lseek(fd, 40 * MiB, os.SEEK_HOLE), 40 * MiB + 4096,
+                             'the zeros over the base are a hole')
+                expect_equal(os.lseek(fd, 40 * MiB + 4096, os.SEEK_DATA), 40 * MiB + 12288,
+                             'data after the hole')
+                expect_equal(os.lseek(fd, 11 * MiB, os.SEEK_DATA), 40 * MiB,
+                             'nothing between the runs of data')
+            expect(os.stat(out).st_blocks * 512 <= 14 * MiB,
+                   'no more than the data is allocated (%d bytes)' % (os.stat(out).st_blocks * 512))
+            os.unlink(out)
+
     def test_differencing_parent_override(self):
         base, child, base_raw, mod_raw = self.differencing()
         moved = self.path('moved-base.vhdx')

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -286,7 +287,11 @@ typedef struct {
         int fd; /* the output */
         const char *dst;
         gboolean sync;
-        gint can_copy;        /* copy_file_range() works between the two files (atomic) */
+        gint can_copy; /* copy_file_range() works between the two files (atomic) */
+        /* Held by the thread writing to the output: the kernel writes to one
+         * file one call at a time, and a thread that waits for it on its
+         * own spins, taking the processor another thread reads with. */
+        pthread_mutex_t write_lock;
         guint64 written_back; /* the output before this offset is on the disk */
 } RawCopy;
 
@@ -357,6 +362,48 @@ raw_copy_wait_write_back (RawCopy *copy, guint64 end)
         }
 }
 
+static gboolean
+raw_write (RawCopy *copy, const guint8 *buf, gsize n, guint64 offset, GError **error)
+{
+        gboolean ok;
+
+        pthread_mutex_lock (&copy->write_lock);
+        ok = pwrite_all (copy->fd, buf, n, offset, error);
+        pthread_mutex_unlock (&copy->write_lock);
+        return ok;
+}
+
+/* How fine the holes of the buffer path are: a file system's block. */
+#define RAW_HOLE_SIZE ((guint64) 4096)
+
+/* Write the blocks of @buf, @n bytes of the disk at @offset, that are not
+ * all zeros, in runs; the others are left holes (zeros on a device). */
+static gboolean
+raw_write_runs (RawCopy *copy, const guint8 *buf, guint64 offset, gsize n, GError **error)
+{
+        gsize pos = 0;
+
+        while (pos < n) {
+                gsize start;
+                gboolean zero = TRUE;
+
+                /* Runs of blocks alike, aligned on the disk's own blocks. */
+                for (start = pos; pos < n;) {
+                        gsize block = (gsize) MIN (RAW_HOLE_SIZE - (offset + pos) % RAW_HOLE_SIZE,
+                                                   (guint64) (n - pos));
+                        gboolean block_zero = buffer_is_zero (buf + pos, block);
+
+                        if (pos > start && block_zero != zero)
+                                break;
+                        zero = block_zero;
+                        pos += block;
+                }
+                if (!zero && !raw_write (copy, buf + start, pos - start, offset + start, error))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
 /* One chunk, [chunk->offset, + chunk->length) of chunk->extent, on a thread. */
 static gboolean
 raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError **error)
@@ -366,7 +413,7 @@ raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError *
         guint64 offset = chunk->offset;
         gsize n = chunk->length;
         guint64 file_offset = 0;
-        int in = g_atomic_int_get (&copy->can_copy)
+        int in = !chunk->buffered && g_atomic_int_get (&copy->can_copy)
                          ? source_file_range (source, &chunk->extent, offset, &file_offset)
                          : -1;
 
@@ -378,10 +425,18 @@ raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError *
                 if (!source_read (source, offset, chunk->buf, probe, error))
                         return FALSE;
                 if (!buffer_is_zero (chunk->buf, probe)) {
-                        if (copy_range (in, file_offset, copy->fd, offset, n, &done)) {
+                        gboolean copied;
+                        int saved_errno;
+
+                        pthread_mutex_lock (&copy->write_lock);
+                        copied = copy_range (in, file_offset, copy->fd, offset, n, &done);
+                        saved_errno = errno;
+                        pthread_mutex_unlock (&copy->write_lock);
+                        if (copied) {
                                 raw_copy_start_write_back (copy, offset, offset + n);
                                 return TRUE;
                         }
+                        errno = saved_errno;
                         if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
                             errno == EOPNOTSUPP || errno == EBADF || errno == EPERM) {
                                 /* Not between these two files: the buffer from now on. */
@@ -399,8 +454,7 @@ raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError *
                                                   error))
                                         return FALSE;
                                 *path = copy->dst;
-                                if (!pwrite_all (copy->fd, chunk->buf, n - done, offset + done,
-                                                 error))
+                                if (!raw_write (copy, chunk->buf, n - done, offset + done, error))
                                         return FALSE;
                                 raw_copy_start_write_back (copy, offset, offset + n);
                                 return TRUE;
@@ -409,12 +463,35 @@ raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError *
         }
         if (!source_read (source, offset, chunk->buf, n, error))
                 return FALSE;
-        if (!buffer_is_zero (chunk->buf, n)) {
-                *path = copy->dst;
-                if (!pwrite_all (copy->fd, chunk->buf, n, offset, error))
-                        return FALSE;
-                raw_copy_start_write_back (copy, offset, offset + n);
-        }
+        *path = copy->dst;
+        if (!raw_write_runs (copy, chunk->buf, offset, n, error))
+                return FALSE;
+        raw_copy_start_write_back (copy, offset, offset + n);
+        return TRUE;
+}
+
+/* Submit [@offset, + @length) of @extent as one chunk, or through the
+ * buffer when @buffered (@extent NULL); FALSE once one failed. */
+static gboolean
+raw_copy_submit_chunk (RawCopy *copy,
+                       CliWorkers *workers,
+                       const VhdxMapExtent *extent,
+                       guint64 offset,
+                       guint64 length,
+                       gboolean buffered,
+                       ToolProgress *progress)
+{
+        CliChunk *chunk = cli_workers_next (workers);
+
+        if (chunk == NULL)
+                return FALSE;
+        chunk->offset = offset;
+        chunk->length = (gsize) length;
+        chunk->extent = extent != NULL ? *extent : (VhdxMapExtent){ 0 };
+        chunk->buffered = buffered;
+        cli_workers_submit (workers, chunk);
+        raw_copy_wait_write_back (copy, offset + length);
+        tool_progress_update (progress, offset + length);
         return TRUE;
 }
 
@@ -427,18 +504,57 @@ raw_copy_extent (RawCopy *copy,
                  guint64 end,
                  ToolProgress *progress)
 {
-        for (guint64 offset = start; offset < end;) {
-                CliChunk *chunk = cli_workers_next (workers);
-
-                if (chunk == NULL)
+        for (guint64 offset = start; offset < end; offset += CLI_CHUNK_SIZE) {
+                if (!raw_copy_submit_chunk (copy, workers, extent, offset,
+                                            MIN (end - offset, CLI_CHUNK_SIZE), FALSE, progress))
                         return FALSE;
-                chunk->offset = offset;
-                chunk->length = (gsize) MIN (end - offset, CLI_CHUNK_SIZE);
-                chunk->extent = *extent;
-                cli_workers_submit (workers, chunk);
-                offset += chunk->length;
-                raw_copy_wait_write_back (copy, offset);
-                tool_progress_update (progress, offset);
+        }
+        return TRUE;
+}
+
+/*
+ * Extents that only the buffer path can copy (a parent's data, or any once
+ * the kernel cannot copy between the files) are gathered into chunks of up
+ * to CLI_CHUNK_SIZE of the disk: a differencing chain's data comes in runs
+ * of a few sectors, and one chunk each would spend the time handing them
+ * to the threads.  So are extents of the file's own too short to be worth
+ * a call of their own.  What lies between them reads as zeros and is left a
+ * hole.
+ */
+#define RAW_COPY_MIN_SIZE ((guint64) 1024 * 1024)
+
+typedef struct {
+        guint64 start;
+        guint64 end; /* start == end: none gathered */
+} RawGathered;
+
+static gboolean
+raw_gathered_flush (RawCopy *copy, CliWorkers *workers, RawGathered *g, ToolProgress *progress)
+{
+        guint64 start = g->start;
+
+        g->start = g->end;
+        return start == g->end ||
+               raw_copy_submit_chunk (copy, workers, NULL, start, g->end - start, TRUE, progress);
+}
+
+/* Gather [@start, @end) of the disk, submitting each chunk once full. */
+static gboolean
+raw_gather (RawCopy *copy,
+            CliWorkers *workers,
+            RawGathered *g,
+            guint64 start,
+            guint64 end,
+            ToolProgress *progress)
+{
+        while (start < end) {
+                if (g->start != g->end && start >= g->start + CLI_CHUNK_SIZE &&
+                    !raw_gathered_flush (copy, workers, g, progress))
+                        return FALSE;
+                if (g->start == g->end)
+                        g->start = g->end = start;
+                g->end = MIN (end, g->start + CLI_CHUNK_SIZE);
+                start = g->end;
         }
         return TRUE;
 }
@@ -452,6 +568,7 @@ raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GEr
         Source *source = copy->source;
         VhdxMapIter iter;
         VhdxMapExtent extent;
+        RawGathered gathered = { 0 };
         gboolean ok = TRUE;
 
         if (source->vhdx == NULL) {
@@ -476,11 +593,21 @@ raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GEr
         /* A VHDX source: its data extents; holes and zero blocks stay holes. */
         vhdx_map_iter_init (&iter, source->vhdx, 0, source->size);
         while (ok && vhdx_map_iter_next (&iter, &extent, error)) {
-                if (extent.kind == VHDX_EXTENT_DATA)
-                        ok = raw_copy_extent (copy, workers, &extent, extent.offset,
-                                              extent.offset + extent.length, progress);
+                guint64 file_offset;
+                guint64 end = extent.offset + extent.length;
+
+                if (extent.kind != VHDX_EXTENT_DATA)
+                        continue;
+                if (extent.length >= RAW_COPY_MIN_SIZE && g_atomic_int_get (&copy->can_copy) &&
+                    source_file_range (source, &extent, extent.offset, &file_offset) >= 0)
+                        ok = raw_gathered_flush (copy, workers, &gathered, progress) &&
+                             raw_copy_extent (copy, workers, &extent, extent.offset, end, progress);
+                else
+                        ok = raw_gather (copy, workers, &gathered, extent.offset, end, progress);
         }
         vhdx_map_iter_clear (&iter);
+        if (ok && (error == NULL || *error == NULL))
+                ok = raw_gathered_flush (copy, workers, &gathered, progress);
         return ok && (error == NULL || *error == NULL);
 }
 
@@ -495,24 +622,32 @@ convert_to_raw (Source *source,
                 ToolProgress *progress,
                 Failure *failure)
 {
-        RawCopy copy = { source, output->fd, dst, sync, TRUE, 0 };
+        RawCopy copy = { .source = source,
+                         .fd = output->fd,
+                         .dst = dst,
+                         .sync = sync,
+                         .can_copy = TRUE };
         CliWorkers *workers;
         GError *error = NULL;
         const char *path = NULL;
+        gboolean ok;
 
         /* A device is not a new file: zeros first, then only the data is
          * written, as into the holes of a file of the disk's size. */
         if (!tool_output_zero (output, source->size, &error))
                 return fail (failure, dst, error);
+        pthread_mutex_init (&copy.write_lock, NULL);
         workers = cli_workers_new (FALSE, raw_copy_chunk, NULL, &copy);
         if (!raw_copy_submit (&copy, workers, progress, &error) && error != NULL) {
                 /* The walk's own failure; the threads' is a consequence, if any. */
                 cli_workers_abandon (workers);
-                return fail (failure, source->path, error);
+                path = source->path;
+                ok = FALSE;
+        } else {
+                ok = cli_workers_finish (workers, &path, &error);
         }
-        if (!cli_workers_finish (workers, &path, &error))
-                return fail (failure, path, error);
-        return TRUE;
+        pthread_mutex_destroy (&copy.write_lock);
+        return ok || fail (failure, path, error);
 }
 
 /* Runs of sectors of @buf (at virtual @offset) that differ from @base are
@@ -562,6 +697,9 @@ typedef struct {
         VhdxCreateParams *params;
         VhdxCreator *creator;
         const char *dst;
+        VhdxIo *io;
+        gboolean sync;
+        guint64 written_back; /* with sync: the file before it is on its way to the disk */
 } ToVhdx;
 
 /* On a thread: read the unit of @chunk and, with a parent, the parent's
@@ -595,13 +733,23 @@ static gboolean
 write_unit (CliChunk *chunk, gpointer user_data, const char **path, GError **error)
 {
         ToVhdx *c = user_data;
+        guint64 size;
 
         *path = c->dst;
-        if (c->parent != NULL)
-                return write_differing_sectors (c->creator, chunk->offset, chunk->buf, chunk->base,
-                                                chunk->length, c->params->logical_sector_size,
-                                                error);
-        return vhdx_creator_write (c->creator, chunk->offset, chunk->buf, chunk->length, error);
+        if (c->parent != NULL ? !write_differing_sectors (c->creator, chunk->offset, chunk->buf,
+                                                          chunk->base, chunk->length,
+                                                          c->params->logical_sector_size, error)
+                              : !vhdx_creator_write (c->creator, chunk->offset, chunk->buf,
+                                                     chunk->length, error))
+                return FALSE;
+        /* With sync, the data goes to the disk as it is written (blocks
+         * are laid out at the end of the file, in order), not all at the
+         * flush before the headers. */
+        if (c->sync && vhdx_io_get_size (c->io, &size, NULL) && size > c->written_back) {
+                vhdx_io_start_writeback (c->io, c->written_back, size - c->written_back);
+                c->written_back = size;
+        }
+        return TRUE;
 }
 
 /* Submit the units (at most a block, at most CLI_CHUNK_SIZE) of @c's
@@ -656,7 +804,8 @@ submit_units (ToVhdx *c,
  * Write @source into a new VHDX image on @fd: only units (at most a block,
  * at most CLI_CHUNK_SIZE) that are not all zeros, or, for a differencing image,
  * only the sectors that differ from @parent.  Threads read the units, and
- * store them in the order of the disk.
+ * store them in the order of the disk.  With @sync, flushed before its
+ * headers are written and after.
  */
 static gboolean
 convert_to_vhdx (Source *source,
@@ -664,13 +813,14 @@ convert_to_vhdx (Source *source,
                  const char *dst,
                  VhdxCreateParams *params,
                  VhdxFile *parent,
+                 gboolean sync,
                  ToolProgress *progress,
                  Failure *failure)
 {
         g_autoptr (VhdxIo) io = vhdx_io_new_fd (fd, FALSE);
         g_autoptr (VhdxCreator) creator = NULL;
         GError *error = NULL;
-        ToVhdx c = { source, parent, params, NULL, dst };
+        ToVhdx c = { source, parent, params, NULL, dst, io, sync, 0 };
         CliWorkers *workers;
         const char *path = NULL;
         guint64 unit;
@@ -695,7 +845,9 @@ convert_to_vhdx (Source *source,
         }
         if (!cli_workers_finish (workers, &path, &error))
                 return fail (failure, path, error);
-        if (!vhdx_creator_finish (creator, &error))
+        /* Without sync nothing is flushed: as for raw output, the kernel
+         * writes it back when it will. */
+        if (!vhdx_creator_finish_full (creator, sync, &error))
                 return fail (failure, dst, error);
         return TRUE;
 }
@@ -890,8 +1042,8 @@ cli_cmd_convert (int argc, char **argv)
                 return EXIT_SUCCESS;
         }
         tool_progress_start (&progress, show_progress, NULL, source.size);
-        ok = to_vhdx ? convert_to_vhdx (&source, output.fd, args[1], &params, parent, &progress,
-                                        &failure)
+        ok = to_vhdx ? convert_to_vhdx (&source, output.fd, args[1], &params, parent, !no_sync,
+                                        &progress, &failure)
                      : convert_to_raw (&source, &output, args[1], !no_sync, &progress, &failure);
         source_clear (&source);
         if (ok && !tool_output_commit_full (&output, !no_sync, &failure.error)) {

@@ -25,6 +25,9 @@
 #define MAX_THREADS 4
 /* Chunks beyond the threads': the next ones are ready when a thread is. */
 #define SPARE_CHUNKS 2
+/* Buffers start on a page: the kernel copies from one that does not (as
+ * malloc() gives, 16 bytes in) at a third of the speed on some processors. */
+#define BUFFER_ALIGNMENT 4096
 
 /* The state is guarded by a POSIX mutex rather than GLib's queues and
  * GMutex, which wait on futexes that ThreadSanitizer cannot see. */
@@ -135,9 +138,9 @@ cli_workers_new (gboolean two_buffers, CliChunkFunc work, CliChunkFunc commit, g
         w->n_chunks = w->n_threads + SPARE_CHUNKS;
         w->chunks = g_new0 (CliChunk, w->n_chunks);
         for (guint i = 0; i < w->n_chunks; i++) {
-                w->chunks[i].buf = g_malloc (CLI_CHUNK_SIZE);
+                w->chunks[i].buf = g_aligned_alloc (1, CLI_CHUNK_SIZE, BUFFER_ALIGNMENT);
                 if (two_buffers)
-                        w->chunks[i].base = g_malloc (CLI_CHUNK_SIZE);
+                        w->chunks[i].base = g_aligned_alloc (1, CLI_CHUNK_SIZE, BUFFER_ALIGNMENT);
                 g_queue_push_tail (&w->free_chunks, &w->chunks[i]);
         }
         w->threads = g_new0 (GThread *, w->n_threads);
@@ -165,6 +168,7 @@ cli_workers_next (CliWorkers *w)
                 chunk->has_data = FALSE;
                 chunk->parent_data = FALSE;
                 chunk->skip = FALSE;
+                chunk->buffered = FALSE;
         }
         return chunk;
 }
@@ -202,8 +206,8 @@ cli_workers_finish (CliWorkers *w, const char **path, GError **error)
                 g_propagate_error (error, w->error);
         }
         for (guint i = 0; i < w->n_chunks; i++) {
-                g_free (w->chunks[i].buf);
-                g_free (w->chunks[i].base);
+                g_aligned_free (w->chunks[i].buf);
+                g_aligned_free (w->chunks[i].base);
         }
         g_free (w->chunks);
         g_free (w->threads);

@@ -18,7 +18,8 @@ typedef struct {
         VhdxMapExtent extent;
         gboolean has_data;
         gboolean parent_data;
-        gboolean skip; /* work() found nothing to write */
+        gboolean skip;     /* work() found nothing to write */
+        gboolean buffered; /* read into buf, never copied by the kernel */
 } CliChunk;
 
 /* What a thread does with a chunk: FALSE with @error and the @path of the

@@ -431,6 +431,12 @@ write_header_section (VhdxCreator *w, GError **error)
 gboolean
 vhdx_creator_finish (VhdxCreator *w, GError **error)
 {
+        return vhdx_creator_finish_full (w, TRUE, error);
+}
+
+gboolean
+vhdx_creator_finish_full (VhdxCreator *w, gboolean durable, GError **error)
+{
         g_autofree guint8 *bat = NULL;
         guint64 size;
 
@@ -462,8 +468,8 @@ vhdx_creator_finish (VhdxCreator *w, GError **error)
                 if (!zero && !vhdx_io_write (w->io, bat, VHDX_MiB, w->bat_offset + done, error))
                         return FALSE;
         }
-        if (!write_metadata (w, error) || !vhdx_io_flush (w->io, error))
+        if (!write_metadata (w, error) || (durable && !vhdx_io_flush (w->io, error)))
                 return FALSE;
         /* The headers and region tables last: only now is the file a VHDX. */
-        return write_header_section (w, error) && vhdx_io_flush (w->io, error);
+        return write_header_section (w, error) && (!durable || vhdx_io_flush (w->io, error));
 }

@@ -64,6 +64,14 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_creator_write (VhdxCreator *writer,
 
 /* Write the BAT, sector bitmaps, metadata, region tables and headers, and flush. */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_creator_finish (VhdxCreator *writer, GError **error);
+/* vhdx_creator_finish(), or without @durable written but not flushed: the
+ * data and the headers reach the disk when the kernel writes them back, in
+ * no set order, and a crash soon after may leave a file that is no image
+ * (for a caller that replaces it under its final name only after a crash
+ * could no longer matter, or that says it need not survive one). */
+G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_creator_finish_full (VhdxCreator *writer,
+                                                             gboolean durable,
+                                                             GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VhdxCreator, vhdx_creator_free)
 

@@ -165,7 +165,8 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_io_truncate (VhdxIo *io, guint64 size, G
  * tried with the size the file has. */
 gboolean vhdx_io_can_truncate (VhdxIo *io);
 
-/* The backend's start_writeback(), or nothing. */
+/* The backend's start_writeback(), or nothing; a @length of 0 reaches the end
+ * of the file. */
 void vhdx_io_start_writeback (VhdxIo *io, guint64 offset, guint64 length);
 
 /* FALSE when the backend cannot tell. */

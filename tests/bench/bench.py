@@ -552,8 +552,15 @@ class Bench:
         errors = dict(errors)
         times = {name: [] for name in contenders}
         wrong = []
-        for round in range(self.pairs):
-            for name, argv in contenders.items():
+        # A first round is not timed: the first big run after a pause pays
+        # for memory the machine has to find again (up to 10 times as long
+        # on this virtual machine), whichever contender it is.  The order is
+        # turned round every other round.
+        for round in range(-1, self.pairs):
+            order = list(contenders.items())
+            if round % 2:
+                order.reverse()
+            for name, argv in order:
                 if name in errors:
                     continue
                 out, release = target(name)
@@ -561,8 +568,9 @@ class Bench:
                     # Dirty pages of one run must not be written back during the next.
                     os.sync()
                     try:
-                        times[name].append(self.measure(self.spawn, 1, *argv(out),
-                                                        errors=True)['median'])
+                        took = self.measure(self.spawn, 1, *argv(out), errors=True)['median']
+                        if round >= 0:
+                            times[name].append(took)
                     except subprocess.CalledProcessError as e:
                         errors[name] = self.failure(e)
                     else:
@@ -1321,7 +1329,8 @@ def main():
                  'cache warm.  In-process figures: best of 5 interleaved rounds (3 for 8); 4: '
                  f'median of 21 runs (5 for qemu-img); 5: median of {bench.pairs} '
                  f'round{"s" if bench.pairs != 1 else ""}, '
-                 'each running every contender once in turn, each run after sync, its output '
+                 'each running every contender once in turn (the order reversed every other '
+                 'round), after an untimed round, each run after sync, its output '
                  'then removed; 11: best of 3 interleaved rounds after a checksum pass (one run '
                  'when it takes over 8 s), servers on Unix sockets.')
     text = '\n'.join(lines)
