@@ -284,9 +284,15 @@ fail (Failure *failure, const char *path, GError *error)
 
 typedef struct {
         Source *source;
-        int fd; /* the output */
+        ToolOutput *output;
+        int fd; /* the output's */
         const char *dst;
         gboolean sync;
+        /* A file's holes read as zeros; a device is zeroed by the main
+         * thread where no chunk goes, and chunks are written whole. */
+        gboolean holes;
+        guint64 zeroed; /* the device before it is zeroed or in a chunk */
+        GError *zero_error;
         gint can_copy; /* copy_file_range() works between the two files (atomic) */
         /* Held by the thread writing to the output: the kernel writes to one
          * file one call at a time, and a thread that waits for it on its
@@ -383,6 +389,8 @@ raw_write_runs (RawCopy *copy, const guint8 *buf, guint64 offset, gsize n, GErro
 {
         gsize pos = 0;
 
+        if (!copy->holes)
+                return raw_write (copy, buf, n, offset, error);
         while (pos < n) {
                 gsize start;
                 gboolean zero = TRUE;
@@ -470,6 +478,15 @@ raw_copy_chunk (CliChunk *chunk, gpointer user_data, const char **path, GError *
         return TRUE;
 }
 
+/* On a device, from the main thread: zero what lies between the last chunk
+ * and @offset; FALSE with copy->zero_error when that failed. */
+static gboolean
+raw_copy_zero_upto (RawCopy *copy, guint64 offset)
+{
+        return copy->holes || offset <= copy->zeroed ||
+               tool_output_zero_range (copy->output, copy->zeroed, offset, &copy->zero_error);
+}
+
 /* Submit [@offset, + @length) of @extent as one chunk, or through the
  * buffer when @buffered (@extent NULL); FALSE once one failed. */
 static gboolean
@@ -481,8 +498,12 @@ raw_copy_submit_chunk (RawCopy *copy,
                        gboolean buffered,
                        ToolProgress *progress)
 {
-        CliChunk *chunk = cli_workers_next (workers);
+        CliChunk *chunk;
 
+        if (!raw_copy_zero_upto (copy, offset))
+                return FALSE;
+        copy->zeroed = offset + length;
+        chunk = cli_workers_next (workers);
         if (chunk == NULL)
                 return FALSE;
         chunk->offset = offset;
@@ -519,7 +540,8 @@ raw_copy_extent (RawCopy *copy,
  * of a few sectors, and one chunk each would spend the time handing them
  * to the threads.  So are extents of the file's own too short to be worth
  * a call of their own.  What lies between them reads as zeros and is left a
- * hole.
+ * hole; on a device, which the main thread zeroes there faster than a
+ * thread writes zeros, only extents that touch are gathered.
  */
 #define RAW_COPY_MIN_SIZE ((guint64) 1024 * 1024)
 
@@ -548,7 +570,8 @@ raw_gather (RawCopy *copy,
             ToolProgress *progress)
 {
         while (start < end) {
-                if (g->start != g->end && start >= g->start + CLI_CHUNK_SIZE &&
+                if (g->start != g->end &&
+                    (start >= g->start + CLI_CHUNK_SIZE || (!copy->holes && start > g->end)) &&
                     !raw_gathered_flush (copy, workers, g, progress))
                         return FALSE;
                 if (g->start == g->end)
@@ -623,25 +646,33 @@ convert_to_raw (Source *source,
                 Failure *failure)
 {
         RawCopy copy = { .source = source,
+                         .output = output,
                          .fd = output->fd,
                          .dst = dst,
                          .sync = sync,
-                         .can_copy = TRUE };
+                         .can_copy = TRUE,
+                         .holes = !output->is_device };
         CliWorkers *workers;
         GError *error = NULL;
         const char *path = NULL;
         gboolean ok;
 
-        /* A device is not a new file: zeros first, then only the data is
-         * written, as into the holes of a file of the disk's size. */
-        if (!tool_output_zero (output, source->size, &error))
+        if (!tool_output_set_size (output, source->size, &error))
                 return fail (failure, dst, error);
         pthread_mutex_init (&copy.write_lock, NULL);
         workers = cli_workers_new (FALSE, raw_copy_chunk, NULL, &copy);
-        if (!raw_copy_submit (&copy, workers, progress, &error) && error != NULL) {
+        /* On a device, the zeros after the last chunk while the threads finish. */
+        if (raw_copy_submit (&copy, workers, progress, &error))
+                raw_copy_zero_upto (&copy, source->size);
+        if (error != NULL) {
                 /* The walk's own failure; the threads' is a consequence, if any. */
-                cli_workers_abandon (workers);
                 path = source->path;
+        } else if (copy.zero_error != NULL) {
+                path = dst;
+                error = g_steal_pointer (&copy.zero_error);
+        }
+        if (error != NULL) {
+                cli_workers_abandon (workers);
                 ok = FALSE;
         } else {
                 ok = cli_workers_finish (workers, &path, &error);

@@ -619,11 +619,8 @@ write_zeros (int fd, guint64 start, guint64 end, GError **error)
 }
 
 gboolean
-tool_output_zero (ToolOutput *output, guint64 size, GError **error)
+tool_output_set_size (ToolOutput *output, guint64 size, GError **error)
 {
-        int block_size = 512;
-        guint64 in_blocks;
-
         if (!output->is_device) {
                 if (ftruncate (output->fd, (off_t) size) < 0) {
                         vhdx_set_error_from_errno (error, errno);
@@ -643,14 +640,29 @@ tool_output_zero (ToolOutput *output, guint64 size, GError **error)
                              (unsigned long long) size);
                 return FALSE;
         }
-        /* The kernel zeroes whole logical blocks; a disk that ends inside
-         * one (a raw source of any size) has its last bytes written. */
-        if (ioctl (output->fd, BLKSSZGET, &block_size) < 0 || block_size <= 0)
-                block_size = 512;
-        in_blocks = size / (guint64) block_size * (guint64) block_size;
-        if (in_blocks > 0 && !zero_device_in_kernel (output->fd, 0, in_blocks))
-                return write_zeros (output->fd, 0, size, error);
-        return write_zeros (output->fd, in_blocks, size, error);
+        return TRUE;
+}
+
+/* The kernel zeroes whole pages of the device here: a page that the
+ * range shares with data another thread writes stays in the page cache,
+ * where both writes meet, and its bytes in the range are written. */
+#define DEVICE_ZERO_ALIGNMENT ((guint64) 4096)
+
+gboolean
+tool_output_zero_range (ToolOutput *output, guint64 start, guint64 end, GError **error)
+{
+        guint64 first =
+                (start + DEVICE_ZERO_ALIGNMENT - 1) / DEVICE_ZERO_ALIGNMENT * DEVICE_ZERO_ALIGNMENT;
+        guint64 last = end / DEVICE_ZERO_ALIGNMENT * DEVICE_ZERO_ALIGNMENT;
+
+        if (!output->is_device || start >= end)
+                return TRUE;
+        if (first >= last)
+                return write_zeros (output->fd, start, end, error);
+        if (!zero_device_in_kernel (output->fd, first, last))
+                return write_zeros (output->fd, start, end, error);
+        return write_zeros (output->fd, start, first, error) &&
+               write_zeros (output->fd, last, end, error);
 }
 
 gboolean

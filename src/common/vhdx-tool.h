@@ -160,14 +160,23 @@ G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_create_full (ToolOutput *output,
                                                             gboolean allow_device,
                                                             GError **error);
 /*
- * Make the first @size bytes of the output read as zeros, for a copy that
- * then writes only what is not zeros: the new file becomes @size bytes of
- * holes; a device, which must hold at least @size bytes, is zeroed over
- * [0, @size) by the fastest means the kernel has, the rest left as it was.
+ * Make the output ready for @size bytes of a disk: a new file becomes @size
+ * bytes of holes; a device must hold at least @size bytes, and is left as
+ * it is (tool_output_zero_range() zeroes what the copy does not write).
  */
-G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_zero (ToolOutput *output,
-                                                     guint64 size,
-                                                     GError **error);
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_set_size (ToolOutput *output,
+                                                         guint64 size,
+                                                         GError **error);
+/*
+ * Make [@start, @end) of a device read as zeros, by the fastest means the
+ * kernel has (whole pages; the bytes beyond are written); nothing to do in
+ * a new file, whose holes read as zeros.  Other ranges may be written at
+ * the same time by other threads.
+ */
+G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_zero_range (ToolOutput *output,
+                                                           guint64 start,
+                                                           guint64 end,
+                                                           GError **error);
 /* fsync, rename into place, sync the directory (a device: fsync only). */
 G_GNUC_WARN_UNUSED_RESULT gboolean tool_output_commit (ToolOutput *output, GError **error);
 /* tool_output_commit() without either sync (@sync FALSE): the file is in
