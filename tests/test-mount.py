@@ -131,6 +131,15 @@ class Tests:
         check_ok(result, 'vhdx mount %s' % ' '.join(args))
         return result.stdout.decode()
 
+    def mount_at(self, name, *args):
+        """`vhdx mount ARGS MOUNTPOINT` at a new directory @name, which the
+        cleanup then unmounts; returns the mount point and the output."""
+        mountpoint = self.path(name)
+        os.mkdir(mountpoint)
+        out = self.mount(*args, mountpoint)
+        self.mounted.append(mountpoint)
+        return mountpoint, out
+
     def umount(self, mountpoint, image):
         """`vhdx umount`, then: no process of the mount left, its state
         gone, and @image released (check --repair opens it)."""
@@ -234,10 +243,7 @@ class Tests:
     def test_read_write_partition(self):
         self.need_tools()
         image = self.ext4_image('rw')
-        mountpoint = self.path('mnt-rw')
-        os.mkdir(mountpoint)
-        out = self.mount('--rw', '--partition=1', image, mountpoint)
-        self.mounted.append(mountpoint)
+        mountpoint, out = self.mount_at('mnt-rw', '--rw', '--partition=1', image)
         expect_equal(out, '', 'output with a mount point given')
         self.expect_hello(mountpoint)
         self.write_through(mountpoint)
@@ -257,10 +263,7 @@ class Tests:
         child = self.path('base_6D2B0C51.avhdx')
         check_ok(self.vhdx('create', '--parent', base, child), 'vhdx create --parent')
         before = sha256(base)
-        mountpoint = self.path('mnt-child')
-        os.mkdir(mountpoint)
-        self.mount('--rw', '--partition=1', child, mountpoint)
-        self.mounted.append(mountpoint)
+        mountpoint, _ = self.mount_at('mnt-child', '--rw', '--partition=1', child)
         self.expect_hello(mountpoint)
         self.write_through(mountpoint)
         self.umount(mountpoint, child)
@@ -297,10 +300,8 @@ class Tests:
         check_ok(self.vhdx('convert', '--logical-sector-size=%d' % sector, raw, image),
                  'vhdx convert')
         before = sha256(image)
-        mountpoint = self.path('mnt-ntfs')
-        os.mkdir(mountpoint)
-        report = json.loads(self.mount('--json', image, mountpoint))
-        self.mounted.append(mountpoint)
+        mountpoint, out = self.mount_at('mnt-ntfs', '--json', image)
+        report = json.loads(out)
         expect_equal((report['device'], report['type']), ('/dev/sda1', 'ntfs'),
                      'what was mounted')
         expect('Hello.txt' in os.listdir(mountpoint), 'the NTFS root: %r' % os.listdir(mountpoint))
@@ -350,10 +351,8 @@ class Tests:
         image = self.path('os.vhdx')
         check_ok(run([QEMU_IMG, 'convert', '-f', 'raw', '-O', 'vhdx', raw, image], self.env),
                  'qemu-img convert')
-        mountpoint = self.path('mnt-os')
-        os.mkdir(mountpoint)
-        report = json.loads(self.mount('--json', image, mountpoint))
-        self.mounted.append(mountpoint)
+        mountpoint, out = self.mount_at('mnt-os', '--json', image)
+        report = json.loads(out)
         expect_equal((report['inspected'], report['device']), (True, '/dev/sda2'),
                      'what inspection found')
         with open(os.path.join(mountpoint, 'home', 'user', 'notes.txt')) as f:
@@ -374,10 +373,8 @@ class Tests:
         expected = sorted(listing.decode().split())
         expect(expected, 'guestfish lists nothing')
         before = sha256(image)
-        mountpoint = self.path('mnt-btrfs')
-        os.mkdir(mountpoint)
-        report = json.loads(self.mount('--json', image, mountpoint))
-        self.mounted.append(mountpoint)
+        mountpoint, out = self.mount_at('mnt-btrfs', '--json', image)
+        report = json.loads(out)
         expect_equal((report['device'], report['type']), ('/dev/sda1', 'btrfs'),
                      'what was mounted')
         expect_equal(sorted(os.listdir(mountpoint)), expected, 'the root of the btrfs partition')

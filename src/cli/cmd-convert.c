@@ -592,6 +592,7 @@ raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GEr
         VhdxMapIter iter;
         VhdxMapExtent extent;
         RawGathered gathered = { 0 };
+        GError *walk_error = NULL;
         gboolean ok = TRUE;
 
         if (source->vhdx == NULL) {
@@ -615,7 +616,7 @@ raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GEr
         }
         /* A VHDX source: its data extents; holes and zero blocks stay holes. */
         vhdx_map_iter_init (&iter, source->vhdx, 0, source->size);
-        while (ok && vhdx_map_iter_next (&iter, &extent, error)) {
+        while (ok && vhdx_map_iter_next (&iter, &extent, &walk_error)) {
                 guint64 file_offset;
                 guint64 end = extent.offset + extent.length;
 
@@ -629,9 +630,11 @@ raw_copy_submit (RawCopy *copy, CliWorkers *workers, ToolProgress *progress, GEr
                         ok = raw_gather (copy, workers, &gathered, extent.offset, end, progress);
         }
         vhdx_map_iter_clear (&iter);
-        if (ok && (error == NULL || *error == NULL))
-                ok = raw_gathered_flush (copy, workers, &gathered, progress);
-        return ok && (error == NULL || *error == NULL);
+        if (walk_error != NULL) {
+                g_propagate_error (error, walk_error);
+                return FALSE;
+        }
+        return ok && raw_gathered_flush (copy, workers, &gathered, progress);
 }
 
 /* Copy the data of @source into the raw file or device of @output, leaving holes (zeros on a
