@@ -10,13 +10,18 @@
  * zero and read back their stripes at once, racing to give the same blocks
  * space and to set bits of the same sector bitmap pages, with flushes in
  * between; the disk read back after the close must hold every thread's
- * last data.  `./run tsan` runs this under ThreadSanitizer.
+ * last data.  Then concurrent flushes: threads that each write their own 4 KiB
+ * and flush, over and over, on a recording in-memory file; a crash at the
+ * point any flush returned must keep every write completed before that
+ * flush was called, even when the flush found another one running and left
+ * the work to it.  `./run tsan` runs this under ThreadSanitizer.
  *
  * The expected bytes come from the generator's raw disk, from the model of
  * the runs each level of the chain wrote, and for the dirty log from the
  * generator's disk with the log's updates applied by the test; the expected
  * extents from the generator's blocks, or from the BATs read by hand.
  */
+#include "crash-io.h"
 #include "test-util.h"
 #include "vhdx-gen.h"
 #include "vhdx-log-writer.h"
@@ -700,6 +705,155 @@ test_concurrent_writes (gconstpointer data)
         test_tmpdir_free (g_steal_pointer (&dir));
 }
 
+/* Concurrent flushes. */
+
+#define N_FLUSHERS    6
+#define FLUSH_ROUNDS  32
+#define FLUSH_DISK    (16 * MiB)
+#define FLUSH_SPACING (80 * 1024)
+#define FLUSH_WRITE   4096
+
+typedef struct {
+        VhdxFile *file;
+        VhdxIo *io;
+        guint index;
+        guint returned[FLUSH_ROUNDS]; /* the crash point at which each flush had returned */
+} Flusher;
+
+/* Each write's own place and bytes: the writes of a round spread over the
+ * disk, so that new blocks are given space (and flushes commit them) in
+ * most rounds. */
+static guint64
+flush_offset (guint index, guint round)
+{
+        return ((guint64) round * N_FLUSHERS + index) * FLUSH_SPACING;
+}
+
+static guint8
+flush_value (guint index, guint round)
+{
+        return (guint8) (1 + index * FLUSH_ROUNDS + round);
+}
+
+static gpointer
+flusher_thread (gpointer data)
+{
+        Flusher *f = data;
+        g_autoptr (GError) error = NULL;
+        guint8 buf[FLUSH_WRITE];
+
+        for (guint round = 0; round < FLUSH_ROUNDS; round++) {
+                memset (buf, flush_value (f->index, round), sizeof buf);
+                test_assert_ok (vhdx_file_write (f->file, flush_offset (f->index, round), buf,
+                                                 sizeof buf, VHDX_WRITE_FLAGS_NONE, &error),
+                                error);
+                test_assert_ok (vhdx_file_flush (f->file, &error), error);
+                f->returned[round] = crash_io_get_calls (f->io);
+        }
+        return NULL;
+}
+
+typedef struct {
+        guint point;
+        guint index;
+        guint round;
+} Returned;
+
+static gint
+returned_compare (gconstpointer a, gconstpointer b)
+{
+        const Returned *x = a, *y = b;
+
+        return x->point < y->point ? -1 : x->point > y->point;
+}
+
+static void
+test_concurrent_flushes (void)
+{
+        g_autoptr (GError) error = NULL;
+        VhdxCreateParams params = { .disk_type = VHDX_DISK_TYPE_DYNAMIC,
+                                    .virtual_size = FLUSH_DISK,
+                                    .block_size = 1 * MiB };
+        g_autoptr (GBytes) image = NULL;
+        g_autoptr (CrashTrace) trace = NULL;
+        g_autoptr (CrashWalker) walker = NULL;
+        g_autoptr (GArray) returned = g_array_new (FALSE, FALSE, sizeof (Returned));
+        g_autoptr (GByteArray) crashed = g_byte_array_new ();
+        g_autoptr (GRand) rand = g_rand_new_with_seed (5);
+        Flusher flushers[N_FLUSHERS];
+        GThread *threads[N_FLUSHERS];
+        VhdxIo *io;
+        VhdxFile *file;
+        guint checked = 0;
+
+        {
+                g_autoptr (VhdxIo) created = crash_io_new (NULL, 0, FALSE);
+                g_autoptr (VhdxCreator) c = vhdx_creator_new (created, &params, &error);
+                const GByteArray *contents;
+
+                g_assert_no_error (error);
+                test_assert_ok (vhdx_creator_finish (c, &error), error);
+                contents = crash_io_get_contents (created);
+                image = g_bytes_new (contents->data, contents->len);
+        }
+        io = crash_io_new (g_bytes_get_data (image, NULL), g_bytes_get_size (image), TRUE);
+        file = vhdx_file_open_full (io, VHDX_OPEN_FLAGS_READ_WRITE, NULL, &error);
+        g_assert_no_error (error);
+        for (guint i = 0; i < N_FLUSHERS; i++) {
+                flushers[i] = (Flusher){ file, io, i, { 0 } };
+                threads[i] = g_thread_new ("flusher", flusher_thread, &flushers[i]);
+        }
+        for (guint i = 0; i < N_FLUSHERS; i++)
+                g_thread_join (threads[i]);
+        trace = crash_io_get_trace (io);
+        test_assert_ok (vhdx_file_close (file, &error), error);
+        vhdx_file_free (file);
+
+        for (guint i = 0; i < N_FLUSHERS; i++) {
+                for (guint round = 0; round < FLUSH_ROUNDS; round++) {
+                        Returned r = { flushers[i].returned[round], i, round };
+                        g_array_append_val (returned, r);
+                }
+        }
+        g_array_sort (returned, returned_compare);
+
+        /* At each point where a flush had returned, only what flushes made
+         * durable survives: every write of a flush returned by then is in it. */
+        walker = crash_walker_new (trace);
+        for (guint n = 0; n < returned->len; n++) {
+                guint point = g_array_index (returned, Returned, n).point;
+                g_autoptr (GBytes) bytes = NULL;
+                g_autoptr (VhdxFile) crash = NULL;
+                g_autofree char *what = NULL;
+
+                if (n + 1 < returned->len &&
+                    g_array_index (returned, Returned, n + 1).point == point)
+                        continue;
+                while (crash_walker_get_point (walker) < point)
+                        g_assert_true (crash_walker_advance (walker));
+                crash_walker_build (walker, CRASH_DURABLE, rand, crashed);
+                bytes = g_bytes_new_static (crashed->data, crashed->len);
+                crash = vhdx_file_open_full (vhdx_io_new_memory (bytes), VHDX_OPEN_FLAGS_NONE, NULL,
+                                             &error);
+                g_assert_no_error (error);
+                what = g_strdup_printf ("a crash before call %u, after flushes had returned",
+                                        point);
+                for (guint k = 0; k <= n; k++) {
+                        const Returned *r = &g_array_index (returned, Returned, k);
+                        guint8 buf[FLUSH_WRITE], expected[FLUSH_WRITE];
+                        guint64 offset = flush_offset (r->index, r->round);
+
+                        memset (expected, flush_value (r->index, r->round), sizeof expected);
+                        test_assert_ok (vhdx_file_read (crash, offset, buf, sizeof buf, &error),
+                                        error);
+                        test_assert_bytes_equal (buf, expected, sizeof buf, offset, what);
+                }
+                checked++;
+        }
+        g_test_message ("%u crash points checked, %u calls to the file", checked,
+                        crash_trace_get_calls (trace));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -720,5 +874,6 @@ main (int argc, char **argv)
                               test_concurrent_writes);
         g_test_add_data_func ("/threads/writes/halves-of-sectors", GUINT_TO_POINTER (2),
                               test_concurrent_writes);
+        g_test_add_func ("/threads/flushes", test_concurrent_flushes);
         return g_test_run ();
 }

@@ -39,6 +39,7 @@ struct _VhdxWriter {
         GCond block_done;
         GHashTable *busy; /* payload blocks being given space */
         guint64 batch;    /* the changes made now are committed by the flush that seals it */
+        guint64 durable;  /* the last batch a flush sealed and committed (under flush_lock) */
         guint64 file_size;
         VhdxWriteStats stats;
 
@@ -877,6 +878,7 @@ flush_locked (VhdxWriter *w, GError **error)
         g_mutex_lock (&w->lock);
         vhdx_alloc_set_durable (w->alloc, sealed);
         g_mutex_unlock (&w->lock);
+        w->durable = sealed;
         return TRUE;
 
 failed:
@@ -889,6 +891,7 @@ vhdx_file_flush (VhdxFile *file, GError **error)
 {
         VhdxWriter *w = file->writer;
         g_autoptr (GMutexLocker) locker = NULL;
+        guint64 current;
 
         g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
@@ -896,7 +899,21 @@ vhdx_file_flush (VhdxFile *file, GError **error)
                 return TRUE; /* nothing was written */
         if (!check_writable (file, error))
                 return FALSE;
+
+        /* Every write that completed before this call belongs to the
+         * current batch or an earlier one.  Flushes that arrive while
+         * another runs queue on flush_lock; the first of them to get it
+         * seals a batch at least as late as theirs and so flushes for all
+         * of them (the kernel merges concurrent fdatasync calls of a raw
+         * file the same way). */
+        g_mutex_lock (&w->lock);
+        current = w->batch;
+        g_mutex_unlock (&w->lock);
         locker = g_mutex_locker_new (&w->flush_lock);
+        if (w->durable >= current)
+                return TRUE;
+        if (!check_writable (file, error))
+                return FALSE;
         return flush_locked (w, error);
 }
 
