@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The write benchmarks: the same NBD client (bench-nbd-write) against our
-nbdkit plugin, against qemu-nbd on the same VHDX image, and against nbdkit's
-file plugin on a raw file (the limit), in one run; prints a markdown table of
-medians and ratios.
+"""The write benchmarks: the same NBD clients (bench-nbd-write, and fio through
+its nbd engine) against our nbdkit plugin, against qemu-nbd on the same VHDX
+image, and against nbdkit's file plugin on a raw file (the limit), in one run;
+prints markdown tables of medians and ratios.
 
     bench-write.py --builddir BUILD [--data DIR] [--runs N] [CASE...]
 
@@ -45,12 +45,12 @@ FIO_COMMON = ['--bs=4k', '--scramble_buffers=0', '--refill_buffers=1', '--randse
 FIO_JOBS = (
     ('randwrite 4k, iodepth 32, fsync every 64, 1 GiB span',
      ['--rw=randwrite', '--iodepth=32', '--fsync=64', '--offset=0', '--size=1g',
-      '--io_size=128m']),
+      '--io_size=256m']),
     ('randread 4k, iodepth 32, after the randwrite',
-     ['--rw=randread', '--iodepth=32', '--offset=0', '--size=1g', '--io_size=256m']),
+     ['--rw=randread', '--iodepth=32', '--offset=0', '--size=1g', '--io_size=1g']),
     ('randrw 70/30 4k, iodepth 16',
      ['--rw=randrw', '--rwmixread=70', '--iodepth=16', '--offset=0', '--size=1g',
-      '--io_size=256m']),
+      '--io_size=1g']),
     ('seq write 1M, iodepth 4, fsync at the end, 2 GiB',
      ['--rw=write', '--bs=1m', '--iodepth=4', '--offset=2g', '--size=2g', '--end_fsync=1']),
 )
@@ -185,6 +185,20 @@ class Bench:
         finally:
             os.close(fd)
 
+    def warm(self, path):
+        """Reads the data of @path (not its holes) into the page cache."""
+        with open(path, 'rb', buffering=0) as f:
+            end = os.fstat(f.fileno()).st_size
+            at = 0
+            while at < end:
+                try:
+                    at = os.lseek(f.fileno(), at, os.SEEK_DATA)
+                except OSError:
+                    break
+                hole = os.lseek(f.fileno(), at, os.SEEK_HOLE)
+                while at < hole:
+                    at += len(os.pread(f.fileno(), min(4 * MiB, hole - at), at))
+
     def rounds(self, contenders):
         """(who, make) of every run: self.runs rounds, the order of the contenders reversed
         every other round, so that none is always the first after a pause (this virtual
@@ -279,15 +293,18 @@ class Bench:
         return (sum(d['iops'] for d in done), sum(d['bw_bytes'] for d in done),
                 max(d['lat_ns']['percentile']['99.000000'] for d in done) / 1e9)
 
-    def fio_contenders(self, label, contenders, check):
-        """Runs every fio job, in order, on a fresh image of each contender in each round;
-        adds a row per job with the medians, after @check has compared each contender's
-        last image with the raw file's."""
+    def fio_contenders(self, label, contenders, check, warm=False):
+        """Runs every fio job, in order, on a fresh image of each contender in each round
+        (with @warm, its data read into the page cache first); adds a row per job with the
+        medians, after @check has compared each contender's last image with the raw
+        file's."""
         runs = {who: [] for who, _ in contenders}
         last = {}
         for who, make in self.rounds(contenders):
             path = make()
             self.settle(path)
+            if warm:
+                self.warm(path)
             server = self.serve(who, path)
             try:
                 runs[who].append([self.fio(server.uri, job) for _, job in FIO_JOBS])
@@ -342,6 +359,7 @@ class Bench:
                 os.unlink(path)
             self.run(self.vhdx, 'create', f'--parent={parent}', path)
             self.settle(parent)
+            self.warm(parent)
             return path
 
         def check(who, path, raw):
@@ -350,9 +368,12 @@ class Bench:
                             '--run', f'qemu-img compare -f raw -F raw "$uri" {raw}'],
                            check=True, stdout=subprocess.DEVNULL)
 
+        # Both read what the parent holds from the page cache: the parent, a file kept
+        # between runs, and the fresh copy of the raw file would come from the host's
+        # cache or its disk unequally.
         contenders = [('libvhdx', child), ('raw', lambda: self.fresh(half, 'raw'))]
         self.fio_contenders('differencing child of a 2 MiB-block parent, half allocated',
-                            contenders, check)
+                            contenders, check, warm=True)
 
     def table(self):
         if self.rows:

@@ -1530,8 +1530,8 @@ HANDLERS = {
      'through VhdxIo'): Examples.layout,
     ('README.md', './run bench                     # all cases; or name some: ./run bench '
      'random convert serve'): Examples.benchmarks,
-    ('README.md', './run bench-write               # all four cases; or name some: ./run '
-     'bench-write fill overwrite'): Examples.benchmarks,
+    ('README.md', './run bench-write               # every case; or name some: ./run '
+     'bench-write fill fio'): Examples.benchmarks,
     ('README.md', './run bench-manage              # all cases; or name some: ./run '
      'bench-manage merge compact'): Examples.benchmarks,
     ('README.md', './run bench-filter              # or: ./run bench-filter --runs 9'):
