@@ -43,8 +43,9 @@ G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_discard (VhdxFile *file,
 
 /*
  * Make everything written so far durable: the payload, then the metadata
- * changes through the log.  Concurrent flushes are serialised; writes may
- * go on meanwhile.
+ * changes through the log.  Concurrent flushes are serialised, and one that
+ * waited returns as soon as a flush that started after it was called has
+ * committed; writes may go on meanwhile.
  */
 G_GNUC_WARN_UNUSED_RESULT gboolean vhdx_file_flush (VhdxFile *file, GError **error);
 
@@ -55,7 +56,7 @@ typedef struct {
         guint64 blocks_reused;     /* of those, in space freed earlier */
         guint64 blocks_freed;
         guint64 log_sequences; /* log sequences written */
-        guint64 flushes;       /* flushes of the file */
+        guint64 flushes;       /* flushes of the file (flushes merged into one count once) */
         guint64 header_updates;
 } VhdxWriteStats;
 
