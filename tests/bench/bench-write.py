@@ -313,7 +313,7 @@ class Bench:
             last[who] = path
         for who, path in last.items():
             if who != 'raw':
-                check(who, path, last['raw'])
+                check(path, last['raw'])
         for i, (job, _) in enumerate(FIO_JOBS):
             medians = {who: tuple(statistics.median(run[i][k] for run in runs[who])
                                   for k in range(3)) for who in runs}
@@ -344,7 +344,7 @@ class Bench:
                       ('qemu-nbd', lambda: self.fresh(empty, 'qemu-nbd')),
                       ('raw', lambda: self.empty_raw(size))]
         self.fio_contenders('empty 4 GiB dynamic, qemu-img', contenders,
-                            lambda who, path, raw: self.compare(path, raw, 'vhdx'))
+                            lambda path, raw: self.compare(path, raw, 'vhdx'))
 
     def case_fio_child(self):
         if not self.have_fio():
@@ -362,7 +362,7 @@ class Bench:
             self.warm(parent)
             return path
 
-        def check(who, path, raw):
+        def check(path, raw):
             # QEMU cannot open a differencing image: qemu-img reads it through the plugin.
             subprocess.run(['nbdkit', '-U', '-', '--readonly', self.plugin, f'file={path}',
                             '--run', f'qemu-img compare -f raw -F raw "$uri" {raw}'],
